@@ -1,0 +1,28 @@
+"""tfkd: knowledge distillation for TensorFlow/Keras students shipped to mobile."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tfkd",
+    version="0.1.0",
+    description="Distil, quantize (QAT while distilling), export to TFLite and measure on mobile.",
+    packages=find_packages(include=["tfkd", "tfkd.*", "pipelines", "pipelines.*"]),
+    package_data={"pipelines": ["configs/*.flags"]},
+    python_requires="==3.11.*",
+    install_requires=[
+        "tensorflow==2.21.0",
+        # TF-MOT only quantizes Keras 2 models: the whole library uses tf_keras (tfkd/keras.py).
+        "tf-keras==2.21.0",
+        "tensorflow-model-optimization==0.8.1",
+        "ai-edge-litert==2.3.0",
+        "tensorflow-datasets==4.9.10",
+        # tfds needs it to prepare any dataset but does not declare it.
+        "importlib-resources==7.1.0",
+        # TF-MOT 0.8.1 requires absl-py ~= 1.2.
+        "absl-py==1.4.0",
+        "numpy==2.4.6",
+        "scikit-learn==1.9.1",
+        "matplotlib==3.11.2",
+    ],
+    extras_require={"test": ["pytest==9.2.0"]},
+)

@@ -1,0 +1,28 @@
+"""Test-session set-up: two logical CPU devices, so tf.distribute tests run on one CPU."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+# Logical devices can only be configured before the TensorFlow runtime starts, so this happens
+# at collection time for the whole session; single-device code keeps using the first one.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
+import pytest  # noqa: E402
+
+from tfkd.keras import keras  # noqa: E402
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+CIFAR_SAMPLE = os.path.join(FIXTURES, "cifar10_sample")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    yield

@@ -1,0 +1,294 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkd
+from tfkd.keras import keras
+
+layers = keras.layers
+NUM_CLASSES = 3
+
+
+def blobs(n=96, seed=0):
+    """A learnable toy problem: three Gaussian blobs in 4-D."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, NUM_CLASSES, size=n)
+    centers = np.eye(NUM_CLASSES, 4) * 3.0
+    features = centers[labels] + rng.normal(size=(n, 4))
+    return features.astype(np.float32), labels.astype(np.int64)
+
+
+def dataset(batch_size=16, n=96, seed=0):
+    x, y = blobs(n, seed)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+
+
+def mlp(name, hidden=8, batch_norm=False, dropout=0.0, seed=0):
+    initializer = keras.initializers.GlorotUniform(seed=seed)
+    inputs = keras.Input((4,))
+    x = layers.Dense(hidden, kernel_initializer=initializer, name=f"{name}_hidden")(inputs)
+    if batch_norm:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.ReLU()(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(NUM_CLASSES, kernel_initializer=initializer, name=f"{name}_logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def numpy_cross_entropy(logits, labels):
+    z = logits - logits.max(axis=-1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return -log_probs[np.arange(len(labels)), labels]
+
+
+def numpy_kd(teacher, student, temperature):
+    def log_softmax(z):
+        z = z / temperature
+        z = z - z.max(axis=-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+    log_t, log_s = log_softmax(teacher), log_softmax(student)
+    return temperature**2 * np.sum(np.exp(log_t) * (log_t - log_s), axis=-1)
+
+
+def test_fit_lowers_the_loss_on_a_learnable_problem():
+    distiller = tfkd.Distiller(mlp("student"), mlp("teacher", seed=1), student_loss_weight=0.5)
+    distiller.compile(optimizer=keras.optimizers.Adam(0.05), metrics=["accuracy"])
+    data = dataset()
+    before = distiller.evaluate(data, return_dict=True, verbose=0)["loss"]
+    distiller.fit(data, epochs=1, verbose=0)
+    after = distiller.evaluate(data, return_dict=True, verbose=0)["loss"]
+    assert after < before * 0.9
+
+
+def test_reported_losses_match_numpy_on_one_batch():
+    x, y = blobs(16)
+    student, teacher = mlp("student"), mlp("teacher", seed=1)
+    weight, temperature = 0.3, 2.0
+    distiller = tfkd.Distiller(
+        student, teacher, loss=tfkd.losses.KD(temperature), student_loss_weight=weight
+    )
+    distiller.compile(optimizer="sgd", metrics=["accuracy"])
+    got = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    s, t = student.predict(x, verbose=0), teacher.predict(x, verbose=0)
+    ce, kd = numpy_cross_entropy(s, y).mean(), numpy_kd(t, s, temperature).mean()
+    assert got["student_loss"] == pytest.approx(ce, rel=1e-5)
+    assert got["distillation_loss"] == pytest.approx(kd, rel=1e-5)
+    assert got["loss"] == pytest.approx(weight * ce + (1 - weight) * kd, rel=1e-5)
+    assert got["accuracy"] == pytest.approx(np.mean(s.argmax(-1) == y))
+
+
+def test_teacher_is_frozen_bit_for_bit_and_not_optimized():
+    teacher = mlp("teacher", batch_norm=True, dropout=0.5, seed=1)
+    before = [w.copy() for w in teacher.get_weights()]
+    distiller = tfkd.Distiller(mlp("student"), teacher)
+    distiller.compile(optimizer=keras.optimizers.Adam(0.05))
+    distiller.fit(dataset(), epochs=2, verbose=0)
+    for old, new in zip(before, teacher.get_weights()):
+        np.testing.assert_array_equal(old, new)  # includes BatchNorm moving statistics
+    optimizer_variables = [v.name for v in distiller.optimizer.variables()]
+    assert any("student_hidden" in n for n in optimizer_variables)
+    assert not any("teacher" in n for n in optimizer_variables)
+    assert not teacher.trainable
+
+
+def test_no_gradient_flows_into_the_teacher():
+    teacher = mlp("teacher", seed=1)
+    distiller = tfkd.Distiller(mlp("student"), teacher)
+    x, _ = blobs(8)
+    with tf.GradientTape() as tape:
+        logits = distiller.teacher_logits(x)
+    gradients = tape.gradient(tf.reduce_sum(logits), teacher.weights)
+    assert all(g is None for g in gradients)
+
+
+def test_ensemble_logits_are_the_mean_or_weighted_mean_of_members():
+    members = [mlp(f"teacher{i}", seed=i + 1) for i in range(3)]
+    x, _ = blobs(8)
+    outputs = np.stack([m.predict(x, verbose=0) for m in members])
+    plain = tfkd.Distiller(mlp("student"), members)
+    np.testing.assert_allclose(plain.teacher_logits(x), outputs.mean(0), rtol=1e-5, atol=1e-6)
+    weighted = tfkd.Distiller(mlp("student"), members, teacher_weights=[1, 1, 2])
+    np.testing.assert_allclose(
+        weighted.teacher_logits(x),
+        np.tensordot([0.25, 0.25, 0.5], outputs, axes=1),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert plain.teacher == members
+
+
+def test_ensemble_distillation_loss_uses_the_averaged_teacher():
+    members = [mlp(f"teacher{i}", seed=i + 1) for i in range(2)]
+    student = mlp("student")
+    x, y = blobs(16)
+    distiller = tfkd.Distiller(student, members, loss=tfkd.losses.KD(3.0))
+    distiller.compile(optimizer="sgd")
+    got = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    mean_teacher = np.mean([m.predict(x, verbose=0) for m in members], axis=0)
+    expected = numpy_kd(mean_teacher, student.predict(x, verbose=0), 3.0).mean()
+    assert got["distillation_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_student_loss_weight_one_matches_plain_student_training():
+    data = dataset()
+    plain = mlp("plain", batch_norm=True)
+    student = mlp("student", batch_norm=True)
+    student.set_weights(plain.get_weights())
+    plain.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    plain_history = plain.fit(data, epochs=2, verbose=0).history
+    distiller = tfkd.Distiller(student, mlp("teacher", seed=1), student_loss_weight=1.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    history = distiller.fit(data, epochs=2, verbose=0).history
+    for expected, got in zip(plain.get_weights(), student.get_weights()):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(history["loss"], plain_history["loss"], rtol=1e-5)
+
+
+def test_history_reports_every_loss_part_and_compiled_metric_for_train_and_validation():
+    distiller = tfkd.Distiller(mlp("student"), mlp("teacher", seed=1))
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    history = distiller.fit(dataset(), validation_data=dataset(seed=1), epochs=1, verbose=0)
+    names = {"loss", "student_loss", "distillation_loss", "accuracy"}
+    assert set(history.history) == names | {f"val_{n}" for n in names}
+
+
+def test_call_returns_student_logits_and_the_student_saves_alone(tmp_path):
+    student = mlp("student")
+    distiller = tfkd.Distiller(student, mlp("teacher", hidden=32, seed=1))
+    x, _ = blobs(8)
+    np.testing.assert_allclose(distiller(x), student(x), rtol=1e-6)
+    path = str(tmp_path / "student.keras")
+    distiller.student.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert loaded.count_params() == student.count_params()
+    np.testing.assert_allclose(loaded(x), student(x), rtol=1e-6)
+
+
+def test_sample_weights_apply_to_both_losses():
+    x, y = blobs(16)
+    weights = np.linspace(0, 2, 16).astype(np.float32)
+    student, teacher = mlp("student"), mlp("teacher", seed=1)
+    distiller = tfkd.Distiller(student, teacher, loss=tfkd.losses.KD(2.0), student_loss_weight=0.5)
+    distiller.compile(optimizer="sgd")
+    got = distiller.evaluate(x, y, sample_weight=weights, batch_size=16, return_dict=True, verbose=0)
+    s, t = student.predict(x, verbose=0), teacher.predict(x, verbose=0)
+    assert got["student_loss"] == pytest.approx(
+        np.sum(weights * numpy_cross_entropy(s, y)) / 16, rel=1e-5
+    )
+    assert got["distillation_loss"] == pytest.approx(
+        np.sum(weights * numpy_kd(t, s, 2.0)) / 16, rel=1e-5
+    )
+
+
+def test_several_weighted_losses_add_up():
+    x, y = blobs(16)
+    student, teacher = mlp("student"), mlp("teacher", seed=1)
+    distiller = tfkd.Distiller(
+        student, teacher, loss=[(tfkd.losses.KD(1.0), 0.25), (tfkd.losses.KD(4.0), 2.0)]
+    )
+    distiller.compile(optimizer="sgd")
+    got = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    s, t = student.predict(x, verbose=0), teacher.predict(x, verbose=0)
+    expected = 0.25 * numpy_kd(t, s, 1.0).mean() + 2.0 * numpy_kd(t, s, 4.0).mean()
+    assert got["distillation_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def _train_weights(strategy, jit_compile=False):
+    with strategy.scope():
+        student, teacher = mlp("student"), mlp("teacher", seed=1)
+        distiller = tfkd.Distiller(student, teacher, student_loss_weight=0.3)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=jit_compile)
+    history = distiller.fit(dataset(batch_size=16), epochs=1, verbose=0).history
+    return student.get_weights(), history["loss"][0]
+
+
+def test_mirrored_strategy_on_two_devices_matches_one_device():
+    devices = tf.config.list_logical_devices("CPU")
+    assert len(devices) >= 2, "conftest configures two logical CPU devices"
+    mirrored = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    assert mirrored.num_replicas_in_sync == 2
+    single_weights, single_loss = _train_weights(tf.distribute.get_strategy())
+    keras.backend.clear_session()
+    mirrored_weights, mirrored_loss = _train_weights(mirrored)
+    # Plain SGD: a wrong per-replica loss scale would double the step and fail this.
+    for expected, got in zip(single_weights, mirrored_weights):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert mirrored_loss == pytest.approx(single_loss, rel=1e-4)
+
+
+def test_jit_compile_gives_the_same_training():
+    eager_weights, _ = _train_weights(tf.distribute.get_strategy(), jit_compile=False)
+    keras.backend.clear_session()
+    xla_weights, _ = _train_weights(tf.distribute.get_strategy(), jit_compile=True)
+    for expected, got in zip(eager_weights, xla_weights):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_get_config_round_trip():
+    distiller = tfkd.Distiller(
+        mlp("student"),
+        [mlp("teacher0", seed=1), mlp("teacher1", seed=2)],
+        loss=[(tfkd.losses.KD(2.0), 1.0)],
+        student_loss_weight=0.25,
+        teacher_weights=[1, 3],
+    )
+    restored = tfkd.Distiller.from_config(distiller.get_config())
+    assert restored.student_loss_weight == 0.25
+    assert restored.teacher_weights == (0.25, 0.75)
+    assert [t.name for t in restored.teacher] == ["teacher0", "teacher1"]
+    assert restored.distillation_terms[0][0].temperature == 2.0
+    assert restored.student.count_params() == distiller.student.count_params()
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5, float("nan")])
+def test_student_loss_weight_outside_unit_interval_is_rejected(weight):
+    with pytest.raises(ValueError, match="student_loss_weight"):
+        tfkd.Distiller(mlp("student"), mlp("teacher"), student_loss_weight=weight)
+
+
+def test_student_loss_weight_of_wrong_type_is_rejected():
+    with pytest.raises(TypeError, match="student_loss_weight"):
+        tfkd.Distiller(mlp("student"), mlp("teacher"), student_loss_weight="0.5")
+
+
+def test_output_size_mismatch_is_rejected_naming_both_models():
+    inputs = keras.Input((4,))
+    wide_teacher = keras.Model(inputs, layers.Dense(5)(inputs), name="wide_teacher")
+    with pytest.raises(ValueError, match="wide_teacher' emits 5 logits but student 'student' emits 3"):
+        tfkd.Distiller(mlp("student"), wide_teacher)
+
+
+def test_bad_teachers_are_rejected():
+    with pytest.raises(TypeError, match="tf_keras Model"):
+        tfkd.Distiller(mlp("student"), "teacher.keras")
+    with pytest.raises(ValueError, match="empty list"):
+        tfkd.Distiller(mlp("student"), [])
+    with pytest.raises(ValueError, match="one weight per teacher"):
+        tfkd.Distiller(mlp("student"), [mlp("t0"), mlp("t1")], teacher_weights=[1.0])
+    with pytest.raises(ValueError, match="not all zero"):
+        tfkd.Distiller(mlp("student"), [mlp("t0"), mlp("t1")], teacher_weights=[1.0, -1.0])
+
+
+def test_multi_output_student_is_rejected():
+    inputs = keras.Input((4,))
+    two_heads = keras.Model(inputs, [layers.Dense(3)(inputs), layers.Dense(3)(inputs)])
+    with pytest.raises(ValueError, match="2 outputs"):
+        tfkd.Distiller(two_heads, mlp("teacher"))
+
+
+def test_losses_belong_in_the_constructor_not_compile():
+    distiller = tfkd.Distiller(mlp("student"), mlp("teacher"))
+    with pytest.raises(ValueError, match="constructor"):
+        distiller.compile(optimizer="adam", loss="mse")
+
+
+def test_bad_loss_spec_is_rejected():
+    with pytest.raises(TypeError, match="list of"):
+        tfkd.Distiller(mlp("student"), mlp("teacher"), loss=["kd"])
+    with pytest.raises(ValueError, match=">= 0"):
+        tfkd.Distiller(mlp("student"), mlp("teacher"), loss=[(tfkd.losses.KD(), -1.0)])

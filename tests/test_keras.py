@@ -1,0 +1,59 @@
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import tf_keras
+
+from tfkd.keras import keras
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_tfkd_keras_is_tf_keras_version_2():
+    assert keras is tf_keras
+    assert keras.__version__.startswith("2.")
+
+
+def _run(code):
+    # A fresh interpreter that has not inherited the variable tfkd set in this one.
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=120, check=True).stdout.strip()
+
+
+def test_importing_tensorflow_first_does_not_change_tfkd_keras():
+    code = (
+        "import tensorflow as tf\n"
+        "keras3 = tf.keras.__version__\n"
+        "from tfkd.keras import keras\n"
+        "import tensorflow_model_optimization as tfmot\n"
+        "from tensorflow_model_optimization.python.core.keras.compat import keras as mot_keras\n"
+        "print(keras.__version__[0], mot_keras.layers.Dense is keras.layers.Dense, keras3[0])\n"
+    )
+    assert _run(code).splitlines()[-1] == "2 True 3"
+
+
+def test_importing_tfkd_first_makes_tf_keras_keras_2_everywhere():
+    code = (
+        "import tfkd\n"
+        "import tensorflow as tf\n"
+        "from tensorflow_model_optimization.python.core.keras.compat import keras as mot_keras\n"
+        "print(tf.keras.layers.Dense is tfkd.keras.layers.Dense,\n"
+        "      mot_keras.layers.Dense is tfkd.keras.layers.Dense)\n"
+    )
+    assert _run(code).splitlines()[-1] == "True True"
+
+
+def test_nothing_else_imports_keras_directly():
+    pattern = re.compile(r"^\s*(import keras\b|from keras\b|import tf_keras\b|from tf_keras\b)"
+                         r"|\btf\.keras\b", re.M)
+    offenders = []
+    for folder in ("tfkd", "pipelines", "tools"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if path.name == "keras.py" and path.parent.name == "tfkd":
+                continue
+            if pattern.search(path.read_text()):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []

@@ -1,0 +1,121 @@
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkd
+from tfkd.keras import keras
+
+
+def numpy_kd(teacher, student, temperature):
+    """Hinton et al. 2015, written independently: T^2 * KL(p_t || p_s), softened by T."""
+
+    def softmax(z):
+        z = z / temperature
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    p_t, p_s = softmax(teacher.astype(np.float64)), softmax(student.astype(np.float64))
+    return temperature**2 * np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=-1)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0, 4.0, 10.0])
+@pytest.mark.parametrize("shape", [(1, 2), (4, 10), (16, 100)])
+def test_kd_matches_numpy_reference(temperature, shape):
+    rng = np.random.default_rng(int(temperature * 10) + shape[1])
+    teacher = rng.normal(scale=3.0, size=shape).astype(np.float32)
+    student = rng.normal(scale=3.0, size=shape).astype(np.float32)
+    got = tfkd.losses.KD(temperature)(teacher, student)
+    np.testing.assert_allclose(got, numpy_kd(teacher, student, temperature).mean(), rtol=1e-4)
+
+
+def test_kd_default_temperature_on_published_example():
+    # ANCHORS.md: T^2 * KL is 1.347 for these logits at T=3 (where Keras 3's default gave 0.318).
+    teacher = np.array([[1, 2, 3], [4, 5, 6]], np.float32)
+    student = np.array([[2, 1, 4], [3, 6, 2]], np.float32)
+    assert float(tfkd.losses.KD(temperature=3.0)(teacher, student)) == pytest.approx(1.347, abs=1e-3)
+    default = tfkd.losses.KD()
+    assert default.temperature == 4.0
+    np.testing.assert_allclose(
+        default(teacher, student), numpy_kd(teacher, student, 4.0).mean(), rtol=1e-5
+    )
+
+
+def test_kd_is_zero_only_when_student_equals_teacher():
+    logits = np.random.default_rng(0).normal(size=(8, 10)).astype(np.float32)
+    kd = tfkd.losses.KD(2.0)
+    assert float(kd(logits, logits)) == pytest.approx(0.0, abs=1e-6)
+    assert float(kd(logits, logits[::-1])) > 0.01
+
+
+def test_kd_sample_weight_is_weighted_sum_over_batch_size():
+    rng = np.random.default_rng(1)
+    teacher, student = rng.normal(size=(2, 5, 7)).astype(np.float32)
+    weights = np.array([0.0, 1.0, 2.0, 0.5, 1.0], np.float32)
+    expected = np.sum(weights * numpy_kd(teacher, student, 3.0)) / 5
+    np.testing.assert_allclose(
+        tfkd.losses.KD(3.0)(teacher, student, sample_weight=weights), expected, rtol=1e-5
+    )
+
+
+def test_kd_same_value_eagerly_and_in_tf_function_and_gradient_reaches_student():
+    rng = np.random.default_rng(2)
+    teacher = tf.constant(rng.normal(size=(4, 10)), tf.float32)
+    student = tf.Variable(rng.normal(size=(4, 10)), dtype=tf.float32)
+    kd = tfkd.losses.KD(4.0)
+    eager = kd(teacher, student)
+    graph = tf.function(kd)(teacher, student)
+    np.testing.assert_allclose(eager, graph, rtol=1e-6)
+    with tf.GradientTape() as tape:
+        value = kd(teacher, student)
+    gradient = tape.gradient(value, student)
+    assert float(tf.reduce_max(tf.abs(gradient))) > 1e-4
+
+
+def test_kd_computes_in_float32_for_float16_inputs():
+    rng = np.random.default_rng(3)
+    teacher, student = rng.normal(scale=5, size=(2, 4, 10))
+    got = tfkd.losses.KD(4.0)(tf.constant(teacher, tf.float16), tf.constant(student, tf.float16))
+    assert got.dtype == tf.float32
+    expected = numpy_kd(teacher.astype(np.float16), student.astype(np.float16), 4.0).mean()
+    np.testing.assert_allclose(got, expected, rtol=1e-3)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
+def test_kd_rejects_non_positive_or_non_finite_temperature(bad):
+    with pytest.raises(ValueError, match="temperature"):
+        tfkd.losses.KD(bad)
+
+
+@pytest.mark.parametrize("bad", ["4", None, True])
+def test_kd_rejects_non_number_temperature(bad):
+    with pytest.raises(TypeError, match="temperature"):
+        tfkd.losses.KD(bad)
+
+
+def test_config_round_trip_through_keras_serialization():
+    kd = tfkd.losses.KD(temperature=2.5)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(kd))
+    assert isinstance(restored, tfkd.losses.KD)
+    assert restored.get_config() == {"temperature": 2.5}
+    assert tfkd.losses.KD.from_config(kd.get_config()).temperature == 2.5
+
+
+def test_registry_builds_by_name_and_lists_choices_for_unknown_names():
+    assert "kd" in tfkd.losses.available()
+    assert tfkd.losses.get("kd", temperature=3.0).temperature == 3.0
+    with pytest.raises(ValueError, match=r"Unknown loss 'kld'. Available: \[.*'kd'"):
+        tfkd.losses.get("kld")
+
+
+@pytest.mark.parametrize("name", tfkd.losses.available())
+def test_every_registered_loss_is_a_finite_scalar_and_zero_at_equality(name):
+    loss = tfkd.losses.get(name)
+    rng = np.random.default_rng(4)
+    teacher, student = rng.normal(size=(2, 6, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, size=6)
+    value = loss(teacher, student, labels)
+    assert value.shape == () and math.isfinite(float(value)) and float(value) > 0
+    assert float(loss(teacher, teacher, labels)) == pytest.approx(0.0, abs=1e-5)
+    assert type(loss).from_config(loss.get_config()).get_config() == loss.get_config()

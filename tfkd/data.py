@@ -1,0 +1,481 @@
+"""Dataset sources, the preprocessing recorded for export, augmentation and input pipelines.
+
+Sources, by name:
+- `digits`: scikit-learn's bundled 8x8 digit images (1,797), split deterministically and
+  stratified into train/validation/test. Works offline; the default for quick runs.
+- `folder:PATH`: an image folder `PATH/train/<class>/*.jpg|png` with optional `test/` and
+  `validation/` (or `val/`) splits next to it; missing splits are carved from `train/` with a
+  seeded, class-stratified split. Read with `tfds.folder_dataset.ImageFolder`.
+- `tfds:NAME` (or a bare tfds name such as `cifar10`): a TensorFlow Datasets builder, prepared
+  in `data_dir`.
+
+Every source yields unbatched `(image, label)` pairs with raw pixel values (uint8) and int64
+labels; `Preprocessing.normalize` turns raw pixels into model inputs, in training and on device.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfkd.keras import keras
+
+AUTOTUNE = tf.data.AUTOTUNE
+_IN_MEMORY_CACHE_LIMIT_BYTES = 2 << 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How raw pixels become model inputs: `(raw * scale - mean) / std`, per channel.
+
+    Recorded in the model card so the Android app applies exactly what training applied.
+    """
+
+    image_size: tuple[int, int]
+    channels: int
+    scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (*self.image_size, self.channels)
+
+    def normalize(self, images: tf.Tensor) -> tf.Tensor:
+        images = tf.cast(images, tf.float32) * self.scale
+        return (images - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "Preprocessing":
+        return cls(
+            image_size=tuple(config["image_size"]),
+            channels=int(config["channels"]),
+            scale=float(config["scale"]),
+            mean=tuple(config["mean"]),
+            std=tuple(config["std"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Random training augmentation applied to raw images: horizontal flip and pad-and-crop.
+
+    Args:
+        flip: random left-right flip (wrong for digits and text; right for natural images).
+        pad_crop: pad each side by this many black pixels, then crop back at a random offset.
+    """
+
+    flip: bool = True
+    pad_crop: int = 4
+
+    def __post_init__(self):
+        if self.pad_crop < 0:
+            raise ValueError(f"`pad_crop` must be >= 0. Received: pad_crop={self.pad_crop}")
+
+    def apply(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        if self.flip:
+            images = tf.image.stateless_random_flip_left_right(images, flip_seed)
+        if self.pad_crop:
+            p = self.pad_crop
+            padded = tf.pad(images, [[p, p], [p, p], [0, 0]])
+            images = tf.image.stateless_random_crop(padded, tf.shape(images), crop_seed)
+        return images
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Splits:
+    """A loaded dataset: unbatched raw `(image, label)` splits plus what describes them."""
+
+    name: str
+    class_names: tuple[str, ...]
+    preprocessing: Preprocessing
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    sizes: dict
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def check_model(self, model: keras.Model, role: str = "model") -> None:
+        """Raises `ValueError` when `model` does not fit this dataset's inputs or classes."""
+        outputs = model.output_shape[-1]
+        if outputs != self.num_classes:
+            raise ValueError(
+                f"The {role} '{model.name}' emits {outputs} logits but dataset '{self.name}' has "
+                f"{self.num_classes} classes ({list(self.class_names)[:10]}...). Fix: use a "
+                f"{role} built for {self.num_classes} classes, or the dataset it was trained on."
+            )
+        expected = tuple(self.preprocessing.input_shape)
+        got = tuple(model.input_shape[1:])
+        if any(g is not None and g != e for g, e in zip(got, expected)) or len(got) != 3:
+            raise ValueError(
+                f"The {role} '{model.name}' takes inputs of shape {got} but dataset "
+                f"'{self.name}' yields images of shape {expected}. Fix: build the {role} for "
+                f"{expected}, or load the data with a matching `image_size`."
+            )
+
+    def describe(self) -> str:
+        return json.dumps(
+            {"dataset": self.name, "classes": self.num_classes, "sizes": self.sizes}, sort_keys=True
+        )
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices `(kept, held_out)` holding out `fraction` of every class, reproducibly.
+
+    Every class with at least two examples gives at least one, and keeps at least one.
+    """
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = min(len(members) - 1, max(1, int(round(len(members) * fraction))))
+        held.append(rng.permutation(members)[:count])
+    held_out = np.sort(np.concatenate(held))
+    kept = np.setdiff1d(np.arange(len(labels)), held_out)
+    return kept, held_out
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"`{name}` must be in (0, 1). Received: {name}={value}")
+
+
+def _load_digits(validation_fraction: float, test_fraction: float, seed: int) -> Splits:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images.astype(np.uint8)[..., np.newaxis]  # values 0..16
+    labels = digits.target.astype(np.int64)
+    rest, test = stratified_split(labels, test_fraction, seed)
+    train_pos, val_pos = stratified_split(labels[rest], validation_fraction, seed + 1)
+    train, val = rest[train_pos], rest[val_pos]
+
+    def split(index):
+        return tf.data.Dataset.from_tensor_slices((images[index], labels[index]))
+
+    return Splits(
+        name="digits",
+        class_names=tuple(str(d) for d in digits.target_names),
+        preprocessing=Preprocessing((8, 8), 1, 1.0 / 16.0, (0.5,), (0.5,)),
+        train=split(train),
+        validation=split(val),
+        test=split(test),
+        sizes={"train": len(train), "validation": len(val), "test": len(test)},
+    )
+
+
+def _decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
+    return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+
+
+def _unreadable_images(paths: Sequence[str], channels: int) -> list[str]:
+    """Paths TensorFlow cannot decode, found in one parallel pass over the files."""
+    decodable = (
+        tf.data.Dataset.from_tensor_slices(list(paths))
+        .map(
+            lambda p: (p, tf.shape(_decode(tf.io.read_file(p), channels))),
+            num_parallel_calls=AUTOTUNE,
+        )
+        .ignore_errors()
+    )
+    readable = {p.decode() for p, _ in decodable.as_numpy_iterator()}
+    return [p for p in paths if p not in readable]
+
+
+def _folder_split_files(builder, split: str) -> tuple[list[str], np.ndarray]:
+    import tensorflow_datasets as tfds
+
+    if builder.info.splits[split].num_examples == 0:
+        return [], np.zeros(0, np.int64)
+    examples = builder.as_dataset(
+        split=split, decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False
+    ).map(lambda ex: (ex["image/filename"], ex["label"]))
+    paths, labels = [], []
+    for path, label in examples.as_numpy_iterator():
+        paths.append(path.decode())
+        labels.append(label)
+    return paths, np.asarray(labels, np.int64)
+
+
+def _folder_layout_error(root: str, found: list[str]) -> ValueError:
+    return ValueError(
+        f"Image folder {root} has no 'train' subfolder (found: {sorted(found)}). Expected "
+        f"layout: {root}/train/<class>/*.jpg|png, optionally with test/ and validation/ beside "
+        "train/."
+    )
+
+
+def _load_folder(
+    root: str,
+    validation_fraction: float,
+    seed: int,
+    image_size: Optional[tuple[int, int]],
+    verify_images: bool,
+) -> Splits:
+    import tensorflow_datasets as tfds
+
+    root = os.path.abspath(os.path.expanduser(root))
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"Image folder {root} does not exist. Pass `folder:PATH` with PATH holding "
+            "train/<class>/*.jpg (e.g. folder:../shared/data/cifar10)."
+        )
+    subfolders = [f for f in os.listdir(root) if os.path.isdir(os.path.join(root, f))]
+    if "train" not in subfolders:
+        raise _folder_layout_error(root, subfolders)
+    builder = tfds.folder_dataset.ImageFolder(root)
+    class_names = tuple(builder.info.features["label"].names)
+    files = {split: _folder_split_files(builder, split) for split in builder.info.splits.keys()}
+    train_paths, train_labels = files.get("train", ([], np.zeros(0, np.int64)))
+    if not train_paths:
+        raise ValueError(
+            f"Image folder {root}/train holds no .jpg/.jpeg/.png images in class subfolders. "
+            "Fix: put images in train/<class>/."
+        )
+    empty = [class_names[c] for c in range(len(class_names)) if not np.any(train_labels == c)]
+    if empty:
+        raise ValueError(
+            f"Classes {empty} have no training images in {root}/train. Fix: add images or "
+            "remove those class folders from every split."
+        )
+    channels = 3
+    if verify_images:
+        all_paths = [p for paths, _ in files.values() for p in paths]
+        bad = _unreadable_images(all_paths, channels)
+        if bad:
+            raise ValueError(
+                f"{len(bad)} image(s) in {root} cannot be decoded, e.g. {bad[:5]}. Fix: delete "
+                "or re-encode them (JPEG or PNG)."
+            )
+    if image_size is None:
+        first = _decode(tf.io.read_file(train_paths[0]), channels)
+        image_size = (int(first.shape[0]), int(first.shape[1]))
+
+    chosen = {}
+    held_from_train = []
+    for split, aliases in (("test", ("test",)), ("validation", ("validation", "val"))):
+        present = next((a for a in aliases if a in files), None)
+        if present is not None:
+            chosen[split] = files[present]
+        else:
+            held_from_train.append(split)
+    keep = np.arange(len(train_paths))
+    for offset, split in enumerate(held_from_train):
+        kept, held = stratified_split(train_labels[keep], validation_fraction, seed + offset)
+        chosen[split] = ([train_paths[i] for i in keep[held]], train_labels[keep[held]])
+        keep = keep[kept]
+        logging.info(
+            "%s: no %s/ folder; held out %d training images (%.0f%% per class, seed %d).",
+            root, split, len(held), 100 * validation_fraction, seed + offset,
+        )
+    chosen["train"] = ([train_paths[i] for i in keep], train_labels[keep])
+    for split, (paths, _) in chosen.items():
+        if not paths:
+            raise ValueError(
+                f"The {split} split of {root} is empty. Fix: add images to {root}/{split}/ "
+                "or raise `validation_fraction`."
+            )
+
+    total_bytes = sum(len(p) for p, _ in chosen.values()) * image_size[0] * image_size[1] * 3
+    cache = total_bytes <= _IN_MEMORY_CACHE_LIMIT_BYTES
+
+    def load(path, label):
+        image = tf.image.resize(_decode(tf.io.read_file(path), channels), image_size)
+        return tf.saturate_cast(tf.round(image), tf.uint8), label
+
+    def split_dataset(paths, labels):
+        ds = tf.data.Dataset.from_tensor_slices((list(paths), labels)).map(
+            load, num_parallel_calls=AUTOTUNE
+        )
+        return ds.cache() if cache else ds
+
+    return Splits(
+        name=f"folder:{root}",
+        class_names=class_names,
+        preprocessing=Preprocessing(image_size, channels, 1.0 / 255.0, (0.5,) * 3, (0.5,) * 3),
+        train=split_dataset(*chosen["train"]),
+        validation=split_dataset(*chosen["validation"]),
+        test=split_dataset(*chosen["test"]),
+        sizes={split: len(paths) for split, (paths, _) in chosen.items()},
+    )
+
+
+def _load_tfds(
+    name: str,
+    data_dir: Optional[str],
+    validation_fraction: float,
+    image_size: Optional[tuple[int, int]],
+    download: bool,
+) -> Splits:
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise _unknown_dataset(name) from error
+    how_to_get = (
+        f"On a machine with internet run `tfds build {name} --data_dir=DIR`, copy DIR here and "
+        f"pass --data_dir=DIR; or export the images as an image folder and use folder:PATH."
+    )
+    if not builder.is_prepared():
+        if not download:
+            raise FileNotFoundError(
+                f"tfds dataset '{name}' is not prepared in {builder.data_dir}. {how_to_get}"
+            )
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # tfds raises many kinds; all mean "could not get the data"
+            raise RuntimeError(
+                f"Could not download tfds dataset '{name}' into {builder.data_dir} "
+                f"({type(error).__name__}: {error}). Offline? {how_to_get}"
+            ) from error
+
+    features = builder.info.features
+    if "label" not in features or "image" not in features:
+        raise ValueError(
+            f"tfds dataset '{name}' has features {list(features)}; tfds needs 'image' and "
+            "'label' for image classification."
+        )
+    image_feature = features["image"]
+    channels = image_feature.shape[-1] or 3
+    if image_size is None:
+        if None in image_feature.shape[:2]:
+            raise ValueError(
+                f"tfds dataset '{name}' has images of varying size {image_feature.shape}; "
+                "pass `image_size=(height, width)`."
+            )
+        image_size = tuple(image_feature.shape[:2])
+    splits = builder.info.splits
+    validation_split = next((s for s in ("validation", "val") if s in splits), None)
+    train_split = "train"
+    if validation_split is None:
+        cut = int(round(100 * (1 - validation_fraction)))
+        train_split, validation_split = f"train[:{cut}%]", f"train[{cut}%:]"
+    test_split = "test" if "test" in splits else validation_split
+
+    def load(split):
+        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+        return ds.map(
+            lambda image, label: (
+                tf.saturate_cast(tf.round(tf.image.resize(image, image_size)), tf.uint8),
+                tf.cast(label, tf.int64),
+            ),
+            num_parallel_calls=AUTOTUNE,
+        )
+
+    return Splits(
+        name=f"tfds:{name}",
+        class_names=tuple(features["label"].names),
+        preprocessing=Preprocessing(
+            image_size, channels, 1.0 / 255.0, (0.5,) * channels, (0.5,) * channels
+        ),
+        train=load(train_split),
+        validation=load(validation_split),
+        test=load(test_split),
+        sizes={
+            "train": builder.info.splits[train_split].num_examples,
+            "validation": builder.info.splits[validation_split].num_examples,
+            "test": builder.info.splits[test_split].num_examples,
+        },
+    )
+
+
+def _unknown_dataset(name: str) -> ValueError:
+    return ValueError(
+        f"Unknown dataset '{name}'. Available: 'digits', 'folder:PATH' (an image folder with "
+        "train/<class>/ images), or 'tfds:NAME' for a TensorFlow Datasets name such as "
+        "'tfds:cifar10' (see tfds.list_builders())."
+    )
+
+
+def load(
+    name: str,
+    *,
+    data_dir: Optional[str] = None,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    image_size: Optional[Sequence[int]] = None,
+    verify_images: bool = True,
+    download: bool = True,
+) -> Splits:
+    """Loads dataset `name` as train/validation/test splits of raw `(image, label)` pairs.
+
+    Args:
+        name: `digits`, `folder:PATH`, `tfds:NAME` or a bare tfds name.
+        data_dir: where tfds datasets live (tfds only).
+        validation_fraction: share of each class held out of train for validation when the
+            source has no validation split.
+        test_fraction: share held out for test (digits only; folders and tfds bring a test
+            split or reuse `validation_fraction`).
+        seed: seed of the held-out splits.
+        image_size: (height, width) to resize to; default the source's own size.
+        verify_images: decode every image of a folder once up front, so an unreadable file is
+            named now rather than failing mid-training.
+        download: let tfds download a missing dataset.
+    """
+    _check_fraction("validation_fraction", validation_fraction)
+    _check_fraction("test_fraction", test_fraction)
+    if image_size is not None:
+        image_size = tuple(int(s) for s in image_size)
+        if len(image_size) != 2 or min(image_size) < 1:
+            raise ValueError(f"`image_size` must be (height, width). Received: {image_size}")
+    if name == "digits":
+        if image_size not in (None, (8, 8)):
+            raise ValueError(f"digits images are 8x8; `image_size` {image_size} is not supported.")
+        splits = _load_digits(validation_fraction, test_fraction, seed)
+    elif name.startswith("folder:"):
+        splits = _load_folder(name[len("folder:"):], validation_fraction, seed, image_size,
+                              verify_images)
+    elif name.startswith("tfds:") or (name and ":" not in name and "/" not in name):
+        splits = _load_tfds(name.removeprefix("tfds:"), data_dir, validation_fraction,
+                            image_size, download)
+    else:
+        raise _unknown_dataset(name)
+    logging.info("Loaded %s", splits.describe())
+    return splits
+
+
+def batches(
+    dataset: tf.data.Dataset,
+    preprocessing: Preprocessing,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    augmentation: Optional[Augmentation] = None,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Normalised, batched, prefetched `(inputs, labels)` for `fit`/`evaluate`.
+
+    Shuffling and augmentation are seeded and differ between epochs, reproducibly.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1. Received: {batch_size!r}")
+    if shuffle:
+        size = int(dataset.cardinality())
+        buffer = size if 0 < size <= 100_000 else 10_000
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if augmentation is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda example, s: (augmentation.apply(example[0], s), example[1]),
+            num_parallel_calls=AUTOTUNE,
+        )
+    dataset = dataset.batch(batch_size).map(
+        lambda images, labels: (preprocessing.normalize(images), labels),
+        num_parallel_calls=AUTOTUNE,
+    )
+    return dataset.prefetch(AUTOTUNE)

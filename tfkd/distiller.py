@@ -1,0 +1,258 @@
+"""`Distiller`: trains a student on hard labels and on a frozen teacher's outputs."""
+
+import math
+from typing import Optional, Sequence, Union
+
+import tensorflow as tf
+
+from tfkd import losses as losses_lib
+from tfkd.keras import keras
+
+LossSpec = Union[losses_lib.LogitLoss, Sequence[tuple[losses_lib.LogitLoss, float]]]
+
+
+def _num_outputs(model: keras.Model, role: str) -> int:
+    shape = model.output_shape
+    if isinstance(shape, list):
+        raise ValueError(
+            f"The {role} '{model.name}' has {len(shape)} outputs; tfkd expects one logits output "
+            "of shape (batch, classes). Fix: build a model with a single logits output."
+        )
+    if len(shape) != 2 or shape[-1] is None:
+        raise ValueError(
+            f"The {role} '{model.name}' outputs shape {shape}; tfkd expects logits of shape "
+            "(batch, classes). Fix: end the model with a Dense(num_classes) layer and no softmax."
+        )
+    return int(shape[-1])
+
+
+def _check_model(model, role: str) -> keras.Model:
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"The {role} must be a tf_keras Model (from `tfkd.keras import keras`). Received: "
+            f"{type(model).__module__}.{type(model).__name__}. A Keras 3 model needs an explicit "
+            "adapter; a file path must be loaded first."
+        )
+    return model
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}")
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(
+            f"`{name}` must be in [0, 1]: the weight of the hard-label loss, the rest going to "
+            f"distillation. Received: {name}={value}"
+        )
+    return float(value)
+
+
+def _normalized_teacher_weights(weights, num_teachers: int) -> Optional[tuple[float, ...]]:
+    if weights is None:
+        return None
+    weights = [float(w) for w in weights]
+    if len(weights) != num_teachers:
+        raise ValueError(
+            f"`teacher_weights` needs one weight per teacher: {num_teachers} teacher(s), "
+            f"{len(weights)} weight(s). Received: teacher_weights={weights}"
+        )
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(
+            "`teacher_weights` must be finite, >= 0 and not all zero. "
+            f"Received: teacher_weights={weights}"
+        )
+    total = sum(weights)
+    return tuple(w / total for w in weights)
+
+
+def _loss_terms(loss: Optional[LossSpec]) -> list[tuple[losses_lib.LogitLoss, float]]:
+    if loss is None:
+        return [(losses_lib.KD(), 1.0)]
+    if callable(loss):
+        return [(loss, 1.0)]
+    terms = []
+    for item in loss:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and callable(item[0])):
+            raise TypeError(
+                "`loss` must be a loss such as tfkd.losses.KD(4.0), or a list of "
+                f"(loss, weight) pairs. Received an item: {item!r}"
+            )
+        weight = float(item[1])
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"Loss weights must be finite and >= 0. Received: {item!r}")
+        terms.append((item[0], weight))
+    if not terms:
+        raise ValueError("`loss` is an empty list; give at least one distillation loss.")
+    return terms
+
+
+class Distiller(keras.Model):
+    """Trains `student` on `student_loss_weight * hard loss + (1 - it) * distillation loss`.
+
+    The teacher (or each member of an ensemble) is frozen: it runs with `training=False`, its
+    variables are never handed to the optimizer, and it is marked non-trainable. `call` returns
+    the student's logits, so `evaluate`/`predict` measure the student; save
+    `distiller.student`, never the wrapper.
+
+    Args:
+        student: functional tf_keras model emitting logits `(batch, classes)`.
+        teacher: a tf_keras model emitting logits, or a list of them (an ensemble whose logits
+            are averaged, optionally weighted by `teacher_weights`).
+        loss: a logit loss (default `tfkd.losses.KD()`, T=4), or a list of `(loss, weight)` pairs
+            summed into the distillation loss.
+        student_loss_weight: weight in [0, 1] of the hard-label loss.
+        student_loss: Keras loss on the labels; default sparse categorical cross-entropy on
+            logits. Only its per-example `call` is used.
+        teacher_weights: optional non-negative weights of ensemble members (normalised to 1).
+    """
+
+    def __init__(
+        self,
+        student: keras.Model,
+        teacher: Union[keras.Model, Sequence[keras.Model]],
+        loss: Optional[LossSpec] = None,
+        student_loss_weight: float = 0.1,
+        student_loss: Optional[keras.losses.Loss] = None,
+        teacher_weights: Optional[Sequence[float]] = None,
+        name: str = "distiller",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        self.student = _check_model(student, "student")
+        self._ensemble = isinstance(teacher, (list, tuple))
+        teachers = list(teacher) if self._ensemble else [teacher]
+        if not teachers:
+            raise ValueError("`teacher` is an empty list; give at least one teacher model.")
+        self.teachers = [_check_model(t, "teacher") for t in teachers]
+        self.student_loss_weight = _check_fraction("student_loss_weight", student_loss_weight)
+        self.teacher_weights = _normalized_teacher_weights(teacher_weights, len(self.teachers))
+        self.distillation_terms = _loss_terms(loss)
+        self.student_loss = student_loss or keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True
+        )
+
+        num_classes = _num_outputs(self.student, "student")
+        for t in self.teachers:
+            teacher_classes = _num_outputs(t, "teacher")
+            if teacher_classes != num_classes:
+                raise ValueError(
+                    f"Teacher '{t.name}' emits {teacher_classes} logits but student "
+                    f"'{self.student.name}' emits {num_classes}. Teacher and student must "
+                    "predict the same classes; rebuild the student with the teacher's class count."
+                )
+            t.trainable = False
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+
+    @property
+    def teacher(self) -> Union[keras.Model, list[keras.Model]]:
+        """The teacher as given: one model, or the list of ensemble members."""
+        return list(self.teachers) if self._ensemble else self.teachers[0]
+
+    def compile(self, optimizer="rmsprop", metrics=None, **kwargs):
+        if kwargs.get("loss") is not None or kwargs.get("loss_weights") is not None:
+            raise ValueError(
+                "Distiller takes its losses in the constructor (`loss=`, `student_loss=`, "
+                "`student_loss_weight=`), not in compile(). Remove `loss`/`loss_weights` there."
+            )
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+
+    @property
+    def metrics(self):
+        trackers = [self.loss_tracker, self.student_loss_tracker, self.distillation_loss_tracker]
+        compiled = getattr(self, "compiled_metrics", None)
+        return trackers + (compiled.metrics if compiled is not None else [])
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
+
+    def teacher_logits(self, x) -> tf.Tensor:
+        """The (ensemble-averaged) teacher logits for `x`, without gradient."""
+        outputs = [tf.cast(t(x, training=False), tf.float32) for t in self.teachers]
+        if len(outputs) == 1:
+            logits = outputs[0]
+        elif self.teacher_weights is None:
+            logits = tf.add_n(outputs) / float(len(outputs))
+        else:
+            logits = tf.add_n([w * o for w, o in zip(self.teacher_weights, outputs)])
+        return tf.stop_gradient(logits)
+
+    def _compute_losses(self, y, student_logits, teacher_logits, sample_weight):
+        per_example = self.student_loss.call(y, student_logits)
+        student_loss = losses_lib.weighted_batch_mean(
+            tf.cast(per_example, tf.float32), sample_weight
+        )
+        distillation_loss = tf.add_n(
+            [
+                weight * loss(teacher_logits, student_logits, y, sample_weight)
+                for loss, weight in self.distillation_terms
+            ]
+        )
+        total = (
+            self.student_loss_weight * student_loss
+            + (1.0 - self.student_loss_weight) * distillation_loss
+        )
+        if self.student.losses:
+            total += tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
+        return total, student_loss, distillation_loss
+
+    def _update_trackers(self, y, student_logits, sample_weight, total, student_loss, kd_loss):
+        batch_size = tf.shape(student_logits)[0]
+        self.loss_tracker.update_state(total, sample_weight=batch_size)
+        self.student_loss_tracker.update_state(student_loss, sample_weight=batch_size)
+        self.distillation_loss_tracker.update_state(kd_loss, sample_weight=batch_size)
+        self.compiled_metrics.update_state(y, student_logits, sample_weight)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        teacher_logits = self.teacher_logits(x)
+        with tf.GradientTape() as tape:
+            student_logits = self.student(x, training=True)
+            total, student_loss, kd_loss = self._compute_losses(
+                y, student_logits, teacher_logits, sample_weight
+            )
+            # Replica gradients are summed by the optimizer: scale each replica's mean by the
+            # replica count so the step equals one over the global batch (as Keras' own losses do).
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled_total = total / replicas if replicas > 1 else total
+        self.optimizer.minimize(scaled_total, self.student.trainable_variables, tape=tape)
+        return self._update_trackers(y, student_logits, sample_weight, total, student_loss, kd_loss)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        teacher_logits = self.teacher_logits(x)
+        student_logits = self.student(x, training=False)
+        total, student_loss, kd_loss = self._compute_losses(y, student_logits, teacher_logits, sample_weight)
+        return self._update_trackers(y, student_logits, sample_weight, total, student_loss, kd_loss)
+
+    def get_config(self) -> dict:
+        serialize = keras.saving.serialize_keras_object
+        teachers = [serialize(t) for t in self.teachers]
+        return {
+            "name": self.name,
+            "student": serialize(self.student),
+            "teacher": teachers if self._ensemble else teachers[0],
+            "loss": [(serialize(loss), weight) for loss, weight in self.distillation_terms],
+            "student_loss_weight": self.student_loss_weight,
+            "student_loss": serialize(self.student_loss),
+            "teacher_weights": self.teacher_weights,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> "Distiller":
+        config = dict(config)
+
+        def deserialize(c):
+            return keras.saving.deserialize_keras_object(c, custom_objects=custom_objects)
+
+        teacher = config["teacher"]
+        config["teacher"] = (
+            [deserialize(t) for t in teacher] if isinstance(teacher, list) else deserialize(teacher)
+        )
+        config["student"] = deserialize(config["student"])
+        config["loss"] = [(deserialize(loss), weight) for loss, weight in config["loss"]]
+        config["student_loss"] = deserialize(config["student_loss"])
+        return cls(**config)

@@ -1,0 +1,203 @@
+"""Registry of teacher and student builders.
+
+Every builder returns a functional tf_keras model emitting logits (no softmax), built only from
+layers TF-MOT can quantize: normalisation lives in the input pipeline (`tfkd.data`), never in a
+`Rescaling` layer inside the model.
+"""
+
+from typing import Callable, Sequence
+
+from tfkd.keras import keras
+from tfkd.registry import Registry
+
+layers = keras.layers
+Builder = Callable[..., keras.Model]
+
+_REGISTRY: Registry[Builder] = Registry("model")
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Registers `builder(input_shape, num_classes, **kwargs)` under `name`."""
+    return _REGISTRY.register(name)
+
+
+def available() -> list[str]:
+    """Names of all registered models."""
+    return _REGISTRY.names()
+
+
+def build(
+    name: str, input_shape: Sequence[int], num_classes: int, **kwargs
+) -> keras.Model:
+    """Builds the registered model `name` for images of `input_shape` (H, W, C).
+
+    Raises:
+        ValueError: unknown name (listing the available ones), bad shape or class count.
+    """
+    builder = _REGISTRY.get(name)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or not all(isinstance(d, int) and d > 0 for d in input_shape):
+        raise ValueError(
+            f"`input_shape` must be (height, width, channels) with positive integers. "
+            f"Received: input_shape={input_shape}"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"`num_classes` must be an integer >= 2. Received: {num_classes!r}")
+    return builder(input_shape, num_classes, **kwargs)
+
+
+def _conv_bn_relu(x, filters, kernel_size=3, strides=1, name=""):
+    x = layers.Conv2D(
+        filters, kernel_size, strides, padding="same", use_bias=False, name=f"{name}_conv"
+    )(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _classifier(x, num_classes):
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return layers.Dense(num_classes, name="logits")(x)
+
+
+def _cnn(input_shape, num_classes, widths, name):
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    for i, width in enumerate(widths):
+        # Halve the resolution after the first block, as long as something is left to halve.
+        strides = 2 if i > 0 and x.shape[1] > 2 else 1
+        x = _conv_bn_relu(x, width, strides=strides, name=f"block{i}")
+    return keras.Model(inputs, _classifier(x, num_classes), name=name)
+
+
+@register("cnn_tiny")
+def cnn_tiny(input_shape, num_classes):
+    """Two conv blocks of 8 and 16 filters: a very small student for digits."""
+    return _cnn(input_shape, num_classes, (8, 16), "cnn_tiny")
+
+
+@register("cnn_small")
+def cnn_small(input_shape, num_classes):
+    """Three conv blocks of 16, 32, 32 filters: a small student for digits."""
+    return _cnn(input_shape, num_classes, (16, 32, 32), "cnn_small")
+
+
+@register("cnn_large")
+def cnn_large(input_shape, num_classes):
+    """Five conv blocks up to 256 filters: a teacher for digits."""
+    return _cnn(input_shape, num_classes, (64, 64, 128, 128, 256), "cnn_large")
+
+
+def _basic_block(x, filters, strides, name):
+    shortcut = x
+    y = _conv_bn_relu(x, filters, strides=strides, name=f"{name}_a")
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(y)
+    y = layers.BatchNormalization(name=f"{name}_b_bn")(y)
+    if strides != 1 or shortcut.shape[-1] != filters:
+        shortcut = layers.Conv2D(
+            filters, 1, strides, use_bias=False, name=f"{name}_proj_conv"
+        )(shortcut)
+        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+def cifar_resnet(input_shape, num_classes, depth: int, widths: Sequence[int], name: str):
+    """CIFAR ResNet of He et al. 2016 (as in the CRD/DKD papers): depth = 6n + 2.
+
+    Args:
+        depth: total depth; (depth - 2) must be divisible by 6.
+        widths: filters of the stem followed by those of the three stages.
+    """
+    if (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n + 2. Received: depth={depth}")
+    blocks_per_stage = (depth - 2) // 6
+    inputs = keras.Input(input_shape, name="image")
+    x = _conv_bn_relu(inputs, widths[0], name="stem")
+    for stage, filters in enumerate(widths[1:]):
+        for block in range(blocks_per_stage):
+            strides = 2 if stage > 0 and block == 0 else 1
+            x = _basic_block(x, filters, strides, name=f"stage{stage}_block{block}")
+    return keras.Model(inputs, _classifier(x, num_classes), name=name)
+
+
+def _register_resnet(name, depth, widths):
+    @register(name)
+    def builder(input_shape, num_classes):
+        return cifar_resnet(input_shape, num_classes, depth, widths, name)
+
+    builder.__doc__ = f"CIFAR ResNet, depth {depth}, widths {widths}."
+    return builder
+
+
+for _depth in (8, 14, 20, 32, 44, 56, 110):
+    _register_resnet(f"resnet{_depth}", _depth, (16, 16, 32, 64))
+# The "x4" variants of RepDistiller (CRD paper): four times wider, a strong teacher/student pair.
+_register_resnet("resnet8x4", 8, (32, 64, 128, 256))
+_register_resnet("resnet32x4", 32, (32, 64, 128, 256))
+
+
+def _make_divisible(value: float, divisor: int = 8) -> int:
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def _inverted_residual(x, expansion, filters, strides, name):
+    in_channels = x.shape[-1]
+    y = x
+    if expansion != 1:
+        y = layers.Conv2D(in_channels * expansion, 1, use_bias=False, name=f"{name}_expand")(y)
+        y = layers.BatchNormalization(name=f"{name}_expand_bn")(y)
+        y = layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
+    y = layers.DepthwiseConv2D(3, strides, padding="same", use_bias=False, name=f"{name}_dw")(y)
+    y = layers.BatchNormalization(name=f"{name}_dw_bn")(y)
+    y = layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
+    y = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(y)
+    y = layers.BatchNormalization(name=f"{name}_project_bn")(y)
+    if strides == 1 and in_channels == filters:
+        y = layers.Add(name=f"{name}_add")([x, y])
+    return y
+
+
+# (expansion, channels, repeats, first stride) of Sandler et al. 2018, Table 2.
+_MOBILENET_V2_STAGES = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+@register("mobilenetv2")
+def mobilenet_v2(input_shape, num_classes, alpha: float = 1.0):
+    """MobileNetV2 (Sandler et al. 2018) with width multiplier `alpha`.
+
+    For inputs of 64 pixels or less (CIFAR), the stem and the second stage keep stride 1, as
+    the CIFAR variants in the CRD/DKD papers do; otherwise the ImageNet strides are used.
+    """
+    if not alpha > 0:
+        raise ValueError(f"`alpha` must be > 0. Received: alpha={alpha}")
+    small_input = min(input_shape[:2]) <= 64
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.Conv2D(
+        _make_divisible(32 * alpha), 3, 1 if small_input else 2, padding="same",
+        use_bias=False, name="stem_conv",
+    )(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    for stage, (expansion, channels, repeats, stride) in enumerate(_MOBILENET_V2_STAGES):
+        if small_input and stage == 1:
+            stride = 1
+        for i in range(repeats):
+            x = _inverted_residual(
+                x, expansion, _make_divisible(channels * alpha), stride if i == 0 else 1,
+                name=f"stage{stage}_block{i}",
+            )
+    head = _make_divisible(1280 * max(alpha, 1.0))
+    x = layers.Conv2D(head, 1, use_bias=False, name="head_conv")(x)
+    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.ReLU(6.0, name="head_relu")(x)
+    name = "mobilenetv2" if alpha == 1.0 else f"mobilenetv2_{alpha:g}"
+    return keras.Model(inputs, _classifier(x, num_classes), name=name)
