@@ -1,0 +1,252 @@
+"""TFLite conversion in every mode, with labels and a model card, written atomically.
+
+Modes (`MODES`):
+- `float32`: no quantization.
+- `float16`: float16 weights, float compute where the device has no fp16 path.
+- `dynamic`: int8 weights, activations quantized on the fly (dynamic-range quantization).
+- `int8`: full integer model, float32 input/output (quantize/dequantize at the edges).
+- `int8_io_int8`, `int8_io_uint8`: full integer with int8 or uint8 input and output tensors,
+  for camera pipelines that hand over bytes. Inputs are the *normalised* image quantized with the
+  input scale and zero point recorded in the model card.
+
+A float student gets post-training quantization (`dynamic`, `float16`, `int8*` calibrated on the
+representative set); a QAT student (`tfkd.quantize.quantize_student`) carries its own ranges and
+converts to the `int8*` modes only.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfkd import data as data_lib
+from tfkd import files
+from tfkd.keras import keras
+from tfkd.quantize import is_quantization_aware
+
+MODES = ("float32", "float16", "dynamic", "int8", "int8_io_int8", "int8_io_uint8")
+INTEGER_MODES = ("int8", "int8_io_int8", "int8_io_uint8")
+_QUANTIZATION = {"float32": None, "float16": "float16", "dynamic": "dynamic", "int8": "int8",
+                 "int8_io_int8": "int8", "int8_io_uint8": "int8"}
+_IO_TYPES = {"int8_io_int8": tf.int8, "int8_io_uint8": tf.uint8}
+CARD_VERSION = 1
+
+
+def check_mode(mode: str, model: Optional[keras.Model] = None) -> str:
+    """Returns `mode` if it is valid (for `model`), else raises `ValueError` listing the choices."""
+    if mode not in MODES:
+        raise ValueError(f"Unknown quantization mode '{mode}'. Available: {list(MODES)}")
+    if model is not None and is_quantization_aware(model) and mode not in INTEGER_MODES:
+        raise ValueError(
+            f"Mode '{mode}' needs a float model, but '{model.name}' is quantization-aware. "
+            f"Export a QAT student as one of {list(INTEGER_MODES)}, or export the float student."
+        )
+    return mode
+
+
+@dataclasses.dataclass(frozen=True)
+class RepresentativeSet:
+    """Normalised calibration images drawn per class from the training split."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest()
+
+    def describe(self) -> dict:
+        return {"size": int(len(self.images)), "sha256": self.sha256, "split": "train",
+                "per_class": np.bincount(self.labels).tolist()}
+
+
+def representative_set(splits: data_lib.Splits, size: int = 200) -> RepresentativeSet:
+    """The first `size` training images in a class-balanced round robin, normalised.
+
+    Deterministic because the training split's order is; balanced so that no class's activation
+    range is missing from calibration.
+    """
+    classes = splits.num_classes
+    if isinstance(size, bool) or not isinstance(size, int) or size < classes:
+        raise ValueError(
+            f"The representative set needs at least one image per class ({classes}). "
+            f"Received: size={size!r}"
+        )
+    quota = [size // classes + (c < size % classes) for c in range(classes)]
+    taken: list[list[np.ndarray]] = [[] for _ in range(classes)]
+    for image, label in splits.train.as_numpy_iterator():
+        if len(taken[label]) < quota[label]:
+            taken[label].append(image)
+            if all(len(t) == q for t, q in zip(taken, quota)):
+                break
+    missing = [splits.class_names[c] for c in range(classes) if len(taken[c]) < quota[c]]
+    if missing:
+        raise ValueError(
+            f"The training split has too few images of classes {missing} for a representative "
+            f"set of {size}. Lower `size` to at most {sum(len(t) for t in taken)}."
+        )
+    # Round robin over classes, so a prefix of the set is balanced too.
+    order = [(i, c) for i in range(max(quota)) for c in range(classes) if i < quota[c]]
+    raw = np.stack([taken[c][i] for i, c in order])
+    images = splits.preprocessing.normalize(raw).numpy()
+    return RepresentativeSet(images, np.array([c for _, c in order], np.int64))
+
+
+def convert(
+    model: keras.Model, mode: str, representative: Optional[RepresentativeSet] = None
+) -> bytes:
+    """Converts `model` to a `.tflite` flatbuffer in `mode`."""
+    check_mode(mode, model)
+    qat = is_quantization_aware(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if mode != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode in INTEGER_MODES:
+        if not qat:
+            if representative is None or len(representative.images) == 0:
+                raise ValueError(
+                    f"Mode '{mode}' on a float model is post-training quantization and needs a "
+                    "representative set (tfkd.export.representative_set(splits))."
+                )
+            images = representative.images
+            converter.representative_dataset = lambda: ([images[i:i + 1]] for i in
+                                                        range(len(images)))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if mode in _IO_TYPES:
+            converter.inference_input_type = _IO_TYPES[mode]
+            converter.inference_output_type = _IO_TYPES[mode]
+    return converter.convert()
+
+
+def _interpreter(content: bytes):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=content)
+
+
+def tensor_card(detail: dict) -> dict:
+    """Shape, dtype and quantization of an interpreter input/output detail."""
+    scale, zero_point = detail["quantization"]
+    quantized = detail["dtype"] in (np.int8, np.uint8)
+    return {
+        "name": detail["name"],
+        "shape": [int(d) for d in detail["shape_signature"]],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "scale": float(scale) if quantized else None,
+        "zero_point": int(zero_point) if quantized else None,
+    }
+
+
+def write_tflite(path: str, content: bytes) -> dict:
+    """Writes `content` to `path` atomically, after checking LiteRT can load it.
+
+    Returns the file's entry for the model card (hash, size, input and output tensors).
+    """
+    interpreter = _interpreter(content)
+    interpreter.allocate_tensors()
+    with files.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+    return {
+        "file": os.path.basename(path),
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "size_bytes": len(content),
+        "input": tensor_card(interpreter.get_input_details()[0]),
+        "output": tensor_card(interpreter.get_output_details()[0]),
+    }
+
+
+def export(
+    model: keras.Model,
+    out_dir: str,
+    modes: Sequence[str],
+    *,
+    preprocessing: data_lib.Preprocessing,
+    class_names: Sequence[str],
+    representative: Optional[RepresentativeSet] = None,
+    name: str = "student",
+    source_run: Optional[str] = None,
+) -> dict:
+    """Converts `model` in every mode of `modes` into `out_dir`, with labels and a model card.
+
+    Files: `<name>_<mode>.tflite`, `labels.txt`, `model_card.json`. An existing card is
+    updated, so a float student and its QAT version can share one directory.
+
+    Returns:
+        The model card as written.
+    """
+    modes = [check_mode(m, model) for m in modes]
+    if not modes:
+        raise ValueError(f"`modes` is empty. Choose from {list(MODES)}")
+    if model.output_shape[-1] != len(class_names):
+        raise ValueError(
+            f"'{model.name}' emits {model.output_shape[-1]} logits but {len(class_names)} "
+            "labels were given."
+        )
+    os.makedirs(out_dir, exist_ok=True)
+    card_path = os.path.join(out_dir, "model_card.json")
+    card = read_card(out_dir) if os.path.exists(card_path) else {
+        "format_version": CARD_VERSION,
+        "labels_file": "labels.txt",
+        "labels": list(class_names),
+        "preprocessing": {**preprocessing.to_dict(),
+                          "formula": "input = (raw_pixel * scale - mean) / std, per channel"},
+        "output_kind": "logits",
+        "variants": {},
+    }
+    if card["labels"] != list(class_names) or card["preprocessing"]["scale"] != preprocessing.scale:
+        raise ValueError(
+            f"{card_path} was written for other labels or preprocessing; export into a new "
+            "directory."
+        )
+    card["source_run"] = source_run
+    if representative is not None:
+        card["representative_set"] = representative.describe()
+    files.write_text(os.path.join(out_dir, "labels.txt"), "\n".join(class_names) + "\n")
+    for mode in modes:
+        path = os.path.join(out_dir, f"{name}_{mode}.tflite")
+        entry = write_tflite(path, convert(model, mode, representative))
+        entry.update(quantization=_QUANTIZATION[mode], mode=mode,
+                     quantization_aware=is_quantization_aware(model), accuracy=None)
+        card["variants"][f"{name}_{mode}"] = entry
+    files.write_text(card_path, json.dumps(card, indent=2, sort_keys=True))
+    return card
+
+
+def read_card(out_dir: str) -> dict:
+    """Reads `model_card.json` from `out_dir`."""
+    path = os.path.join(out_dir, "model_card.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No model card at {path}; export the model first.")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def check_card(out_dir: str) -> None:
+    """Raises `ValueError` when a `.tflite` file does not match its model card entry."""
+    card = read_card(out_dir)
+    for variant, entry in card["variants"].items():
+        path = os.path.join(out_dir, entry["file"])
+        with open(path, "rb") as f:
+            content = f.read()
+        if hashlib.sha256(content).hexdigest() != entry["sha256"]:
+            raise ValueError(
+                f"{path} does not match model_card.json (sha256 differs): the file was replaced "
+                "after export. Re-export, or restore the file."
+            )
+        interpreter = _interpreter(content)
+        for kind, details in (("input", interpreter.get_input_details()[0]),
+                              ("output", interpreter.get_output_details()[0])):
+            actual = tensor_card(details)
+            if actual != entry[kind]:
+                raise ValueError(
+                    f"The {kind} of {path} is {actual} but model_card.json says {entry[kind]}."
+                )
