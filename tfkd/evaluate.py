@@ -145,6 +145,22 @@ def parity_gate(
     return drops
 
 
+def _channel_relative_error(reference: np.ndarray, quantized: np.ndarray) -> float:
+    """Mean over channels (last axis) of `|q - f| / |f|`.
+
+    Per channel because int8 ranges are per tensor: one wide channel can crush all the others
+    to a few levels while the tensor-wide error, dominated by that channel, still looks small.
+    """
+    channels = reference.shape[-1] if reference.ndim else 1
+    f = reference.reshape(-1, channels)
+    q = quantized.reshape(-1, channels)
+    scale = np.linalg.norm(f, axis=0)
+    live = scale > 1e-6 * max(scale.max(), 1e-30)
+    if not live.any():
+        return float(np.linalg.norm(q - f))
+    return float(np.mean(np.linalg.norm(q - f, axis=0)[live] / scale[live]))
+
+
 @dataclasses.dataclass(frozen=True)
 class TensorError:
     """How far one tensor of a quantized model is from the float model's, on the same input."""
@@ -161,7 +177,7 @@ def localize_drop(
     """Compares every intermediate tensor of two conversions of one model on the same input.
 
     Tensors are matched by name (the converter names them after the Keras layers). The relative
-    error `|q - f| / |f|` grows along the graph, so the layer that damages the model most is the
+    error `|q - f| / |f|` (averaged over channels) grows along the graph, so the layer that damages the model most is the
     one whose error grows the most: `added_error`, the error minus the largest error among its
     op's inputs. The result is sorted by that, worst first.
     """
@@ -204,7 +220,7 @@ def localize_drop(
             q = value(quant_interpreter, quant_tensors[name])
             if f.shape != q.shape:
                 continue
-            error = float(np.linalg.norm(q - f) / (np.linalg.norm(f) + 1e-12))
+            error = _channel_relative_error(f, q)
             errors_by_index[index] = error
             results.append(TensorError(name, op["op_name"], error, error - input_error))
     if not results:

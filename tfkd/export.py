@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from tfkd import data as data_lib
 from tfkd import files
+from tfkd.evaluate import load_interpreter
 from tfkd.keras import keras
 from tfkd.quantize import is_quantization_aware
 
@@ -124,12 +125,6 @@ def convert(
     return converter.convert()
 
 
-def _interpreter(content: bytes):
-    from ai_edge_litert.interpreter import Interpreter
-
-    return Interpreter(model_content=content)
-
-
 def tensor_card(detail: dict) -> dict:
     """Shape, dtype and quantization of an interpreter input/output detail."""
     scale, zero_point = detail["quantization"]
@@ -148,8 +143,7 @@ def write_tflite(path: str, content: bytes) -> dict:
 
     Returns the file's entry for the model card (hash, size, input and output tensors).
     """
-    interpreter = _interpreter(content)
-    interpreter.allocate_tensors()
+    interpreter = load_interpreter(content)
     with files.atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(content)
@@ -242,7 +236,7 @@ def check_card(out_dir: str) -> None:
                 f"{path} does not match model_card.json (sha256 differs): the file was replaced "
                 "after export. Re-export, or restore the file."
             )
-        interpreter = _interpreter(content)
+        interpreter = load_interpreter(content)
         for kind, details in (("input", interpreter.get_input_details()[0]),
                               ("output", interpreter.get_output_details()[0])):
             actual = tensor_card(details)

@@ -1,0 +1,192 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tfkd
+from tfkd import evaluate, export, quantize
+from tfkd.keras import keras
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return tfkd.data.load("digits")
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """A float student trained briefly on digits, and its QAT fine-tuned copy."""
+    keras.utils.set_random_seed(0)
+    train = tfkd.data.batches(digits.train, digits.preprocessing, 64, shuffle=True)
+    student = tfkd.models.build("cnn_small", (8, 8, 1), 10)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    student.compile(keras.optimizers.Adam(3e-3), loss)
+    student.fit(train, epochs=8, verbose=0)
+    qat = quantize.quantize_student(student)
+    qat.compile(keras.optimizers.Adam(1e-4), loss)
+    qat.fit(train, epochs=1, verbose=0)
+    return student, qat
+
+
+def normalized_test_split(digits, n=None):
+    images, labels = zip(*digits.test.as_numpy_iterator())
+    images = digits.preprocessing.normalize(np.stack(images)).numpy()
+    return (images, np.array(labels)) if n is None else (images[:n], np.array(labels[:n]))
+
+
+def integer_ops_report(path):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_path=path,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    return [(op["op_name"], [np.dtype(tensors[i]["dtype"]).name for i in op["outputs"]])
+            for op in interpreter._get_ops_details()]
+
+
+def test_representative_set_is_class_balanced_and_deterministic(digits):
+    first = export.representative_set(digits, 25)
+    second = export.representative_set(digits, 25)
+    assert first.sha256 == second.sha256
+    assert np.bincount(first.labels).tolist() == [3] * 5 + [2] * 5
+    assert first.labels[:10].tolist() == list(range(10))  # round robin: any prefix is balanced
+    raw = np.stack([x for x, y in digits.train.as_numpy_iterator() if y == 0][:3])
+    np.testing.assert_allclose(first.images[first.labels == 0], raw / 16.0 / 0.5 - 1.0, atol=1e-6)
+    assert first.describe()["size"] == 25
+
+
+@pytest.mark.parametrize("size", [0, 9, "100"])
+def test_representative_set_smaller_than_class_count_is_rejected(digits, size):
+    with pytest.raises(ValueError, match="at least one image per class"):
+        export.representative_set(digits, size)
+
+
+def test_representative_set_larger_than_the_data_is_rejected(digits):
+    with pytest.raises(ValueError, match="too few images"):
+        export.representative_set(digits, 5000)
+
+
+def test_unknown_mode_lists_the_valid_ones(trained):
+    with pytest.raises(ValueError, match=r"Unknown quantization mode 'int4'. Available: \['float32'"):
+        export.convert(trained[0], "int4")
+    with pytest.raises(ValueError, match="quantization-aware"):
+        export.convert(trained[1], "float16")
+    with pytest.raises(ValueError, match="representative set"):
+        export.convert(trained[0], "int8")
+
+
+def test_qat_int8_tflite_matches_the_qat_keras_model(trained, digits, tmp_path):
+    _, qat = trained
+    card = export.export(qat, str(tmp_path), ["int8"], preprocessing=digits.preprocessing,
+                         class_names=digits.class_names, name="qat")
+    entry = card["variants"]["qat_int8"]
+    images, _ = normalized_test_split(digits, 128)
+    tflite = evaluate.TFLiteClassifier(str(tmp_path / entry["file"])).predict(images)
+    keras_logits = qat(images, training=False).numpy()
+    # Same fake-quantized arithmetic; integer kernels round differently by a few output steps.
+    low, high = [float(w.numpy()) for w in qat.get_layer("quant_logits").weights
+                 if "post_activation_m" in w.name]
+    output_step = (high - low) / 255
+    np.testing.assert_allclose(tflite, keras_logits, atol=3 * output_step + 1e-5)
+    assert np.mean(tflite.argmax(1) == keras_logits.argmax(1)) >= 0.98
+
+
+@pytest.mark.parametrize("mode", export.INTEGER_MODES)
+def test_integer_models_hold_only_integer_ops_apart_from_requested_float_io(trained, digits, mode,
+                                                                           tmp_path):
+    for model, name in ((trained[0], "ptq"), (trained[1], "qat")):
+        card = export.export(model, str(tmp_path), [mode], preprocessing=digits.preprocessing,
+                             class_names=digits.class_names,
+                             representative=export.representative_set(digits, 50), name=name)
+        ops = integer_ops_report(str(tmp_path / card["variants"][f"{name}_{mode}"]["file"]))
+        float_ops = [(op, dtypes) for op, dtypes in ops if "float32" in dtypes]
+        if mode == "int8":  # float I/O: exactly one DEQUANTIZE back to float at the end
+            assert [op for op, _ in float_ops] == ["DEQUANTIZE"]
+            assert ops[0][0] == "QUANTIZE"
+        else:
+            assert float_ops == []
+        assert {op for op, _ in ops} >= {"CONV_2D", "FULLY_CONNECTED"}
+
+
+def test_int8_and_uint8_io_predict_like_float_io_on_real_images(trained, digits, tmp_path):
+    modes = ["int8", "int8_io_int8", "int8_io_uint8"]
+    card = export.export(trained[1], str(tmp_path), modes, preprocessing=digits.preprocessing,
+                         class_names=digits.class_names, name="qat")
+    images, labels = normalized_test_split(digits)
+    predictions = {m: evaluate.TFLiteClassifier(str(tmp_path / card["variants"][f"qat_{m}"]["file"]))
+                   .predict(images).argmax(1) for m in modes}
+    assert np.mean(predictions["int8_io_int8"] == predictions["int8"]) >= 0.99
+    assert np.mean(predictions["int8_io_uint8"] == predictions["int8"]) >= 0.99
+    assert np.mean(predictions["int8"] == labels) > 0.85
+    uint8_input = card["variants"]["qat_int8_io_uint8"]["input"]
+    assert uint8_input["dtype"] == "uint8" and 0 < uint8_input["scale"] < 1
+    assert 0 <= uint8_input["zero_point"] <= 255
+
+
+def test_every_mode_writes_file_labels_and_a_card_that_checks_out(trained, digits, tmp_path):
+    representative = export.representative_set(digits, 50)
+    card = export.export(trained[0], str(tmp_path), export.MODES,
+                         preprocessing=digits.preprocessing, class_names=digits.class_names,
+                         representative=representative, name="float", source_run="runs/x")
+    export.export(trained[1], str(tmp_path), ["int8_io_uint8"], preprocessing=digits.preprocessing,
+                  class_names=digits.class_names, name="qat")
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert set(card["variants"]) == {f"float_{m}" for m in export.MODES} | {"qat_int8_io_uint8"}
+    assert (tmp_path / "labels.txt").read_text().split() == list(digits.class_names)
+    assert card["preprocessing"]["mean"] == [0.5] and card["preprocessing"]["scale"] == 1 / 16
+    assert card["representative_set"]["sha256"] == representative.sha256
+    sizes = {m: card["variants"][f"float_{m}"]["size_bytes"] for m in export.MODES}
+    assert sizes["int8"] < 0.5 * sizes["float32"] and sizes["float16"] < 0.7 * sizes["float32"]
+    for entry in card["variants"].values():
+        assert os.path.getsize(tmp_path / entry["file"]) == entry["size_bytes"]
+    assert card["variants"]["float_float16"]["quantization"] == "float16"
+    assert card["variants"]["qat_int8_io_uint8"]["quantization_aware"] is True
+    export.check_card(str(tmp_path))
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
+def test_a_replaced_file_no_longer_matches_its_card(trained, digits, tmp_path):
+    export.export(trained[0], str(tmp_path), ["float32", "dynamic"],
+                  preprocessing=digits.preprocessing, class_names=digits.class_names)
+    (tmp_path / "student_float32.tflite").write_bytes(
+        (tmp_path / "student_dynamic.tflite").read_bytes())
+    with pytest.raises(ValueError, match="does not match model_card.json"):
+        export.check_card(str(tmp_path))
+
+
+def test_labels_must_match_the_model(trained, digits, tmp_path):
+    with pytest.raises(ValueError, match="emits 10 logits but 3 labels"):
+        export.export(trained[0], str(tmp_path), ["float32"], preprocessing=digits.preprocessing,
+                      class_names=["a", "b", "c"])
+
+
+def test_a_failed_write_leaves_no_file(trained, digits, tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise RuntimeError("converter crashed")
+
+    export.export(trained[0], str(tmp_path), ["float32"], preprocessing=digits.preprocessing,
+                  class_names=digits.class_names)
+    before = sorted(os.listdir(tmp_path))
+    monkeypatch.setattr(export, "convert", crash)
+    with pytest.raises(RuntimeError):
+        export.export(trained[0], str(tmp_path), ["dynamic"], preprocessing=digits.preprocessing,
+                      class_names=digits.class_names)
+    assert sorted(os.listdir(tmp_path)) == before
+    with pytest.raises(ValueError, match="not a valid .tflite"):
+        export.write_tflite(str(tmp_path / "bad.tflite"), b"TFL3" + b"\0" * 64)
+    assert not (tmp_path / "bad.tflite").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", tfkd.models.available())
+def test_every_registered_model_survives_qat_and_int8_conversion(name):
+    shape = (8, 8, 1) if name.startswith("cnn") else (32, 32, 3)
+    qat = quantize.quantize_student(tfkd.models.build(name, shape, 10))
+    images = np.random.default_rng(0).normal(size=(4, *shape)).astype(np.float32)
+    qat(images, training=True)
+    content = export.convert(qat, "int8_io_int8")
+    logits = evaluate.TFLiteClassifier(content).predict(images)
+    assert logits.shape == (4, 10) and np.all(np.isfinite(logits))

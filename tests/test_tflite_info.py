@@ -1,0 +1,64 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tfkd
+from tfkd import export, tflite_info
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    digits = tfkd.data.load("digits")
+    model = tfkd.models.build("cnn_small", (8, 8, 1), 10)
+    out = tmp_path_factory.mktemp("tflite")
+    export.export(model, str(out), ["float32", "dynamic", "int8_io_int8"],
+                  preprocessing=digits.preprocessing, class_names=digits.class_names,
+                  representative=export.representative_set(digits, 20))
+    return out
+
+
+def test_integer_model_is_integer_only_with_quantized_io(exported):
+    info = tflite_info.describe(str(exported / "student_int8_io_int8.tflite"))
+    assert info.integer_only and info.float_ops == []
+    assert info.inputs[0].dtype == "int8" and info.inputs[0].scale > 0
+    assert [op.name for op in info.ops][:3] == ["CONV_2D"] * 3
+    assert info.to_dict()["integer_only"] is True
+
+
+def test_float_model_lists_every_op_as_float(exported):
+    info = tflite_info.describe(str(exported / "student_float32.tflite"))
+    assert not info.integer_only
+    assert [op.name for op in info.float_ops] == [op.name for op in info.ops]
+    assert "<- float" in info.table()
+
+
+def _inspect(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "tools/tflite_inspect.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_prints_tables_writes_json_and_checks_integer_only(exported, tmp_path):
+    int8 = str(exported / "student_int8_io_int8.tflite")
+    dynamic = str(exported / "student_dynamic.tflite")
+    result = _inspect(f"--json={tmp_path / 'out.json'}", int8, dynamic)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "integer-only" in result.stdout and "compute in float" in result.stdout
+    described = json.loads((tmp_path / "out.json").read_text())
+    assert described[int8]["integer_only"] and not described[dynamic]["integer_only"]
+    assert _inspect("--require_integer", int8).returncode == 0
+    assert _inspect("--require_integer", int8, dynamic).returncode == 1
+
+
+def test_cli_reports_a_corrupt_file_without_a_traceback(tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(np.zeros(16, np.uint8).tobytes())
+    result = _inspect(str(bad))
+    assert result.returncode == 2
+    assert "not a valid .tflite model" in result.stderr and "Traceback" not in result.stderr
