@@ -1,9 +1,11 @@
-r"""Trains a teacher, a student alone (baseline) and a distilled student; prints their accuracy.
+r"""Teacher -> student alone (baseline) -> distilled student -> quantization-aware distillation
+-> TFLite export -> accuracy of every `.tflite` file and the parity gate.
 
     python -m pipelines.distill --flagfile=pipelines/configs/digits.flags --out_dir=runs/digits
 
 Flags are validated before any training. The run directory receives `flags.txt` (re-runnable
-with --flagfile), the three models as `.keras` files and `results.json`.
+with --flagfile), `config.json`, the models as `.keras` files, `tflite/` (the `.tflite` files,
+`labels.txt`, `model_card.json`) and `results.json`.
 """
 
 import dataclasses
@@ -17,7 +19,7 @@ from absl import app, flags, logging
 import tensorflow as tf
 
 import tfkd
-from tfkd import files
+from tfkd import evaluate, export, files, quantize
 from tfkd.evaluate import keras_accuracy
 from tfkd.keras import keras
 
@@ -37,6 +39,14 @@ flags.DEFINE_integer("pad_crop", 0, "Random pad-and-crop by this many pixels in 
 flags.DEFINE_integer("seed", 0, "Seed of data splits, shuffling and initialisation.")
 flags.DEFINE_string("out_dir", "runs/default", "Run directory.")
 flags.DEFINE_bool("jit_compile", False, "Compile training steps with XLA.")
+flags.DEFINE_integer("qat_epochs", 5, "Epochs of quantization-aware distillation; 0 skips it.")
+flags.DEFINE_float("qat_learning_rate", 1e-4, "Peak learning rate of quantization-aware distillation.")
+flags.DEFINE_list("modes", ["float32", "float16", "dynamic", "int8", "int8_io_uint8"],
+                  f"Export modes of the float student, from {list(export.MODES)}; the QAD student "
+                  "is exported in the integer ones among them.")
+flags.DEFINE_integer("representative_size", 200, "Calibration images for post-training int8.")
+flags.DEFINE_float("max_drop_points", 1.0,
+                   "Largest accuracy drop (points) allowed from the float student to a .tflite.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +68,11 @@ class Config:
     seed: int = 0
     out_dir: str = "runs/default"
     jit_compile: bool = False
+    qat_epochs: int = 5
+    qat_learning_rate: float = 1e-4
+    modes: tuple[str, ...] = ("float32", "float16", "dynamic", "int8", "int8_io_uint8")
+    representative_size: int = 200
+    max_drop_points: float = 1.0
 
     def validate(self) -> None:
         """Raises `ValueError` naming the first bad setting and its fix."""
@@ -72,8 +87,15 @@ class Config:
                 raise ValueError(f"--{name} must be >= 1. Received: {getattr(self, name)}")
         if self.pad_crop < 0:
             raise ValueError(f"--pad_crop must be >= 0 (0 turns it off). Received: {self.pad_crop}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"--learning_rate must be > 0. Received: {self.learning_rate}")
+        for name in ("learning_rate", "qat_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} must be > 0. Received: {getattr(self, name)}")
+        if self.qat_epochs < 0:
+            raise ValueError(f"--qat_epochs must be >= 0 (0 skips QAD). Received: {self.qat_epochs}")
+        for mode in self.modes:
+            export.check_mode(mode)
+        if not self.max_drop_points >= 0:
+            raise ValueError(f"--max_drop_points must be >= 0. Received: {self.max_drop_points}")
         # The loss and Distiller validate their own arguments; building them here fails fast.
         tfkd.losses.KD(self.temperature)
         if not 0.0 <= self.student_loss_weight <= 1.0:
@@ -83,8 +105,8 @@ class Config:
             )
 
 
-def _optimizer(config: Config, steps: int) -> keras.optimizers.Optimizer:
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, max(steps, 1))
+def _optimizer(learning_rate: float, steps: int) -> keras.optimizers.Optimizer:
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))
     return keras.optimizers.Adam(schedule)
 
 
@@ -97,7 +119,7 @@ def train_classifier(model, train, validation, epochs: int, config: Config) -> k
     """Trains `model` on hard labels alone (the teacher, and the student baseline)."""
     steps = epochs * int(train.cardinality())
     model.compile(
-        optimizer=_optimizer(config, steps),
+        optimizer=_optimizer(config.learning_rate, steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=config.jit_compile,
@@ -106,20 +128,63 @@ def train_classifier(model, train, validation, epochs: int, config: Config) -> k
     return model
 
 
-def distill(student, teacher, train, validation, config: Config) -> keras.Model:
-    """Trains `student` against the frozen `teacher`; returns the student."""
+def distill(student, teacher, train, validation, config: Config, epochs: Optional[int] = None,
+            learning_rate: Optional[float] = None) -> keras.Model:
+    """Trains `student` (float or QAT) against the frozen `teacher`; returns the student."""
+    epochs = config.student_epochs if epochs is None else epochs
     distiller = tfkd.Distiller(
         student=student,
         teacher=teacher,
         loss=tfkd.losses.KD(config.temperature),
         student_loss_weight=config.student_loss_weight,
     )
-    steps = config.student_epochs * int(train.cardinality())
+    steps = epochs * int(train.cardinality())
     distiller.compile(
-        optimizer=_optimizer(config, steps), metrics=["accuracy"], jit_compile=config.jit_compile
+        optimizer=_optimizer(learning_rate or config.learning_rate, steps),
+        metrics=["accuracy"], jit_compile=config.jit_compile,
     )
-    distiller.fit(train, validation_data=validation, epochs=config.student_epochs, verbose=2)
+    distiller.fit(train, validation_data=validation, epochs=epochs, verbose=2)
     return distiller.student
+
+
+def quantization_aware_distillation(student, teacher, train, validation, config: Config):
+    """A QAT copy of the distilled `student`, fine-tuned while the float teacher still teaches."""
+    logging.info("%s", quantize.doctor(student))
+    start = keras.models.clone_model(student)
+    start.set_weights(student.get_weights())
+    qat_student = quantize.quantize_student(start)
+    return distill(qat_student, teacher, train, validation, config, epochs=config.qat_epochs,
+                   learning_rate=config.qat_learning_rate)
+
+
+def export_and_verify(student, qad_student, splits, test, config: Config) -> dict:
+    """Exports every requested variant, measures each `.tflite` and applies the parity gate.
+
+    Returns `{variant: {"accuracy", "size_bytes", "quantization", "file"}}`; the accuracies are
+    also written into the model card. Raises `evaluate.ParityError` after writing everything.
+    """
+    tflite_dir = os.path.join(config.out_dir, "tflite")
+    representative = None
+    if any(m in export.INTEGER_MODES for m in config.modes):
+        representative = export.representative_set(splits, config.representative_size)
+    common = dict(preprocessing=splits.preprocessing, class_names=splits.class_names,
+                  source_run=os.path.abspath(config.out_dir))
+    card = export.export(student, tflite_dir, config.modes, representative=representative,
+                         name="student", **common)
+    integer_modes = [m for m in config.modes if m in export.INTEGER_MODES]
+    if qad_student is not None and integer_modes:
+        card = export.export(qad_student, tflite_dir, integer_modes, name="student_qad", **common)
+    variants = {}
+    for name, entry in card["variants"].items():
+        path = os.path.join(tflite_dir, entry["file"])
+        accuracy = evaluate.tflite_accuracy(path, test.as_numpy_iterator())
+        entry["accuracy"] = {"split": "test", "value": accuracy}
+        variants[name] = {"accuracy": accuracy, "size_bytes": entry["size_bytes"],
+                          "quantization": entry["quantization"], "file": entry["file"]}
+        logging.info("%s: test accuracy %.4f, %d bytes", name, accuracy, entry["size_bytes"])
+    files.write_text(os.path.join(tflite_dir, "model_card.json"),
+                     json.dumps(card, indent=2, sort_keys=True))
+    return variants
 
 
 def run(config: Config) -> dict:
@@ -178,15 +243,30 @@ def run(config: Config) -> dict:
     student.set_weights(initial_student_weights)
     record("student", distill(student, teacher, train, validation, config), started)
 
-    summary = {"dataset": splits.name, "test_accuracy": results, "seconds": timings}
+    qad_student = None
+    if config.qat_epochs:
+        started = time.time()
+        qad_student = quantization_aware_distillation(student, teacher, train, validation, config)
+        results["student_qad"] = keras_accuracy(qad_student, test)
+        timings["student_qad"] = time.time() - started
+
+    variants = export_and_verify(student, qad_student, splits, test, config)
+    summary = {"dataset": splits.name, "test_accuracy": results, "seconds": timings,
+               "tflite": variants}
     files.write_text(
         os.path.join(config.out_dir, "results.json"), json.dumps(summary, indent=2, sort_keys=True)
     )
+    # Last, so that a failing gate still leaves every artifact and number on disk.
+    summary["parity_drops"] = evaluate.parity_gate(
+        results["student"], {name: v["accuracy"] for name, v in variants.items()},
+        config.max_drop_points, reference_name="float Keras student")
     return summary
 
 
 def _config_from_flags() -> Config:
-    return Config(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(Config)})
+    values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(Config)}
+    values["modes"] = tuple(values["modes"])
+    return Config(**values)
 
 
 def main(argv):
@@ -199,16 +279,37 @@ def main(argv):
         raise app.UsageError(str(error)) from error
     os.makedirs(config.out_dir, exist_ok=True)
     files.write_text(os.path.join(config.out_dir, "flags.txt"), FLAGS.flags_into_string())
-    summary = run(config)
+    try:
+        summary = run(config)
+    except evaluate.ParityError as error:
+        print(f"\nParity gate failed (all files and results.json were written):\n{error}")
+        return 1
+    print(format_summary(summary, config))
+    return 0
+
+
+def format_summary(summary: dict, config: Config) -> str:
+    """The table printed at the end of a run."""
     accuracy = summary["test_accuracy"]
-    print(f"\nDataset {summary['dataset']} - test accuracy (CPU run)")
+    lines = [f"\nDataset {summary['dataset']} - test accuracy (measured on CPU)"]
     for name, label in (("teacher", f"teacher  ({config.teacher})"),
                         ("baseline", f"student alone ({config.student})"),
-                        ("student", f"distilled student ({config.student})")):
-        print(f"  {label:<34} {accuracy[name]:.4f}")
+                        ("student", f"distilled student ({config.student})"),
+                        ("student_qad", "QAD student (Keras, fake-quantized)")):
+        if name in accuracy:
+            lines.append(f"  {label:<38} {accuracy[name]:.4f}")
     gain = accuracy["student"] - accuracy["baseline"]
-    print(f"  distillation gain over the student alone: {100 * gain:+.2f} points")
-    print(f"Models and results in {os.path.abspath(config.out_dir)}")
+    lines.append(f"  distillation gain over the student alone: {100 * gain:+.2f} points")
+    lines.append(f"\n  {'.tflite variant':<30} {'quantization':<13} {'accuracy':>8} {'KiB':>8} "
+                 f"{'drop':>7}")
+    for name, v in summary["tflite"].items():
+        drop = summary["parity_drops"][name]
+        lines.append(f"  {name:<30} {str(v['quantization']):<13} {v['accuracy']:>8.4f} "
+                     f"{v['size_bytes'] / 1024:>8.1f} {drop:>+7.2f}")
+    lines.append(f"Parity gate: every .tflite within {config.max_drop_points:.2f} points of the "
+                 "float student.")
+    lines.append(f"Models, .tflite files and results in {os.path.abspath(config.out_dir)}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
