@@ -61,7 +61,8 @@ class TFLiteClassifier:
         self._batch = int(self._input["shape"][0])
         self._resizable = int(self._input["shape_signature"][0]) == -1
 
-    def _quantize(self, images: np.ndarray) -> np.ndarray:
+    def quantize(self, images: np.ndarray) -> np.ndarray:
+        """Normalised float images as the model's input dtype (quantized with its scale/zero point)."""
         dtype = self._input["dtype"]
         if dtype == np.float32:
             return images.astype(np.float32)
@@ -81,7 +82,7 @@ class TFLiteClassifier:
             self.interpreter.resize_tensor_input(self._input["index"], list(batch.shape))
             self.interpreter.allocate_tensors()
             self._batch = batch.shape[0]
-        self.interpreter.set_tensor(self._input["index"], self._quantize(batch))
+        self.interpreter.set_tensor(self._input["index"], self.quantize(batch))
         self.interpreter.invoke()
         return self._dequantize(self.interpreter.get_tensor(self._output["index"]))
 
