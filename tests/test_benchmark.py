@@ -127,3 +127,25 @@ def test_wrong_input_shape_is_rejected(tiny):
     out, _, _ = tiny
     with pytest.raises(ValueError, match=r"shape \(5, 5, 2\).*\(6, 6, 2\)"):
         benchmark.measure(str(out / "tiny_float32.tflite"), inputs=np.zeros((1, 5, 5, 2)))
+
+
+def test_benchmark_cli_measures_many_files_at_several_thread_counts(tiny, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out, _, _ = tiny
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    report = tmp_path / "latency.json"
+    result = subprocess.run(
+        [sys.executable, "tools/benchmark_tflite.py", str(out / "tiny_float32.tflite"),
+         str(out / "tiny_int8_io_uint8.tflite"), "--threads=1,2", "--runs=5", "--warmup=1",
+         f"--json={report}"], cwd=root, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(report.read_text())
+    assert [(os.path.basename(r["model"]), r["threads"]) for r in rows] == [
+        ("tiny_float32.tflite", 1), ("tiny_float32.tflite", 2),
+        ("tiny_int8_io_uint8.tflite", 1), ("tiny_int8_io_uint8.tflite", 2)]
+    assert all(r["latency"]["runs"] == 5 and r["where"] == "host" for r in rows)
+    assert result.stdout.count("host") == 4 and "p50 ms" in result.stdout

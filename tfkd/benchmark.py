@@ -207,3 +207,17 @@ def measure(
         peak_memory_growth_bytes=max(0, _peak_rss_bytes() - rss_before),
         cost=model_cost(model),
     )
+
+
+def format_table(measurements: Sequence) -> str:
+    """A plain-text table of host or device measurements (anything with `latency`)."""
+    lines = [f"{'model':<34} {'where':<7} {'thr':>3} {'KiB':>8} {'p50 ms':>8} {'p90 ms':>8} "
+             f"{'mean ms':>8} {'runs':>5}"]
+    for m in measurements:
+        def ms(value):
+            return f"{value:8.3f}" if value is not None else f"{'-':>8}"
+
+        lines.append(f"{os.path.basename(m.model):<34} {m.where:<7} {m.threads:>3} "
+                     f"{m.size_bytes / 1024:>8.1f} {ms(m.latency.p50_ms)} {ms(m.latency.p90_ms)} "
+                     f"{ms(m.latency.mean_ms)} {m.latency.runs:>5}")
+    return "\n".join(lines)
