@@ -23,6 +23,8 @@ setup(
         "numpy==2.4.6",
         "scikit-learn==1.9.1",
         "matplotlib==3.11.2",
+        # Training stages write TensorBoard logs into the run directory.
+        "tensorboard==2.21.0",
     ],
     extras_require={"test": ["pytest==9.2.0"]},
 )

@@ -1,6 +1,6 @@
 r"""Student alone vs distilled student on digits, over seeds, budgets and KD settings.
 
-    python benchmarks/digits_kd.py --seeds=0,1,2 --student_epochs=20,40
+    python benchmarks/digits_kd.py --seeds=0,1,2 --budgets=20,40
 
 Chooses the defaults of pipelines/configs/digits.flags. For each seed one teacher is trained;
 each student starts from the same initial weights as the baseline of that seed and budget.
@@ -22,7 +22,7 @@ from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (data split, shuffling, initialisation).")
-flags.DEFINE_list("student_epochs", ["20", "40"], "Student budgets (baseline and distillation).")
+flags.DEFINE_list("budgets", ["20", "40"], "Student budgets (baseline and distillation).")
 flags.DEFINE_list("settings", ["0.5:1", "0.5:2", "0.5:4", "0.1:4"],
                   "student_loss_weight:temperature pairs.")
 
@@ -44,7 +44,7 @@ def main(argv):
         teacher = train_classifier(tfkd.models.build("cnn_large", prep.input_shape, 10), train,
                                    validation, config.teacher_epochs, config)
         teacher_accuracy = keras_accuracy(teacher, test)
-        for epochs in map(int, FLAGS.student_epochs):
+        for epochs in map(int, FLAGS.budgets):
             budget = dataclasses.replace(config, student_epochs=epochs)
             keras.utils.set_random_seed(seed + 1)
             initial = tfkd.models.build("cnn_small", prep.input_shape, 10).get_weights()
@@ -69,7 +69,7 @@ def main(argv):
                       {"rows": results, "minutes": minutes, "machine": common.machine()})
     keys = [f"{w:g}:{t:g}" for w, t in settings]
     lines = []
-    for epochs in map(int, FLAGS.student_epochs):
+    for epochs in map(int, FLAGS.budgets):
         rows = [r for r in results if r["epochs"] == epochs]
         mean = lambda k: 100 * np.mean([r[k] for r in rows])  # noqa: E731
         gains = " | ".join(f"{mean(k):.2f} ({mean(k) - mean('baseline'):+.2f})" for k in keys)

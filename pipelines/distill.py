@@ -1,43 +1,59 @@
-r"""Teacher -> student alone (baseline) -> distilled student -> quantization-aware distillation
--> TFLite export -> accuracy of every `.tflite` file and the parity gate.
+r"""The main job: data -> teacher -> student alone -> distilled student -> quantization-aware
+distillation -> TFLite export -> verification (parity gate) -> latency -> report.
 
     python -m pipelines.distill --flagfile=pipelines/configs/digits.flags --out_dir=runs/digits
 
-Flags are validated before any training. The run directory receives `flags.txt` (re-runnable
-with --flagfile), `config.json`, the models as `.keras` files, `tflite/` (the `.tflite` files,
-`labels.txt`, `model_card.json`) and `results.json`.
+Every flag is validated before any training. Each stage writes into the run directory and
+records its files (with hashes) in `manifest.json`; rerunning with the same `--out_dir` skips
+finished stages and resumes an interrupted training from its last finished epoch.
 """
 
 import dataclasses
 import json
 import os
+import sys
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from absl import app, flags, logging
 
 import tensorflow as tf
 
 import tfkd
-from tfkd import evaluate, export, files, quantize
+from pipelines.rundir import RunDir
+from tfkd import benchmark, device, evaluate, export, files, quantize, report
 from tfkd.evaluate import keras_accuracy
 from tfkd.keras import keras
+
+STAGES = ("teacher", "baseline", "student", "qad", "export", "verify", "benchmark", "device",
+          "report")
+# What each stage reads from earlier ones.
+NEEDS = {"baseline": (), "student": ("teacher",), "qad": ("teacher", "student"),
+         "export": ("teacher", "student"), "verify": ("export",), "benchmark": ("export",),
+         "device": ("export",), "report": ("verify",), "teacher": ()}
+OPTIMIZERS = ("adam", "sgd")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "digits", "digits, folder:PATH or tfds:NAME.")
 flags.DEFINE_string("data_dir", None, "Where tfds datasets live.")
-flags.DEFINE_string("teacher", "cnn_large", "Teacher: a registered model name.")
+flags.DEFINE_string("teacher", "cnn_large",
+                    "Teacher: a registered model name to train, or a .keras/.h5 file to load.")
 flags.DEFINE_string("student", "cnn_small", "Student: a registered model name.")
 flags.DEFINE_integer("teacher_epochs", 30, "Epochs of teacher training.")
 flags.DEFINE_integer("student_epochs", 30, "Epochs of the baseline and of distillation.")
 flags.DEFINE_integer("batch_size", 64, "Global batch size.")
-flags.DEFINE_float("learning_rate", 1e-3, "Peak Adam learning rate (cosine decay to 0).")
-flags.DEFINE_float("temperature", 4.0, "KD temperature (> 0).")
+flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "Optimizer of every training stage.")
+flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (cosine decay to 0).")
+flags.DEFINE_string("loss", "kd", "Distillation loss, a name from tfkd.losses.available().")
+flags.DEFINE_float("temperature", 4.0, "Temperature of the distillation loss (> 0).")
 flags.DEFINE_float("student_loss_weight", 0.1, "Weight of the hard-label loss, in [0, 1].")
 flags.DEFINE_bool("flip", False, "Random horizontal flip in training (natural images only).")
 flags.DEFINE_integer("pad_crop", 0, "Random pad-and-crop by this many pixels in training; 0 = off.")
 flags.DEFINE_integer("seed", 0, "Seed of data splits, shuffling and initialisation.")
 flags.DEFINE_string("out_dir", "runs/default", "Run directory.")
+flags.DEFINE_bool("overwrite", False, "Replace a run directory made with different settings.")
+flags.DEFINE_list("stages", ["all"], f"Stages to run, from {list(STAGES)}, or 'all' (which "
+                  "skips finished stages; named stages always run again).")
 flags.DEFINE_bool("jit_compile", False, "Compile training steps with XLA.")
 flags.DEFINE_integer("qat_epochs", 5, "Epochs of quantization-aware distillation; 0 skips it.")
 flags.DEFINE_float("qat_learning_rate", 1e-4, "Peak learning rate of quantization-aware distillation.")
@@ -47,6 +63,10 @@ flags.DEFINE_list("modes", ["float32", "float16", "dynamic", "int8", "int8_io_ui
 flags.DEFINE_integer("representative_size", 200, "Calibration images for post-training int8.")
 flags.DEFINE_float("max_drop_points", 1.0,
                    "Largest accuracy drop (points) allowed from the float student to a .tflite.")
+flags.DEFINE_list("threads", ["1"], "Thread counts of the latency benchmark.")
+flags.DEFINE_integer("benchmark_runs", 50, "Timed runs of the latency benchmark.")
+flags.DEFINE_string("serial", None, "adb serial of a phone for the device stage.")
+flags.DEFINE_string("benchmark_binary", None, "Host path of Android benchmark_model.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,29 +80,55 @@ class Config:
     teacher_epochs: int = 30
     student_epochs: int = 30
     batch_size: int = 64
+    optimizer: str = "adam"
     learning_rate: float = 1e-3
+    loss: str = "kd"
     temperature: float = 4.0
     student_loss_weight: float = 0.1
     flip: bool = False
     pad_crop: int = 0
     seed: int = 0
     out_dir: str = "runs/default"
+    overwrite: bool = False
+    stages: tuple[str, ...] = ("all",)
     jit_compile: bool = False
     qat_epochs: int = 5
     qat_learning_rate: float = 1e-4
     modes: tuple[str, ...] = ("float32", "float16", "dynamic", "int8", "int8_io_uint8")
     representative_size: int = 200
     max_drop_points: float = 1.0
+    threads: tuple[int, ...] = (1,)
+    benchmark_runs: int = 50
+    serial: Optional[str] = None
+    benchmark_binary: Optional[str] = None
+
+    @property
+    def teacher_is_file(self) -> bool:
+        return self.teacher.endswith((".keras", ".h5")) or os.path.sep in self.teacher
+
+    def results_settings(self) -> dict:
+        """The settings that change results (a run directory is tied to them)."""
+        ignored = {"out_dir", "overwrite", "stages", "serial", "benchmark_binary"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
+
+    def selected_stages(self) -> list[str]:
+        if tuple(self.stages) == ("all",):
+            return [s for s in STAGES if s != "device" or self.serial]
+        return [s for s in STAGES if s in self.stages]
 
     def validate(self) -> None:
         """Raises `ValueError` naming the first bad setting and its fix."""
-        for name in ("teacher", "student"):
-            if getattr(self, name) not in tfkd.models.available():
-                raise ValueError(
-                    f"--{name}={getattr(self, name)} is not a registered model. "
-                    f"Available: {tfkd.models.available()}"
-                )
-        for name in ("teacher_epochs", "student_epochs", "batch_size"):
+        if self.teacher_is_file:
+            if not os.path.exists(self.teacher):
+                raise ValueError(f"--teacher={self.teacher} does not exist. Give a .keras/.h5 "
+                                 "file or a registered model name.")
+        elif self.teacher not in tfkd.models.available():
+            raise ValueError(f"--teacher={self.teacher} is not a registered model nor a .keras "
+                             f"file. Available models: {tfkd.models.available()}")
+        if self.student not in tfkd.models.available():
+            raise ValueError(f"--student={self.student} is not a registered model. "
+                             f"Available: {tfkd.models.available()}")
+        for name in ("teacher_epochs", "student_epochs", "batch_size", "benchmark_runs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1. Received: {getattr(self, name)}")
         if self.pad_crop < 0:
@@ -90,226 +136,377 @@ class Config:
         for name in ("learning_rate", "qat_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be > 0. Received: {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer={self.optimizer} is unknown. Available: {OPTIMIZERS}")
         if self.qat_epochs < 0:
             raise ValueError(f"--qat_epochs must be >= 0 (0 skips QAD). Received: {self.qat_epochs}")
+        # The loss validates its own arguments; building it here fails fast.
+        tfkd.losses.get(self.loss, temperature=self.temperature)
+        if not 0.0 <= self.student_loss_weight <= 1.0:
+            raise ValueError("--student_loss_weight must be in [0, 1]. "
+                             f"Received: {self.student_loss_weight}")
+        if not self.modes:
+            raise ValueError(f"--modes is empty. Choose from {list(export.MODES)}")
         for mode in self.modes:
             export.check_mode(mode)
         if not self.max_drop_points >= 0:
             raise ValueError(f"--max_drop_points must be >= 0. Received: {self.max_drop_points}")
-        # The loss and Distiller validate their own arguments; building them here fails fast.
-        tfkd.losses.KD(self.temperature)
-        if not 0.0 <= self.student_loss_weight <= 1.0:
-            raise ValueError(
-                "--student_loss_weight must be in [0, 1]. "
-                f"Received: {self.student_loss_weight}"
-            )
+        if not self.threads or min(self.threads) < 1:
+            raise ValueError(f"--threads must list thread counts >= 1. Received: {self.threads}")
+        unknown = [s for s in self.stages if s not in STAGES and s != "all"]
+        if unknown or ("all" in self.stages and len(self.stages) > 1):
+            raise ValueError(f"--stages={','.join(self.stages)}: give 'all' or stages from "
+                             f"{list(STAGES)}.")
+        if "device" in self.stages and not self.serial:
+            raise ValueError("--stages includes device but no --serial was given.")
 
 
-def _optimizer(learning_rate: float, steps: int) -> keras.optimizers.Optimizer:
+def _optimizer(config: Config, learning_rate: float, steps: int) -> keras.optimizers.Optimizer:
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
     return keras.optimizers.Adam(schedule)
 
 
-def _save(model: keras.Model, path: str) -> None:
-    with files.atomic_path(path) as tmp:
-        model.save(tmp)
+class Run:
+    """The data, the run directory and the models of one run, loaded when a stage needs them."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.dir = RunDir(config.out_dir, config.results_settings(), config.overwrite)
+        self.splits = tfkd.data.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
+        prep = self.splits.preprocessing
+        self.validation = tfkd.data.batches(self.splits.validation, prep, config.batch_size)
+        self.test = tfkd.data.batches(self.splits.test, prep, max(config.batch_size, 256))
+        self._models: dict[str, keras.Model] = {}
+
+    @staticmethod
+    def _relative(name: str) -> str:
+        # QAT wrappers do not survive the .keras format: the QAD student is kept as weights.
+        return os.path.join(name, f"{name}.weights.h5" if name == "student_qad" else
+                            f"{name}.keras")
+
+    def model(self, name: str) -> keras.Model:
+        if name not in self._models:
+            path = self.dir.file(self._relative(name))
+            self._models[name] = (quantize.load_quantized(self.model("student"), path)
+                                  if name == "student_qad" else
+                                  keras.models.load_model(path, safe_mode=True))
+        return self._models[name]
+
+    def keep(self, name: str, model: keras.Model) -> str:
+        """Saves `model` as the run's `name`; returns the path relative to the run directory."""
+        relative = self._relative(name)
+        with files.atomic_path(self.dir.file(relative)) as tmp:
+            model.save_weights(tmp) if name == "student_qad" else model.save(tmp)
+        self._models[name] = model
+        return relative
+
+    def train(self, stage: str) -> tf.data.Dataset:
+        """Training batches whose order and augmentation depend only on the seed and the stage,
+        so a stage gives the same result whether earlier stages ran in this process or not.
+        The baseline and the distilled student see the same order, isolating distillation."""
+        config = self.config
+        offset = {"teacher": 0, "baseline": 1, "student": 1, "student_qad": 2}[stage]
+        augmentation = (tfkd.data.Augmentation(flip=config.flip, pad_crop=config.pad_crop)
+                        if config.flip or config.pad_crop else None)
+        return tfkd.data.batches(self.splits.train, self.splits.preprocessing, config.batch_size,
+                                 shuffle=True, augmentation=augmentation,
+                                 seed=config.seed + offset)
+
+    def fresh_student(self) -> keras.Model:
+        # Seeded, so the baseline and the distilled student start from the same weights.
+        keras.utils.set_random_seed(self.config.seed + 1)
+        return tfkd.models.build(self.config.student, self.splits.preprocessing.input_shape,
+                                 self.splits.num_classes)
+
+    def fit(self, model: keras.Model, stage: str, epochs: int) -> None:
+        """`model.fit` with TensorBoard logs and a backup that resumes an interrupted stage."""
+        callbacks = [
+            keras.callbacks.BackupAndRestore(self.dir.file("checkpoints", stage)),
+            keras.callbacks.TensorBoard(self.dir.file("logs", stage)),
+        ]
+        verbose = 1 if sys.stdout.isatty() else 2
+        model.fit(self.train(stage), validation_data=self.validation, epochs=epochs, callbacks=callbacks,
+                  verbose=verbose)
 
 
-def train_classifier(model, train, validation, epochs: int, config: Config) -> keras.Model:
+def train_classifier(run: Run, model: keras.Model, stage: str, epochs: int) -> keras.Model:
     """Trains `model` on hard labels alone (the teacher, and the student baseline)."""
-    steps = epochs * int(train.cardinality())
-    model.compile(
-        optimizer=_optimizer(config.learning_rate, steps),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=config.jit_compile,
-    )
-    model.fit(train, validation_data=validation, epochs=epochs, verbose=2)
+    steps = epochs * int(run.train(stage).cardinality())
+    model.compile(optimizer=_optimizer(run.config, run.config.learning_rate, steps),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], jit_compile=run.config.jit_compile)
+    run.fit(model, stage, epochs)
     return model
 
 
-def distill(student, teacher, train, validation, config: Config, epochs: Optional[int] = None,
-            learning_rate: Optional[float] = None) -> keras.Model:
-    """Trains `student` (float or QAT) against the frozen `teacher`; returns the student."""
-    epochs = config.student_epochs if epochs is None else epochs
+def distill(run: Run, student: keras.Model, stage: str, epochs: int,
+            learning_rate: float) -> keras.Model:
+    """Trains `student` (float or QAT) against the frozen teacher; returns the student."""
+    config = run.config
     distiller = tfkd.Distiller(
-        student=student,
-        teacher=teacher,
-        loss=tfkd.losses.KD(config.temperature),
-        student_loss_weight=config.student_loss_weight,
-    )
-    steps = epochs * int(train.cardinality())
-    distiller.compile(
-        optimizer=_optimizer(learning_rate or config.learning_rate, steps),
-        metrics=["accuracy"], jit_compile=config.jit_compile,
-    )
-    distiller.fit(train, validation_data=validation, epochs=epochs, verbose=2)
+        student=student, teacher=run.model("teacher"),
+        loss=tfkd.losses.get(config.loss, temperature=config.temperature),
+        student_loss_weight=config.student_loss_weight)
+    steps = epochs * int(run.train(stage).cardinality())
+    keras.utils.set_random_seed(config.seed + 2)
+    distiller.compile(optimizer=_optimizer(config, learning_rate, steps), metrics=["accuracy"],
+                      jit_compile=config.jit_compile)
+    run.fit(distiller, stage, epochs)
     return distiller.student
 
 
-def quantization_aware_distillation(student, teacher, train, validation, config: Config):
-    """A QAT copy of the distilled `student`, fine-tuned while the float teacher still teaches."""
+def stage_teacher(run: Run) -> tuple[list[str], dict]:
+    config = run.config
+    if config.teacher_is_file:
+        teacher = keras.models.load_model(config.teacher, safe_mode=True)
+        run.splits.check_model(teacher, role="teacher")
+    else:
+        keras.utils.set_random_seed(config.seed)
+        teacher = tfkd.models.build(config.teacher, run.splits.preprocessing.input_shape,
+                                    run.splits.num_classes)
+        train_classifier(run, teacher, "teacher", config.teacher_epochs)
+    return [run.keep("teacher", teacher)], {"accuracy": keras_accuracy(teacher, run.test)}
+
+
+def stage_baseline(run: Run) -> tuple[list[str], dict]:
+    baseline = train_classifier(run, run.fresh_student(), "baseline", run.config.student_epochs)
+    return [run.keep("baseline", baseline)], {"accuracy": keras_accuracy(baseline, run.test)}
+
+
+def stage_student(run: Run) -> tuple[list[str], dict]:
+    student = distill(run, run.fresh_student(), "student", run.config.student_epochs,
+                      run.config.learning_rate)
+    return [run.keep("student", student)], {"accuracy": keras_accuracy(student, run.test)}
+
+
+def stage_qad(run: Run) -> tuple[list[str], dict]:
+    """A QAT copy of the distilled student, fine-tuned while the float teacher still teaches."""
+    if not run.config.qat_epochs:
+        return [], {"skipped": "--qat_epochs=0"}
+    student = run.model("student")
     logging.info("%s", quantize.doctor(student))
     start = keras.models.clone_model(student)
     start.set_weights(student.get_weights())
-    qat_student = quantize.quantize_student(start)
-    return distill(qat_student, teacher, train, validation, config, epochs=config.qat_epochs,
-                   learning_rate=config.qat_learning_rate)
+    qad = distill(run, quantize.quantize_student(start), "student_qad", run.config.qat_epochs,
+                  run.config.qat_learning_rate)
+    return [run.keep("student_qad", qad)], {"accuracy": keras_accuracy(qad, run.test)}
 
 
-def export_and_verify(student, qad_student, splits, test, config: Config) -> dict:
-    """Exports every requested variant, measures each `.tflite` and applies the parity gate.
-
-    Returns `{variant: {"accuracy", "size_bytes", "quantization", "file"}}`; the accuracies are
-    also written into the model card. Raises `evaluate.ParityError` after writing everything.
-    """
-    tflite_dir = os.path.join(config.out_dir, "tflite")
+def stage_export(run: Run) -> tuple[list[str], dict]:
+    config, splits = run.config, run.splits
+    out = run.dir.file("tflite")
     representative = None
     if any(m in export.INTEGER_MODES for m in config.modes):
         representative = export.representative_set(splits, config.representative_size)
     common = dict(preprocessing=splits.preprocessing, class_names=splits.class_names,
                   source_run=os.path.abspath(config.out_dir))
-    card = export.export(student, tflite_dir, config.modes, representative=representative,
-                         name="student", **common)
+    export.export(run.model("teacher"), out, ["float32"], name="teacher", **common)
+    export.export(run.model("student"), out, config.modes, representative=representative,
+                  name="student", **common)
     integer_modes = [m for m in config.modes if m in export.INTEGER_MODES]
-    if qad_student is not None and integer_modes:
-        card = export.export(qad_student, tflite_dir, integer_modes, name="student_qad", **common)
-    variants = {}
+    if run.dir.done("qad") and run.dir.metrics("qad").get("accuracy") is not None and integer_modes:
+        export.export(run.model("student_qad"), out, integer_modes, name="student_qad", **common)
+    return ["tflite"], {}
+
+
+def stage_verify(run: Run) -> tuple[list[str], dict]:
+    """Accuracy of every `.tflite` (written into the model card) and the parity gate."""
+    out = run.dir.file("tflite")
+    card = export.read_card(out)
+    accuracies = {}
     for name, entry in card["variants"].items():
-        path = os.path.join(tflite_dir, entry["file"])
-        accuracy = evaluate.tflite_accuracy(path, test.as_numpy_iterator())
+        accuracy = evaluate.tflite_accuracy(os.path.join(out, entry["file"]),
+                                            run.test.as_numpy_iterator())
         entry["accuracy"] = {"split": "test", "value": accuracy}
-        variants[name] = {"accuracy": accuracy, "size_bytes": entry["size_bytes"],
-                          "quantization": entry["quantization"], "file": entry["file"]}
-        logging.info("%s: test accuracy %.4f, %d bytes", name, accuracy, entry["size_bytes"])
-    files.write_text(os.path.join(tflite_dir, "model_card.json"),
-                     json.dumps(card, indent=2, sort_keys=True))
-    return variants
+        accuracies[name] = accuracy
+        logging.info("%s: test accuracy %.4f", name, accuracy)
+    files.write_text(os.path.join(out, "model_card.json"), json.dumps(card, indent=2,
+                                                                      sort_keys=True))
+    reference = run.dir.metrics("student")["accuracy"]
+    gated = {k: v for k, v in accuracies.items() if not k.startswith("teacher")}
+    drops = {k: 100.0 * (reference - v) for k, v in gated.items()}
+    failure = None
+    try:
+        evaluate.parity_gate(reference, gated, run.config.max_drop_points,
+                             reference_name="float Keras student")
+    except evaluate.ParityError as error:
+        failure = str(error)
+    return ["tflite"], {"accuracy": accuracies, "drops": drops, "failure": failure}
+
+
+def stage_benchmark(run: Run) -> tuple[list[str], dict]:
+    out = run.dir.file("tflite")
+    card = export.read_card(out)
+    images = next(iter(run.test))[0].numpy()
+    results = {}
+    for name, entry in card["variants"].items():
+        for threads in run.config.threads:
+            m = benchmark.measure(os.path.join(out, entry["file"]), threads=threads,
+                                  warmup=10, runs=run.config.benchmark_runs, inputs=images)
+            results.setdefault(name, {})[str(threads)] = m.to_dict()
+            logging.info("%s, %d thread(s): p50 %.3f ms", name, threads, m.latency.p50_ms)
+    path = os.path.join("benchmark", "host.json")
+    files.write_text(run.dir.file(path), json.dumps(results, indent=2, sort_keys=True))
+    return [path], {}
+
+
+def stage_device(run: Run) -> tuple[list[str], dict]:
+    out = run.dir.file("tflite")
+    card = export.read_card(out)
+    phone = device.connect(run.config.serial)
+    info = device.fingerprint(phone)
+    results = {"device": info, "variants": {}}
+    for name, entry in card["variants"].items():
+        for threads in run.config.threads:
+            common = dict(threads=threads, runs=run.config.benchmark_runs, info=info)
+            path = os.path.join(out, entry["file"])
+            m = (device.benchmark_model_on_device(phone, path, run.config.benchmark_binary,
+                                                  **common)
+                 if run.config.benchmark_binary else
+                 device.app_benchmark_on_device(phone, path, **common))
+            results["variants"].setdefault(name, {})[str(threads)] = m.to_dict()
+    path = os.path.join("benchmark", "device.json")
+    files.write_text(run.dir.file(path), json.dumps(results, indent=2, sort_keys=True))
+    return [path], {}
+
+
+def _read_json(run: Run, relative: str) -> Optional[dict]:
+    path = run.dir.file(relative)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def stage_report(run: Run) -> tuple[list[str], dict]:
+    config = run.config
+    card = export.read_card(run.dir.file("tflite"))
+    verify = run.dir.metrics("verify")
+    host = _read_json(run, os.path.join("benchmark", "host.json")) or {}
+    threads = config.threads[0]
+    models = []
+    for name in ("teacher", "baseline", "student", "student_qad"):
+        if run.dir.done(name if name != "student_qad" else "qad") and (
+                name != "student_qad" or run.dir.metrics("qad").get("accuracy") is not None):
+            stage = "qad" if name == "student_qad" else name
+            model = run.model(name)
+            models.append(report.model_entry(
+                name, "keras", None, run.dir.metrics(stage)["accuracy"], model.count_params(),
+                os.path.getsize(run.dir.file(Run._relative(name))),
+                quantization_aware=quantize.is_quantization_aware(model)))
+    for name, entry in card["variants"].items():
+        latency = host.get(name, {}).get(str(threads))
+        models.append(report.model_entry(
+            name, "tflite", entry["quantization"], verify["accuracy"][name],
+            latency["cost"]["params"] if latency else None, entry["size_bytes"],
+            latency["latency"] if latency else None, threads if latency else None,
+            mode=entry["mode"], quantization_aware=entry["quantization_aware"]))
+    accuracy = {m["name"]: m["accuracy"] for m in models}
+    summary = {
+        "kd_gain": (accuracy["student"] - accuracy["baseline"]
+                    if {"student", "baseline"} <= set(accuracy) else None),
+        "qad_gain_over_ptq": (accuracy["student_qad_int8"] - accuracy["student_int8"]
+                              if {"student_qad_int8", "student_int8"} <= set(accuracy) else None),
+        "parity": {"max_drop_points": config.max_drop_points, "drops": verify["drops"],
+                   "failures": {k: v for k, v in verify["drops"].items()
+                                if v > config.max_drop_points}},
+        "measured_on": benchmark_machine() if host else None,
+    }
+    headline = []
+    if summary["kd_gain"] is not None:
+        headline.append(f"Distilled student {100 * accuracy['student']:.2f}% vs student alone "
+                        f"{100 * accuracy['baseline']:.2f}% vs teacher "
+                        f"{100 * accuracy['teacher']:.2f}% (test split).")
+    report.write(run.dir.path, run.splits.name, models, summary, headline)
+    outputs = ["report.json", "report.md"] + (["pareto.png"] if host else [])
+    return outputs, {}
+
+
+def benchmark_machine() -> str:
+    return f"this host's CPU ({os.cpu_count()} cores), LiteRT interpreter with XNNPACK"
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Run], tuple[list[str], dict]]] = {
+    "teacher": stage_teacher, "baseline": stage_baseline, "student": stage_student,
+    "qad": stage_qad, "export": stage_export, "verify": stage_verify,
+    "benchmark": stage_benchmark, "device": stage_device, "report": stage_report,
+}
 
 
 def run(config: Config) -> dict:
-    """Runs the whole job and returns test accuracies by model."""
+    """Runs the selected stages (skipping finished ones) and returns the report (or metrics)."""
     config.validate()
-    os.makedirs(config.out_dir, exist_ok=True)
-    files.write_text(
-        os.path.join(config.out_dir, "config.json"),
-        json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True),
-    )
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-
-    splits = tfkd.data.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
-    augmentation = (
-        tfkd.data.Augmentation(flip=config.flip, pad_crop=config.pad_crop)
-        if config.flip or config.pad_crop
-        else None
-    )
-
-    def batches(ds, training):
-        return tfkd.data.batches(
-            ds, splits.preprocessing, config.batch_size, shuffle=training,
-            augmentation=augmentation if training else None, seed=config.seed,
-        )
-
-    train, validation = batches(splits.train, True), batches(splits.validation, False)
-    test = batches(splits.test, False)
-    shape, classes = splits.preprocessing.input_shape, splits.num_classes
-
-    results = {}
-    timings = {}
-
-    def record(name, model, started):
-        results[name] = keras_accuracy(model, test)
-        timings[name] = time.time() - started
-        _save(model, os.path.join(config.out_dir, name, f"{name}.keras"))
-        logging.info("%s: test accuracy %.4f (%.0f s)", name, results[name], timings[name])
-
-    started = time.time()
-    teacher = tfkd.models.build(config.teacher, shape, classes)
-    record("teacher", train_classifier(teacher, train, validation, config.teacher_epochs, config),
-           started)
-
-    started = time.time()
-    keras.utils.set_random_seed(config.seed + 1)
-    baseline = tfkd.models.build(config.student, shape, classes)
-    initial_student_weights = baseline.get_weights()
-    record("baseline", train_classifier(baseline, train, validation, config.student_epochs, config),
-           started)
-
-    started = time.time()
-    keras.utils.set_random_seed(config.seed + 1)
-    student = tfkd.models.build(config.student, shape, classes)
-    # Same initialisation as the baseline, so the comparison isolates distillation.
-    student.set_weights(initial_student_weights)
-    record("student", distill(student, teacher, train, validation, config), started)
-
-    qad_student = None
-    if config.qat_epochs:
+    state = Run(config)
+    files.write_text(state.dir.file("config.json"),
+                     json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
+    selected = config.selected_stages()
+    # Stages named in --stages run again; with --stages=all finished stages are skipped.
+    rerun = set() if tuple(config.stages) == ("all",) else set(selected)
+    for index, stage in enumerate(STAGES):
+        if stage not in selected:
+            continue
+        if stage not in rerun and state.dir.done(stage):
+            logging.info("Stage %s: finished earlier, files unchanged; skipping.", stage)
+            continue
+        missing = [n for n in NEEDS[stage] if n not in selected and not state.dir.done(n)]
+        if missing:
+            raise ValueError(f"Stage {stage} needs {missing}: run them first or add them to "
+                             "--stages.")
+        # A stage that runs again changes the inputs of every later stage.
+        state.dir.forget(STAGES[index + 1:])
+        logging.info("Stage %s: running.", stage)
         started = time.time()
-        qad_student = quantization_aware_distillation(student, teacher, train, validation, config)
-        results["student_qad"] = keras_accuracy(qad_student, test)
-        timings["student_qad"] = time.time() - started
-
-    variants = export_and_verify(student, qad_student, splits, test, config)
-    summary = {"dataset": splits.name, "test_accuracy": results, "seconds": timings,
-               "tflite": variants}
-    files.write_text(
-        os.path.join(config.out_dir, "results.json"), json.dumps(summary, indent=2, sort_keys=True)
-    )
-    # Last, so that a failing gate still leaves every artifact and number on disk.
-    summary["parity_drops"] = evaluate.parity_gate(
-        results["student"], {name: v["accuracy"] for name, v in variants.items()},
-        config.max_drop_points, reference_name="float Keras student")
-    return summary
+        outputs, metrics = STAGE_FUNCTIONS[stage](state)
+        metrics["seconds"] = time.time() - started
+        state.dir.record(stage, outputs, metrics)
+    result = {s: state.dir.metrics(s) for s in STAGES if state.dir.done(s)}
+    return result
 
 
 def _config_from_flags() -> Config:
     values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(Config)}
-    values["modes"] = tuple(values["modes"])
+    for name in ("modes", "stages"):
+        values[name] = tuple(values[name])
+    values["threads"] = tuple(int(t) for t in values["threads"])
     return Config(**values)
+
+
+def format_summary(results: dict, config: Config) -> str:
+    """What the run prints at the end."""
+    lines = []
+    report_md = os.path.join(os.path.abspath(config.out_dir), "report.md")
+    if os.path.exists(report_md):
+        with open(report_md, encoding="utf-8") as f:
+            lines.append(f.read())
+    failure = results.get("verify", {}).get("failure")
+    if failure:
+        lines.append(f"Parity gate failed:\n{failure}")
+    lines.append(f"Run directory: {os.path.abspath(config.out_dir)} (report.md, report.json, "
+                 "pareto.png, tflite/, manifest.json)")
+    return "\n".join(lines)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = _config_from_flags()
     try:
+        config = _config_from_flags()
         config.validate()
     except (ValueError, TypeError) as error:
         raise app.UsageError(str(error)) from error
     os.makedirs(config.out_dir, exist_ok=True)
-    files.write_text(os.path.join(config.out_dir, "flags.txt"), FLAGS.flags_into_string())
     try:
-        summary = run(config)
-    except evaluate.ParityError as error:
-        print(f"\nParity gate failed (all files and results.json were written):\n{error}")
-        return 1
-    print(format_summary(summary, config))
-    return 0
-
-
-def format_summary(summary: dict, config: Config) -> str:
-    """The table printed at the end of a run."""
-    accuracy = summary["test_accuracy"]
-    lines = [f"\nDataset {summary['dataset']} - test accuracy (measured on CPU)"]
-    for name, label in (("teacher", f"teacher  ({config.teacher})"),
-                        ("baseline", f"student alone ({config.student})"),
-                        ("student", f"distilled student ({config.student})"),
-                        ("student_qad", "QAD student (Keras, fake-quantized)")):
-        if name in accuracy:
-            lines.append(f"  {label:<38} {accuracy[name]:.4f}")
-    gain = accuracy["student"] - accuracy["baseline"]
-    lines.append(f"  distillation gain over the student alone: {100 * gain:+.2f} points")
-    lines.append(f"\n  {'.tflite variant':<30} {'quantization':<13} {'accuracy':>8} {'KiB':>8} "
-                 f"{'drop':>7}")
-    for name, v in summary["tflite"].items():
-        drop = summary["parity_drops"][name]
-        lines.append(f"  {name:<30} {str(v['quantization']):<13} {v['accuracy']:>8.4f} "
-                     f"{v['size_bytes'] / 1024:>8.1f} {drop:>+7.2f}")
-    lines.append(f"Parity gate: every .tflite within {config.max_drop_points:.2f} points of the "
-                 "float student.")
-    lines.append(f"Models, .tflite files and results in {os.path.abspath(config.out_dir)}")
-    return "\n".join(lines)
+        results = run(config)
+    except (ValueError, OSError, device.DeviceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    files.write_text(os.path.join(config.out_dir, "flags.txt"), FLAGS.flags_into_string())
+    print(format_summary(results, config))
+    return 1 if results.get("verify", {}).get("failure") else 0
 
 
 if __name__ == "__main__":

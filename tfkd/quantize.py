@@ -237,3 +237,17 @@ def quantize_student(student: keras.Model, leave_float: Sequence[str] = ()) -> k
 def is_quantization_aware(model: keras.Model) -> bool:
     """True for a model returned by `quantize_student` (it carries fake-quant wrappers)."""
     return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
+
+
+def load_quantized(float_student: keras.Model, weights_path: str,
+                   leave_float: Sequence[str] = ()) -> keras.Model:
+    """Rebuilds a QAT student saved with `model.save_weights(path)` (`.weights.h5`).
+
+    TF-MOT's wrappers do not round-trip through the `.keras` format (the quantize layer's
+    variables are renamed on load), so a QAT student is stored as weights and rebuilt from its
+    float architecture, which also keeps loading free of deserialised code.
+    """
+    start = keras.models.clone_model(float_student)
+    qat = quantize_student(start, leave_float)
+    qat.load_weights(weights_path)
+    return qat

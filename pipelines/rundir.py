@@ -1,0 +1,97 @@
+"""The run directory's manifest: which stage produced which files (with hashes), so a rerun with
+the same `--out_dir` skips finished stages and a changed file or setting is never trusted."""
+
+import datetime
+import hashlib
+import json
+import os
+from typing import Iterable, Optional
+
+from tfkd import files
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files_under(root: str, relative: str) -> list[str]:
+    path = os.path.join(root, relative)
+    if os.path.isfile(path):
+        return [relative]
+    found = []
+    for directory, _, names in os.walk(path):
+        found += [os.path.relpath(os.path.join(directory, n), root) for n in names]
+    return sorted(found)
+
+
+class RunDir:
+    """Stages and their outputs in `path`, for one configuration (identified by its hash).
+
+    Args:
+        path: the run directory.
+        settings: everything that changes results; a run directory made with other settings is
+            refused unless `overwrite`, which forgets its stages (files are overwritten as stages
+            run again).
+    """
+
+    def __init__(self, path: str, settings: dict, overwrite: bool = False):
+        self.path = path
+        self.settings_hash = hashlib.sha256(
+            json.dumps(settings, sort_keys=True).encode()).hexdigest()
+        os.makedirs(path, exist_ok=True)
+        manifest_path = os.path.join(path, MANIFEST)
+        self.manifest = {"settings_hash": self.settings_hash, "stages": {}}
+        if os.path.exists(manifest_path):
+            with open(manifest_path, encoding="utf-8") as f:
+                existing = json.load(f)
+            if existing.get("settings_hash") != self.settings_hash and not overwrite:
+                raise ValueError(
+                    f"--out_dir={path} holds a run made with different settings. Use another "
+                    "--out_dir, rerun with the flags in its flags.txt (--flagfile), or pass "
+                    "--overwrite to replace it."
+                )
+            if existing.get("settings_hash") == self.settings_hash:
+                self.manifest = existing
+        self._save()
+
+    def file(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    def _save(self) -> None:
+        files.write_text(self.file(MANIFEST), json.dumps(self.manifest, indent=2, sort_keys=True))
+
+    def done(self, stage: str) -> bool:
+        """True when `stage` finished and every file it recorded still has its hash."""
+        entry = self.manifest["stages"].get(stage)
+        if entry is None:
+            return False
+        for relative, digest in entry["outputs"].items():
+            path = self.file(relative)
+            if not os.path.exists(path) or sha256_file(path) != digest:
+                return False
+        return True
+
+    def metrics(self, stage: str) -> dict:
+        return self.manifest["stages"][stage]["metrics"]
+
+    def record(self, stage: str, outputs: Iterable[str], metrics: Optional[dict] = None) -> None:
+        """Marks `stage` finished with its output files (files or folders, relative paths)."""
+        listed = [f for relative in outputs for f in _files_under(self.path, relative)]
+        self.manifest["stages"][stage] = {
+            "outputs": {f: sha256_file(self.file(f)) for f in listed},
+            "metrics": metrics or {},
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        }
+        self._save()
+
+    def forget(self, stages: Iterable[str]) -> None:
+        """Forgets stages whose inputs are about to change."""
+        for stage in stages:
+            self.manifest["stages"].pop(stage, None)
+        self._save()
