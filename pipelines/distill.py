@@ -108,7 +108,8 @@ class Config:
 
     def results_settings(self) -> dict:
         """The settings that change results (a run directory is tied to them)."""
-        ignored = {"out_dir", "overwrite", "stages", "serial", "benchmark_binary"}
+        ignored = {"out_dir", "overwrite", "stages", "serial", "benchmark_binary", "threads",
+                   "benchmark_runs"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
 
     def selected_stages(self) -> list[str]:
@@ -308,7 +309,10 @@ def stage_export(run: Run) -> tuple[list[str], dict]:
     integer_modes = [m for m in config.modes if m in export.INTEGER_MODES]
     if run.dir.done("qad") and run.dir.metrics("qad").get("accuracy") is not None and integer_modes:
         export.export(run.model("student_qad"), out, integer_modes, name="student_qad", **common)
-    return ["tflite"], {}
+    card = export.read_card(out)
+    # The model card is the verify stage's output: it fills in the accuracies.
+    return ([os.path.join("tflite", e["file"]) for e in card["variants"].values()]
+            + [os.path.join("tflite", "labels.txt")]), {}
 
 
 def stage_verify(run: Run) -> tuple[list[str], dict]:
@@ -333,7 +337,8 @@ def stage_verify(run: Run) -> tuple[list[str], dict]:
                              reference_name="float Keras student")
     except evaluate.ParityError as error:
         failure = str(error)
-    return ["tflite"], {"accuracy": accuracies, "drops": drops, "failure": failure}
+    return [os.path.join("tflite", "model_card.json")], {
+        "accuracy": accuracies, "drops": drops, "failure": failure}
 
 
 def stage_benchmark(run: Run) -> tuple[list[str], dict]:

@@ -1,62 +1,53 @@
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+import tfkd
 from pipelines import distill
 from tfkd.keras import keras
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(teacher_epochs=2, student_epochs=2, qat_epochs=1, modes=("float32", "int8"),
+            max_drop_points=100.0, benchmark_runs=3)
 
 
 @pytest.mark.parametrize(
     "change, message",
     [({"student": "resnet19"}, "--student=resnet19 is not a registered model"),
+     ({"teacher": "no_such_net"}, "--teacher=no_such_net is not a registered model nor"),
+     ({"teacher": "/nowhere/teacher.keras"}, "--teacher=/nowhere/teacher.keras does not exist"),
      ({"teacher_epochs": 0}, "--teacher_epochs must be >= 1"),
      ({"temperature": 0.0}, "temperature"),
+     ({"loss": "kld"}, r"Unknown loss 'kld'. Available: \["),
+     ({"optimizer": "adagrad"}, "--optimizer=adagrad is unknown"),
      ({"student_loss_weight": 1.5}, r"--student_loss_weight must be in \[0, 1\]"),
      ({"learning_rate": -1.0}, "--learning_rate must be > 0"),
      ({"pad_crop": -2}, "--pad_crop must be >= 0"),
      ({"qat_epochs": -1}, "--qat_epochs must be >= 0"),
      ({"modes": ("float32", "int4")}, r"Unknown quantization mode 'int4'. Available"),
-     ({"max_drop_points": -0.5}, "--max_drop_points must be >= 0")],
+     ({"max_drop_points": -0.5}, "--max_drop_points must be >= 0"),
+     ({"threads": (0,)}, "--threads must list"),
+     ({"stages": ("teacher", "train")}, "--stages=teacher,train: give 'all' or stages"),
+     ({"stages": ("device",)}, "no --serial")],
 )
 def test_bad_configuration_is_rejected_before_training(change, message):
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(distill.Config(), **change).validate()
 
 
-@pytest.mark.slow
-def test_run_writes_models_tflite_files_and_results(tmp_path):
-    config = distill.Config(teacher_epochs=3, student_epochs=3, qat_epochs=1,
-                            modes=("float32", "int8"), max_drop_points=100.0,
-                            out_dir=str(tmp_path))
-    summary = distill.run(config)
-    assert set(summary["test_accuracy"]) == {"teacher", "baseline", "student", "student_qad"}
-    assert all(0.1 <= a <= 1.0 for a in summary["test_accuracy"].values())
-    written = json.loads((tmp_path / "results.json").read_text())
-    assert written["tflite"] == summary["tflite"]
-    assert set(summary["tflite"]) == {"student_float32", "student_int8", "student_qad_int8"}
-    card = json.loads((tmp_path / "tflite" / "model_card.json").read_text())
-    for name, variant in summary["tflite"].items():
-        assert card["variants"][name]["accuracy"]["value"] == variant["accuracy"]
-        assert summary["parity_drops"][name] == pytest.approx(
-            100 * (summary["test_accuracy"]["student"] - variant["accuracy"]))
-    assert (tmp_path / "tflite" / "labels.txt").read_text().split() == [str(d) for d in range(10)]
-    assert json.loads((tmp_path / "config.json").read_text())["teacher_epochs"] == 3
-    for name in ("teacher", "baseline", "student"):
-        model = keras.models.load_model(tmp_path / name / f"{name}.keras", safe_mode=True)
-        assert model.output_shape == (None, 10)
-    assert not [f for f in os.listdir(tmp_path / "student") if ".tmp" in f]
-
-
-def _main(*args):
+def _main(*args, **popen):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "pipelines.distill", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "pipelines.distill", *args]
+    if popen:
+        return subprocess.Popen(command, cwd=ROOT, env=env, **popen)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
 
 
 def test_main_rejects_bad_flags_with_the_fix():
@@ -67,14 +58,160 @@ def test_main_rejects_bad_flags_with_the_fix():
 
 
 @pytest.mark.slow
-def test_main_with_the_readme_flagfile_prints_all_accuracies(tmp_path):
+def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path):
+    config = distill.Config(out_dir=str(tmp_path), **TINY)
+    results = distill.run(config)
+    assert set(results) == set(distill.STAGES) - {"device"}
+    for relative in ("manifest.json", "config.json", "teacher/teacher.keras",
+                     "baseline/baseline.keras", "student/student.keras",
+                     "student_qad/student_qad.weights.h5", "tflite/labels.txt",
+                     "tflite/model_card.json", "tflite/student_float32.tflite",
+                     "tflite/student_int8.tflite", "tflite/student_qad_int8.tflite",
+                     "tflite/teacher_float32.tflite", "benchmark/host.json", "report.json",
+                     "report.md", "pareto.png"):
+        assert (tmp_path / relative).is_file(), relative
+    assert any((tmp_path / "logs" / "student").rglob("events.out.tfevents.*"))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["dataset"] == "digits"
+    names = {m["name"] for m in report["models"]}
+    assert names == {"teacher", "baseline", "student", "student_qad", "teacher_float32",
+                     "student_float32", "student_int8", "student_qad_int8"}
+    for m in report["models"]:
+        assert set(m) >= {"name", "format", "quantization", "accuracy", "params", "size_bytes",
+                          "latency_ms", "threads"}
+        assert m["format"] in ("keras", "tflite") and 0 <= m["accuracy"] <= 1
+        assert m["quantization"] in (None, "float16", "dynamic", "int8")
+        if m["format"] == "tflite":
+            assert set(m["latency_ms"]) == {"mean", "p50", "p90", "p99"} and m["threads"] == 1
+    accuracy = {m["name"]: m["accuracy"] for m in report["models"]}
+    assert report["summary"]["kd_gain"] == pytest.approx(accuracy["student"] - accuracy["baseline"])
+    assert report["summary"]["qad_gain_over_ptq"] == pytest.approx(
+        accuracy["student_qad_int8"] - accuracy["student_int8"])
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| student_int8 | tflite | int8 |" in markdown and "pareto.png" in markdown
+
+    def finished_times():
+        stages = json.loads((tmp_path / "manifest.json").read_text())["stages"]
+        return {name: stage["finished"] for name, stage in stages.items()}
+
+    before = finished_times()
+    again = distill.run(config)
+    assert finished_times() == before  # every stage skipped
+    assert again["student"]["accuracy"] == results["student"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics_and_other_settings_are_refused(tmp_path):
+    config = distill.Config(out_dir=str(tmp_path / "a"), stages=("teacher",), **TINY)
+    first = distill.run(config)["teacher"]["accuracy"]
+    second = distill.run(dataclasses.replace(config, out_dir=str(tmp_path / "b")))
+    assert second["teacher"]["accuracy"] == first
+    changed = dataclasses.replace(config, teacher_epochs=3)
+    with pytest.raises(ValueError, match="different settings.*--overwrite"):
+        distill.run(changed)
+    distill.run(dataclasses.replace(changed, overwrite=True))
+
+
+@pytest.mark.slow
+def test_stage_subsets_and_their_prerequisites(tmp_path):
+    config = distill.Config(out_dir=str(tmp_path), stages=("student",), **TINY)
+    with pytest.raises(ValueError, match=r"Stage student needs \['teacher'\]"):
+        distill.run(config)
+    done = distill.run(dataclasses.replace(config, stages=("teacher", "student")))
+    assert set(done) == {"teacher", "student"}
+    assert not (tmp_path / "baseline").exists()
+
+
+@pytest.mark.slow
+def test_a_teacher_file_for_other_classes_is_rejected(tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    wrong = keras.Model(inputs, keras.layers.Dense(5)(keras.layers.Flatten()(inputs)))
+    path = str(tmp_path / "teacher.keras")
+    wrong.save(path)
+    config = distill.Config(out_dir=str(tmp_path / "run"), teacher=path, **TINY)
+    with pytest.raises(ValueError, match="emits 5 logits but dataset 'digits' has 10 classes"):
+        distill.run(config)
+    right = tfkd.models.build("cnn_tiny", (8, 8, 1), 10)
+    right.save(path)
+    result = distill.run(dataclasses.replace(config, stages=("teacher",), overwrite=True))
+    assert 0 <= result["teacher"]["accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_killed_during_distillation_resumes_and_skips_finished_stages(tmp_path):
+    args = ("--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=2",
+            "--student_epochs=40", "--qat_epochs=1", "--modes=float32", "--max_drop_points=100",
+            "--benchmark_runs=3", f"--out_dir={tmp_path}")
+    process = _main(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    backup = tmp_path / "checkpoints" / "student"
+    deadline = time.time() + 600
+    while not (backup.exists() and any(backup.rglob("*.index"))):
+        assert process.poll() is None, "the run ended before distillation could be interrupted"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"teacher", "baseline"}
+
+    result = _main(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Stage teacher: finished earlier" in result.stderr
+    assert "Stage baseline: finished earlier" in result.stderr
+    first_epoch = next(line for line in result.stdout.splitlines() if line.startswith("Epoch "))
+    assert first_epoch != "Epoch 1/40", "distillation restarted instead of resuming"
+    assert (tmp_path / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_main_with_the_readme_flagfile_prints_the_report(tmp_path):
     result = _main("--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=1",
                    "--student_epochs=1", "--qat_epochs=1", "--modes=float32,int8_io_uint8",
-                   "--max_drop_points=100", f"--out_dir={tmp_path}")
+                   "--max_drop_points=100", "--benchmark_runs=3", f"--out_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
-    for line in ("teacher  (cnn_large)", "student alone (cnn_small)",
-                 "distilled student (cnn_small)", "distillation gain", "student_qad_int8_io_uint8",
-                 "Parity gate: every .tflite within 100.00 points"):
-        assert line in result.stdout
+    for text in ("# tfkd report: digits", "Distillation gain over the student trained alone",
+                 "| student_qad_int8_io_uint8 | tflite | int8 (QAD) |",
+                 f"Run directory: {tmp_path}"):
+        assert text in result.stdout
     flags_text = (tmp_path / "flags.txt").read_text()
     assert "--teacher_epochs=1" in flags_text and f"--out_dir={tmp_path}" in flags_text
+
+
+@pytest.mark.slow
+def test_cifar10_flagfile_runs_on_the_real_image_sample(tmp_path):
+    from tests.conftest import CIFAR_SAMPLE
+
+    result = _main("--flagfile=pipelines/configs/cifar10.flags", f"--dataset=folder:{CIFAR_SAMPLE}",
+                   "--teacher=resnet8", "--student=resnet8", "--teacher_epochs=1",
+                   "--student_epochs=1", "--qat_epochs=1", "--modes=int8_io_uint8",
+                   "--representative_size=10", "--max_drop_points=100", "--threads=1",
+                   "--benchmark_runs=2", f"--out_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["dataset"].startswith("folder:") and len(report["models"]) == 7
+    card = json.loads((tmp_path / "tflite" / "model_card.json").read_text())
+    assert card["labels"][:2] == ["airplane", "automobile"]
+
+
+@pytest.mark.slow
+def test_train_teacher_and_benchmark_entry_points(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    run = [sys.executable, "-m", "pipelines.train_teacher", "--teacher_epochs=1",
+           f"--out_dir={tmp_path / 'teacher_run'}"]
+    result = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    teacher = tmp_path / "teacher_run" / "teacher" / "teacher.keras"
+    assert f"saved to {teacher}" in result.stdout
+    flags = (f"--teacher={teacher}", "--student_epochs=1", "--qat_epochs=0", "--modes=float32",
+             "--max_drop_points=100", f"--out_dir={tmp_path / 'run'}")
+    full = _main(*flags, "--benchmark_runs=2")
+    assert full.returncode == 0, full.stderr[-3000:]
+    again = subprocess.run([sys.executable, "-m", "pipelines.benchmark", *flags,
+                            "--benchmark_runs=4", "--threads=1,2"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Stage teacher" not in again.stderr  # only the benchmark and report stages ran
+    host = json.loads((tmp_path / "run" / "benchmark" / "host.json").read_text())
+    assert set(host["student_float32"]) == {"1", "2"}
+    assert host["student_float32"]["2"]["latency"]["runs"] == 4

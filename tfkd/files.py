@@ -1,6 +1,7 @@
 """Atomic file writes: a crash never leaves a truncated artifact under its final name."""
 
 import contextlib
+import errno
 import os
 import tempfile
 from typing import Iterator
@@ -21,6 +22,15 @@ def atomic_path(path: str) -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on the device while writing {path}. Nothing was replaced: "
+                "earlier artifacts are intact. Free some space and rerun; finished stages are "
+                "skipped.",
+            ) from error
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -1,0 +1,38 @@
+import errno
+import os
+
+import pytest
+
+from tfkd import files
+
+
+def test_write_text_replaces_atomically(tmp_path):
+    path = tmp_path / "a.json"
+    files.write_text(str(path), "one")
+    files.write_text(str(path), "two")
+    assert path.read_text() == "two" and os.listdir(tmp_path) == ["a.json"]
+
+
+def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with files.atomic_path(str(path)) as tmp:
+            open(tmp, "wb").write(b"half")
+            raise RuntimeError("crash")
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["model.tflite"]
+
+
+def test_out_of_disk_is_explained_and_earlier_artifacts_stay(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text("earlier")
+    with pytest.raises(OSError, match="No space left on the device while writing .*report.json"):
+        with files.atomic_path(str(path)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert path.read_text() == "earlier" and os.listdir(tmp_path) == ["report.json"]
+
+
+def test_temporary_name_keeps_the_extension(tmp_path):
+    with files.atomic_path(str(tmp_path / "student.keras")) as tmp:
+        assert tmp.endswith(".keras") and os.path.dirname(tmp) == str(tmp_path)
+        open(tmp, "w").close()
