@@ -184,7 +184,7 @@ class Run:
     @staticmethod
     def _relative(name: str) -> str:
         # QAT wrappers do not survive the .keras format: the QAD student is kept as weights.
-        return os.path.join(name, f"{name}.weights.h5" if name == "student_qad" else
+        return os.path.join(name, f"{name}_weights.h5" if name == "student_qad" else
                             f"{name}.keras")
 
     def model(self, name: str) -> keras.Model:
@@ -420,10 +420,17 @@ def stage_report(run: Run) -> tuple[list[str], dict]:
         "measured_on": benchmark_machine() if host else None,
     }
     headline = []
+    tested = run.splits.sizes["test"]
+    summary["test_images"] = tested
     if summary["kd_gain"] is not None:
-        headline.append(f"Distilled student {100 * accuracy['student']:.2f}% vs student alone "
-                        f"{100 * accuracy['baseline']:.2f}% vs teacher "
-                        f"{100 * accuracy['teacher']:.2f}% (test split).")
+        p = accuracy["student"]
+        # Differences smaller than this are within what the test split can resolve.
+        summary["standard_error"] = (p * (1 - p) / tested) ** 0.5
+        headline.append(
+            f"Distilled student {100 * p:.2f}% vs student alone "
+            f"{100 * accuracy['baseline']:.2f}% vs teacher {100 * accuracy['teacher']:.2f}% on "
+            f"{tested} test images (one image = {100 / tested:.2f} points; binomial standard "
+            f"error of an accuracy here ±{100 * summary['standard_error']:.2f} points).")
     report.write(run.dir.path, run.splits.name, models, summary, headline)
     outputs = ["report.json", "report.md"] + (["pareto.png"] if host else [])
     return outputs, {}

@@ -64,7 +64,7 @@ def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path):
     assert set(results) == set(distill.STAGES) - {"device"}
     for relative in ("manifest.json", "config.json", "teacher/teacher.keras",
                      "baseline/baseline.keras", "student/student.keras",
-                     "student_qad/student_qad.weights.h5", "tflite/labels.txt",
+                     "student_qad/student_qad_weights.h5", "tflite/labels.txt",
                      "tflite/model_card.json", "tflite/student_float32.tflite",
                      "tflite/student_int8.tflite", "tflite/student_qad_int8.tflite",
                      "tflite/teacher_float32.tflite", "benchmark/host.json", "report.json",
@@ -203,7 +203,8 @@ def test_train_teacher_and_benchmark_entry_points(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     teacher = tmp_path / "teacher_run" / "teacher" / "teacher.keras"
     assert f"saved to {teacher}" in result.stdout
-    flags = (f"--teacher={teacher}", "--student_epochs=1", "--qat_epochs=0", "--modes=float32",
+    # With a QAD student, so the report stage of the second process must rebuild it from disk.
+    flags = (f"--teacher={teacher}", "--student_epochs=1", "--qat_epochs=1", "--modes=float32,int8",
              "--max_drop_points=100", f"--out_dir={tmp_path / 'run'}")
     full = _main(*flags, "--benchmark_runs=2")
     assert full.returncode == 0, full.stderr[-3000:]
@@ -213,5 +214,7 @@ def test_train_teacher_and_benchmark_entry_points(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Stage teacher" not in again.stderr  # only the benchmark and report stages ran
     host = json.loads((tmp_path / "run" / "benchmark" / "host.json").read_text())
-    assert set(host["student_float32"]) == {"1", "2"}
+    assert set(host["student_float32"]) == {"1", "2"} and "student_qad_int8" in host
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert "student_qad" in {m["name"] for m in report["models"]}
     assert host["student_float32"]["2"]["latency"]["runs"] == 4

@@ -241,11 +241,12 @@ def is_quantization_aware(model: keras.Model) -> bool:
 
 def load_quantized(float_student: keras.Model, weights_path: str,
                    leave_float: Sequence[str] = ()) -> keras.Model:
-    """Rebuilds a QAT student saved with `model.save_weights(path)` (`.weights.h5`).
+    """Rebuilds a QAT student saved with `model.save_weights(path)` in HDF5 (a `.h5` path).
 
     TF-MOT's wrappers do not round-trip through the `.keras` format (the quantize layer's
     variables are renamed on load), so a QAT student is stored as weights and rebuilt from its
-    float architecture, which also keeps loading free of deserialised code.
+    float architecture, which also keeps loading free of deserialised code. HDF5 weights are
+    matched by layer order, not by the auto-generated names that differ between processes.
     """
     start = keras.models.clone_model(float_student)
     qat = quantize_student(start, leave_float)
