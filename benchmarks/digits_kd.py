@@ -1,6 +1,6 @@
 r"""Student alone vs distilled student on digits, over seeds, budgets and KD settings.
 
-    python benchmarks/digits_kd.py --seeds=0,1,2 --budgets=20,40
+    python -m benchmarks.digits_kd --seeds=0,1,2 --budgets=20,40
 
 Chooses the defaults of pipelines/configs/digits.flags. For each seed one teacher is trained;
 each student starts from the same initial weights as the baseline of that seed and budget.

@@ -1,10 +1,10 @@
 r"""Host latency: float32 teacher vs float32 and int8 student, cross-checked with litert-benchmark.
 
-    python benchmarks/latency.py                      # the CRD pair resnet32x4 -> resnet8x4
-    python benchmarks/latency.py --run_dir=runs/x     # the .tflite files of a pipeline run
+    python -m benchmarks.latency       # the CRD pair resnet32x4 -> resnet8x4
 
-Latency does not depend on the weights' values, so by default untrained models are exported
-(int8 calibrated on random images). Each file is measured with tfkd.benchmark (LiteRT
+Latency does not depend on the weights' values, so untrained models are exported (int8
+calibrated on random images); a pipeline run measures its own trained files in its benchmark
+stage (RUN/benchmark/host.json and report.md). Each file is measured with tfkd.benchmark (LiteRT
 interpreter, XNNPACK) and with `litert-benchmark` (shipped in ai-edge-litert) at the same thread
 count, one after the other in this process. Writes benchmarks/results/latency.json and its
 section of RESULTS.md.

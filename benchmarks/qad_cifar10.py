@@ -1,6 +1,6 @@
 r"""Float KD student vs PTQ int8 vs QAT int8 vs QAD int8 on CIFAR-10 images, as `.tflite` files.
 
-    python benchmarks/qad_cifar10.py --data=../shared/data/cifar10
+    python -m benchmarks.qad_cifar10 --data=../shared/data/cifar10
 
 Trains a teacher and a distilled student on a class-balanced subset (2 CPU cores cannot do the
 full set in a session), then fine-tunes two quantization-aware copies of the same distilled
