@@ -25,12 +25,12 @@ from tfkd import benchmark, device, evaluate, export, files, quantize, report
 from tfkd.evaluate import keras_accuracy
 from tfkd.keras import keras
 
-STAGES = ("teacher", "baseline", "student", "qad", "export", "verify", "benchmark", "device",
-          "report")
+STAGES = ("teacher", "baseline", "student", "select", "qad", "export", "verify", "benchmark",
+          "device", "report")
 # What each stage reads from earlier ones.
-NEEDS = {"baseline": (), "student": ("teacher",), "qad": ("teacher", "student"),
-         "export": ("teacher", "student"), "verify": ("export",), "benchmark": ("export",),
-         "device": ("export",), "report": ("verify",), "teacher": ()}
+NEEDS = {"teacher": (), "baseline": (), "student": ("teacher",), "select": ("student",),
+         "qad": ("teacher", "select"), "export": ("teacher", "select"), "verify": ("export",),
+         "benchmark": ("export",), "device": ("export",), "report": ("verify",)}
 OPTIMIZERS = ("adam", "sgd")
 
 FLAGS = flags.FLAGS
@@ -60,6 +60,11 @@ flags.DEFINE_float("qat_learning_rate", 1e-4, "Peak learning rate of quantizatio
 flags.DEFINE_list("modes", ["float32", "float16", "dynamic", "int8", "int8_io_uint8"],
                   f"Export modes of the float student, from {list(export.MODES)}; the QAD student "
                   "is exported in the integer ones among them.")
+flags.DEFINE_enum("select", "best", evaluate.SELECTIONS,
+                  "Which student to quantize and ship: the better of the distilled student and the "
+                  "student alone on validation (best), or always one of them.")
+flags.DEFINE_float("teacher_margin_points", 1.0,
+                   "Warn when the teacher is not this many points better than the student alone.")
 flags.DEFINE_integer("representative_size", 200, "Calibration images for post-training int8.")
 flags.DEFINE_float("max_drop_points", 1.0,
                    "Largest accuracy drop (points) allowed from the float student to a .tflite.")
@@ -95,6 +100,8 @@ class Config:
     qat_epochs: int = 5
     qat_learning_rate: float = 1e-4
     modes: tuple[str, ...] = ("float32", "float16", "dynamic", "int8", "int8_io_uint8")
+    select: str = "best"
+    teacher_margin_points: float = 1.0
     representative_size: int = 200
     max_drop_points: float = 1.0
     threads: tuple[int, ...] = (1,)
@@ -152,6 +159,12 @@ class Config:
             export.check_mode(mode)
         if not self.max_drop_points >= 0:
             raise ValueError(f"--max_drop_points must be >= 0. Received: {self.max_drop_points}")
+        if self.select not in evaluate.SELECTIONS:
+            raise ValueError(f"--select={self.select} is unknown. Available: "
+                             f"{list(evaluate.SELECTIONS)}")
+        if not self.teacher_margin_points >= 0:
+            raise ValueError("--teacher_margin_points must be >= 0. "
+                             f"Received: {self.teacher_margin_points}")
         if not self.threads or min(self.threads) < 1:
             raise ValueError(f"--threads must list thread counts >= 1. Received: {self.threads}")
         unknown = [s for s in self.stages if s not in STAGES and s != "all"]
@@ -242,14 +255,15 @@ def train_classifier(run: Run, model: keras.Model, stage: str, epochs: int) -> k
     return model
 
 
-def distill(run: Run, student: keras.Model, stage: str, epochs: int,
-            learning_rate: float) -> keras.Model:
+def distill(run: Run, student: keras.Model, stage: str, epochs: int, learning_rate: float,
+            student_loss_weight: Optional[float] = None) -> keras.Model:
     """Trains `student` (float or QAT) against the frozen teacher; returns the student."""
     config = run.config
+    weight = config.student_loss_weight if student_loss_weight is None else student_loss_weight
     distiller = tfkd.Distiller(
         student=student, teacher=run.model("teacher"),
         loss=tfkd.losses.get(config.loss, temperature=config.temperature),
-        student_loss_weight=config.student_loss_weight)
+        student_loss_weight=weight)
     steps = epochs * int(run.train(stage).cardinality())
     keras.utils.set_random_seed(config.seed + 2)
     distiller.compile(optimizer=_optimizer(config, learning_rate, steps), metrics=["accuracy"],
@@ -268,31 +282,60 @@ def stage_teacher(run: Run) -> tuple[list[str], dict]:
         teacher = tfkd.models.build(config.teacher, run.splits.preprocessing.input_shape,
                                     run.splits.num_classes)
         train_classifier(run, teacher, "teacher", config.teacher_epochs)
-    return [run.keep("teacher", teacher)], {"accuracy": keras_accuracy(teacher, run.test)}
+    return [run.keep("teacher", teacher)], _accuracies(run, teacher)
+
+
+def _accuracies(run: Run, model: keras.Model) -> dict:
+    return {"accuracy": keras_accuracy(model, run.test),
+            "val_accuracy": keras_accuracy(model, run.validation)}
 
 
 def stage_baseline(run: Run) -> tuple[list[str], dict]:
     baseline = train_classifier(run, run.fresh_student(), "baseline", run.config.student_epochs)
-    return [run.keep("baseline", baseline)], {"accuracy": keras_accuracy(baseline, run.test)}
+    return [run.keep("baseline", baseline)], _accuracies(run, baseline)
 
 
 def stage_student(run: Run) -> tuple[list[str], dict]:
+    check = None
+    if run.dir.done("baseline"):
+        check = evaluate.check_teachers(run.model("teacher"),
+                                        run.dir.metrics("baseline")["val_accuracy"],
+                                        run.validation, run.config.teacher_margin_points)
+        (logging.info if check.ok else logging.warning)("%s", check.message())
     student = distill(run, run.fresh_student(), "student", run.config.student_epochs,
                       run.config.learning_rate)
-    return [run.keep("student", student)], {"accuracy": keras_accuracy(student, run.test)}
+    metrics = _accuracies(run, student)
+    metrics["teacher_check"] = check.to_dict() if check else None
+    return [run.keep("student", student)], metrics
+
+
+def stage_select(run: Run) -> tuple[list[str], dict]:
+    """Chooses the student that is quantized and shipped (--select)."""
+    baseline = (run.dir.metrics("baseline")["val_accuracy"] if run.dir.done("baseline")
+                else None)
+    shipped, reason = evaluate.select_student(
+        run.config.select, run.dir.metrics("student")["val_accuracy"], baseline)
+    logging.info("Shipping the %s: %s.", "distilled student" if shipped == "student" else
+                 "student alone (baseline)", reason)
+    return [], {"shipped": shipped, "reason": reason, "policy": run.config.select}
 
 
 def stage_qad(run: Run) -> tuple[list[str], dict]:
     """A QAT copy of the distilled student, fine-tuned while the float teacher still teaches."""
     if not run.config.qat_epochs:
         return [], {"skipped": "--qat_epochs=0"}
-    student = run.model("student")
+    shipped = run.dir.metrics("select")["shipped"]
+    student = run.model(shipped)
     logging.info("%s", quantize.doctor(student))
     start = keras.models.clone_model(student)
     start.set_weights(student.get_weights())
+    # A student shipped because distillation did not help is fine-tuned on labels alone.
+    weight = None if shipped == "student" else 1.0
     qad = distill(run, quantize.quantize_student(start), "student_qad", run.config.qat_epochs,
-                  run.config.qat_learning_rate)
-    return [run.keep("student_qad", qad)], {"accuracy": keras_accuracy(qad, run.test)}
+                  run.config.qat_learning_rate, student_loss_weight=weight)
+    metrics = _accuracies(run, qad)
+    metrics["from"] = shipped
+    return [run.keep("student_qad", qad)], metrics
 
 
 def stage_export(run: Run) -> tuple[list[str], dict]:
@@ -304,12 +347,17 @@ def stage_export(run: Run) -> tuple[list[str], dict]:
     common = dict(preprocessing=splits.preprocessing, class_names=splits.class_names,
                   source_run=os.path.abspath(config.out_dir))
     export.export(run.model("teacher"), out, ["float32"], name="teacher", **common)
-    export.export(run.model("student"), out, config.modes, representative=representative,
-                  name="student", **common)
+    # The `student_*` files hold the shipped student (distilled, or alone if it was better).
+    shipped = run.dir.metrics("select")
+    export.export(run.model(shipped["shipped"]), out, config.modes,
+                  representative=representative, name="student", **common)
     integer_modes = [m for m in config.modes if m in export.INTEGER_MODES]
     if run.dir.done("qad") and run.dir.metrics("qad").get("accuracy") is not None and integer_modes:
         export.export(run.model("student_qad"), out, integer_modes, name="student_qad", **common)
     card = export.read_card(out)
+    card["shipped"] = {"model": shipped["shipped"], "reason": shipped["reason"]}
+    files.write_text(os.path.join(out, "model_card.json"), json.dumps(card, indent=2,
+                                                                      sort_keys=True))
     # The model card is the verify stage's output: it fills in the accuracies.
     return ([os.path.join("tflite", e["file"]) for e in card["variants"].values()]
             + [os.path.join("tflite", "labels.txt")]), {}
@@ -328,7 +376,7 @@ def stage_verify(run: Run) -> tuple[list[str], dict]:
         logging.info("%s: test accuracy %.4f", name, accuracy)
     files.write_text(os.path.join(out, "model_card.json"), json.dumps(card, indent=2,
                                                                       sort_keys=True))
-    reference = run.dir.metrics("student")["accuracy"]
+    reference = run.dir.metrics(run.dir.metrics("select")["shipped"])["accuracy"]
     gated = {k: v for k, v in accuracies.items() if not k.startswith("teacher")}
     drops = {k: 100.0 * (reference - v) for k, v in gated.items()}
     failure = None
@@ -418,8 +466,21 @@ def stage_report(run: Run) -> tuple[list[str], dict]:
                    "failures": {k: v for k, v in verify["drops"].items()
                                 if v > config.max_drop_points}},
         "measured_on": benchmark_machine() if host else None,
+        "teacher_check": run.dir.metrics("student").get("teacher_check"),
+        "selection": run.dir.metrics("select"),
     }
     headline = []
+    selection = summary["selection"]
+    if selection["shipped"] == "baseline" and config.select == "best":
+        headline.append(f"Distillation did not help: {selection['reason']}; the student alone "
+                        "was quantized and exported instead (--select=best).")
+    else:
+        shipped = ("distilled student" if selection["shipped"] == "student" else
+                   "student alone")
+        headline.append(f"Shipped the {shipped}: {selection['reason']}.")
+    check = summary["teacher_check"]
+    if check and not check["ok"]:
+        headline.insert(0, f"WARNING: {check['message']}")
     tested = run.splits.sizes["test"]
     summary["test_images"] = tested
     if summary["kd_gain"] is not None:
@@ -442,7 +503,7 @@ def benchmark_machine() -> str:
 
 STAGE_FUNCTIONS: dict[str, Callable[[Run], tuple[list[str], dict]]] = {
     "teacher": stage_teacher, "baseline": stage_baseline, "student": stage_student,
-    "qad": stage_qad, "export": stage_export, "verify": stage_verify,
+    "select": stage_select, "qad": stage_qad, "export": stage_export, "verify": stage_verify,
     "benchmark": stage_benchmark, "device": stage_device, "report": stage_report,
 }
 

@@ -34,7 +34,9 @@ TINY = dict(teacher_epochs=2, student_epochs=2, qat_epochs=1, modes=("float32", 
      ({"max_drop_points": -0.5}, "--max_drop_points must be >= 0"),
      ({"threads": (0,)}, "--threads must list"),
      ({"stages": ("teacher", "train")}, "--stages=teacher,train: give 'all' or stages"),
-     ({"stages": ("device",)}, "no --serial")],
+     ({"stages": ("device",)}, "no --serial"),
+     ({"select": "worst"}, "--select=worst is unknown"),
+     ({"teacher_margin_points": -1.0}, "--teacher_margin_points must be >= 0")],
 )
 def test_bad_configuration_is_rejected_before_training(change, message):
     with pytest.raises(ValueError, match=message):
@@ -89,6 +91,10 @@ def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path):
         accuracy["student_qad_int8"] - accuracy["student_int8"])
     markdown = (tmp_path / "report.md").read_text()
     assert "| student_int8 | tflite | int8 |" in markdown and "pareto.png" in markdown
+    selection = report["summary"]["selection"]
+    assert selection["shipped"] in ("student", "baseline") and selection["reason"]
+    card = json.loads((tmp_path / "tflite" / "model_card.json").read_text())
+    assert card["shipped"] == {"model": selection["shipped"], "reason": selection["reason"]}
 
     def finished_times():
         stages = json.loads((tmp_path / "manifest.json").read_text())["stages"]
@@ -218,3 +224,52 @@ def test_train_teacher_and_benchmark_entry_points(tmp_path):
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert "student_qad" in {m["name"] for m in report["models"]}
     assert host["student_float32"]["2"]["latency"]["runs"] == 4
+
+
+def _validation_accuracy(run_dir, variant):
+    splits = tfkd.data.load("digits")
+    batches = tfkd.data.batches(splits.validation, splits.preprocessing, 256)
+    from tfkd import evaluate
+    return evaluate.tflite_accuracy(str(run_dir / "tflite" / f"{variant}.tflite"),
+                                    batches.as_numpy_iterator())
+
+
+@pytest.mark.slow
+def test_an_untrained_teacher_is_flagged_and_never_ships_a_worse_student(tmp_path):
+    keras.utils.set_random_seed(3)
+    path = str(tmp_path / "random_teacher.keras")
+    tfkd.models.build("cnn_large", (8, 8, 1), 10).save(path)
+    config = distill.Config(out_dir=str(tmp_path / "run"), teacher=path, student_epochs=4,
+                            stages=("teacher", "baseline", "student", "select", "export",
+                                    "verify", "report"), **{k: v for k, v in TINY.items()
+                                                            if k != "student_epochs"})
+    results = distill.run(config)
+    check = results["student"]["teacher_check"]
+    assert check["ok"] is False and "not 1.0 points better" in check["message"]
+    baseline_val = results["baseline"]["val_accuracy"]
+    shipped = results["select"]["shipped"]
+    assert shipped == ("baseline" if baseline_val > results["student"]["val_accuracy"]
+                       else "student")
+    # The exported student is never worse than the student alone on validation.
+    assert _validation_accuracy(tmp_path / "run", "student_float32") >= baseline_val - 1e-9
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["headline"][0].startswith("WARNING: Teacher check")
+    assert report["summary"]["selection"]["shipped"] == shipped
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert markdown.splitlines()[2].startswith("- WARNING: Teacher check")
+    assert ("Distillation did not help" in markdown) == (shipped == "baseline")
+
+
+@pytest.mark.slow
+def test_a_good_teacher_passes_the_check_and_selection_follows_validation(tmp_path):
+    stages = ("teacher", "baseline", "student", "select")
+    config = distill.Config(out_dir=str(tmp_path), teacher_epochs=15, student_epochs=2,
+                            stages=stages, student_loss_weight=0.5, temperature=1.0)
+    results = distill.run(config)
+    assert results["student"]["teacher_check"]["ok"] is True
+    distilled, alone = results["student"]["val_accuracy"], results["baseline"]["val_accuracy"]
+    assert results["select"]["shipped"] == ("student" if distilled >= alone else "baseline")
+    forced = distill.run(dataclasses.replace(config, select="distilled", teacher_epochs=1,
+                                             student_epochs=1, out_dir=str(tmp_path / "forced")))
+    assert forced["select"]["shipped"] == "student"
+    assert forced["select"]["reason"] == "--select=distilled"

@@ -47,7 +47,7 @@ def markdown(report: dict) -> str:
     summary = report.get("summary", {})
     lines += ["", f"- Distillation gain over the student trained alone: "
               f"{_points(summary.get('kd_gain'))}",
-              f"- QAD int8 over PTQ int8 of the distilled student: "
+              f"- QAD int8 over PTQ int8 of the shipped student: "
               f"{_points(summary.get('qad_gain_over_ptq'))}"]
     parity = summary.get("parity")
     if parity:
