@@ -439,6 +439,7 @@ def stage_report(run: Run) -> tuple[list[str], dict]:
     verify = run.dir.metrics("verify")
     host = _read_json(run, os.path.join("benchmark", "host.json")) or {}
     threads = config.threads[0]
+    qad_from = run.dir.metrics("qad").get("from") if run.dir.done("qad") else None
     models = []
     for name in ("teacher", "baseline", "student", "student_qad"):
         if run.dir.done(name if name != "student_qad" else "qad") and (
@@ -448,14 +449,16 @@ def stage_report(run: Run) -> tuple[list[str], dict]:
             models.append(report.model_entry(
                 name, "keras", None, run.dir.metrics(stage)["accuracy"], model.count_params(),
                 os.path.getsize(run.dir.file(Run._relative(name))),
-                quantization_aware=quantize.is_quantization_aware(model)))
+                quantization_aware=quantize.is_quantization_aware(model),
+                fine_tuned_from=qad_from if name == "student_qad" else None))
     for name, entry in card["variants"].items():
         latency = host.get(name, {}).get(str(threads))
         models.append(report.model_entry(
             name, "tflite", entry["quantization"], verify["accuracy"][name],
             latency["cost"]["params"] if latency else None, entry["size_bytes"],
             latency["latency"] if latency else None, threads if latency else None,
-            mode=entry["mode"], quantization_aware=entry["quantization_aware"]))
+            mode=entry["mode"], quantization_aware=entry["quantization_aware"],
+            fine_tuned_from=qad_from if name.startswith("student_qad") else None))
     accuracy = {m["name"]: m["accuracy"] for m in models}
     summary = {
         "kd_gain": (accuracy["student"] - accuracy["baseline"]

@@ -36,7 +36,9 @@ def _points(value: Optional[float]) -> str:
 
 def _quantization_label(entry: dict) -> str:
     if entry.get("quantization_aware"):
-        return "int8 (QAD)" if entry["format"] == "tflite" else "fake-quant (QAD)"
+        # Fine-tuned with the teacher (QAD), or on labels alone when the baseline was shipped.
+        method = "QAT" if entry.get("fine_tuned_from") == "baseline" else "QAD"
+        return f"int8 ({method})" if entry["format"] == "tflite" else f"fake-quant ({method})"
     return entry["quantization"] or "float"
 
 
