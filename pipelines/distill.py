@@ -44,7 +44,10 @@ flags.DEFINE_integer("student_epochs", 30, "Epochs of the baseline and of distil
 flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "Optimizer of every training stage.")
 flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (cosine decay to 0).")
-flags.DEFINE_string("loss", "kd", "Distillation loss, a name from tfkd.losses.available().")
+flags.DEFINE_string("loss", "kd", "Distillation loss: kd, dkd, dist or logit_mse "
+                    "(tfkd.losses.available()); other parameters keep the paper's defaults.")
+flags.DEFINE_list("loss_params", [], "Other parameters of --loss as key=value, e.g. "
+                  "alpha=1,beta=8 for dkd or beta=1,gamma=2 for dist.")
 flags.DEFINE_float("temperature", 4.0, "Temperature of the distillation loss (> 0).")
 flags.DEFINE_float("student_loss_weight", 0.1, "Weight of the hard-label loss, in [0, 1].")
 flags.DEFINE_bool("flip", False, "Random horizontal flip in training (natural images only).")
@@ -88,6 +91,7 @@ class Config:
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     loss: str = "kd"
+    loss_params: tuple[str, ...] = ()
     temperature: float = 4.0
     student_loss_weight: float = 0.1
     flip: bool = False
@@ -124,6 +128,22 @@ class Config:
             return [s for s in STAGES if s != "device" or self.serial]
         return [s for s in STAGES if s in self.stages]
 
+    def distillation_loss(self) -> tfkd.losses.LogitLoss:
+        """The --loss with --temperature when it has one (its paper's defaults otherwise)."""
+        kwargs = ({"temperature": self.temperature}
+                  if tfkd.losses.takes(self.loss, "temperature") else {})
+        for item in self.loss_params:
+            key, _, value = item.partition("=")
+            if not value or key == "temperature" or not tfkd.losses.takes(self.loss, key):
+                raise ValueError(
+                    f"--loss_params={item} is not a key=value parameter of --loss={self.loss} "
+                    "(temperature has its own flag).")
+            try:
+                kwargs[key] = float(value)
+            except ValueError as error:
+                raise ValueError(f"--loss_params={item}: {value!r} is not a number.") from error
+        return tfkd.losses.get(self.loss, **kwargs)
+
     def validate(self) -> None:
         """Raises `ValueError` naming the first bad setting and its fix."""
         if self.teacher_is_file:
@@ -149,7 +169,7 @@ class Config:
         if self.qat_epochs < 0:
             raise ValueError(f"--qat_epochs must be >= 0 (0 skips QAD). Received: {self.qat_epochs}")
         # The loss validates its own arguments; building it here fails fast.
-        tfkd.losses.get(self.loss, temperature=self.temperature)
+        self.distillation_loss()
         if not 0.0 <= self.student_loss_weight <= 1.0:
             raise ValueError("--student_loss_weight must be in [0, 1]. "
                              f"Received: {self.student_loss_weight}")
@@ -262,7 +282,7 @@ def distill(run: Run, student: keras.Model, stage: str, epochs: int, learning_ra
     weight = config.student_loss_weight if student_loss_weight is None else student_loss_weight
     distiller = tfkd.Distiller(
         student=student, teacher=run.model("teacher"),
-        loss=tfkd.losses.get(config.loss, temperature=config.temperature),
+        loss=config.distillation_loss(),
         student_loss_weight=weight)
     steps = epochs * int(run.train(stage).cardinality())
     keras.utils.set_random_seed(config.seed + 2)
@@ -545,7 +565,7 @@ def run(config: Config) -> dict:
 
 def _config_from_flags() -> Config:
     values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(Config)}
-    for name in ("modes", "stages"):
+    for name in ("modes", "stages", "loss_params"):
         values[name] = tuple(values[name])
     values["threads"] = tuple(int(t) for t in values["threads"])
     return Config(**values)

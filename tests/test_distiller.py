@@ -292,3 +292,16 @@ def test_bad_loss_spec_is_rejected():
         tfkd.Distiller(mlp("student"), mlp("teacher"), loss=["kd"])
     with pytest.raises(ValueError, match=">= 0"):
         tfkd.Distiller(mlp("student"), mlp("teacher"), loss=[(tfkd.losses.KD(), -1.0)])
+
+
+def test_label_aware_losses_receive_the_labels():
+    from tests.test_losses import numpy_dkd
+
+    x, y = blobs(16)
+    student, teacher = mlp("student"), mlp("teacher", seed=1)
+    distiller = tfkd.Distiller(student, teacher, loss=tfkd.losses.DKD(1.0, 8.0, 4.0))
+    distiller.compile(optimizer="sgd")
+    got = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    s, t = student.predict(x, verbose=0), teacher.predict(x, verbose=0)
+    expected = numpy_dkd(t.astype(np.float64), s.astype(np.float64), y, 1.0, 8.0, 4.0).mean()
+    assert got["distillation_loss"] == pytest.approx(expected, rel=1e-4)

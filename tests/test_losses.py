@@ -103,7 +103,7 @@ def test_config_round_trip_through_keras_serialization():
 
 
 def test_registry_builds_by_name_and_lists_choices_for_unknown_names():
-    assert "kd" in tfkd.losses.available()
+    assert {"kd", "dkd", "dist", "logit_mse"} <= set(tfkd.losses.available())
     assert tfkd.losses.get("kd", temperature=3.0).temperature == 3.0
     with pytest.raises(ValueError, match=r"Unknown loss 'kld'. Available: \[.*'kd'"):
         tfkd.losses.get("kld")
@@ -119,3 +119,103 @@ def test_every_registered_loss_is_a_finite_scalar_and_zero_at_equality(name):
     assert value.shape == () and math.isfinite(float(value)) and float(value) > 0
     assert float(loss(teacher, teacher, labels)) == pytest.approx(0.0, abs=1e-5)
     assert type(loss).from_config(loss.get_config()).get_config() == loss.get_config()
+
+
+def numpy_softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def numpy_dkd(teacher, student, labels, alpha, beta, temperature):
+    """Zhao et al. 2022, written from the paper: TCKD on [p_gt, 1 - p_gt], NCKD on the
+    renormalised non-target probabilities."""
+    p_t, p_s = numpy_softmax(teacher / temperature), numpy_softmax(student / temperature)
+    rows = np.arange(len(labels))
+    b_t = np.stack([p_t[rows, labels], 1 - p_t[rows, labels]], -1)
+    b_s = np.stack([p_s[rows, labels], 1 - p_s[rows, labels]], -1)
+    tckd = np.sum(b_t * np.log(b_t / b_s), -1)
+    mask = np.ones_like(p_t, bool)
+    mask[rows, labels] = False
+    q_t = p_t[mask].reshape(len(labels), -1)
+    q_s = p_s[mask].reshape(len(labels), -1)
+    q_t, q_s = q_t / q_t.sum(-1, keepdims=True), q_s / q_s.sum(-1, keepdims=True)
+    nckd = np.sum(q_t * np.log(q_t / q_s), -1)
+    return temperature**2 * (alpha * tckd + beta * nckd)
+
+
+def numpy_dist(teacher, student, beta, gamma, temperature):
+    y_t, y_s = numpy_softmax(teacher / temperature), numpy_softmax(student / temperature)
+    inter = np.mean([1 - np.corrcoef(y_s[i], y_t[i])[0, 1] for i in range(len(y_s))])
+    intra = np.mean([1 - np.corrcoef(y_s[:, c], y_t[:, c])[0, 1] for c in range(y_s.shape[1])])
+    return temperature**2 * (beta * inter + gamma * intra)
+
+
+@pytest.mark.parametrize("alpha, beta, temperature", [(1.0, 8.0, 4.0), (0.5, 2.0, 1.0),
+                                                      (2.0, 0.0, 2.0)])
+@pytest.mark.parametrize("shape", [(3, 4), (16, 10), (8, 100)])
+def test_dkd_matches_numpy_reference(alpha, beta, temperature, shape):
+    rng = np.random.default_rng(shape[1])
+    teacher, student = rng.normal(scale=2.0, size=(2, *shape))
+    labels = rng.integers(0, shape[1], size=shape[0])
+    got = tfkd.losses.DKD(alpha, beta, temperature)(teacher.astype(np.float32),
+                                                    student.astype(np.float32), labels)
+    expected = numpy_dkd(teacher, student, labels, alpha, beta, temperature).mean()
+    np.testing.assert_allclose(got, expected, rtol=2e-4)
+
+
+def test_dkd_with_equal_weights_and_one_temperature_relates_to_kd():
+    # With alpha = beta = 1 DKD is not KD: KD = TCKD + (1 - p_gt^t) * NCKD (paper, Eq. 2).
+    rng = np.random.default_rng(7)
+    teacher, student = rng.normal(size=(2, 6, 5))
+    labels = rng.integers(0, 5, size=6)
+    tckd = numpy_dkd(teacher, student, labels, 1.0, 0.0, 1.0)
+    nckd = numpy_dkd(teacher, student, labels, 0.0, 1.0, 1.0)
+    p_gt = numpy_softmax(teacher)[np.arange(6), labels]
+    kd = tfkd.losses.KD(1.0).per_example(tf.constant(teacher, tf.float32),
+                                         tf.constant(student, tf.float32))
+    np.testing.assert_allclose(kd, tckd + (1 - p_gt) * nckd, rtol=1e-4)
+
+
+def test_dkd_needs_labels_and_checks_weights():
+    with pytest.raises(ValueError, match="needs the labels"):
+        tfkd.losses.DKD()(np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="beta"):
+        tfkd.losses.DKD(beta=-1)
+
+
+@pytest.mark.parametrize("beta, gamma, temperature", [(1.0, 1.0, 1.0), (2.0, 0.5, 4.0)])
+def test_dist_matches_numpy_reference(beta, gamma, temperature):
+    rng = np.random.default_rng(int(temperature))
+    teacher, student = rng.normal(scale=2.0, size=(2, 12, 7))
+    got = tfkd.losses.DIST(beta, gamma, temperature)(teacher.astype(np.float32),
+                                                     student.astype(np.float32))
+    np.testing.assert_allclose(got, numpy_dist(teacher, student, beta, gamma, temperature),
+                               rtol=1e-4)
+
+
+def test_dist_refuses_sample_weights():
+    with pytest.raises(ValueError, match="no sample weights"):
+        tfkd.losses.DIST()(np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32),
+                           sample_weight=np.ones(2))
+
+
+def test_logit_mse_matches_numpy():
+    rng = np.random.default_rng(9)
+    teacher, student = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    np.testing.assert_allclose(tfkd.losses.LogitMSE()(teacher, student),
+                               np.mean((student - teacher) ** 2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", tfkd.losses.available())
+def test_every_registered_loss_is_the_same_in_tf_function_and_trains_the_student(name):
+    loss = tfkd.losses.get(name)
+    rng = np.random.default_rng(5)
+    teacher = tf.constant(rng.normal(size=(6, 5)), tf.float32)
+    student = tf.Variable(rng.normal(size=(6, 5)), dtype=tf.float32)
+    labels = tf.constant(rng.integers(0, 5, size=6))
+    np.testing.assert_allclose(loss(teacher, student, labels),
+                               tf.function(loss.__call__)(teacher, student, labels), rtol=1e-5)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(teacher)
+        value = loss(teacher, student, labels)
+    assert float(tf.reduce_max(tf.abs(tape.gradient(value, student)))) > 1e-5

@@ -36,6 +36,9 @@ TINY = dict(teacher_epochs=2, student_epochs=2, qat_epochs=1, modes=("float32", 
      ({"stages": ("teacher", "train")}, "--stages=teacher,train: give 'all' or stages"),
      ({"stages": ("device",)}, "no --serial"),
      ({"select": "worst"}, "--select=worst is unknown"),
+     ({"loss": "dkd", "loss_params": ("gamma=2",)}, "gamma=2 is not a key=value parameter of"),
+     ({"loss": "dkd", "loss_params": ("beta=x",)}, "'x' is not a number"),
+     ({"loss_params": ("temperature=2",)}, "temperature has its own flag"),
      ({"teacher_margin_points": -1.0}, "--teacher_margin_points must be >= 0")],
 )
 def test_bad_configuration_is_rejected_before_training(change, message):
@@ -50,6 +53,13 @@ def _main(*args, **popen):
         return subprocess.Popen(command, cwd=ROOT, env=env, **popen)
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)
+
+
+def test_loss_and_its_parameters_come_from_flags():
+    loss = distill.Config(loss="dkd", loss_params=("alpha=2", "beta=4"),
+                          temperature=3.0).distillation_loss()
+    assert loss.get_config() == {"alpha": 2.0, "beta": 4.0, "temperature": 3.0}
+    assert distill.Config(loss="logit_mse").distillation_loss().get_config() == {}
 
 
 def test_main_rejects_bad_flags_with_the_fix():

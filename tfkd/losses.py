@@ -36,6 +36,13 @@ def get(name: str, **kwargs: Any) -> "LogitLoss":
     return _REGISTRY.get(name)(**kwargs)
 
 
+def takes(name: str, argument: str) -> bool:
+    """Whether the loss registered as `name` has the constructor argument `argument`."""
+    import inspect
+
+    return argument in inspect.signature(_REGISTRY.get(name).__init__).parameters
+
+
 def available() -> list[str]:
     """Names of all registered losses."""
     return _REGISTRY.names()
@@ -134,3 +141,119 @@ class KD(LogitLoss):
 
     def get_config(self) -> dict:
         return {"temperature": self.temperature}
+
+
+def _check_nonnegative(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
+    return float(value)
+
+
+@register("dkd")
+class DKD(LogitLoss):
+    """Decoupled knowledge distillation, Zhao et al., "Decoupled Knowledge Distillation",
+    CVPR 2022.
+
+    Splits KD into a target-class term and a non-target-class term and weights them apart:
+    `alpha * TCKD + beta * NCKD`, both times `T**2`, where with `p = softmax(z / T)`:
+    - TCKD = KL(b_t || b_s) on the binary distributions `b = [p[label], 1 - p[label]]`;
+    - NCKD = KL(q_t || q_s) on the distributions over the non-target classes only
+      (`q = softmax(z / T)` with the target logit masked out).
+    Needs integer labels. Defaults follow the paper's CIFAR setting (alpha=1, beta=8, T=4); the
+    paper's linear warm-up of the loss over the first epochs is not part of the loss.
+
+    Args:
+        alpha: weight of the target-class term.
+        beta: weight of the non-target-class term.
+        temperature: softening temperature T > 0.
+    """
+
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0):
+        self.alpha = _check_nonnegative("alpha", alpha)
+        self.beta = _check_nonnegative("beta", beta)
+        self.temperature = _check_temperature(temperature)
+
+    def per_example(self, teacher_logits, student_logits, labels=None):
+        if labels is None:
+            raise ValueError("DKD needs the labels: call it as loss(teacher, student, labels).")
+        t = self.temperature
+        classes = tf.shape(student_logits)[-1]
+        target = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), classes)
+        p_t = tf.nn.softmax(teacher_logits / t)
+        p_s = tf.nn.softmax(student_logits / t)
+        eps = 1e-12
+        b_t = tf.stack([tf.reduce_sum(p_t * target, -1), tf.reduce_sum(p_t * (1 - target), -1)], -1)
+        b_s = tf.stack([tf.reduce_sum(p_s * target, -1), tf.reduce_sum(p_s * (1 - target), -1)], -1)
+        tckd = tf.reduce_sum(b_t * (tf.math.log(b_t + eps) - tf.math.log(b_s + eps)), -1)
+        # A large negative offset removes the target class from both softmaxes (as the paper).
+        log_q_t = tf.nn.log_softmax(teacher_logits / t - 1000.0 * target)
+        log_q_s = tf.nn.log_softmax(student_logits / t - 1000.0 * target)
+        nckd = tf.reduce_sum(tf.exp(log_q_t) * (log_q_t - log_q_s), -1)
+        return (t**2) * (self.alpha * tckd + self.beta * nckd)
+
+    def get_config(self) -> dict:
+        return {"alpha": self.alpha, "beta": self.beta, "temperature": self.temperature}
+
+
+def _pearson_distance(a: tf.Tensor, b: tf.Tensor, axis: int) -> tf.Tensor:
+    """1 - Pearson correlation of `a` and `b` along `axis`."""
+    a = a - tf.reduce_mean(a, axis=axis, keepdims=True)
+    b = b - tf.reduce_mean(b, axis=axis, keepdims=True)
+    norm = tf.norm(a, axis=axis) * tf.norm(b, axis=axis)
+    return 1.0 - tf.reduce_sum(a * b, axis=axis) / (norm + 1e-8)
+
+
+@register("dist")
+class DIST(LogitLoss):
+    """DIST, Huang et al., "Knowledge Distillation from A Stronger Teacher", NeurIPS 2022.
+
+    Matches relations instead of exact probabilities, with `y = softmax(z / T)` of shape
+    `(batch, classes)`:
+    - inter-class: `1 - pearson(y_s[i], y_t[i])` over the classes of each example, averaged;
+    - intra-class: `1 - pearson(y_s[:, c], y_t[:, c])` over the batch for each class, averaged;
+    loss = `T**2 * (beta * inter + gamma * intra)`. The intra-class term is a property of the
+    whole batch, so per-example sample weights are not supported.
+
+    Args:
+        beta: weight of the inter-class term.
+        gamma: weight of the intra-class term.
+        temperature: softening temperature T > 0 (the paper uses 1 on ImageNet, 4 on CIFAR).
+    """
+
+    def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0):
+        self.beta = _check_nonnegative("beta", beta)
+        self.gamma = _check_nonnegative("gamma", gamma)
+        self.temperature = _check_temperature(temperature)
+
+    def _probabilities(self, teacher_logits, student_logits):
+        t = self.temperature
+        return tf.nn.softmax(teacher_logits / t), tf.nn.softmax(student_logits / t)
+
+    def per_example(self, teacher_logits, student_logits, labels=None):
+        y_t, y_s = self._probabilities(teacher_logits, student_logits)
+        return (self.temperature**2) * self.beta * _pearson_distance(y_s, y_t, axis=-1)
+
+    def __call__(self, teacher_logits, student_logits, labels=None, sample_weight=None):
+        if sample_weight is not None:
+            raise ValueError("DIST's intra-class term is defined over the whole batch and takes "
+                             "no sample weights; drop sample_weight or use KD/DKD.")
+        teacher_logits = tf.cast(teacher_logits, tf.float32)
+        student_logits = tf.cast(student_logits, tf.float32)
+        inter = tf.reduce_mean(self.per_example(teacher_logits, student_logits))
+        y_t, y_s = self._probabilities(teacher_logits, student_logits)
+        intra = tf.reduce_mean(_pearson_distance(y_s, y_t, axis=0))
+        return inter + (self.temperature**2) * self.gamma * intra
+
+    def get_config(self) -> dict:
+        return {"beta": self.beta, "gamma": self.gamma, "temperature": self.temperature}
+
+
+@register("logit_mse")
+class LogitMSE(LogitLoss):
+    """Mean squared error between logits, `mean_c (s_c - t_c)**2` per example (Ba & Caruana
+    2014; Kim et al. 2021 show KD tends to it as the temperature grows). No temperature.
+    """
+
+    def per_example(self, teacher_logits, student_logits, labels=None):
+        return tf.reduce_mean(tf.square(student_logits - teacher_logits), axis=-1)
