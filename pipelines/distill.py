@@ -50,6 +50,11 @@ flags.DEFINE_list("loss_params", [], "Other parameters of --loss as key=value, e
                   "alpha=1,beta=8 for dkd or beta=1,gamma=2 for dist.")
 flags.DEFINE_float("temperature", 4.0, "Temperature of the distillation loss (> 0).")
 flags.DEFINE_float("student_loss_weight", 0.1, "Weight of the hard-label loss, in [0, 1].")
+flags.DEFINE_integer("distillation_warmup_epochs", 0,
+                     "Ramp the distillation term up from 0 over this many epochs (0 = none).")
+flags.DEFINE_integer("early_stopping_patience", 0,
+                     "Stop a training stage after this many epochs without a better validation "
+                     "accuracy and keep its best weights (0 = off).")
 flags.DEFINE_bool("flip", False, "Random horizontal flip in training (natural images only).")
 flags.DEFINE_integer("pad_crop", 0, "Random pad-and-crop by this many pixels in training; 0 = off.")
 flags.DEFINE_integer("seed", 0, "Seed of data splits, shuffling and initialisation.")
@@ -94,6 +99,8 @@ class Config:
     loss_params: tuple[str, ...] = ()
     temperature: float = 4.0
     student_loss_weight: float = 0.1
+    distillation_warmup_epochs: int = 0
+    early_stopping_patience: int = 0
     flip: bool = False
     pad_crop: int = 0
     seed: int = 0
@@ -166,6 +173,10 @@ class Config:
                 raise ValueError(f"--{name} must be > 0. Received: {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"--optimizer={self.optimizer} is unknown. Available: {OPTIMIZERS}")
+        for name in ("distillation_warmup_epochs", "early_stopping_patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0 (0 turns it off). "
+                                 f"Received: {getattr(self, name)}")
         if self.qat_epochs < 0:
             raise ValueError(f"--qat_epochs must be >= 0 (0 skips QAD). Received: {self.qat_epochs}")
         # The loss validates its own arguments; building it here fails fast.
@@ -260,6 +271,10 @@ class Run:
             keras.callbacks.BackupAndRestore(self.dir.file("checkpoints", stage)),
             keras.callbacks.TensorBoard(self.dir.file("logs", stage)),
         ]
+        if self.config.early_stopping_patience:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", mode="max", patience=self.config.early_stopping_patience,
+                restore_best_weights=True))
         verbose = 1 if sys.stdout.isatty() else 2
         model.fit(self.train(stage), validation_data=self.validation, epochs=epochs, callbacks=callbacks,
                   verbose=verbose)
@@ -276,15 +291,17 @@ def train_classifier(run: Run, model: keras.Model, stage: str, epochs: int) -> k
 
 
 def distill(run: Run, student: keras.Model, stage: str, epochs: int, learning_rate: float,
-            student_loss_weight: Optional[float] = None) -> keras.Model:
+            student_loss_weight: Optional[float] = None, warmup_epochs: int = 0) -> keras.Model:
     """Trains `student` (float or QAT) against the frozen teacher; returns the student."""
     config = run.config
     weight = config.student_loss_weight if student_loss_weight is None else student_loss_weight
+    steps_per_epoch = int(run.train(stage).cardinality())
     distiller = tfkd.Distiller(
         student=student, teacher=run.model("teacher"),
         loss=config.distillation_loss(),
-        student_loss_weight=weight)
-    steps = epochs * int(run.train(stage).cardinality())
+        student_loss_weight=weight,
+        distillation_warmup_steps=warmup_epochs * steps_per_epoch)
+    steps = epochs * steps_per_epoch
     keras.utils.set_random_seed(config.seed + 2)
     distiller.compile(optimizer=_optimizer(config, learning_rate, steps), metrics=["accuracy"],
                       jit_compile=config.jit_compile)
@@ -323,7 +340,8 @@ def stage_student(run: Run) -> tuple[list[str], dict]:
                                         run.validation, run.config.teacher_margin_points)
         (logging.info if check.ok else logging.warning)("%s", check.message())
     student = distill(run, run.fresh_student(), "student", run.config.student_epochs,
-                      run.config.learning_rate)
+                      run.config.learning_rate,
+                      warmup_epochs=run.config.distillation_warmup_epochs)
     metrics = _accuracies(run, student)
     metrics["teacher_check"] = check.to_dict() if check else None
     return [run.keep("student", student)], metrics

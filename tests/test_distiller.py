@@ -305,3 +305,21 @@ def test_label_aware_losses_receive_the_labels():
     s, t = student.predict(x, verbose=0), teacher.predict(x, verbose=0)
     expected = numpy_dkd(t.astype(np.float64), s.astype(np.float64), y, 1.0, 8.0, 4.0).mean()
     assert got["distillation_loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_distillation_warmup_ramps_the_distillation_term_from_zero():
+    x, y = blobs(16)
+    student, teacher = mlp("student"), mlp("teacher", seed=1)
+    s, t = student.predict(x, verbose=0), teacher.predict(x, verbose=0)
+    ce, kd = numpy_cross_entropy(s, y).mean(), numpy_kd(t, s, 4.0).mean()
+    distiller = tfkd.Distiller(student, teacher, student_loss_weight=0.5,
+                               distillation_warmup_steps=4)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))  # lr 0: the weights stay put
+    losses = [distiller.train_on_batch(x, y, return_dict=True, reset_metrics=True)["loss"]
+              for _ in range(6)]
+    expected = [0.5 * ce + 0.5 * min(1.0, step / 4) * kd for step in range(6)]
+    np.testing.assert_allclose(losses, expected, rtol=1e-5)
+    assert distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)["loss"] == \
+        pytest.approx(0.5 * ce + 0.5 * kd, rel=1e-5)
+    with pytest.raises(ValueError, match="distillation_warmup_steps"):
+        tfkd.Distiller(mlp("s"), mlp("t"), distillation_warmup_steps=-1)

@@ -36,6 +36,8 @@ TINY = dict(teacher_epochs=2, student_epochs=2, qat_epochs=1, modes=("float32", 
      ({"stages": ("teacher", "train")}, "--stages=teacher,train: give 'all' or stages"),
      ({"stages": ("device",)}, "no --serial"),
      ({"select": "worst"}, "--select=worst is unknown"),
+     ({"early_stopping_patience": -1}, "--early_stopping_patience must be >= 0"),
+     ({"distillation_warmup_epochs": -2}, "--distillation_warmup_epochs must be >= 0"),
      ({"loss": "dkd", "loss_params": ("gamma=2",)}, "gamma=2 is not a key=value parameter of"),
      ({"loss": "dkd", "loss_params": ("beta=x",)}, "'x' is not a number"),
      ({"loss_params": ("temperature=2",)}, "temperature has its own flag"),
@@ -126,6 +128,23 @@ def test_same_seed_same_metrics_and_other_settings_are_refused(tmp_path):
     with pytest.raises(ValueError, match="different settings.*--overwrite"):
         distill.run(changed)
     distill.run(dataclasses.replace(changed, overwrite=True))
+
+
+@pytest.mark.slow
+def test_early_stopping_and_warmup_reach_the_training_stages(tmp_path):
+    config = distill.Config(out_dir=str(tmp_path), stages=("teacher", "student"),
+                            teacher_epochs=30, student_epochs=2, early_stopping_patience=1,
+                            distillation_warmup_epochs=1, learning_rate=0.5)
+    # A learning rate this high stops improving at once: early stopping must end the stage.
+    results = distill.run(config)
+    events = list((tmp_path / "logs" / "teacher" / "validation").glob("events.out.tfevents.*"))
+    assert events
+    from tensorflow.python.summary.summary_iterator import summary_iterator
+
+    epochs = {e.step for e in summary_iterator(str(events[0]))
+              for v in e.summary.value if v.tag == "epoch_accuracy"}
+    assert len(epochs) < 30
+    assert 0 <= results["student"]["accuracy"] <= 1
 
 
 @pytest.mark.slow

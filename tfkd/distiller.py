@@ -104,6 +104,9 @@ class Distiller(keras.Model):
         student_loss: Keras loss on the labels; default sparse categorical cross-entropy on
             logits. Only its per-example `call` is used.
         teacher_weights: optional non-negative weights of ensemble members (normalised to 1).
+        distillation_warmup_steps: ramp the distillation term linearly from 0 to full weight
+            over this many optimizer steps (DKD's warm-up; 0 = none). Evaluation always uses
+            the full weight.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class Distiller(keras.Model):
         student_loss_weight: float = 0.1,
         student_loss: Optional[keras.losses.Loss] = None,
         teacher_weights: Optional[Sequence[float]] = None,
+        distillation_warmup_steps: int = 0,
         name: str = "distiller",
         **kwargs,
     ):
@@ -127,6 +131,11 @@ class Distiller(keras.Model):
         self.student_loss_weight = _check_fraction("student_loss_weight", student_loss_weight)
         self.teacher_weights = _normalized_teacher_weights(teacher_weights, len(self.teachers))
         self.distillation_terms = _loss_terms(loss)
+        if (isinstance(distillation_warmup_steps, bool)
+                or not isinstance(distillation_warmup_steps, int) or distillation_warmup_steps < 0):
+            raise ValueError("`distillation_warmup_steps` must be an integer >= 0. Received: "
+                             f"distillation_warmup_steps={distillation_warmup_steps!r}")
+        self.distillation_warmup_steps = distillation_warmup_steps
         self.student_loss = student_loss or keras.losses.SparseCategoricalCrossentropy(
             from_logits=True
         )
@@ -179,7 +188,7 @@ class Distiller(keras.Model):
             logits = tf.add_n([w * o for w, o in zip(self.teacher_weights, outputs)])
         return tf.stop_gradient(logits)
 
-    def _compute_losses(self, y, student_logits, teacher_logits, sample_weight):
+    def _compute_losses(self, y, student_logits, teacher_logits, sample_weight, ramp=1.0):
         per_example = self.student_loss.call(y, student_logits)
         student_loss = losses_lib.weighted_batch_mean(
             tf.cast(per_example, tf.float32), sample_weight
@@ -192,7 +201,7 @@ class Distiller(keras.Model):
         )
         total = (
             self.student_loss_weight * student_loss
-            + (1.0 - self.student_loss_weight) * distillation_loss
+            + (1.0 - self.student_loss_weight) * ramp * distillation_loss
         )
         if self.student.losses:
             total += tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
@@ -209,10 +218,14 @@ class Distiller(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         teacher_logits = self.teacher_logits(x)
+        ramp = 1.0
+        if self.distillation_warmup_steps:
+            steps = tf.cast(self.optimizer.iterations, tf.float32)
+            ramp = tf.minimum(1.0, steps / float(self.distillation_warmup_steps))
         with tf.GradientTape() as tape:
             student_logits = self.student(x, training=True)
             total, student_loss, kd_loss = self._compute_losses(
-                y, student_logits, teacher_logits, sample_weight
+                y, student_logits, teacher_logits, sample_weight, ramp
             )
             # Replica gradients are summed by the optimizer: scale each replica's mean by the
             # replica count so the step equals one over the global batch (as Keras' own losses do).
@@ -239,6 +252,7 @@ class Distiller(keras.Model):
             "student_loss_weight": self.student_loss_weight,
             "student_loss": serialize(self.student_loss),
             "teacher_weights": self.teacher_weights,
+            "distillation_warmup_steps": self.distillation_warmup_steps,
         }
 
     @classmethod
