@@ -323,3 +323,120 @@ def test_distillation_warmup_ramps_the_distillation_term_from_zero():
         pytest.approx(0.5 * ce + 0.5 * kd, rel=1e-5)
     with pytest.raises(ValueError, match="distillation_warmup_steps"):
         tfkd.Distiller(mlp("s"), mlp("t"), distillation_warmup_steps=-1)
+
+
+def conv_net(name, widths, seed=0):
+    initializer = keras.initializers.GlorotUniform(seed=seed)
+    inputs = keras.Input((6, 6, 2))
+    x = inputs
+    for i, width in enumerate(widths):
+        x = layers.Conv2D(width, 3, padding="same", activation="relu",
+                          kernel_initializer=initializer, name=f"{name}_conv{i}")(x)
+    x = layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
+    return keras.Model(inputs, layers.Dense(NUM_CLASSES, kernel_initializer=initializer,
+                                            name=f"{name}_logits")(x), name=name)
+
+
+def images(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 6, 6, 2)).astype(np.float32), rng.integers(0, NUM_CLASSES, n)
+
+
+def test_hint_adds_a_trained_adapter_that_never_joins_the_student(tmp_path):
+    from tfkd.features import FeaturePair
+
+    teacher, student = conv_net("teacher", (8, 8), seed=1), conv_net("student", (4, 4))
+    teacher_weights = [w.copy() for w in teacher.get_weights()]
+    pair = FeaturePair("teacher_conv1", "student_conv1", tfkd.losses.Hint(), weight=2.0)
+    distiller = tfkd.Distiller(student, teacher, features=[pair], student_loss_weight=0.5)
+    adapter = distiller.taps.adapters[0]
+    assert adapter is not None and adapter.name == "adapter_student_conv1"
+    x, y = images()
+    with tf.GradientTape() as tape:
+        _, (student_features,) = distiller._student(x, training=True)
+        _, (teacher_features,) = distiller._teacher(x)
+        value = distiller.taps.loss([teacher_features], [student_features], y, None)
+    grads = tape.gradient(value, student.trainable_variables + adapter.trainable_variables
+                          + teacher.weights)
+    n_student = len(student.trainable_variables)
+    n_adapter = len(adapter.trainable_variables)
+    assert all(g is not None for g in grads[:n_student - 2])  # conv layers feed the feature
+    assert all(g is not None for g in grads[n_student:n_student + n_adapter])
+    assert all(g is None for g in grads[n_student + n_adapter:])
+    projected = adapter(student_features).numpy()
+    expected = 2.0 * np.mean((projected - teacher_features.numpy()) ** 2)
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+
+    distiller.compile(optimizer=keras.optimizers.Adam(0.01))
+    kernel_before = adapter.kernel.numpy().copy()
+    distiller.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert not np.allclose(adapter.kernel.numpy(), kernel_before)
+    for before, after in zip(teacher_weights, teacher.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    params = student.count_params()
+    student.save(tmp_path / "student.keras")
+    exported = keras.models.load_model(tmp_path / "student.keras", safe_mode=True)
+    assert exported.count_params() == params
+    assert not any("adapter" in layer.name for layer in exported.layers)
+
+
+def test_attention_transfer_needs_no_adapter_and_joins_the_distillation_loss():
+    from tests.test_losses import numpy_attention
+    from tfkd.features import FeaturePair
+
+    teacher, student = conv_net("teacher", (8, 8), seed=1), conv_net("student", (4, 4))
+    pair = FeaturePair("teacher_conv0", "student_conv0", tfkd.losses.AttentionTransfer(),
+                       weight=1000.0)
+    distiller = tfkd.Distiller(student, teacher, loss=[(tfkd.losses.KD(4.0), 1.0)],
+                               features=[pair])
+    assert distiller.taps.adapters == [None]
+    distiller.compile(optimizer="sgd")
+    x, y = images()
+    got = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    feature = lambda m, n: keras.Model(m.inputs, m.get_layer(n).output).predict(x, verbose=0)  # noqa: E731
+    at = np.mean((numpy_attention(feature(student, "student_conv0"))
+                  - numpy_attention(feature(teacher, "teacher_conv0"))) ** 2)
+    s, t = student.predict(x, verbose=0), teacher.predict(x, verbose=0)
+    assert got["distillation_loss"] == pytest.approx(numpy_kd(t, s, 4.0).mean() + 1000 * at,
+                                                     rel=1e-4)
+
+
+def test_feature_pairs_are_validated():
+    from tfkd.features import FeaturePair
+
+    teacher, student = conv_net("teacher", (8, 8), seed=1), conv_net("student", (4, 4))
+    with pytest.raises(ValueError, match=r"no layer 'conv9'. Its layers: \[.*'student_conv0'"):
+        tfkd.Distiller(student, teacher,
+                       features=[FeaturePair("teacher_conv0", "conv9", tfkd.losses.Hint())])
+    with pytest.raises(ValueError, match="have different ranks"):
+        tfkd.Distiller(student, teacher,
+                       features=[FeaturePair("teacher_conv0", "student_pool",
+                                             tfkd.losses.Hint())])
+    inputs = keras.Input((6, 6, 2))
+    x = layers.Conv2D(4, 3, strides=2, padding="same", name="strided")(inputs)
+    strided = keras.Model(inputs, layers.Dense(NUM_CLASSES)(layers.GlobalAveragePooling2D()(x)))
+    with pytest.raises(ValueError, match=r"spatial sizes differ \(student \(3, 3\), teacher \(6, 6\)"):
+        tfkd.Distiller(strided, teacher,
+                       features=[FeaturePair("teacher_conv0", "strided", tfkd.losses.Hint())])
+    with pytest.raises(TypeError, match="feature loss"):
+        tfkd.Distiller(student, teacher,
+                       features=[FeaturePair("teacher_conv0", "student_conv0", tfkd.losses.KD())])
+    with pytest.raises(ValueError, match="one teacher"):
+        tfkd.Distiller(student, [teacher, conv_net("t2", (8, 8))],
+                       features=[FeaturePair("teacher_conv0", "student_conv0",
+                                             tfkd.losses.AttentionTransfer())])
+
+
+def test_rkd_on_pooled_embeddings_trains_and_round_trips_its_config():
+    from tfkd.features import FeaturePair
+
+    teacher, student = conv_net("teacher", (8, 8), seed=1), conv_net("student", (4, 4))
+    pair = FeaturePair("teacher_pool", "student_pool", tfkd.losses.RKD(), weight=1.0)
+    distiller = tfkd.Distiller(student, teacher, features=[pair], student_loss_weight=0.5)
+    distiller.compile(optimizer=keras.optimizers.Adam(0.01))
+    x, y = images(32)
+    history = distiller.fit(x, y, batch_size=16, epochs=3, verbose=0).history
+    assert history["distillation_loss"][-1] < history["distillation_loss"][0]
+    restored = tfkd.Distiller.from_config(distiller.get_config())
+    assert restored.taps.pairs[0].loss.get_config() == tfkd.losses.RKD().get_config()
+    assert restored.taps.pairs[0].student_layer == "student_pool"

@@ -109,12 +109,18 @@ def test_registry_builds_by_name_and_lists_choices_for_unknown_names():
         tfkd.losses.get("kld")
 
 
+def contract_inputs(loss, seed):
+    """Logits `(6, 5)` for logit losses, feature maps `(6, 4, 4, 3)` for feature losses."""
+    rng = np.random.default_rng(seed)
+    shape = (6, 4, 4, 3) if isinstance(loss, tfkd.losses.FeatureLoss) else (6, 5)
+    teacher, student = rng.normal(size=(2, *shape)).astype(np.float32)
+    return teacher, student, rng.integers(0, 5, size=6)
+
+
 @pytest.mark.parametrize("name", tfkd.losses.available())
 def test_every_registered_loss_is_a_finite_scalar_and_zero_at_equality(name):
     loss = tfkd.losses.get(name)
-    rng = np.random.default_rng(4)
-    teacher, student = rng.normal(size=(2, 6, 5)).astype(np.float32)
-    labels = rng.integers(0, 5, size=6)
+    teacher, student, labels = contract_inputs(loss, 4)
     value = loss(teacher, student, labels)
     assert value.shape == () and math.isfinite(float(value)) and float(value) > 0
     assert float(loss(teacher, teacher, labels)) == pytest.approx(0.0, abs=1e-5)
@@ -209,13 +215,65 @@ def test_logit_mse_matches_numpy():
 @pytest.mark.parametrize("name", tfkd.losses.available())
 def test_every_registered_loss_is_the_same_in_tf_function_and_trains_the_student(name):
     loss = tfkd.losses.get(name)
-    rng = np.random.default_rng(5)
-    teacher = tf.constant(rng.normal(size=(6, 5)), tf.float32)
-    student = tf.Variable(rng.normal(size=(6, 5)), dtype=tf.float32)
-    labels = tf.constant(rng.integers(0, 5, size=6))
+    teacher, student, labels = contract_inputs(loss, 5)
+    teacher, student = tf.constant(teacher), tf.Variable(student)
+    labels = tf.constant(labels)
     np.testing.assert_allclose(loss(teacher, student, labels),
                                tf.function(loss.__call__)(teacher, student, labels), rtol=1e-5)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(teacher)
         value = loss(teacher, student, labels)
     assert float(tf.reduce_max(tf.abs(tape.gradient(value, student)))) > 1e-5
+
+
+def test_hint_is_the_mean_squared_feature_difference():
+    rng = np.random.default_rng(11)
+    teacher, student = rng.normal(size=(2, 3, 4, 4, 2)).astype(np.float32)
+    np.testing.assert_allclose(tfkd.losses.Hint()(teacher, student),
+                               np.mean((student - teacher) ** 2), rtol=1e-6)
+
+
+def numpy_attention(features, p=2.0):
+    a = np.mean(np.abs(features) ** p, axis=-1).reshape(len(features), -1)
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0])
+def test_attention_transfer_matches_the_authors_formula(p):
+    rng = np.random.default_rng(12)
+    teacher = rng.normal(size=(4, 5, 5, 8)).astype(np.float32)
+    student = rng.normal(size=(4, 5, 5, 3)).astype(np.float32)  # channels may differ
+    expected = np.mean((numpy_attention(student, p) - numpy_attention(teacher, p)) ** 2)
+    np.testing.assert_allclose(tfkd.losses.AttentionTransfer(p)(teacher, student), expected,
+                               rtol=1e-5)
+
+
+def numpy_rkd(teacher, student, distance_weight, angle_weight):
+    def distances(e):
+        d = np.linalg.norm(e[:, None] - e[None], axis=-1)
+        return d / d[d > 0].mean()
+
+    def angles(e):
+        diff = e[None] - e[:, None]
+        norm = np.linalg.norm(diff, axis=-1, keepdims=True)
+        diff = diff / np.maximum(norm, 1e-12)
+        return np.einsum("ijd,ikd->ijk", diff, diff)
+
+    def huber(a, b):
+        d = np.abs(a - b)
+        return np.mean(np.where(d < 1, 0.5 * d**2, d - 0.5))
+
+    t, s = teacher.reshape(len(teacher), -1), student.reshape(len(student), -1)
+    return (distance_weight * huber(distances(s), distances(t))
+            + angle_weight * huber(angles(s), angles(t)))
+
+
+def test_rkd_matches_numpy_reference():
+    rng = np.random.default_rng(13)
+    teacher = rng.normal(size=(7, 6)).astype(np.float32)
+    student = rng.normal(size=(7, 3)).astype(np.float32)  # embedding sizes may differ
+    np.testing.assert_allclose(tfkd.losses.RKD(25.0, 50.0)(teacher, student),
+                               numpy_rkd(teacher.astype(np.float64), student.astype(np.float64),
+                                         25.0, 50.0), rtol=1e-4)
+    with pytest.raises(ValueError, match="no sample"):
+        tfkd.losses.RKD()(teacher, student, sample_weight=np.ones(7))

@@ -6,6 +6,7 @@ from typing import Optional, Sequence, Union
 import tensorflow as tf
 
 from tfkd import losses as losses_lib
+from tfkd.features import FeaturePair, FeatureTaps
 from tfkd.keras import keras
 
 LossSpec = Union[losses_lib.LogitLoss, Sequence[tuple[losses_lib.LogitLoss, float]]]
@@ -107,6 +108,9 @@ class Distiller(keras.Model):
         distillation_warmup_steps: ramp the distillation term linearly from 0 to full weight
             over this many optimizer steps (DKD's warm-up; 0 = none). Evaluation always uses
             the full weight.
+        features: `tfkd.features.FeaturePair`s matching intermediate layers (single teacher
+            only); their weighted losses join the distillation loss. Adapters are created where
+            shapes differ and trained with the student, and never become part of it.
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class Distiller(keras.Model):
         student_loss: Optional[keras.losses.Loss] = None,
         teacher_weights: Optional[Sequence[float]] = None,
         distillation_warmup_steps: int = 0,
+        features: Sequence[FeaturePair] = (),
         name: str = "distiller",
         **kwargs,
     ):
@@ -150,6 +155,15 @@ class Distiller(keras.Model):
                     "predict the same classes; rebuild the student with the teacher's class count."
                 )
             t.trainable = False
+
+        self.taps = None
+        if features:
+            if self._ensemble:
+                raise ValueError("Feature distillation takes one teacher; use an ensemble with "
+                                 "logit losses only.")
+            self.taps = FeatureTaps(self.teachers[0], self.student, features)
+            # Tracked as an attribute so the adapters' weights are saved in checkpoints.
+            self.adapters = [a for a in self.taps.adapters if a is not None]
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
@@ -188,7 +202,22 @@ class Distiller(keras.Model):
             logits = tf.add_n([w * o for w, o in zip(self.teacher_weights, outputs)])
         return tf.stop_gradient(logits)
 
-    def _compute_losses(self, y, student_logits, teacher_logits, sample_weight, ramp=1.0):
+    def _teacher(self, x):
+        """Teacher logits and tapped features, without gradient."""
+        if self.taps is None:
+            return self.teacher_logits(x), []
+        teacher_logits, *teacher_features = self.taps.teacher_view(x, training=False)
+        return (tf.stop_gradient(tf.cast(teacher_logits, tf.float32)),
+                [tf.stop_gradient(f) for f in teacher_features])
+
+    def _student(self, x, training):
+        if self.taps is None:
+            return self.student(x, training=training), []
+        logits, *features = self.taps.student_view(x, training=training)
+        return logits, features
+
+    def _compute_losses(self, y, student_logits, teacher_logits, sample_weight, ramp=1.0,
+                        teacher_features=(), student_features=()):
         per_example = self.student_loss.call(y, student_logits)
         student_loss = losses_lib.weighted_batch_mean(
             tf.cast(per_example, tf.float32), sample_weight
@@ -199,6 +228,9 @@ class Distiller(keras.Model):
                 for loss, weight in self.distillation_terms
             ]
         )
+        if self.taps is not None:
+            distillation_loss += self.taps.loss(teacher_features, student_features, y,
+                                                sample_weight)
         total = (
             self.student_loss_weight * student_loss
             + (1.0 - self.student_loss_weight) * ramp * distillation_loss
@@ -217,28 +249,34 @@ class Distiller(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_logits = self.teacher_logits(x)
+        teacher_logits, teacher_features = self._teacher(x)
         ramp = 1.0
         if self.distillation_warmup_steps:
             steps = tf.cast(self.optimizer.iterations, tf.float32)
             ramp = tf.minimum(1.0, steps / float(self.distillation_warmup_steps))
         with tf.GradientTape() as tape:
-            student_logits = self.student(x, training=True)
+            student_logits, student_features = self._student(x, training=True)
             total, student_loss, kd_loss = self._compute_losses(
-                y, student_logits, teacher_logits, sample_weight, ramp
+                y, student_logits, teacher_logits, sample_weight, ramp,
+                teacher_features, student_features
             )
             # Replica gradients are summed by the optimizer: scale each replica's mean by the
             # replica count so the step equals one over the global batch (as Keras' own losses do).
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled_total = total / replicas if replicas > 1 else total
-        self.optimizer.minimize(scaled_total, self.student.trainable_variables, tape=tape)
+        variables = self.student.trainable_variables
+        if self.taps is not None:
+            variables = variables + self.taps.trainable_variables()
+        self.optimizer.minimize(scaled_total, variables, tape=tape)
         return self._update_trackers(y, student_logits, sample_weight, total, student_loss, kd_loss)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_logits = self.teacher_logits(x)
-        student_logits = self.student(x, training=False)
-        total, student_loss, kd_loss = self._compute_losses(y, student_logits, teacher_logits, sample_weight)
+        teacher_logits, teacher_features = self._teacher(x)
+        student_logits, student_features = self._student(x, training=False)
+        total, student_loss, kd_loss = self._compute_losses(
+            y, student_logits, teacher_logits, sample_weight, 1.0, teacher_features,
+            student_features)
         return self._update_trackers(y, student_logits, sample_weight, total, student_loss, kd_loss)
 
     def get_config(self) -> dict:
@@ -253,6 +291,11 @@ class Distiller(keras.Model):
             "student_loss": serialize(self.student_loss),
             "teacher_weights": self.teacher_weights,
             "distillation_warmup_steps": self.distillation_warmup_steps,
+            "features": [
+                {"teacher_layer": p.teacher_layer, "student_layer": p.student_layer,
+                 "loss": serialize(p.loss), "weight": p.weight}
+                for p in (self.taps.pairs if self.taps is not None else [])
+            ],
         }
 
     @classmethod
@@ -269,4 +312,6 @@ class Distiller(keras.Model):
         config["student"] = deserialize(config["student"])
         config["loss"] = [(deserialize(loss), weight) for loss, weight in config["loss"]]
         config["student_loss"] = deserialize(config["student_loss"])
+        config["features"] = [FeaturePair(**{**p, "loss": deserialize(p["loss"])})
+                              for p in config.get("features", [])]
         return cls(**config)
