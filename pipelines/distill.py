@@ -49,6 +49,10 @@ flags.DEFINE_string("loss", "kd", "Distillation loss: kd, dkd, dist or logit_mse
 flags.DEFINE_list("loss_params", [], "Other parameters of --loss as key=value, e.g. "
                   "alpha=1,beta=8 for dkd or beta=1,gamma=2 for dist.")
 flags.DEFINE_float("temperature", 4.0, "Temperature of the distillation loss (> 0).")
+flags.DEFINE_list("features", [],
+                  "Feature distillation pairs teacher_layer:student_layer:loss:weight with a "
+                  "feature loss (hint, attention, rkd), e.g. stage1_block0_out:stage1_block0_out:"
+                  "attention:1000.")
 flags.DEFINE_float("student_loss_weight", 0.1, "Weight of the hard-label loss, in [0, 1].")
 flags.DEFINE_integer("distillation_warmup_epochs", 0,
                      "Ramp the distillation term up from 0 over this many epochs (0 = none).")
@@ -97,6 +101,7 @@ class Config:
     learning_rate: float = 1e-3
     loss: str = "kd"
     loss_params: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
     temperature: float = 4.0
     student_loss_weight: float = 0.1
     distillation_warmup_epochs: int = 0
@@ -151,6 +156,27 @@ class Config:
                 raise ValueError(f"--loss_params={item}: {value!r} is not a number.") from error
         return tfkd.losses.get(self.loss, **kwargs)
 
+    def feature_pairs(self) -> list:
+        """--features parsed into `tfkd.features.FeaturePair`s (layer names checked later)."""
+        pairs = []
+        for item in self.features:
+            parts = item.split(":")
+            if len(parts) != 4:
+                raise ValueError(f"--features={item}: expected teacher_layer:student_layer:"
+                                 "loss:weight.")
+            teacher_layer, student_layer, loss_name, weight = parts
+            loss = tfkd.losses.get(loss_name)
+            if not isinstance(loss, tfkd.losses.FeatureLoss):
+                raise ValueError(f"--features={item}: '{loss_name}' is a logit loss; use one of "
+                                 "the feature losses hint, attention, rkd.")
+            try:
+                weight = float(weight)
+            except ValueError as error:
+                raise ValueError(f"--features={item}: weight {weight!r} is not a number.") \
+                    from error
+            pairs.append(tfkd.features.FeaturePair(teacher_layer, student_layer, loss, weight))
+        return pairs
+
     def validate(self) -> None:
         """Raises `ValueError` naming the first bad setting and its fix."""
         if self.teacher_is_file:
@@ -179,8 +205,9 @@ class Config:
                                  f"Received: {getattr(self, name)}")
         if self.qat_epochs < 0:
             raise ValueError(f"--qat_epochs must be >= 0 (0 skips QAD). Received: {self.qat_epochs}")
-        # The loss validates its own arguments; building it here fails fast.
+        # The losses validate their own arguments; building them here fails fast.
         self.distillation_loss()
+        self.feature_pairs()
         if not 0.0 <= self.student_loss_weight <= 1.0:
             raise ValueError("--student_loss_weight must be in [0, 1]. "
                              f"Received: {self.student_loss_weight}")
@@ -299,6 +326,7 @@ def distill(run: Run, student: keras.Model, stage: str, epochs: int, learning_ra
     distiller = tfkd.Distiller(
         student=student, teacher=run.model("teacher"),
         loss=config.distillation_loss(),
+        features=config.feature_pairs() if stage == "student" else (),
         student_loss_weight=weight,
         distillation_warmup_steps=warmup_epochs * steps_per_epoch)
     steps = epochs * steps_per_epoch
@@ -549,12 +577,25 @@ STAGE_FUNCTIONS: dict[str, Callable[[Run], tuple[list[str], dict]]] = {
 }
 
 
+def _check_feature_layers(run: Run) -> None:
+    """Names in --features must exist in the models: checked before any training."""
+    pairs = run.config.feature_pairs()
+    if not pairs:
+        return
+    config, prep = run.config, run.splits.preprocessing
+    teacher = (keras.models.load_model(config.teacher, safe_mode=True) if config.teacher_is_file
+               else tfkd.models.build(config.teacher, prep.input_shape, run.splits.num_classes))
+    student = tfkd.models.build(config.student, prep.input_shape, run.splits.num_classes)
+    tfkd.features.FeatureTaps(teacher, student, pairs)
+
+
 def run(config: Config) -> dict:
     """Runs the selected stages (skipping finished ones) and returns the report (or metrics)."""
     config.validate()
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     state = Run(config)
+    _check_feature_layers(state)
     files.write_text(state.dir.file("config.json"),
                      json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
     selected = config.selected_stages()
@@ -583,7 +624,7 @@ def run(config: Config) -> dict:
 
 def _config_from_flags() -> Config:
     values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(Config)}
-    for name in ("modes", "stages", "loss_params"):
+    for name in ("modes", "stages", "loss_params", "features"):
         values[name] = tuple(values[name])
     values["threads"] = tuple(int(t) for t in values["threads"])
     return Config(**values)

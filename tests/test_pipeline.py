@@ -36,6 +36,9 @@ TINY = dict(teacher_epochs=2, student_epochs=2, qat_epochs=1, modes=("float32", 
      ({"stages": ("teacher", "train")}, "--stages=teacher,train: give 'all' or stages"),
      ({"stages": ("device",)}, "no --serial"),
      ({"select": "worst"}, "--select=worst is unknown"),
+     ({"features": ("a:b:hint",)}, "expected teacher_layer:student_layer:loss:weight"),
+     ({"features": ("a:b:kd:1",)}, "'kd' is a logit loss"),
+     ({"features": ("a:b:hint:x",)}, "weight 'x' is not a number"),
      ({"early_stopping_patience": -1}, "--early_stopping_patience must be >= 0"),
      ({"distillation_warmup_epochs": -2}, "--distillation_warmup_epochs must be >= 0"),
      ({"loss": "dkd", "loss_params": ("gamma=2",)}, "gamma=2 is not a key=value parameter of"),
@@ -145,6 +148,23 @@ def test_early_stopping_and_warmup_reach_the_training_stages(tmp_path):
               for v in e.summary.value if v.tag == "epoch_accuracy"}
     assert len(epochs) < 30
     assert 0 <= results["student"]["accuracy"] <= 1
+
+
+def test_feature_layer_names_are_checked_before_any_training(tmp_path):
+    config = distill.Config(out_dir=str(tmp_path), features=("block1_relu:nope:hint:1",),
+                            **TINY)
+    with pytest.raises(ValueError, match=r"Student 'cnn_small' has no layer 'nope'"):
+        distill.run(config)
+    assert not (tmp_path / "teacher").exists()
+
+
+@pytest.mark.slow
+def test_feature_distillation_runs_in_the_pipeline_and_exports_the_plain_student(tmp_path):
+    config = distill.Config(out_dir=str(tmp_path), stages=("teacher", "student"),
+                            features=("block1_relu:block1_relu:hint:1",), **TINY)
+    distill.run(config)
+    student = keras.models.load_model(tmp_path / "student" / "student.keras", safe_mode=True)
+    assert student.count_params() == tfkd.models.build("cnn_small", (8, 8, 1), 10).count_params()
 
 
 @pytest.mark.slow
