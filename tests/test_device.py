@@ -40,7 +40,8 @@ elif args[0] == "shell":
         sys.stdout.write(open(scenario["benchmark_output"]).read())
     elif command.startswith("ls "):
         print("student_int8.tflite")
-        print("result.json")
+        if not scenario.get("no_result"):
+            print("result.json")
     elif command.startswith("cat ") and command.endswith("result.json"):
         print(json.dumps(scenario["app_result"]))
 '''
@@ -161,6 +162,16 @@ def test_app_benchmark_mode_starts_the_activity_and_reads_result_json(fake_adb, 
     assert result.latency.runs == 4 and result.latency.p50_ms == pytest.approx(2.5)
     start = [c for c in calls() if "am start" in " ".join(c)][0][3]
     assert "org.tfkd.demo/.BenchmarkActivity" in start and "--ei threads 2" in start
+
+
+def test_app_that_writes_no_result_times_out_clearly(fake_adb, files):
+    configure, _ = fake_adb
+    configure(no_result=True)
+    waits = []
+    with pytest.raises(device.DeviceError, match="wrote no .*result.json within 3 s.*installDebug"):
+        device.app_benchmark_on_device(device.connect(), files[0], timeout_s=3, poll_s=1,
+                                       sleep=waits.append, info={})
+    assert waits == [1, 1, 1]
 
 
 def test_no_device_is_a_clear_error(fake_adb):

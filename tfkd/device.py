@@ -188,10 +188,27 @@ class DeviceMeasurement:
         return dataclasses.asdict(self)
 
 
-def _median_repeat(repeats: list[dict]) -> LatencyStats:
-    """The repeat with the median mean latency (robust to one thermally throttled repeat)."""
-    ordered = sorted(repeats, key=lambda r: r["latency"].mean_ms)
-    return ordered[len(ordered) // 2]["latency"]
+def _repeated(measure_once: Callable[[], dict], repeats: int, cooldown_s: float,
+              sleep: Callable[[float], None]) -> list[dict]:
+    """`repeats` measurements with a cool-down between them (not before the first)."""
+    results = []
+    for repeat in range(repeats):
+        if repeat and cooldown_s:
+            sleep(cooldown_s)
+        results.append(measure_once())
+    return results
+
+
+def _measurement(device: Adb, model: str, runner: str, results: list[dict], info, *, threads,
+                 xnnpack, warmup, cpu_mask=None) -> DeviceMeasurement:
+    # The repeat with the median mean latency: robust to one thermally throttled repeat.
+    median = sorted(results, key=lambda r: r["latency"].mean_ms)[len(results) // 2]["latency"]
+    return DeviceMeasurement(
+        model=os.path.abspath(model), size_bytes=os.path.getsize(model), runner=runner,
+        threads=threads, xnnpack=xnnpack, warmup=warmup, cpu_mask=cpu_mask,
+        repeats=[{**r, "latency": r["latency"].to_dict()} for r in results],
+        latency=median, device=info if info is not None else fingerprint(device),
+    )
 
 
 def benchmark_model_on_device(
@@ -224,17 +241,10 @@ def benchmark_model_on_device(
     command += [remote_binary, f"--graph={remote_model}", f"--num_threads={threads}",
                 f"--warmup_runs={warmup}", f"--num_runs={runs}", "--min_secs=0",
                 f"--use_xnnpack={'true' if xnnpack else 'false'}"]
-    results = []
-    for repeat in range(repeats):
-        if repeat and cooldown_s:
-            sleep(cooldown_s)
-        results.append(parse_benchmark_model(device.shell(*command)))
-    return DeviceMeasurement(
-        model=os.path.abspath(model), size_bytes=os.path.getsize(model), runner="benchmark_model",
-        threads=threads, xnnpack=xnnpack, warmup=warmup, cpu_mask=cpu_mask,
-        repeats=[{**r, "latency": r["latency"].to_dict()} for r in results],
-        latency=_median_repeat(results), device=info if info is not None else fingerprint(device),
-    )
+    results = _repeated(lambda: parse_benchmark_model(device.shell(*command)), repeats,
+                        cooldown_s, sleep)
+    return _measurement(device, model, "benchmark_model", results, info, threads=threads,
+                        xnnpack=xnnpack, warmup=warmup, cpu_mask=cpu_mask)
 
 
 def parse_app_result(text: str) -> dict:
@@ -271,29 +281,22 @@ def app_benchmark_on_device(
     result_path = f"{app_dir}/result.json"
     device.shell("mkdir", "-p", app_dir)
     push(device, model, remote_model)
-    results = []
-    for repeat in range(repeats):
-        if repeat and cooldown_s:
-            sleep(cooldown_s)
+
+    def measure_once() -> dict:
         device.shell("rm", "-f", result_path)
         device.shell("am", "start", "-W", "-n", f"{package}/.BenchmarkActivity",
                      "--es", "model", remote_model, "--ei", "threads", str(threads),
                      "--ei", "warmup", str(warmup), "--ei", "runs", str(runs),
                      "--ez", "xnnpack", "true" if xnnpack else "false")
         waited = 0.0
-        while True:
-            listing = device.shell("ls", app_dir)
-            if "result.json" in listing.split():
-                break
+        while "result.json" not in device.shell("ls", app_dir).split():
             if waited >= timeout_s:
                 raise DeviceError(f"The app wrote no {result_path} within {timeout_s:.0f} s. Is "
                                   f"{package} installed (./gradlew installDebug)?")
             sleep(poll_s)
             waited += poll_s
-        results.append(parse_app_result(device.shell("cat", result_path)))
-    return DeviceMeasurement(
-        model=os.path.abspath(model), size_bytes=os.path.getsize(model), runner="app",
-        threads=threads, xnnpack=xnnpack, warmup=warmup, cpu_mask=None,
-        repeats=[{**r, "latency": r["latency"].to_dict()} for r in results],
-        latency=_median_repeat(results), device=info if info is not None else fingerprint(device),
-    )
+        return parse_app_result(device.shell("cat", result_path))
+
+    results = _repeated(measure_once, repeats, cooldown_s, sleep)
+    return _measurement(device, model, "app", results, info, threads=threads, xnnpack=xnnpack,
+                        warmup=warmup)
