@@ -53,7 +53,9 @@ flags.DEFINE_list("features", [],
                   "Feature distillation pairs teacher_layer:student_layer:loss:weight with a "
                   "feature loss (hint, attention, rkd), e.g. stage1_block0_out:stage1_block0_out:"
                   "attention:1000.")
-flags.DEFINE_float("student_loss_weight", 0.1, "Weight of the hard-label loss, in [0, 1].")
+flags.DEFINE_float("student_loss_weight", 0.9,
+                   "Weight of the hard-label loss, in [0, 1] (default measured in "
+                   "benchmarks/kd_defaults_cifar10.py).")
 flags.DEFINE_integer("distillation_warmup_epochs", 0,
                      "Ramp the distillation term up from 0 over this many epochs (0 = none).")
 flags.DEFINE_integer("early_stopping_patience", 0,
@@ -103,7 +105,7 @@ class Config:
     loss_params: tuple[str, ...] = ()
     features: tuple[str, ...] = ()
     temperature: float = 4.0
-    student_loss_weight: float = 0.1
+    student_loss_weight: float = 0.9
     distillation_warmup_epochs: int = 0
     early_stopping_patience: int = 0
     flip: bool = False
