@@ -97,7 +97,8 @@ def main(argv):
     base = results["baseline"]
     rows = "\n".join(
         f"| {setting} | " + " | ".join(
-            f"{100 * results['kd'][t][setting]:.2f} ({100 * (results['kd'][t][setting] - base):+.2f})"
+            f"{100 * results['kd'][t][setting]:.2f} "
+            f"({100 * (results['kd'][t][setting] - base):+.2f})"
             for t in ("strong", "weak")) + " |" for setting in FLAGS.settings)
     mean_gain = {s: np.mean([results["kd"][t][s] - base for t in ("strong", "weak")])
                  for s in FLAGS.settings}

@@ -43,7 +43,8 @@ def _export_models(out: str) -> dict:
         card = export.export(model, out, modes, preprocessing=prep, class_names=list("0123456789"),
                              representative=representative, name=role)
         for mode in modes:
-            paths[f"{role} {name} {mode}"] = os.path.join(out, card["variants"][f"{role}_{mode}"]["file"])
+            entry = card["variants"][f"{role}_{mode}"]
+            paths[f"{role} {name} {mode}"] = os.path.join(out, entry["file"])
     return paths
 
 
@@ -102,7 +103,8 @@ images). tfkd: LiteRT interpreter with XNNPACK, {FLAGS.warmup} warm-up runs then
 timed `invoke()` calls; litert-benchmark: the same file, thread count and run counts (CompiledModel
 API, CPU accelerator; it reports medians rounded to 0.01 ms).
 
-| model | threads | KiB | MMACs | tfkd p50 ms | tfkd p90 ms | litert-benchmark p50 ms | tfkd vs litert |
+| model | threads | KiB | MMACs | tfkd p50 ms | tfkd p90 ms | litert-benchmark p50 ms | \
+tfkd vs litert |
 |---|---|---|---|---|---|---|---|
 {table}
 

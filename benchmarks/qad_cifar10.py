@@ -128,7 +128,8 @@ each `.tflite` file through the LiteRT interpreter, seed {FLAGS.seed}. Far from 
 |---|---|---|---|
 {table}
 
-Target QAD int8 within 0.5 points of the float KD student: {'met' if base - qad <= 0.005 else 'not met'}
+Target QAD int8 within 0.5 points of the float KD student: \
+{'met' if base - qad <= 0.005 else 'not met'}
 ({100 * (qad - base):+.2f}). Ordering QAD ≥ QAT ≥ PTQ: {'met' if qad >= qat >= ptq else 'not met'}
 (QAD {100 * qad:.2f}, QAT {100 * qat:.2f}, PTQ {100 * ptq:.2f}).
 """)

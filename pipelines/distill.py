@@ -70,7 +70,8 @@ flags.DEFINE_list("stages", ["all"], f"Stages to run, from {list(STAGES)}, or 'a
                   "skips finished stages; named stages always run again).")
 flags.DEFINE_bool("jit_compile", False, "Compile training steps with XLA.")
 flags.DEFINE_integer("qat_epochs", 5, "Epochs of quantization-aware distillation; 0 skips it.")
-flags.DEFINE_float("qat_learning_rate", 1e-4, "Peak learning rate of quantization-aware distillation.")
+flags.DEFINE_float("qat_learning_rate", 1e-4,
+                   "Peak learning rate of quantization-aware distillation.")
 flags.DEFINE_list("modes", ["float32", "float16", "dynamic", "int8", "int8_io_uint8"],
                   f"Export modes of the float student, from {list(export.MODES)}; the QAD student "
                   "is exported in the integer ones among them.")
@@ -206,7 +207,8 @@ class Config:
                 raise ValueError(f"--{name} must be >= 0 (0 turns it off). "
                                  f"Received: {getattr(self, name)}")
         if self.qat_epochs < 0:
-            raise ValueError(f"--qat_epochs must be >= 0 (0 skips QAD). Received: {self.qat_epochs}")
+            raise ValueError(
+                f"--qat_epochs must be >= 0 (0 skips QAD). Received: {self.qat_epochs}")
         # The losses validate their own arguments; building them here fails fast.
         self.distillation_loss()
         self.feature_pairs()
@@ -305,7 +307,8 @@ class Run:
                 monitor="val_accuracy", mode="max", patience=self.config.early_stopping_patience,
                 restore_best_weights=True))
         verbose = 1 if sys.stdout.isatty() else 2
-        model.fit(self.train(stage), validation_data=self.validation, epochs=epochs, callbacks=callbacks,
+        model.fit(self.train(stage), validation_data=self.validation, epochs=epochs,
+                  callbacks=callbacks,
                   verbose=verbose)
 
 

@@ -61,7 +61,8 @@ def test_batches_are_normalized_shuffled_reproducibly_and_differently_each_epoch
     first_epoch = [y.numpy() for _, y in ds]
     second_epoch = [y.numpy() for _, y in ds]
     rebuilt = tfkd.data.batches(splits.train, splits.preprocessing, 32, shuffle=True, seed=5)
-    np.testing.assert_array_equal(np.concatenate(first_epoch), np.concatenate([y for _, y in rebuilt.as_numpy_iterator()]))
+    rebuilt_labels = [y for _, y in rebuilt.as_numpy_iterator()]
+    np.testing.assert_array_equal(np.concatenate(first_epoch), np.concatenate(rebuilt_labels))
     assert not np.array_equal(np.concatenate(first_epoch), np.concatenate(second_epoch))
     x, _ = next(iter(ds))
     assert x.dtype == tf.float32 and x.shape[1:] == (8, 8, 1)

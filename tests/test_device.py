@@ -26,8 +26,8 @@ if args == ["devices"]:
     print()
 elif args[0] == "push":
     if scenario.get("fail_push"):
-        sys.stderr.write("adb: error: failed to copy '%s' to '%s': remote No space left on device\\n"
-                         % (args[1], args[2]))
+        sys.stderr.write("adb: error: failed to copy '%s' to '%s': "
+                         "remote No space left on device\\n" % (args[1], args[2]))
         sys.exit(1)
     print("%s: 1 file pushed, 0 skipped. 12.3 MB/s (20496 bytes in 0.002s)" % args[1])
 elif args[0] == "shell":

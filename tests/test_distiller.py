@@ -175,7 +175,8 @@ def test_sample_weights_apply_to_both_losses():
     student, teacher = mlp("student"), mlp("teacher", seed=1)
     distiller = tfkd.Distiller(student, teacher, loss=tfkd.losses.KD(2.0), student_loss_weight=0.5)
     distiller.compile(optimizer="sgd")
-    got = distiller.evaluate(x, y, sample_weight=weights, batch_size=16, return_dict=True, verbose=0)
+    got = distiller.evaluate(x, y, sample_weight=weights, batch_size=16, return_dict=True,
+                             verbose=0)
     s, t = student.predict(x, verbose=0), teacher.predict(x, verbose=0)
     assert got["student_loss"] == pytest.approx(
         np.sum(weights * numpy_cross_entropy(s, y)) / 16, rel=1e-5
@@ -259,7 +260,8 @@ def test_student_loss_weight_of_wrong_type_is_rejected():
 def test_output_size_mismatch_is_rejected_naming_both_models():
     inputs = keras.Input((4,))
     wide_teacher = keras.Model(inputs, layers.Dense(5)(inputs), name="wide_teacher")
-    with pytest.raises(ValueError, match="wide_teacher' emits 5 logits but student 'student' emits 3"):
+    message = "wide_teacher' emits 5 logits but student 'student' emits 3"
+    with pytest.raises(ValueError, match=message):
         tfkd.Distiller(mlp("student"), wide_teacher)
 
 
@@ -415,7 +417,8 @@ def test_feature_pairs_are_validated():
     inputs = keras.Input((6, 6, 2))
     x = layers.Conv2D(4, 3, strides=2, padding="same", name="strided")(inputs)
     strided = keras.Model(inputs, layers.Dense(NUM_CLASSES)(layers.GlobalAveragePooling2D()(x)))
-    with pytest.raises(ValueError, match=r"spatial sizes differ \(student \(3, 3\), teacher \(6, 6\)"):
+    message = r"spatial sizes differ \(student \(3, 3\), teacher \(6, 6\)"
+    with pytest.raises(ValueError, match=message):
         tfkd.Distiller(strided, teacher,
                        features=[FeaturePair("teacher_conv0", "strided", tfkd.losses.Hint())])
     with pytest.raises(TypeError, match="feature loss"):

@@ -70,7 +70,8 @@ def test_representative_set_larger_than_the_data_is_rejected(digits):
 
 
 def test_unknown_mode_lists_the_valid_ones(trained):
-    with pytest.raises(ValueError, match=r"Unknown quantization mode 'int4'. Available: \['float32'"):
+    message = r"Unknown quantization mode 'int4'. Available: \['float32'"
+    with pytest.raises(ValueError, match=message):
         export.convert(trained[0], "int4")
     with pytest.raises(ValueError, match="quantization-aware"):
         export.convert(trained[1], "float16")
@@ -116,8 +117,9 @@ def test_int8_and_uint8_io_predict_like_float_io_on_real_images(trained, digits,
     card = export.export(trained[1], str(tmp_path), modes, preprocessing=digits.preprocessing,
                          class_names=digits.class_names, name="qat")
     images, labels = normalized_test_split(digits)
-    predictions = {m: evaluate.TFLiteClassifier(str(tmp_path / card["variants"][f"qat_{m}"]["file"]))
-                   .predict(images).argmax(1) for m in modes}
+    files = {m: str(tmp_path / card["variants"][f"qat_{m}"]["file"]) for m in modes}
+    predictions = {m: evaluate.TFLiteClassifier(f).predict(images).argmax(1)
+                   for m, f in files.items()}
     assert np.mean(predictions["int8_io_int8"] == predictions["int8"]) >= 0.99
     assert np.mean(predictions["int8_io_uint8"] == predictions["int8"]) >= 0.99
     assert np.mean(predictions["int8"] == labels) > 0.85

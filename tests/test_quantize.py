@@ -53,7 +53,8 @@ def test_doctor_names_each_bad_layer_with_its_fix():
 
 
 def test_quantize_student_refuses_before_training_naming_the_layers():
-    with pytest.raises(ValueError, match=r"(?s)cannot be quantized.*rescale.*loose_bn.*crop_lambda"):
+    message = r"(?s)cannot be quantized.*rescale.*loose_bn.*crop_lambda"
+    with pytest.raises(ValueError, match=message):
         quantize.quantize_student(troubled_model())
 
 
@@ -125,7 +126,8 @@ def test_quantize_student_starts_from_the_float_weights():
     qat = quantize.quantize_student(student)
     assert quantize.is_quantization_aware(qat) and not quantize.is_quantization_aware(student)
     float_kernel = student.get_layer("block0_conv").kernel.numpy()
-    qat_kernels = [w.numpy() for w in qat.weights if "block0_conv" in w.name and "kernel:" in w.name]
+    qat_kernels = [w.numpy() for w in qat.weights
+                   if "block0_conv" in w.name and "kernel:" in w.name]
     np.testing.assert_array_equal(qat_kernels[0], float_kernel)
 
 

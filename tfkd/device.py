@@ -137,7 +137,8 @@ def push(device: Adb, local: str, remote: str) -> None:
         device.run("push", local, remote)
     except DeviceError as error:
         raise DeviceError(f"Could not push {local} to {device.serial}:{remote}. Check free "
-                          f"space and that {os.path.dirname(remote)} is writable. ({error})") from error
+                          f"space and that {os.path.dirname(remote)} is writable. ({error})"
+                          ) from error
 
 
 _STATS_LINE = re.compile(r"count=(\d+) first=\S+ curr=\S+ min=(\S+) max=(\S+) avg=(\S+) std=(\S+)"

@@ -62,7 +62,8 @@ class TFLiteClassifier:
         self._resizable = int(self._input["shape_signature"][0]) == -1
 
     def quantize(self, images: np.ndarray) -> np.ndarray:
-        """Normalised float images as the model's input dtype (quantized with its scale/zero point)."""
+        """Normalised float images in the model's input dtype (quantized with its own scale and
+        zero point)."""
         dtype = self._input["dtype"]
         if dtype == np.float32:
             return images.astype(np.float32)
@@ -178,9 +179,9 @@ def localize_drop(
     """Compares every intermediate tensor of two conversions of one model on the same input.
 
     Tensors are matched by name (the converter names them after the Keras layers). The relative
-    error `|q - f| / |f|` (averaged over channels) grows along the graph, so the layer that damages the model most is the
-    one whose error grows the most: `added_error`, the error minus the largest error among its
-    op's inputs. The result is sorted by that, worst first.
+    error `|q - f| / |f|` (averaged over channels) grows along the graph, so the layer that
+    damages the model most is the one whose error grows the most: `added_error`, the error
+    minus the largest error among its op's inputs. The result is sorted by that, worst first.
     """
     from ai_edge_litert.interpreter import OpResolverType
 
