@@ -409,6 +409,11 @@ def stage_qad(run: Run) -> tuple[list[str], dict]:
     return [run.keep("student_qad", qad)], metrics
 
 
+def _has_qad_student(run: Run) -> bool:
+    """The qad stage finished and produced a student (it records no accuracy when skipped)."""
+    return run.dir.done("qad") and run.dir.metrics("qad").get("accuracy") is not None
+
+
 def stage_export(run: Run) -> tuple[list[str], dict]:
     config, splits = run.config, run.splits
     out = run.dir.file("tflite")
@@ -420,12 +425,12 @@ def stage_export(run: Run) -> tuple[list[str], dict]:
     export.export(run.model("teacher"), out, ["float32"], name="teacher", **common)
     # The `student_*` files hold the shipped student (distilled, or alone if it was better).
     shipped = run.dir.metrics("select")
-    export.export(run.model(shipped["shipped"]), out, config.modes,
-                  representative=representative, name="student", **common)
+    card = export.export(run.model(shipped["shipped"]), out, config.modes,
+                         representative=representative, name="student", **common)
     integer_modes = [m for m in config.modes if m in export.INTEGER_MODES]
-    if run.dir.done("qad") and run.dir.metrics("qad").get("accuracy") is not None and integer_modes:
-        export.export(run.model("student_qad"), out, integer_modes, name="student_qad", **common)
-    card = export.read_card(out)
+    if _has_qad_student(run) and integer_modes:
+        card = export.export(run.model("student_qad"), out, integer_modes, name="student_qad",
+                             **common)
     card["shipped"] = {"model": shipped["shipped"], "reason": shipped["reason"]}
     files.write_text(os.path.join(out, "model_card.json"), json.dumps(card, indent=2,
                                                                       sort_keys=True))
@@ -510,18 +515,18 @@ def stage_report(run: Run) -> tuple[list[str], dict]:
     verify = run.dir.metrics("verify")
     host = _read_json(run, os.path.join("benchmark", "host.json")) or {}
     threads = config.threads[0]
-    qad_from = run.dir.metrics("qad").get("from") if run.dir.done("qad") else None
+    qad_from = run.dir.metrics("qad").get("from") if _has_qad_student(run) else None
+    trained = [(name, name) for name in ("teacher", "baseline", "student") if run.dir.done(name)]
+    if _has_qad_student(run):
+        trained.append(("student_qad", "qad"))
     models = []
-    for name in ("teacher", "baseline", "student", "student_qad"):
-        if run.dir.done(name if name != "student_qad" else "qad") and (
-                name != "student_qad" or run.dir.metrics("qad").get("accuracy") is not None):
-            stage = "qad" if name == "student_qad" else name
-            model = run.model(name)
-            models.append(report.model_entry(
-                name, "keras", None, run.dir.metrics(stage)["accuracy"], model.count_params(),
-                os.path.getsize(run.dir.file(Run._relative(name))),
-                quantization_aware=quantize.is_quantization_aware(model),
-                fine_tuned_from=qad_from if name == "student_qad" else None))
+    for name, stage in trained:
+        model = run.model(name)
+        models.append(report.model_entry(
+            name, "keras", None, run.dir.metrics(stage)["accuracy"], model.count_params(),
+            os.path.getsize(run.dir.file(Run._relative(name))),
+            quantization_aware=quantize.is_quantization_aware(model),
+            fine_tuned_from=qad_from if name == "student_qad" else None))
     for name, entry in card["variants"].items():
         latency = host.get(name, {}).get(str(threads))
         models.append(report.model_entry(

@@ -210,8 +210,8 @@ class Distiller(keras.Model):
         if self.taps is None:
             return self.teacher_logits(x), []
         teacher_logits, *teacher_features = self.taps.teacher_view(x, training=False)
-        return (tf.stop_gradient(tf.cast(teacher_logits, tf.float32)),
-                [tf.stop_gradient(f) for f in teacher_features])
+        # The feature losses stop the teacher's gradient themselves (FeatureTaps.loss).
+        return tf.stop_gradient(tf.cast(teacher_logits, tf.float32)), teacher_features
 
     def _student(self, x, training):
         if self.taps is None:
