@@ -28,13 +28,28 @@ def _num_outputs(model: keras.Model, role: str) -> int:
 
 
 def _check_model(model, role: str) -> keras.Model:
+    if type(model).__name__ == "TFLiteTeacher":
+        raise TypeError(
+            f"A .tflite {role} runs outside TensorFlow and can only teach through the teacher "
+            "cache: build one with tfkd.teacher_cache.build(...), train on "
+            "tfkd.teacher_cache.batches(...), and pass teacher=None.")
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"The {role} must be a tf_keras Model (from `tfkd.keras import keras`). Received: "
-            f"{type(model).__module__}.{type(model).__name__}. A Keras 3 model needs an explicit "
-            "adapter; a file path must be loaded first."
+            f"{type(model).__module__}.{type(model).__name__}. Load a Keras 3 model, SavedModel "
+            "or file with tfkd.teachers.load(...) (the explicit adapter) first."
         )
     return model
+
+
+CACHED_LOGITS = "teacher_logits"
+
+
+def _split_inputs(x):
+    """Images and, when the data comes from `tfkd.teacher_cache.batches`, the cached logits."""
+    if isinstance(x, dict) and CACHED_LOGITS in x:
+        return x["image"], tf.cast(x[CACHED_LOGITS], tf.float32)
+    return x, None
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -98,7 +113,10 @@ class Distiller(keras.Model):
     Args:
         student: functional tf_keras model emitting logits `(batch, classes)`.
         teacher: a tf_keras model emitting logits, or a list of them (an ensemble whose logits
-            are averaged, optionally weighted by `teacher_weights`).
+            are averaged, optionally weighted by `teacher_weights`); other sources (files,
+            SavedModels, Keras 3 models) go through `tfkd.teachers.load` first. None when every
+            batch carries cached teacher logits (`tfkd.teacher_cache.batches`); batches that
+            carry them never call the teacher, whichever is given.
         loss: a logit loss (default `tfkd.losses.KD()`, T=4), or a list of `(loss, weight)` pairs
             summed into the distillation loss.
         student_loss_weight: weight in [0, 1] of the hard-label loss. The default 0.9 comes
@@ -119,7 +137,7 @@ class Distiller(keras.Model):
     def __init__(
         self,
         student: keras.Model,
-        teacher: Union[keras.Model, Sequence[keras.Model]],
+        teacher: Union[None, keras.Model, Sequence[keras.Model]],
         loss: Optional[LossSpec] = None,
         student_loss_weight: float = 0.9,
         student_loss: Optional[keras.losses.Loss] = None,
@@ -132,11 +150,16 @@ class Distiller(keras.Model):
         super().__init__(name=name, **kwargs)
         self.student = _check_model(student, "student")
         self._ensemble = isinstance(teacher, (list, tuple))
-        teachers = list(teacher) if self._ensemble else [teacher]
-        if not teachers:
+        teachers = list(teacher) if self._ensemble else [] if teacher is None else [teacher]
+        if self._ensemble and not teachers:
             raise ValueError("`teacher` is an empty list; give at least one teacher model.")
         self.teachers = [_check_model(t, "teacher") for t in teachers]
         self.student_loss_weight = _check_fraction("student_loss_weight", student_loss_weight)
+        if not self.teachers and (teacher_weights is not None or features):
+            raise ValueError("Without a teacher model (teacher=None, logits from the cache) there "
+                             "are no features to tap and no members to weight: give "
+                             "teacher_weights to tfkd.teacher_cache.build, and a teacher model "
+                             "for feature distillation.")
         self.teacher_weights = _normalized_teacher_weights(teacher_weights, len(self.teachers))
         self.distillation_terms = _loss_terms(loss)
         if (isinstance(distillation_warmup_steps, bool)
@@ -174,8 +197,10 @@ class Distiller(keras.Model):
 
     @property
     def teacher(self) -> Union[keras.Model, list[keras.Model]]:
-        """The teacher as given: one model, or the list of ensemble members."""
-        return list(self.teachers) if self._ensemble else self.teachers[0]
+        """The teacher as given: one model, the list of ensemble members, or None."""
+        if self._ensemble:
+            return list(self.teachers)
+        return self.teachers[0] if self.teachers else None
 
     def compile(self, optimizer="rmsprop", metrics=None, **kwargs):
         if kwargs.get("loss") is not None or kwargs.get("loss_weights") is not None:
@@ -192,10 +217,14 @@ class Distiller(keras.Model):
         return trackers + (compiled.metrics if compiled is not None else [])
 
     def call(self, inputs, training=None):
-        return self.student(inputs, training=training)
+        return self.student(_split_inputs(inputs)[0], training=training)
 
     def teacher_logits(self, x) -> tf.Tensor:
         """The (ensemble-averaged) teacher logits for `x`, without gradient."""
+        if not self.teachers:
+            raise ValueError("This Distiller has no teacher model (teacher=None), so every batch "
+                             "must carry cached teacher logits: train and validate on "
+                             "tfkd.teacher_cache.batches(...), or pass the teacher.")
         outputs = [tf.cast(t(x, training=False), tf.float32) for t in self.teachers]
         if len(outputs) == 1:
             logits = outputs[0]
@@ -205,8 +234,14 @@ class Distiller(keras.Model):
             logits = tf.add_n([w * o for w, o in zip(self.teacher_weights, outputs)])
         return tf.stop_gradient(logits)
 
-    def _teacher(self, x):
+    def _teacher(self, x, cached_logits=None):
         """Teacher logits and tapped features, without gradient."""
+        if cached_logits is not None:
+            if self.taps is not None:
+                raise ValueError("Feature distillation needs the teacher's forward pass; the "
+                                 "teacher cache stores logits only. Train feature pairs on "
+                                 "tfkd.data.batches, without the cache.")
+            return cached_logits, []
         if self.taps is None:
             return self.teacher_logits(x), []
         teacher_logits, *teacher_features = self.taps.teacher_view(x, training=False)
@@ -252,7 +287,8 @@ class Distiller(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_logits, teacher_features = self._teacher(x)
+        x, cached_logits = _split_inputs(x)
+        teacher_logits, teacher_features = self._teacher(x, cached_logits)
         ramp = 1.0
         if self.distillation_warmup_steps:
             steps = tf.cast(self.optimizer.iterations, tf.float32)
@@ -275,7 +311,8 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_logits, teacher_features = self._teacher(x)
+        x, cached_logits = _split_inputs(x)
+        teacher_logits, teacher_features = self._teacher(x, cached_logits)
         student_logits, student_features = self._student(x, training=False)
         total, student_loss, kd_loss = self._compute_losses(
             y, student_logits, teacher_logits, sample_weight, 1.0, teacher_features,
@@ -284,7 +321,7 @@ class Distiller(keras.Model):
 
     def get_config(self) -> dict:
         serialize = keras.saving.serialize_keras_object
-        teachers = [serialize(t) for t in self.teachers]
+        teachers = [serialize(t) for t in self.teachers] or [None]
         return {
             "name": self.name,
             "student": serialize(self.student),

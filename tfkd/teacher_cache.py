@@ -1,0 +1,264 @@
+"""The teacher-output cache: run the teacher once, then train students on stored logits.
+
+The keras.io recipe calls the teacher on every batch of every epoch; for a teacher several
+times the student's cost that is most of the training time. `build` runs the teacher(s) once
+over the training set and stores their logits keyed by example index; `batches` then yields
+`({"image": images, "teacher_logits": logits}, labels)`, which the Distiller uses instead of
+calling a teacher. The logits travel with their example through the shuffle, so shuffling is
+safe.
+
+Random augmentation changes what the teacher would say, so a plain cache would be wrong. tfkd
+caches `views` fixed augmented views of every example (each one a stateless function of the
+seed, the view number and the example index, as FKD (Shen & Xing, 2021) stores fixed
+crops with their soft labels); each epoch every example draws one of its views, and gets the
+teacher's logits for exactly that image. More views = more augmentation diversity, and a
+teacher pass per view. Without augmentation there is one view: the image itself.
+
+A cache is reused only if its key matches: the teacher fingerprint (weights or file hash), the
+ensemble weights, a hash of every training image and label, the preprocessing, the
+augmentation, the number of views and the seed. Anything else rebuilds it.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfkd import files, teachers as teachers_lib
+from tfkd.data import Augmentation, Preprocessing
+from tfkd.keras import keras
+
+AUTOTUNE = tf.data.AUTOTUNE
+LOGITS_FILE = "teacher_logits.npy"
+KEY_FILE = "teacher_logits.json"
+# Above this a disk cache is read through a memory map instead of being held in the input graph.
+IN_MEMORY_LIMIT_BYTES = 256 << 20
+
+
+@dataclasses.dataclass
+class TeacherCache:
+    """Teacher logits of shape `(views, examples, classes)` and what they were computed from."""
+
+    logits: np.ndarray
+    key: dict
+    augmentation: Optional[Augmentation]
+    seed: int
+    path: Optional[str] = None
+    reused: bool = False
+
+    @property
+    def views(self) -> int:
+        return int(self.logits.shape[0])
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.logits.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.logits.shape[2])
+
+
+def view_image(image: tf.Tensor, index: tf.Tensor, view: tf.Tensor,
+               augmentation: Optional[Augmentation], seed: int) -> tf.Tensor:
+    """View `view` of example `index`: the same image when caching and when training."""
+    if augmentation is None:
+        return image
+    stateless_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(view, tf.int64),
+                               tf.cast(index, tf.int64)])
+    return augmentation.apply(image, stateless_seed)
+
+
+def _data_hash(dataset: tf.data.Dataset) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    count = 0
+    for images, labels in dataset.batch(1024).as_numpy_iterator():
+        digest.update(np.ascontiguousarray(images).tobytes())
+        digest.update(np.ascontiguousarray(labels).astype(np.int64).tobytes())
+        count += len(labels)
+    if count == 0:
+        raise ValueError("The training set is empty: nothing to cache.")
+    return digest.hexdigest(), count
+
+
+def _check_views(views: int, augmentation: Optional[Augmentation]) -> int:
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        raise ValueError(f"`views` must be an integer >= 1. Received: views={views!r}")
+    if augmentation is None and views != 1:
+        raise ValueError(f"views={views} without augmentation would store the same logits "
+                         f"{views} times. Use views=1, or pass the augmentation.")
+    return views
+
+
+def _read(directory: str, key: dict, in_memory_limit: int) -> Optional[np.ndarray]:
+    key_path, logits_path = (os.path.join(directory, KEY_FILE),
+                             os.path.join(directory, LOGITS_FILE))
+    if not (os.path.exists(key_path) and os.path.exists(logits_path)):
+        return None
+    with open(key_path, encoding="utf-8") as handle:
+        stored = json.load(handle)
+    if stored != key:
+        changed = sorted(k for k in set(stored) | set(key) if stored.get(k) != key.get(k))
+        logging.info("Teacher cache in %s is stale (changed: %s); rebuilding.", directory,
+                     ", ".join(changed))
+        return None
+    logits = np.load(logits_path, mmap_mode="r")
+    if logits.shape != (key["views"], key["examples"], key["classes"]):
+        logging.warning("Teacher cache %s has shape %s, expected %s; rebuilding.", logits_path,
+                        logits.shape, (key["views"], key["examples"], key["classes"]))
+        return None
+    return np.asarray(logits) if logits.nbytes <= in_memory_limit else logits
+
+
+def build(
+    teachers,
+    dataset: tf.data.Dataset,
+    preprocessing: Preprocessing,
+    *,
+    augmentation: Optional[Augmentation] = None,
+    views: int = 1,
+    seed: int = 0,
+    teacher_weights: Optional[Sequence[float]] = None,
+    directory: Optional[str] = None,
+    batch_size: int = 256,
+    in_memory_limit: int = IN_MEMORY_LIMIT_BYTES,
+) -> TeacherCache:
+    """Teacher logits for every example (and view) of `dataset`, reused from `directory` when
+    nothing they depend on changed.
+
+    Args:
+        teachers: a teacher source or a list of them (ensemble; see `tfkd.teachers.load`).
+        dataset: unbatched `(image, label)` examples in a fixed order (e.g. `Splits.train`);
+            the order defines the example keys, so it must not be shuffled.
+        preprocessing: the normalisation the teacher expects (as in training).
+        augmentation: random augmentation used in training, or None.
+        views: augmented views stored per example (1 without augmentation).
+        seed: seed of the views.
+        teacher_weights: ensemble weights, as given to the Distiller.
+        directory: where to keep the cache on disk (e.g. the run directory); None = memory only.
+        batch_size: teacher batch size while building.
+        in_memory_limit: a disk cache larger than this is read through a memory map.
+    """
+    views = _check_views(views, augmentation)
+    members = teachers_lib.load_all(teachers)
+    classes = {teachers_lib.num_classes(t) for t in members}
+    if len(classes) != 1:
+        raise ValueError(f"Ensemble members emit different class counts {sorted(classes)}.")
+    num_classes = classes.pop()
+    data_hash, count = _data_hash(dataset)
+    key = {
+        "teachers": [teachers_lib.fingerprint(t) for t in members],
+        "teacher_weights": None if teacher_weights is None else [float(w) for w in
+                                                                 teacher_weights],
+        "data": data_hash, "examples": count, "classes": num_classes,
+        "preprocessing": preprocessing.to_dict(),
+        "augmentation": None if augmentation is None else dataclasses.asdict(augmentation),
+        "views": views, "seed": int(seed),
+    }
+    key = json.loads(json.dumps(key))  # tuples become lists, as when read back from disk
+    if directory is not None:
+        stored = _read(directory, key, in_memory_limit)
+        if stored is not None:
+            logging.info("Reusing the teacher cache in %s (%d examples x %d views).", directory,
+                         count, views)
+            return TeacherCache(stored, key, augmentation, seed, directory, reused=True)
+
+    logits = np.zeros((views, count, num_classes), np.float32)
+    max_label = -1
+    progress = keras.utils.Progbar(views * count, unit_name="image")
+    for view in range(views):
+        indexed = dataset.enumerate().map(
+            lambda index, example, v=view: (
+                view_image(example[0], index, v, augmentation, seed), example[1], index),
+            num_parallel_calls=AUTOTUNE).batch(batch_size).map(
+            lambda images, labels, index: (preprocessing.normalize(images), labels, index),
+            num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+        for images, labels, index in indexed.as_numpy_iterator():
+            batch = teachers_lib.ensemble_predict(members, images, teacher_weights)
+            _check_logits(batch)
+            logits[view, index] = batch
+            max_label = max(max_label, int(labels.max()))
+            progress.add(len(index))
+    if max_label >= num_classes:
+        raise ValueError(f"The data has label {max_label} but the teacher emits {num_classes} "
+                         "logits: teacher and data do not have the same classes.")
+    if directory is not None:
+        with files.atomic_path(os.path.join(directory, LOGITS_FILE)) as tmp:
+            np.save(tmp, logits)
+        # The key is written last: a cache without a matching key is never read.
+        files.write_text(os.path.join(directory, KEY_FILE), json.dumps(key, indent=2,
+                                                                       sort_keys=True))
+    return TeacherCache(logits, key, augmentation, seed, directory)
+
+
+def _check_logits(batch: np.ndarray) -> None:
+    if not np.all(np.isfinite(batch)):
+        raise ValueError("The teacher produced non-finite outputs (NaN or inf).")
+    if np.all(batch >= 0) and np.allclose(batch.sum(axis=-1), 1.0, atol=1e-3):
+        raise ValueError("The teacher's outputs are probabilities (non-negative, rows sum to 1), "
+                         "not logits. Remove its final softmax, or wrap it so it returns "
+                         "log-probabilities (softmax of log p is p).")
+
+
+def _lookup(cache: TeacherCache):
+    """`(views, indices) -> logits` for batches, inside tf.data."""
+    if not isinstance(cache.logits, np.memmap):
+        table = tf.constant(cache.logits)
+        return lambda views, indices: tf.gather_nd(table, tf.stack([views, indices], axis=-1))
+    logits = cache.logits
+
+    def read(views, indices):
+        return np.asarray(logits[views, indices], np.float32)
+
+    def lookup(views, indices):
+        out = tf.numpy_function(read, [views, indices], tf.float32, stateful=False)
+        return tf.ensure_shape(out, [None, cache.num_classes])
+
+    return lookup
+
+
+def batches(
+    cache: TeacherCache,
+    dataset: tf.data.Dataset,
+    preprocessing: Preprocessing,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """`({"image", "teacher_logits"}, labels)` batches for `Distiller.fit`.
+
+    Each epoch, every example is shown as one of its cached views (chosen at random, seeded) with
+    the teacher's logits for that view. `dataset` must be the one the cache was built from.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1. Received: {batch_size!r}")
+    size = int(dataset.cardinality())
+    if size >= 0 and size != cache.num_examples:
+        raise ValueError(f"The dataset has {size} examples but the teacher cache holds "
+                         f"{cache.num_examples}: it was built from other data. Rebuild it.")
+    indexed = dataset.enumerate()
+    if shuffle:
+        buffer = cache.num_examples if cache.num_examples <= 100_000 else 10_000
+        indexed = indexed.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    choices = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+    lookup = _lookup(cache)
+    augmentation, views, view_seed = cache.augmentation, cache.views, cache.seed
+
+    def one_view(indexed_example, draw):
+        index, (image, label) = indexed_example
+        view = tf.cast(draw % views, tf.int64)
+        return view_image(image, index, view, augmentation, view_seed), label, view, index
+
+    def to_batch(images, labels, view, index):
+        return ({"image": preprocessing.normalize(images),
+                 "teacher_logits": lookup(view, index)}, labels)
+
+    return tf.data.Dataset.zip((indexed, choices)).map(
+        one_view, num_parallel_calls=AUTOTUNE).batch(batch_size).map(
+        to_batch, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
