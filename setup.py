@@ -14,6 +14,10 @@ setup(
         # TF-MOT only quantizes Keras 2 models: the whole library uses tf_keras (tfkd/keras.py).
         "tf-keras==2.21.0",
         "tensorflow-model-optimization==0.8.1",
+        # Keras 3 (TensorFlow's own tf.keras) only behind tfkd.teachers' explicit adapter.
+        "keras==3.15.1",
+        # .h5 teachers are inspected for Lambda layers before tf_keras loads them.
+        "h5py==3.14.0",
         "ai-edge-litert==2.3.0",
         "tensorflow-datasets==4.9.10",
         # tfds needs it to prepare any dataset but does not declare it.

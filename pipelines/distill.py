@@ -32,12 +32,21 @@ NEEDS = {"teacher": (), "baseline": (), "student": ("teacher",), "select": ("stu
          "qad": ("teacher", "select"), "export": ("teacher", "select"), "verify": ("export",),
          "benchmark": ("export",), "device": ("export",), "report": ("verify",)}
 OPTIMIZERS = ("adam", "sgd")
+TEACHER_CACHES = ("off", "memory", "disk")
+JIT_CHOICES = ("auto", "on", "off")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "digits", "digits, folder:PATH or tfds:NAME.")
 flags.DEFINE_string("data_dir", None, "Where tfds datasets live.")
 flags.DEFINE_string("teacher", "cnn_large",
-                    "Teacher: a registered model name to train, or a .keras/.h5 file to load.")
+                    "Teacher: a registered model name to train, or a trained teacher to load: a "
+                    ".keras file (tf_keras or Keras 3), an .h5 file or a SavedModel directory.")
+flags.DEFINE_enum("teacher_cache", "off", TEACHER_CACHES,
+                  "Run the teacher once and train on its stored logits (tfkd.teacher_cache): "
+                  "memory, or disk (kept in the run directory and reused by reruns).")
+flags.DEFINE_integer("teacher_cache_views", 1,
+                     "Augmented views cached per training image when --flip/--pad_crop are on "
+                     "(one teacher pass each); must be 1 without augmentation.")
 flags.DEFINE_string("student", "cnn_small", "Student: a registered model name.")
 flags.DEFINE_integer("teacher_epochs", 30, "Epochs of teacher training.")
 flags.DEFINE_integer("student_epochs", 30, "Epochs of the baseline and of distillation.")
@@ -68,7 +77,9 @@ flags.DEFINE_string("out_dir", "runs/default", "Run directory.")
 flags.DEFINE_bool("overwrite", False, "Replace a run directory made with different settings.")
 flags.DEFINE_list("stages", ["all"], f"Stages to run, from {list(STAGES)}, or 'all' (which "
                   "skips finished stages; named stages always run again).")
-flags.DEFINE_bool("jit_compile", False, "Compile training steps with XLA.")
+flags.DEFINE_enum("jit_compile", "auto", JIT_CHOICES,
+                  "Compile training steps with XLA: auto = only when a GPU is visible (on 2 CPU "
+                  "cores XLA made distillation 3x slower, benchmarks/train_speed.py).")
 flags.DEFINE_integer("qat_epochs", 5, "Epochs of quantization-aware distillation; 0 skips it.")
 flags.DEFINE_float("qat_learning_rate", 1e-4,
                    "Peak learning rate of quantization-aware distillation.")
@@ -96,6 +107,8 @@ class Config:
     dataset: str = "digits"
     data_dir: Optional[str] = None
     teacher: str = "cnn_large"
+    teacher_cache: str = "off"
+    teacher_cache_views: int = 1
     student: str = "cnn_small"
     teacher_epochs: int = 30
     student_epochs: int = 30
@@ -115,7 +128,7 @@ class Config:
     out_dir: str = "runs/default"
     overwrite: bool = False
     stages: tuple[str, ...] = ("all",)
-    jit_compile: bool = False
+    jit_compile: str = "auto"
     qat_epochs: int = 5
     qat_learning_rate: float = 1e-4
     modes: tuple[str, ...] = ("float32", "float16", "dynamic", "int8", "int8_io_uint8")
@@ -130,7 +143,19 @@ class Config:
 
     @property
     def teacher_is_file(self) -> bool:
-        return self.teacher.endswith((".keras", ".h5")) or os.path.sep in self.teacher
+        return self.teacher.endswith((".keras", ".h5", ".tflite")) or os.path.sep in self.teacher
+
+    @property
+    def use_xla(self) -> bool:
+        if self.jit_compile == "auto":
+            return bool(tf.config.list_physical_devices("GPU"))
+        return self.jit_compile == "on"
+
+    @property
+    def augmentation(self) -> Optional[tfkd.data.Augmentation]:
+        if not (self.flip or self.pad_crop):
+            return None
+        return tfkd.data.Augmentation(flip=self.flip, pad_crop=self.pad_crop)
 
     def results_settings(self) -> dict:
         """The settings that change results (a run directory is tied to them)."""
@@ -185,7 +210,13 @@ class Config:
         if self.teacher_is_file:
             if not os.path.exists(self.teacher):
                 raise ValueError(f"--teacher={self.teacher} does not exist. Give a .keras/.h5 "
-                                 "file or a registered model name.")
+                                 "file, a SavedModel directory or a registered model name.")
+            if self.teacher.endswith(".tflite"):
+                raise ValueError(
+                    f"--teacher={self.teacher}: a .tflite teacher can only teach through the "
+                    "teacher cache of the library (tfkd.teacher_cache with teacher=None); the "
+                    "pipeline also evaluates and exports its teacher, which needs a model. Give "
+                    "the .keras/.h5/SavedModel it was converted from.")
         elif self.teacher not in tfkd.models.available():
             raise ValueError(f"--teacher={self.teacher} is not a registered model nor a .keras "
                              f"file. Available models: {tfkd.models.available()}")
@@ -206,6 +237,23 @@ class Config:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0 (0 turns it off). "
                                  f"Received: {getattr(self, name)}")
+        if self.teacher_cache not in TEACHER_CACHES:
+            raise ValueError(f"--teacher_cache={self.teacher_cache} is unknown. Available: "
+                             f"{list(TEACHER_CACHES)}")
+        if self.jit_compile not in JIT_CHOICES:
+            raise ValueError(f"--jit_compile={self.jit_compile} is unknown. Available: "
+                             f"{list(JIT_CHOICES)}")
+        if self.teacher_cache_views < 1:
+            raise ValueError(f"--teacher_cache_views must be >= 1. Received: "
+                             f"{self.teacher_cache_views}")
+        if self.teacher_cache != "off":
+            if self.augmentation is None and self.teacher_cache_views != 1:
+                raise ValueError(f"--teacher_cache_views={self.teacher_cache_views} without "
+                                 "--flip/--pad_crop would cache the same image repeatedly; use 1.")
+            if self.features:
+                raise ValueError("--features needs the teacher's forward pass every step; the "
+                                 "teacher cache stores logits only. Drop --teacher_cache or "
+                                 "--features.")
         if self.qat_epochs < 0:
             raise ValueError(
                 f"--qat_epochs must be >= 0 (0 skips QAD). Received: {self.qat_epochs}")
@@ -255,6 +303,7 @@ class Run:
         self.validation = tfkd.data.batches(self.splits.validation, prep, config.batch_size)
         self.test = tfkd.data.batches(self.splits.test, prep, max(config.batch_size, 256))
         self._models: dict[str, keras.Model] = {}
+        self._teacher_cache = None
 
     @staticmethod
     def _relative(name: str) -> str:
@@ -263,6 +312,10 @@ class Run:
                             f"{name}.keras")
 
     def model(self, name: str) -> keras.Model:
+        if name == "teacher" and name not in self._models and self.dir.done("teacher"):
+            source = self.dir.metrics("teacher").get("source")
+            if source:
+                self._models[name] = _load_foreign_teacher(source, self.dir.metrics("teacher"))
         if name not in self._models:
             path = self.dir.file(self._relative(name))
             self._models[name] = (quantize.load_quantized(self.model("student"), path)
@@ -284,11 +337,25 @@ class Run:
         The baseline and the distilled student see the same order, isolating distillation."""
         config = self.config
         offset = {"teacher": 0, "baseline": 1, "student": 1, "student_qad": 2}[stage]
-        augmentation = (tfkd.data.Augmentation(flip=config.flip, pad_crop=config.pad_crop)
-                        if config.flip or config.pad_crop else None)
+        if stage in ("student", "student_qad") and config.teacher_cache != "off":
+            return tfkd.teacher_cache.batches(self.teacher_cache(), self.splits.train,
+                                              self.splits.preprocessing, config.batch_size,
+                                              shuffle=True, seed=config.seed + offset)
         return tfkd.data.batches(self.splits.train, self.splits.preprocessing, config.batch_size,
-                                 shuffle=True, augmentation=augmentation,
+                                 shuffle=True, augmentation=config.augmentation,
                                  seed=config.seed + offset)
+
+    def teacher_cache(self) -> "tfkd.teacher_cache.TeacherCache":
+        """The teacher's logits on the training set, built once (reused from disk if kept)."""
+        if self._teacher_cache is None:
+            config = self.config
+            self._teacher_cache = tfkd.teacher_cache.build(
+                self.model("teacher"), self.splits.train, self.splits.preprocessing,
+                augmentation=config.augmentation, views=config.teacher_cache_views,
+                seed=config.seed,
+                directory=self.dir.file("teacher_cache") if config.teacher_cache == "disk"
+                else None)
+        return self._teacher_cache
 
     def fresh_student(self) -> keras.Model:
         # Seeded, so the baseline and the distilled student start from the same weights.
@@ -317,7 +384,7 @@ def train_classifier(run: Run, model: keras.Model, stage: str, epochs: int) -> k
     steps = epochs * int(run.train(stage).cardinality())
     model.compile(optimizer=_optimizer(run.config, run.config.learning_rate, steps),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=run.config.jit_compile)
+                  metrics=["accuracy"], jit_compile=run.config.use_xla)
     run.fit(model, stage, epochs)
     return model
 
@@ -337,16 +404,33 @@ def distill(run: Run, student: keras.Model, stage: str, epochs: int, learning_ra
     steps = epochs * steps_per_epoch
     keras.utils.set_random_seed(config.seed + 2)
     distiller.compile(optimizer=_optimizer(config, learning_rate, steps), metrics=["accuracy"],
-                      jit_compile=config.jit_compile)
+                      jit_compile=config.use_xla)
     run.fit(distiller, stage, epochs)
     return distiller.student
+
+
+def _load_foreign_teacher(source: str, recorded: dict) -> keras.Model:
+    """A SavedModel or Keras 3 teacher, loaded from where it is (it has no tf_keras copy)."""
+    teacher = tfkd.teachers.load(source)
+    if tfkd.teachers.fingerprint(teacher) != recorded["fingerprint"]:
+        raise ValueError(f"The teacher {source} changed since this run's teacher stage, so the "
+                         "stages after it are stale. Rerun with --stages=all --overwrite, or "
+                         "point --out_dir to a new run.")
+    return teacher
 
 
 def stage_teacher(run: Run) -> tuple[list[str], dict]:
     config = run.config
     if config.teacher_is_file:
-        teacher = keras.models.load_model(config.teacher, safe_mode=True)
+        teacher = tfkd.teachers.load(config.teacher)
         run.splits.check_model(teacher, role="teacher")
+        if tfkd.teachers.is_foreign(teacher):
+            # A SavedModel or Keras 3 model cannot be re-saved as tf_keras: record where it is.
+            run._models["teacher"] = teacher
+            metrics = _accuracies(run, teacher)
+            metrics.update(source=os.path.abspath(config.teacher),
+                           fingerprint=tfkd.teachers.fingerprint(teacher))
+            return [], metrics
     else:
         keras.utils.set_random_seed(config.seed)
         teacher = tfkd.models.build(config.teacher, run.splits.preprocessing.input_shape,
@@ -593,7 +677,7 @@ def _check_feature_layers(run: Run) -> None:
     if not pairs:
         return
     config, prep = run.config, run.splits.preprocessing
-    teacher = (keras.models.load_model(config.teacher, safe_mode=True) if config.teacher_is_file
+    teacher = (tfkd.teachers.load(config.teacher) if config.teacher_is_file
                else tfkd.models.build(config.teacher, prep.input_shape, run.splits.num_classes))
     student = tfkd.models.build(config.student, prep.input_shape, run.splits.num_classes)
     tfkd.features.FeatureTaps(teacher, student, pairs)

@@ -44,7 +44,12 @@ TINY = dict(teacher_epochs=2, student_epochs=2, qat_epochs=1, modes=("float32", 
      ({"loss": "dkd", "loss_params": ("gamma=2",)}, "gamma=2 is not a key=value parameter of"),
      ({"loss": "dkd", "loss_params": ("beta=x",)}, "'x' is not a number"),
      ({"loss_params": ("temperature=2",)}, "temperature has its own flag"),
-     ({"teacher_margin_points": -1.0}, "--teacher_margin_points must be >= 0")],
+     ({"teacher_margin_points": -1.0}, "--teacher_margin_points must be >= 0"),
+     ({"teacher_cache": "ram"}, "--teacher_cache=ram is unknown"),
+     ({"teacher_cache": "memory", "teacher_cache_views": 2}, "without --flip/--pad_crop"),
+     ({"teacher_cache": "memory", "features": ("a:b:hint:1",)}, "stores logits only"),
+     ({"teacher_cache_views": 0}, "--teacher_cache_views must be >= 1"),
+     ({"jit_compile": "yes"}, "--jit_compile=yes is unknown")],
 )
 def test_bad_configuration_is_rejected_before_training(change, message):
     with pytest.raises(ValueError, match=message):
@@ -190,6 +195,49 @@ def test_a_teacher_file_for_other_classes_is_rejected(tmp_path):
     right.save(path)
     result = distill.run(dataclasses.replace(config, stages=("teacher",), overwrite=True))
     assert 0 <= result["teacher"]["accuracy"] <= 1
+
+
+def test_a_tflite_teacher_file_is_sent_to_the_library_cache(tmp_path):
+    path = tmp_path / "teacher.tflite"
+    path.write_bytes(b"\0")
+    with pytest.raises(ValueError, match="tfkd.teacher_cache"):
+        distill.Config(teacher=str(path)).validate()
+
+
+def test_xla_is_on_only_where_it_helps_unless_asked():
+    import tensorflow as tf
+
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert distill.Config().use_xla == has_gpu
+    assert distill.Config(jit_compile="on").use_xla and not distill.Config(jit_compile="off").use_xla
+
+
+@pytest.mark.slow
+def test_saved_model_teacher_with_a_disk_cache_reused_by_a_rerun(tmp_path):
+    import tensorflow as tf
+
+    teacher = tfkd.models.build("cnn_tiny", (8, 8, 1), 10)
+    tf.saved_model.save(teacher, str(tmp_path / "saved"))
+    config = distill.Config(out_dir=str(tmp_path / "run"), teacher=str(tmp_path / "saved"),
+                            teacher_cache="disk", teacher_cache_views=2, pad_crop=1,
+                            stages=("teacher", "student"), **TINY)
+    results = distill.run(config)
+    assert results["teacher"]["source"] == str(tmp_path / "saved")
+    assert not (tmp_path / "run" / "teacher").exists()  # the SavedModel is used where it is
+    cache = tmp_path / "run" / "teacher_cache" / "teacher_logits.npy"
+    key = json.loads((tmp_path / "run" / "teacher_cache" / "teacher_logits.json").read_text())
+    assert key["views"] == 2 and key["examples"] > 0
+    built = cache.stat().st_mtime_ns
+    distill.run(dataclasses.replace(config, stages=("student",)))
+    assert cache.stat().st_mtime_ns == built  # reused, not rebuilt
+
+    # A changed teacher is noticed instead of silently teaching with stale logits.
+    weights = teacher.get_weights()
+    weights[-1] = weights[-1] + 1.0
+    teacher.set_weights(weights)
+    tf.saved_model.save(teacher, str(tmp_path / "saved"))
+    with pytest.raises(ValueError, match="changed since this run's teacher stage"):
+        distill.run(dataclasses.replace(config, stages=("student",)))
 
 
 @pytest.mark.slow

@@ -22,4 +22,19 @@ if not keras.__version__.startswith("2."):
         "Fix: pip install 'tf-keras==2.21.*'."
     )
 
-__all__ = ["keras"]
+
+
+def keras3():
+    """The Keras 3 package, for the explicit Keras 3 teacher adapter (`tfkd.teachers`) only.
+
+    Imported on demand and from here, so that this stays the one module where tfkd picks a
+    Keras; Keras 3 objects never become layers of a tf_keras model.
+    """
+    import keras as keras_3  # noqa: PLC0415
+
+    if not keras_3.__version__.startswith("3."):
+        raise ImportError(f"Expected Keras 3 for a Keras 3 teacher; found {keras_3.__version__}.")
+    return keras_3
+
+
+__all__ = ["keras", "keras3"]

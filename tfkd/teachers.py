@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfkd.evaluate import TFLiteClassifier
-from tfkd.keras import keras
+from tfkd.keras import keras, keras3 as keras3_module
 
 
 class TFLiteTeacher:
@@ -81,8 +81,7 @@ def from_keras3(model, name: Optional[str] = None) -> keras.Model:
     The student stays tf_keras; the Keras 3 model is only ever called (inference mode) and its
     weights are never trained, saved or mixed into the tf_keras graph as layers.
     """
-    import keras as keras3  # noqa: PLC0415  (only needed when a Keras 3 teacher is given)
-
+    keras3 = keras3_module()
     if not isinstance(model, keras3.Model):
         raise TypeError(f"from_keras3 takes a Keras 3 model; got {type(model).__name__}.")
     if keras3.backend.backend() != "tensorflow":
@@ -179,9 +178,7 @@ def _load_file(path: str) -> Teacher:
         return TFLiteTeacher(path)
     if path.endswith(".keras"):
         if _keras_file_version(path).startswith("3."):
-            import keras as keras3  # noqa: PLC0415
-
-            return from_keras3(keras3.saving.load_model(path, compile=False, safe_mode=True))
+            return from_keras3(keras3_module().saving.load_model(path, compile=False, safe_mode=True))
         return keras.models.load_model(path, compile=False, safe_mode=True)
     if path.endswith((".h5", ".hdf5")):
         _refuse_h5_lambda(path)
@@ -213,6 +210,12 @@ def load_all(source) -> list[Teacher]:
     if not sources:
         raise ValueError("An ensemble needs at least one teacher.")
     return [load(s) for s in sources]
+
+
+def is_foreign(teacher: Teacher) -> bool:
+    """Whether `teacher` wraps a SavedModel or Keras 3 model (it cannot be saved as tf_keras)."""
+    return isinstance(teacher, keras.Model) and any(
+        isinstance(layer, _FrozenCall) for layer in teacher.layers)
 
 
 def num_classes(teacher: Teacher) -> int:
