@@ -77,6 +77,14 @@ flags.DEFINE_string("out_dir", "runs/default", "Run directory.")
 flags.DEFINE_bool("overwrite", False, "Replace a run directory made with different settings.")
 flags.DEFINE_list("stages", ["all"], f"Stages to run, from {list(STAGES)}, or 'all' (which "
                   "skips finished stages; named stages always run again).")
+flags.DEFINE_enum("strategy", "default", tfkd.distribute.STRATEGIES,
+                  "tf.distribute strategy of the training stages: mirrored = every local "
+                  "GPU, multi_worker = the cluster in TF_CONFIG (run the same command on every "
+                  "worker), tpu. --batch_size stays the global batch.")
+flags.DEFINE_integer("collective_timeout", 600,
+                     "Multi-worker: seconds a worker waits for the others before failing (so a "
+                     "dead worker stops the run, which then resumes from its backup when "
+                     "restarted).")
 flags.DEFINE_enum("jit_compile", "auto", JIT_CHOICES,
                   "Compile training steps with XLA: auto = only when a GPU is visible (on 2 CPU "
                   "cores XLA made distillation 3x slower, benchmarks/train_speed.py).")
@@ -128,6 +136,8 @@ class Config:
     out_dir: str = "runs/default"
     overwrite: bool = False
     stages: tuple[str, ...] = ("all",)
+    strategy: str = "default"
+    collective_timeout: int = 600
     jit_compile: str = "auto"
     qat_epochs: int = 5
     qat_learning_rate: float = 1e-4
@@ -159,8 +169,9 @@ class Config:
 
     def results_settings(self) -> dict:
         """The settings that change results (a run directory is tied to them)."""
+        # A run may resume on another cluster: the strategy changes speed, not the result.
         ignored = {"out_dir", "overwrite", "stages", "serial", "benchmark_binary", "threads",
-                   "benchmark_runs"}
+                   "benchmark_runs", "strategy", "collective_timeout"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
 
     def selected_stages(self) -> list[str]:
@@ -240,6 +251,16 @@ class Config:
         if self.teacher_cache not in TEACHER_CACHES:
             raise ValueError(f"--teacher_cache={self.teacher_cache} is unknown. Available: "
                              f"{list(TEACHER_CACHES)}")
+        if self.strategy not in tfkd.distribute.STRATEGIES:
+            raise ValueError(f"--strategy={self.strategy} is unknown. Available: "
+                             f"{list(tfkd.distribute.STRATEGIES)}")
+        if self.collective_timeout < 1:
+            raise ValueError(f"--collective_timeout must be >= 1 second. Received: "
+                             f"{self.collective_timeout}")
+        if self.strategy == "tpu" and self.qat_epochs:
+            raise ValueError("Quantization-aware training (TF-MOT) does not run on TPU: pass "
+                             "--qat_epochs=0 on TPU and run the qad stage on CPU/GPU (--stages="
+                             "qad,export,... --strategy=default with the same --out_dir).")
         if self.jit_compile not in JIT_CHOICES:
             raise ValueError(f"--jit_compile={self.jit_compile} is unknown. Available: "
                              f"{list(JIT_CHOICES)}")
@@ -295,12 +316,16 @@ def _optimizer(config: Config, learning_rate: float, steps: int) -> keras.optimi
 class Run:
     """The data, the run directory and the models of one run, loaded when a stage needs them."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, strategy: Optional[tf.distribute.Strategy] = None):
         self.config = config
-        self.dir = RunDir(config.out_dir, config.results_settings(), config.overwrite)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.chief = tfkd.distribute.is_chief(self.strategy)
+        self.dir = RunDir(config.out_dir, config.results_settings(), config.overwrite,
+                          writable=self.chief)
         self.splits = tfkd.data.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
         prep = self.splits.preprocessing
-        self.validation = tfkd.data.batches(self.splits.validation, prep, config.batch_size)
+        self.validation = tfkd.distribute.shard_by_data(
+            tfkd.data.batches(self.splits.validation, prep, config.batch_size))
         self.test = tfkd.data.batches(self.splits.test, prep, max(config.batch_size, 256))
         self._models: dict[str, keras.Model] = {}
         self._teacher_cache = None
@@ -324,12 +349,21 @@ class Run:
         return self._models[name]
 
     def keep(self, name: str, model: keras.Model) -> str:
-        """Saves `model` as the run's `name`; returns the path relative to the run directory."""
+        """Saves `model` as the run's `name`; returns the path relative to the run directory.
+
+        Non-chief workers save too (saving may synchronise replicas) but into their scratch
+        directory, which is removed at the end."""
         relative = self._relative(name)
-        with files.atomic_path(self.dir.file(relative)) as tmp:
+        root = (self.dir.path if self.chief
+                else tfkd.distribute.scratch_dir(self.dir.path, self.strategy))
+        with files.atomic_path(os.path.join(root, relative)) as tmp:
             model.save_weights(tmp) if name == "student_qad" else model.save(tmp)
         self._models[name] = model
         return relative
+
+    def drop_models(self) -> None:
+        """Forgets loaded models, so the next use reads them from the run directory."""
+        self._models.clear()
 
     def train(self, stage: str) -> tf.data.Dataset:
         """Training batches whose order and augmentation depend only on the seed and the stage,
@@ -338,12 +372,15 @@ class Run:
         config = self.config
         offset = {"teacher": 0, "baseline": 1, "student": 1, "student_qad": 2}[stage]
         if stage in ("student", "student_qad") and config.teacher_cache != "off":
-            return tfkd.teacher_cache.batches(self.teacher_cache(), self.splits.train,
-                                              self.splits.preprocessing, config.batch_size,
-                                              shuffle=True, seed=config.seed + offset)
-        return tfkd.data.batches(self.splits.train, self.splits.preprocessing, config.batch_size,
-                                 shuffle=True, augmentation=config.augmentation,
-                                 seed=config.seed + offset)
+            batches = tfkd.teacher_cache.batches(self.teacher_cache(), self.splits.train,
+                                                 self.splits.preprocessing, config.batch_size,
+                                                 shuffle=True, seed=config.seed + offset)
+        else:
+            batches = tfkd.data.batches(self.splits.train, self.splits.preprocessing,
+                                        config.batch_size, shuffle=True,
+                                        augmentation=config.augmentation,
+                                        seed=config.seed + offset)
+        return tfkd.distribute.shard_by_data(batches)
 
     def teacher_cache(self) -> "tfkd.teacher_cache.TeacherCache":
         """The teacher's logits on the training set, built once (reused from disk if kept)."""
@@ -354,7 +391,7 @@ class Run:
                 augmentation=config.augmentation, views=config.teacher_cache_views,
                 seed=config.seed,
                 directory=self.dir.file("teacher_cache") if config.teacher_cache == "disk"
-                else None)
+                else None, writable=self.chief)
         return self._teacher_cache
 
     def fresh_student(self) -> keras.Model:
@@ -683,15 +720,26 @@ def _check_feature_layers(run: Run) -> None:
     tfkd.features.FeatureTaps(teacher, student, pairs)
 
 
-def run(config: Config) -> dict:
-    """Runs the selected stages (skipping finished ones) and returns the report (or metrics)."""
+TRAINING_STAGES = ("teacher", "baseline", "student", "select", "qad")
+
+
+def run(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -> dict:
+    """Runs the selected stages (skipping finished ones) and returns the report (or metrics).
+
+    Training stages run in `strategy`'s scope (made from --strategy unless given). In a
+    multi-worker run, non-chief workers stop after the training stages: the chief exports,
+    verifies, benchmarks and reports alone."""
     config.validate()
+    # A multi-worker strategy must exist before any other op runs.
+    strategy = strategy or tfkd.distribute.make(config.strategy, config.collective_timeout)
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    state = Run(config)
+    state = Run(config, strategy)
     _check_feature_layers(state)
-    files.write_text(state.dir.file("config.json"),
-                     json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
+    if state.chief:
+        files.write_text(state.dir.file("config.json"),
+                         json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
+    distributed = tfkd.distribute.is_distributed(strategy)
     selected = config.selected_stages()
     # Stages named in --stages run again; with --stages=all finished stages are skipped.
     rerun = set() if tuple(config.stages) == ("all",) else set(selected)
@@ -705,13 +753,27 @@ def run(config: Config) -> dict:
         if missing:
             raise ValueError(f"Stage {stage} needs {missing}: run them first or add them to "
                              "--stages.")
+        if stage not in TRAINING_STAGES and distributed:
+            if not state.chief:
+                logging.info("Worker %s: training stages done; the chief writes the rest.",
+                             tfkd.distribute.worker_label(strategy))
+                break
+            # Export and measurement run on this process alone, on plain (undistributed)
+            # copies of the models, read back from the run directory.
+            state.drop_models()
+            distributed = False
         # A stage that runs again changes the inputs of every later stage.
         state.dir.forget(STAGES[index + 1:])
         logging.info("Stage %s: running.", stage)
         started = time.time()
-        outputs, metrics = STAGE_FUNCTIONS[stage](state)
+        if stage in TRAINING_STAGES:
+            with strategy.scope():
+                outputs, metrics = STAGE_FUNCTIONS[stage](state)
+        else:
+            outputs, metrics = STAGE_FUNCTIONS[stage](state)
         metrics["seconds"] = time.time() - started
         state.dir.record(stage, outputs, metrics)
+    tfkd.distribute.remove_scratch(config.out_dir, strategy)
     result = {s: state.dir.metrics(s) for s in STAGES if state.dir.done(s)}
     return result
 
@@ -749,10 +811,22 @@ def main(argv):
         raise app.UsageError(str(error)) from error
     os.makedirs(config.out_dir, exist_ok=True)
     try:
-        results = run(config)
+        strategy = tfkd.distribute.make(config.strategy, config.collective_timeout)
+        results = run(config, strategy)
     except (ValueError, OSError, device.DeviceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except tf.errors.OpError as error:
+        if not tfkd.distribute.is_distributed(strategy):
+            raise
+        print(f"error: a worker of the cluster failed or could not be reached ({error.message}"
+              f"). Restart every worker with the same command: finished stages are skipped "
+              "and the interrupted one resumes from its last backup.", file=sys.stderr)
+        return 3
+    if not tfkd.distribute.is_chief(strategy):
+        print(f"Worker {tfkd.distribute.worker_label(strategy)}: training stages done; the "
+              "chief writes the artifacts.")
+        return 0
     files.write_text(os.path.join(config.out_dir, "flags.txt"), FLAGS.flags_into_string())
     print(format_summary(results, config))
     return 1 if results.get("verify", {}).get("failure") else 0

@@ -38,13 +38,18 @@ class RunDir:
         settings: everything that changes results; a run directory made with other settings is
             refused unless `overwrite`, which forgets its stages (files are overwritten as stages
             run again).
+        writable: False on a non-chief worker of a multi-worker run: it reads the chief's
+            manifest to take the same decisions, and keeps what it records in memory.
     """
 
-    def __init__(self, path: str, settings: dict, overwrite: bool = False):
+    def __init__(self, path: str, settings: dict, overwrite: bool = False,
+                 writable: bool = True):
+        self.writable = writable
         self.path = path
         self.settings_hash = hashlib.sha256(
             json.dumps(settings, sort_keys=True).encode()).hexdigest()
-        os.makedirs(path, exist_ok=True)
+        if writable:
+            os.makedirs(path, exist_ok=True)
         manifest_path = os.path.join(path, MANIFEST)
         self.manifest = {"settings_hash": self.settings_hash, "stages": {}}
         if os.path.exists(manifest_path):
@@ -64,6 +69,8 @@ class RunDir:
         return os.path.join(self.path, *parts)
 
     def _save(self) -> None:
+        if not self.writable:
+            return
         files.write_text(self.file(MANIFEST), json.dumps(self.manifest, indent=2, sort_keys=True))
 
     def done(self, stage: str) -> bool:
@@ -72,6 +79,8 @@ class RunDir:
         if entry is None:
             return False
         for relative, digest in entry["outputs"].items():
+            if digest is None:  # recorded in memory by a worker that does not write here
+                continue
             path = self.file(relative)
             if not os.path.exists(path) or sha256_file(path) != digest:
                 return False
@@ -82,9 +91,13 @@ class RunDir:
 
     def record(self, stage: str, outputs: Iterable[str], metrics: Optional[dict] = None) -> None:
         """Marks `stage` finished with its output files (files or folders, relative paths)."""
-        listed = [f for relative in outputs for f in _files_under(self.path, relative)]
+        if self.writable:
+            listed = [f for relative in outputs for f in _files_under(self.path, relative)]
+            hashed = {f: sha256_file(self.file(f)) for f in listed}
+        else:
+            hashed = {relative: None for relative in outputs}
         self.manifest["stages"][stage] = {
-            "outputs": {f: sha256_file(self.file(f)) for f in listed},
+            "outputs": hashed,
             "metrics": metrics or {},
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         }

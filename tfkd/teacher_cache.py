@@ -127,6 +127,7 @@ def build(
     directory: Optional[str] = None,
     batch_size: int = 256,
     in_memory_limit: int = IN_MEMORY_LIMIT_BYTES,
+    writable: bool = True,
 ) -> TeacherCache:
     """Teacher logits for every example (and view) of `dataset`, reused from `directory` when
     nothing they depend on changed.
@@ -143,6 +144,8 @@ def build(
         directory: where to keep the cache on disk (e.g. the run directory); None = memory only.
         batch_size: teacher batch size while building.
         in_memory_limit: a disk cache larger than this is read through a memory map.
+        writable: False on a non-chief worker: it reuses `directory`'s cache when valid, and
+            otherwise builds its own in memory, leaving the writing to the chief.
     """
     views = _check_views(views, augmentation)
     members = teachers_lib.load_all(teachers)
@@ -187,7 +190,7 @@ def build(
     if max_label >= num_classes:
         raise ValueError(f"The data has label {max_label} but the teacher emits {num_classes} "
                          "logits: teacher and data do not have the same classes.")
-    if directory is not None:
+    if directory is not None and writable:
         with files.atomic_path(os.path.join(directory, LOGITS_FILE)) as tmp:
             np.save(tmp, logits)
         # The key is written last: a cache without a matching key is never read.

@@ -1,0 +1,195 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkd
+from tfkd import quantize, teacher_cache
+from tfkd.data import Preprocessing
+from tfkd.keras import keras
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPE = (8, 8, 1)
+PREP = Preprocessing(image_size=(8, 8), channels=1, scale=1 / 255, mean=(0.5,), std=(0.25,))
+
+
+def conv_net(name, seed):
+    """No batch norm: per-replica batch statistics would differ from one device by design."""
+    initializer = keras.initializers.GlorotUniform(seed=seed)
+    inputs = keras.Input(SHAPE)
+    x = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=initializer,
+                            name=f"{name}_conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(3, kernel_initializer=initializer, name=f"{name}_logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def raw_data(n=64):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, *SHAPE), dtype=np.uint8)
+    labels = rng.integers(0, 3, size=n).astype(np.int64)
+    return tf.data.Dataset.from_tensor_slices((images, labels))
+
+
+def mirrored():
+    devices = tf.config.list_logical_devices("CPU")
+    assert len(devices) >= 2, "conftest configures two logical CPU devices"
+    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+
+
+def _one_epoch(strategy, variant):
+    dataset = raw_data()
+    with strategy.scope():
+        student, teacher = conv_net("student", 0), conv_net("teacher", 1)
+        if variant == "qad":
+            student = quantize.quantize_student(student)
+        cached = variant == "cache"
+        distiller = tfkd.Distiller(student, None if cached else teacher, student_loss_weight=0.3)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+    initial = student.get_weights()
+    if cached:
+        cache = teacher_cache.build(teacher, dataset, PREP)
+        data = teacher_cache.batches(cache, dataset, PREP, 16)
+    else:
+        data = tfkd.data.batches(dataset, PREP, 16)
+    history = distiller.fit(data, epochs=1, verbose=0).history
+    updates = [after - before for before, after in zip(initial, student.get_weights())]
+    return updates, history["loss"][0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["distill", "cache", "qad"])
+def test_mirrored_on_two_devices_matches_one_device(variant):
+    single_updates, single_loss = _one_epoch(tf.distribute.get_strategy(), variant)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    strategy = mirrored()
+    assert strategy.num_replicas_in_sync == 2
+    mirrored_updates, mirrored_loss = _one_epoch(strategy, variant)
+    assert len(single_updates) == len(mirrored_updates)
+    # The float steps agree to float rounding. QAT's activation ranges are running statistics
+    # of each replica's half batch, so QAD agrees to a few percent of the update; a wrong
+    # per-replica loss scale would double the update (an error of 100%).
+    tolerance = 0.05 if variant == "qad" else 1e-3
+    for expected, got in zip(single_updates, mirrored_updates):
+        if np.linalg.norm(expected) > 0:
+            assert np.linalg.norm(got - expected) <= tolerance * np.linalg.norm(expected)
+    assert mirrored_loss == pytest.approx(single_loss, rel=tolerance)
+
+
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [(None, "needs the cluster in the TF_CONFIG"),
+     ("{not json", "not valid JSON"),
+     ('{"cluster": {}, "task": {"type": "worker", "index": 0}}', "no workers"),
+     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "task type 'ps'"),
+     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}',
+      "task index 3")])
+def test_multi_worker_configuration_errors_show_an_example(monkeypatch, tf_config, message):
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ValueError, match=message):
+        tfkd.distribute.make("multi_worker")
+
+
+def test_unknown_strategy_and_default_is_chief():
+    with pytest.raises(ValueError, match="Available"):
+        tfkd.distribute.make("horovod")
+    default = tfkd.distribute.make("default")
+    assert tfkd.distribute.is_chief(default) and not tfkd.distribute.is_distributed(default)
+    assert tfkd.distribute.is_distributed(mirrored())
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start_workers(out_dir, extra, ports):
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    processes = []
+    for index in reversed(range(len(ports))):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        log = open(os.path.join(os.path.dirname(out_dir), f"worker{index}.log"), "w")
+        command = [sys.executable, "-m", "pipelines.distill", "--strategy=multi_worker",
+                   f"--out_dir={out_dir}", "--teacher_epochs=2", "--qat_epochs=1",
+                   "--modes=float32", "--max_drop_points=100", "--benchmark_runs=3",
+                   "--collective_timeout=30", "--batch_size=128", *extra]
+        processes.insert(0, (subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
+                                              stderr=subprocess.STDOUT), log))
+    return processes
+
+
+def _finish(processes, timeout=600):
+    codes = []
+    for process, log in processes:
+        codes.append(process.wait(timeout=timeout))
+        log.close()
+    return codes
+
+
+def _log(tmp_path, index):
+    return (tmp_path / f"worker{index}.log").read_text()
+
+
+@pytest.mark.slow
+def test_two_workers_on_loopback_produce_one_set_of_artifacts(tmp_path):
+    out = tmp_path / "run"
+    processes = _start_workers(str(out), ["--student_epochs=2", "--teacher_cache=disk",
+                                          "--pad_crop=1", "--teacher_cache_views=2"],
+                               _free_ports(2))
+    codes = _finish(processes)
+    assert codes == [0, 0], _log(tmp_path, 0)[-3000:] + _log(tmp_path, 1)[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"teacher", "baseline", "student", "qad", "export", "report"} <= set(
+        manifest["stages"])
+    assert (out / "report.md").exists() and (out / "teacher_cache" / "teacher_logits.npy").exists()
+    assert "the chief writes the artifacts" in _log(tmp_path, 1)
+    # Only the chief's files: no worker scratch or temporary checkpoint directories remain.
+    leftovers = [p for p in out.rglob("*") if "scratch" in p.name or "workertemp" in p.name]
+    assert leftovers == []
+    # Both replicas of every step were used: the logs report a group of two.
+    assert "group_size = 2" in _log(tmp_path, 0)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_stops_the_run_and_a_restart_resumes_from_the_backup(tmp_path):
+    out = tmp_path / "run"
+    extra = ["--student_epochs=8"]
+    processes = _start_workers(str(out), extra, _free_ports(2))
+    backup = out / "checkpoints" / "student"
+    deadline = time.time() + 600
+    while not any(backup.rglob("*.index")):
+        assert all(p.poll() is None for p, _ in processes), _log(tmp_path, 0)[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(1.0)
+    processes[1][0].send_signal(signal.SIGKILL)
+    codes = _finish(processes, timeout=300)
+    assert codes[0] != 0 and codes[1] == -signal.SIGKILL
+    assert "Restart every worker" in _log(tmp_path, 0)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "student" not in manifest["stages"]
+
+    codes = _finish(_start_workers(str(out), extra, _free_ports(2)))
+    chief = _log(tmp_path, 0)
+    assert codes == [0, 0], chief[-3000:]
+    assert "Stage teacher: finished earlier" in chief
+    epochs = [line for line in chief.splitlines() if line.startswith("Epoch ") and "/8" in line]
+    assert epochs and epochs[0] != "Epoch 1/8", "distillation restarted instead of resuming"
+    assert (out / "report.md").exists()
