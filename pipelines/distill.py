@@ -106,6 +106,10 @@ flags.DEFINE_list("threads", ["1"], "Thread counts of the latency benchmark.")
 flags.DEFINE_integer("benchmark_runs", 50, "Timed runs of the latency benchmark.")
 flags.DEFINE_string("serial", None, "adb serial of a phone for the device stage.")
 flags.DEFINE_string("benchmark_binary", None, "Host path of Android benchmark_model.")
+flags.DEFINE_string("android_assets", None,
+                    "After the run, copy the preferred student variant, labels, model card and a "
+                    "sample test image here (android_demo/app/src/main/assets), ready for "
+                    "./gradlew installDebug.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +154,7 @@ class Config:
     benchmark_runs: int = 50
     serial: Optional[str] = None
     benchmark_binary: Optional[str] = None
+    android_assets: Optional[str] = None
 
     @property
     def teacher_is_file(self) -> bool:
@@ -171,7 +176,7 @@ class Config:
         """The settings that change results (a run directory is tied to them)."""
         # A run may resume on another cluster: the strategy changes speed, not the result.
         ignored = {"out_dir", "overwrite", "stages", "serial", "benchmark_binary", "threads",
-                   "benchmark_runs", "strategy", "collective_timeout"}
+                   "benchmark_runs", "strategy", "collective_timeout", "android_assets"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
 
     def selected_stages(self) -> list[str]:
@@ -774,6 +779,12 @@ def run(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -> di
         metrics["seconds"] = time.time() - started
         state.dir.record(stage, outputs, metrics)
     tfkd.distribute.remove_scratch(config.out_dir, strategy)
+    if config.android_assets and state.chief and state.dir.done("export"):
+        image, _ = next(iter(state.splits.test))
+        variant = tfkd.android_assets.export_assets(state.dir.file("tflite"),
+                                                    config.android_assets,
+                                                    sample=image.numpy())
+        logging.info("Bundled %s into %s.", variant, config.android_assets)
     result = {s: state.dir.metrics(s) for s in STAGES if state.dir.done(s)}
     return result
 

@@ -36,3 +36,12 @@ def test_temporary_name_keeps_the_extension(tmp_path):
     with files.atomic_path(str(tmp_path / "student.keras")) as tmp:
         assert tmp.endswith(".keras") and os.path.dirname(tmp) == str(tmp_path)
         open(tmp, "w").close()
+
+
+def test_written_files_get_the_permissions_of_a_plain_open(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        files.write_text(str(tmp_path / "a.txt"), "x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
