@@ -127,11 +127,14 @@ def _section(results, minutes):
                     f"{100 * gains.mean():+.2f} | "
                     + " ".join(f"{100 * v:.2f}" for v in values) + " |")
     mean = {m: np.mean([accuracy[m][s] for s in FLAGS.seeds]) for m in FLAGS.methods}
-    checks = [f"every method ≥ alone: {'met' if all(mean[m] >= mean['alone'] for m in mean) else 'not met'}"]
+    def verdict(ok):
+        return "met" if ok else "not met"
+
+    checks = [f"every method ≥ alone: {verdict(all(mean[m] >= mean['alone'] for m in mean))}"]
     if "kd" in mean:
         for method in ("dkd", "dist"):
             if method in mean:
-                checks.append(f"{method} ≥ kd: {'met' if mean[method] >= mean['kd'] else 'not met'}")
+                checks.append(f"{method} ≥ kd: {verdict(mean[method] >= mean['kd'])}")
     return f"""
 ## Distillation methods on CIFAR-10 (`benchmarks/methods_cifar10.py`)
 

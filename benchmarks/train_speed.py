@@ -200,7 +200,7 @@ def main(argv):
                 f"--{name}={FLAGS[name].value}" for name in (
                     "teacher", "student", "batch_size", "epochs", "views")]
             completed = subprocess.run(command, capture_output=True, text=True, check=False)
-            lines = [l for l in completed.stdout.splitlines() if l.startswith("RESULT ")]
+            lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
             if completed.returncode or not lines:
                 raise RuntimeError(f"Variant {variant} failed:\n{completed.stderr[-3000:]}")
             results[variant] = json.loads(lines[-1][len("RESULT "):])

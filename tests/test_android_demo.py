@@ -83,7 +83,8 @@ def test_java_preprocessing_gives_pythons_tensor_and_top1(tmp_path, java_classes
     np.testing.assert_allclose(java_input, python_input, rtol=0, atol=1e-6)
 
     card = export.read_card(exported)
-    classifier = evaluate.TFLiteClassifier(os.path.join(exported, card["variants"][variant]["file"]))
+    file = card["variants"][variant]["file"]
+    classifier = evaluate.TFLiteClassifier(os.path.join(exported, file))
     if variant.endswith("uint8"):
         java_bytes = np.fromfile(quantized, dtype=np.uint8).reshape(PREP.input_shape)
         np.testing.assert_array_equal(java_bytes, classifier.quantize(python_input[None])[0])

@@ -73,7 +73,9 @@ def test_every_model_is_functional_emits_logits_and_survives_qat(name):
     assert not kinds & set(FORBIDDEN_LAYERS), f"{name} contains {kinds & set(FORBIDDEN_LAYERS)}"
     x = np.random.default_rng(0).normal(size=(16, *shape)).astype(np.float32)
     quantized = tfmot.quantization.keras.quantize_model(model)
-    wrapped = [l for l in quantized.layers if type(l).__name__.startswith("QuantizeWrapper")]
-    assert len(wrapped) >= sum(type(l).__name__ in ("Conv2D", "Dense") for l in model.layers) // 2
+    wrapped = [layer for layer in quantized.layers
+               if type(layer).__name__.startswith("QuantizeWrapper")]
+    assert len(wrapped) >= sum(type(layer).__name__ in ("Conv2D", "Dense")
+                               for layer in model.layers) // 2
     outputs = quantized(x, training=False).numpy()
     assert outputs.shape == (16, 10) and np.all(np.isfinite(outputs))

@@ -7,5 +7,5 @@ from tfkd.distiller import Distiller  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Distiller", "android_assets", "data", "distribute", "features", "keras", "losses", "models", "teacher_cache",
-           "teachers"]
+__all__ = ["Distiller", "android_assets", "data", "distribute", "features", "keras", "losses",
+           "models", "teacher_cache", "teachers"]

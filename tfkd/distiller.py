@@ -274,7 +274,7 @@ class Distiller(keras.Model):
             + (1.0 - self.student_loss_weight) * ramp * distillation_loss
         )
         if self.student.losses:
-            total += tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses])
+            total += tf.add_n([tf.cast(extra, tf.float32) for extra in self.student.losses])
         return total, student_loss, distillation_loss
 
     def _update_trackers(self, y, student_logits, sample_weight, total, student_loss, kd_loss):

@@ -178,7 +178,8 @@ def _load_file(path: str) -> Teacher:
         return TFLiteTeacher(path)
     if path.endswith(".keras"):
         if _keras_file_version(path).startswith("3."):
-            return from_keras3(keras3_module().saving.load_model(path, compile=False, safe_mode=True))
+            keras3 = keras3_module()
+            return from_keras3(keras3.saving.load_model(path, compile=False, safe_mode=True))
         return keras.models.load_model(path, compile=False, safe_mode=True)
     if path.endswith((".h5", ".hdf5")):
         _refuse_h5_lambda(path)
