@@ -85,6 +85,10 @@ flags.DEFINE_integer("collective_timeout", 600,
                      "Multi-worker: seconds a worker waits for the others before failing (so a "
                      "dead worker stops the run, which then resumes from its backup when "
                      "restarted).")
+flags.DEFINE_enum("mixed_precision", "auto", JIT_CHOICES,
+                  "Train the teacher, the baseline and the distilled student in mixed_float16: "
+                  "auto = only when a GPU is visible. Saved and exported models are float32; "
+                  "QAD always trains in float32 (TF-MOT's fake-quant layers are float32).")
 flags.DEFINE_enum("jit_compile", "auto", JIT_CHOICES,
                   "Compile training steps with XLA: auto = only when a GPU is visible (on 2 CPU "
                   "cores XLA made distillation 3x slower, benchmarks/train_speed.py).")
@@ -142,6 +146,7 @@ class Config:
     stages: tuple[str, ...] = ("all",)
     strategy: str = "default"
     collective_timeout: int = 600
+    mixed_precision: str = "auto"
     jit_compile: str = "auto"
     qat_epochs: int = 5
     qat_learning_rate: float = 1e-4
@@ -159,6 +164,12 @@ class Config:
     @property
     def teacher_is_file(self) -> bool:
         return self.teacher.endswith((".keras", ".h5", ".tflite")) or os.path.sep in self.teacher
+
+    @property
+    def use_mixed_precision(self) -> bool:
+        if self.mixed_precision == "auto":
+            return bool(tf.config.list_physical_devices("GPU"))
+        return self.mixed_precision == "on"
 
     @property
     def use_xla(self) -> bool:
@@ -266,6 +277,9 @@ class Config:
             raise ValueError("Quantization-aware training (TF-MOT) does not run on TPU: pass "
                              "--qat_epochs=0 on TPU and run the qad stage on CPU/GPU (--stages="
                              "qad,export,... --strategy=default with the same --out_dir).")
+        if self.mixed_precision not in JIT_CHOICES:
+            raise ValueError(f"--mixed_precision={self.mixed_precision} is unknown. Available: "
+                             f"{list(JIT_CHOICES)}")
         if self.jit_compile not in JIT_CHOICES:
             raise ValueError(f"--jit_compile={self.jit_compile} is unknown. Available: "
                              f"{list(JIT_CHOICES)}")
@@ -359,12 +373,29 @@ class Run:
         Non-chief workers save too (saving may synchronise replicas) but into their scratch
         directory, which is removed at the end."""
         relative = self._relative(name)
+        model = self._float32(name, model)
         root = (self.dir.path if self.chief
                 else tfkd.distribute.scratch_dir(self.dir.path, self.strategy))
         with files.atomic_path(os.path.join(root, relative)) as tmp:
             model.save_weights(tmp) if name == "student_qad" else model.save(tmp)
         self._models[name] = model
         return relative
+
+    def _float32(self, name: str, model: keras.Model) -> keras.Model:
+        """`model` itself, or a float32 copy of a mixed-precision one (same weights: mixed
+        precision keeps its variables in float32), so nothing saved or exported is float16."""
+        if model.dtype_policy.name == "float32" or name not in ("teacher", "baseline", "student"):
+            return model
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("float32")
+        try:
+            architecture = self.config.teacher if name == "teacher" else self.config.student
+            copy = tfkd.models.build(architecture, self.splits.preprocessing.input_shape,
+                                     self.splits.num_classes)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        copy.set_weights(model.get_weights())
+        return copy
 
     def drop_models(self) -> None:
         """Forgets loaded models, so the next use reads them from the run directory."""
@@ -478,7 +509,9 @@ def stage_teacher(run: Run) -> tuple[list[str], dict]:
         teacher = tfkd.models.build(config.teacher, run.splits.preprocessing.input_shape,
                                     run.splits.num_classes)
         train_classifier(run, teacher, "teacher", config.teacher_epochs)
-    return [run.keep("teacher", teacher)], _accuracies(run, teacher)
+    # Accuracies of what was kept: the float32 copy when training used mixed precision.
+    kept = run.keep("teacher", teacher)
+    return [kept], _accuracies(run, run.model("teacher"))
 
 
 def _accuracies(run: Run, model: keras.Model) -> dict:
@@ -488,7 +521,8 @@ def _accuracies(run: Run, model: keras.Model) -> dict:
 
 def stage_baseline(run: Run) -> tuple[list[str], dict]:
     baseline = train_classifier(run, run.fresh_student(), "baseline", run.config.student_epochs)
-    return [run.keep("baseline", baseline)], _accuracies(run, baseline)
+    kept = run.keep("baseline", baseline)
+    return [kept], _accuracies(run, run.model("baseline"))
 
 
 def stage_student(run: Run) -> tuple[list[str], dict]:
@@ -501,9 +535,10 @@ def stage_student(run: Run) -> tuple[list[str], dict]:
     student = distill(run, run.fresh_student(), "student", run.config.student_epochs,
                       run.config.learning_rate,
                       warmup_epochs=run.config.distillation_warmup_epochs)
-    metrics = _accuracies(run, student)
+    kept = run.keep("student", student)
+    metrics = _accuracies(run, run.model("student"))
     metrics["teacher_check"] = check.to_dict() if check else None
-    return [run.keep("student", student)], metrics
+    return [kept], metrics
 
 
 def stage_select(run: Run) -> tuple[list[str], dict]:
@@ -772,8 +807,13 @@ def run(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -> di
         logging.info("Stage %s: running.", stage)
         started = time.time()
         if stage in TRAINING_STAGES:
-            with strategy.scope():
-                outputs, metrics = STAGE_FUNCTIONS[stage](state)
+            mixed = config.use_mixed_precision and stage in ("teacher", "baseline", "student")
+            keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+            try:
+                with strategy.scope():
+                    outputs, metrics = STAGE_FUNCTIONS[stage](state)
+            finally:
+                keras.mixed_precision.set_global_policy("float32")
         else:
             outputs, metrics = STAGE_FUNCTIONS[stage](state)
         metrics["seconds"] = time.time() - started

@@ -443,3 +443,23 @@ def test_rkd_on_pooled_embeddings_trains_and_round_trips_its_config():
     restored = tfkd.Distiller.from_config(distiller.get_config())
     assert restored.taps.pairs[0].loss.get_config() == tfkd.losses.RKD().get_config()
     assert restored.taps.pairs[0].student_layer == "student_pool"
+
+
+def test_mixed_precision_scales_the_loss_and_computes_it_in_float32():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        student, teacher = mlp("student"), mlp("teacher", seed=1)
+        distiller = tfkd.Distiller(student, teacher, loss=tfkd.losses.KD(2.0))
+        distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+        assert type(distiller.optimizer).__name__.startswith("LossScaleOptimizer")
+        x, y = blobs(32)
+        got = distiller.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)
+        s = student.predict(x, verbose=0).astype(np.float32)
+        t = teacher.predict(x, verbose=0).astype(np.float32)
+        assert student.predict(x, verbose=0).dtype == np.float16
+        # float16 logits, float32 softmax/KL: matches numpy on the same logits.
+        assert got["distillation_loss"] == pytest.approx(numpy_kd(t, s, 2.0).mean(), rel=1e-4)
+        history = distiller.fit(x, y, batch_size=16, epochs=2, verbose=0).history
+        assert all(np.isfinite(history["loss"]))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

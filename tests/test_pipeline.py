@@ -49,7 +49,8 @@ TINY = dict(teacher_epochs=2, student_epochs=2, qat_epochs=1, modes=("float32", 
      ({"teacher_cache": "memory", "teacher_cache_views": 2}, "without --flip/--pad_crop"),
      ({"teacher_cache": "memory", "features": ("a:b:hint:1",)}, "stores logits only"),
      ({"teacher_cache_views": 0}, "--teacher_cache_views must be >= 1"),
-     ({"jit_compile": "yes"}, "--jit_compile=yes is unknown")],
+     ({"jit_compile": "yes"}, "--jit_compile=yes is unknown"),
+     ({"mixed_precision": "fp16"}, "--mixed_precision=fp16 is unknown")],
 )
 def test_bad_configuration_is_rejected_before_training(change, message):
     with pytest.raises(ValueError, match=message):
@@ -211,6 +212,22 @@ def test_xla_is_on_only_where_it_helps_unless_asked():
     assert distill.Config().use_xla == has_gpu
     assert distill.Config(jit_compile="on").use_xla
     assert not distill.Config(jit_compile="off").use_xla
+
+
+@pytest.mark.slow
+def test_mixed_precision_training_saves_float32_models(tmp_path):
+    config = distill.Config(out_dir=str(tmp_path), mixed_precision="on",
+                            stages=("teacher", "baseline", "student"), **TINY)
+    results = distill.run(config)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    for name in ("teacher", "baseline", "student"):
+        assert 0.0 <= results[name]["accuracy"] <= 1.0
+        model = keras.models.load_model(tmp_path / name / f"{name}.keras", safe_mode=True)
+        assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    # The float32 copies hold the trained weights: the saved student scores what was recorded.
+    student = keras.models.load_model(tmp_path / "student" / "student.keras", safe_mode=True)
+    state = distill.Run(dataclasses.replace(config, stages=("all",)))
+    assert tfkd.evaluate.keras_accuracy(student, state.test) == results["student"]["accuracy"]
 
 
 @pytest.mark.slow
