@@ -159,8 +159,8 @@ epoch; DIST beta=gamma=2, T=4; KD+hint adds FitNets MSE between `{FLAGS.teacher_
 {chr(10).join(rows)}
 
 Targets from the issue: {'; '.join(checks) or 'none applies to this subset'}. A short
-schedule on a 10k subset, not the papers' 240 epochs on full CIFAR-100: the published ordering (DKD, DIST > KD > scratch) is what is
-being checked, not the published numbers.
+schedule on a 10k subset, not the papers' 240 epochs on full CIFAR-100: the published ordering
+(DKD, DIST > KD > scratch) is what is being checked, not the published numbers.
 """
 
 
