@@ -26,3 +26,13 @@ def _fresh_keras_state():
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One MirroredStrategy over the two logical CPU devices, shared by the whole session: a
+    second instance in the same process restarts its collective instance keys and its
+    all-reduces collide with the first one's ("Shape mismatch in the collective instance")."""
+    devices = tf.config.list_logical_devices("CPU")
+    assert len(devices) >= 2, "two logical CPU devices are configured above"
+    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])

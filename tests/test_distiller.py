@@ -208,10 +208,8 @@ def _train_weights(strategy, jit_compile=False):
     return student.get_weights(), history["loss"][0]
 
 
-def test_mirrored_strategy_on_two_devices_matches_one_device():
-    devices = tf.config.list_logical_devices("CPU")
-    assert len(devices) >= 2, "conftest configures two logical CPU devices"
-    mirrored = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+def test_mirrored_strategy_on_two_devices_matches_one_device(mirrored_strategy):
+    mirrored = mirrored_strategy
     assert mirrored.num_replicas_in_sync == 2
     single_weights, single_loss = _train_weights(tf.distribute.get_strategy())
     keras.backend.clear_session()

@@ -38,12 +38,6 @@ def raw_data(n=64):
     return tf.data.Dataset.from_tensor_slices((images, labels))
 
 
-def mirrored():
-    devices = tf.config.list_logical_devices("CPU")
-    assert len(devices) >= 2, "conftest configures two logical CPU devices"
-    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
-
-
 def _one_epoch(strategy, variant):
     dataset = raw_data()
     with strategy.scope():
@@ -66,11 +60,11 @@ def _one_epoch(strategy, variant):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["distill", "cache", "qad"])
-def test_mirrored_on_two_devices_matches_one_device(variant):
+def test_mirrored_on_two_devices_matches_one_device(variant, mirrored_strategy):
     single_updates, single_loss = _one_epoch(tf.distribute.get_strategy(), variant)
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
-    strategy = mirrored()
+    strategy = mirrored_strategy
     assert strategy.num_replicas_in_sync == 2
     mirrored_updates, mirrored_loss = _one_epoch(strategy, variant)
     assert len(single_updates) == len(mirrored_updates)
@@ -101,12 +95,12 @@ def test_multi_worker_configuration_errors_show_an_example(monkeypatch, tf_confi
         tfkd.distribute.make("multi_worker")
 
 
-def test_unknown_strategy_and_default_is_chief():
+def test_unknown_strategy_and_default_is_chief(mirrored_strategy):
     with pytest.raises(ValueError, match="Available"):
         tfkd.distribute.make("horovod")
     default = tfkd.distribute.make("default")
     assert tfkd.distribute.is_chief(default) and not tfkd.distribute.is_distributed(default)
-    assert tfkd.distribute.is_distributed(mirrored())
+    assert tfkd.distribute.is_distributed(mirrored_strategy)
 
 
 def _free_ports(count):
@@ -148,29 +142,12 @@ def _log(tmp_path, index):
 
 
 @pytest.mark.slow
-def test_two_workers_on_loopback_produce_one_set_of_artifacts(tmp_path):
+def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_path):
+    """Two worker processes on loopback ports distil with a disk teacher cache; one is killed
+    mid-distillation; restarted, the run resumes from its backup and the chief alone writes."""
     out = tmp_path / "run"
-    processes = _start_workers(str(out), ["--student_epochs=2", "--teacher_cache=disk",
-                                          "--pad_crop=1", "--teacher_cache_views=2"],
-                               _free_ports(2))
-    codes = _finish(processes)
-    assert codes == [0, 0], _log(tmp_path, 0)[-3000:] + _log(tmp_path, 1)[-3000:]
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert {"teacher", "baseline", "student", "qad", "export", "report"} <= set(
-        manifest["stages"])
-    assert (out / "report.md").exists() and (out / "teacher_cache" / "teacher_logits.npy").exists()
-    assert "the chief writes the artifacts" in _log(tmp_path, 1)
-    # Only the chief's files: no worker scratch or temporary checkpoint directories remain.
-    leftovers = [p for p in out.rglob("*") if "scratch" in p.name or "workertemp" in p.name]
-    assert leftovers == []
-    # Both replicas of every step were used: the logs report a group of two.
-    assert "group_size = 2" in _log(tmp_path, 0)
-
-
-@pytest.mark.slow
-def test_a_killed_worker_stops_the_run_and_a_restart_resumes_from_the_backup(tmp_path):
-    out = tmp_path / "run"
-    extra = ["--student_epochs=8"]
+    extra = ["--student_epochs=8", "--teacher_cache=disk", "--pad_crop=1",
+             "--teacher_cache_views=2"]
     processes = _start_workers(str(out), extra, _free_ports(2))
     backup = out / "checkpoints" / "student"
     deadline = time.time() + 600
@@ -192,4 +169,13 @@ def test_a_killed_worker_stops_the_run_and_a_restart_resumes_from_the_backup(tmp
     assert "Stage teacher: finished earlier" in chief
     epochs = [line for line in chief.splitlines() if line.startswith("Epoch ") and "/8" in line]
     assert epochs and epochs[0] != "Epoch 1/8", "distillation restarted instead of resuming"
-    assert (out / "report.md").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"teacher", "baseline", "student", "qad", "export", "report"} <= set(
+        manifest["stages"])
+    assert (out / "report.md").exists() and (out / "teacher_cache" / "teacher_logits.npy").exists()
+    assert "the chief writes the artifacts" in _log(tmp_path, 1)
+    # Only the chief's files: no worker scratch or temporary checkpoint directories remain.
+    leftovers = [p for p in out.rglob("*") if "scratch" in p.name or "workertemp" in p.name]
+    assert leftovers == []
+    # Every step used both workers: the logs report all-reduces over a group of two.
+    assert "group_size = 2" in chief
