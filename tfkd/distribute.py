@@ -88,7 +88,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
-    if task_type == "chief":
+    if task_type in (None, "chief"):  # None: a single local worker without TF_CONFIG
         return True
     has_chief = bool(resolver.cluster_spec().as_dict().get("chief"))
     return task_type == "worker" and task_id == 0 and not has_chief
