@@ -161,7 +161,10 @@ class DKD(LogitLoss):
     - NCKD = KL(q_t || q_s) on the distributions over the non-target classes only
       (`q = softmax(z / T)` with the target logit masked out).
     Needs integer labels. Defaults follow the paper's CIFAR setting (alpha=1, beta=8, T=4); the
-    paper's linear warm-up of the loss over the first epochs is not part of the loss.
+    paper's linear warm-up of the loss over the first epochs is not part of the loss (use the
+    Distiller's `distillation_warmup_steps`). beta depends on the pair: the authors use 8 for
+    resnet32x4 -> resnet8x4 and 2 for resnet56 -> resnet20; for resnet20 -> resnet8 on CIFAR-10,
+    2 beat KD and 8 did not (benchmarks/methods_cifar10.py).
 
     Args:
         alpha: weight of the target-class term.
