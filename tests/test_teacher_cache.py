@@ -184,3 +184,22 @@ def test_teacher_weights_without_a_teacher_are_refused():
     with pytest.raises(ValueError, match="teacher_cache.build"):
         tfkd.Distiller(tiny(1), None, teacher_weights=[1.0])
     assert teachers.num_classes(tiny()) == CLASSES
+
+
+def test_an_interrupted_rebuild_leaves_no_cache_that_would_be_trusted(tmp_path, monkeypatch):
+    dataset, images, _ = raw_data()
+    old, new = tiny(0), tiny(1)
+    teacher_cache.build(old, dataset, PREP, directory=str(tmp_path))
+
+    def crash(batch):
+        raise KeyboardInterrupt("killed while building")
+
+    monkeypatch.setattr(teacher_cache, "_check_logits", crash)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_cache.build(new, dataset, PREP, directory=str(tmp_path))
+    monkeypatch.undo()
+    # The old key was removed before anything was overwritten: nothing stale is reused.
+    again = teacher_cache.build(old, dataset, PREP, directory=str(tmp_path))
+    assert not again.reused
+    np.testing.assert_allclose(again.logits[0], old(normalized(images)).numpy(), atol=1e-5)
+    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []

@@ -74,16 +74,18 @@ def view_image(image: tf.Tensor, index: tf.Tensor, view: tf.Tensor,
     return augmentation.apply(image, stateless_seed)
 
 
-def _data_hash(dataset: tf.data.Dataset) -> tuple[str, int]:
+def _data_hash(dataset: tf.data.Dataset) -> tuple[str, int, int]:
+    """sha256 of every image and label, the example count and the largest label."""
     digest = hashlib.sha256()
-    count = 0
+    count, max_label = 0, -1
     for images, labels in dataset.batch(1024).as_numpy_iterator():
         digest.update(np.ascontiguousarray(images).tobytes())
         digest.update(np.ascontiguousarray(labels).astype(np.int64).tobytes())
         count += len(labels)
+        max_label = max(max_label, int(labels.max()))
     if count == 0:
         raise ValueError("The training set is empty: nothing to cache.")
-    return digest.hexdigest(), count
+    return digest.hexdigest(), count, max_label
 
 
 def _check_views(views: int, augmentation: Optional[Augmentation]) -> int:
@@ -153,7 +155,11 @@ def build(
     if len(classes) != 1:
         raise ValueError(f"Ensemble members emit different class counts {sorted(classes)}.")
     num_classes = classes.pop()
-    data_hash, count = _data_hash(dataset)
+    data_hash, count, max_label = _data_hash(dataset)
+    # Checked before the teacher pass, which may take long.
+    if max_label >= num_classes:
+        raise ValueError(f"The data has label {max_label} but the teacher emits {num_classes} "
+                         "logits: teacher and data do not have the same classes.")
     key = {
         "teachers": [teachers_lib.fingerprint(t) for t in members],
         "teacher_weights": None if teacher_weights is None else [float(w) for w in
@@ -171,9 +177,34 @@ def build(
                          count, views)
             return TeacherCache(stored, key, augmentation, seed, directory, reused=True)
 
-    logits = np.zeros((views, count, num_classes), np.float32)
-    max_label = -1
-    progress = keras.utils.Progbar(views * count, unit_name="image")
+    if directory is None or not writable:
+        logits = np.zeros((views, count, num_classes), np.float32)
+        _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
+              batch_size)
+        return TeacherCache(logits, key, augmentation, seed, directory)
+    # A key left from an earlier cache must not vouch for the logits written below.
+    key_path = os.path.join(directory, KEY_FILE)
+    if os.path.exists(key_path):
+        os.remove(key_path)
+    with files.atomic_path(os.path.join(directory, LOGITS_FILE)) as tmp:
+        # Written straight to disk: a large set's logits need not fit in memory.
+        logits = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                           shape=(views, count, num_classes))
+        _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
+              batch_size)
+        logits.flush()
+        del logits
+    # The key is written last: a cache without a matching key is never read.
+    files.write_text(key_path, json.dumps(key, indent=2, sort_keys=True))
+    return TeacherCache(_read(directory, key, in_memory_limit), key, augmentation, seed,
+                        directory)
+
+
+def _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
+          batch_size) -> None:
+    """Runs the teacher(s) over every view of every example into `logits[view, index]`."""
+    views = logits.shape[0]
+    progress = keras.utils.Progbar(views * logits.shape[1], unit_name="image")
     for view in range(views):
         indexed = dataset.enumerate().map(
             lambda index, example, v=view: (
@@ -181,22 +212,11 @@ def build(
             num_parallel_calls=AUTOTUNE).batch(batch_size).map(
             lambda images, labels, index: (preprocessing.normalize(images), labels, index),
             num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
-        for images, labels, index in indexed.as_numpy_iterator():
+        for images, _, index in indexed.as_numpy_iterator():
             batch = teachers_lib.ensemble_predict(members, images, teacher_weights)
             _check_logits(batch)
             logits[view, index] = batch
-            max_label = max(max_label, int(labels.max()))
             progress.add(len(index))
-    if max_label >= num_classes:
-        raise ValueError(f"The data has label {max_label} but the teacher emits {num_classes} "
-                         "logits: teacher and data do not have the same classes.")
-    if directory is not None and writable:
-        with files.atomic_path(os.path.join(directory, LOGITS_FILE)) as tmp:
-            np.save(tmp, logits)
-        # The key is written last: a cache without a matching key is never read.
-        files.write_text(os.path.join(directory, KEY_FILE), json.dumps(key, indent=2,
-                                                                       sort_keys=True))
-    return TeacherCache(logits, key, augmentation, seed, directory)
 
 
 def _check_logits(batch: np.ndarray) -> None:
