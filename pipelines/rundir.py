@@ -12,14 +12,6 @@ from tfkd import files
 MANIFEST = "manifest.json"
 
 
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _files_under(root: str, relative: str) -> list[str]:
     path = os.path.join(root, relative)
     if os.path.isfile(path):
@@ -82,7 +74,7 @@ class RunDir:
             if digest is None:  # recorded in memory by a worker that does not write here
                 continue
             path = self.file(relative)
-            if not os.path.exists(path) or sha256_file(path) != digest:
+            if not os.path.exists(path) or files.sha256_file(path) != digest:
                 return False
         return True
 
@@ -93,7 +85,7 @@ class RunDir:
         """Marks `stage` finished with its output files (files or folders, relative paths)."""
         if self.writable:
             listed = [f for relative in outputs for f in _files_under(self.path, relative)]
-            hashed = {f: sha256_file(self.file(f)) for f in listed}
+            hashed = {f: files.sha256_file(self.file(f)) for f in listed}
         else:
             hashed = {relative: None for relative in outputs}
         self.manifest["stages"][stage] = {

@@ -449,6 +449,19 @@ def load(
     return splits
 
 
+def check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1. Received: {batch_size!r}")
+
+
+def reshuffled(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:
+    """`dataset` shuffled in a new seeded order every epoch: the whole set when it has at most
+    100k elements (a full shuffle), else through a 10k buffer."""
+    size = int(dataset.cardinality())
+    buffer = size if 0 < size <= 100_000 else 10_000
+    return dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+
+
 def batches(
     dataset: tf.data.Dataset,
     preprocessing: Preprocessing,
@@ -462,12 +475,9 @@ def batches(
 
     Shuffling and augmentation are seeded and differ between epochs, reproducibly.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an integer >= 1. Received: {batch_size!r}")
+    check_batch_size(batch_size)
     if shuffle:
-        size = int(dataset.cardinality())
-        buffer = size if 0 < size <= 100_000 else 10_000
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        dataset = reshuffled(dataset, seed)
     if augmentation is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(

@@ -5,7 +5,7 @@ from typing import Optional, Sequence, Union
 
 import tensorflow as tf
 
-from tfkd import losses as losses_lib
+from tfkd import losses as losses_lib, teachers as teachers_lib
 from tfkd.features import FeaturePair, FeatureTaps
 from tfkd.keras import keras
 
@@ -28,7 +28,7 @@ def _num_outputs(model: keras.Model, role: str) -> int:
 
 
 def _check_model(model, role: str) -> keras.Model:
-    if type(model).__name__ == "TFLiteTeacher":
+    if isinstance(model, teachers_lib.TFLiteTeacher):
         raise TypeError(
             f"A .tflite {role} runs outside TensorFlow and can only teach through the teacher "
             "cache: build one with tfkd.teacher_cache.build(...), train on "
@@ -61,24 +61,6 @@ def _check_fraction(name: str, value: float) -> float:
             f"distillation. Received: {name}={value}"
         )
     return float(value)
-
-
-def _normalized_teacher_weights(weights, num_teachers: int) -> Optional[tuple[float, ...]]:
-    if weights is None:
-        return None
-    weights = [float(w) for w in weights]
-    if len(weights) != num_teachers:
-        raise ValueError(
-            f"`teacher_weights` needs one weight per teacher: {num_teachers} teacher(s), "
-            f"{len(weights)} weight(s). Received: teacher_weights={weights}"
-        )
-    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(
-            "`teacher_weights` must be finite, >= 0 and not all zero. "
-            f"Received: teacher_weights={weights}"
-        )
-    total = sum(weights)
-    return tuple(w / total for w in weights)
 
 
 def _loss_terms(loss: Optional[LossSpec]) -> list[tuple[losses_lib.LogitLoss, float]]:
@@ -160,7 +142,7 @@ class Distiller(keras.Model):
                              "are no features to tap and no members to weight: give "
                              "teacher_weights to tfkd.teacher_cache.build, and a teacher model "
                              "for feature distillation.")
-        self.teacher_weights = _normalized_teacher_weights(teacher_weights, len(self.teachers))
+        self.teacher_weights = teachers_lib.normalized_weights(teacher_weights, len(self.teachers))
         self.distillation_terms = _loss_terms(loss)
         if (isinstance(distillation_warmup_steps, bool)
                 or not isinstance(distillation_warmup_steps, int) or distillation_warmup_steps < 0):

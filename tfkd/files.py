@@ -1,6 +1,7 @@
 """Atomic file writes: a crash never leaves a truncated artifact under its final name."""
 
 import contextlib
+import hashlib
 import errno
 import os
 import tempfile
@@ -45,3 +46,25 @@ def write_text(path: str, text: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+
+
+def hash_path(digest, path: str) -> None:
+    """Feeds a file's bytes, or a directory's relative names and file bytes in sorted order, to
+    `digest` (a hashlib object), reading in blocks."""
+    if os.path.isdir(path):
+        for root, dirs, names in os.walk(path):
+            dirs.sort()
+            for name in sorted(names):
+                full = os.path.join(root, name)
+                digest.update(os.path.relpath(full, path).encode())
+                hash_path(digest, full)
+        return
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    hash_path(digest, path)
+    return digest.hexdigest()

@@ -30,7 +30,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfkd import files, teachers as teachers_lib
-from tfkd.data import Augmentation, Preprocessing
+from tfkd.data import Augmentation, Preprocessing, check_batch_size, reshuffled
 from tfkd.keras import keras
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -48,7 +48,6 @@ class TeacherCache:
     key: dict
     augmentation: Optional[Augmentation]
     seed: int
-    path: Optional[str] = None
     reused: bool = False
 
     @property
@@ -109,11 +108,17 @@ def _read(directory: str, key: dict, in_memory_limit: int) -> Optional[np.ndarra
         logging.info("Teacher cache in %s is stale (changed: %s); rebuilding.", directory,
                      ", ".join(changed))
         return None
-    logits = np.load(logits_path, mmap_mode="r")
+    logits = _open(logits_path, in_memory_limit)
     if logits.shape != (key["views"], key["examples"], key["classes"]):
         logging.warning("Teacher cache %s has shape %s, expected %s; rebuilding.", logits_path,
                         logits.shape, (key["views"], key["examples"], key["classes"]))
         return None
+    return logits
+
+
+def _open(logits_path: str, in_memory_limit: int) -> np.ndarray:
+    """The stored logits: a memory map when larger than `in_memory_limit`, else an array."""
+    logits = np.load(logits_path, mmap_mode="r")
     return np.asarray(logits) if logits.nbytes <= in_memory_limit else logits
 
 
@@ -155,6 +160,8 @@ def build(
     if len(classes) != 1:
         raise ValueError(f"Ensemble members emit different class counts {sorted(classes)}.")
     num_classes = classes.pop()
+    # Checked before the long passes below; [1, 3] and [0.25, 0.75] give the same cache key.
+    teacher_weights = teachers_lib.normalized_weights(teacher_weights, len(members))
     data_hash, count, max_label = _data_hash(dataset)
     # Checked before the teacher pass, which may take long.
     if max_label >= num_classes:
@@ -162,8 +169,7 @@ def build(
                          "logits: teacher and data do not have the same classes.")
     key = {
         "teachers": [teachers_lib.fingerprint(t) for t in members],
-        "teacher_weights": None if teacher_weights is None else [float(w) for w in
-                                                                 teacher_weights],
+        "teacher_weights": teacher_weights,
         "data": data_hash, "examples": count, "classes": num_classes,
         "preprocessing": preprocessing.to_dict(),
         "augmentation": None if augmentation is None else dataclasses.asdict(augmentation),
@@ -175,18 +181,19 @@ def build(
         if stored is not None:
             logging.info("Reusing the teacher cache in %s (%d examples x %d views).", directory,
                          count, views)
-            return TeacherCache(stored, key, augmentation, seed, directory, reused=True)
+            return TeacherCache(stored, key, augmentation, seed, reused=True)
 
     if directory is None or not writable:
         logits = np.zeros((views, count, num_classes), np.float32)
         _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
               batch_size)
-        return TeacherCache(logits, key, augmentation, seed, directory)
+        return TeacherCache(logits, key, augmentation, seed)
     # A key left from an earlier cache must not vouch for the logits written below.
     key_path = os.path.join(directory, KEY_FILE)
     if os.path.exists(key_path):
         os.remove(key_path)
-    with files.atomic_path(os.path.join(directory, LOGITS_FILE)) as tmp:
+    logits_path = os.path.join(directory, LOGITS_FILE)
+    with files.atomic_path(logits_path) as tmp:
         # Written straight to disk: a large set's logits need not fit in memory.
         logits = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                            shape=(views, count, num_classes))
@@ -196,8 +203,7 @@ def build(
         del logits
     # The key is written last: a cache without a matching key is never read.
     files.write_text(key_path, json.dumps(key, indent=2, sort_keys=True))
-    return TeacherCache(_read(directory, key, in_memory_limit), key, augmentation, seed,
-                        directory)
+    return TeacherCache(_open(logits_path, in_memory_limit), key, augmentation, seed)
 
 
 def _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
@@ -259,16 +265,14 @@ def batches(
     Each epoch, every example is shown as one of its cached views (chosen at random, seeded) with
     the teacher's logits for that view. `dataset` must be the one the cache was built from.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an integer >= 1. Received: {batch_size!r}")
+    check_batch_size(batch_size)
     size = int(dataset.cardinality())
     if size >= 0 and size != cache.num_examples:
         raise ValueError(f"The dataset has {size} examples but the teacher cache holds "
                          f"{cache.num_examples}: it was built from other data. Rebuild it.")
     indexed = dataset.enumerate()
     if shuffle:
-        buffer = cache.num_examples if cache.num_examples <= 100_000 else 10_000
-        indexed = indexed.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        indexed = reshuffled(indexed, seed)
     choices = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
     lookup = _lookup(cache)
     augmentation, views, view_seed = cache.augmentation, cache.views, cache.seed

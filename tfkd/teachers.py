@@ -14,6 +14,7 @@ with safe mode on.
 
 import hashlib
 import json
+import math
 import os
 import zipfile
 from typing import Optional, Sequence, Union
@@ -21,6 +22,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+from tfkd import files
 from tfkd.evaluate import TFLiteClassifier
 from tfkd.keras import keras, keras3 as keras3_module
 
@@ -89,16 +91,15 @@ def from_keras3(model, name: Optional[str] = None) -> keras.Model:
                          "tfkd calls it inside a TensorFlow graph. Set KERAS_BACKEND=tensorflow.")
     input_shape = tuple(model.inputs[0].shape[1:])
     num_classes = int(model.outputs[0].shape[-1])
-    digest = hashlib.sha256(b"keras3")
-    digest.update(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
-    for weights in model.get_weights():
-        digest.update(np.ascontiguousarray(weights).tobytes())
+    fingerprint_ = _weights_digest(
+        "keras3" + json.dumps(model.get_config(), sort_keys=True, default=str),
+        model.get_weights())
     @tf.autograph.experimental.do_not_convert
     def call(images):
         return model(images, training=False)
 
     return _wrap(call, input_shape, num_classes,
-                 name or f"{model.name}_keras3", digest.hexdigest(), model)
+                 name or f"{model.name}_keras3", fingerprint_, model)
 
 
 def from_saved_model(path: str, signature: str = "serving_default",
@@ -136,7 +137,7 @@ def from_saved_model(path: str, signature: str = "serving_default",
         return function(**{input_name: tf.cast(images, spec.dtype)})[output]
 
     digest = hashlib.sha256(f"saved_model:{signature}:{output}".encode())
-    _hash_path(digest, path)
+    files.hash_path(digest, path)
     return _wrap(call, spec.shape[1:], num_classes,
                  os.path.basename(os.path.normpath(path)) or "saved_model", digest.hexdigest(),
                  loaded)
@@ -232,42 +233,54 @@ def predict(teacher: Teacher, images: np.ndarray) -> np.ndarray:
     return np.asarray(teacher(tf.convert_to_tensor(images), training=False), np.float32)
 
 
+def normalized_weights(weights: Optional[Sequence[float]],
+                       num_teachers: int) -> Optional[tuple[float, ...]]:
+    """Ensemble weights checked (one per member, finite, >= 0, not all zero) and summing to 1;
+    None (a plain mean) stays None."""
+    if weights is None:
+        return None
+    weights = [float(w) for w in weights]
+    if len(weights) != num_teachers:
+        raise ValueError(
+            f"`teacher_weights` needs one weight per teacher: {num_teachers} teacher(s), "
+            f"{len(weights)} weight(s). Received: teacher_weights={weights}"
+        )
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(
+            "`teacher_weights` must be finite, >= 0 and not all zero. "
+            f"Received: teacher_weights={weights}"
+        )
+    total = sum(weights)
+    return tuple(w / total for w in weights)
+
+
 def ensemble_predict(teachers: Sequence[Teacher], images: np.ndarray,
                      weights: Optional[Sequence[float]] = None) -> np.ndarray:
-    """Members' logits averaged (weighted by normalised `weights` if given), as the Distiller."""
+    """Members' logits averaged (weighted by `weights`, see `normalized_weights`), as the
+    Distiller averages them."""
     outputs = [predict(t, images) for t in teachers]
+    weights = normalized_weights(weights, len(teachers))
     if weights is None:
         return np.mean(outputs, axis=0)
-    weights = np.asarray(weights, np.float64) / np.sum(weights)
-    return np.tensordot(weights, np.stack(outputs), axes=1).astype(np.float32)
-
-
-def _hash_path(digest, path: str) -> None:
-    if os.path.isdir(path):
-        for root, dirs, names in os.walk(path):
-            dirs.sort()
-            for name in sorted(names):
-                full = os.path.join(root, name)
-                digest.update(os.path.relpath(full, path).encode())
-                _hash_path(digest, full)
-        return
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    return np.tensordot(np.asarray(weights), np.stack(outputs), axes=1).astype(np.float32)
 
 
 def fingerprint(teacher: Teacher) -> str:
     """sha256 of what determines the teacher's outputs: architecture and weights (or the file)."""
     digest = hashlib.sha256()
     if isinstance(teacher, TFLiteTeacher):
-        _hash_path(digest, teacher.path)
+        files.hash_path(digest, teacher.path)
         return digest.hexdigest()
     frozen = [layer for layer in teacher.layers if isinstance(layer, _FrozenCall)]
     if frozen:
         # A foreign model's variables are not tf_keras weights: its wrapper hashed them.
         digest.update("".join(layer.fingerprint for layer in frozen).encode())
         return digest.hexdigest()
-    digest.update(teacher.to_json().encode())
-    for weights in teacher.get_weights():
-        digest.update(np.ascontiguousarray(weights).tobytes())
+    return _weights_digest(teacher.to_json(), teacher.get_weights())
+
+
+def _weights_digest(architecture: str, weights) -> str:
+    digest = hashlib.sha256(architecture.encode())
+    for array in weights:
+        digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
