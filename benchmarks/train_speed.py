@@ -85,22 +85,6 @@ def _keras_io_distiller(keras, tf):
     return Distiller
 
 
-class _EpochTimer:
-    def __init__(self, keras):
-        class Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self._start)
-
-        self.callback = Timer()
-
-
 def run_variant(variant: str, images_file: str) -> dict:
     import tensorflow as tf
 
@@ -144,10 +128,13 @@ def run_variant(variant: str, images_file: str) -> dict:
         else:
             trainer = student
             trainer.compile(optimizer, ce)
-    timer = _EpochTimer(keras).callback
+    starts, seconds = [], []
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: starts.append(time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: seconds.append(time.perf_counter() - starts[-1]))
     trainer.fit(data, epochs=FLAGS.epochs, callbacks=[timer], verbose=0)
-    result["epoch_seconds"] = timer.seconds
-    result["samples_per_second"] = len(labels) / float(np.median(timer.seconds[1:]))
+    result["epoch_seconds"] = seconds
+    result["samples_per_second"] = len(labels) / float(np.median(seconds[1:]))
     result["peak_rss_bytes"] = _status_bytes("VmHWM")
     result["peak_growth_bytes"] = result["peak_rss_bytes"] - rss_before
     return result
