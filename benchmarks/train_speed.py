@@ -89,7 +89,7 @@ def run_variant(variant: str, images_file: str) -> dict:
     import tensorflow as tf
 
     import tfkd
-    from tfkd import teacher_cache
+    from tfkd import benchmark, teacher_cache
     from tfkd.keras import keras
 
     keras.utils.set_random_seed(0)
@@ -104,7 +104,7 @@ def run_variant(variant: str, images_file: str) -> dict:
     optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     result = {"variant": variant, "description": DESCRIPTIONS[variant]}
-    rss_before = _reset_peak_rss()
+    rss_before = benchmark.reset_peak_rss()
     if variant == "tfkd_cache":
         started = time.perf_counter()
         cache = teacher_cache.build(teacher, dataset, prep, augmentation=augmentation,
@@ -135,24 +135,9 @@ def run_variant(variant: str, images_file: str) -> dict:
     trainer.fit(data, epochs=FLAGS.epochs, callbacks=[timer], verbose=0)
     result["epoch_seconds"] = seconds
     result["samples_per_second"] = len(labels) / float(np.median(seconds[1:]))
-    result["peak_rss_bytes"] = _status_bytes("VmHWM")
+    result["peak_rss_bytes"] = benchmark.peak_rss_bytes()
     result["peak_growth_bytes"] = result["peak_rss_bytes"] - rss_before
     return result
-
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def _reset_peak_rss() -> int:
-    """Restarts the kernel's peak-RSS counter (Linux), so the peak covers what follows only."""
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-        handle.write("5")
-    return _status_bytes("VmRSS")
 
 
 def _macs(name: str) -> int:

@@ -8,7 +8,6 @@ run counts, input source) so that host and device figures can be compared line b
 
 import dataclasses
 import os
-import resource
 import time
 from typing import Callable, Optional, Sequence
 
@@ -120,9 +119,26 @@ def model_cost(model: str) -> ModelCost:
     return ModelCost(params=params + sum(other_constants.values()), macs=int(macs))
 
 
-def _peak_rss_bytes() -> int:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_rss() -> int:
+    """Restarts the kernel's peak-RSS counter (Linux) and returns the current resident set, so
+    that `peak_rss_bytes()` afterwards covers only what follows. (A difference of the process's
+    lifetime peaks would read 0 whenever an earlier peak, e.g. loading data, was higher.)"""
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+        handle.write("5")
+    return _status_bytes("VmRSS")
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set since the last `reset_peak_rss()` (or since the process started)."""
+    return _status_bytes("VmHWM")
 
 
 def _input_batch(classifier: TFLiteClassifier, inputs: Optional[np.ndarray], seed: int):
@@ -173,7 +189,7 @@ def measure(
 
     options = {} if xnnpack else {
         "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-    rss_before = _peak_rss_bytes()
+    rss_before = reset_peak_rss()
     started = clock()
     classifier = TFLiteClassifier(model, num_threads=threads, **options)
     init_ms = (clock() - started) * 1000.0
@@ -204,7 +220,7 @@ def measure(
         init_ms=init_ms,
         first_run_ms=first_run_ms,
         latency=LatencyStats.from_samples(samples),
-        peak_memory_growth_bytes=max(0, _peak_rss_bytes() - rss_before),
+        peak_memory_growth_bytes=max(0, peak_rss_bytes() - rss_before),
         cost=model_cost(model),
     )
 
