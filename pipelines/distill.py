@@ -33,7 +33,11 @@ NEEDS = {"teacher": (), "baseline": (), "student": ("teacher",), "select": ("stu
          "benchmark": ("export",), "device": ("export",), "report": ("verify",)}
 OPTIMIZERS = ("adam", "sgd")
 TEACHER_CACHES = ("off", "memory", "disk")
-JIT_CHOICES = ("auto", "on", "off")
+AUTO_CHOICES = ("auto", "on", "off")
+# The settings that take one of a fixed set of values.
+CHOICES = {"optimizer": OPTIMIZERS, "teacher_cache": TEACHER_CACHES,
+           "strategy": tfkd.distribute.STRATEGIES, "mixed_precision": AUTO_CHOICES,
+           "jit_compile": AUTO_CHOICES, "select": evaluate.SELECTIONS}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "digits", "digits, folder:PATH or tfds:NAME.")
@@ -85,11 +89,11 @@ flags.DEFINE_integer("collective_timeout", 600,
                      "Multi-worker: seconds a worker waits for the others before failing (so a "
                      "dead worker stops the run, which then resumes from its backup when "
                      "restarted).")
-flags.DEFINE_enum("mixed_precision", "auto", JIT_CHOICES,
+flags.DEFINE_enum("mixed_precision", "auto", AUTO_CHOICES,
                   "Train the teacher, the baseline and the distilled student in mixed_float16: "
                   "auto = only when a GPU is visible. Saved and exported models are float32; "
                   "QAD always trains in float32 (TF-MOT's fake-quant layers are float32).")
-flags.DEFINE_enum("jit_compile", "auto", JIT_CHOICES,
+flags.DEFINE_enum("jit_compile", "auto", AUTO_CHOICES,
                   "Compile training steps with XLA: auto = only when a GPU is visible (on 2 CPU "
                   "cores XLA made distillation 3x slower, benchmarks/train_speed.py).")
 flags.DEFINE_integer("qat_epochs", 5, "Epochs of quantization-aware distillation; 0 skips it.")
@@ -165,17 +169,20 @@ class Config:
     def teacher_is_file(self) -> bool:
         return self.teacher.endswith((".keras", ".h5", ".tflite")) or os.path.sep in self.teacher
 
+    @staticmethod
+    def _on(setting: str) -> bool:
+        """An auto/on/off setting: auto means on only where it helps, with a GPU."""
+        if setting == "auto":
+            return bool(tf.config.list_physical_devices("GPU"))
+        return setting == "on"
+
     @property
     def use_mixed_precision(self) -> bool:
-        if self.mixed_precision == "auto":
-            return bool(tf.config.list_physical_devices("GPU"))
-        return self.mixed_precision == "on"
+        return self._on(self.mixed_precision)
 
     @property
     def use_xla(self) -> bool:
-        if self.jit_compile == "auto":
-            return bool(tf.config.list_physical_devices("GPU"))
-        return self.jit_compile == "on"
+        return self._on(self.jit_compile)
 
     @property
     def augmentation(self) -> Optional[tfkd.data.Augmentation]:
@@ -258,18 +265,14 @@ class Config:
         for name in ("learning_rate", "qat_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be > 0. Received: {getattr(self, name)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"--optimizer={self.optimizer} is unknown. Available: {OPTIMIZERS}")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"--{name}={getattr(self, name)} is unknown. Available: "
+                                 f"{list(choices)}")
         for name in ("distillation_warmup_epochs", "early_stopping_patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0 (0 turns it off). "
                                  f"Received: {getattr(self, name)}")
-        if self.teacher_cache not in TEACHER_CACHES:
-            raise ValueError(f"--teacher_cache={self.teacher_cache} is unknown. Available: "
-                             f"{list(TEACHER_CACHES)}")
-        if self.strategy not in tfkd.distribute.STRATEGIES:
-            raise ValueError(f"--strategy={self.strategy} is unknown. Available: "
-                             f"{list(tfkd.distribute.STRATEGIES)}")
         if self.collective_timeout < 1:
             raise ValueError(f"--collective_timeout must be >= 1 second. Received: "
                              f"{self.collective_timeout}")
@@ -277,12 +280,6 @@ class Config:
             raise ValueError("Quantization-aware training (TF-MOT) does not run on TPU: pass "
                              "--qat_epochs=0 on TPU and run the qad stage on CPU/GPU (--stages="
                              "qad,export,... --strategy=default with the same --out_dir).")
-        if self.mixed_precision not in JIT_CHOICES:
-            raise ValueError(f"--mixed_precision={self.mixed_precision} is unknown. Available: "
-                             f"{list(JIT_CHOICES)}")
-        if self.jit_compile not in JIT_CHOICES:
-            raise ValueError(f"--jit_compile={self.jit_compile} is unknown. Available: "
-                             f"{list(JIT_CHOICES)}")
         if self.teacher_cache_views < 1:
             raise ValueError(f"--teacher_cache_views must be >= 1. Received: "
                              f"{self.teacher_cache_views}")
@@ -309,9 +306,6 @@ class Config:
             export.check_mode(mode)
         if not self.max_drop_points >= 0:
             raise ValueError(f"--max_drop_points must be >= 0. Received: {self.max_drop_points}")
-        if self.select not in evaluate.SELECTIONS:
-            raise ValueError(f"--select={self.select} is unknown. Available: "
-                             f"{list(evaluate.SELECTIONS)}")
         if not self.teacher_margin_points >= 0:
             raise ValueError("--teacher_margin_points must be >= 0. "
                              f"Received: {self.teacher_margin_points}")
