@@ -214,10 +214,15 @@ def load_all(source) -> list[Teacher]:
     return [load(s) for s in sources]
 
 
+def _frozen_calls(teacher: Teacher) -> list[_FrozenCall]:
+    if not isinstance(teacher, keras.Model):
+        return []
+    return [layer for layer in teacher.layers if isinstance(layer, _FrozenCall)]
+
+
 def is_foreign(teacher: Teacher) -> bool:
     """Whether `teacher` wraps a SavedModel or Keras 3 model (it cannot be saved as tf_keras)."""
-    return isinstance(teacher, keras.Model) and any(
-        isinstance(layer, _FrozenCall) for layer in teacher.layers)
+    return bool(_frozen_calls(teacher))
 
 
 def num_classes(teacher: Teacher) -> int:
@@ -271,7 +276,7 @@ def fingerprint(teacher: Teacher) -> str:
     if isinstance(teacher, TFLiteTeacher):
         files.hash_path(digest, teacher.path)
         return digest.hexdigest()
-    frozen = [layer for layer in teacher.layers if isinstance(layer, _FrozenCall)]
+    frozen = _frozen_calls(teacher)
     if frozen:
         # A foreign model's variables are not tf_keras weights: its wrapper hashed them.
         digest.update("".join(layer.fingerprint for layer in frozen).encode())
