@@ -1,15 +1,45 @@
-"""Helpers shared by the benchmark scripts: results files and the RESULTS.md sections."""
+"""Helpers shared by the benchmark scripts: results files, the RESULTS.md sections, and the smoke
+mode (`--smoke`: tiny sizes on the test fixtures, results in a temporary directory) with which
+the fast tests check that every script still runs."""
 
 import json
 import os
 import platform
 import re
+import tempfile
 
 import tensorflow as tf
+from absl import flags
 
 from tfkd import files
 
-RESULTS_MD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS_MD = os.path.join(HERE, "RESULTS.md")
+RESULTS_DIR = os.path.join(HERE, "results")
+# Real CIFAR-10 JPEGs shipped with the tests: the smoke mode's image folder.
+CIFAR_SAMPLE = os.path.join(os.path.dirname(HERE), "tests", "fixtures", "cifar10_sample")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("smoke", False, "Tiny sizes on the test fixtures, results written to a "
+                  "temporary directory instead of benchmarks/: checks that the script runs.")
+_smoke_dir = None
+
+
+def apply_smoke(overrides: dict) -> None:
+    """With --smoke, sets the flags in `overrides` (the script's tiny sizes)."""
+    if FLAGS.smoke:
+        for name, value in overrides.items():
+            FLAGS[name].value = value
+
+
+def _output_dir() -> str:
+    """benchmarks/results, or a temporary directory in smoke mode."""
+    global _smoke_dir
+    if not FLAGS.smoke:
+        return RESULTS_DIR
+    if _smoke_dir is None:
+        _smoke_dir = os.environ.get("TFKD_SMOKE_DIR") or tempfile.mkdtemp(prefix="tfkd_smoke_")
+    return _smoke_dir
 
 
 def machine() -> str:
@@ -19,16 +49,21 @@ def machine() -> str:
 
 
 def write_section(name: str, markdown: str) -> None:
-    """Replaces (or appends) the section `name` of RESULTS.md, leaving the others intact."""
+    """Replaces (or appends) the section `name` of RESULTS.md, leaving the others intact (a
+    RESULTS.md of its own in smoke mode)."""
+    results_md = RESULTS_MD if not FLAGS.smoke else os.path.join(_output_dir(), "RESULTS.md")
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n{markdown.strip()}\n{end}"
-    text = open(RESULTS_MD, encoding="utf-8").read() if os.path.exists(RESULTS_MD) else (
+    text = open(results_md, encoding="utf-8").read() if os.path.exists(results_md) else (
         "# Benchmark results\n\nWritten by the scripts in `benchmarks/`; each section says how "
         "it was measured.\n")
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text}\n{block}\n"
-    files.write_text(RESULTS_MD, text)
+    files.write_text(results_md, text)
 
 
-def write_json(path: str, payload: dict) -> None:
+def write_json(name: str, payload: dict) -> str:
+    """Writes benchmarks/results/<name>.json (the smoke directory in smoke mode)."""
+    path = os.path.join(_output_dir(), f"{name}.json")
     files.write_text(path, json.dumps(payload, indent=2, sort_keys=True))
+    return path

@@ -17,7 +17,7 @@ from absl import app, flags
 
 import tfkd
 from benchmarks import common
-from tfkd import evaluate
+from tfkd import evaluate, training
 from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
@@ -34,12 +34,19 @@ flags.DEFINE_list("settings", ["kd:0.1:4", "kd:0.5:4", "kd:0.5:1", "kd:0.9:4", "
 flags.DEFINE_integer("seed", 0, "Seed.")
 
 
+LEARNING_RATE = 2e-3
+SMOKE = {"data": common.CIFAR_SAMPLE, "train_images": 64, "test_images": 20,
+         "teacher": "resnet8", "strong_epochs": 1, "weak_epochs": 1, "student_epochs": 1,
+         "settings": ["kd:0.5:4"]}
+
+
 def _optimizer(steps):
-    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps))
+    return training.optimizer("adam", LEARNING_RATE, steps)
 
 
 def main(argv):
     del argv
+    common.apply_smoke(SMOKE)
     started = time.time()
     keras.utils.set_random_seed(FLAGS.seed)
     splits = tfkd.data.load(f"folder:{FLAGS.data}", seed=FLAGS.seed)
@@ -88,8 +95,7 @@ def main(argv):
             results["kd"].setdefault(name, {})[setting] = evaluate.keras_accuracy(student, test)
             print(name, setting, results["kd"][name][setting], flush=True)
     minutes = (time.time() - started) / 60
-    common.write_json(os.path.join(os.path.dirname(__file__), "results",
-                                   "kd_defaults_cifar10.json"),
+    common.write_json("kd_defaults_cifar10",
                       {**results, "minutes": minutes, "machine": common.machine(),
                        "flags": {f: FLAGS[f].value for f in (
                            "train_images", "test_images", "teacher", "student", "strong_epochs",

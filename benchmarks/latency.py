@@ -31,6 +31,8 @@ flags.DEFINE_list("threads", ["1", "2"], "Thread counts.")
 flags.DEFINE_integer("warmup", 10, "Warm-up runs.")
 flags.DEFINE_integer("runs", 100, "Timed runs.")
 
+SMOKE = {"teacher": "resnet8", "student": "cnn_tiny", "threads": ["1"], "warmup": 1, "runs": 3}
+
 
 def _export_models(out: str) -> dict:
     prep = tfkd.data.Preprocessing((32, 32), 3, 1 / 255, (0.5,) * 3, (0.5,) * 3)
@@ -65,6 +67,7 @@ def _litert_benchmark_median(path: str, threads: int) -> float:
 
 def main(argv):
     del argv
+    common.apply_smoke(SMOKE)
     with tempfile.TemporaryDirectory() as out:
         paths = _export_models(out)
         rows = []
@@ -81,8 +84,7 @@ def main(argv):
     for threads in map(int, FLAGS.threads):
         t, f, q = (by[(k, threads)]["p50_ms"] for k in paths_labels)
         speedups.append((threads, t / q, f / q))
-    common.write_json(os.path.join(os.path.dirname(__file__), "results", "latency.json"),
-                      {"rows": rows, "machine": common.machine(), "warmup": FLAGS.warmup,
+    common.write_json("latency", {"rows": rows, "machine": common.machine(), "warmup": FLAGS.warmup,
                        "runs": FLAGS.runs})
     table = "\n".join(
         f"| {r['model']} | {r['threads']} | {r['size_bytes'] / 1024:.0f} | {r['macs'] / 1e6:.1f} | "

@@ -19,7 +19,7 @@ from absl import app, flags
 
 import tfkd
 from benchmarks import common
-from tfkd import evaluate
+from tfkd import evaluate, training
 from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
@@ -42,8 +42,14 @@ flags.DEFINE_string("name", "methods_cifar10", "Results file and RESULTS.md sect
 STUDENT_LOSS_WEIGHT = 0.5
 
 
+LEARNING_RATE = 2e-3
+SMOKE = {"data": common.CIFAR_SAMPLE, "train_images": 64, "test_images": 20,
+         "teacher": "resnet8", "teacher_epochs": 1, "student_epochs": 1, "seeds": ["0"],
+         "methods": ["alone", "kd"], "name": "methods_smoke"}
+
+
 def _optimizer(steps):
-    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps))
+    return training.optimizer("adam", LEARNING_RATE, steps)
 
 
 def _distiller(method, student, teacher, steps_per_epoch):
@@ -71,6 +77,7 @@ def _distiller(method, student, teacher, steps_per_epoch):
 
 def main(argv):
     del argv
+    common.apply_smoke(SMOKE)
     started = time.time()
     keras.utils.set_random_seed(0)
     splits = tfkd.data.load(f"folder:{FLAGS.data}", seed=0)
@@ -111,7 +118,7 @@ def main(argv):
             print(method, seed, accuracy, flush=True)
 
     minutes = (time.time() - started) / 60
-    common.write_json(os.path.join(os.path.dirname(__file__), "results", f"{FLAGS.name}.json"),
+    common.write_json(FLAGS.name,
                       {**results, "minutes": minutes, "machine": common.machine(),
                        "flags": {f: FLAGS[f].value for f in (
                            "train_images", "test_images", "teacher", "student", "teacher_epochs",

@@ -10,13 +10,14 @@ images. Writes benchmarks/results/qad_cifar10.json and its section of RESULTS.md
 """
 
 import os
+import tempfile
 import time
 
 from absl import app, flags, logging
 
 import tfkd
 from benchmarks import common
-from tfkd import evaluate, export, quantize
+from tfkd import evaluate, export, quantize, training
 from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
@@ -31,16 +32,22 @@ flags.DEFINE_integer("qat_epochs", 3, "Fine-tuning epochs of QAT and of QAD.")
 flags.DEFINE_float("temperature", 4.0, "KD temperature.")
 flags.DEFINE_float("student_loss_weight", 0.5, "Hard-label weight.")
 flags.DEFINE_integer("seed", 0, "Seed.")
-flags.DEFINE_string("work_dir", "/tmp/tfkd_qad_cifar10", "Where models and .tflite files go.")
+flags.DEFINE_string("work_dir", None, "Where the .tflite files go (default: a temporary "
+                    "directory).")
+flags.DEFINE_integer("representative_size", 200, "Calibration images of PTQ int8.")
 
 
-def _compile(model, learning_rate, steps):
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
-    return keras.optimizers.Adam(schedule)
+SMOKE = {"data": common.CIFAR_SAMPLE, "train_images": 64, "test_images": 20,
+         "teacher": "resnet8", "teacher_epochs": 1, "student_epochs": 1, "qat_epochs": 1, "representative_size": 10}
+
+
+def _optimizer(learning_rate, steps):
+    return training.optimizer("adam", learning_rate, steps)
 
 
 def main(argv):
     del argv
+    common.apply_smoke(SMOKE)
     keras.utils.set_random_seed(FLAGS.seed)
     started = time.time()
     splits = tfkd.data.load(f"folder:{FLAGS.data}", seed=FLAGS.seed)
@@ -55,7 +62,7 @@ def main(argv):
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     teacher = tfkd.models.build(FLAGS.teacher, shape, classes)
-    teacher.compile(_compile(teacher, 2e-3, steps * FLAGS.teacher_epochs), ce)
+    teacher.compile(_optimizer(2e-3, steps * FLAGS.teacher_epochs), ce)
     teacher.fit(train, epochs=FLAGS.teacher_epochs, verbose=2)
     teacher_accuracy = evaluate.keras_accuracy(teacher, test)
     logging.info("teacher %.4f", teacher_accuracy)
@@ -64,7 +71,7 @@ def main(argv):
     loss = tfkd.losses.KD(FLAGS.temperature)
     distiller = tfkd.Distiller(student, teacher, loss=loss,
                                student_loss_weight=FLAGS.student_loss_weight)
-    distiller.compile(optimizer=_compile(student, 2e-3, steps * FLAGS.student_epochs))
+    distiller.compile(optimizer=_optimizer(2e-3, steps * FLAGS.student_epochs))
     distiller.fit(train, epochs=FLAGS.student_epochs, verbose=2)
     float_weights = student.get_weights()
 
@@ -74,15 +81,15 @@ def main(argv):
         qat = quantize.quantize_student(copy)
         weight = FLAGS.student_loss_weight if with_teacher else 1.0
         qat_distiller = tfkd.Distiller(qat, teacher, loss=loss, student_loss_weight=weight)
-        qat_distiller.compile(optimizer=_compile(qat, 2e-4, steps * FLAGS.qat_epochs))
+        qat_distiller.compile(optimizer=_optimizer(2e-4, steps * FLAGS.qat_epochs))
         qat_distiller.fit(train, epochs=FLAGS.qat_epochs, verbose=2)
         return qat
 
     qat_student = fine_tune(with_teacher=False)
     qad_student = fine_tune(with_teacher=True)
 
-    representative = export.representative_set(splits, 200)
-    out = FLAGS.work_dir
+    representative = export.representative_set(splits, FLAGS.representative_size)
+    out = FLAGS.work_dir or tempfile.mkdtemp(prefix="tfkd_qad_cifar10_")
     common_args = dict(preprocessing=prep, class_names=splits.class_names)
     export.export(student, out, ["float32", "int8"], representative=representative,
                   name="kd", **common_args)
@@ -104,8 +111,7 @@ def main(argv):
         "accuracy": {k: v[0] for k, v in rows.items()},
         "size_bytes": {k: v[1] for k, v in rows.items() if v[1]},
         "minutes": minutes, "machine": common.machine()}
-    common.write_json(os.path.join(os.path.dirname(__file__), "results", "qad_cifar10.json"),
-                      payload)
+    common.write_json("qad_cifar10", payload)
     base = rows["KD student float32 .tflite"][0]
     table = "\n".join(
         f"| {name} | {100 * acc:.2f} | {100 * (acc - base):+.2f} | "
@@ -115,14 +121,14 @@ def main(argv):
     common.write_section("qad_cifar10", f"""
 ## Quantization-aware distillation on CIFAR-10 (`benchmarks/qad_cifar10.py`)
 
-{common.machine()}; {minutes:.0f} min. CIFAR-10 JPEGs from `../shared/data/cifar10`, a subset:
+{common.machine()}; {minutes:.0f} min. CIFAR-10 JPEGs, a subset:
 {FLAGS.train_images} training images (flip + 4-pixel pad-crop), the first {FLAGS.test_images}
 test images. Teacher {FLAGS.teacher} ({FLAGS.teacher_epochs} epochs), student {FLAGS.student}
 distilled for {FLAGS.student_epochs} epochs (KD, T={FLAGS.temperature},
 student_loss_weight={FLAGS.student_loss_weight}); QAT and QAD each fine-tune that student for
 {FLAGS.qat_epochs} epochs (QAT: hard labels only; QAD: same loss as distillation). Accuracy of
 each `.tflite` file through the LiteRT interpreter, seed {FLAGS.seed}. Far from the papers'
-240-epoch full-data setting: compare rows with each other, not with ANCHORS.md.
+240-epoch full-data setting: compare rows with each other, not with the published tables.
 
 | model | test accuracy % | vs float KD .tflite | size KiB |
 |---|---|---|---|

@@ -6,28 +6,21 @@ rewrites its report.
         --benchmark_binary=/path/to/android_aarch64_benchmark_model
 """
 
-import dataclasses
-import sys
+from absl import app, flags
 
-from absl import app
+from pipelines import config as config_lib
+from pipelines import report, scheduler
 
-from pipelines import distill
-from tfkd import device
+FLAGS = flags.FLAGS
+config_lib.define_flags()
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-        config = distill._config_from_flags()
-        stages = ("benchmark", "device", "report") if config.serial else ("benchmark", "report")
-        config = dataclasses.replace(config, stages=stages)
-        config.validate()
-        distill.run(config)
-    except (ValueError, OSError, device.DeviceError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(distill.format_summary({}, config))
+    stages = ("benchmark", "device", "report") if FLAGS.serial else ("benchmark", "report")
+    config, _, _ = scheduler.run_from_flags(stages=stages)
+    print(report.terminal_summary(config.out_dir, failure=None))
     return 0
 
 

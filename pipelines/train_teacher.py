@@ -1,31 +1,26 @@
 r"""Trains a teacher alone (the pipeline's teacher stage) and saves it as `.keras`.
 
-    python -m pipelines.train_teacher --dataset=folder:../shared/data/cifar10 \
-        --teacher=resnet56 --teacher_epochs=100 --out_dir=runs/teacher_resnet56
+    python -m pipelines.train_teacher --dataset=folder:PATH/cifar10 --teacher=resnet56 \
+        --teacher_epochs=100 --out_dir=runs/teacher_resnet56
 
 The result, `OUT_DIR/teacher/teacher.keras`, can be handed to `pipelines.distill --teacher=PATH`.
 Takes the flags of pipelines/distill.py (those of other stages are ignored).
 """
 
-import dataclasses
 import os
-import sys
 
 from absl import app
 
-from pipelines import distill
+from pipelines import config as config_lib
+from pipelines import scheduler
+
+config_lib.define_flags()
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-        config = dataclasses.replace(distill._config_from_flags(), stages=("teacher",))
-        config.validate()
-        results = distill.run(config)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config, results, _ = scheduler.run_from_flags(stages=("teacher",))
     path = os.path.join(os.path.abspath(config.out_dir), "teacher", "teacher.keras")
     print(f"Teacher test accuracy {results['teacher']['accuracy']:.4f}; saved to {path}")
     return 0

@@ -15,7 +15,8 @@ import tensorflow as tf
 
 import tfkd
 from tests.conftest import CIFAR_SAMPLE
-from tfkd import android_assets, device, evaluate, export
+from tfkd import device, evaluate, export
+from tools import android_export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "android_demo", "app", "src")
@@ -119,16 +120,16 @@ def test_export_assets_bundles_one_variant_with_card_labels_and_sample(tmp_path,
     assets.mkdir()
     (assets / "old_model.tflite").write_bytes(b"stale")
     sample = np.zeros((32, 32, 3), np.uint8)
-    name = android_assets.export_assets(exported, str(assets), sample=sample)
+    name = android_export.export_assets(exported, str(assets), sample=sample)
     assert name == "student_int8_io_uint8"  # the app's first preference among those exported
     assert sorted(os.listdir(assets)) == ["labels.txt", "model_card.json", "sample.png",
                                           "student_int8_io_uint8.tflite"]
     decoded = tf.io.decode_png(tf.io.read_file(str(assets / "sample.png"))).numpy()
     np.testing.assert_array_equal(decoded, sample)
-    assert android_assets.export_assets(exported, str(assets), "student_float32") == \
+    assert android_export.export_assets(exported, str(assets), "student_float32") == \
         "student_float32"
     with pytest.raises(ValueError, match="no variant 'student_int8'"):
-        android_assets.export_assets(exported, str(assets), "student_int8")
+        android_export.export_assets(exported, str(assets), "student_int8")
 
 
 def test_the_java_preference_order_matches_pythons():
@@ -137,7 +138,7 @@ def test_the_java_preference_order_matches_pythons():
     start = java.index("PREFERENCE = {")
     names = [s.strip().strip('"') for s in java[start:java.index("};", start)].split("{")[1]
              .replace("\n", " ").split(",") if s.strip()]
-    assert tuple(names) == android_assets.PREFERENCE
+    assert tuple(names) == android_export.PREFERENCE
 
 
 def test_the_bundled_assets_classify_their_sample_alike_in_java_and_python(tmp_path, java_classes):

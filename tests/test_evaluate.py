@@ -129,35 +129,3 @@ def test_truncated_real_model_gives_a_clear_error(setting, tmp_path):
 def test_missing_tflite_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="No .tflite file"):
         evaluate.load_interpreter(str(tmp_path / "absent.tflite"))
-
-
-def test_teacher_check_flags_members_within_the_margin():
-    check = evaluate.TeacherCheck({"strong": 0.95, "weak": 0.905}, 0.90, margin_points=1.0)
-    assert check.weak == ["weak"] and not check.ok
-    assert "weak not 1.0 points better" in check.message()
-    assert "--student_loss_weight" in check.message()
-    assert evaluate.TeacherCheck({"strong": 0.95}, 0.90, 1.0).ok
-
-
-def test_check_teachers_evaluates_each_ensemble_member(setting):
-    digits, test, student, _ = setting
-    untrained = tfkd.models.build("cnn_tiny", (8, 8, 1), 10)
-    check = evaluate.check_teachers([student, untrained], 0.5, test, margin_points=1.0)
-    assert check.teacher_accuracy[student.name] == evaluate.keras_accuracy(student, test)
-    assert check.weak == [untrained.name]
-
-
-@pytest.mark.parametrize("policy, distilled, baseline, shipped", [
-    ("best", 0.90, 0.92, "baseline"), ("best", 0.92, 0.92, "student"),
-    ("best", 0.93, 0.92, "student"), ("distilled", 0.80, 0.92, "student"),
-    ("baseline", 0.99, 0.92, "baseline")])
-def test_select_student(policy, distilled, baseline, shipped):
-    chosen, reason = evaluate.select_student(policy, distilled, baseline)
-    assert chosen == shipped and reason
-
-
-def test_select_student_errors():
-    with pytest.raises(ValueError, match="Unknown selection 'worst'"):
-        evaluate.select_student("worst", 0.9, 0.9)
-    with pytest.raises(ValueError, match="needs the baseline stage"):
-        evaluate.select_student("best", 0.9, None)

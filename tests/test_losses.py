@@ -31,7 +31,8 @@ def test_kd_matches_numpy_reference(temperature, shape):
 
 
 def test_kd_default_temperature_on_published_example():
-    # ANCHORS.md: T^2 * KL is 1.347 for these logits at T=3 (where Keras 3's default gave 0.318).
+    # A published pitfall: T^2 * KL is 1.347 for these logits at T=3, where Keras 3.15's
+    # LogitsDistillation() default gave 0.318.
     teacher = np.array([[1, 2, 3], [4, 5, 6]], np.float32)
     student = np.array([[2, 1, 4], [3, 6, 2]], np.float32)
     value = float(tfkd.losses.KD(temperature=3.0)(teacher, student))

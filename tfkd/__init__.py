@@ -1,11 +1,14 @@
-"""tfkd: knowledge distillation for TensorFlow/Keras students shipped to mobile."""
+"""tfkd: knowledge distillation for TensorFlow/Keras students shipped to mobile.
+
+The public modules are listed in `__all__`; docs/architecture.md says what each owns.
+"""
 
 from tfkd.keras import keras  # noqa: F401  (selects Keras 2 before anything else imports it)
-from tfkd import data, distribute, features, losses, models  # noqa: E402
-from tfkd import android_assets, teacher_cache, teachers  # noqa: E402
+from tfkd import data, distribute, evaluate, export, features, losses, models  # noqa: E402
+from tfkd import quantize, teacher_cache, teachers, training  # noqa: E402
 from tfkd.distiller import Distiller  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Distiller", "android_assets", "data", "distribute", "features", "keras", "losses",
-           "models", "teacher_cache", "teachers"]
+__all__ = ["Distiller", "data", "distribute", "evaluate", "export", "features", "keras",
+           "losses", "models", "quantize", "teacher_cache", "teachers", "training"]

@@ -83,6 +83,8 @@ class Measurement:
         return result
 
 
+DEFAULT_RUNS = 50
+
 _LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
 
@@ -164,7 +166,7 @@ def measure(
     *,
     threads: int = 1,
     warmup: int = 10,
-    runs: int = 50,
+    runs: int = DEFAULT_RUNS,
     inputs: Optional[np.ndarray] = None,
     xnnpack: bool = True,
     seed: int = 0,

@@ -96,8 +96,8 @@ def connect(serial: Optional[str] = None, adb: str = "adb") -> Adb:
         )
     if serial is None:
         if len(devices) > 1:
-            raise DeviceError(f"Several devices attached: {sorted(devices)}. Choose one with "
-                              "--serial.")
+            raise DeviceError(f"Several devices attached: {sorted(devices)}. Choose one by its "
+                              "serial.")
         serial = next(iter(devices))
     if serial not in devices:
         raise DeviceError(f"Device '{serial}' is not attached. Attached: {sorted(devices)}.")

@@ -1,19 +1,15 @@
-"""Which `tf.distribute` strategy a run uses, and who writes its artifacts.
+"""Building the `tf.distribute` strategy a training runs under.
 
 tfkd does no parallelism of its own: training stages build and compile their models in
 `strategy.scope()` and Keras' `fit` splits each global batch across the replicas. The Distiller
 averages its loss over the global batch (per-replica mean / replicas, summed by the optimizer),
 so a distributed step equals a single-device step on the same global batch.
 
-Multi-worker: every worker runs the same program with its own `TF_CONFIG`. Only the chief
-writes the run directory; the other workers read it (it must be on a filesystem they all see,
-as Keras' BackupAndRestore requires) and write their copies of checkpoints and models to
-temporary directories of their own.
+Multi-worker: every worker runs the same program with its own `TF_CONFIG`.
 """
 
 import json
 import os
-import shutil
 from typing import Optional
 
 import tensorflow as tf
@@ -27,7 +23,7 @@ TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host0:12345", "host1:
 def _tf_config() -> dict:
     text = os.environ.get("TF_CONFIG")
     if not text:
-        raise ValueError("--strategy=multi_worker needs the cluster in the TF_CONFIG environment "
+        raise ValueError("A multi-worker strategy needs the cluster in the TF_CONFIG environment "
                          f"variable of every worker, e.g. {TF_CONFIG_EXAMPLE} (index 1 on the "
                          "second machine).")
     try:
@@ -69,8 +65,8 @@ def make(name: str, timeout_seconds: Optional[int] = 600) -> tf.distribute.Strat
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, tf.errors.OpError) as error:
-            raise ValueError(f"--strategy=tpu found no TPU ({error}). Run on a TPU VM or pick "
-                             "--strategy=mirrored/multi_worker.") from error
+            raise ValueError(f"No TPU was found ({error}). Run on a TPU VM or pick the "
+                             "mirrored or multi_worker strategy.") from error
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"Unknown strategy '{name}'. Available: {list(STRATEGIES)}")
 
@@ -82,38 +78,9 @@ def is_distributed(strategy: tf.distribute.Strategy) -> bool:
                                  tf.distribute.TPUStrategy))
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process writes the run's artifacts (always, except non-chief workers)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    if task_type in (None, "chief"):  # None: a single local worker without TF_CONFIG
-        return True
-    has_chief = bool(resolver.cluster_spec().as_dict().get("chief"))
-    return task_type == "worker" and task_id == 0 and not has_chief
-
-
-def worker_label(strategy: tf.distribute.Strategy) -> str:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or resolver.task_type is None:
-        return "local"
-    return f"{resolver.task_type}{resolver.task_id}"
-
-
 def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Workers split batches by position: tfkd's datasets come from memory, not files, so
     tf.data's default attempt to shard by file would only warn and fall back."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
-
-
-def scratch_dir(out_dir: str, strategy: tf.distribute.Strategy) -> str:
-    """Where a non-chief worker writes what the chief writes into `out_dir`."""
-    return os.path.join(out_dir, f".scratch_{worker_label(strategy)}")
-
-
-def remove_scratch(out_dir: str, strategy: tf.distribute.Strategy) -> None:
-    if not is_chief(strategy):
-        shutil.rmtree(scratch_dir(out_dir, strategy), ignore_errors=True)

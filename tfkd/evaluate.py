@@ -111,7 +111,12 @@ def tflite_accuracy(
 
 
 class ParityError(ValueError):
-    """A `.tflite` file lost more accuracy than allowed against its Keras model."""
+    """A `.tflite` file lost more accuracy than allowed against its Keras model; `drops` holds
+    every variant's drop in points, as `parity_gate` returns it when it passes."""
+
+    def __init__(self, message: str, drops: Mapping[str, float]):
+        super().__init__(message)
+        self.drops = dict(drops)
 
 
 def parity_gate(
@@ -142,7 +147,8 @@ def parity_gate(
             f"against the {reference_name} ({100 * reference_accuracy:.2f}%):\n"
             + "\n".join(lines)
             + "\nFix: use quantization-aware distillation instead of PTQ, enlarge the "
-            "representative set, or find the damaged layer with tfkd.evaluate.localize_drop."
+            "representative set, or find the damaged layer with tfkd.evaluate.localize_drop.",
+            drops,
         )
     return drops
 
@@ -229,74 +235,3 @@ def localize_drop(
         raise ValueError("The two models share no tensor names; they are not conversions of "
                          "the same Keras model.")
     return sorted(results, key=lambda r: r.added_error, reverse=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class TeacherCheck:
-    """Whether a teacher (or each ensemble member) is clearly better than the student alone."""
-
-    teacher_accuracy: dict[str, float]
-    baseline_accuracy: float
-    margin_points: float
-
-    @property
-    def weak(self) -> list[str]:
-        """Teachers not at least `margin_points` above the baseline."""
-        return [name for name, accuracy in self.teacher_accuracy.items()
-                if 100.0 * (accuracy - self.baseline_accuracy) < self.margin_points]
-
-    @property
-    def ok(self) -> bool:
-        return not self.weak
-
-    def message(self) -> str:
-        scores = ", ".join(f"{n} {100 * a:.2f}%" for n, a in self.teacher_accuracy.items())
-        if self.ok:
-            return (f"Teacher check passed: {scores} vs student alone "
-                    f"{100 * self.baseline_accuracy:.2f}% on validation.")
-        return (f"Teacher check: {', '.join(self.weak)} not {self.margin_points:.1f} points better "
-                f"than the student alone on validation ({scores} vs "
-                f"{100 * self.baseline_accuracy:.2f}%). Distillation may make the student worse. "
-                "What to do: train the teacher longer or use a stronger one, raise "
-                "--student_loss_weight, lower --temperature; the student alone is shipped if it "
-                "is better (--select=best).")
-
-    def to_dict(self) -> dict:
-        return {"teacher_accuracy": self.teacher_accuracy,
-                "baseline_accuracy": self.baseline_accuracy,
-                "margin_points": self.margin_points, "ok": self.ok, "weak": self.weak,
-                "message": self.message()}
-
-
-def check_teachers(teachers: Union[keras.Model, list], baseline_accuracy: float,
-                   batches: tf.data.Dataset, margin_points: float = 1.0) -> TeacherCheck:
-    """Evaluates each teacher on `batches` (validation) against the student-alone accuracy."""
-    members = teachers if isinstance(teachers, (list, tuple)) else [teachers]
-    accuracy = {t.name: keras_accuracy(t, batches) for t in members}
-    return TeacherCheck(accuracy, baseline_accuracy, margin_points)
-
-
-SELECTIONS = ("best", "distilled", "baseline")
-
-
-def select_student(policy: str, distilled_accuracy: float,
-                   baseline_accuracy: Optional[float]) -> tuple[str, str]:
-    """Which student to ship (`"student"` or `"baseline"`) and why, from validation accuracies.
-
-    `best` ships the distilled student unless the baseline is strictly better on validation.
-    """
-    if policy not in SELECTIONS:
-        raise ValueError(f"Unknown selection '{policy}'. Available: {list(SELECTIONS)}")
-    if policy == "distilled":
-        return "student", "--select=distilled"
-    if baseline_accuracy is None:
-        raise ValueError(f"--select={policy} needs the baseline stage (the student alone).")
-    if policy == "baseline":
-        return "baseline", "--select=baseline"
-    if baseline_accuracy > distilled_accuracy:
-        return "baseline", (
-            f"the distilled student is worse than the student alone on validation "
-            f"({100 * distilled_accuracy:.2f}% vs {100 * baseline_accuracy:.2f}%)")
-    return "student", (
-        f"the distilled student is at least as good as the student alone on validation "
-        f"({100 * distilled_accuracy:.2f}% vs {100 * baseline_accuracy:.2f}%)")

@@ -35,6 +35,7 @@ _QUANTIZATION = {"float32": None, "float16": "float16", "dynamic": "dynamic", "i
                  "int8_io_int8": "int8", "int8_io_uint8": "int8"}
 _IO_TYPES = {"int8_io_int8": tf.int8, "int8_io_uint8": tf.uint8}
 CARD_VERSION = 1
+DEFAULT_REPRESENTATIVE_SIZE = 200
 
 
 def check_mode(mode: str, model: Optional[keras.Model] = None) -> str:
@@ -65,7 +66,8 @@ class RepresentativeSet:
                 "per_class": np.bincount(self.labels).tolist()}
 
 
-def representative_set(splits: data_lib.Splits, size: int = 200) -> RepresentativeSet:
+def representative_set(splits: data_lib.Splits, size: int = DEFAULT_REPRESENTATIVE_SIZE
+                       ) -> RepresentativeSet:
     """The first `size` training images in a class-balanced round robin, normalised.
 
     Deterministic because the training split's order is; balanced so that no class's activation

@@ -20,6 +20,26 @@ class FeaturePair:
     loss: losses_lib.FeatureLoss
     weight: float = 1.0
 
+    @classmethod
+    def parse(cls, spec: str) -> "FeaturePair":
+        """`teacher_layer:student_layer:loss:weight`, e.g. `stage1_out:stage1_out:hint:1`
+        (layer names are checked against the models by `FeatureTaps`)."""
+        parts = spec.split(":")
+        if len(parts) != 4:
+            raise ValueError(f"'{spec}': expected teacher_layer:student_layer:loss:weight.")
+        teacher_layer, student_layer, loss_name, weight = parts
+        loss = losses_lib.get(loss_name)
+        if not isinstance(loss, losses_lib.FeatureLoss):
+            feature_losses = [n for n in losses_lib.available()
+                              if isinstance(losses_lib.get(n), losses_lib.FeatureLoss)]
+            raise ValueError(f"'{spec}': '{loss_name}' is a logit loss; use one of the feature "
+                             f"losses {feature_losses}.")
+        try:
+            weight = float(weight)
+        except ValueError as error:
+            raise ValueError(f"'{spec}': weight {weight!r} is not a number.") from error
+        return cls(teacher_layer, student_layer, loss, weight)
+
 
 def _layer_output(model: keras.Model, name: str, role: str):
     names = [layer.name for layer in model.layers]

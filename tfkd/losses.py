@@ -7,7 +7,7 @@ sample weights the way Keras treats them for its own losses (weighted sum / batc
 """
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 
@@ -15,6 +15,7 @@ from tfkd.keras import keras
 from tfkd.registry import Registry
 
 _REGISTRY: Registry[type] = Registry("loss")
+DEFAULT_TEMPERATURE = 4.0
 
 
 def register(name: str):
@@ -46,6 +47,28 @@ def takes(name: str, argument: str) -> bool:
 def available() -> list[str]:
     """Names of all registered losses."""
     return _REGISTRY.names()
+
+
+def from_spec(name: str, params: Sequence[str] = (), temperature: Optional[float] = None
+              ) -> "LogitLoss":
+    """The loss `name` built from `key=value` strings, e.g. `from_spec("dkd", ["beta=2"])`.
+
+    `temperature`, when given, is passed to losses that take one (others ignore it); every
+    other parameter keeps its paper's default unless named in `params`.
+    """
+    kwargs: dict[str, float] = {}
+    if temperature is not None and takes(name, "temperature"):
+        kwargs["temperature"] = temperature
+    for item in params:
+        key, _, value = item.partition("=")
+        if not value or not takes(name, key) or (key == "temperature" and temperature is not None):
+            raise ValueError(f"'{item}' is not a key=value parameter of loss '{name}' (temperature "
+                             "is given separately).")
+        try:
+            kwargs[key] = float(value)
+        except ValueError as error:
+            raise ValueError(f"'{item}': {value!r} is not a number.") from error
+    return get(name, **kwargs)
 
 
 def weighted_batch_mean(values: tf.Tensor, sample_weight: Optional[tf.Tensor] = None) -> tf.Tensor:
@@ -126,7 +149,7 @@ class KD(LogitLoss):
         temperature: softening temperature T > 0.
     """
 
-    def __init__(self, temperature: float = 4.0):
+    def __init__(self, temperature: float = DEFAULT_TEMPERATURE):
         self.temperature = _check_temperature(temperature)
 
     def per_example(self, teacher_logits, student_logits, labels=None):
@@ -172,7 +195,8 @@ class DKD(LogitLoss):
         temperature: softening temperature T > 0.
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0):
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0,
+                 temperature: float = DEFAULT_TEMPERATURE):
         self.alpha = _check_nonnegative("alpha", alpha)
         self.beta = _check_nonnegative("beta", beta)
         self.temperature = _check_temperature(temperature)

@@ -1,5 +1,10 @@
-"""The run directory's manifest: which stage produced which files (with hashes), so a rerun with
-the same `--out_dir` skips finished stages and a changed file or setting is never trusted."""
+"""The run directory: which stage produced which files (with hashes, in `manifest.json`), so a
+rerun with the same `--out_dir` skips finished stages and a changed file or setting is never
+trusted.
+
+Nothing is written until a stage starts: a run that fails its checks leaves the directory as it
+found it.
+"""
 
 import datetime
 import hashlib
@@ -22,14 +27,14 @@ def _files_under(root: str, relative: str) -> list[str]:
     return sorted(found)
 
 
-class RunDir:
+class RunDirectory:
     """Stages and their outputs in `path`, for one configuration (identified by its hash).
 
     Args:
         path: the run directory.
         settings: everything that changes results; a run directory made with other settings is
             refused unless `overwrite`, which forgets its stages (files are overwritten as stages
-            run again).
+            run again; the old manifest stays until the first stage starts).
         writable: False on a non-chief worker of a multi-worker run: it reads the chief's
             manifest to take the same decisions, and keeps what it records in memory.
     """
@@ -40,8 +45,6 @@ class RunDir:
         self.path = path
         self.settings_hash = hashlib.sha256(
             json.dumps(settings, sort_keys=True).encode()).hexdigest()
-        if writable:
-            os.makedirs(path, exist_ok=True)
         manifest_path = os.path.join(path, MANIFEST)
         self.manifest = {"settings_hash": self.settings_hash, "stages": {}}
         if os.path.exists(manifest_path):
@@ -55,7 +58,6 @@ class RunDir:
                 )
             if existing.get("settings_hash") == self.settings_hash:
                 self.manifest = existing
-        self._save()
 
     def file(self, *parts: str) -> str:
         return os.path.join(self.path, *parts)
@@ -63,6 +65,7 @@ class RunDir:
     def _save(self) -> None:
         if not self.writable:
             return
+        os.makedirs(self.path, exist_ok=True)
         files.write_text(self.file(MANIFEST), json.dumps(self.manifest, indent=2, sort_keys=True))
 
     def done(self, stage: str) -> bool:

@@ -1,10 +1,13 @@
-"""The run report: `report.json` (the contract in ARCHITECTURE.md), `report.md` and `pareto.png`."""
+"""The run report: `report.json` (one entry per model, Keras and `.tflite`), `report.md` with its
+headline, `pareto.png`, and what a run prints at its end."""
 
+import dataclasses
 import json
 import os
 from typing import Optional, Sequence
 
-from tfkd import files
+from tfkd import files, quantize
+from tfkd.keras import keras
 
 FORMATS = ("keras", "tflite")
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
@@ -127,3 +130,106 @@ def write(run_dir: str, dataset: str, models: Sequence[dict], summary: dict,
                      json.dumps(report, indent=2, sort_keys=True))
     files.write_text(os.path.join(run_dir, "report.md"), markdown(report))
     return report
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasModel:
+    """A model a training stage kept, with that stage's metrics."""
+
+    name: str
+    stage: str
+    model: keras.Model
+    size_bytes: int
+    metrics: dict
+
+
+def measured_on() -> str:
+    return f"this host's CPU ({os.cpu_count()} cores), LiteRT interpreter with XNNPACK"
+
+
+def summarize(accuracy: dict, verify: dict, selection: dict, teacher_check: Optional[dict],
+              test_images: int, max_drop_points: float, measured: bool) -> dict:
+    """The findings of a run from the accuracies of its models (by name)."""
+    summary = {
+        "kd_gain": (accuracy["student"] - accuracy["baseline"]
+                    if {"student", "baseline"} <= set(accuracy) else None),
+        "qad_gain_over_ptq": (accuracy["student_qad_int8"] - accuracy["student_int8"]
+                              if {"student_qad_int8", "student_int8"} <= set(accuracy) else None),
+        "parity": {"max_drop_points": max_drop_points, "drops": verify["drops"],
+                   "failures": {k: v for k, v in verify["drops"].items()
+                                if v > max_drop_points}},
+        "measured_on": measured_on() if measured else None,
+        "teacher_check": teacher_check,
+        "selection": selection,
+        "test_images": test_images,
+    }
+    if summary["kd_gain"] is not None:
+        p = accuracy["student"]
+        # Differences smaller than this are within what the test split can resolve.
+        summary["standard_error"] = (p * (1 - p) / test_images) ** 0.5
+    return summary
+
+
+def headline(summary: dict, accuracy: dict, select_policy: str) -> list[str]:
+    """The lines a person reads first: what was shipped and why, and the main comparison."""
+    lines = []
+    selection = summary["selection"]
+    if selection["shipped"] == "baseline" and select_policy == "best":
+        lines.append(f"Distillation did not help: {selection['reason']}; the student alone "
+                     "was quantized and exported instead (--select=best).")
+    else:
+        shipped = "distilled student" if selection["shipped"] == "student" else "student alone"
+        lines.append(f"Shipped the {shipped}: {selection['reason']}.")
+    check = summary["teacher_check"]
+    if check and not check["ok"]:
+        lines.insert(0, f"WARNING: {check['message']}")
+    if summary["kd_gain"] is not None:
+        tested = summary["test_images"]
+        teacher = (f" vs teacher {100 * accuracy['teacher']:.2f}%" if "teacher" in accuracy
+                   else "")
+        lines.append(
+            f"Distilled student {100 * accuracy['student']:.2f}% vs student alone "
+            f"{100 * accuracy['baseline']:.2f}%{teacher} on {tested} test images (one image = {100 / tested:.2f} points; binomial standard "
+            f"error of an accuracy here ±{100 * summary['standard_error']:.2f} points).")
+    return lines
+
+
+def build_and_write(run_dir: str, dataset: str, keras_models: Sequence[KerasModel], card: dict,
+                    verify: dict, host: Optional[dict], threads: int, selection: dict,
+                    teacher_check: Optional[dict], test_images: int, max_drop_points: float,
+                    select_policy: str) -> list[str]:
+    """Writes the report of a run; returns the files written (relative to `run_dir`)."""
+    fine_tuned_from = {k.name: k.metrics.get("from") for k in keras_models}
+    models = [model_entry(
+        k.name, "keras", None, k.metrics["accuracy"], k.model.count_params(), k.size_bytes,
+        quantization_aware=quantize.is_quantization_aware(k.model),
+        fine_tuned_from=k.metrics.get("from")) for k in keras_models]
+    host = host or {}
+    for name, entry in card["variants"].items():
+        latency = host.get(name, {}).get(str(threads))
+        models.append(model_entry(
+            name, "tflite", entry["quantization"], verify["accuracy"][name],
+            latency["cost"]["params"] if latency else None, entry["size_bytes"],
+            latency["latency"] if latency else None, threads if latency else None,
+            mode=entry["mode"], quantization_aware=entry["quantization_aware"],
+            # Variants are named `<exported model>_<mode>`.
+            fine_tuned_from=fine_tuned_from.get(name[:-len(entry["mode"]) - 1])))
+    accuracy = {m["name"]: m["accuracy"] for m in models}
+    summary = summarize(accuracy, verify, selection, teacher_check, test_images,
+                        max_drop_points, measured=bool(host))
+    write(run_dir, dataset, models, summary, headline(summary, accuracy, select_policy))
+    return ["report.json", "report.md"] + (["pareto.png"] if host else [])
+
+
+def terminal_summary(out_dir: str, failure: Optional[str]) -> str:
+    """What a run prints at its end: the report, the parity failure if any, and where it is."""
+    lines = []
+    report_md = os.path.join(os.path.abspath(out_dir), "report.md")
+    if os.path.exists(report_md):
+        with open(report_md, encoding="utf-8") as f:
+            lines.append(f.read())
+    if failure:
+        lines.append(f"Parity gate failed:\n{failure}")
+    lines.append(f"Run directory: {os.path.abspath(out_dir)} (report.md, report.json, "
+                 "pareto.png, tflite/, manifest.json)")
+    return "\n".join(lines)

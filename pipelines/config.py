@@ -1,0 +1,314 @@
+"""`Config`: every setting of a pipeline run, with its default, its help text and its check.
+
+This is the one place defaults live. Library defaults are the library's own constants, read
+here; the absl flags of every pipeline program are generated from the fields (`define_flags`),
+and `Config` checks itself when it is made, so a `Config` that exists is valid.
+"""
+
+import dataclasses
+import functools
+import os
+import typing
+from typing import Optional
+
+import tensorflow as tf
+from absl import flags
+
+import tfkd
+from pipelines import policy
+from pipelines.stages import STAGE_NAMES
+from tfkd import benchmark, evaluate, export, training
+
+AUTO_CHOICES = ("auto", "on", "off")
+TEACHER_CACHES = ("off", "memory", "disk")
+TEACHER_FILE_SUFFIXES = (".keras", ".h5", ".tflite")
+
+
+def setting(default, help: str, *, choices: Optional[tuple] = None, at_least=None,
+            above=None, hint: str = "", affects_results: bool = True):
+    """A `Config` field: its default, its flag's help, and the range it is checked against.
+
+    `affects_results=False` marks settings that change how or where a run happens but not
+    what it computes (a run directory is tied only to the others).
+    """
+    metadata = {"help": help, "choices": choices, "at_least": at_least, "above": above,
+                "hint": hint, "affects_results": affects_results}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a run depends on; written to the run directory as config.json."""
+
+    dataset: str = setting("digits", "digits, folder:PATH or tfds:NAME.")
+    data_dir: Optional[str] = setting(None, "Where tfds datasets live.")
+    teacher: str = setting(
+        "cnn_large", "Teacher: a registered model name to train, or a trained teacher to load: "
+        "a .keras file (tf_keras or Keras 3), an .h5 file or a SavedModel directory.")
+    teacher_cache: str = setting(
+        "off", "Run the teacher once and train on its stored logits (tfkd.teacher_cache): "
+        "memory, or disk (kept in the run directory and reused by reruns).",
+        choices=TEACHER_CACHES)
+    teacher_cache_views: int = setting(
+        1, "Augmented views cached per training image when --flip/--pad_crop are on (one "
+        "teacher pass each); must be 1 without augmentation.", at_least=1)
+    student: str = setting("cnn_small", "Student: a registered model name.")
+    teacher_epochs: int = setting(30, "Epochs of teacher training.", at_least=1)
+    student_epochs: int = setting(30, "Epochs of the baseline and of distillation.", at_least=1)
+    batch_size: int = setting(64, "Global batch size.", at_least=1)
+    optimizer: str = setting(training.DEFAULT_OPTIMIZER, "Optimizer of every training stage.",
+                             choices=training.OPTIMIZERS)
+    learning_rate: float = setting(training.DEFAULT_LEARNING_RATE,
+                                   "Peak learning rate (cosine decay to 0).", above=0)
+    loss: str = setting("kd", "Distillation loss: kd, dkd, dist or logit_mse "
+                        "(tfkd.losses.available()); other parameters keep the paper's defaults.")
+    loss_params: tuple[str, ...] = setting(
+        (), "Other parameters of --loss as key=value, e.g. alpha=1,beta=8 for dkd or "
+        "beta=1,gamma=2 for dist.")
+    temperature: float = setting(tfkd.losses.DEFAULT_TEMPERATURE,
+                                 "Temperature of the distillation loss (> 0).")
+    features: tuple[str, ...] = setting(
+        (), "Feature distillation pairs teacher_layer:student_layer:loss:weight with a feature "
+        "loss (hint, attention, rkd), e.g. stage1_block0_out:stage1_block0_out:attention:1000.")
+    student_loss_weight: float = setting(
+        tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
+        "Weight of the hard-label loss, in [0, 1] (default measured in "
+        "benchmarks/kd_defaults_cifar10.py).")
+    distillation_warmup_epochs: int = setting(
+        0, "Ramp the distillation term up from 0 over this many epochs (0 = none).",
+        at_least=0, hint="0 turns it off")
+    early_stopping_patience: int = setting(
+        0, "Stop a training stage after this many epochs without a better validation accuracy "
+        "and keep its best weights (0 = off).", at_least=0, hint="0 turns it off")
+    flip: bool = setting(False, "Random horizontal flip in training (natural images only).")
+    pad_crop: int = setting(0, "Random pad-and-crop by this many pixels in training; 0 = off.",
+                            at_least=0, hint="0 turns it off")
+    seed: int = setting(0, "Seed of data splits, shuffling and initialisation.")
+    out_dir: str = setting("runs/default", "Run directory.", affects_results=False)
+    overwrite: bool = setting(False, "Replace a run directory made with different settings.",
+                              affects_results=False)
+    stages: tuple[str, ...] = setting(
+        ("all",), f"Stages to run, from {list(STAGE_NAMES)}, or 'all' (which skips finished "
+        "stages; named stages always run again).", affects_results=False)
+    # A run may resume on another cluster: the strategy changes speed, not the result.
+    strategy: str = setting(
+        "default", "tf.distribute strategy of the training stages: mirrored = every local GPU, "
+        "multi_worker = the cluster in TF_CONFIG (run the same command on every worker), tpu. "
+        "--batch_size stays the global batch.", choices=tfkd.distribute.STRATEGIES,
+        affects_results=False)
+    collective_timeout: int = setting(
+        600, "Multi-worker: seconds a worker waits for the others before failing (so a dead "
+        "worker stops the run, which then resumes from its backup when restarted).",
+        at_least=1, affects_results=False)
+    mixed_precision: str = setting(
+        "auto", "Train the teacher, the baseline and the distilled student in mixed_float16: "
+        "auto = only when a GPU is visible. Saved and exported models are float32; QAD always "
+        "trains in float32 (TF-MOT's fake-quant layers are float32).", choices=AUTO_CHOICES)
+    jit_compile: str = setting(
+        "auto", "Compile training steps with XLA: auto = only when a GPU is visible (on 2 CPU "
+        "cores XLA made distillation slower: benchmarks/RESULTS.md, distillation speed).",
+        choices=AUTO_CHOICES)
+    qat_epochs: int = setting(5, "Epochs of quantization-aware distillation; 0 skips it.",
+                              at_least=0, hint="0 skips QAD")
+    qat_learning_rate: float = setting(1e-4,
+                                       "Peak learning rate of quantization-aware distillation.",
+                                       above=0)
+    modes: tuple[str, ...] = setting(
+        ("float32", "float16", "dynamic", "int8", "int8_io_uint8"),
+        f"Export modes of the float student, from {list(export.MODES)}; the QAD student is "
+        "exported in the integer ones among them.")
+    select: str = setting(
+        "best", "Which student to quantize and ship: the better of the distilled student and "
+        "the student alone on validation (best), or always one of them.",
+        choices=policy.SELECTIONS)
+    teacher_margin_points: float = setting(
+        policy.DEFAULT_TEACHER_MARGIN_POINTS,
+        "Warn when the teacher is not this many points better than the student alone.",
+        at_least=0)
+    representative_size: int = setting(export.DEFAULT_REPRESENTATIVE_SIZE,
+                                       "Calibration images for post-training int8.", at_least=1)
+    max_drop_points: float = setting(
+        evaluate.DEFAULT_MAX_DROP_POINTS,
+        "Largest accuracy drop (points) allowed from the float student to a .tflite.",
+        at_least=0)
+    threads: tuple[int, ...] = setting((1,), "Thread counts of the latency benchmark.",
+                                       affects_results=False)
+    benchmark_runs: int = setting(benchmark.DEFAULT_RUNS,
+                                  "Timed runs of the latency benchmark.", at_least=1,
+                                  affects_results=False)
+    serial: Optional[str] = setting(None, "adb serial of a phone for the device stage.",
+                                    affects_results=False)
+    benchmark_binary: Optional[str] = setting(None, "Host path of Android benchmark_model.",
+                                              affects_results=False)
+
+    def __post_init__(self):
+        self._validate()
+
+    @property
+    def teacher_is_file(self) -> bool:
+        return self.teacher.endswith(TEACHER_FILE_SUFFIXES) or os.path.sep in self.teacher
+
+    @staticmethod
+    def _on(setting_value: str) -> bool:
+        """An auto/on/off setting: auto means on only where it helps, with a GPU."""
+        if setting_value == "auto":
+            return bool(tf.config.list_physical_devices("GPU"))
+        return setting_value == "on"
+
+    @property
+    def use_mixed_precision(self) -> bool:
+        return self._on(self.mixed_precision)
+
+    @property
+    def use_xla(self) -> bool:
+        return self._on(self.jit_compile)
+
+    @property
+    def augmentation(self) -> Optional[tfkd.data.Augmentation]:
+        if not (self.flip or self.pad_crop):
+            return None
+        return tfkd.data.Augmentation(flip=self.flip, pad_crop=self.pad_crop)
+
+    def results_settings(self) -> dict:
+        """The settings that change results (a run directory is tied to them)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata["affects_results"]}
+
+    def selected_stages(self) -> list[str]:
+        if tuple(self.stages) == ("all",):
+            return [s for s in STAGE_NAMES if s != "device" or self.serial]
+        return [s for s in STAGE_NAMES if s in self.stages]
+
+    @functools.cached_property
+    def distillation_loss(self) -> tfkd.losses.LogitLoss:
+        """--loss with --temperature (when it takes one) and --loss_params."""
+        try:
+            return tfkd.losses.from_spec(self.loss, self.loss_params, self.temperature)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"--loss={self.loss} --loss_params={','.join(self.loss_params)}: "
+                             f"{error}") from error
+
+    @functools.cached_property
+    def feature_pairs(self) -> tuple:
+        """--features as `tfkd.features.FeaturePair`s (layer names are checked on the models)."""
+        pairs = []
+        for item in self.features:
+            try:
+                pairs.append(tfkd.features.FeaturePair.parse(item))
+            except ValueError as error:
+                raise ValueError(f"--features={item}: {error}") from error
+        return tuple(pairs)
+
+    def _validate(self) -> None:
+        """Raises `ValueError` naming the first bad setting and its fix."""
+        for field in dataclasses.fields(self):
+            _check_range(field, getattr(self, field.name))
+        self._validate_teacher_and_student()
+        if self.strategy == "tpu" and self.qat_epochs:
+            raise ValueError("Quantization-aware training (TF-MOT) does not run on TPU: pass "
+                             "--qat_epochs=0 on TPU and run the qad stage on CPU/GPU (--stages="
+                             "qad,export,... --strategy=default with the same --out_dir).")
+        if self.teacher_cache != "off":
+            if self.augmentation is None and self.teacher_cache_views != 1:
+                raise ValueError(f"--teacher_cache_views={self.teacher_cache_views} without "
+                                 "--flip/--pad_crop would cache the same image repeatedly; use 1.")
+            if self.features:
+                raise ValueError("--features needs the teacher's forward pass every step; the "
+                                 "teacher cache stores logits only. Drop --teacher_cache or "
+                                 "--features.")
+        # Building them here fails fast; the built objects are kept for the run.
+        self.distillation_loss
+        self.feature_pairs
+        if not 0.0 <= self.student_loss_weight <= 1.0:
+            raise ValueError("--student_loss_weight must be in [0, 1]. "
+                             f"Received: {self.student_loss_weight}")
+        if not self.modes:
+            raise ValueError(f"--modes is empty. Choose from {list(export.MODES)}")
+        for mode in self.modes:
+            export.check_mode(mode)
+        if not self.threads or min(self.threads) < 1:
+            raise ValueError(f"--threads must list thread counts >= 1. Received: {self.threads}")
+        unknown = [s for s in self.stages if s not in STAGE_NAMES and s != "all"]
+        if unknown or ("all" in self.stages and len(self.stages) > 1):
+            raise ValueError(f"--stages={','.join(self.stages)}: give 'all' or stages from "
+                             f"{list(STAGE_NAMES)}.")
+        if "device" in self.stages and not self.serial:
+            raise ValueError("--stages includes device but no --serial was given.")
+
+    def _validate_teacher_and_student(self) -> None:
+        if self.teacher_is_file:
+            if not os.path.exists(self.teacher):
+                raise ValueError(f"--teacher={self.teacher} does not exist. Give a .keras/.h5 "
+                                 "file, a SavedModel directory or a registered model name.")
+            if self.teacher.endswith(".tflite"):
+                raise ValueError(
+                    f"--teacher={self.teacher}: a .tflite teacher can only teach through the "
+                    "teacher cache of the library (tfkd.teacher_cache with teacher=None); the "
+                    "pipeline also evaluates and exports its teacher, which needs a model. Give "
+                    "the .keras/.h5/SavedModel it was converted from.")
+        elif self.teacher not in tfkd.models.available():
+            raise ValueError(f"--teacher={self.teacher} is not a registered model nor a .keras "
+                             f"file. Available models: {tfkd.models.available()}")
+        if self.student not in tfkd.models.available():
+            raise ValueError(f"--student={self.student} is not a registered model. "
+                             f"Available: {tfkd.models.available()}")
+
+
+def _check_range(field: dataclasses.Field, value) -> None:
+    meta = field.metadata
+    name = field.name
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise ValueError(f"--{name}={value} is unknown. Available: {list(meta['choices'])}")
+    hint = f" ({meta['hint']})" if meta["hint"] else ""
+    # Written as `not value >= bound` so that NaN fails too.
+    if meta["at_least"] is not None and not value >= meta["at_least"]:
+        raise ValueError(f"--{name} must be >= {meta['at_least']}{hint}. Received: {value}")
+    if meta["above"] is not None and not value > meta["above"]:
+        raise ValueError(f"--{name} must be > {meta['above']}{hint}. Received: {value}")
+
+
+def _element_type(field: dataclasses.Field):
+    """The element type of a tuple field, or None for a scalar field."""
+    if typing.get_origin(field.type) is tuple:
+        return typing.get_args(field.type)[0]
+    return None
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines one absl flag per `Config` field, with the field's default and help (once per
+    `flag_values`: every pipeline program defines them, and one process may import several)."""
+    for field in dataclasses.fields(Config):
+        name, default, meta = field.name, field.default, field.metadata
+        if name in flag_values:
+            continue
+        element = _element_type(field)
+        if element is not None:
+            flags.DEFINE_list(name, [str(v) for v in default], meta["help"],
+                              flag_values=flag_values)
+        elif meta["choices"] is not None:
+            flags.DEFINE_enum(name, default, list(meta["choices"]), meta["help"],
+                              flag_values=flag_values)
+        elif field.type is bool:
+            flags.DEFINE_bool(name, default, meta["help"], flag_values=flag_values)
+        elif field.type is int:
+            flags.DEFINE_integer(name, default, meta["help"], flag_values=flag_values)
+        elif field.type is float:
+            flags.DEFINE_float(name, default, meta["help"], flag_values=flag_values)
+        else:
+            flags.DEFINE_string(name, default, meta["help"], flag_values=flag_values)
+
+
+def from_flags(flag_values: flags.FlagValues = flags.FLAGS, **overrides) -> Config:
+    """The `Config` of parsed flags (with `overrides` for programs that fix some settings)."""
+    values = {}
+    for field in dataclasses.fields(Config):
+        value = flag_values[field.name].value
+        element = _element_type(field)
+        if element is not None:
+            try:
+                value = tuple(element(v) for v in value)
+            except ValueError as error:
+                raise ValueError(f"--{field.name}={','.join(value)}: {error}") from error
+        values[field.name] = value
+    values.update(overrides)
+    return Config(**values)

@@ -1,0 +1,119 @@
+"""Runs the selected stages of a run in table order, skipping finished ones."""
+
+import dataclasses
+import json
+import sys
+import time
+from typing import Optional
+
+from absl import logging
+
+import tensorflow as tf
+
+import tfkd
+from pipelines import config as config_lib
+from pipelines import workers
+from pipelines.config import Config
+from pipelines.context import Context
+from pipelines.stages import STAGE_NAMES, STAGES
+from tfkd import device, files
+from tfkd.keras import keras
+
+
+def _check_feature_layers(ctx: Context) -> None:
+    """Names in --features must exist in the models: checked before any training."""
+    config = ctx.config
+    if not config.feature_pairs:
+        return
+    teacher = (tfkd.teachers.load(config.teacher) if config.teacher_is_file
+               else ctx.build(config.teacher))
+    tfkd.features.FeatureTaps(teacher, ctx.build(config.student), config.feature_pairs)
+
+
+def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -> dict:
+    """Runs the selected stages and returns every finished stage's metrics by stage name.
+
+    Training stages run in `strategy`'s scope (made from --strategy unless given). In a
+    multi-worker run, non-chief workers stop after the training stages: the chief exports,
+    verifies, benchmarks and reports alone."""
+    # A multi-worker strategy must exist before any other op runs.
+    strategy = strategy or tfkd.distribute.make(config.strategy, config.collective_timeout)
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    ctx = Context(config, strategy)
+    _check_feature_layers(ctx)
+    selected = config.selected_stages()
+    # Stages named in --stages run again; with --stages=all finished stages are skipped.
+    rerun = set() if tuple(config.stages) == ("all",) else set(selected)
+    for stage in STAGES:
+        missing = [n for n in stage.needs if n not in selected and not ctx.directory.done(n)]
+        if stage.name in selected and missing:
+            raise ValueError(f"Stage {stage.name} needs {missing}: run them first or add them "
+                             "to --stages.")
+    if ctx.chief:
+        files.write_text(ctx.directory.file("config.json"),
+                         json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
+    distributed = tfkd.distribute.is_distributed(strategy)
+    for index, stage in enumerate(STAGES):
+        if stage.name not in selected:
+            continue
+        if stage.name not in rerun and ctx.directory.done(stage.name):
+            logging.info("Stage %s: finished earlier, files unchanged; skipping.", stage.name)
+            continue
+        if not stage.trains and distributed:
+            if not ctx.chief:
+                logging.info("Worker %s: training stages done; the chief writes the rest.",
+                             workers.worker_label(strategy))
+                break
+            # Export and measurement run on this process alone, on plain (undistributed)
+            # copies of the models, read back from the run directory.
+            ctx.drop_models()
+            distributed = False
+        # A stage that runs again changes the inputs of every later stage.
+        ctx.directory.forget(STAGE_NAMES[index + 1:])
+        logging.info("Stage %s: running.", stage.name)
+        started = time.time()
+        if stage.trains:
+            mixed = config.use_mixed_precision and stage.mixed_precision
+            keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+            try:
+                with strategy.scope():
+                    outputs, metrics = stage.fn(ctx)
+            finally:
+                keras.mixed_precision.set_global_policy("float32")
+        else:
+            outputs, metrics = stage.fn(ctx)
+        metrics["seconds"] = time.time() - started
+        ctx.directory.record(stage.name, outputs, metrics)
+    workers.remove_scratch(config.out_dir, strategy)
+    return {s: ctx.directory.metrics(s) for s in STAGE_NAMES if ctx.directory.done(s)}
+
+
+def _exit(message: str, status: int):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def run_from_flags(**overrides) -> tuple[Config, dict, tf.distribute.Strategy]:
+    """For the programs' `main`s: the `Config` of the parsed flags (with `overrides`), run.
+
+    Every expected failure ends the process with one line naming it: status 2 for bad settings,
+    data, files or devices, 3 for a cluster that lost a worker (restart every worker: the run
+    resumes)."""
+    try:
+        config = config_lib.from_flags(**overrides)
+    except (ValueError, TypeError) as error:
+        _exit(str(error), 2)
+    strategy = None
+    try:
+        strategy = tfkd.distribute.make(config.strategy, config.collective_timeout)
+        results = execute(config, strategy)
+    except (ValueError, OSError, device.DeviceError) as error:
+        _exit(str(error), 2)
+    except tf.errors.OpError as error:
+        if strategy is None or not tfkd.distribute.is_distributed(strategy):
+            raise
+        _exit(f"a worker of the cluster failed or could not be reached ({error.message}). "
+              "Restart every worker with the same command: finished stages are skipped and the "
+              "interrupted one resumes from its last backup.", 3)
+    return config, results, strategy

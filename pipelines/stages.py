@@ -1,0 +1,273 @@
+"""The stages of a run, as one table, and their bodies.
+
+A stage reads earlier stages' artifacts through the `Context`, writes its own into the run
+directory, and returns the files it wrote (relative paths, hashed into the manifest) with its
+metrics. Adding a stage means one `Stage` entry and one function.
+"""
+
+import dataclasses
+import json
+import os
+from typing import TYPE_CHECKING, Callable
+
+from absl import logging
+
+import tfkd
+from pipelines import policy, report
+from pipelines.context import DISTILLATION_SEED, QAD_DATA, STUDENT_DATA, TEACHER_DATA
+from tfkd import benchmark, device, evaluate, export, files, quantize, training
+from tfkd.keras import keras
+
+if TYPE_CHECKING:
+    from pipelines.context import Context
+
+StageResult = tuple[list[str], dict]
+
+
+def teacher(ctx: "Context") -> StageResult:
+    config = ctx.config
+    if config.teacher_is_file:
+        model = tfkd.teachers.load(config.teacher)
+        ctx.splits.check_model(model, role="teacher")
+        if tfkd.teachers.is_foreign(model):
+            # A SavedModel or Keras 3 model cannot be re-saved as tf_keras: record where it is.
+            ctx.use("teacher", model)
+            metrics = ctx.accuracies(model)
+            metrics.update(source=os.path.abspath(config.teacher),
+                           fingerprint=tfkd.teachers.fingerprint(model))
+            return [], metrics
+    else:
+        keras.utils.set_random_seed(config.seed)
+        model = ctx.build(config.teacher)
+        training.train_classifier(model, ctx.train_batches(TEACHER_DATA), epochs=config.teacher_epochs,
+                                  learning_rate=config.learning_rate, **ctx.fit_options("teacher"))
+    # Accuracies of what was kept: the float32 copy when training used mixed precision.
+    kept = ctx.keep("teacher", model)
+    return [kept], ctx.accuracies(ctx.model("teacher"))
+
+
+def baseline(ctx: "Context") -> StageResult:
+    config = ctx.config
+    model = training.train_classifier(
+        ctx.fresh_student(), ctx.train_batches(STUDENT_DATA), epochs=config.student_epochs,
+        learning_rate=config.learning_rate, **ctx.fit_options("baseline"))
+    kept = ctx.keep("baseline", model)
+    return [kept], ctx.accuracies(ctx.model("baseline"))
+
+
+def student(ctx: "Context") -> StageResult:
+    config = ctx.config
+    check = None
+    if ctx.directory.done("baseline"):
+        check = policy.check_teachers(ctx.model("teacher"),
+                                      ctx.directory.metrics("baseline")["val_accuracy"],
+                                      ctx.validation, config.teacher_margin_points)
+        (logging.info if check.ok else logging.warning)("%s", check.message())
+    model = ctx.fresh_student()
+    keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
+    training.distill(
+        model, ctx.model("teacher"), ctx.train_batches(STUDENT_DATA, distilled=True),
+        epochs=config.student_epochs, loss=config.distillation_loss,
+        student_loss_weight=config.student_loss_weight, features=config.feature_pairs,
+        warmup_epochs=config.distillation_warmup_epochs, learning_rate=config.learning_rate,
+        **ctx.fit_options("student"))
+    kept = ctx.keep("student", model)
+    metrics = ctx.accuracies(ctx.model("student"))
+    metrics["teacher_check"] = check.to_dict() if check else None
+    return [kept], metrics
+
+
+def select(ctx: "Context") -> StageResult:
+    """Chooses the student that is quantized and shipped (--select)."""
+    done, metrics = ctx.directory.done, ctx.directory.metrics
+    shipped, reason = policy.select_student(
+        ctx.config.select, metrics("student")["val_accuracy"],
+        metrics("baseline")["val_accuracy"] if done("baseline") else None)
+    logging.info("Shipping the %s: %s.", "distilled student" if shipped == "student" else
+                 "student alone (baseline)", reason)
+    return [], {"shipped": shipped, "reason": reason, "policy": ctx.config.select}
+
+
+def qad(ctx: "Context") -> StageResult:
+    """A QAT copy of the shipped student, fine-tuned while the float teacher still teaches."""
+    config = ctx.config
+    if not config.qat_epochs:
+        return [], {"skipped": "--qat_epochs=0"}
+    shipped = ctx.directory.metrics("select")["shipped"]
+    float_student = ctx.model(shipped)
+    logging.info("%s", quantize.doctor(float_student))
+    start = keras.models.clone_model(float_student)
+    start.set_weights(float_student.get_weights())
+    model = quantize.quantize_student(start)
+    keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
+    training.distill(
+        model, ctx.model("teacher"), ctx.train_batches(QAD_DATA, distilled=True),
+        epochs=config.qat_epochs, loss=config.distillation_loss,
+        # A student shipped because distillation did not help is fine-tuned on labels alone.
+        student_loss_weight=config.student_loss_weight if shipped == "student" else 1.0,
+        learning_rate=config.qat_learning_rate, **ctx.fit_options("student_qad"))
+    metrics = ctx.accuracies(model)
+    metrics["from"] = shipped
+    return [ctx.keep("student_qad", model)], metrics
+
+
+def has_qad_student(ctx: "Context") -> bool:
+    """The qad stage finished and produced a student (it records no accuracy when skipped)."""
+    return (ctx.directory.done("qad")
+            and ctx.directory.metrics("qad").get("accuracy") is not None)
+
+
+def export_models(ctx: "Context") -> StageResult:
+    config, splits = ctx.config, ctx.splits
+    out = ctx.directory.file("tflite")
+    integer_modes = [m for m in config.modes if m in export.INTEGER_MODES]
+    representative = (export.representative_set(splits, config.representative_size)
+                      if integer_modes else None)
+    common = dict(preprocessing=splits.preprocessing, class_names=splits.class_names,
+                  source_run=os.path.basename(os.path.abspath(config.out_dir)))
+    export.export(ctx.model("teacher"), out, ["float32"], name="teacher", **common)
+    # The `student_*` files hold the shipped student (distilled, or alone if it was better).
+    selection = ctx.directory.metrics("select")
+    card = export.export(ctx.model(selection["shipped"]), out, config.modes,
+                         representative=representative, name="student", **common)
+    if has_qad_student(ctx) and integer_modes:
+        card = export.export(ctx.model("student_qad"), out, integer_modes, name="student_qad",
+                             **common)
+    card["shipped"] = {"model": selection["shipped"], "reason": selection["reason"]}
+    files.write_text(os.path.join(out, "model_card.json"),
+                     json.dumps(card, indent=2, sort_keys=True))
+    # The model card is the verify stage's output: it fills in the accuracies.
+    return ([os.path.join("tflite", e["file"]) for e in card["variants"].values()]
+            + [os.path.join("tflite", "labels.txt")]), {}
+
+
+def verify(ctx: "Context") -> StageResult:
+    """Accuracy of every `.tflite` (written into the model card) and the parity gate."""
+    out = ctx.directory.file("tflite")
+    card = export.read_card(out)
+    accuracies = {}
+    for name, entry in card["variants"].items():
+        accuracy = evaluate.tflite_accuracy(os.path.join(out, entry["file"]),
+                                            ctx.test.as_numpy_iterator())
+        entry["accuracy"] = {"split": "test", "value": accuracy}
+        accuracies[name] = accuracy
+        logging.info("%s: test accuracy %.4f", name, accuracy)
+    files.write_text(os.path.join(out, "model_card.json"),
+                     json.dumps(card, indent=2, sort_keys=True))
+    shipped = ctx.directory.metrics("select")["shipped"]
+    reference = ctx.directory.metrics(shipped)["accuracy"]
+    students = {k: v for k, v in accuracies.items() if not k.startswith("teacher")}
+    failure = None
+    try:
+        drops = evaluate.parity_gate(reference, students, ctx.config.max_drop_points,
+                                     reference_name="float Keras student")
+    except evaluate.ParityError as error:
+        drops, failure = error.drops, str(error)
+    return [os.path.join("tflite", "model_card.json")], {
+        "accuracy": accuracies, "drops": drops, "failure": failure}
+
+
+def _measure_variants(ctx: "Context", measure: Callable[[str, int], dict]) -> dict:
+    """`measure(path, threads)` for every exported variant and thread count."""
+    out = ctx.directory.file("tflite")
+    card = export.read_card(out)
+    results = {}
+    for name, entry in card["variants"].items():
+        for threads in ctx.config.threads:
+            results.setdefault(name, {})[str(threads)] = measure(
+                os.path.join(out, entry["file"]), threads)
+    return results
+
+
+def host_benchmark(ctx: "Context") -> StageResult:
+    images = next(iter(ctx.test))[0].numpy()
+
+    def measure(path, threads):
+        m = benchmark.measure(path, threads=threads, warmup=10, runs=ctx.config.benchmark_runs,
+                              inputs=images)
+        logging.info("%s, %d thread(s): p50 %.3f ms", os.path.basename(path), threads,
+                     m.latency.p50_ms)
+        return m.to_dict()
+
+    path = os.path.join("benchmark", "host.json")
+    files.write_text(ctx.directory.file(path),
+                     json.dumps(_measure_variants(ctx, measure), indent=2, sort_keys=True))
+    return [path], {}
+
+
+def device_benchmark(ctx: "Context") -> StageResult:
+    config = ctx.config
+    phone = device.connect(config.serial)
+    info = device.fingerprint(phone)
+
+    def measure(path, threads):
+        common = dict(threads=threads, runs=config.benchmark_runs, info=info)
+        if config.benchmark_binary:
+            return device.benchmark_model_on_device(phone, path, config.benchmark_binary,
+                                                    **common).to_dict()
+        return device.app_benchmark_on_device(phone, path, **common).to_dict()
+
+    path = os.path.join("benchmark", "device.json")
+    results = {"device": info, "variants": _measure_variants(ctx, measure)}
+    files.write_text(ctx.directory.file(path), json.dumps(results, indent=2, sort_keys=True))
+    return [path], {}
+
+
+def write_report(ctx: "Context") -> StageResult:
+    directory = ctx.directory
+    trained = [s for s in STAGES if s.model and directory.done(s.name)
+               and (s.name != "qad" or has_qad_student(ctx))]
+    keras_models = [
+        report.KerasModel(name=s.model, stage=s.name, model=ctx.model(s.model),
+                          size_bytes=os.path.getsize(directory.file(ctx.model_file(s.model))),
+                          metrics=directory.metrics(s.name))
+        for s in trained]
+    host_path = directory.file("benchmark", "host.json")
+    host = None
+    if os.path.exists(host_path):
+        with open(host_path, encoding="utf-8") as f:
+            host = json.load(f)
+    written = report.build_and_write(
+        directory.path, ctx.splits.name, keras_models, export.read_card(directory.file("tflite")),
+        directory.metrics("verify"), host, ctx.config.threads[0], directory.metrics("select"),
+        directory.metrics("student").get("teacher_check"), ctx.splits.sizes["test"],
+        ctx.config.max_drop_points, ctx.config.select)
+    return written, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One step of a run.
+
+    Attributes:
+        name: as given to --stages and recorded in the manifest.
+        needs: stages whose artifacts this one reads.
+        trains: runs in the strategy's scope on every worker; the others run on the chief
+            alone, on plain copies of the models read back from the run directory.
+        fn: the body.
+        model: the model it trains and keeps under this name, if any.
+        mixed_precision: may train in mixed_float16 (--mixed_precision).
+    """
+
+    name: str
+    needs: tuple[str, ...]
+    trains: bool
+    fn: Callable[["Context"], StageResult]
+    model: str = ""
+    mixed_precision: bool = False
+
+
+STAGES = (
+    Stage("teacher", (), True, teacher, model="teacher", mixed_precision=True),
+    Stage("baseline", (), True, baseline, model="baseline", mixed_precision=True),
+    Stage("student", ("teacher",), True, student, model="student", mixed_precision=True),
+    Stage("select", ("student",), True, select),
+    # TF-MOT's fake-quant layers are float32: QAD never uses mixed precision.
+    Stage("qad", ("teacher", "select"), True, qad, model="student_qad"),
+    Stage("export", ("teacher", "select"), False, export_models),
+    Stage("verify", ("export",), False, verify),
+    Stage("benchmark", ("export",), False, host_benchmark),
+    Stage("device", ("export",), False, device_benchmark),
+    Stage("report", ("verify",), False, write_report),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)

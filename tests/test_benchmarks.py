@@ -1,0 +1,59 @@
+"""Every benchmark script runs: each in its smoke mode (tiny sizes on the test fixtures,
+results in a temporary directory), so a changed signature breaks a test, not a user."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_MD = os.path.join(ROOT, "benchmarks", "RESULTS.md")
+# Script -> the results file its smoke run writes.
+SCRIPTS = {
+    "digits_kd": "digits_kd.json",
+    "kd_defaults_cifar10": "kd_defaults_cifar10.json",
+    "methods_cifar10": "methods_smoke.json",
+    "qad_cifar10": "qad_cifar10.json",
+    "train_speed": "train_speed_smoke.json",
+    "latency": "latency.json",
+}
+
+
+def _digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """Runs every script at once (two at a time would leave a core idle while one imports)."""
+    before = _digest(RESULTS_MD)
+    processes = {}
+    for script in SCRIPTS:
+        out = tmp_path_factory.mktemp(script)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TFKD_SMOKE_DIR=str(out))
+        processes[script] = (out, subprocess.Popen(
+            [sys.executable, "-m", f"benchmarks.{script}", "--smoke"], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    finished = {}
+    for script, (out, process) in processes.items():
+        stdout, stderr = process.communicate(timeout=600)
+        finished[script] = (out, process.returncode, stderr)
+    return before, finished
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_benchmark_script_runs_in_smoke_mode(script, smoke_runs):
+    before, finished = smoke_runs
+    out, returncode, stderr = finished[script]
+    assert returncode == 0, stderr[-3000:]
+    with open(out / SCRIPTS[script], encoding="utf-8") as f:
+        payload = json.load(f)
+    assert payload, script
+    section = (out / "RESULTS.md").read_text()
+    assert "## " in section and "`benchmarks/" in section
+    # A smoke run never touches the real results.
+    assert _digest(RESULTS_MD) == before

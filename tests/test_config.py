@@ -1,0 +1,165 @@
+"""Tests of pipelines/config.py: one source of defaults, generated flags, one validation."""
+
+import dataclasses
+
+import pytest
+from absl import flags
+
+import tfkd
+from pipelines import config as config_lib
+from pipelines import policy
+from pipelines.config import Config
+from tfkd import benchmark, evaluate, export, training
+
+
+def _parsed(*argv):
+    values = flags.FlagValues()
+    config_lib.define_flags(values)
+    values(["program", *argv])
+    return values
+
+
+# Each pipeline default that stands for a library default, and the library constant.
+LIBRARY_DEFAULTS = {
+    "optimizer": training.DEFAULT_OPTIMIZER,
+    "learning_rate": training.DEFAULT_LEARNING_RATE,
+    "temperature": tfkd.losses.DEFAULT_TEMPERATURE,
+    "student_loss_weight": tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
+    "representative_size": export.DEFAULT_REPRESENTATIVE_SIZE,
+    "max_drop_points": evaluate.DEFAULT_MAX_DROP_POINTS,
+    "teacher_margin_points": policy.DEFAULT_TEACHER_MARGIN_POINTS,
+    "benchmark_runs": benchmark.DEFAULT_RUNS,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY_DEFAULTS))
+def test_flag_and_config_defaults_equal_the_library_defaults(name):
+    assert getattr(Config(), name) == LIBRARY_DEFAULTS[name]
+    assert _parsed()[name].value == LIBRARY_DEFAULTS[name]
+
+
+def test_library_defaults_are_the_ones_the_library_uses():
+    import inspect
+
+    assert tfkd.losses.KD().temperature == tfkd.losses.DEFAULT_TEMPERATURE
+    distiller_default = inspect.signature(tfkd.Distiller).parameters["student_loss_weight"]
+    assert distiller_default.default == tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT
+    measure_default = inspect.signature(benchmark.measure).parameters["runs"]
+    assert measure_default.default == benchmark.DEFAULT_RUNS
+    gate_default = inspect.signature(evaluate.parity_gate).parameters["max_drop_points"]
+    assert gate_default.default == evaluate.DEFAULT_MAX_DROP_POINTS
+
+
+def test_every_field_has_a_flag_with_its_default_and_help():
+    values = _parsed()
+    for field in dataclasses.fields(Config):
+        flag = values[field.name]
+        assert flag.help.endswith(field.metadata["help"]) and field.metadata["help"]
+        default = field.default
+        expected = [str(v) for v in default] if isinstance(default, tuple) else default
+        assert flag.value == expected, field.name
+    assert config_lib.from_flags(values) == Config()
+
+
+def test_flags_become_typed_settings():
+    values = _parsed("--threads=1,4", "--modes=int8", "--flip", "--pad_crop=2",
+                     "--student_loss_weight=0.5", "--select=distilled", "--stages=teacher")
+    config = config_lib.from_flags(values)
+    assert config.threads == (1, 4) and config.modes == ("int8",) and config.stages == ("teacher",)
+    assert config.flip is True and config.pad_crop == 2 and config.student_loss_weight == 0.5
+    assert config.select == "distilled"
+    assert config_lib.from_flags(values, stages=("benchmark",)).stages == ("benchmark",)
+    with pytest.raises(ValueError, match="--threads=1,x"):
+        config_lib.from_flags(_parsed("--threads=1,x"))
+
+
+def test_an_unknown_choice_is_refused_when_flags_are_parsed():
+    with pytest.raises(flags.IllegalFlagValueError, match="should be one of"):
+        _parsed("--optimizer=adagrad")
+
+
+def test_only_settings_that_change_results_tie_a_run_directory():
+    base = Config().results_settings()
+    for change in ({"out_dir": "elsewhere"}, {"threads": (2,)}, {"benchmark_runs": 7},
+                   {"strategy": "mirrored"}, {"overwrite": True}, {"stages": ("report",)}):
+        assert dataclasses.replace(Config(), **change).results_settings() == base, change
+    for change in ({"seed": 1}, {"temperature": 2.0}, {"modes": ("int8",)}):
+        assert dataclasses.replace(Config(), **change).results_settings() != base, change
+
+
+def test_validation_runs_once_per_config(monkeypatch):
+    calls = []
+    original = tfkd.losses.from_spec
+    monkeypatch.setattr(tfkd.losses, "from_spec", lambda *a, **k: calls.append(a) or original(*a, **k))
+    config = Config(loss="dkd")
+    for _ in range(3):
+        config.distillation_loss
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"student": "resnet19"}, "--student=resnet19 is not a registered model"),
+     ({"teacher": "no_such_net"}, "--teacher=no_such_net is not a registered model nor"),
+     ({"teacher": "/nowhere/teacher.keras"}, "--teacher=/nowhere/teacher.keras does not exist"),
+     ({"teacher_epochs": 0}, "--teacher_epochs must be >= 1"),
+     ({"temperature": 0.0}, "temperature"),
+     ({"loss": "kld"}, r"Unknown loss 'kld'. Available: \["),
+     ({"optimizer": "adagrad"}, "--optimizer=adagrad is unknown"),
+     ({"student_loss_weight": 1.5}, r"--student_loss_weight must be in \[0, 1\]"),
+     ({"learning_rate": -1.0}, "--learning_rate must be > 0"),
+     ({"pad_crop": -2}, "--pad_crop must be >= 0"),
+     ({"qat_epochs": -1}, "--qat_epochs must be >= 0"),
+     ({"modes": ("float32", "int4")}, r"Unknown quantization mode 'int4'. Available"),
+     ({"max_drop_points": -0.5}, "--max_drop_points must be >= 0"),
+     ({"threads": (0,)}, "--threads must list"),
+     ({"stages": ("teacher", "train")}, "--stages=teacher,train: give 'all' or stages"),
+     ({"stages": ("device",)}, "no --serial"),
+     ({"select": "worst"}, "--select=worst is unknown"),
+     ({"features": ("a:b:hint",)}, "expected teacher_layer:student_layer:loss:weight"),
+     ({"features": ("a:b:kd:1",)}, "'kd' is a logit loss"),
+     ({"features": ("a:b:hint:x",)}, "weight 'x' is not a number"),
+     ({"early_stopping_patience": -1}, "--early_stopping_patience must be >= 0"),
+     ({"distillation_warmup_epochs": -2}, "--distillation_warmup_epochs must be >= 0"),
+     ({"loss": "dkd", "loss_params": ("gamma=2",)}, "'gamma=2' is not a key=value parameter of"),
+     ({"loss": "dkd", "loss_params": ("beta=x",)}, "'x' is not a number"),
+     ({"loss_params": ("temperature=2",)}, r"temperature is given separately"),
+     ({"max_drop_points": float("nan")}, "--max_drop_points must be >= 0"),
+     ({"representative_size": 0}, "--representative_size must be >= 1"),
+     ({"benchmark_runs": 0}, "--benchmark_runs must be >= 1"),
+     ({"collective_timeout": 0}, "--collective_timeout must be >= 1"),
+     ({"strategy": "tpu"}, "does not run on TPU"),
+     ({"teacher_margin_points": -1.0}, "--teacher_margin_points must be >= 0"),
+     ({"teacher_cache": "ram"}, "--teacher_cache=ram is unknown"),
+     ({"teacher_cache": "memory", "teacher_cache_views": 2}, "without --flip/--pad_crop"),
+     ({"teacher_cache": "memory", "features": ("a:b:hint:1",)}, "stores logits only"),
+     ({"teacher_cache_views": 0}, "--teacher_cache_views must be >= 1"),
+     ({"jit_compile": "yes"}, "--jit_compile=yes is unknown"),
+     ({"mixed_precision": "fp16"}, "--mixed_precision=fp16 is unknown")],
+)
+def test_bad_configuration_is_rejected_before_training(change, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(Config(), **change)
+
+
+def test_loss_and_its_parameters_come_from_flags():
+    loss = Config(loss="dkd", loss_params=("alpha=2", "beta=4"),
+                  temperature=3.0).distillation_loss
+    assert loss.get_config() == {"alpha": 2.0, "beta": 4.0, "temperature": 3.0}
+    assert Config(loss="logit_mse").distillation_loss.get_config() == {}
+
+
+def test_a_tflite_teacher_file_is_sent_to_the_library_cache(tmp_path):
+    path = tmp_path / "teacher.tflite"
+    path.write_bytes(b"\0")
+    with pytest.raises(ValueError, match="tfkd.teacher_cache"):
+        Config(teacher=str(path))
+
+
+def test_xla_is_on_only_where_it_helps_unless_asked():
+    import tensorflow as tf
+
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert Config().use_xla == has_gpu
+    assert Config(jit_compile="on").use_xla
+    assert not Config(jit_compile="off").use_xla

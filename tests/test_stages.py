@@ -1,0 +1,48 @@
+"""Tests of the stage table and of the scheduler's checks that run before any training."""
+
+import inspect
+
+import pytest
+
+from pipelines import scheduler, stages
+from pipelines.config import Config
+
+
+def test_the_table_is_consistent():
+    names = [s.name for s in stages.STAGES]
+    assert len(set(names)) == len(names) and tuple(names) == stages.STAGE_NAMES
+    for index, stage in enumerate(stages.STAGES):
+        # A stage only reads what an earlier stage wrote.
+        assert set(stage.needs) <= set(names[:index]), stage.name
+        assert list(inspect.signature(stage.fn).parameters) == ["ctx"], stage.name
+        if stage.model or stage.mixed_precision:
+            assert stage.trains, f"{stage.name} trains a model, so it runs in the strategy"
+    models = [s.model for s in stages.STAGES if s.model]
+    assert len(set(models)) == len(models)
+
+
+def test_all_runs_every_stage_but_the_phone_without_a_serial():
+    assert Config().selected_stages() == [n for n in stages.STAGE_NAMES if n != "device"]
+    assert Config(serial="R58").selected_stages() == list(stages.STAGE_NAMES)
+    assert Config(stages=("report", "teacher")).selected_stages() == ["teacher", "report"]
+
+
+def test_a_stage_without_its_prerequisites_is_refused_before_anything_is_written(tmp_path):
+    config = Config(out_dir=str(tmp_path / "run"), stages=("student",))
+    with pytest.raises(ValueError, match=r"Stage student needs \['teacher'\]"):
+        scheduler.execute(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_data_source_is_refused_before_anything_is_written(tmp_path):
+    config = Config(out_dir=str(tmp_path / "run"), dataset=f"folder:{tmp_path / 'typo'}")
+    with pytest.raises((ValueError, FileNotFoundError), match="typo"):
+        scheduler.execute(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_feature_layer_names_are_checked_before_anything_is_written(tmp_path):
+    config = Config(out_dir=str(tmp_path / "run"), features=("block1_relu:nope:hint:1",))
+    with pytest.raises(ValueError, match=r"Student 'cnn_small' has no layer 'nope'"):
+        scheduler.execute(config)
+    assert not (tmp_path / "run").exists()
