@@ -30,5 +30,6 @@ setup(
         # Training stages write TensorBoard logs into the run directory.
         "tensorboard==2.21.0",
     ],
-    extras_require={"test": ["pytest==9.2.0"]},
+    # xdist runs the suite on both cores (pytest.ini).
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
 )

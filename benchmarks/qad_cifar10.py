@@ -38,7 +38,8 @@ flags.DEFINE_integer("representative_size", 200, "Calibration images of PTQ int8
 
 
 SMOKE = {"data": common.CIFAR_SAMPLE, "train_images": 64, "test_images": 20,
-         "teacher": "resnet8", "teacher_epochs": 1, "student_epochs": 1, "qat_epochs": 1, "representative_size": 10}
+         "teacher": "resnet8", "teacher_epochs": 1, "student_epochs": 1, "qat_epochs": 1,
+         "representative_size": 10}
 
 
 def _optimizer(learning_rate, steps):

@@ -189,7 +189,8 @@ def headline(summary: dict, accuracy: dict, select_policy: str) -> list[str]:
                    else "")
         lines.append(
             f"Distilled student {100 * accuracy['student']:.2f}% vs student alone "
-            f"{100 * accuracy['baseline']:.2f}%{teacher} on {tested} test images (one image = {100 / tested:.2f} points; binomial standard "
+            f"{100 * accuracy['baseline']:.2f}%{teacher} on {tested} test images (one image = "
+            f"{100 / tested:.2f} points; binomial standard "
             f"error of an accuracy here ±{100 * summary['standard_error']:.2f} points).")
     return lines
 

@@ -39,8 +39,9 @@ def teacher(ctx: "Context") -> StageResult:
     else:
         keras.utils.set_random_seed(config.seed)
         model = ctx.build(config.teacher)
-        training.train_classifier(model, ctx.train_batches(TEACHER_DATA), epochs=config.teacher_epochs,
-                                  learning_rate=config.learning_rate, **ctx.fit_options("teacher"))
+        training.train_classifier(
+            model, ctx.train_batches(TEACHER_DATA), epochs=config.teacher_epochs,
+            learning_rate=config.learning_rate, **ctx.fit_options("teacher"))
     # Accuracies of what was kept: the float32 copy when training used mixed precision.
     kept = ctx.keep("teacher", model)
     return [kept], ctx.accuracies(ctx.model("teacher"))

@@ -90,7 +90,8 @@ def test_only_settings_that_change_results_tie_a_run_directory():
 def test_validation_runs_once_per_config(monkeypatch):
     calls = []
     original = tfkd.losses.from_spec
-    monkeypatch.setattr(tfkd.losses, "from_spec", lambda *a, **k: calls.append(a) or original(*a, **k))
+    monkeypatch.setattr(tfkd.losses, "from_spec",
+                        lambda *a, **k: calls.append(a) or original(*a, **k))
     config = Config(loss="dkd")
     for _ in range(3):
         config.distillation_loss

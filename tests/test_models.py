@@ -62,7 +62,13 @@ def test_mobilenetv2_width_multiplier_shrinks_the_model():
         tfkd.models.build("mobilenetv2", (32, 32, 3), 10, alpha=0)
 
 
-@pytest.mark.parametrize("name", tfkd.models.available())
+# Deeper members of a family repeat its blocks: the fast tests cover the shallowest of each.
+DEEP = {"resnet32", "resnet44", "resnet56", "resnet110", "resnet32x4"}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n
+    for n in tfkd.models.available()])
 def test_every_model_is_functional_emits_logits_and_survives_qat(name):
     shape = (8, 8, 1) if name.startswith("cnn") else (32, 32, 3)
     model = tfkd.models.build(name, shape, 10)
