@@ -29,7 +29,12 @@ setup(
         "matplotlib==3.11.2",
         # Training stages write TensorBoard logs into the run directory.
         "tensorboard==2.21.0",
+        # tfkd.metadata writes TFLite metadata flatbuffers.
+        "flatbuffers==25.12.19",
     ],
-    # xdist runs the suite on both cores (pytest.ini).
-    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
+    # xdist runs the suite on both cores (pytest.ini). MediaPipe, the client Android apps use,
+    # checks exported models in the tests from a virtualenv of its own (scripts/test): it needs
+    # absl-py 2, which TF-MOT 0.8.1 refuses.
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
+                    "mediapipe-client": ["mediapipe==1.2.2"]},
 )

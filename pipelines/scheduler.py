@@ -30,6 +30,15 @@ def _check_feature_layers(ctx: Context) -> None:
     tfkd.features.FeatureTaps(teacher, ctx.build(config.student), config.feature_pairs)
 
 
+def _check_raw_byte_input(ctx: Context) -> None:
+    """A uint8 model takes raw bytes only under a normalisation one quantization can express."""
+    if "int8_io_uint8" in ctx.config.modes:
+        try:
+            tfkd.export.raw_byte_quantization(ctx.splits.preprocessing)
+        except ValueError as error:
+            raise ValueError(f"--modes={','.join(ctx.config.modes)}: {error}") from error
+
+
 def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -> dict:
     """Runs the selected stages and returns every finished stage's metrics by stage name.
 
@@ -42,6 +51,7 @@ def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -
     tf.config.experimental.enable_op_determinism()
     ctx = Context(config, strategy)
     _check_feature_layers(ctx)
+    _check_raw_byte_input(ctx)
     selected = config.selected_stages()
     # Stages named in --stages run again; with --stages=all finished stages are skipped.
     rerun = set() if tuple(config.stages) == ("all",) else set(selected)

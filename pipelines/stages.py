@@ -126,7 +126,9 @@ def export_models(ctx: "Context") -> StageResult:
                       if integer_modes else None)
     common = dict(preprocessing=splits.preprocessing, class_names=splits.class_names,
                   source_run=os.path.basename(os.path.abspath(config.out_dir)))
-    export.export(ctx.model("teacher"), out, ["float32"], name="teacher", **common)
+    # The teacher's file keeps logits: it can teach again (a .tflite teacher) through the cache.
+    export.export(ctx.model("teacher"), out, ["float32"], name="teacher", output="logits",
+                  **common)
     # The `student_*` files hold the shipped student (distilled, or alone if it was better).
     selection = ctx.directory.metrics("select")
     card = export.export(ctx.model(selection["shipped"]), out, config.modes,

@@ -20,8 +20,9 @@ from tools import android_export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "android_demo", "app", "src")
-PREP = tfkd.data.Preprocessing((32, 32), 3, 1 / 255, (0.4914, 0.4822, 0.4465),
-                               (0.247, 0.243, 0.261))
+# One mean and std for every channel, with an integer zero point (128 / 255): the uint8 model
+# then takes raw bytes exactly (tfkd.export.raw_byte_quantization).
+PREP = tfkd.data.Preprocessing((32, 32), 3, 1 / 255, (128 / 255,) * 3, (0.25,) * 3)
 
 
 @pytest.fixture(scope="module")

@@ -99,7 +99,7 @@ def test_parity_gate_passes_a_good_int8_model_and_fires_on_a_damaged_one(setting
 def test_localize_drop_names_the_damaged_layer(setting, tmp_path):
     digits, test, _, damaged = setting
     export.export(damaged, str(tmp_path), ["float32", "int8"], preprocessing=digits.preprocessing,
-                  class_names=digits.class_names,
+                  class_names=digits.class_names, output="logits",
                   representative=export.representative_set(digits, 100))
     images, _ = images_and_labels(test)
     errors = evaluate.localize_drop(str(tmp_path / "student_float32.tflite"),

@@ -82,7 +82,7 @@ def test_unknown_mode_lists_the_valid_ones(trained):
 def test_qat_int8_tflite_matches_the_qat_keras_model(trained, digits, tmp_path):
     _, qat = trained
     card = export.export(qat, str(tmp_path), ["int8"], preprocessing=digits.preprocessing,
-                         class_names=digits.class_names, name="qat")
+                         class_names=digits.class_names, name="qat", output="logits")
     entry = card["variants"]["qat_int8"]
     images, _ = normalized_test_split(digits, 128)
     tflite = evaluate.TFLiteClassifier(str(tmp_path / entry["file"])).predict(images)

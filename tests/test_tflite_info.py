@@ -52,6 +52,14 @@ def test_cli_prints_tables_writes_json_and_checks_integer_only(exported, tmp_pat
     assert "integer-only" in result.stdout and "compute in float" in result.stdout
     described = json.loads((tmp_path / "out.json").read_text())
     assert described[int8]["integer_only"] and not described[dynamic]["integer_only"]
+    # The metadata inside each file, and a file without it reported as such.
+    assert described[int8]["metadata"]["associated_files"]["labels.txt"].split() == [
+        str(d) for d in range(10)]
+    assert "metadata: student v2" in result.stdout and "file labels.txt: 10 lines" in result.stdout
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(export.convert(tfkd.models.build("cnn_tiny", (8, 8, 1), 10), "float32"))
+    plain = _inspect(str(bare))
+    assert plain.returncode == 0 and "metadata: none" in plain.stdout
     assert _inspect("--require_integer", int8).returncode == 0
     assert _inspect("--require_integer", int8, dynamic).returncode == 1
 

@@ -63,6 +63,14 @@ class Preprocessing:
         )
 
 
+def photo_preprocessing(image_size: tuple[int, int], channels: int) -> Preprocessing:
+    """Photos' normalisation to about [-1, 1]. The mean is 128/255, not 0.5, so that the
+    zero point 128 is exact and a uint8 model takes raw camera bytes without rounding
+    (`tfkd.export.raw_byte_quantization`)."""
+    return Preprocessing(image_size, channels, 1.0 / 255.0, (128.0 / 255.0,) * channels,
+                         (0.5,) * channels)
+
+
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
     """Random training augmentation applied to raw images: horizontal flip and pad-and-crop.
@@ -305,7 +313,7 @@ def _load_folder(
     return Splits(
         name=f"folder:{root}",
         class_names=class_names,
-        preprocessing=Preprocessing(image_size, channels, 1.0 / 255.0, (0.5,) * 3, (0.5,) * 3),
+        preprocessing=photo_preprocessing(image_size, channels),
         train=split_dataset(*chosen["train"]),
         validation=split_dataset(*chosen["validation"]),
         test=split_dataset(*chosen["test"]),

@@ -5,9 +5,14 @@ Modes (`MODES`):
 - `float16`: float16 weights, float compute where the device has no fp16 path.
 - `dynamic`: int8 weights, activations quantized on the fly (dynamic-range quantization).
 - `int8`: full integer model, float32 input/output (quantize/dequantize at the edges).
-- `int8_io_int8`, `int8_io_uint8`: full integer with int8 or uint8 input and output tensors,
-  for camera pipelines that hand over bytes. Inputs are the *normalised* image quantized with the
-  input scale and zero point recorded in the model card.
+- `int8_io_int8`, `int8_io_uint8`: full integer with int8 or uint8 input and output tensors.
+  Inputs are the *normalised* image quantized with the input scale and zero point recorded in the
+  model card; for `int8_io_uint8` those equal the normalisation, so raw 0-255 camera bytes go
+  straight in (MediaPipe Tasks feeds uint8 models exactly that way).
+
+Every file carries TFLite metadata (`tfkd.metadata`): labels, normalisation and whether the
+output is probabilities (a softmax folded into the graph, the default, what apps expect) or
+logits (what a teacher keeps for distillation).
 
 A float student gets post-training quantization (`dynamic`, `float16`, `int8*` calibrated on the
 representative set); a QAT student (`tfkd.quantize.quantize_student`) carries its own ranges and
@@ -24,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfkd import data as data_lib
-from tfkd import files
+from tfkd import files, metadata
 from tfkd.evaluate import load_interpreter
 from tfkd.keras import keras
 from tfkd.quantize import is_quantization_aware
@@ -34,7 +39,8 @@ INTEGER_MODES = ("int8", "int8_io_int8", "int8_io_uint8")
 _QUANTIZATION = {"float32": None, "float16": "float16", "dynamic": "dynamic", "int8": "int8",
                  "int8_io_int8": "int8", "int8_io_uint8": "int8"}
 _IO_TYPES = {"int8_io_int8": tf.int8, "int8_io_uint8": tf.uint8}
-CARD_VERSION = 1
+CARD_VERSION = 2
+OUTPUTS = metadata.OUTPUTS
 DEFAULT_REPRESENTATIVE_SIZE = 200
 
 
@@ -127,6 +133,54 @@ def convert(
     return converter.convert()
 
 
+def with_probabilities(model: keras.Model) -> keras.Model:
+    """`model` followed by a softmax: an app gets probabilities, not logits."""
+    return keras.Model(model.inputs, keras.layers.Softmax(name="probabilities")(model.outputs[0]),
+                       name=model.name)
+
+
+def raw_byte_quantization(preprocessing: data_lib.Preprocessing) -> tuple[float, int]:
+    """The uint8 input scale and zero point under which raw pixel bytes *are* the normalised
+    image: `(raw * scale - mean) / std = (raw - mean / scale) * scale / std`.
+
+    Needs one mean and one std for every channel; the zero point is rounded to an integer
+    (half a pixel level at worst, far below an int8 input step).
+    """
+    if len(set(preprocessing.mean)) != 1 or len(set(preprocessing.std)) != 1:
+        raise ValueError(
+            "int8_io_uint8 takes raw camera bytes, which needs one mean and one std for every "
+            f"channel; this preprocessing has mean={list(preprocessing.mean)}, "
+            f"std={list(preprocessing.std)}. Export `int8` (float input) instead.")
+    zero_point = int(round(preprocessing.mean[0] / preprocessing.scale))
+    if not 0 <= zero_point <= 255:
+        raise ValueError(f"The normalisation's zero point {zero_point} is outside uint8; export "
+                         "`int8` (float input) instead.")
+    return preprocessing.scale / preprocessing.std[0], zero_point
+
+
+def _set_input_quantization(content: bytes, scale: float, zero_point: int) -> bytes:
+    """`content` with its uint8 input read as `(q - zero_point) * scale`: the QUANTIZE op the
+    converter puts after the input requantizes from these parameters to the model's own."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    subgraph = model.subgraphs[0]
+    index = subgraph.inputs[0]
+    consumers = [op for op in subgraph.operators if index in list(op.inputs)]
+    codes = [max(model.operatorCodes[op.opcodeIndex].builtinCode,
+                 model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)
+             for op in consumers]
+    quantize = flatbuffer_utils.schema_fb.BuiltinOperator.QUANTIZE
+    if codes != [quantize]:
+        raise ValueError("The converted model does not requantize its uint8 input in one "
+                         f"QUANTIZE op (its consumers have builtin codes {codes}); cannot make "
+                         "it take raw bytes.")
+    quantization = subgraph.tensors[index].quantization
+    quantization.scale = [float(scale)]
+    quantization.zeroPoint = [int(zero_point)]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def tensor_card(detail: dict) -> dict:
     """Shape, dtype and quantization of an interpreter input/output detail."""
     scale, zero_point = detail["quantization"]
@@ -170,16 +224,22 @@ def export(
     representative: Optional[RepresentativeSet] = None,
     name: str = "student",
     source_run: Optional[str] = None,
+    output: str = "probabilities",
+    description: str = "",
 ) -> dict:
-    """Converts `model` in every mode of `modes` into `out_dir`, with labels and a model card.
+    """Converts `model` (emitting logits) in every mode of `modes` into `out_dir`, with
+    metadata inside every file, labels and a model card.
 
     Files: `<name>_<mode>.tflite`, `labels.txt`, `model_card.json`. An existing card is
-    updated, so a float student and its QAT version can share one directory.
+    updated, so a float student and its QAT version can share one directory. `output` is
+    `probabilities` (a softmax is appended) or `logits`.
 
     Returns:
         The model card as written.
     """
     modes = [check_mode(m, model) for m in modes]
+    if output not in OUTPUTS:
+        raise ValueError(f"`output` must be one of {list(OUTPUTS)}. Received: {output!r}")
     if not modes:
         raise ValueError(f"`modes` is empty. Choose from {list(MODES)}")
     if model.output_shape[-1] != len(class_names):
@@ -195,7 +255,6 @@ def export(
         "labels": list(class_names),
         "preprocessing": {**preprocessing.to_dict(),
                           "formula": "input = (raw_pixel * scale - mean) / std, per channel"},
-        "output_kind": "logits",
         "variants": {},
     }
     if card["labels"] != list(class_names) or card["preprocessing"]["scale"] != preprocessing.scale:
@@ -206,11 +265,21 @@ def export(
     card["source_run"] = source_run
     if representative is not None:
         card["representative_set"] = representative.describe()
+    raw = raw_byte_quantization(preprocessing) if "int8_io_uint8" in modes else None
+    info = metadata.ImageClassifierInfo(
+        name=name, description=description or f"Image classifier exported by tfkd ({name}).",
+        version=str(CARD_VERSION), labels=list(class_names),
+        mean=[m / preprocessing.scale for m in preprocessing.mean],
+        std=[s / preprocessing.scale for s in preprocessing.std], output=output)
+    converted = with_probabilities(model) if output == "probabilities" else model
     files.write_text(os.path.join(out_dir, "labels.txt"), "\n".join(class_names) + "\n")
     for mode in modes:
         path = os.path.join(out_dir, f"{name}_{mode}.tflite")
-        entry = write_tflite(path, convert(model, mode, representative))
-        entry.update(quantization=_QUANTIZATION[mode], mode=mode,
+        content = convert(converted, mode, representative)
+        if mode == "int8_io_uint8":
+            content = _set_input_quantization(content, *raw)
+        entry = write_tflite(path, metadata.write_image_classifier(content, info))
+        entry.update(quantization=_QUANTIZATION[mode], mode=mode, output_kind=output,
                      quantization_aware=is_quantization_aware(model), accuracy=None)
         card["variants"][f"{name}_{mode}"] = entry
     files.write_text(card_path, json.dumps(card, indent=2, sort_keys=True))

@@ -1,4 +1,5 @@
-r"""Lists the ops, tensor types and quantization of `.tflite` files, and which ops stay float.
+r"""Lists the ops, tensor types and quantization of `.tflite` files, which ops stay float, and
+the TFLite metadata inside each (or that it has none).
 
     python tools/tflite_inspect.py runs/digits/tflite/student_int8.tflite [--json=out.json]
     python tools/tflite_inspect.py --require_integer MODEL   # exit 1 if any op computes in float
@@ -9,11 +10,26 @@ import sys
 
 from absl import app, flags
 
-from tfkd import tflite_info
+from tfkd import metadata, tflite_info
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Also write the description of every model to this file.")
 flags.DEFINE_bool("require_integer", False, "Exit with status 1 if a model has float compute.")
+
+
+def _metadata_text(meta) -> str:
+    if meta is None:
+        return "metadata: none (MediaPipe Tasks and Android Studio cannot use this file as is)"
+    lines = [f"metadata: {meta['name']} v{meta['version']} (parser >= "
+             f"{meta['min_parser_version']}): {meta['description']}"]
+    for kind in ("inputs", "outputs"):
+        for tensor in meta[kind]:
+            norm = tensor["normalization"]
+            extra = (f"; normalization mean={norm['mean']} std={norm['std']}" if norm else "")
+            lines.append(f"  {kind[:-1]} {tensor['name']}: {tensor['description']}{extra}")
+    for name, text in meta["associated_files"].items():
+        lines.append(f"  file {name}: {len(text.splitlines())} lines")
+    return "\n".join(lines)
 
 
 def main(argv):
@@ -24,11 +40,13 @@ def main(argv):
     for path in paths:
         try:
             info = tflite_info.describe(path)
+            with open(path, "rb") as f:
+                meta = metadata.read(f.read())
         except (ValueError, FileNotFoundError) as error:
             print(f"{path}: {error}", file=sys.stderr)
             return 2
-        described[path] = info.to_dict()
-        print(f"== {path}\n{info.table()}\n")
+        described[path] = {**info.to_dict(), "metadata": meta}
+        print(f"== {path}\n{info.table()}\n{_metadata_text(meta)}\n")
     if FLAGS.json:
         with open(FLAGS.json, "w", encoding="utf-8") as f:
             json.dump(described, f, indent=2)

@@ -136,8 +136,9 @@ public class MainActivity extends Activity {
         }).start();
     }
 
-    private String describe(float[] logits, double preprocessMs, double inferenceMs) {
-        TopK top = TopK.of(TopK.softmax(logits), TOP_K);
+    private String describe(float[] outputs, double preprocessMs, double inferenceMs) {
+        float[] probabilities = variant.outputsProbabilities ? outputs : TopK.softmax(outputs);
+        TopK top = TopK.of(probabilities, TOP_K);
         StringBuilder text = new StringBuilder();
         for (int i = 0; i < top.indices.length; i++) {
             text.append(String.format(Locale.ROOT, "%s  %.1f%%\n", card.labels.get(top.indices[i]),

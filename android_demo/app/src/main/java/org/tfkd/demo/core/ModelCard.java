@@ -38,6 +38,8 @@ public final class ModelCard {
         public final String outputDtype;
         public final float outputScale;
         public final int outputZeroPoint;
+        /** True when the model ends in a softmax (tfkd's default export); false for logits. */
+        public final boolean outputsProbabilities;
 
         Variant(String name, Map<String, Object> entry) {
             this.name = name;
@@ -50,6 +52,8 @@ public final class ModelCard {
             this.outputDtype = (String) require(output, "dtype", name + ".output");
             this.outputScale = floatOr(output.get("scale"), 0f);
             this.outputZeroPoint = (int) floatOr(output.get("zero_point"), 0f);
+            // Cards written before output kinds existed described logits.
+            this.outputsProbabilities = "probabilities".equals(entry.get("output_kind"));
             checkDtype(inputDtype, name + " input");
             checkDtype(outputDtype, name + " output");
         }

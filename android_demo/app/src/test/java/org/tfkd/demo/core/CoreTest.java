@@ -2,6 +2,7 @@ package org.tfkd.demo.core;
 
 import static org.junit.Assert.assertArrayEquals;
 import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertTrue;
 import static org.junit.Assert.fail;
 
@@ -20,7 +21,8 @@ public class CoreTest {
         + "   \"output\": {\"dtype\": \"float32\", \"scale\": null, \"zero_point\": null}},"
         + "  \"student_int8_io_uint8\": {\"file\": \"student_int8_io_uint8.tflite\","
         + "   \"input\": {\"dtype\": \"uint8\", \"scale\": 0.0078125, \"zero_point\": 128},"
-        + "   \"output\": {\"dtype\": \"uint8\", \"scale\": 0.1, \"zero_point\": 3}}}}";
+        + "   \"output\": {\"dtype\": \"uint8\", \"scale\": 0.1, \"zero_point\": 3},"
+        + "   \"output_kind\": \"probabilities\"}}}";
 
     @Test
     public void jsonReadsNestedValuesAndEscapes() {
@@ -59,6 +61,8 @@ public class CoreTest {
         assertEquals("student_int8_io_uint8", chosen.name);
         assertEquals(128, chosen.inputZeroPoint);
         assertEquals(0.0078125f, chosen.inputScale, 0f);
+        assertTrue(chosen.outputsProbabilities);
+        assertFalse(card.variants.get("student_float32").outputsProbabilities);
         assertEquals("student_float32",
             card.choose(Arrays.asList("student_float32.tflite")).name);
         try {
