@@ -85,7 +85,8 @@ def main(argv):
 
 {common.machine()}; {minutes:.0f} min. Teacher cnn_large ({FLAGS.teacher_epochs} epochs), student
 cnn_small (14.6k parameters), 1-pixel pad-crop augmentation, Adam 1e-3 with cosine decay; test
-split of 359 images (one image = 0.28 points). Mean test accuracy (%) over seeds {FLAGS.seeds}, with the
+split of 359 images (one image = 0.28 points). Mean test accuracy (%) over seeds {FLAGS.seeds},
+with the
 gain over the student trained alone in parentheses; w is `student_loss_weight`.
 
 | student epochs | teacher | student alone | {header} |

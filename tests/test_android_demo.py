@@ -73,27 +73,46 @@ def _python_input(png):
 
 @pytest.mark.parametrize("image", ["same_size", "enlarged"])
 @pytest.mark.parametrize("variant", ["student_float32", "student_int8_io_uint8"])
-def test_java_preprocessing_gives_pythons_tensor_and_top1(tmp_path, java_classes, exported,
-                                                          image, variant):
+def test_java_reads_the_model_and_preprocesses_like_python(tmp_path, java_classes, exported,
+                                                           image, variant):
     png = _images(tmp_path)[image]
+    card = export.read_card(exported)
+    model_path = os.path.join(exported, card["variants"][variant]["file"])
     floats, quantized = str(tmp_path / "input.f32"), str(tmp_path / "input.u8")
-    subprocess.run(["java", "-cp", java_classes, "org.tfkd.demo.core.HostPreprocess", png,
-                    os.path.join(exported, "model_card.json"), variant, floats, quantized],
-                   check=True)
+    read = subprocess.run(["java", "-cp", java_classes, "org.tfkd.demo.core.HostPreprocess", png,
+                           model_path, floats, quantized], check=True, capture_output=True,
+                          text=True).stdout
+    # What the app reads from the file is what tfkd wrote into it.
+    java_model = json.loads(read)
+    with open(model_path, "rb") as f:
+        written = tfkd.metadata.read(f.read())
+    assert java_model["labels"] == card["labels"]
+    assert java_model["mean"] == pytest.approx(written["inputs"][0]["normalization"]["mean"])
+    assert java_model["std"] == pytest.approx(written["inputs"][0]["normalization"]["std"])
+    assert (java_model["height"], java_model["width"], java_model["channels"]) == \
+        PREP.input_shape
+    assert java_model["probabilities"] is True
+    assert java_model["input_dtype"] == card["variants"][variant]["input"]["dtype"]
+    if variant.endswith("uint8"):
+        assert java_model["input_scale"] == pytest.approx(
+            card["variants"][variant]["input"]["scale"], rel=1e-6)
+        assert java_model["input_zero_point"] == card["variants"][variant]["input"]["zero_point"]
+
     java_input = np.fromfile(floats, dtype="<f4").reshape(PREP.input_shape)
     python_input = _python_input(png)
     np.testing.assert_allclose(java_input, python_input, rtol=0, atol=1e-6)
-
-    card = export.read_card(exported)
-    file = card["variants"][variant]["file"]
-    classifier = evaluate.TFLiteClassifier(os.path.join(exported, file))
+    classifier = evaluate.TFLiteClassifier(model_path)
     if variant.endswith("uint8"):
         java_bytes = np.fromfile(quantized, dtype=np.uint8).reshape(PREP.input_shape)
         np.testing.assert_array_equal(java_bytes, classifier.quantize(python_input[None])[0])
-    java_logits = classifier.predict(java_input[None])
-    python_logits = classifier.predict(python_input[None])
-    assert int(np.argmax(java_logits)) == int(np.argmax(python_logits))
-    np.testing.assert_allclose(java_logits, python_logits, atol=1e-5)
+        # The uint8 model takes the resized pixel bytes themselves.
+        resized = tf.saturate_cast(tf.round(tf.image.resize(
+            tf.io.decode_png(tf.io.read_file(png), channels=3), PREP.image_size)), tf.uint8)
+        np.testing.assert_array_equal(java_bytes, resized.numpy())
+    java_outputs = classifier.predict(java_input[None])
+    python_outputs = classifier.predict(python_input[None])
+    assert int(np.argmax(java_outputs)) == int(np.argmax(python_outputs))
+    np.testing.assert_allclose(java_outputs, python_outputs, atol=1e-5)
 
 
 def test_java_result_json_is_what_the_device_driver_reads(tmp_path, java_classes):
@@ -151,9 +170,11 @@ def test_the_bundled_assets_classify_their_sample_alike_in_java_and_python(tmp_p
     assert len(bundled) == 1, "tools/android_export.py bundles exactly one variant"
     variant = card["variants"][bundled[0]]
     floats = str(tmp_path / "input.f32")
-    subprocess.run(["java", "-cp", java_classes, "org.tfkd.demo.core.HostPreprocess",
-                    os.path.join(assets, "sample.png"), os.path.join(assets, "model_card.json"),
-                    bundled[0], floats], check=True)
+    read = subprocess.run(["java", "-cp", java_classes, "org.tfkd.demo.core.HostPreprocess",
+                           os.path.join(assets, "sample.png"),
+                           os.path.join(assets, variant["file"]),
+                           floats], check=True, capture_output=True, text=True).stdout
+    assert json.loads(read)["labels"] == card["labels"]
     prep = tfkd.data.Preprocessing.from_dict(card["preprocessing"])
     java_input = np.fromfile(floats, dtype="<f4").reshape(prep.input_shape)
     image = tf.io.decode_png(tf.io.read_file(os.path.join(assets, "sample.png")),

@@ -336,7 +336,8 @@ def _load_tfds(
         raise _unknown_dataset(name) from error
     how_to_get = (
         f"On a machine with internet run `tfds build {name} --data_dir=DIR`, copy DIR here and "
-        f"pass DIR as the data directory; or export the images as an image folder and use folder:PATH."
+        "pass DIR as the data directory; or export the images as an image folder and use "
+        "folder:PATH."
     )
     if not builder.is_prepared():
         if not download:

@@ -60,7 +60,8 @@ MAIN="$HERE/app/src/main"
 mkdir -p "$OUT/test"
 javac --release 8 -Xlint:all -Werror -d "$OUT/test" -cp /usr/share/java/junit4.jar \
   "$CORE"/*.java "$HERE"/app/src/test/java/org/tfkd/demo/core/*.java
-java -cp "$OUT/test:/usr/share/java/junit4.jar:/usr/share/java/hamcrest-core.jar" \
+java -Dtfkd.assets="$HERE/app/src/main/assets" \
+  -cp "$OUT/test:/usr/share/java/junit4.jar:/usr/share/java/hamcrest-core.jar" \
   org.junit.runner.JUnitCore org.tfkd.demo.core.CoreTest
 
 # The core must stay free of Android and org.json, or it could not be tested here.

@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.util.Locale;
 import org.tfkd.demo.core.ModelCard;
+import org.tfkd.demo.core.ModelInfo;
 import org.tfkd.demo.core.Preprocessor;
 import org.tfkd.demo.core.TopK;
 
@@ -24,7 +25,6 @@ public class MainActivity extends Activity {
     private static final int TAKE_PHOTO = 2;
     private static final int TOP_K = 3;
 
-    private ModelCard card;
     private ModelCard.Variant variant;
     private Classifier classifier;
     private ImageView imageView;
@@ -37,10 +37,10 @@ public class MainActivity extends Activity {
         imageView = (ImageView) findViewById(R.id.image);
         resultView = (TextView) findViewById(R.id.result);
         try {
-            card = Assets.card(getAssets());
-            variant = card.choose(Assets.files(getAssets()));
-            classifier = new Classifier(Runtime.mapAsset(getAssets().openFd(variant.file)), card,
-                variant, 2, true, "cpu");
+            variant = Assets.card(getAssets()).choose(Assets.files(getAssets()));
+            // Labels, normalisation and quantization come from the model file's metadata.
+            classifier = new Classifier(Runtime.mapAsset(getAssets().openFd(variant.file)), 2,
+                true, "cpu");
         } catch (IOException | RuntimeException e) {
             resultView.setText(getString(R.string.no_model, e.getMessage()));
             return;
@@ -117,14 +117,14 @@ public class MainActivity extends Activity {
                 int[] argb = new int[w * h];
                 bitmap.getPixels(argb, 0, w, 0, 0, w, h);
                 long start = System.nanoTime();
-                float[] input = Preprocessor.normalize(argb, w, h, card);
+                float[] input = Preprocessor.normalize(argb, w, h, classifier.model);
                 long preprocessed = System.nanoTime();
-                final float[] logits;
+                final float[] outputs;
                 synchronized (MainActivity.this) {
-                    logits = classifier.logits(input);
+                    outputs = classifier.outputs(input);
                 }
                 long done = System.nanoTime();
-                final String text = describe(logits, (preprocessed - start) / 1e6,
+                final String text = describe(outputs, (preprocessed - start) / 1e6,
                     (done - preprocessed) / 1e6);
                 runOnUiThread(new Runnable() {
                     @Override
@@ -137,11 +137,12 @@ public class MainActivity extends Activity {
     }
 
     private String describe(float[] outputs, double preprocessMs, double inferenceMs) {
-        float[] probabilities = variant.outputsProbabilities ? outputs : TopK.softmax(outputs);
+        ModelInfo model = classifier.model;
+        float[] probabilities = model.outputsProbabilities ? outputs : TopK.softmax(outputs);
         TopK top = TopK.of(probabilities, TOP_K);
         StringBuilder text = new StringBuilder();
         for (int i = 0; i < top.indices.length; i++) {
-            text.append(String.format(Locale.ROOT, "%s  %.1f%%\n", card.labels.get(top.indices[i]),
+            text.append(String.format(Locale.ROOT, "%s  %.1f%%\n", model.labels.get(top.indices[i]),
                 100 * top.scores[i]));
         }
         text.append(String.format(Locale.ROOT,

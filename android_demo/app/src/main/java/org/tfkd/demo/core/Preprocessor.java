@@ -3,32 +3,41 @@ package org.tfkd.demo.core;
 /**
  * Pixels to model input, exactly as tfkd's Python side does it: bilinear resize with half-pixel
  * centres (TensorFlow's {@code tf.image.resize}, no antialiasing) rounded half to even back to
- * 0..255 (as tfkd.data stores resized images), then {@code (raw * scale - mean) / std} per channel, then, for int8/uint8 inputs, quantization with
- * the variant's own scale and zero point (round half to even, as numpy).
+ * 0..255 (as tfkd.data stores resized images), then {@code (pixel - mean) / std} per channel with
+ * the model metadata's normalisation, then, for int8/uint8 inputs, quantization with the input
+ * tensor's own scale and zero point (round half to even, as numpy). For a uint8 model exported by
+ * tfkd that quantization gives back the pixel bytes themselves.
  */
 public final class Preprocessor {
     private Preprocessor() {
     }
 
+    /** {@link #normalize(int[], int, int, int, int, int, float[], float[])} for {@code model}. */
+    public static float[] normalize(int[] argb, int srcWidth, int srcHeight, ModelInfo model) {
+        return normalize(argb, srcWidth, srcHeight, model.height, model.width, model.channels,
+            model.mean, model.std);
+    }
+
     /**
      * Normalised HWC floats for an ARGB image ({@code Bitmap.getPixels} or
-     * {@code BufferedImage.getRGB} order: row by row).
+     * {@code BufferedImage.getRGB} order: row by row); {@code mean} and {@code std} per channel in
+     * raw pixel units.
      *
      * <p>One-channel models take the luma {@code 0.299 R + 0.587 G + 0.114 B}; a JPEG decoded to
      * grayscale by libjpeg may differ from it by one level.
      */
-    public static float[] normalize(int[] argb, int srcWidth, int srcHeight, ModelCard card) {
+    public static float[] normalize(int[] argb, int srcWidth, int srcHeight, int height, int width,
+                                    int channels, float[] mean, float[] std) {
         if (argb.length != srcWidth * srcHeight) {
             throw new IllegalArgumentException("Image has " + argb.length + " pixels, expected "
                 + srcWidth + "x" + srcHeight);
         }
-        float[] raw = channels(argb, card.channels);
-        float[] resized = resizeBilinear(raw, srcHeight, srcWidth, card.channels, card.height,
-            card.width);
+        float[] raw = channels(argb, channels);
+        float[] resized = resizeBilinear(raw, srcHeight, srcWidth, channels, height, width);
         for (int i = 0; i < resized.length; i++) {
-            int c = i % card.channels;
+            int c = i % channels;
             float pixel = (float) Math.max(0, Math.min(255, Math.rint(resized[i])));
-            resized[i] = (pixel * card.scale - card.meanOf(c)) / card.stdOf(c);
+            resized[i] = (pixel - mean[c]) / std[c];
         }
         return resized;
     }

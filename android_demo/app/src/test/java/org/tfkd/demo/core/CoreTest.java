@@ -2,27 +2,25 @@ package org.tfkd.demo.core;
 
 import static org.junit.Assert.assertArrayEquals;
 import static org.junit.Assert.assertEquals;
-import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertTrue;
 import static org.junit.Assert.fail;
 
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Paths;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import org.junit.Test;
 
 public class CoreTest {
-    static final String CARD = "{\"labels\": [\"cat\", \"dog\", \"a \\\"b\\\"\"],"
-        + " \"preprocessing\": {\"image_size\": [2, 3], \"channels\": 3, \"scale\": 0.00392156862745098,"
-        + " \"mean\": [0.5, 0.25, 0.0], \"std\": [0.5, 0.25, 2.0]},"
-        + " \"variants\": {"
-        + "  \"student_float32\": {\"file\": \"student_float32.tflite\","
-        + "   \"input\": {\"dtype\": \"float32\", \"scale\": null, \"zero_point\": null},"
-        + "   \"output\": {\"dtype\": \"float32\", \"scale\": null, \"zero_point\": null}},"
-        + "  \"student_int8_io_uint8\": {\"file\": \"student_int8_io_uint8.tflite\","
-        + "   \"input\": {\"dtype\": \"uint8\", \"scale\": 0.0078125, \"zero_point\": 128},"
-        + "   \"output\": {\"dtype\": \"uint8\", \"scale\": 0.1, \"zero_point\": 3},"
-        + "   \"output_kind\": \"probabilities\"}}}";
+    static final String CARD = "{\"labels\": [\"cat\"], \"variants\": {"
+        + "  \"student_float32\": {\"file\": \"student_float32.tflite\"},"
+        + "  \"student_int8_io_uint8\": {\"file\": \"student_int8_io_uint8.tflite\"}}}";
+    /** The model tools/android_export.py bundled: the README digits run's QAD uint8 student. */
+    static final String BUNDLED = System.getProperty("tfkd.assets", "src/main/assets")
+        + "/student_qad_int8_io_uint8.tflite";
 
     @Test
     public void jsonReadsNestedValuesAndEscapes() {
@@ -51,18 +49,11 @@ public class CoreTest {
     }
 
     @Test
-    public void modelCardFieldsAndVariantChoice() {
+    public void modelCardVariantChoice() {
         ModelCard card = ModelCard.parse(CARD);
-        assertEquals(2, card.height);
-        assertEquals(3, card.width);
-        assertEquals(Arrays.asList("cat", "dog", "a \"b\""), card.labels);
         ModelCard.Variant chosen = card.choose(Arrays.asList("student_float32.tflite",
             "student_int8_io_uint8.tflite"));
         assertEquals("student_int8_io_uint8", chosen.name);
-        assertEquals(128, chosen.inputZeroPoint);
-        assertEquals(0.0078125f, chosen.inputScale, 0f);
-        assertTrue(chosen.outputsProbabilities);
-        assertFalse(card.variants.get("student_float32").outputsProbabilities);
         assertEquals("student_float32",
             card.choose(Arrays.asList("student_float32.tflite")).name);
         try {
@@ -76,26 +67,61 @@ public class CoreTest {
     @Test
     public void modelCardErrorsNameTheMissingField() {
         try {
-            ModelCard.parse("{\"labels\": [], \"variants\": {}}");
-            fail("accepted a card without preprocessing");
+            ModelCard.parse("{\"labels\": []}");
+            fail("accepted a card without variants");
         } catch (IllegalArgumentException expected) {
-            assertEquals("model card: missing field 'preprocessing'", expected.getMessage());
+            assertEquals("model card: missing field 'variants'", expected.getMessage());
         }
     }
 
     @Test
-    public void normalizeAppliesScaleMeanAndStdPerChannel() {
-        ModelCard card = ModelCard.parse(CARD);
+    public void modelInfoReadsTensorsAndMetadataFromTheBundledModel() throws Exception {
+        ModelInfo model = ModelInfo.read(ByteBuffer.wrap(Files.readAllBytes(Paths.get(BUNDLED))));
+        assertEquals(8, model.height);
+        assertEquals(8, model.width);
+        assertEquals(1, model.channels);
+        assertEquals(Arrays.asList("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"),
+            model.labels);
+        // digits: (raw / 16 - 0.5) / 0.5 = (raw - 8) / 8, and the uint8 input takes raw values.
+        assertArrayEquals(new float[] {8f}, model.mean, 1e-6f);
+        assertArrayEquals(new float[] {8f}, model.std, 1e-6f);
+        assertEquals("uint8", model.inputDtype);
+        assertEquals(0.125f, model.inputScale, 1e-9f);
+        assertEquals(8, model.inputZeroPoint);
+        assertTrue(model.outputsProbabilities);
+        float[] normalized = Preprocessor.normalize(new int[] {0xff101010}, 1, 1, 1, 1, 1,
+            model.mean, model.std);
+        assertArrayEquals(new byte[] {16}, Preprocessor.quantize(normalized, model.inputScale,
+            model.inputZeroPoint, model.inputDtype));
+    }
+
+    @Test
+    public void modelInfoRefusesAFileWithoutMetadata() throws Exception {
+        byte[] model = Files.readAllBytes(Paths.get(BUNDLED));
+        // Rename the metadata entry: the file is still a model, without TFLITE_METADATA.
+        String text = new String(model, StandardCharsets.ISO_8859_1);
+        model[text.indexOf("TFLITE_METADATA")] = 'X';
+        try {
+            ModelInfo.read(ByteBuffer.wrap(model));
+            fail("read a model without metadata");
+        } catch (IllegalArgumentException expected) {
+            assertTrue(expected.getMessage().startsWith("The model has no TFLite metadata"));
+        }
+    }
+
+    @Test
+    public void normalizeAppliesMeanAndStdPerChannel() {
         int[] argb = new int[6];
         for (int i = 0; i < 6; i++) {
             argb[i] = 0xff000000 | (i * 40 << 16) | (i * 20 << 8) | (255 - i);
         }
-        float[] got = Preprocessor.normalize(argb, 3, 2, card);
+        float[] mean = {127.5f, 63.75f, 0f};
+        float[] std = {127.5f, 63.75f, 510f};
+        float[] got = Preprocessor.normalize(argb, 3, 2, 2, 3, 3, mean, std);
         for (int i = 0; i < 6; i++) {
             float[] raw = {i * 40, i * 20, 255 - i};
             for (int c = 0; c < 3; c++) {
-                float expected = (raw[c] * 0.00392156862745098f - card.mean[c]) / card.std[c];
-                assertEquals(expected, got[3 * i + c], 1e-6f);
+                assertEquals((raw[c] - mean[c]) / std[c], got[3 * i + c], 1e-6f);
             }
         }
     }

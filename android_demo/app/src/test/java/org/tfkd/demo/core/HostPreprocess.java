@@ -5,15 +5,16 @@ import java.io.DataOutputStream;
 import java.io.File;
 import java.io.FileOutputStream;
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
+import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import javax.imageio.ImageIO;
 
 /**
- * Host harness for the Python cross-check: the app's preprocessing of an image file, written as
- * little-endian float32 (and, for a quantized variant, the input bytes).
+ * Host harness for the Python cross-check: what the app reads from a model file (printed as
+ * JSON), and its preprocessing of an image file for that model, written as little-endian float32
+ * (and, for a quantized input, the input bytes).
  *
- * <p>Usage: {@code HostPreprocess IMAGE MODEL_CARD VARIANT OUT_FLOATS [OUT_BYTES]}
+ * <p>Usage: {@code HostPreprocess IMAGE MODEL.tflite OUT_FLOATS [OUT_BYTES]}
  */
 public final class HostPreprocess {
     /**
@@ -36,6 +37,19 @@ public final class HostPreprocess {
         return argb;
     }
 
+    static String describe(ModelInfo m) {
+        StringBuilder labels = new StringBuilder();
+        for (String label : m.labels) {
+            labels.append(labels.length() == 0 ? "" : ", ").append('"').append(label).append('"');
+        }
+        return String.format(java.util.Locale.ROOT, "{\"height\": %d, \"width\": %d, "
+            + "\"channels\": %d, \"mean\": %s, \"std\": %s, \"labels\": [%s], "
+            + "\"input_dtype\": \"%s\", \"input_scale\": %s, \"input_zero_point\": %d, "
+            + "\"probabilities\": %b}", m.height, m.width, m.channels,
+            java.util.Arrays.toString(m.mean), java.util.Arrays.toString(m.std), labels,
+            m.inputDtype, Float.toString(m.inputScale), m.inputZeroPoint, m.outputsProbabilities);
+    }
+
     public static void main(String[] args) throws IOException {
         BufferedImage image = ImageIO.read(new File(args[0]));
         if (image == null) {
@@ -44,19 +58,19 @@ public final class HostPreprocess {
         int w = image.getWidth();
         int h = image.getHeight();
         int[] argb = pixels(image);
-        ModelCard card = ModelCard.parse(
-            new String(Files.readAllBytes(new File(args[1]).toPath()), StandardCharsets.UTF_8));
-        float[] input = Preprocessor.normalize(argb, w, h, card);
-        try (DataOutputStream out = new DataOutputStream(new FileOutputStream(args[3]))) {
+        ModelInfo model = ModelInfo.read(ByteBuffer.wrap(Files.readAllBytes(
+            new File(args[1]).toPath())));
+        System.out.println(describe(model));
+        float[] input = Preprocessor.normalize(argb, w, h, model);
+        try (DataOutputStream out = new DataOutputStream(new FileOutputStream(args[2]))) {
             for (float v : input) {
                 out.writeInt(Integer.reverseBytes(Float.floatToIntBits(v)));
             }
         }
-        ModelCard.Variant variant = card.variants.get(args[2]);
-        if (args.length > 4 && variant.quantizedInput()) {
-            byte[] q = Preprocessor.quantize(input, variant.inputScale, variant.inputZeroPoint,
-                variant.inputDtype);
-            Files.write(new File(args[4]).toPath(), q);
+        if (args.length > 3 && model.quantizedInput()) {
+            byte[] q = Preprocessor.quantize(input, model.inputScale, model.inputZeroPoint,
+                model.inputDtype);
+            Files.write(new File(args[3]).toPath(), q);
         }
     }
 }
