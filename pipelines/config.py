@@ -117,6 +117,10 @@ class Config:
         ("float32", "float16", "dynamic", "int8", "int8_io_uint8"),
         f"Export modes of the float student, from {list(export.MODES)}; the QAD student is "
         "exported in the integer ones among them.")
+    export_output: str = setting(
+        "probabilities", "What exported students output: probabilities (a softmax folded into "
+        "the graph, what MediaPipe Tasks and Android apps expect) or logits. The teacher's file "
+        "keeps logits.", choices=tfkd.export.OUTPUTS)
     select: str = setting(
         "best", "Which student to quantize and ship: the better of the distilled student and "
         "the student alone on validation (best), or always one of them.",

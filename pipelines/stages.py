@@ -124,6 +124,7 @@ def export_models(ctx: "Context") -> StageResult:
     integer_modes = [m for m in config.modes if m in export.INTEGER_MODES]
     representative = (export.representative_set(splits, config.representative_size)
                       if integer_modes else None)
+    # The run's name, not its path: the card ships inside apps.
     common = dict(preprocessing=splits.preprocessing, class_names=splits.class_names,
                   source_run=os.path.basename(os.path.abspath(config.out_dir)))
     # The teacher's file keeps logits: it can teach again (a .tflite teacher) through the cache.
@@ -132,10 +133,11 @@ def export_models(ctx: "Context") -> StageResult:
     # The `student_*` files hold the shipped student (distilled, or alone if it was better).
     selection = ctx.directory.metrics("select")
     card = export.export(ctx.model(selection["shipped"]), out, config.modes,
-                         representative=representative, name="student", **common)
+                         representative=representative, name="student",
+                         output=config.export_output, **common)
     if has_qad_student(ctx) and integer_modes:
         card = export.export(ctx.model("student_qad"), out, integer_modes, name="student_qad",
-                             **common)
+                             output=config.export_output, **common)
     card["shipped"] = {"model": selection["shipped"], "reason": selection["reason"]}
     files.write_text(os.path.join(out, "model_card.json"),
                      json.dumps(card, indent=2, sort_keys=True))

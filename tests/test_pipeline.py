@@ -76,6 +76,14 @@ def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path):
     assert selection["shipped"] in ("student", "baseline") and selection["reason"]
     card = json.loads((tmp_path / "tflite" / "model_card.json").read_text())
     assert card["shipped"] == {"model": selection["shipped"], "reason": selection["reason"]}
+    # No path of this machine in what ships: the run is named, not located.
+    assert card["source_run"] == tmp_path.name
+    outputs = {name: v["output_kind"] for name, v in card["variants"].items()}
+    assert outputs.pop("teacher_float32") == "logits"
+    assert set(outputs.values()) == {"probabilities"}
+    uint8 = (tmp_path / "tflite" / "student_int8.tflite").read_bytes()
+    meta = tfkd.metadata.read(uint8)
+    assert meta["associated_files"]["labels.txt"].split() == [str(d) for d in range(10)]
 
     def finished_times():
         stages = json.loads((tmp_path / "manifest.json").read_text())["stages"]

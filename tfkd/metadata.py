@@ -97,7 +97,20 @@ def _output_classes(model_object) -> int:
     return int(subgraph.tensors[subgraph.outputs[0]].shape[-1])
 
 
-def _metadata_object(info: ImageClassifierInfo, channels: int) -> "schema.ModelMetadataT":
+def _input_quantization(model_object) -> str:
+    """How a quantized input tensor reads, for the metadata's description."""
+    subgraph = model_object.subgraphs[0]
+    tensor = subgraph.tensors[subgraph.inputs[0]]
+    q = tensor.quantization
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return ""
+    dtype = {3: "uint8", 9: "int8"}.get(int(tensor.type), f"type {int(tensor.type)}")
+    return (f" Quantized {dtype} input: value = (q - {int(q.zeroPoint[0])}) * "
+            f"{float(q.scale[0]):.9g}.")
+
+
+def _metadata_object(info: ImageClassifierInfo, channels: int,
+                     quantization: str = "") -> "schema.ModelMetadataT":
     normalization = schema.ProcessUnitT()
     normalization.optionsType = schema.ProcessUnitOptions.NormalizationOptions
     normalization.options = schema.NormalizationOptionsT()
@@ -108,7 +121,7 @@ def _metadata_object(info: ImageClassifierInfo, channels: int) -> "schema.ModelM
     image.name = "image"
     image.description = ("Input image, RGB" if channels == 3 else "Input image, grayscale") + (
         f"; input = (pixel - {list(info.mean)}) / {list(info.std)} per channel, pixel as stored "
-        "(0-255 for photos).")
+        "(0-255 for photos).") + quantization
     image.content = schema.ContentT()
     image.content.contentPropertiesType = schema.ContentProperties.ImageProperties
     image.content.contentProperties = schema.ImagePropertiesT()
@@ -210,7 +223,8 @@ def write_image_classifier(model: bytes, info: ImageClassifierInfo) -> bytes:
         raise ValueError(f"The input has {shape[-1]} channel(s) but the normalization has "
                          f"{len(info.mean)} value(s).")
     builder = schema.flatbuffers.Builder(1024)
-    builder.Finish(_metadata_object(info, shape[-1]).Pack(builder), file_identifier=b"M001")
+    content = _metadata_object(info, shape[-1], _input_quantization(model_object))
+    builder.Finish(content.Pack(builder), file_identifier=b"M001")
     payload = np.frombuffer(bytes(builder.Output()), np.uint8)
 
     existing = [m for m in (model_object.metadata or [])
