@@ -30,7 +30,7 @@ class FakeClock:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A conv + depthwise + dense model exported as float32 and int8 with uint8 I/O."""
-    inputs = keras.Input((6, 6, 2))
+    inputs = keras.Input((6, 6, 3))
     # Equal, non-zero biases: the converter stores them once, the cost counts each use.
     x = layers.Conv2D(4, 3, padding="same", bias_initializer="ones", name="conv")(inputs)
     x = layers.DepthwiseConv2D(3, strides=2, padding="same", bias_initializer="ones",
@@ -38,8 +38,8 @@ def tiny(tmp_path_factory):
     x = layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, layers.Dense(5, bias_initializer="ones", name="fc")(x))
     out = tmp_path_factory.mktemp("tiny")
-    prep = tfkd.data.Preprocessing((6, 6), 2, 1 / 255, (0.5, 0.5), (0.5, 0.5))
-    images = np.random.default_rng(0).normal(size=(20, 6, 6, 2)).astype(np.float32)
+    prep = tfkd.data.Preprocessing((6, 6), 3, 1 / 255, (0.5,) * 3, (0.5,) * 3)
+    images = np.random.default_rng(0).normal(size=(20, 6, 6, 3)).astype(np.float32)
     representative = export.RepresentativeSet(images, np.arange(20) % 5)
     export.export(model, str(out), ["float32", "int8_io_uint8"], preprocessing=prep,
                   class_names=list("abcde"), representative=representative, name="tiny")
@@ -69,11 +69,11 @@ def test_latency_stats_reject_no_runs():
 def test_model_cost_matches_the_formula(tiny):
     out, model, _ = tiny
     cost = benchmark.model_cost(str(out / "tiny_float32.tflite"))
-    conv = 6 * 6 * 4 * (3 * 3 * 2)
+    conv = 6 * 6 * 4 * (3 * 3 * 3)
     depthwise = 3 * 3 * 4 * (3 * 3)
     dense = 4 * 5
     assert cost.macs == conv + depthwise + dense
-    assert cost.params == (3 * 3 * 2 * 4 + 4) + (3 * 3 * 4 + 4) + (4 * 5 + 5)
+    assert cost.params == (3 * 3 * 3 * 4 + 4) + (3 * 3 * 4 + 4) + (4 * 5 + 5)
     assert cost.params == model.count_params()
 
 
@@ -125,8 +125,8 @@ def test_bad_arguments_are_rejected(tiny, kwargs):
 
 def test_wrong_input_shape_is_rejected(tiny):
     out, _, _ = tiny
-    with pytest.raises(ValueError, match=r"shape \(5, 5, 2\).*\(6, 6, 2\)"):
-        benchmark.measure(str(out / "tiny_float32.tflite"), inputs=np.zeros((1, 5, 5, 2)))
+    with pytest.raises(ValueError, match=r"shape \(5, 5, 3\).*\(6, 6, 3\)"):
+        benchmark.measure(str(out / "tiny_float32.tflite"), inputs=np.zeros((1, 5, 5, 3)))
 
 
 def test_benchmark_cli_measures_many_files_at_several_thread_counts(tiny, tmp_path):
