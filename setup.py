@@ -29,6 +29,8 @@ setup(
         "matplotlib==3.11.2",
         # Training stages write TensorBoard logs into the run directory.
         "tensorboard==2.21.0",
+        # Image headers are read (size limits) before TensorFlow decodes anything.
+        "pillow==13.0.0",
         # tfkd.metadata writes TFLite metadata flatbuffers.
         "flatbuffers==25.12.19",
     ],

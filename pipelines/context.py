@@ -33,8 +33,15 @@ class Context:
         self.config = config
         self.strategy = strategy or tf.distribute.get_strategy()
         self.chief = workers.is_chief(self.strategy)
-        # The data first: a bad source fails before the run directory is looked at.
+        # The data and the teacher file first: either fails before the run directory is read.
         self.splits = tfkd.data.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
+        self.teacher_file = None
+        if config.teacher_is_file:
+            self.teacher_file = tfkd.teachers.load(config.teacher)
+            try:
+                self.splits.check_model(self.teacher_file, role="teacher")
+            except ValueError as error:
+                raise ValueError(f"--teacher={config.teacher}: {error}") from error
         self.directory = RunDirectory(config.out_dir, config.results_settings(),
                                       config.overwrite, writable=self.chief)
         prep = self.splits.preprocessing

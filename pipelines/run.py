@@ -7,6 +7,8 @@ found it.
 """
 
 import datetime
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -15,6 +17,58 @@ from typing import Iterable, Optional
 from tfkd import files
 
 MANIFEST = "manifest.json"
+LOCK = ".lock"
+
+
+def check_location(path: str) -> None:
+    """Raises `ValueError` when `path` cannot become a run directory: it is a file, or the
+    nearest directory that exists is not writable. Writes nothing."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--out_dir={path} is a file, not a directory. Pick another --out_dir.")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out_dir={path}: {existing} is not writable (read-only file system "
+                         "or no permission). Pick another --out_dir.")
+
+
+class RunLock:
+    """Holds `RUN/.lock` while a run writes there, so a second run on the same `--out_dir` is
+    refused, naming the first one's pid. The kernel releases the lock when the process ends,
+    however it ends, so a killed run never leaves a stale lock."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file = None
+
+    def __enter__(self) -> "RunLock":
+        os.makedirs(self.path, exist_ok=True)
+        lock_path = os.path.join(self.path, LOCK)
+        handle = open(lock_path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                raise ValueError(
+                    f"Another run (pid {holder}) is writing to --out_dir={self.path}. Wait for "
+                    "it to finish, or use another --out_dir.") from error
+            raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
 
 
 def _files_under(root: str, relative: str) -> list[str]:

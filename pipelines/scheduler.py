@@ -1,6 +1,7 @@
 """Runs the selected stages of a run in table order, skipping finished ones."""
 
 import dataclasses
+import errno
 import json
 import sys
 import time
@@ -12,11 +13,11 @@ import tensorflow as tf
 
 import tfkd
 from pipelines import config as config_lib
-from pipelines import workers
+from pipelines import run, workers
 from pipelines.config import Config
 from pipelines.context import Context
 from pipelines.stages import STAGE_NAMES, STAGES
-from tfkd import device, files
+from tfkd import device, files, training
 from tfkd.keras import keras
 
 
@@ -25,8 +26,7 @@ def _check_feature_layers(ctx: Context) -> None:
     config = ctx.config
     if not config.feature_pairs:
         return
-    teacher = (tfkd.teachers.load(config.teacher) if config.teacher_is_file
-               else ctx.build(config.teacher))
+    teacher = ctx.teacher_file if config.teacher_is_file else ctx.build(config.teacher)
     tfkd.features.FeatureTaps(teacher, ctx.build(config.student), config.feature_pairs)
 
 
@@ -49,20 +49,41 @@ def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -
     strategy = strategy or tfkd.distribute.make(config.strategy, config.collective_timeout)
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
+    # Everything is checked before anything is written: a failed start changes nothing.
+    run.check_location(config.out_dir)
     ctx = Context(config, strategy)
     _check_feature_layers(ctx)
     _check_raw_byte_input(ctx)
     selected = config.selected_stages()
-    # Stages named in --stages run again; with --stages=all finished stages are skipped.
-    rerun = set() if tuple(config.stages) == ("all",) else set(selected)
     for stage in STAGES:
         missing = [n for n in stage.needs if n not in selected and not ctx.directory.done(n)]
         if stage.name in selected and missing:
             raise ValueError(f"Stage {stage.name} needs {missing}: run them first or add them "
                              "to --stages.")
-    if ctx.chief:
+    if not ctx.chief:
+        return _run_stages(ctx, selected)
+    with run.RunLock(config.out_dir):
         files.write_text(ctx.directory.file("config.json"),
                          json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
+        return _run_stages(ctx, selected)
+
+
+def _run_stage(ctx: Context, stage) -> tuple[list[str], dict]:
+    if not stage.trains:
+        return stage.fn(ctx)
+    mixed = ctx.config.use_mixed_precision and stage.mixed_precision
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    try:
+        with ctx.strategy.scope():
+            return stage.fn(ctx)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _run_stages(ctx: Context, selected: list[str]) -> dict:
+    config, strategy = ctx.config, ctx.strategy
+    # Stages named in --stages run again; with --stages=all finished stages are skipped.
+    rerun = set() if tuple(config.stages) == ("all",) else set(selected)
     distributed = tfkd.distribute.is_distributed(strategy)
     for index, stage in enumerate(STAGES):
         if stage.name not in selected:
@@ -83,20 +104,23 @@ def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -
         ctx.directory.forget(STAGE_NAMES[index + 1:])
         logging.info("Stage %s: running.", stage.name)
         started = time.time()
-        if stage.trains:
-            mixed = config.use_mixed_precision and stage.mixed_precision
-            keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-            try:
-                with strategy.scope():
-                    outputs, metrics = stage.fn(ctx)
-            finally:
-                keras.mixed_precision.set_global_policy("float32")
-        else:
-            outputs, metrics = stage.fn(ctx)
+        try:
+            outputs, metrics = _run_stage(ctx, stage)
+        except training.NonFiniteLoss as error:
+            raise ValueError(
+                f"Stage {stage.name}: {error}. The last finished epoch is kept in "
+                f"{ctx.directory.file('checkpoints', stage.name)}. Lower --learning_rate (or "
+                "look for broken inputs) and rerun with --overwrite.") from error
         metrics["seconds"] = time.time() - started
         ctx.directory.record(stage.name, outputs, metrics)
     workers.remove_scratch(config.out_dir, strategy)
     return {s: ctx.directory.metrics(s) for s in STAGE_NAMES if ctx.directory.done(s)}
+
+
+def _no_space(config: Config) -> str:
+    return (f"No space left on the device of --out_dir={config.out_dir}. Files are written "
+            "whole or not at all, so earlier artifacts are intact: free some space (or pick "
+            "another --out_dir) and rerun; finished stages are skipped.")
 
 
 def _exit(message: str, status: int):
@@ -118,9 +142,15 @@ def run_from_flags(**overrides) -> tuple[Config, dict, tf.distribute.Strategy]:
     try:
         strategy = tfkd.distribute.make(config.strategy, config.collective_timeout)
         results = execute(config, strategy)
-    except (ValueError, OSError, device.DeviceError) as error:
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            _exit(_no_space(config), 2)
+        _exit(str(error), 2)
+    except (ValueError, device.DeviceError) as error:
         _exit(str(error), 2)
     except tf.errors.OpError as error:
+        if "No space left" in (error.message or ""):
+            _exit(_no_space(config), 2)
         if strategy is None or not tfkd.distribute.is_distributed(strategy):
             raise
         _exit(f"a worker of the cluster failed or could not be reached ({error.message}). "

@@ -27,8 +27,7 @@ StageResult = tuple[list[str], dict]
 def teacher(ctx: "Context") -> StageResult:
     config = ctx.config
     if config.teacher_is_file:
-        model = tfkd.teachers.load(config.teacher)
-        ctx.splits.check_model(model, role="teacher")
+        model = ctx.teacher_file  # loaded and checked before the run started
         if tfkd.teachers.is_foreign(model):
             # A SavedModel or Keras 3 model cannot be re-saved as tf_keras: record where it is.
             ctx.use("teacher", model)

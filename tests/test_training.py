@@ -55,11 +55,11 @@ def test_train_classifier_and_distill_lower_their_losses():
 
 
 def test_callbacks_are_only_the_ones_asked_for(tmp_path):
-    assert training.callbacks() == []
+    assert [type(c).__name__ for c in training.callbacks()] == ["StopOnNonFiniteLoss"]
     chosen = training.callbacks(str(tmp_path / "b"), str(tmp_path / "l"), 3)
-    assert [type(c).__name__ for c in chosen] == ["BackupAndRestore", "TensorBoard",
-                                                  "EarlyStopping"]
-    assert chosen[2].patience == 3 and chosen[2].restore_best_weights
+    assert [type(c).__name__ for c in chosen] == ["StopOnNonFiniteLoss", "BackupAndRestore",
+                                                  "TensorBoard", "EarlyStopping"]
+    assert chosen[3].patience == 3 and chosen[3].restore_best_weights
     with pytest.raises(ValueError, match="early_stopping_patience"):
         training.callbacks(early_stopping_patience=-1)
 

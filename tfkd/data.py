@@ -26,6 +26,8 @@ from tfkd.keras import keras
 
 AUTOTUNE = tf.data.AUTOTUNE
 _IN_MEMORY_CACHE_LIMIT_BYTES = 2 << 30
+# The largest image decoded: a 108 MP phone photo passes; a 20000 x 20000 scan does not.
+MAX_IMAGE_PIXELS = 120_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +191,27 @@ def _decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
     return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
 
 
+def _oversized_images(paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Images whose header declares more than `MAX_IMAGE_PIXELS`, found without decoding them
+    (decoding a 20000 x 20000 image takes 1.2 GB)."""
+    from PIL import Image
+
+    found = {}
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # read sizes, never decode
+    try:
+        for path in paths:
+            try:
+                with Image.open(path) as image:
+                    width, height = image.size
+            except Exception:  # noqa: BLE001 (unreadable files are named by the decoding pass)
+                continue
+            if width * height > MAX_IMAGE_PIXELS:
+                found[path] = (width, height)
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    return found
+
+
 def _unreadable_images(paths: Sequence[str], channels: int) -> list[str]:
     """Paths TensorFlow cannot decode, found in one parallel pass over the files."""
     decodable = (
@@ -239,7 +262,7 @@ def _load_folder(
     if not os.path.isdir(root):
         raise FileNotFoundError(
             f"Image folder {root} does not exist. Pass `folder:PATH` with PATH holding "
-            "train/<class>/*.jpg (e.g. folder:../shared/data/cifar10)."
+            "train/<class>/*.jpg (e.g. folder:~/photos)."
         )
     subfolders = [f for f in os.listdir(root) if os.path.isdir(os.path.join(root, f))]
     if "train" not in subfolders:
@@ -259,9 +282,30 @@ def _load_folder(
             f"Classes {empty} have no training images in {root}/train. Fix: add images or "
             "remove those class folders from every split."
         )
+    held_from_train = [split for split, aliases in (("test", ("test",)),
+                                                    ("validation", ("validation", "val")))
+                       if not any(a in files for a in aliases)]
+    needed = 1 + len(held_from_train)
+    counts = np.bincount(train_labels, minlength=len(class_names))
+    few = {class_names[c]: int(n) for c, n in enumerate(counts) if n < needed}
+    if few:
+        name, count = next(iter(few.items()))
+        raise ValueError(
+            f"Class '{name}' has {count} training image(s) ({few}); each class needs at least "
+            f"{needed}: one for training and one for each split carved from train/ "
+            f"({held_from_train}). Fix: add images, or give {root} its own "
+            f"{'/ and '.join(held_from_train)}/ folder(s).")
     channels = 3
     if verify_images:
         all_paths = [p for paths, _ in files.values() for p in paths]
+        oversized = _oversized_images(all_paths)
+        if oversized:
+            path, (width, height) = next(iter(oversized.items()))
+            raise ValueError(
+                f"{len(oversized)} image(s) in {root} are too large to decode safely, e.g. "
+                f"{path} is {width}x{height} ({width * height / 1e6:.0f} megapixels; the limit "
+                f"is {MAX_IMAGE_PIXELS / 1e6:.0f}). Fix: downscale them (they are resized to the "
+                "model's input anyway).")
         bad = _unreadable_images(all_paths, channels)
         if bad:
             raise ValueError(
@@ -273,13 +317,10 @@ def _load_folder(
         image_size = (int(first.shape[0]), int(first.shape[1]))
 
     chosen = {}
-    held_from_train = []
     for split, aliases in (("test", ("test",)), ("validation", ("validation", "val"))):
         present = next((a for a in aliases if a in files), None)
         if present is not None:
             chosen[split] = files[present]
-        else:
-            held_from_train.append(split)
     keep = np.arange(len(train_paths))
     for offset, split in enumerate(held_from_train):
         kept, held = stratified_split(train_labels[keep], validation_fraction, seed + offset)

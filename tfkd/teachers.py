@@ -167,10 +167,73 @@ def _refuse_h5_lambda(path: str) -> None:
             "load only its weights, or re-save it as .keras without the Lambda.")
 
 
+_BUILT_IN_MODULES = ("keras", "tf_keras")
+
+
+def _custom_classes(config) -> list[str]:
+    """Class names in a `.keras` config that come from outside Keras: safe mode cannot rebuild
+    them without running the file owner's code."""
+    found = []
+    if isinstance(config, dict):
+        module = config.get("module")
+        registered = config.get("registered_name") or ""
+        if "class_name" in config and (
+                (module and not str(module).split(".")[0] in _BUILT_IN_MODULES)
+                or ">" in str(registered)):
+            found.append(str(registered or config["class_name"]))
+        for value in config.values():
+            found += _custom_classes(value)
+    elif isinstance(config, list):
+        for value in config:
+            found += _custom_classes(value)
+    return found
+
+
+def _refuse_custom_objects(path: str) -> None:
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    custom = sorted(set(_custom_classes(config)))
+    if custom:
+        raise ValueError(
+            f"Teacher {path} cannot be loaded: it holds custom objects {custom}, and teachers are "
+            "loaded in safe mode without custom code. Save it with built-in layers, or export "
+            "it as a SavedModel directory and pass that.")
+
+
 def _load_file(path: str) -> Teacher:
     if not os.path.exists(path):
         raise FileNotFoundError(f"Teacher {path} does not exist. Give a .keras/.h5/.tflite file "
                                 "or a SavedModel directory.")
+    try:
+        return _load_existing_file(path)
+    except (zipfile.BadZipFile, OSError, KeyError, TypeError, ValueError, EOFError,
+            json.JSONDecodeError, tf.errors.OpError) as error:
+        raise ValueError(_unloadable(path, error)) from error
+
+
+def _unloadable(path: str, error: Exception) -> str:
+    """One line saying why the teacher file `path` cannot be loaded, and what to do."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if path in text:  # already a tfkd message about this file (Lambda, unknown format, ...)
+        return text
+    if isinstance(error, zipfile.BadZipFile):
+        reason = ("it is not a zip archive, so not a .keras file: it may be truncated, empty or "
+                  "something else saved under that name. Re-save or re-download it.")
+    elif "Lambda" in text:
+        reason = (f"it holds a Lambda layer ({text[:160]}), which safe mode refuses because "
+                  "loading it would run code from the file. Rebuild the model without Lambda "
+                  "layers, or export it as a SavedModel directory.")
+    elif "locate" in text or "Unknown" in text or "custom" in text.lower():
+        reason = (f"it holds a custom layer or object tfkd cannot rebuild ({text[:160]}); "
+                  "teachers are loaded in safe mode without custom code. Save it with built-in "
+                  "layers, or export it as a SavedModel directory and pass that.")
+    else:
+        reason = (f"{type(error).__name__}: {text[:200]}. It may be truncated or corrupt: "
+                  "re-save or re-download it.")
+    return f"Teacher {path} cannot be loaded: {reason}"
+
+
+def _load_existing_file(path: str) -> Teacher:
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "saved_model.pb")):
             raise ValueError(f"{path} is a directory without saved_model.pb: not a SavedModel.")
@@ -178,6 +241,7 @@ def _load_file(path: str) -> Teacher:
     if path.endswith(".tflite"):
         return TFLiteTeacher(path)
     if path.endswith(".keras"):
+        _refuse_custom_objects(path)
         if _keras_file_version(path).startswith("3."):
             keras3 = keras3_module()
             return from_keras3(keras3.saving.load_model(path, compile=False, safe_mode=True))

@@ -7,6 +7,7 @@ measured in `benchmarks/` is the recipe a run uses.
 
 from typing import Optional, Sequence, Union
 
+import numpy as np
 import tensorflow as tf
 
 from tfkd import losses as losses_lib
@@ -37,14 +38,37 @@ def optimizer(name: str = DEFAULT_OPTIMIZER, learning_rate: float = DEFAULT_LEAR
     return keras.optimizers.Adam(schedule)
 
 
+class NonFiniteLoss(ValueError):
+    """The training loss became NaN or infinite; `epoch` and `batch` count from 1."""
+
+    def __init__(self, epoch: int, batch: int, value: float):
+        super().__init__(f"the training loss became {value} at epoch {epoch} (batch {batch})")
+        self.epoch, self.batch, self.value = epoch, batch, value
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises `NonFiniteLoss` at the first non-finite batch loss, before the epoch ends, so a
+    backup taken at the end of each epoch keeps the last good weights (Keras' own
+    TerminateOnNaN stops quietly, and the epoch-end backup then saves the broken weights)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            raise NonFiniteLoss(self._epoch + 1, batch + 1, float(loss))
+
+
 def callbacks(backup_dir: Optional[str] = None, log_dir: Optional[str] = None,
               early_stopping_patience: int = 0) -> list[keras.callbacks.Callback]:
-    """Resumable training (a backup every epoch), TensorBoard logs and early stopping on
-    validation accuracy (best weights kept), each only when asked for."""
+    """Stop at a non-finite loss, then, each only when asked for: resumable training (a backup
+    every epoch), TensorBoard logs and early stopping on validation accuracy (best weights
+    kept)."""
     if early_stopping_patience < 0:
         raise ValueError("`early_stopping_patience` must be >= 0 (0 turns it off). "
                          f"Received: early_stopping_patience={early_stopping_patience}")
-    chosen = []
+    chosen: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss()]
     if backup_dir:
         chosen.append(keras.callbacks.BackupAndRestore(backup_dir))
     if log_dir:

@@ -1,0 +1,284 @@
+"""The battery of bad inputs and faults: each ends with a non-zero exit, one message that names
+the problem and the fix, no traceback, and nothing changed on disk that a user made."""
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from absl import flags
+from PIL import Image
+
+import tfkd
+from pipelines import distill, run
+from tfkd.keras import keras
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ("--teacher_epochs=1", "--student_epochs=1", "--qat_epochs=0", "--modes=float32",
+        "--benchmark_runs=2", "--max_drop_points=100")
+
+
+def _tree(path):
+    """Every file under `path` with its hash: what a failed start must leave as it was."""
+    found = {}
+    if os.path.isfile(path):
+        return {"": hashlib.sha256(open(path, "rb").read()).hexdigest()}
+    for directory, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(directory, name)
+            with open(full, "rb") as f:
+                found[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
+    return found
+
+
+def run_main(capsys, *args):
+    """`python -m pipelines.distill ARGS` in this process: (exit status, stderr)."""
+    values = flags.FLAGS
+    values.unparse_flags()
+    argv = values(["distill", *args])
+    try:
+        status = distill.main(argv)
+    except SystemExit as exit_:
+        status = exit_.code
+    return status, capsys.readouterr().err
+
+
+def refused(capsys, out_dir, *args, message):
+    """Runs with `args` and checks the refusal; returns stderr."""
+    before = _tree(out_dir) if os.path.exists(out_dir) else None
+    status, err = run_main(capsys, f"--out_dir={out_dir}", *args)
+    assert status not in (0, None), err
+    assert "Traceback" not in err
+    assert message in err, err
+    assert err.count("\n") <= 3, f"one message, not a log dump:\n{err}"
+    after = _tree(out_dir) if os.path.exists(out_dir) else None
+    assert after == before, "a failed start changed the run directory"
+    return err
+
+
+# Images ----------------------------------------------------------------------------------------
+
+def _folder(root, per_class=4, classes=("cat", "dog"), size=(12, 10)):
+    """A tiny image folder dataset: root/train/<class>/<i>.png, random pixels."""
+    rng = np.random.default_rng(0)
+    for name in classes:
+        os.makedirs(root / "train" / name, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "train" / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("bad_file, content, message", [
+    ("zero.jpg", b"", "zero.jpg"),
+    ("truncated.jpg", None, "truncated.jpg"),
+    ("notes.jpg", b"these are my notes, not an image", "notes.jpg"),
+])
+def test_unreadable_images_are_named_before_training(tmp_path, capsys, bad_file, content,
+                                                     message):
+    root = _folder(tmp_path / "photos")
+    if content is None:
+        buffer = io.BytesIO()
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(buffer, "JPEG")
+        content = buffer.getvalue()[:100]
+    (root / "train" / "cat" / bad_file).write_bytes(content)
+    err = refused(capsys, str(tmp_path / "run"), f"--dataset=folder:{root}", *FAST,
+                  message=message)
+    assert "delete" in err or "re-encode" in err
+
+
+def test_an_empty_class_folder_is_refused(tmp_path, capsys):
+    root = _folder(tmp_path / "photos")
+    os.makedirs(root / "train" / "bird")
+    refused(capsys, str(tmp_path / "run"), f"--dataset=folder:{root}", *FAST,
+            message="['bird'] have no training images")
+
+
+def test_a_class_with_one_image_is_refused_with_the_count_needed(tmp_path, capsys):
+    root = _folder(tmp_path / "photos")
+    os.makedirs(root / "train" / "bird")
+    Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(root / "train" / "bird" / "0.png")
+    refused(capsys, str(tmp_path / "run"), f"--dataset=folder:{root}", *FAST,
+            message="'bird' has 1 training image")
+
+
+def test_a_huge_image_is_refused_without_decoding_it(tmp_path, capsys):
+    root = _folder(tmp_path / "photos")
+    # 20000 x 20000 pixels, about 1.2 GB decoded; a few hundred KB as a PNG of one colour.
+    Image.new("L", (20000, 20000)).save(root / "train" / "cat" / "huge.png", optimize=False)
+    refused(capsys, str(tmp_path / "run"), f"--dataset=folder:{root}", *FAST,
+            message="huge.png is 20000x20000")
+
+
+def test_a_typo_in_the_folder_leaves_nothing_and_the_corrected_run_starts(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    refused(capsys, out, f"--dataset=folder:{tmp_path / 'typo'}", *FAST,
+            message="does not exist")
+    assert not os.path.exists(out)
+    status, err = run_main(capsys, f"--out_dir={out}", "--dataset=digits", "--stages=teacher",
+                           *FAST)
+    assert status == 0, err
+
+
+def test_an_unknown_dataset_name_is_the_message_not_the_run_directory(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    refused(capsys, out, "--dataset=digitz", *FAST, message="digitz")
+    assert not os.path.exists(out)
+
+
+# Teacher files ------------------------------------------------------------------------------
+
+def _saved_teacher(tmp_path, classes=10, shape=(8, 8, 1), name="teacher.keras"):
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, keras.layers.Dense(classes)(keras.layers.Flatten()(inputs)))
+    path = tmp_path / name
+    model.save(path)
+    return path
+
+
+def _rewrite_keras_config(path, change):
+    """Rewrites the config.json inside a .keras zip with `change(config)`."""
+    with zipfile.ZipFile(path) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    config = json.loads(members["config.json"])
+    change(config)
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("not_a_zip", "not a zip archive"),
+    ("truncated", "not a zip archive"),
+    ("empty", "not a zip archive"),
+    ("lambda", "Lambda"),
+    ("custom_object", "custom"),
+    ("h5_garbage", "teacher.h5"),
+    ("saved_model_garbage", "saved"),
+    ("wrong_classes", "emits 5 logits but dataset 'digits' has 10 classes"),
+    ("wrong_shape", "input"),
+])
+def test_bad_teacher_files_are_refused_in_one_line(tmp_path, capsys, kind, message):
+    if kind in ("not_a_zip", "empty"):
+        path = tmp_path / "teacher.keras"
+        path.write_bytes(b"" if kind == "empty" else b"<html>404 not found</html>")
+    elif kind == "truncated":
+        path = _saved_teacher(tmp_path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif kind == "lambda":
+        inputs = keras.Input((8, 8, 1))
+        outputs = keras.layers.Dense(10)(keras.layers.Flatten()(
+            keras.layers.Lambda(lambda x: x * 2)(inputs)))
+        path = tmp_path / "teacher.keras"
+        keras.Model(inputs, outputs).save(path)
+    elif kind == "custom_object":
+        path = _saved_teacher(tmp_path)
+
+        def make_custom(config):
+            layer = config["config"]["layers"][-1]
+            layer["class_name"], layer["module"] = "MyFancyDense", "my_company.layers"
+            layer["registered_name"] = "my_company>MyFancyDense"
+        _rewrite_keras_config(path, make_custom)
+    elif kind == "h5_garbage":
+        path = tmp_path / "teacher.h5"
+        path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 50)
+    elif kind == "saved_model_garbage":
+        path = tmp_path / "saved"
+        path.mkdir()
+        (path / "saved_model.pb").write_bytes(b"not a protobuf")
+    elif kind == "wrong_classes":
+        path = _saved_teacher(tmp_path, classes=5)
+    else:
+        path = _saved_teacher(tmp_path, shape=(9, 9, 1))
+    before = _tree(str(path))
+    err = refused(capsys, str(tmp_path / "run"), f"--teacher={path}", *FAST, message=message)
+    assert str(path) in err
+    assert _tree(str(path)) == before
+
+
+# The output location and concurrent runs ----------------------------------------------------
+
+def test_an_out_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    refused(capsys, str(target), *FAST, message="is a file")
+    assert target.read_text() == "mine"
+
+
+def test_a_read_only_out_dir_is_refused_before_training(tmp_path, capsys):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.fail("cannot mount a read-only tmpfs here (the test needs root)")
+    try:
+        refused(capsys, str(mount / "run"), *FAST, message="not writable")
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_second_run_on_the_same_out_dir_is_refused_naming_the_first(tmp_path, capsys):
+    out = tmp_path / "run"
+    with run.RunLock(str(out)):
+        err = refused(capsys, str(out), *FAST, message=f"pid {os.getpid()}")
+        assert "--out_dir" in err
+    status, err = run_main(capsys, f"--out_dir={out}", "--stages=teacher", *FAST)
+    assert status == 0, err
+
+
+def test_a_full_disk_ends_cleanly_and_leaves_no_half_written_file(tmp_path, capsys):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    # Room for the manifest and logs, not for the teacher (about 6.6 MB as .keras).
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.fail("cannot mount a small tmpfs here (the test needs root)")
+    try:
+        status, err = run_main(capsys, f"--out_dir={mount / 'run'}", "--stages=teacher",
+                               *FAST)
+        assert status == 2 and "Traceback" not in err
+        assert "No space left" in err and "--out_dir" in err
+        leftovers = [p for p in (mount / "run").rglob("*") if ".tmp" in p.name]
+        assert not leftovers and not (mount / "run" / "teacher" / "teacher.keras").exists()
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+# Training faults ----------------------------------------------------------------------------
+
+def test_a_nan_loss_stops_naming_the_stage_and_epoch_and_keeps_the_last_good_state(tmp_path,
+                                                                                   capsys):
+    out = tmp_path / "run"
+    status, err = run_main(capsys, f"--out_dir={out}", "--stages=teacher",
+                           "--teacher_epochs=3", "--optimizer=sgd", "--learning_rate=1e25")
+    assert status == 2 and "Traceback" not in err
+    assert "Stage teacher" in err and "epoch 1" in err and "--learning_rate" in err
+    assert not (out / "teacher" / "teacher.keras").exists()
+
+
+def test_a_flagfile_that_does_not_exist_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pipelines.distill",
+                             f"--flagfile={tmp_path / 'nope.flags'}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode != 0
+    assert "nope.flags" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_corrupt_tflite_file_is_one_line_in_every_tool(tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"TFL3" + b"\0" * 64)
+    for tool, args in (("tools/tflite_inspect.py", [str(bad)]),
+                       ("tools/benchmark_tflite.py", [str(bad), "--runs=2"])):
+        result = subprocess.run([sys.executable, tool, *args], cwd=ROOT, capture_output=True,
+                                text=True, timeout=300,
+                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        assert result.returncode == 2, (tool, result.stderr[-2000:])
+        assert "not a valid .tflite model" in result.stderr, tool
+        assert "Traceback" not in result.stderr, tool
