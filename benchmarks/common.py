@@ -9,7 +9,7 @@ import re
 import tempfile
 
 import tensorflow as tf
-from absl import flags
+from absl import app, flags
 
 from tfkd import files
 
@@ -26,10 +26,14 @@ _smoke_dir = None
 
 
 def apply_smoke(overrides: dict) -> None:
-    """With --smoke, sets the flags in `overrides` (the script's tiny sizes)."""
+    """With --smoke, sets the flags in `overrides` (the script's tiny sizes); then checks that a
+    script reading images was given them."""
     if FLAGS.smoke:
         for name, value in overrides.items():
             FLAGS[name].value = value
+    if "data" in FLAGS and FLAGS.data is None:
+        raise app.UsageError("Pass --data=PATH, a CIFAR-10 image folder (PATH/train/<class>/*.jpg "
+                             "and PATH/test/<class>/*.jpg), or --smoke.")
 
 
 def _output_dir() -> str:

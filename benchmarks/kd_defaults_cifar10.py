@@ -1,7 +1,7 @@
 r"""Which student-loss weight, temperature and method to default to: KD settings against the
 student alone, with a strong and a weak teacher, on CIFAR-10 images.
 
-    python -m benchmarks.kd_defaults_cifar10 --data=../shared/data/cifar10
+    python -m benchmarks.kd_defaults_cifar10 --data=PATH/TO/cifar10
 
 The weak teacher is the same architecture trained for a fraction of the epochs (barely better
 than the student alone), the situation where the keras.io defaults (0.1, T=4) hurt. Every
@@ -21,7 +21,7 @@ from tfkd import evaluate, training
 from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data", "../shared/data/cifar10", "CIFAR-10 image folder.")
+flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
 flags.DEFINE_integer("train_images", 10000, "Training images (class-balanced prefix).")
 flags.DEFINE_integer("test_images", 2000, "Test images.")
 flags.DEFINE_string("teacher", "resnet20", "Teacher model.")

@@ -1,7 +1,7 @@
 r"""Distillation methods side by side on CIFAR-10 images: the student alone, KD, DKD, DIST and
 KD + FitNets hint, one teacher, the same epochs, over several seeds.
 
-    python -m benchmarks.methods_cifar10 --data=../shared/data/cifar10 --seeds=0,1
+    python -m benchmarks.methods_cifar10 --data=PATH/TO/cifar10 --seeds=0,1
 
 The teacher is trained once (seed 0). For each seed every student starts from the same
 weights and sees the same batches, so within a seed the methods differ only by their loss.
@@ -23,7 +23,7 @@ from tfkd import evaluate, training
 from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data", "../shared/data/cifar10", "CIFAR-10 image folder.")
+flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
 flags.DEFINE_integer("train_images", 10000, "Training images (class-balanced prefix).")
 flags.DEFINE_integer("test_images", 10000, "Test images.")
 flags.DEFINE_string("teacher", "resnet20", "Teacher model.")

@@ -1,6 +1,6 @@
 r"""Float KD student vs PTQ int8 vs QAT int8 vs QAD int8 on CIFAR-10 images, as `.tflite` files.
 
-    python -m benchmarks.qad_cifar10 --data=../shared/data/cifar10
+    python -m benchmarks.qad_cifar10 --data=PATH/TO/cifar10
 
 Trains a teacher and a distilled student on a class-balanced subset (2 CPU cores cannot do the
 full set in a session), then fine-tunes two quantization-aware copies of the same distilled
@@ -21,7 +21,7 @@ from tfkd import evaluate, export, quantize, training
 from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data", "../shared/data/cifar10", "CIFAR-10 image folder.")
+flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
 flags.DEFINE_integer("train_images", 10000, "Training images used (class-balanced prefix).")
 flags.DEFINE_integer("test_images", 2000, "Test images used.")
 flags.DEFINE_string("teacher", "resnet20", "Teacher model.")

@@ -1,7 +1,7 @@
 r"""Distillation speed: the keras.io per-step-teacher recipe vs tfkd (per step, jit, cache) vs
 the student trained alone, on CIFAR-10 images.
 
-    python -m benchmarks.train_speed --data=../shared/data/cifar10
+    python -m benchmarks.train_speed --data=PATH/TO/cifar10
 
 The parent process writes a class-balanced subset of the training images to a temporary .npy
 file once, then runs every variant in its own child process (the same script with --variant),
@@ -26,7 +26,7 @@ from absl import app, flags
 from benchmarks import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data", "../shared/data/cifar10", "CIFAR-10 image folder.")
+flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
 flags.DEFINE_integer("images", 10000, "Training images.")
 flags.DEFINE_string("teacher", "resnet56", "Teacher model.")
 flags.DEFINE_string("student", "resnet8", "Student model.")
@@ -159,10 +159,10 @@ def _macs(name: str) -> int:
 
 def main(argv):
     del argv
-    common.apply_smoke(SMOKE)
     if FLAGS.variant:
         print("RESULT " + json.dumps(run_variant(FLAGS.variant, FLAGS.images_file)), flush=True)
         return
+    common.apply_smoke(SMOKE)
     import tfkd
 
     splits = tfkd.data.load(f"folder:{FLAGS.data}", seed=0)

@@ -153,7 +153,7 @@ def test_folder_without_train_explains_the_layout(tmp_path):
 
 def test_empty_train_folder_is_rejected(tmp_path):
     os.makedirs(tmp_path / "train" / "cat")
-    with pytest.raises(ValueError, match="no .jpg"):
+    with pytest.raises(ValueError, match=r"holds no images \(.jpg"):
         tfkd.data.load(f"folder:{tmp_path}")
 
 

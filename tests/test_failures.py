@@ -282,3 +282,45 @@ def test_a_corrupt_tflite_file_is_one_line_in_every_tool(tmp_path):
         assert result.returncode == 2, (tool, result.stderr[-2000:])
         assert "not a valid .tflite model" in result.stderr, tool
         assert "Traceback" not in result.stderr, tool
+
+
+def test_unusual_but_valid_images_and_names_load_as_rgb(tmp_path, capsys):
+    """16-bit PNG, CMYK JPEG, a non-UTF-8 file name and spaces: all load, as Pillow sees them."""
+    root = _folder(tmp_path / "photos")
+    rng = np.random.default_rng(1)
+    sixteen = rng.integers(0, 65535, (12, 10)).astype(np.uint16)
+    Image.fromarray(sixteen).save(root / "train" / "cat" / "sixteen bit.png")
+    rgb = rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)
+    # Smooth, so that JPEG decoders agree to a level or two (they differ on noise).
+    across, down = np.meshgrid(np.linspace(0, 250, 10), np.linspace(30, 200, 12))
+    smooth = np.stack([across, down, np.full((12, 10), 90.0)], axis=-1).astype(np.uint8)
+    Image.fromarray(smooth).convert("CMYK").save(root / "train" / "cat" / "cmyk.jpg",
+                                                 quality=100)
+    odd = os.path.join(os.fsencode(root / "train" / "dog"), b"caf\xe9.png")
+    with open(odd, "wb") as f:
+        Image.fromarray(rgb).save(f, "PNG")
+    splits = tfkd.data.load(f"folder:{root}", validation_fraction=0.2)
+    assert sum(splits.sizes.values()) == 11
+    decoded = {}
+    for name, path in (("sixteen", root / "train" / "cat" / "sixteen bit.png"),
+                       ("cmyk", root / "train" / "cat" / "cmyk.jpg"), ("odd", odd)):
+        import tensorflow as tf
+
+        decoded[name] = tf.io.decode_image(tf.io.read_file(os.fsencode(path)), channels=3,
+                                           expand_animations=False).numpy().astype(int)
+    reference = np.round(sixteen / 257).astype(int)
+    assert np.abs(decoded["sixteen"] - reference[..., None]).max() <= 1
+    # The RGB it was made from, up to JPEG's loss (inverted or unconverted CMYK is ~100 off).
+    assert np.abs(decoded["cmyk"] - smooth.astype(int)).mean() < 6
+    np.testing.assert_array_equal(decoded["odd"], rgb)
+    status, err = run_main(capsys, f"--out_dir={tmp_path / 'run'}", f"--dataset=folder:{root}",
+                           "--teacher=cnn_tiny", "--stages=teacher", *FAST)
+    assert status == 0, err
+
+
+def test_a_class_in_val_but_not_in_train_is_refused(tmp_path, capsys):
+    root = _folder(tmp_path / "photos")
+    _folder(root / "val_source", classes=("cat", "bird"))
+    os.rename(root / "val_source" / "train", root / "val")
+    refused(capsys, str(tmp_path / "run"), f"--dataset=folder:{root}", *FAST,
+            message="val has classes that train/ does not: ['bird']")

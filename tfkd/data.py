@@ -212,7 +212,7 @@ def _oversized_images(paths: Sequence[str]) -> dict[str, tuple[int, int]]:
     return found
 
 
-def _unreadable_images(paths: Sequence[str], channels: int) -> list[str]:
+def _unreadable_images(paths: Sequence[bytes], channels: int) -> list[bytes]:
     """Paths TensorFlow cannot decode, found in one parallel pass over the files."""
     decodable = (
         tf.data.Dataset.from_tensor_slices(list(paths))
@@ -222,23 +222,30 @@ def _unreadable_images(paths: Sequence[str], channels: int) -> list[str]:
         )
         .ignore_errors()
     )
-    readable = {p.decode() for p, _ in decodable.as_numpy_iterator()}
+    readable = {p for p, _ in decodable.as_numpy_iterator()}
     return [p for p in paths if p not in readable]
 
 
-def _folder_split_files(builder, split: str) -> tuple[list[str], np.ndarray]:
-    import tensorflow_datasets as tfds
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
-    if builder.info.splits[split].num_examples == 0:
-        return [], np.zeros(0, np.int64)
-    examples = builder.as_dataset(
-        split=split, decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False
-    ).map(lambda ex: (ex["image/filename"], ex["label"]))
+
+def _folder_split_files(split_dir: bytes, class_names: Sequence[str]) -> tuple[list, np.ndarray]:
+    """Image paths (bytes: file names need not be UTF-8) and labels under `split_dir/<class>/`."""
     paths, labels = [], []
-    for path, label in examples.as_numpy_iterator():
-        paths.append(path.decode())
-        labels.append(label)
+    for label, name in enumerate(class_names):
+        class_dir = os.path.join(split_dir, os.fsencode(name))
+        if not os.path.isdir(class_dir):
+            continue
+        for file_name in sorted(os.listdir(class_dir)):
+            if os.fsdecode(file_name).lower().endswith(IMAGE_EXTENSIONS):
+                paths.append(os.path.join(class_dir, file_name))
+                labels.append(label)
     return paths, np.asarray(labels, np.int64)
+
+
+def _class_folders(split_dir: bytes) -> list[str]:
+    return sorted(os.fsdecode(n) for n in os.listdir(split_dir)
+                  if os.path.isdir(os.path.join(split_dir, n)))
 
 
 def _folder_layout_error(root: str, found: list[str]) -> ValueError:
@@ -256,8 +263,6 @@ def _load_folder(
     image_size: Optional[tuple[int, int]],
     verify_images: bool,
 ) -> Splits:
-    import tensorflow_datasets as tfds
-
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
         raise FileNotFoundError(
@@ -267,14 +272,24 @@ def _load_folder(
     subfolders = [f for f in os.listdir(root) if os.path.isdir(os.path.join(root, f))]
     if "train" not in subfolders:
         raise _folder_layout_error(root, subfolders)
-    builder = tfds.folder_dataset.ImageFolder(root)
-    class_names = tuple(builder.info.features["label"].names)
-    files = {split: _folder_split_files(builder, split) for split in builder.info.splits.keys()}
-    train_paths, train_labels = files.get("train", ([], np.zeros(0, np.int64)))
+    root_bytes = os.fsencode(root)
+    class_names = tuple(_class_folders(os.path.join(root_bytes, b"train")))
+    for split in subfolders:
+        unknown = sorted(set(_class_folders(os.path.join(root_bytes, os.fsencode(split))))
+                         - set(class_names))
+        if split != "train" and split in ("test", "validation", "val") and unknown:
+            raise ValueError(
+                f"{root}/{split} has classes that train/ does not: {unknown}. The model can only "
+                f"learn classes it trains on. Fix: add {root}/train/<class>/ images for them, "
+                f"or remove them from {split}/.")
+    files = {split: _folder_split_files(os.path.join(root_bytes, os.fsencode(split)),
+                                        class_names)
+             for split in subfolders if split in ("train", "test", "validation", "val")}
+    train_paths, train_labels = files["train"]
     if not train_paths:
         raise ValueError(
-            f"Image folder {root}/train holds no .jpg/.jpeg/.png images in class subfolders. "
-            "Fix: put images in train/<class>/."
+            f"Image folder {root}/train holds no images ({', '.join(IMAGE_EXTENSIONS)}) in class "
+            "subfolders. Fix: put images in train/<class>/."
         )
     empty = [class_names[c] for c in range(len(class_names)) if not np.any(train_labels == c)]
     if empty:
@@ -303,14 +318,15 @@ def _load_folder(
             path, (width, height) = next(iter(oversized.items()))
             raise ValueError(
                 f"{len(oversized)} image(s) in {root} are too large to decode safely, e.g. "
-                f"{path} is {width}x{height} ({width * height / 1e6:.0f} megapixels; the limit "
+                f"{os.fsdecode(path)} is {width}x{height} ({width * height / 1e6:.0f} megapixels; the limit "
                 f"is {MAX_IMAGE_PIXELS / 1e6:.0f}). Fix: downscale them (they are resized to the "
                 "model's input anyway).")
         bad = _unreadable_images(all_paths, channels)
         if bad:
             raise ValueError(
-                f"{len(bad)} image(s) in {root} cannot be decoded, e.g. {bad[:5]}. Fix: delete "
-                "or re-encode them (JPEG or PNG)."
+                f"{len(bad)} image(s) in {root} cannot be decoded, e.g. "
+                f"{[os.fsdecode(p) for p in bad[:5]]}. Fix: delete or re-encode them (JPEG or "
+                "PNG)."
             )
     if image_size is None:
         first = _decode(tf.io.read_file(train_paths[0]), channels)
