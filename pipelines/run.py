@@ -152,6 +152,18 @@ class RunDirectory:
         }
         self._save()
 
+    def remove_stale_temporaries(self) -> list[str]:
+        """Deletes temporary files a killed run left beside the artifacts it was writing
+        (`tfkd.files.atomic_path` names them `.<name>.<random>.tmp<ext>`); call it only while
+        holding the run's lock. Returns what it removed, relative to the run directory."""
+        removed = []
+        for directory, _, names in os.walk(self.path):
+            for name in names:
+                if name.startswith(".") and ".tmp" in name:
+                    os.remove(os.path.join(directory, name))
+                    removed.append(os.path.relpath(os.path.join(directory, name), self.path))
+        return sorted(removed)
+
     def forget(self, stages: Iterable[str]) -> None:
         """Forgets stages whose inputs are about to change."""
         for stage in stages:

@@ -63,6 +63,10 @@ def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -
     if not ctx.chief:
         return _run_stages(ctx, selected)
     with run.RunLock(config.out_dir):
+        stale = ctx.directory.remove_stale_temporaries()
+        if stale:
+            logging.info("Removed %d temporary file(s) an interrupted run left: %s", len(stale),
+                         stale)
         files.write_text(ctx.directory.file("config.json"),
                          json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
         return _run_stages(ctx, selected)
@@ -100,8 +104,9 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
             # copies of the models, read back from the run directory.
             ctx.drop_models()
             distributed = False
-        # A stage that runs again changes the inputs of every later stage.
-        ctx.directory.forget(STAGE_NAMES[index + 1:])
+        # A stage that runs is unfinished until it records again, and it changes the inputs of
+        # every later stage.
+        ctx.directory.forget(STAGE_NAMES[index:])
         logging.info("Stage %s: running.", stage.name)
         started = time.time()
         try:
@@ -142,6 +147,10 @@ def run_from_flags(**overrides) -> tuple[Config, dict, tf.distribute.Strategy]:
     try:
         strategy = tfkd.distribute.make(config.strategy, config.collective_timeout)
         results = execute(config, strategy)
+    except KeyboardInterrupt:
+        _exit(f"interrupted. Rerun the same command to resume: finished stages are skipped and "
+              f"the training in progress continues from its last epoch in {config.out_dir}.",
+              130)
     except OSError as error:
         if error.errno == errno.ENOSPC:
             _exit(_no_space(config), 2)

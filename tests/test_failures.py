@@ -324,3 +324,24 @@ def test_a_class_in_val_but_not_in_train_is_refused(tmp_path, capsys):
     os.rename(root / "val_source" / "train", root / "val")
     refused(capsys, str(tmp_path / "run"), f"--dataset=folder:{root}", *FAST,
             message="val has classes that train/ does not: ['bird']")
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume_without_a_traceback(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.distill", "--teacher_epochs=200", "--stages=teacher",
+         f"--out_dir={out}"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    backup = out / "checkpoints" / "teacher"
+    deadline = time.time() + 300
+    while not (backup.exists() and any(backup.rglob("*.index"))):
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err[-2000:]
+    assert "Rerun the same command to resume" in err and "Traceback" not in err

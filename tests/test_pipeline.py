@@ -384,3 +384,73 @@ def test_a_good_teacher_passes_the_check_and_selection_follows_validation(tmp_pa
                                              student_epochs=1, out_dir=str(tmp_path / "forced")))
     assert forced["select"]["shipped"] == "student"
     assert forced["select"]["reason"] == "--select=distilled"
+
+
+KILL_FLAGS = ("--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=1",
+              "--student_epochs=1", "--qat_epochs=1", "--modes=float32,int8_io_uint8",
+              "--max_drop_points=100", "--benchmark_runs=3")
+
+
+def _killed_run(out, target, nth, *options, flags=()):
+    """The pipeline, SIGKILLed at the `nth` call of `target` (tests/helpers/kill_at.py)."""
+    result = subprocess.run(
+        [sys.executable, os.path.join("tests", "helpers", "kill_at.py"), target, str(nth),
+         *options, "--", *KILL_FLAGS, *flags, f"--out_dir={out}"], cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True,
+        timeout=900)
+    return result.returncode, result.stderr
+
+
+def _assert_whole(out):
+    """Every file the manifest records has its recorded hash, and every visible artifact is
+    whole: no half-written file is ever in place."""
+    import hashlib
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["stages"].values():
+        for relative, digest in entry["outputs"].items():
+            assert hashlib.sha256((out / relative).read_bytes()).hexdigest() == digest, relative
+    for model in out.rglob("*.tflite"):
+        if not model.name.startswith("."):
+            tfkd.evaluate.load_interpreter(str(model))
+    for document in out.rglob("*.json"):
+        if not document.name.startswith("."):
+            json.loads(document.read_text())
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_path):
+    out = tmp_path / "run"
+    # Each process finishes one more stage's work and dies just before recording it.
+    recorded = []
+    for attempt in range(len(STAGE_NAMES) + 1):
+        status, err = _killed_run(out, "pipelines.run.RunDirectory.record", 1 if attempt == 0
+                                  else 2)
+        if status == 0:
+            break
+        assert status == -signal.SIGKILL, err[-3000:]
+        _assert_whole(out)
+        recorded.append(len(json.loads((out / "manifest.json").read_text())["stages"])
+                        if (out / "manifest.json").exists() else 0)
+    assert status == 0, err[-3000:]
+    assert recorded == sorted(recorded) and len(recorded) >= len(STAGE_NAMES) - 2
+    assert (out / "report.md").exists()
+    # Mid-export: after the first .tflite file, and between writing one and putting it in place.
+    again = ("--stages=export,verify,benchmark,report",)
+    assert _killed_run(out, "tfkd.export.write_tflite", 2, flags=again)[0] == -signal.SIGKILL
+    _assert_whole(out)
+    assert _killed_run(out, "tfkd.files.atomic_path", 1, "--after_write",
+                       flags=again)[0] == -signal.SIGKILL
+    _assert_whole(out)
+    assert list(out.rglob(".*.tmp*")), "the kill left the temporary file it was writing"
+    status, err = _killed_run(out, "os.getpid", 10 ** 9, flags=again)
+    assert status == 0, err[-3000:]
+    assert not list(out.rglob(".*.tmp*")), "the next run removes what the killed one left"
+    # Mid-report.
+    report_only = ("--stages=report",)
+    assert _killed_run(out, "tfkd.files.atomic_path", 1, "--after_write",
+                       flags=report_only)[0] == -signal.SIGKILL
+    _assert_whole(out)
+    assert _killed_run(out, "os.getpid", 10 ** 9, flags=report_only)[0] == 0
+    _assert_whole(out)
+    assert json.loads((out / "report.json").read_text())["models"]

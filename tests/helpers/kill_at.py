@@ -1,0 +1,57 @@
+"""Test harness: runs `pipelines.distill` and SIGKILLs the process at the Nth call of a function,
+the way a power cut or the OOM killer would end a run.
+
+    python tests/helpers/kill_at.py TARGET N [--after_write] -- DISTILL_FLAGS...
+
+TARGET is `module.function` or `module.Class.method`. With --after_write, TARGET is a context
+manager yielding a temporary path (tfkd.files.atomic_path): the kill comes after the data is
+written to it and before it would be renamed into place.
+"""
+
+import contextlib
+import importlib
+import os
+import runpy
+import signal
+import sys
+
+
+def main() -> None:
+    split = sys.argv.index("--")
+    target, nth, *options = sys.argv[1:split]
+    nth = int(nth)
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:-1]:
+            owner = getattr(owner, name)
+        break
+    attribute = parts[-1]
+    original = getattr(owner, attribute)
+    calls = [0]
+
+    def kill_on_nth():
+        calls[0] += 1
+        if calls[0] == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    if "--after_write" in options:
+        @contextlib.contextmanager
+        def patched(*args, **kwargs):
+            with original(*args, **kwargs) as tmp:
+                yield tmp
+                kill_on_nth()
+    else:
+        def patched(*args, **kwargs):
+            kill_on_nth()
+            return original(*args, **kwargs)
+    setattr(owner, attribute, patched)
+    sys.argv = ["distill", *sys.argv[split + 1:]]
+    runpy.run_module("pipelines.distill", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()
