@@ -61,6 +61,24 @@ def refused(capsys, out_dir, *args, message):
     return err
 
 
+# Flags ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flag, message", [
+    ("--student=resnet19", "--student=resnet19 is not a registered model"),
+    ("--teacher=/nowhere/teacher.keras", "does not exist"),
+    ("--student_loss_weight=2", "--student_loss_weight must be in [0, 1]"),
+    ("--modes=float32,int4", "Unknown quantization mode 'int4'"),
+    ("--stages=student", "Stage student needs ['teacher']"),
+    ("--loss=kld", "Unknown loss 'kld'"),
+    ("--features=a:b:kd:1", "'kd' is a logit loss"),
+    ("--threads=1,x", "--threads=1,x"),
+])
+def test_bad_flags_end_in_one_line_before_anything_is_written(tmp_path, capsys, flag, message):
+    out = str(tmp_path / "run")
+    refused(capsys, out, *FAST, flag, message=message)
+    assert not os.path.exists(out)
+
+
 # Images ----------------------------------------------------------------------------------------
 
 def _folder(root, per_class=4, classes=("cat", "dog"), size=(12, 10)):
