@@ -9,7 +9,6 @@ student starts from the same weights and sees the same batches. Writes
 benchmarks/results/kd_defaults_cifar10.json and its section of RESULTS.md.
 """
 
-import os
 import time
 
 import numpy as np

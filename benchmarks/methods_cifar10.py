@@ -11,7 +11,6 @@ beta=8, T=4 with a warm-up; DIST beta=gamma=2, T=4). Writes
 benchmarks/results/methods_cifar10.json and its section of RESULTS.md.
 """
 
-import os
 import time
 
 import numpy as np

@@ -1,7 +1,6 @@
 """What the stages of one run share: its settings, data, run directory and models, the models
 loaded from the run directory when a stage needs them."""
 
-import os
 import sys
 from typing import TYPE_CHECKING, Optional
 
@@ -10,7 +9,7 @@ import tensorflow as tf
 import tfkd
 from pipelines import workers
 from pipelines.run import RunDirectory
-from tfkd import files, quantize, training
+from tfkd import training
 from tfkd.evaluate import keras_accuracy
 from tfkd.keras import keras
 
@@ -53,13 +52,6 @@ class Context:
 
     # Models ---------------------------------------------------------------------------------
 
-    def model_file(self, name: str) -> str:
-        """The file holding model `name`, relative to the run directory: `.keras`, or HDF5
-        weights for quantization-aware models (TF-MOT's wrappers do not survive `.keras`)."""
-        whole = os.path.join(name, f"{name}.keras")
-        weights = os.path.join(name, f"{name}_weights.h5")
-        return weights if os.path.exists(self.directory.file(weights)) else whole
-
     def build(self, architecture: str) -> keras.Model:
         return tfkd.models.build(architecture, self.splits.preprocessing.input_shape,
                                  self.splits.num_classes)
@@ -69,13 +61,10 @@ class Context:
             return self._models[name]
         source = (self.directory.metrics("teacher").get("source")
                   if name == "teacher" and self.directory.done("teacher") else None)
-        path = self.directory.file(self.model_file(name))
         if source:
             model = self._load_foreign_teacher(source)
-        elif path.endswith(".h5"):
-            model = quantize.load_quantized(self.build(self.config.student), path)
         else:
-            model = keras.models.load_model(path, safe_mode=True)
+            model = self.directory.load_model(name, lambda: self.build(self.config.student))
         self._models[name] = model
         return model
 
@@ -99,12 +88,8 @@ class Context:
         Non-chief workers save too (saving may synchronise replicas) but into their scratch
         directory, which is removed at the end."""
         model = training.float32_copy(model)
-        weights_only = quantize.is_quantization_aware(model)
-        relative = os.path.join(name, f"{name}_weights.h5" if weights_only else f"{name}.keras")
-        root = (self.directory.path if self.chief
-                else workers.scratch_dir(self.directory.path, self.strategy))
-        with files.atomic_path(os.path.join(root, relative)) as tmp:
-            model.save_weights(tmp) if weights_only else model.save(tmp)
+        root = None if self.chief else workers.scratch_dir(self.directory.path, self.strategy)
+        relative = self.directory.save_model(name, model, root)
         self._models[name] = model
         return relative
 

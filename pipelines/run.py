@@ -14,7 +14,8 @@ import json
 import os
 from typing import Iterable, Optional
 
-from tfkd import files
+from tfkd import files, quantize
+from tfkd.keras import keras
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
@@ -151,6 +152,32 @@ class RunDirectory:
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         }
         self._save()
+
+    # Models ---------------------------------------------------------------------------------
+
+    def model_file(self, name: str) -> str:
+        """The file holding model `name`, relative to the run directory: `.keras`, or HDF5
+        weights for quantization-aware models (TF-MOT's wrappers do not survive `.keras`)."""
+        weights = os.path.join(name, f"{name}_weights.h5")
+        return weights if os.path.exists(self.file(weights)) else os.path.join(name,
+                                                                                f"{name}.keras")
+
+    def save_model(self, name: str, model: keras.Model, root: Optional[str] = None) -> str:
+        """Saves `model` atomically as `name` (under `root` instead of the run directory, for a
+        worker that does not write here); returns its path relative to the run directory."""
+        weights_only = quantize.is_quantization_aware(model)
+        relative = os.path.join(name, f"{name}_weights.h5" if weights_only else f"{name}.keras")
+        with files.atomic_path(os.path.join(root or self.path, relative)) as tmp:
+            model.save_weights(tmp) if weights_only else model.save(tmp)
+        return relative
+
+    def load_model(self, name: str, float_architecture) -> keras.Model:
+        """Model `name` in safe mode; a quantization-aware one is rebuilt on
+        `float_architecture()` and its weights loaded."""
+        path = self.file(self.model_file(name))
+        if path.endswith(".h5"):
+            return quantize.load_quantized(float_architecture(), path)
+        return keras.models.load_model(path, safe_mode=True)
 
     def remove_stale_temporaries(self) -> list[str]:
         """Deletes temporary files a killed run left beside the artifacts it was writing

@@ -223,7 +223,7 @@ def write_report(ctx: "Context") -> StageResult:
                and (s.name != "qad" or has_qad_student(ctx))]
     keras_models = [
         report.KerasModel(name=s.model, stage=s.name, model=ctx.model(s.model),
-                          size_bytes=os.path.getsize(directory.file(ctx.model_file(s.model))),
+                          size_bytes=os.path.getsize(directory.file(directory.model_file(s.model))),
                           metrics=directory.metrics(s.name))
         for s in trained]
     host_path = directory.file("benchmark", "host.json")

@@ -64,3 +64,24 @@ def test_forget_drops_later_stages_and_a_reader_never_writes(tmp_path):
     reader.record("baseline", ["f"], {"accuracy": 1.0})
     assert reader.done("baseline") and reader.metrics("baseline") == {"accuracy": 1.0}
     assert (tmp_path / MANIFEST).read_text() == before
+
+
+def test_models_are_saved_whole_and_quantization_aware_ones_as_weights(tmp_path):
+    import numpy as np
+
+    import tfkd
+    from tfkd import quantize
+
+    directory = RunDirectory(str(tmp_path), SETTINGS)
+    float_model = tfkd.models.build("cnn_tiny", (8, 8, 1), 10)
+    qat = quantize.quantize_student(tfkd.models.build("cnn_tiny", (8, 8, 1), 10))
+    assert directory.save_model("student", float_model) == "student/student.keras"
+    assert directory.save_model("student_qad", qat) == "student_qad/student_qad_weights.h5"
+    assert directory.model_file("student_qad") == "student_qad/student_qad_weights.h5"
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype(np.float32)
+    loaded = directory.load_model("student", lambda: None)
+    np.testing.assert_array_equal(loaded(x), float_model(x))
+    rebuilt = directory.load_model("student_qad",
+                                   lambda: tfkd.models.build("cnn_tiny", (8, 8, 1), 10))
+    assert quantize.is_quantization_aware(rebuilt)
+    np.testing.assert_allclose(rebuilt(x), qat(x), atol=1e-6)
