@@ -189,8 +189,8 @@ class Config:
         try:
             return tfkd.losses.from_spec(self.loss, self.loss_params, self.temperature)
         except (ValueError, TypeError) as error:
-            raise ValueError(f"--loss={self.loss} --loss_params={','.join(self.loss_params)}: "
-                             f"{error}") from error
+            params = f" --loss_params={','.join(self.loss_params)}" if self.loss_params else ""
+            raise ValueError(f"--loss={self.loss}{params}: {error}") from error
 
     @functools.cached_property
     def feature_pairs(self) -> tuple:
@@ -200,7 +200,7 @@ class Config:
             try:
                 pairs.append(tfkd.features.FeaturePair.parse(item))
             except ValueError as error:
-                raise ValueError(f"--features={item}: {error}") from error
+                raise ValueError(f"--features: {error}") from error
         return tuple(pairs)
 
     def _validate(self) -> None:

@@ -1,6 +1,7 @@
 """The battery of bad inputs and faults: each ends with a non-zero exit, one message that names
 the problem and the fix, no traceback, and nothing changed on disk that a user made."""
 
+import contextlib
 import hashlib
 import io
 import json
@@ -229,16 +230,22 @@ def test_an_out_dir_that_is_a_file_is_refused(tmp_path, capsys):
     assert target.read_text() == "mine"
 
 
-def test_a_read_only_out_dir_is_refused_before_training(tmp_path, capsys):
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
+@contextlib.contextmanager
+def _tmpfs(path, options):
+    """A tmpfs mounted at `path` with mount `options` (the tests run as root, as CI does)."""
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
                       capture_output=True).returncode != 0:
-        pytest.fail("cannot mount a read-only tmpfs here (the test needs root)")
+        pytest.fail(f"cannot mount a tmpfs ({options}) here: the test needs root")
     try:
-        refused(capsys, str(mount / "run"), *FAST, message="not writable")
+        yield path
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_read_only_out_dir_is_refused_before_training(tmp_path, capsys):
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as mount:
+        refused(capsys, str(mount / "run"), *FAST, message="not writable")
 
 
 def test_a_second_run_on_the_same_out_dir_is_refused_naming_the_first(tmp_path, capsys):
@@ -251,21 +258,14 @@ def test_a_second_run_on_the_same_out_dir_is_refused_naming_the_first(tmp_path, 
 
 
 def test_a_full_disk_ends_cleanly_and_leaves_no_half_written_file(tmp_path, capsys):
-    mount = tmp_path / "small"
-    mount.mkdir()
     # Room for the manifest and logs, not for the teacher (about 6.6 MB as .keras).
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.fail("cannot mount a small tmpfs here (the test needs root)")
-    try:
+    with _tmpfs(tmp_path / "small", "size=2m") as mount:
         status, err = run_main(capsys, f"--out_dir={mount / 'run'}", "--stages=teacher",
                                *FAST)
         assert status == 2 and "Traceback" not in err
         assert "No space left" in err and "--out_dir" in err
         leftovers = [p for p in (mount / "run").rglob("*") if ".tmp" in p.name]
         assert not leftovers and not (mount / "run" / "teacher" / "teacher.keras").exists()
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 # Training faults ----------------------------------------------------------------------------

@@ -214,15 +214,15 @@ def _load_file(path: str) -> Teacher:
 def _unloadable(path: str, error: Exception) -> str:
     """One line saying why the teacher file `path` cannot be loaded, and what to do."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if path in text:  # already a tfkd message about this file (Lambda, unknown format, ...)
+    if text.startswith(f"Teacher {path}"):  # tfkd's own message about this file
         return text
     if isinstance(error, zipfile.BadZipFile):
         reason = ("it is not a zip archive, so not a .keras file: it may be truncated, empty or "
                   "something else saved under that name. Re-save or re-download it.")
     elif "Lambda" in text:
-        reason = (f"it holds a Lambda layer ({text[:160]}), which safe mode refuses because "
-                  "loading it would run code from the file. Rebuild the model without Lambda "
-                  "layers, or export it as a SavedModel directory.")
+        reason = ("it holds a Lambda layer, which safe mode refuses because loading it would "
+                  "run code from the file. Rebuild the model without Lambda layers, or export it "
+                  "as a SavedModel directory.")
     elif "locate" in text or "Unknown" in text or "custom" in text.lower():
         reason = (f"it holds a custom layer or object tfkd cannot rebuild ({text[:160]}); "
                   "teachers are loaded in safe mode without custom code. Save it with built-in "
