@@ -6,6 +6,8 @@ rewrites its report.
         --benchmark_binary=/path/to/android_aarch64_benchmark_model
 """
 
+# First: TensorFlow's native start-up lines go to the run log, not the terminal.
+from pipelines import console  # noqa: F401  (isort: skip)
 from absl import app, flags
 
 from pipelines import config as config_lib

@@ -1,13 +1,12 @@
 """What the stages of one run share: its settings, data, run directory and models, the models
 loaded from the run directory when a stage needs them."""
 
-import sys
 from typing import TYPE_CHECKING, Optional
 
 import tensorflow as tf
 
 import tfkd
-from pipelines import workers
+from pipelines import console, workers
 from pipelines.run import RunDirectory
 from tfkd import training
 from tfkd.evaluate import keras_accuracy
@@ -137,11 +136,12 @@ class Context:
 
     def fit_options(self, stage: str) -> dict:
         """How a training stage fits: resumable from its backup, logged for TensorBoard, with
-        early stopping when asked, and a progress bar only in a terminal."""
+        early stopping when asked, and one progress line (a bar in a terminal)."""
         return dict(
             validation=self.validation, optimizer_name=self.config.optimizer,
-            jit_compile=self.config.use_xla, verbose=1 if sys.stdout.isatty() else 2,
+            jit_compile=self.config.use_xla, verbose=0,
             callbacks=training.callbacks(
                 backup_dir=self.directory.file("checkpoints", stage),
                 log_dir=self.directory.file("logs", stage),
-                early_stopping_patience=self.config.early_stopping_patience))
+                early_stopping_patience=self.config.early_stopping_patience)
+            + [console.EpochProgress(stage)])

@@ -11,6 +11,8 @@ describes the stages and the run directory.
 
 import os
 
+# First: TensorFlow's native start-up lines go to the run log, not the terminal.
+from pipelines import console  # noqa: F401  (isort: skip)
 from absl import app, flags
 
 from pipelines import config as config_lib

@@ -7,13 +7,13 @@ import sys
 import time
 from typing import Optional
 
-from absl import logging
+from absl import flags, logging
 
 import tensorflow as tf
 
 import tfkd
 from pipelines import config as config_lib
-from pipelines import run, workers
+from pipelines import console, run, workers
 from pipelines.config import Config
 from pipelines.context import Context
 from pipelines.stages import STAGE_NAMES, STAGES
@@ -44,7 +44,7 @@ def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -
 
     Training stages run in `strategy`'s scope (made from --strategy unless given). In a
     multi-worker run, non-chief workers stop after the training stages: the chief exports,
-    verifies, benchmarks and reports alone."""
+    verifies, benchmarks and reports alone. Everything logged goes to RUN/logs/run.log."""
     # A multi-worker strategy must exist before any other op runs.
     strategy = strategy or tfkd.distribute.make(config.strategy, config.collective_timeout)
     keras.utils.set_random_seed(config.seed)
@@ -62,7 +62,8 @@ def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -
                              "to --stages.")
     if not ctx.chief:
         return _run_stages(ctx, selected)
-    with run.RunLock(config.out_dir):
+    with run.RunLock(config.out_dir), \
+            console.RunLog(ctx.directory.file("logs", "run.log")):
         stale = ctx.directory.remove_stale_temporaries()
         if stale:
             logging.info("Removed %d temporary file(s) an interrupted run left: %s", len(stale),
@@ -70,6 +71,18 @@ def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -
         files.write_text(ctx.directory.file("config.json"),
                          json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
         return _run_stages(ctx, selected)
+
+
+def _describe(ctx: Context, stage) -> str:
+    """A stage's banner text: what it does and, for training, on what."""
+    config = ctx.config
+    if not stage.model:
+        return stage.what
+    architecture = config.teacher if stage.name == "teacher" else config.student
+    epochs = {"teacher": config.teacher_epochs, "qad": config.qat_epochs}.get(
+        stage.name, config.student_epochs)
+    return (f"{stage.what}: {architecture}, {ctx.splits.sizes['train']:,} training images, "
+            f"{epochs} epoch(s)")
 
 
 def _run_stage(ctx: Context, stage) -> tuple[list[str], dict]:
@@ -92,8 +105,10 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
     for index, stage in enumerate(STAGES):
         if stage.name not in selected:
             continue
+        position = (selected.index(stage.name) + 1, len(selected))
         if stage.name not in rerun and ctx.directory.done(stage.name):
             logging.info("Stage %s: finished earlier, files unchanged; skipping.", stage.name)
+            console.banner(*position, stage.name, "finished earlier, files unchanged; skipped")
             continue
         if not stage.trains and distributed:
             if not ctx.chief:
@@ -108,6 +123,7 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
         # every later stage.
         ctx.directory.forget(STAGE_NAMES[index:])
         logging.info("Stage %s: running.", stage.name)
+        console.banner(*position, stage.name, _describe(ctx, stage))
         started = time.time()
         try:
             outputs, metrics = _run_stage(ctx, stage)
@@ -139,6 +155,8 @@ def run_from_flags(**overrides) -> tuple[Config, dict, tf.distribute.Strategy]:
     Every expected failure ends the process with one line naming it: status 2 for bad settings,
     data, files or devices, 3 for a cluster that lost a worker (restart every worker: the run
     resumes)."""
+    if not flags.FLAGS["verbosity"].present:
+        console.quiet_terminal()
     try:
         config = config_lib.from_flags(**overrides)
     except (ValueError, TypeError) as error:

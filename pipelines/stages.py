@@ -249,6 +249,7 @@ class Stage:
         trains: runs in the strategy's scope on every worker; the others run on the chief
             alone, on plain copies of the models read back from the run directory.
         fn: the body.
+        what: what it does, for its banner.
         model: the model it trains and keeps under this name, if any.
         mixed_precision: may train in mixed_float16 (--mixed_precision).
     """
@@ -257,21 +258,26 @@ class Stage:
     needs: tuple[str, ...]
     trains: bool
     fn: Callable[["Context"], StageResult]
+    what: str
     model: str = ""
     mixed_precision: bool = False
 
 
 STAGES = (
-    Stage("teacher", (), True, teacher, model="teacher", mixed_precision=True),
-    Stage("baseline", (), True, baseline, model="baseline", mixed_precision=True),
-    Stage("student", ("teacher",), True, student, model="student", mixed_precision=True),
-    Stage("select", ("student",), True, select),
+    Stage("teacher", (), True, teacher, "train or load the teacher", model="teacher",
+          mixed_precision=True),
+    Stage("baseline", (), True, baseline, "train the student alone", model="baseline",
+          mixed_precision=True),
+    Stage("student", ("teacher",), True, student, "distil the student", model="student",
+          mixed_precision=True),
+    Stage("select", ("student",), True, select, "choose the student to ship"),
     # TF-MOT's fake-quant layers are float32: QAD never uses mixed precision.
-    Stage("qad", ("teacher", "select"), True, qad, model="student_qad"),
-    Stage("export", ("teacher", "select"), False, export_models),
-    Stage("verify", ("export",), False, verify),
-    Stage("benchmark", ("export",), False, host_benchmark),
-    Stage("device", ("export",), False, device_benchmark),
-    Stage("report", ("verify",), False, write_report),
+    Stage("qad", ("teacher", "select"), True, qad, "quantization-aware distillation",
+          model="student_qad"),
+    Stage("export", ("teacher", "select"), False, export_models, "export .tflite files"),
+    Stage("verify", ("export",), False, verify, "accuracy of every .tflite (parity gate)"),
+    Stage("benchmark", ("export",), False, host_benchmark, "latency on this host"),
+    Stage("device", ("export",), False, device_benchmark, "latency on the phone"),
+    Stage("report", ("verify",), False, write_report, "write the report"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

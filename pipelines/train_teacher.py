@@ -9,6 +9,8 @@ Takes the flags of pipelines/distill.py (those of other stages are ignored).
 
 import os
 
+# First: TensorFlow's native start-up lines go to the run log, not the terminal.
+from pipelines import console  # noqa: F401  (isort: skip)
 from absl import app
 
 from pipelines import config as config_lib

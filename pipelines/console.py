@@ -1,0 +1,129 @@
+"""What a person sees while a run works: a banner per stage and one progress line per training
+stage; TensorFlow's native start-up chatter and INFO logs go to `RUN/logs/run.log` instead.
+
+Importing this module first (the programs do) imports TensorFlow and enumerates its devices with
+the native stderr sent to a buffer, so the lines TensorFlow prints before its logging starts
+(which ignore TF_CPP_MIN_LOG_LEVEL) land in the run log, not on the terminal.
+"""
+
+import logging as std_logging
+import os
+import sys
+import tempfile
+import time
+from typing import Optional
+
+_native_startup = b""
+
+
+def _import_tensorflow_quietly() -> None:
+    global _native_startup
+    if "tensorflow" in sys.modules or os.environ.get("TFKD_VERBOSE_STARTUP"):
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        _native_startup = sink.read()
+
+
+_import_tensorflow_quietly()
+
+from absl import logging  # noqa: E402
+
+from tfkd.keras import keras  # noqa: E402
+
+
+def banner(index: int, total: int, name: str, what: str) -> None:
+    print(f"== [{index}/{total}] {name}: {what}", flush=True)
+
+
+# Loggers whose INFO lines and warnings belong in the run log, not on the terminal.
+_LIBRARY_LOGGERS = ("tensorflow", "py.warnings")
+
+
+def quiet_terminal() -> None:
+    """For a program run without --verbosity: the terminal gets tfkd's warnings and errors;
+    INFO lines, TensorFlow's Python logs and Python warnings go to the run log only."""
+    logging.get_absl_handler().setLevel(std_logging.WARNING)
+    std_logging.captureWarnings(True)
+    for name in _LIBRARY_LOGGERS:
+        library = std_logging.getLogger(name)
+        library.propagate = False
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+
+
+class RunLog:
+    """While open, every log line (INFO included, TensorFlow's and Python warnings too) is
+    appended to `path`, after TensorFlow's native start-up lines."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._handler: Optional[std_logging.Handler] = None
+
+    def __enter__(self) -> "RunLog":
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path, "ab") as f:
+            f.write(_native_startup)
+        self._handler = std_logging.FileHandler(self.path, encoding="utf-8")
+        self._handler.setFormatter(std_logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s"))
+        for logger in (logging.get_absl_logger(), *map(std_logging.getLogger, _LIBRARY_LOGGERS)):
+            logger.addHandler(self._handler)
+        if logging.get_verbosity() > logging.INFO:
+            logging.set_verbosity(logging.INFO)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for logger in (logging.get_absl_logger(), *map(std_logging.getLogger, _LIBRARY_LOGGERS)):
+            logger.removeHandler(self._handler)
+        self._handler.close()
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One line per training stage: in a terminal a bar rewritten each epoch, with the metrics
+    and an ETA; elsewhere one line per epoch (logs and CI keep every epoch)."""
+
+    METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+    def __init__(self, label: str, stream=None):
+        super().__init__()
+        self.label = label
+        self.stream = stream or sys.stdout
+        self.terminal = self.stream.isatty()
+
+    def on_train_begin(self, logs=None):
+        self._started = time.time()
+        self._epochs_here = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs_here += 1
+        total = self.params.get("epochs") or epoch + 1
+        done = epoch + 1
+        per_epoch = (time.time() - self._started) / self._epochs_here
+        eta = time.strftime("%M:%S", time.gmtime(per_epoch * (total - done)))
+        metrics = "  ".join(f"{k} {logs[k]:.4f}" for k in self.METRICS if k in (logs or {}))
+        if self.terminal:
+            filled = int(20 * done / total)
+            line = (f"\r  {self.label} [{'#' * filled}{'.' * (20 - filled)}] epoch {done}/"
+                    f"{total}  {metrics}  ETA {eta}")
+            self.stream.write(line + ("\n" if done == total else ""))
+        else:
+            self.stream.write(f"  {self.label} epoch {done}/{total}  {metrics}  "
+                              f"{per_epoch:.1f} s/epoch\n")
+        self.stream.flush()
+
+    def on_train_end(self, logs=None):
+        if self.terminal and self.params.get("epochs") and self._epochs_here and \
+                self.model.stop_training:
+            self.stream.write("\n")
+            self.stream.flush()
