@@ -69,6 +69,7 @@ class RunLog:
     def __init__(self, path: str):
         self.path = path
         self._handler: Optional[std_logging.Handler] = None
+        self._verbosity = logging.INFO
 
     def __enter__(self) -> "RunLog":
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -79,14 +80,16 @@ class RunLog:
             "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s"))
         for logger in (logging.get_absl_logger(), *map(std_logging.getLogger, _LIBRARY_LOGGERS)):
             logger.addHandler(self._handler)
-        if logging.get_verbosity() > logging.INFO:
-            logging.set_verbosity(logging.INFO)
+        # absl's verbosity grows with detail: below INFO would keep INFO lines out of the log.
+        self._verbosity = logging.get_verbosity()
+        logging.set_verbosity(max(self._verbosity, logging.INFO))
         return self
 
     def __exit__(self, *exc) -> None:
         for logger in (logging.get_absl_logger(), *map(std_logging.getLogger, _LIBRARY_LOGGERS)):
             logger.removeHandler(self._handler)
         self._handler.close()
+        logging.set_verbosity(self._verbosity)
 
 
 class EpochProgress(keras.callbacks.Callback):
