@@ -62,6 +62,11 @@ def quiet_terminal() -> None:
             library.removeHandler(handler)
 
 
+def _logged() -> list[std_logging.Logger]:
+    """absl's logger (tfkd's and the programs' lines) and the libraries' ones."""
+    return [logging.get_absl_logger(), *map(std_logging.getLogger, _LIBRARY_LOGGERS)]
+
+
 class RunLog:
     """While open, every log line (INFO included, TensorFlow's and Python warnings too) is
     appended to `path`, after TensorFlow's native start-up lines."""
@@ -78,7 +83,7 @@ class RunLog:
         self._handler = std_logging.FileHandler(self.path, encoding="utf-8")
         self._handler.setFormatter(std_logging.Formatter(
             "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s"))
-        for logger in (logging.get_absl_logger(), *map(std_logging.getLogger, _LIBRARY_LOGGERS)):
+        for logger in _logged():
             logger.addHandler(self._handler)
         # absl's verbosity grows with detail: below INFO would keep INFO lines out of the log.
         self._verbosity = logging.get_verbosity()
@@ -86,7 +91,7 @@ class RunLog:
         return self
 
     def __exit__(self, *exc) -> None:
-        for logger in (logging.get_absl_logger(), *map(std_logging.getLogger, _LIBRARY_LOGGERS)):
+        for logger in _logged():
             logger.removeHandler(self._handler)
         self._handler.close()
         logging.set_verbosity(self._verbosity)

@@ -1,6 +1,7 @@
 """What the stages of one run share: its settings, data, run directory and models, the models
 loaded from the run directory when a stage needs them."""
 
+import os
 from typing import TYPE_CHECKING, Optional
 
 import tensorflow as tf
@@ -68,8 +69,11 @@ class Context:
         return model
 
     def _load_foreign_teacher(self, source: str) -> keras.Model:
-        """A SavedModel or Keras 3 teacher, loaded from where it is (it has no tf_keras copy)."""
-        teacher = tfkd.teachers.load(source)
+        """A SavedModel or Keras 3 teacher, used from where it is (it has no tf_keras copy):
+        the one this run already loaded to check it, or the recorded source."""
+        same_file = (self.teacher_file is not None
+                     and os.path.abspath(self.config.teacher) == source)
+        teacher = self.teacher_file if same_file else tfkd.teachers.load(source)
         if tfkd.teachers.fingerprint(teacher) != self.directory.metrics("teacher")["fingerprint"]:
             raise ValueError(f"The teacher {source} changed since this run's teacher stage, so "
                              "the stages after it are stale. Rerun with --stages=all "

@@ -29,10 +29,6 @@ def model_entry(name: str, format: str, quantization: Optional[str], accuracy: f
             "threads": threads, **extra}
 
 
-def _find(report: dict, name: str) -> Optional[dict]:
-    return next((m for m in report["models"] if m["name"] == name), None)
-
-
 def _points(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{100 * value:+.2f} points"
 
@@ -137,7 +133,6 @@ class KerasModel:
     """A model a training stage kept, with that stage's metrics."""
 
     name: str
-    stage: str
     model: keras.Model
     size_bytes: int
     metrics: dict
@@ -218,8 +213,8 @@ def build_and_write(run_dir: str, dataset: str, keras_models: Sequence[KerasMode
     accuracy = {m["name"]: m["accuracy"] for m in models}
     summary = summarize(accuracy, verify, selection, teacher_check, test_images,
                         max_drop_points, measured=bool(host))
-    write(run_dir, dataset, models, summary, headline(summary, accuracy, select_policy))
-    return ["report.json", "report.md"] + (["pareto.png"] if host else [])
+    written = write(run_dir, dataset, models, summary, headline(summary, accuracy, select_policy))
+    return ["report.json", "report.md"] + (["pareto.png"] if written["pareto_png"] else [])
 
 
 def terminal_summary(out_dir: str, failure: Optional[str]) -> str:

@@ -75,14 +75,12 @@ def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -
 
 def _describe(ctx: Context, stage) -> str:
     """A stage's banner text: what it does and, for training, on what."""
-    config = ctx.config
     if not stage.model:
         return stage.what
-    architecture = config.teacher if stage.name == "teacher" else config.student
-    epochs = {"teacher": config.teacher_epochs, "qad": config.qat_epochs}.get(
-        stage.name, config.student_epochs)
+    config = ctx.config
+    architecture = config.teacher if stage.model == "teacher" else config.student
     return (f"{stage.what}: {architecture}, {ctx.splits.sizes['train']:,} training images, "
-            f"{epochs} epoch(s)")
+            f"{getattr(config, stage.epochs)} epoch(s)")
 
 
 def _run_stage(ctx: Context, stage) -> tuple[list[str], dict]:

@@ -222,7 +222,7 @@ def write_report(ctx: "Context") -> StageResult:
     trained = [s for s in STAGES if s.model and directory.done(s.name)
                and (s.name != "qad" or has_qad_student(ctx))]
     keras_models = [
-        report.KerasModel(name=s.model, stage=s.name, model=ctx.model(s.model),
+        report.KerasModel(name=s.model, model=ctx.model(s.model),
                           size_bytes=os.path.getsize(directory.file(directory.model_file(s.model))),
                           metrics=directory.metrics(s.name))
         for s in trained]
@@ -251,6 +251,7 @@ class Stage:
         fn: the body.
         what: what it does, for its banner.
         model: the model it trains and keeps under this name, if any.
+        epochs: the `Config` field with its number of epochs, for a stage that trains one.
         mixed_precision: may train in mixed_float16 (--mixed_precision).
     """
 
@@ -260,20 +261,21 @@ class Stage:
     fn: Callable[["Context"], StageResult]
     what: str
     model: str = ""
+    epochs: str = ""
     mixed_precision: bool = False
 
 
 STAGES = (
     Stage("teacher", (), True, teacher, "train or load the teacher", model="teacher",
-          mixed_precision=True),
+          epochs="teacher_epochs", mixed_precision=True),
     Stage("baseline", (), True, baseline, "train the student alone", model="baseline",
-          mixed_precision=True),
+          epochs="student_epochs", mixed_precision=True),
     Stage("student", ("teacher",), True, student, "distil the student", model="student",
-          mixed_precision=True),
+          epochs="student_epochs", mixed_precision=True),
     Stage("select", ("student",), True, select, "choose the student to ship"),
     # TF-MOT's fake-quant layers are float32: QAD never uses mixed precision.
     Stage("qad", ("teacher", "select"), True, qad, "quantization-aware distillation",
-          model="student_qad"),
+          model="student_qad", epochs="qat_epochs"),
     Stage("export", ("teacher", "select"), False, export_models, "export .tflite files"),
     Stage("verify", ("export",), False, verify, "accuracy of every .tflite (parity gate)"),
     Stage("benchmark", ("export",), False, host_benchmark, "latency on this host"),

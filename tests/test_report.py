@@ -50,9 +50,9 @@ def test_headline_says_when_distillation_did_not_help_and_warns_about_the_teache
 def test_build_and_write_reports_every_model_and_marks_qad(tmp_path):
     model = _tiny_model()
     keras_models = [
-        report.KerasModel("student", "student", model, 1000, {"accuracy": 0.9}),
-        report.KerasModel("baseline", "baseline", model, 1000, {"accuracy": 0.85}),
-        report.KerasModel("student_qad", "qad", model, 900, {"accuracy": 0.91,
+        report.KerasModel("student", model, 1000, {"accuracy": 0.9}),
+        report.KerasModel("baseline", model, 1000, {"accuracy": 0.85}),
+        report.KerasModel("student_qad", model, 900, {"accuracy": 0.91,
                                                               "from": "student"})]
     card = {"variants": {
         "student_float32": {"quantization": None, "size_bytes": 4000, "mode": "float32",

@@ -46,3 +46,11 @@ def test_feature_layer_names_are_checked_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match=r"Student 'cnn_small' has no layer 'nope'"):
         scheduler.execute(config)
     assert not (tmp_path / "run").exists()
+
+
+def test_every_training_stage_names_its_epochs_setting():
+    from pipelines.config import Config
+
+    for stage in stages.STAGES:
+        if stage.model:
+            assert isinstance(getattr(Config(), stage.epochs), int), stage.name

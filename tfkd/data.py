@@ -227,6 +227,9 @@ def _unreadable_images(paths: Sequence[bytes], channels: int) -> list[bytes]:
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# The held-out splits of an image folder and the folder names each may have.
+HELD_OUT_FOLDERS = {"test": ("test",), "validation": ("validation", "val")}
+_SPLIT_FOLDERS = {f for folders in HELD_OUT_FOLDERS.values() for f in folders}
 
 
 def _folder_split_files(split_dir: bytes, class_names: Sequence[str]) -> tuple[list, np.ndarray]:
@@ -277,14 +280,14 @@ def _load_folder(
     for split in subfolders:
         unknown = sorted(set(_class_folders(os.path.join(root_bytes, os.fsencode(split))))
                          - set(class_names))
-        if split != "train" and split in ("test", "validation", "val") and unknown:
+        if unknown and split in _SPLIT_FOLDERS:
             raise ValueError(
                 f"{root}/{split} has classes that train/ does not: {unknown}. The model can only "
                 f"learn classes it trains on. Fix: add {root}/train/<class>/ images for them, "
                 f"or remove them from {split}/.")
     files = {split: _folder_split_files(os.path.join(root_bytes, os.fsencode(split)),
                                         class_names)
-             for split in subfolders if split in ("train", "test", "validation", "val")}
+             for split in subfolders if split == "train" or split in _SPLIT_FOLDERS}
     train_paths, train_labels = files["train"]
     if not train_paths:
         raise ValueError(
@@ -297,9 +300,8 @@ def _load_folder(
             f"Classes {empty} have no training images in {root}/train. Fix: add images or "
             "remove those class folders from every split."
         )
-    held_from_train = [split for split, aliases in (("test", ("test",)),
-                                                    ("validation", ("validation", "val")))
-                       if not any(a in files for a in aliases)]
+    held_from_train = [split for split, folders in HELD_OUT_FOLDERS.items()
+                       if not any(f in files for f in folders)]
     needed = 1 + len(held_from_train)
     counts = np.bincount(train_labels, minlength=len(class_names))
     few = {class_names[c]: int(n) for c, n in enumerate(counts) if n < needed}
@@ -318,8 +320,8 @@ def _load_folder(
             path, (width, height) = next(iter(oversized.items()))
             raise ValueError(
                 f"{len(oversized)} image(s) in {root} are too large to decode safely, e.g. "
-                f"{os.fsdecode(path)} is {width}x{height} ({width * height / 1e6:.0f} megapixels; the limit "
-                f"is {MAX_IMAGE_PIXELS / 1e6:.0f}). Fix: downscale them (they are resized to the "
+                f"{os.fsdecode(path)} is {width}x{height} ({width * height / 1e6:.0f} "
+                f"megapixels; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f}). Fix: downscale them (they are resized to the "
                 "model's input anyway).")
         bad = _unreadable_images(all_paths, channels)
         if bad:
@@ -333,8 +335,8 @@ def _load_folder(
         image_size = (int(first.shape[0]), int(first.shape[1]))
 
     chosen = {}
-    for split, aliases in (("test", ("test",)), ("validation", ("validation", "val"))):
-        present = next((a for a in aliases if a in files), None)
+    for split, folders in HELD_OUT_FOLDERS.items():
+        present = next((f for f in folders if f in files), None)
         if present is not None:
             chosen[split] = files[present]
     keep = np.arange(len(train_paths))
