@@ -42,9 +42,34 @@ class Config:
 
     dataset: str = setting("digits", "digits, folder:PATH or tfds:NAME.")
     data_dir: Optional[str] = setting(None, "Where tfds datasets live.")
+    image_size: tuple[int, ...] = setting(
+        (), "H,W of the student's input (e.g. 128,128). Default: the images' own size when they "
+        "all share one, else 224,224.")
+    teacher_image_size: tuple[int, ...] = setting(
+        (), "H,W the teacher sees (the same images at its own, usually higher, resolution). "
+        "Default: --image_size.")
+    resize: str = setting(
+        "stretch", "How images of another aspect ratio reach the input size: stretch, crop (the "
+        "centre) or pad (black bars). Recorded in the model card.",
+        choices=tfkd.data.RESIZE_POLICIES)
+    data_cache: str = setting(
+        "auto", "Where decoded images are kept: memory, disk (reused by later runs on the same "
+        "files; $TFKD_CACHE or ~/.cache/tfkd) or auto (memory up to 1 GiB).",
+        choices=tfkd.data.DATA_CACHES, affects_results=False)
     teacher: str = setting(
-        "cnn_large", "Teacher: a registered model name to train, or a trained teacher to load: "
-        "a .keras file (tf_keras or Keras 3), an .h5 file or a SavedModel directory.")
+        "cnn_large", "Teacher: a registered model name to train, keras_applications:NAME (a "
+        "keras.applications backbone with a new head, fine-tuned), or a trained teacher to "
+        "load: a .keras file (tf_keras or Keras 3), an .h5 file or a SavedModel directory.")
+    teacher_weights: str = setting(
+        "", "Starting weights of a teacher built by name: imagenet (keras_applications "
+        "teachers) or an .h5 weights file, matched by layer name. Empty: random.")
+    teacher_head_epochs: int = setting(
+        2, "With --teacher_weights: epochs training only the new head (backbone frozen) before "
+        "--teacher_epochs of fine-tuning the whole network at --finetune_learning_rate.",
+        at_least=0, hint="0 fine-tunes everything from the start")
+    finetune_learning_rate: float = setting(
+        1e-4, "Peak learning rate when fine-tuning a pretrained teacher's whole network.",
+        above=0)
     teacher_cache: str = setting(
         "off", "Run the teacher once and train on its stored logits (tfkd.teacher_cache): "
         "memory, or disk (kept in the run directory and reused by reruns).",
@@ -53,6 +78,9 @@ class Config:
         1, "Augmented views cached per training image when --flip/--pad_crop are on (one "
         "teacher pass each); must be 1 without augmentation.", at_least=1)
     student: str = setting("cnn_small", "Student: a registered model name.")
+    student_weights: str = setting(
+        "", "Starting weights of the student: imagenet (keras.applications students, e.g. "
+        "mobilenet_v3_small) or an .h5 weights file, matched by layer name. Empty: random.")
     teacher_epochs: int = setting(30, "Epochs of teacher training.", at_least=1)
     student_epochs: int = setting(30, "Epochs of the baseline and of distillation.", at_least=1)
     batch_size: int = setting(64, "Global batch size.", at_least=1)
@@ -150,7 +178,16 @@ class Config:
 
     @property
     def teacher_is_file(self) -> bool:
-        return self.teacher.endswith(TEACHER_FILE_SUFFIXES) or os.path.sep in self.teacher
+        return not tfkd.pretrained.is_application(self.teacher) and (
+            self.teacher.endswith(TEACHER_FILE_SUFFIXES) or os.path.sep in self.teacher)
+
+    @property
+    def student_size(self) -> Optional[tuple[int, int]]:
+        return tuple(self.image_size) if self.image_size else None
+
+    @property
+    def teacher_size(self) -> Optional[tuple[int, int]]:
+        return tuple(self.teacher_image_size) if self.teacher_image_size else self.student_size
 
     @staticmethod
     def _on(setting_value: str) -> bool:
@@ -207,6 +244,16 @@ class Config:
         """Raises `ValueError` naming the first bad setting and its fix."""
         for field in dataclasses.fields(self):
             _check_range(field, getattr(self, field.name))
+        for name in ("image_size", "teacher_image_size"):
+            value = getattr(self, name)
+            if value:
+                try:
+                    tfkd.data.check_image_size(value)
+                except ValueError as error:
+                    raise ValueError(f"--{name}={','.join(map(str, value))}: {error}") from error
+        if self.teacher_image_size and not self.image_size:
+            raise ValueError("--teacher_image_size needs --image_size too (the student's size), "
+                             "e.g. --image_size=128,128 --teacher_image_size=224,224.")
         self._validate_teacher_and_student()
         if self.strategy == "tpu" and self.qat_epochs:
             raise ValueError("Quantization-aware training (TF-MOT) does not run on TPU: pass "
@@ -250,12 +297,36 @@ class Config:
                     "teacher cache of the library (tfkd.teacher_cache with teacher=None); the "
                     "pipeline also evaluates and exports its teacher, which needs a model. Give "
                     "the .keras/.h5/SavedModel it was converted from.")
+            if self.teacher_weights:
+                raise ValueError(f"--teacher_weights applies to a teacher built by name; "
+                                 f"--teacher={self.teacher} is a trained model already. Drop "
+                                 "--teacher_weights.")
+        elif tfkd.pretrained.is_application(self.teacher):
+            try:
+                tfkd.pretrained.application_name(self.teacher)
+            except ValueError as error:
+                raise ValueError(f"--teacher={self.teacher}: {error}") from error
         elif self.teacher not in tfkd.models.available():
             raise ValueError(f"--teacher={self.teacher} is not a registered model nor a .keras "
-                             f"file. Available models: {tfkd.models.available()}")
+                             f"file. Available models: {tfkd.models.available()}, or "
+                             "keras_applications:NAME.")
+        elif self.teacher_weights == tfkd.pretrained.IMAGENET:
+            raise ValueError(f"--teacher_weights=imagenet: --teacher={self.teacher} has no "
+                             "ImageNet weights. Use a keras_applications:NAME teacher, or give "
+                             "an .h5 weights file.")
         if self.student not in tfkd.models.available():
             raise ValueError(f"--student={self.student} is not a registered model. "
                              f"Available: {tfkd.models.available()}")
+        if (self.student_weights == tfkd.pretrained.IMAGENET
+                and self.student not in tfkd.models.with_imagenet_weights()):
+            raise ValueError(f"--student_weights=imagenet: --student={self.student} has no "
+                             "ImageNet weights. Students with them: "
+                             f"{tfkd.models.with_imagenet_weights()}; or give an .h5 file.")
+        for name in ("teacher_weights", "student_weights"):
+            value = getattr(self, name)
+            if value and value != tfkd.pretrained.IMAGENET and not os.path.isfile(value):
+                raise ValueError(f"--{name}={value} does not exist. Give imagenet or an .h5 "
+                                 "weights file (model.save_weights('....h5')).")
 
 
 def _check_range(field: dataclasses.Field, value) -> None:

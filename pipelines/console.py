@@ -50,9 +50,32 @@ def banner(index: int, total: int, name: str, what: str) -> None:
 _LIBRARY_LOGGERS = ("tensorflow", "py.warnings")
 
 
+# In a quiet program, where TensorFlow's native (C++) stderr lines go until a run log opens.
+_native_sink = None
+
+
+def _divert_native_stderr() -> None:
+    """Points file descriptor 2, which TensorFlow's C++ code writes to, at a buffer (later the
+    run log), and Python's `sys.stderr` at a copy of the terminal: converter and tf.data
+    chatter leaves the screen, tfkd's own warnings and errors stay."""
+    global _native_sink
+    # Already diverted, or stderr is captured by someone else (a test): leave it be.
+    if _native_sink is not None or sys.stderr is not sys.__stderr__:
+        return
+    sys.stderr.flush()
+    terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding,
+                         errors="backslashreplace")
+    _native_sink = tempfile.TemporaryFile()
+    os.dup2(_native_sink.fileno(), 2)
+    sys.stderr = terminal
+    logging.get_absl_handler().python_handler.stream = terminal
+
+
 def quiet_terminal() -> None:
     """For a program run without --verbosity: the terminal gets tfkd's warnings and errors;
-    INFO lines, TensorFlow's Python logs and Python warnings go to the run log only."""
+    INFO lines, TensorFlow's Python logs and native lines, and Python warnings go to the run
+    log only."""
+    _divert_native_stderr()
     logging.get_absl_handler().setLevel(std_logging.WARNING)
     std_logging.captureWarnings(True)
     for name in _LIBRARY_LOGGERS:
@@ -80,6 +103,16 @@ class RunLog:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path, "ab") as f:
             f.write(_native_startup)
+            if _native_sink is not None:
+                _native_sink.seek(0)
+                f.write(_native_sink.read())
+                _native_sink.seek(0)
+                _native_sink.truncate()
+        self._native = None
+        if _native_sink is not None:
+            # Native lines from now on go straight to the run log.
+            self._native = open(self.path, "ab", buffering=0)
+            os.dup2(self._native.fileno(), 2)
         self._handler = std_logging.FileHandler(self.path, encoding="utf-8")
         self._handler.setFormatter(std_logging.Formatter(
             "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s"))
@@ -95,6 +128,9 @@ class RunLog:
             logger.removeHandler(self._handler)
         self._handler.close()
         logging.set_verbosity(self._verbosity)
+        if self._native is not None:
+            os.dup2(_native_sink.fileno(), 2)
+            self._native.close()
 
 
 class EpochProgress(keras.callbacks.Callback):

@@ -5,6 +5,7 @@ import os
 from typing import TYPE_CHECKING, Optional
 
 import tensorflow as tf
+from absl import logging
 
 import tfkd
 from pipelines import console, workers
@@ -32,29 +33,90 @@ class Context:
         self.config = config
         self.strategy = strategy or tf.distribute.get_strategy()
         self.chief = workers.is_chief(self.strategy)
-        # The data and the teacher file first: either fails before the run directory is read.
-        self.splits = tfkd.data.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
+        # The data, the teacher file and the starting weights first: each fails before the run
+        # directory is read.
+        teacher_size = config.teacher_size
+        self.splits = tfkd.data.load(
+            config.dataset, data_dir=config.data_dir, seed=config.seed,
+            image_size=config.student_size, extra_sizes=[teacher_size] if teacher_size else [],
+            resize=config.resize, cache=config.data_cache)
+        self.teacher_splits = self.splits.at(teacher_size) if teacher_size else self.splits
+        # The teacher sees its own resolution: it gets both images in each batch.
+        self.paired = self.teacher_splits is not self.splits
+        student_size = tuple(self.splits.preprocessing.image_size)
+        if self.paired and min(teacher_size) < min(student_size):
+            logging.warning("--teacher_image_size=%s is smaller than the student's %s: the "
+                            "teacher sees less detail than the student. Usually the teacher "
+                            "gets the higher resolution.", "x".join(map(str, teacher_size)),
+                            "x".join(map(str, student_size)))
         self.teacher_file = None
         if config.teacher_is_file:
             self.teacher_file = tfkd.teachers.load(config.teacher)
             try:
-                self.splits.check_model(self.teacher_file, role="teacher")
+                self.teacher_splits.check_model(self.teacher_file, role="teacher")
             except ValueError as error:
                 raise ValueError(f"--teacher={config.teacher}: {error}") from error
+        self._check_weights()
         self.directory = RunDirectory(config.out_dir, config.results_settings(),
                                       config.overwrite, writable=self.chief)
-        prep = self.splits.preprocessing
-        self.validation = tfkd.distribute.shard_by_data(
-            tfkd.data.batches(self.splits.validation, prep, config.batch_size))
-        self.test = tfkd.data.batches(self.splits.test, prep, max(config.batch_size, 256))
+        batch = max(config.batch_size, 256)
+        self.validation = self._sharded(tfkd.data.batches(
+            self.splits.validation, self.splits.preprocessing, config.batch_size))
+        self.test = tfkd.data.batches(self.splits.test, self.splits.preprocessing, batch)
+        self.teacher_validation, self.teacher_test = self.validation, self.test
+        self.distill_validation = self.validation
+        if self.paired:
+            self.teacher_validation = self._sharded(tfkd.data.batches(
+                self.teacher_splits.validation, self.teacher_splits.preprocessing,
+                config.batch_size))
+            self.teacher_test = tfkd.data.batches(self.teacher_splits.test,
+                                                  self.teacher_splits.preprocessing, batch)
+            self.distill_validation = self._sharded(tfkd.data.paired_batches(
+                self.splits, self.teacher_splits, "validation", config.batch_size))
         self._models: dict[str, keras.Model] = {}
         self._teacher_cache = None
+
+    @staticmethod
+    def _sharded(batches: tf.data.Dataset) -> tf.data.Dataset:
+        return tfkd.distribute.shard_by_data(batches)
+
+    def _check_weights(self) -> None:
+        """Builds the models that start from weights once, so a missing download or a file of
+        the wrong shapes is named before any training."""
+        config = self.config
+        if config.teacher_weights and not config.teacher_is_file:
+            try:
+                self.build_teacher()
+            except ValueError as error:
+                raise ValueError(f"--teacher_weights={config.teacher_weights}: "
+                                 f"{error}") from error
+        if config.student_weights:
+            try:
+                self.build(config.student)
+            except ValueError as error:
+                raise ValueError(f"--student_weights={config.student_weights}: "
+                                 f"{error}") from error
 
     # Models ---------------------------------------------------------------------------------
 
     def build(self, architecture: str) -> keras.Model:
+        """The student architecture `architecture` with --student_weights."""
         return tfkd.models.build(architecture, self.splits.preprocessing.input_shape,
-                                 self.splits.num_classes)
+                                 self.splits.num_classes,
+                                 weights=self.config.student_weights or None)
+
+    def build_teacher(self) -> keras.Model:
+        """The teacher built by name, at its resolution, with --teacher_weights."""
+        config, prep = self.config, self.teacher_splits.preprocessing
+        weights = config.teacher_weights or None
+        if tfkd.pretrained.is_application(config.teacher):
+            return tfkd.pretrained.build(config.teacher, prep.input_shape,
+                                         self.splits.num_classes, prep, weights=weights)
+        return tfkd.models.build(config.teacher, prep.input_shape, self.splits.num_classes,
+                                 weights=weights)
+
+    def teacher_fit_options(self, stage: str) -> dict:
+        return dict(self.fit_options(stage), validation=self.teacher_validation)
 
     def model(self, name: str) -> keras.Model:
         if name in self._models:
@@ -64,7 +126,10 @@ class Context:
         if source:
             model = self._load_foreign_teacher(source)
         else:
-            model = self.directory.load_model(name, lambda: self.build(self.config.student))
+            model = self.directory.load_model(
+                name, lambda: tfkd.models.build(self.config.student,
+                                                self.splits.preprocessing.input_shape,
+                                                self.splits.num_classes))
         self._models[name] = model
         return model
 
@@ -105,9 +170,16 @@ class Context:
         keras.utils.set_random_seed(self.config.seed + 1)
         return self.build(self.config.student)
 
+    def at_teacher_size(self, model) -> bool:
+        """Whether `model` (a Keras model or a .tflite input shape) takes the teacher's size."""
+        shape = model if isinstance(model, tuple) else tuple(model.input_shape[1:3])
+        return self.paired and shape == tuple(self.teacher_splits.preprocessing.image_size)
+
     def accuracies(self, model: keras.Model) -> dict:
-        return {"accuracy": keras_accuracy(model, self.test),
-                "val_accuracy": keras_accuracy(model, self.validation)}
+        teacher = self.at_teacher_size(model)
+        return {"accuracy": keras_accuracy(model, self.teacher_test if teacher else self.test),
+                "val_accuracy": keras_accuracy(
+                    model, self.teacher_validation if teacher else self.validation)}
 
     # Training -------------------------------------------------------------------------------
 
@@ -116,33 +188,50 @@ class Context:
         when `distilled` and --teacher_cache is on."""
         config = self.config
         seed = config.seed + seed_offset
+        # Drawn for the student's size and scaled, so each student batch matches the views
+        # the teacher sees at its own resolution.
+        base_size = self.splits.preprocessing.image_size if self.paired else None
         if distilled and config.teacher_cache != "off":
             batches = tfkd.teacher_cache.batches(self.teacher_cache(), self.splits.train,
                                                  self.splits.preprocessing, config.batch_size,
                                                  shuffle=True, seed=seed)
+        elif distilled and self.paired:
+            batches = tfkd.data.paired_batches(self.splits, self.teacher_splits, "train",
+                                               config.batch_size, shuffle=True,
+                                               augmentation=config.augmentation, seed=seed)
         else:
             batches = tfkd.data.batches(self.splits.train, self.splits.preprocessing,
                                         config.batch_size, shuffle=True,
-                                        augmentation=config.augmentation, seed=seed)
+                                        augmentation=config.augmentation, seed=seed,
+                                        base_size=base_size)
         return tfkd.distribute.shard_by_data(batches)
+
+    def teacher_batches(self) -> tf.data.Dataset:
+        """The teacher's training batches, at its resolution."""
+        config = self.config
+        return tfkd.distribute.shard_by_data(tfkd.data.batches(
+            self.teacher_splits.train, self.teacher_splits.preprocessing, config.batch_size,
+            shuffle=True, augmentation=config.augmentation, seed=config.seed + TEACHER_DATA))
 
     def teacher_cache(self) -> "tfkd.teacher_cache.TeacherCache":
         """The teacher's logits on the training set, built once (reused from disk if kept)."""
         if self._teacher_cache is None:
             config = self.config
             self._teacher_cache = tfkd.teacher_cache.build(
-                self.model("teacher"), self.splits.train, self.splits.preprocessing,
+                self.model("teacher"), self.teacher_splits.train,
+                self.teacher_splits.preprocessing,
                 augmentation=config.augmentation, views=config.teacher_cache_views,
                 seed=config.seed,
+                base_size=self.splits.preprocessing.image_size if self.paired else None,
                 directory=self.directory.file("teacher_cache") if config.teacher_cache == "disk"
                 else None, writable=self.chief)
         return self._teacher_cache
 
-    def fit_options(self, stage: str) -> dict:
+    def fit_options(self, stage: str, distilled: bool = False) -> dict:
         """How a training stage fits: resumable from its backup, logged for TensorBoard, with
         early stopping when asked, and one progress line (a bar in a terminal)."""
         return dict(
-            validation=self.validation, optimizer_name=self.config.optimizer,
+            validation=self.distill_validation if distilled else self.validation, optimizer_name=self.config.optimizer,
             jit_compile=self.config.use_xla, verbose=0,
             callbacks=training.callbacks(
                 backup_dir=self.directory.file("checkpoints", stage),

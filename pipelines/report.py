@@ -46,8 +46,11 @@ def markdown(report: dict) -> str:
     lines = [f"# tfkd report: {report['dataset']}", ""]
     lines += [f"- {line}" for line in report.get("headline", [])]
     summary = report.get("summary", {})
+    gain_error = summary.get("kd_gain_standard_error")
     lines += ["", f"- Distillation gain over the student trained alone: "
-              f"{_points(summary.get('kd_gain'))}",
+              f"{_points(summary.get('kd_gain'))}"
+              + (f" ± {100 * gain_error:.2f} (standard error, paired over the "
+                 f"{summary.get('test_images')} test images)" if gain_error is not None else ""),
               f"- QAD int8 over PTQ int8 of the shipped student: "
               f"{_points(summary.get('qad_gain_over_ptq'))}"]
     parity = summary.get("parity")
@@ -165,6 +168,17 @@ def summarize(accuracy: dict, verify: dict, selection: dict, teacher_check: Opti
     return summary
 
 
+def paired_standard_error(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> float:
+    """Standard error of accuracy(a) - accuracy(b) measured on the same test images: the
+    standard deviation of the per-image difference over sqrt(n). Pairing removes the images
+    both get right or both get wrong, so it is much smaller than two independent errors."""
+    import numpy as np  # noqa: PLC0415
+
+    difference = np.asarray(correct_a, float) - np.asarray(correct_b, float)
+    return float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(difference) > 1 \
+        else float("nan")
+
+
 def headline(summary: dict, accuracy: dict, select_policy: str) -> list[str]:
     """The lines a person reads first: what was shipped and why, and the main comparison."""
     lines = []
@@ -193,8 +207,12 @@ def headline(summary: dict, accuracy: dict, select_policy: str) -> list[str]:
 def build_and_write(run_dir: str, dataset: str, keras_models: Sequence[KerasModel], card: dict,
                     verify: dict, host: Optional[dict], threads: int, selection: dict,
                     teacher_check: Optional[dict], test_images: int, max_drop_points: float,
-                    select_policy: str) -> list[str]:
-    """Writes the report of a run; returns the files written (relative to `run_dir`)."""
+                    select_policy: str, kd_gain_standard_error: Optional[float] = None
+                    ) -> list[str]:
+    """Writes the report of a run; returns the files written (relative to `run_dir`).
+
+    `kd_gain_standard_error`: of the distillation gain, paired over the test images
+    (`paired_standard_error`)."""
     fine_tuned_from = {k.name: k.metrics.get("from") for k in keras_models}
     models = [model_entry(
         k.name, "keras", None, k.metrics["accuracy"], k.model.count_params(), k.size_bytes,
@@ -213,6 +231,7 @@ def build_and_write(run_dir: str, dataset: str, keras_models: Sequence[KerasMode
     accuracy = {m["name"]: m["accuracy"] for m in models}
     summary = summarize(accuracy, verify, selection, teacher_check, test_images,
                         max_drop_points, measured=bool(host))
+    summary["kd_gain_standard_error"] = kd_gain_standard_error
     written = write(run_dir, dataset, models, summary, headline(summary, accuracy, select_policy))
     return ["report.json", "report.md"] + (["pareto.png"] if written["pareto_png"] else [])
 

@@ -78,8 +78,11 @@ def _describe(ctx: Context, stage) -> str:
     if not stage.model:
         return stage.what
     config = ctx.config
-    architecture = config.teacher if stage.model == "teacher" else config.student
-    return (f"{stage.what}: {architecture}, {ctx.splits.sizes['train']:,} training images, "
+    teacher = stage.model == "teacher"
+    architecture = config.teacher if teacher else config.student
+    size = (ctx.teacher_splits if teacher else ctx.splits).preprocessing.image_size
+    return (f"{stage.what}: {architecture} at {size[0]}x{size[1]}, "
+            f"{ctx.splits.sizes['train']:,} training images, "
             f"{getattr(config, stage.epochs)} epoch(s)")
 
 

@@ -8,13 +8,15 @@ metrics. Adding a stage means one `Stage` entry and one function.
 import dataclasses
 import json
 import os
+
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 from absl import logging
 
 import tfkd
 from pipelines import policy, report
-from pipelines.context import DISTILLATION_SEED, QAD_DATA, STUDENT_DATA, TEACHER_DATA
+from pipelines.context import DISTILLATION_SEED, QAD_DATA, STUDENT_DATA
 from tfkd import benchmark, device, evaluate, export, files, quantize, training
 from tfkd.keras import keras
 
@@ -37,13 +39,42 @@ def teacher(ctx: "Context") -> StageResult:
             return [], metrics
     else:
         keras.utils.set_random_seed(config.seed)
-        model = ctx.build(config.teacher)
+        model = ctx.build_teacher()
+        learning_rate = config.learning_rate
+        if config.teacher_weights:
+            _train_teacher_head(ctx, model)
+            learning_rate = config.finetune_learning_rate
         training.train_classifier(
-            model, ctx.train_batches(TEACHER_DATA), epochs=config.teacher_epochs,
-            learning_rate=config.learning_rate, **ctx.fit_options("teacher"))
+            model, ctx.teacher_batches(), epochs=config.teacher_epochs,
+            learning_rate=learning_rate, **ctx.teacher_fit_options("teacher"))
     # Accuracies of what was kept: the float32 copy when training used mixed precision.
     kept = ctx.keep("teacher", model)
     return [kept], ctx.accuracies(ctx.model("teacher"))
+
+
+def _train_teacher_head(ctx: "Context", model: keras.Model) -> None:
+    """A pretrained teacher's new head first, on a frozen backbone (a random head's large
+    gradients would wreck the pretrained features); then the whole network is unfrozen, except
+    batch normalisation, which keeps its pretrained statistics (the small-data fine-tuning
+    recipe of the Keras transfer-learning guide). Resumable: the trained head is kept."""
+    config = ctx.config
+    done = ctx.directory.file("checkpoints", "teacher_head", "head.h5")
+    body = tfkd.pretrained.backbone_layers(model)
+    for layer in body:
+        layer.trainable = False
+    if os.path.exists(done):
+        model.load_weights(done)
+    elif config.teacher_head_epochs:
+        training.train_classifier(
+            model, ctx.teacher_batches(), epochs=config.teacher_head_epochs,
+            learning_rate=config.learning_rate, **ctx.teacher_fit_options("teacher_head"))
+        if ctx.chief:
+            with files.atomic_path(done) as tmp:
+                model.save_weights(tmp + ".h5")
+                os.replace(tmp + ".h5", tmp)
+    for layer in body:
+        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization) and (
+            layer.name != tfkd.pretrained.INPUT_ADAPTER)
 
 
 def baseline(ctx: "Context") -> StageResult:
@@ -61,7 +92,7 @@ def student(ctx: "Context") -> StageResult:
     if ctx.directory.done("baseline"):
         check = policy.check_teachers(ctx.model("teacher"),
                                       ctx.directory.metrics("baseline")["val_accuracy"],
-                                      ctx.validation, config.teacher_margin_points)
+                                      ctx.teacher_validation, config.teacher_margin_points)
         (logging.info if check.ok else logging.warning)("%s", check.message())
     model = ctx.fresh_student()
     keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
@@ -70,7 +101,7 @@ def student(ctx: "Context") -> StageResult:
         epochs=config.student_epochs, loss=config.distillation_loss,
         student_loss_weight=config.student_loss_weight, features=config.feature_pairs,
         warmup_epochs=config.distillation_warmup_epochs, learning_rate=config.learning_rate,
-        **ctx.fit_options("student"))
+        **ctx.fit_options("student", distilled=True))
     kept = ctx.keep("student", model)
     metrics = ctx.accuracies(ctx.model("student"))
     metrics["teacher_check"] = check.to_dict() if check else None
@@ -105,7 +136,7 @@ def qad(ctx: "Context") -> StageResult:
         epochs=config.qat_epochs, loss=config.distillation_loss,
         # A student shipped because distillation did not help is fine-tuned on labels alone.
         student_loss_weight=config.student_loss_weight if shipped == "student" else 1.0,
-        learning_rate=config.qat_learning_rate, **ctx.fit_options("student_qad"))
+        learning_rate=config.qat_learning_rate, **ctx.fit_options("student_qad", distilled=True))
     metrics = ctx.accuracies(model)
     metrics["from"] = shipped
     return [ctx.keep("student_qad", model)], metrics
@@ -126,10 +157,8 @@ def export_models(ctx: "Context") -> StageResult:
     # The run's name, not its path: the card ships inside apps.
     common = dict(preprocessing=splits.preprocessing, class_names=splits.class_names,
                   source_run=os.path.basename(os.path.abspath(config.out_dir)))
-    # The teacher's file keeps logits: it can teach again (a .tflite teacher) through the cache.
-    export.export(ctx.model("teacher"), out, ["float32"], name="teacher", output="logits",
-                  **common)
     # The `student_*` files hold the shipped student (distilled, or alone if it was better).
+    # Exported first: the card's preprocessing is the student's (what an app applies).
     selection = ctx.directory.metrics("select")
     card = export.export(ctx.model(selection["shipped"]), out, config.modes,
                          representative=representative, name="student",
@@ -137,6 +166,10 @@ def export_models(ctx: "Context") -> StageResult:
     if has_qad_student(ctx) and integer_modes:
         card = export.export(ctx.model("student_qad"), out, integer_modes, name="student_qad",
                              output=config.export_output, **common)
+    # The teacher's file keeps logits: it can teach again (a .tflite teacher) through the cache.
+    card = export.export(ctx.model("teacher"), out, ["float32"], name="teacher",
+                         output="logits", **dict(common,
+                                                 preprocessing=ctx.teacher_splits.preprocessing))
     card["shipped"] = {"model": selection["shipped"], "reason": selection["reason"]}
     files.write_text(os.path.join(out, "model_card.json"),
                      json.dumps(card, indent=2, sort_keys=True))
@@ -152,7 +185,7 @@ def verify(ctx: "Context") -> StageResult:
     accuracies = {}
     for name, entry in card["variants"].items():
         accuracy = evaluate.tflite_accuracy(os.path.join(out, entry["file"]),
-                                            ctx.test.as_numpy_iterator())
+                                            _test_for(ctx, entry).as_numpy_iterator())
         entry["accuracy"] = {"split": "test", "value": accuracy}
         accuracies[name] = accuracy
         logging.info("%s: test accuracy %.4f", name, accuracy)
@@ -183,12 +216,20 @@ def _measure_variants(ctx: "Context", measure: Callable[[str, int], dict]) -> di
     return results
 
 
+def _test_for(ctx: "Context", variant: dict):
+    """The test batches at the input size of an exported variant (the teacher's may differ)."""
+    size = tuple(variant["input"]["shape"][1:3])
+    return ctx.teacher_test if ctx.at_teacher_size(size) else ctx.test
+
+
 def host_benchmark(ctx: "Context") -> StageResult:
-    images = next(iter(ctx.test))[0].numpy()
+    card_variants = export.read_card(ctx.directory.file("tflite"))["variants"]
+    inputs = {entry["file"]: next(iter(_test_for(ctx, entry)))[0].numpy()
+              for entry in card_variants.values()}
 
     def measure(path, threads):
         m = benchmark.measure(path, threads=threads, warmup=10, runs=ctx.config.benchmark_runs,
-                              inputs=images)
+                              inputs=inputs[os.path.basename(path)])
         logging.info("%s, %d thread(s): p50 %.3f ms", os.path.basename(path), threads,
                      m.latency.p50_ms)
         return m.to_dict()
@@ -235,8 +276,20 @@ def write_report(ctx: "Context") -> StageResult:
         directory.path, ctx.splits.name, keras_models, export.read_card(directory.file("tflite")),
         directory.metrics("verify"), host, ctx.config.threads[0], directory.metrics("select"),
         directory.metrics("student").get("teacher_check"), ctx.splits.sizes["test"],
-        ctx.config.max_drop_points, ctx.config.select)
+        ctx.config.max_drop_points, ctx.config.select, _kd_gain_standard_error(ctx))
     return written, {}
+
+
+def _kd_gain_standard_error(ctx: "Context"):
+    """The paired standard error of distilled minus alone, from their test predictions."""
+    if not (ctx.directory.done("student") and ctx.directory.done("baseline")):
+        return None
+    correct = {}
+    for name in ("student", "baseline"):
+        predictions = ctx.model(name).predict(ctx.test, verbose=0).argmax(-1)
+        labels = np.concatenate([y for _, y in ctx.test.as_numpy_iterator()])
+        correct[name] = predictions == labels
+    return report.paired_standard_error(correct["student"], correct["baseline"])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,11 @@
 """Test-session set-up: two logical CPU devices, so tf.distribute tests run on one CPU."""
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Decoded-image disk caches of the tests (and of the programs they start) stay out of ~/.cache.
+os.environ["TFKD_CACHE"] = tempfile.mkdtemp(prefix="tfkd-test-cache-")
 
 import tensorflow as tf  # noqa: E402
 

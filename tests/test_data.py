@@ -239,3 +239,62 @@ def test_check_model_rejects_class_count_and_shape_mismatches():
     wrong = keras.Model(other, keras.layers.Dense(10)(keras.layers.Flatten()(other)))
     with pytest.raises(ValueError, match=r"inputs of shape \(32, 32, 3\).*\(8, 8, 1\)"):
         splits.check_model(wrong)
+
+
+def _splits_at_two_sizes(count=12):
+    """The same random 16x16 pictures, and the same pictures upscaled 2x (nearest) to 32x32."""
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 256, (count, 16, 16, 3), dtype=np.uint8)
+    big = np.kron(small, np.ones((1, 2, 2, 1), np.uint8))
+    labels = np.arange(count, dtype=np.int64) % 2
+    prep = tfkd.data.photo_preprocessing((16, 16), 3)
+
+    def splits(images, size):
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        return tfkd.data.Splits("pairs", ("a", "b"), prep.at(size), ds, ds, ds,
+                                {"train": count, "validation": count, "test": count})
+
+    return splits(small, (16, 16)), splits(big, (32, 32))
+
+
+def test_paired_batches_show_the_teacher_and_the_student_one_view():
+    student, teacher = _splits_at_two_sizes()
+    augmentation = tfkd.data.Augmentation(flip=True, pad_crop=3)
+    batches = tfkd.data.paired_batches(student, teacher, "train", 4, shuffle=True,
+                                       augmentation=augmentation, seed=5)
+    differs_from_input = 0
+    for epoch in range(2):
+        for inputs, labels in batches:
+            s, t = inputs["image"].numpy(), inputs[tfkd.data.TEACHER_IMAGE].numpy()
+            assert s.shape[1:] == (16, 16, 3) and t.shape[1:] == (32, 32, 3)
+            # Every other pixel of the teacher's view is the student's view, exactly: one flip
+            # and one (scaled) shift.
+            np.testing.assert_array_equal(t[:, ::2, ::2], s)
+            differs_from_input += int(not np.array_equal(
+                s, student.preprocessing.normalize(
+                    np.stack([x for x, _ in student.train.as_numpy_iterator()])[:len(s)]
+                ).numpy()))
+    assert differs_from_input > 0, "the augmentation did something"
+
+
+def test_a_distiller_teaches_at_the_teachers_own_resolution():
+    student_splits, teacher_splits = _splits_at_two_sizes(count=16)
+    teacher = tfkd.models.build("cnn_tiny", (32, 32, 3), 2)
+    student = tfkd.models.build("cnn_tiny", (16, 16, 3), 2)
+    batches = tfkd.data.paired_batches(student_splits, teacher_splits, "train", 8)
+    distiller = tfkd.Distiller(student, teacher)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    history = distiller.fit(batches, validation_data=batches, epochs=2, verbose=0)
+    assert np.isfinite(history.history["distillation_loss"]).all()
+    # The KD term of a step is computed from the teacher on the big images and the student on
+    # the small ones: recomputed with numpy.
+    (inputs, labels), = batches.take(1)
+    got = distiller.evaluate(batches.take(1), return_dict=True, verbose=0)
+    t = teacher.predict(inputs[tfkd.data.TEACHER_IMAGE], verbose=0) / 4.0
+    s = student.predict(inputs["image"], verbose=0) / 4.0
+    p_t = np.exp(t - t.max(-1, keepdims=True))
+    p_t /= p_t.sum(-1, keepdims=True)
+    log_p_s = s - s.max(-1, keepdims=True)
+    log_p_s -= np.log(np.exp(log_p_s).sum(-1, keepdims=True))
+    kd = 16.0 * (p_t * (np.log(p_t) - log_p_s)).sum(-1).mean()
+    assert got["distillation_loss"] == pytest.approx(kd, rel=1e-4)

@@ -73,6 +73,17 @@ def refused(capsys, out_dir, *args, message):
     ("--loss=kld", "Unknown loss 'kld'"),
     ("--features=a:b:kd:1", "'kd' is a logit loss"),
     ("--threads=1,x", "--threads=1,x"),
+    ("--image_size=8,8", "--image_size=8,8: An image size must be two numbers H,W of at least 16"),
+    ("--image_size=128", "--image_size=128: An image size must be two numbers H,W"),
+    ("--image_size=128,abc", "--image_size=128,abc: invalid literal for int()"),
+    ("--teacher_image_size=160,160", "--teacher_image_size needs --image_size too"),
+    ("--teacher=keras_applications:EfficientNetV9", "'EfficientNetV9' is not a "
+     "keras.applications model tfkd knows. Available: keras_applications:ConvNeXtBase"),
+    ("--teacher_weights=/nowhere/backbone.h5", "--teacher_weights=/nowhere/backbone.h5 does "
+     "not exist. Give imagenet or an .h5 weights file"),
+    ("--teacher_weights=imagenet", "--teacher=cnn_large has no ImageNet weights"),
+    ("--student_weights=imagenet", "--student=cnn_small has no ImageNet weights. Students with "
+     "them: ['mobilenet_v2_0.35'"),
 ])
 def test_bad_flags_end_in_one_line_before_anything_is_written(tmp_path, capsys, flag, message):
     out = str(tmp_path / "run")
@@ -334,6 +345,49 @@ def test_unusual_but_valid_images_and_names_load_as_rgb(tmp_path, capsys):
     status, err = run_main(capsys, f"--out_dir={tmp_path / 'run'}", f"--dataset=folder:{root}",
                            "--teacher=cnn_tiny", "--stages=teacher", *FAST)
     assert status == 0, err
+
+
+def test_digits_refuses_an_image_size(tmp_path, capsys):
+    refused(capsys, str(tmp_path / "run"), *FAST, "--image_size=32,32",
+            message="digits images are 8x8; other image sizes are not supported")
+
+
+def test_imagenet_weights_without_network_say_where_to_put_the_file(tmp_path, capsys,
+                                                                    monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    root = _folder(tmp_path / "photos", size=(20, 20))
+    err = refused(capsys, str(tmp_path / "run"), *FAST, f"--dataset=folder:{root}",
+                  "--image_size=32,32", "--teacher=keras_applications:MobileNetV3Small",
+                  "--teacher_weights=imagenet",
+                  message="the ImageNet weights could not be downloaded (no network?)")
+    assert f"{tmp_path}/keras/models/weights_mobilenet_v3_small_224_1.0_float_no_top" in err
+
+
+def test_a_teacher_weights_file_of_other_shapes_is_refused_before_training(tmp_path, capsys):
+    root = _folder(tmp_path / "photos", size=(20, 20))
+    # Weights saved from a narrower backbone: every layer name matches, the shapes do not.
+    narrow = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=0.75,
+                                                 include_top=False, weights=None)
+    narrow.save_weights(str(tmp_path / "narrow.h5"))
+    err = refused(capsys, str(tmp_path / "run"), *FAST, f"--dataset=folder:{root}",
+                  "--image_size=32,32", "--teacher=keras_applications:MobileNetV3Small",
+                  f"--teacher_weights={tmp_path / 'narrow.h5'}",
+                  message="does not fit the keras_applications:MobileNetV3Small "
+                          "'mobilenetv3small': layer 'expanded_conv_3/project' has weights of "
+                          "shapes [(1, 1, 96, 40)] but the file holds [(1, 1, 96, 32)]")
+    assert "Fix: give weights saved from the same architecture" in err
+
+
+def test_a_teacher_resolution_below_the_students_is_allowed_with_a_warning(tmp_path, capsys,
+                                                                          caplog):
+    root = _folder(tmp_path / "photos", size=(20, 20))
+    status, err = run_main(capsys, *FAST, f"--dataset=folder:{root}", "--image_size=32,32",
+                           "--teacher_image_size=16,16", "--stages=teacher",
+                           f"--out_dir={tmp_path / 'run'}")
+    assert status in (0, None), err
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("--teacher_image_size=16x16 is smaller than the student's 32x32" in w
+               for w in warnings), warnings
 
 
 def test_a_class_in_val_but_not_in_train_is_refused(tmp_path, capsys):

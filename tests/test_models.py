@@ -64,11 +64,15 @@ def test_mobilenetv2_width_multiplier_shrinks_the_model():
 
 # Deeper members of a family repeat its blocks: the fast tests cover the shallowest of each.
 DEEP = {"resnet32", "resnet44", "resnet56", "resnet110", "resnet32x4"}
+# The mobile families (tested through tfkd's QAT and an int8 conversion below).
+MOBILE = {n for n in tfkd.models.available() if n.startswith(("mobilenet_", "efficientnet_"))}
+# MobileNetV3's hard-swish is built by keras.applications from raw TF ops.
+HARD_SWISH = {"mobilenet_v3_small", "mobilenet_v3_large"}
 
 
 @pytest.mark.parametrize("name", [
     pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n
-    for n in tfkd.models.available()])
+    for n in tfkd.models.available() if n not in MOBILE])
 def test_every_model_is_functional_emits_logits_and_survives_qat(name):
     shape = (8, 8, 1) if name.startswith("cnn") else (32, 32, 3)
     model = tfkd.models.build(name, shape, 10)
@@ -85,3 +89,71 @@ def test_every_model_is_functional_emits_logits_and_survives_qat(name):
                                for layer in model.layers) // 2
     outputs = quantized(x, training=False).numpy()
     assert outputs.shape == (16, 10) and np.all(np.isfinite(outputs))
+
+
+@pytest.mark.parametrize("name", [
+    n if n == "mobilenet_v3_small_minimalistic" else
+    pytest.param(n, marks=pytest.mark.slow) for n in sorted(MOBILE)])
+def test_mobile_students_pass_the_qat_doctor_and_convert_to_int8(name):
+    """The students users ship: flat graphs the QAT doctor accepts, quantized by tfkd's QAT
+    and converted to a uint8-in/uint8-out model that LiteRT runs and that agrees with the QAT
+    model on most random inputs."""
+    model = tfkd.models.build(name, (48, 48, 3), 5)
+    assert model._is_graph_network and model.output_shape == (None, 5)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    allowed = {"TFOpLambda"} if name in HARD_SWISH else set()
+    assert not kinds & (set(FORBIDDEN_LAYERS) - allowed), kinds & set(FORBIDDEN_LAYERS)
+    report = tfkd.quantize.doctor(model)
+    assert report.ok, str(report)
+    if name not in HARD_SWISH:
+        assert not report.findings, str(report)
+    qat = tfkd.quantize.quantize_student(model)
+    x = np.random.default_rng(0).uniform(-1, 1, size=(8, 48, 48, 3)).astype(np.float32)
+    reference = qat(x, training=False).numpy()
+    content = tfkd.export.convert(qat, "int8_io_uint8")
+    interpreter = tfkd.evaluate.load_interpreter(content)
+    detail = interpreter.get_input_details()[0]
+    assert detail["dtype"] == np.uint8
+    scale, zero = detail["quantization"]
+    out_detail = interpreter.get_output_details()[0]
+    out_scale, out_zero = out_detail["quantization"]
+    agree = 0
+    for image, expected in zip(x, reference):
+        interpreter.set_tensor(detail["index"],
+                               np.clip(np.round(image / scale + zero), 0, 255)[None].astype(np.uint8))
+        interpreter.invoke()
+        got = (interpreter.get_tensor(out_detail["index"]).astype(np.float32) - out_zero) * out_scale
+        agree += int(np.argmax(got) == np.argmax(expected))
+    assert agree >= 6, f"int8 top-1 agrees with the QAT model on {agree}/8 inputs"
+
+
+def test_imagenet_weights_are_only_offered_where_they_exist(tmp_path, monkeypatch):
+    assert "mobilenet_v3_small_minimalistic" in tfkd.models.with_imagenet_weights()
+    assert "cnn_small" not in tfkd.models.with_imagenet_weights()
+    with pytest.raises(ValueError, match="'cnn_small' has no ImageNet weights"):
+        tfkd.models.build("cnn_small", (16, 16, 3), 5, weights="imagenet")
+    # No network here: the error says which file to put where.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    with pytest.raises(ValueError, match=r"could not be downloaded.*weights_mobilenet_v3_small"
+                       r"_minimalistic.*\.h5 .*keras_home/models/"):
+        tfkd.models.build("mobilenet_v3_small_minimalistic", (96, 96, 3), 5, weights="imagenet")
+
+
+def test_student_weights_file_loads_by_layer_name_and_refuses_other_shapes(tmp_path):
+    source = tfkd.models.build("cnn_small", (16, 16, 3), 5)
+    path = str(tmp_path / "student.h5")
+    source.save_weights(path)
+    loaded = tfkd.models.build("cnn_small", (16, 16, 3), 5, weights=path)
+    for a, b in zip(source.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # Same architecture, other class count: the head does not fit, and the message says where.
+    with pytest.raises(ValueError, match=r"layer 'logits' has weights of shapes "
+                       r"\[\(32, 7\), \(7,\)\] but the file holds \[\(32, 5\), \(5,\)\]"):
+        tfkd.models.build("cnn_small", (16, 16, 3), 7, weights=path)
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="unrelated")])
+    other.save_weights(str(tmp_path / "other.h5"))
+    with pytest.raises(ValueError, match="shares no layer name"):
+        tfkd.models.build("cnn_small", (16, 16, 3), 5, weights=str(tmp_path / "other.h5"))
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="not an HDF5 weights file"):
+        tfkd.models.build("cnn_small", (16, 16, 3), 5, weights=str(tmp_path / "junk.h5"))

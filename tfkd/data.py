@@ -14,6 +14,7 @@ labels; `Preprocessing.normalize` turns raw pixels into model inputs, in trainin
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Optional, Sequence
@@ -22,12 +23,17 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfkd import images
 from tfkd.keras import keras
 
 AUTOTUNE = tf.data.AUTOTUNE
-_IN_MEMORY_CACHE_LIMIT_BYTES = 2 << 30
-# The largest image decoded: a 108 MP phone photo passes; a 20000 x 20000 scan does not.
-MAX_IMAGE_PIXELS = 120_000_000
+# Decoded images up to this size are kept in memory (data_cache="auto"), larger sets on disk.
+DEFAULT_MEMORY_BUDGET_BYTES = 1 << 30
+DATA_CACHES = ("auto", "memory", "disk")
+# Folders of photos of varying size train at this size unless told otherwise.
+DEFAULT_IMAGE_SIZE = (224, 224)
+MIN_IMAGE_SIDE = 16
+RESIZE_POLICIES = images.RESIZE_POLICIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +48,8 @@ class Preprocessing:
     scale: float
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # How a picture of another aspect ratio becomes `image_size` (`RESIZE_POLICIES`).
+    resize: str = "stretch"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -62,15 +70,21 @@ class Preprocessing:
             scale=float(config["scale"]),
             mean=tuple(config["mean"]),
             std=tuple(config["std"]),
+            resize=config.get("resize", "stretch"),
         )
 
+    def at(self, image_size: Sequence[int]) -> "Preprocessing":
+        """The same normalisation for images of another size."""
+        return dataclasses.replace(self, image_size=tuple(int(s) for s in image_size))
 
-def photo_preprocessing(image_size: tuple[int, int], channels: int) -> Preprocessing:
+
+def photo_preprocessing(image_size: tuple[int, int], channels: int,
+                        resize: str = "stretch") -> Preprocessing:
     """Photos' normalisation to about [-1, 1]. The mean is 128/255, not 0.5, so that the
     zero point 128 is exact and a uint8 model takes raw camera bytes without rounding
     (`tfkd.export.raw_byte_quantization`)."""
     return Preprocessing(image_size, channels, 1.0 / 255.0, (128.0 / 255.0,) * channels,
-                         (0.5,) * channels)
+                         (0.5,) * channels, resize)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +113,26 @@ class Augmentation:
             images = tf.image.stateless_random_crop(padded, tf.shape(images), crop_seed)
         return images
 
+    def apply_scaled(self, image: tf.Tensor, seed: tf.Tensor,
+                     base_size: Sequence[int]) -> tf.Tensor:
+        """The augmentation drawn for an image of `base_size`, applied to `image` of any size
+        with the shift scaled: one seed gives the same flip and the same relative shift at
+        every resolution, so a teacher and a student at their own sizes see one view."""
+        flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        if self.flip:
+            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+        if self.pad_crop:
+            height, width = int(image.shape[0]), int(image.shape[1])
+            scale_y, scale_x = height / base_size[0], width / base_size[1]
+            shift = tf.random.stateless_uniform([2], crop_seed, 0, 2 * self.pad_crop + 1,
+                                                tf.int32) - self.pad_crop
+            dy = tf.cast(tf.round(tf.cast(shift[0], tf.float32) * scale_y), tf.int32)
+            dx = tf.cast(tf.round(tf.cast(shift[1], tf.float32) * scale_x), tf.int32)
+            pad_y, pad_x = round(self.pad_crop * scale_y), round(self.pad_crop * scale_x)
+            padded = tf.pad(image, [[pad_y, pad_y], [pad_x, pad_x], [0, 0]])
+            image = tf.image.crop_to_bounding_box(padded, pad_y + dy, pad_x + dx, height, width)
+        return image
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Splits:
@@ -111,10 +145,25 @@ class Splits:
     validation: tf.data.Dataset
     test: tf.data.Dataset
     sizes: dict
+    # Every resolution the images were loaded at: (height, width) -> (train, validation, test),
+    # the same examples in the same order.
+    resolutions: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def at(self, image_size: Sequence[int]) -> "Splits":
+        """These splits at another resolution they were loaded at (`extra_sizes` of `load`)."""
+        size = tuple(int(s) for s in image_size)
+        if size == tuple(self.preprocessing.image_size):
+            return self
+        if size not in self.resolutions:
+            raise ValueError(f"Dataset '{self.name}' was loaded at {list(self.resolutions)}, "
+                             f"not {size}: load it with extra_sizes=[{size}].")
+        train, validation, test = self.resolutions[size]
+        return dataclasses.replace(self, preprocessing=self.preprocessing.at(size), train=train,
+                                   validation=validation, test=test)
 
     def check_model(self, model: keras.Model, role: str = "model") -> None:
         """Raises `ValueError` when `model` does not fit this dataset's inputs or classes."""
@@ -167,63 +216,26 @@ def _load_digits(validation_fraction: float, test_fraction: float, seed: int) ->
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    images = digits.images.astype(np.uint8)[..., np.newaxis]  # values 0..16
+    pixels = digits.images.astype(np.uint8)[..., np.newaxis]  # values 0..16
     labels = digits.target.astype(np.int64)
     rest, test = stratified_split(labels, test_fraction, seed)
     train_pos, val_pos = stratified_split(labels[rest], validation_fraction, seed + 1)
     train, val = rest[train_pos], rest[val_pos]
 
     def split(index):
-        return tf.data.Dataset.from_tensor_slices((images[index], labels[index]))
+        return tf.data.Dataset.from_tensor_slices((pixels[index], labels[index]))
 
+    datasets = (split(train), split(val), split(test))
     return Splits(
         name="digits",
         class_names=tuple(str(d) for d in digits.target_names),
         preprocessing=Preprocessing((8, 8), 1, 1.0 / 16.0, (0.5,), (0.5,)),
-        train=split(train),
-        validation=split(val),
-        test=split(test),
+        train=datasets[0],
+        validation=datasets[1],
+        test=datasets[2],
         sizes={"train": len(train), "validation": len(val), "test": len(test)},
+        resolutions={(8, 8): datasets},
     )
-
-
-def _decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
-    return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-
-
-def _oversized_images(paths: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """Images whose header declares more than `MAX_IMAGE_PIXELS`, found without decoding them
-    (decoding a 20000 x 20000 image takes 1.2 GB)."""
-    from PIL import Image
-
-    found = {}
-    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # read sizes, never decode
-    try:
-        for path in paths:
-            try:
-                with Image.open(path) as image:
-                    width, height = image.size
-            except Exception:  # noqa: BLE001 (unreadable files are named by the decoding pass)
-                continue
-            if width * height > MAX_IMAGE_PIXELS:
-                found[path] = (width, height)
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-    return found
-
-
-def _unreadable_images(paths: Sequence[bytes], channels: int) -> list[bytes]:
-    """Paths TensorFlow cannot decode, found in one parallel pass over the files."""
-    decodable = (
-        tf.data.Dataset.from_tensor_slices(list(paths))
-        .map(
-            lambda p: (p, tf.shape(_decode(tf.io.read_file(p), channels))),
-            num_parallel_calls=AUTOTUNE,
-        )
-        .ignore_errors()
-    )
-    readable = {p for p, _ in decodable.as_numpy_iterator()}
-    return [p for p in paths if p not in readable]
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -264,7 +276,11 @@ def _load_folder(
     validation_fraction: float,
     seed: int,
     image_size: Optional[tuple[int, int]],
-    verify_images: bool,
+    extra_sizes: Sequence[tuple[int, int]],
+    resize: str,
+    cache: str,
+    cache_dir: Optional[str],
+    memory_budget: int,
 ) -> Splits:
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
@@ -312,28 +328,6 @@ def _load_folder(
             f"{needed}: one for training and one for each split carved from train/ "
             f"({held_from_train}). Fix: add images, or give {root} its own "
             f"{'/ and '.join(held_from_train)}/ folder(s).")
-    channels = 3
-    if verify_images:
-        all_paths = [p for paths, _ in files.values() for p in paths]
-        oversized = _oversized_images(all_paths)
-        if oversized:
-            path, (width, height) = next(iter(oversized.items()))
-            raise ValueError(
-                f"{len(oversized)} image(s) in {root} are too large to decode safely, e.g. "
-                f"{os.fsdecode(path)} is {width}x{height} ({width * height / 1e6:.0f} "
-                f"megapixels; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f}). Fix: downscale them (they are resized to the "
-                "model's input anyway).")
-        bad = _unreadable_images(all_paths, channels)
-        if bad:
-            raise ValueError(
-                f"{len(bad)} image(s) in {root} cannot be decoded, e.g. "
-                f"{[os.fsdecode(p) for p in bad[:5]]}. Fix: delete or re-encode them (JPEG or "
-                "PNG)."
-            )
-    if image_size is None:
-        first = _decode(tf.io.read_file(train_paths[0]), channels)
-        image_size = (int(first.shape[0]), int(first.shape[1]))
-
     chosen = {}
     for split, folders in HELD_OUT_FOLDERS.items():
         present = next((f for f in folders if f in files), None)
@@ -356,28 +350,87 @@ def _load_folder(
                 "or raise `validation_fraction`."
             )
 
-    total_bytes = sum(len(p) for p, _ in chosen.values()) * image_size[0] * image_size[1] * 3
-    cache = total_bytes <= _IN_MEMORY_CACHE_LIMIT_BYTES
-
-    def load(path, label):
-        image = tf.image.resize(_decode(tf.io.read_file(path), channels), image_size)
-        return tf.saturate_cast(tf.round(image), tf.uint8), label
-
-    def split_dataset(paths, labels):
-        ds = tf.data.Dataset.from_tensor_slices((list(paths), labels)).map(
-            load, num_parallel_calls=AUTOTUNE
+    headers = {split: images.read_headers(paths) for split, (paths, _) in chosen.items()}
+    oversized = [(path, h) for split, (paths, _) in chosen.items()
+                 for path, h in zip(paths, headers[split])
+                 if h.width * h.height > images.MAX_IMAGE_PIXELS]
+    if oversized:
+        path, header = oversized[0]
+        raise ValueError(
+            f"{len(oversized)} image(s) in {root} are too large to decode safely, e.g. "
+            f"{os.fsdecode(path)} is {header.width}x{header.height} "
+            f"({header.width * header.height / 1e6:.0f} megapixels; the limit is "
+            f"{images.MAX_IMAGE_PIXELS / 1e6:.0f}). Fix: downscale them (they are resized to "
+            "the model's input anyway).")
+    if image_size is None:
+        image_size = _default_image_size(root, [h for hs in headers.values() for h in hs])
+    sizes = [image_size] + [s for s in dict.fromkeys(extra_sizes) if s != image_size]
+    channels = 3
+    total = sum(len(p) for p, _ in chosen.values())
+    needed = total * sum(h * w for h, w in sizes) * channels
+    if cache == "auto":
+        cache = "memory" if needed <= memory_budget else "disk"
+    directory = None
+    if cache == "disk":
+        directory = os.path.join(cache_dir or default_cache_dir(), "images",
+                                 hashlib.sha256(root_bytes).hexdigest()[:16])
+    logging.info("%s: %d images at %s (%s, %s), %.0f MB of pixels kept in %s.", root, total,
+                 ", ".join(f"{h}x{w}" for h, w in sizes), resize, "decoded once",
+                 needed / 2**20, directory or "memory")
+    progress = keras.utils.Progbar(total, unit_name="image") if total >= 1000 else None
+    decoded, bad, offset = {}, [], 0
+    for split, (paths, _) in chosen.items():
+        result = images.decode_files(
+            paths, sizes, resize, channels=channels, headers=headers[split],
+            directory=directory, name=split,
+            progress=progress and (lambda done, o=offset: progress.update(o + done)))
+        offset += len(paths)
+        decoded[split] = result.images
+        bad += result.bad
+    if bad:
+        raise ValueError(
+            f"{len(bad)} image(s) in {root} cannot be decoded, e.g. "
+            f"{[os.fsdecode(p) for p in bad[:5]]}. Fix: delete or re-encode them (JPEG or "
+            "PNG)."
         )
-        return ds.cache() if cache else ds
 
+    def datasets(size):
+        return tuple(images.dataset(decoded[split][size], chosen[split][1])
+                     for split in ("train", "validation", "test"))
+
+    train, validation, test = datasets(image_size)
     return Splits(
         name=f"folder:{root}",
         class_names=class_names,
-        preprocessing=photo_preprocessing(image_size, channels),
-        train=split_dataset(*chosen["train"]),
-        validation=split_dataset(*chosen["validation"]),
-        test=split_dataset(*chosen["test"]),
+        preprocessing=photo_preprocessing(image_size, channels, resize),
+        train=train,
+        validation=validation,
+        test=test,
         sizes={split: len(paths) for split, (paths, _) in chosen.items()},
+        resolutions={size: datasets(size) for size in sizes},
     )
+
+
+def default_cache_dir() -> str:
+    """Where decoded images are kept on disk: $TFKD_CACHE, else $XDG_CACHE_HOME/tfkd, else
+    ~/.cache/tfkd."""
+    if os.environ.get("TFKD_CACHE"):
+        return os.environ["TFKD_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tfkd")
+
+
+def _default_image_size(root: str, headers) -> tuple[int, int]:
+    """The images' own size when they all share one small size (an exported dataset);
+    otherwise `DEFAULT_IMAGE_SIZE`: never the size of some photo (a 12 MP input)."""
+    found = {h.upright_size for h in headers if h.width}
+    if len(found) == 1 and max(next(iter(found))) <= 512:
+        return next(iter(found))
+    logging.warning("%s: images of %d different sizes (largest %s); training at %dx%d. Set "
+                    "the size with image_size (--image_size=H,W).", root, len(found),
+                    max(found, key=lambda s: s[0] * s[1]) if found else None,
+                    *DEFAULT_IMAGE_SIZE)
+    return DEFAULT_IMAGE_SIZE
 
 
 def _load_tfds(
@@ -385,6 +438,8 @@ def _load_tfds(
     data_dir: Optional[str],
     validation_fraction: float,
     image_size: Optional[tuple[int, int]],
+    extra_sizes: Sequence[tuple[int, int]],
+    resize: str,
     download: bool,
 ) -> Splits:
     import tensorflow_datasets as tfds
@@ -434,25 +489,28 @@ def _load_tfds(
         train_split, validation_split = f"train[:{cut}%]", f"train[{cut}%:]"
     test_split = "test" if "test" in splits else validation_split
 
-    def load(split):
+    def load(split, size):
         ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
         return ds.map(
-            lambda image, label: (
-                tf.saturate_cast(tf.round(tf.image.resize(image, image_size)), tf.uint8),
-                tf.cast(label, tf.int64),
-            ),
+            lambda image, label: (images.resize(image, size, resize), tf.cast(label, tf.int64)),
             num_parallel_calls=AUTOTUNE,
         )
 
+    def datasets(size):
+        return tuple(load(split, size) for split in (train_split, validation_split, test_split))
+
+    train, validation, test = datasets(image_size)
     return Splits(
         name=f"tfds:{name}",
         class_names=tuple(features["label"].names),
         preprocessing=Preprocessing(
-            image_size, channels, 1.0 / 255.0, (0.5,) * channels, (0.5,) * channels
+            image_size, channels, 1.0 / 255.0, (0.5,) * channels, (0.5,) * channels, resize
         ),
-        train=load(train_split),
-        validation=load(validation_split),
-        test=load(test_split),
+        train=train,
+        validation=validation,
+        test=test,
+        resolutions={size: datasets(size)
+                     for size in dict.fromkeys([image_size, *extra_sizes])},
         sizes={
             "train": builder.info.splits[train_split].num_examples,
             "validation": builder.info.splits[validation_split].num_examples,
@@ -477,7 +535,11 @@ def load(
     test_fraction: float = 0.2,
     seed: int = 0,
     image_size: Optional[Sequence[int]] = None,
-    verify_images: bool = True,
+    extra_sizes: Sequence[Sequence[int]] = (),
+    resize: str = "stretch",
+    cache: str = "auto",
+    cache_dir: Optional[str] = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET_BYTES,
     download: bool = True,
 ) -> Splits:
     """Loads dataset `name` as train/validation/test splits of raw `(image, label)` pairs.
@@ -490,31 +552,51 @@ def load(
         test_fraction: share held out for test (digits only; folders and tfds bring a test
             split or reuse `validation_fraction`).
         seed: seed of the held-out splits.
-        image_size: (height, width) to resize to; default the source's own size.
-        verify_images: decode every image of a folder once up front, so an unreadable file is
-            named now rather than failing mid-training.
+        image_size: (height, width) to resize to; default the source's own size (for a folder
+            of photos of varying size, `DEFAULT_IMAGE_SIZE`).
+        extra_sizes: other (height, width) sizes to load the same images at, e.g. a teacher's
+            (`Splits.at`); a folder decodes each file once for all of them.
+        resize: how an image of another aspect ratio is resized (`RESIZE_POLICIES`).
+        cache: where a folder's decoded images are kept: memory, disk (`cache_dir`, reused by
+            later loads of the same files), or auto (memory up to `memory_budget` bytes).
+        cache_dir: the disk cache's root; default `default_cache_dir()`.
         download: let tfds download a missing dataset.
     """
     _check_fraction("validation_fraction", validation_fraction)
     _check_fraction("test_fraction", test_fraction)
+    images.check_policy(resize)
+    if cache not in DATA_CACHES:
+        raise ValueError(f"Unknown data cache '{cache}'. Available: {list(DATA_CACHES)}")
     if image_size is not None:
-        image_size = tuple(int(s) for s in image_size)
-        if len(image_size) != 2 or min(image_size) < 1:
-            raise ValueError(f"`image_size` must be (height, width). Received: {image_size}")
+        image_size = check_image_size(image_size)
+    extra_sizes = [check_image_size(s) for s in extra_sizes]
     if name == "digits":
-        if image_size not in (None, (8, 8)):
-            raise ValueError(f"digits images are 8x8; `image_size` {image_size} is not supported.")
+        if {image_size, *extra_sizes} - {None, (8, 8)}:
+            raise ValueError("digits images are 8x8; other image sizes are not supported. "
+                             "Fix: leave the image size unset for digits.")
         splits = _load_digits(validation_fraction, test_fraction, seed)
     elif name.startswith("folder:"):
         splits = _load_folder(name[len("folder:"):], validation_fraction, seed, image_size,
-                              verify_images)
+                              extra_sizes, resize, cache, cache_dir, memory_budget)
     elif name.startswith("tfds:") or (name and ":" not in name and "/" not in name):
         splits = _load_tfds(name.removeprefix("tfds:"), data_dir, validation_fraction,
-                            image_size, download)
+                            image_size, extra_sizes, resize, download)
     else:
         raise _unknown_dataset(name)
     logging.info("Loaded %s", splits.describe())
     return splits
+
+
+def check_image_size(image_size: Sequence) -> tuple[int, int]:
+    """(height, width) as ints, each at least `MIN_IMAGE_SIDE`; `ValueError` otherwise."""
+    try:
+        size = tuple(int(s) for s in image_size)
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) != 2 or min(size) < MIN_IMAGE_SIDE:
+        raise ValueError(f"An image size must be two numbers H,W of at least {MIN_IMAGE_SIDE} "
+                         f"pixels, e.g. 128,128. Received: {image_size}")
+    return size
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -538,18 +620,27 @@ def batches(
     shuffle: bool = False,
     augmentation: Optional[Augmentation] = None,
     seed: int = 0,
+    base_size: Optional[Sequence[int]] = None,
 ) -> tf.data.Dataset:
     """Normalised, batched, prefetched `(inputs, labels)` for `fit`/`evaluate`.
 
-    Shuffling and augmentation are seeded and differ between epochs, reproducibly.
+    Shuffling and augmentation are seeded and differ between epochs, reproducibly. With
+    `base_size`, augmentation is drawn as for that size and scaled (`Augmentation.apply_scaled`),
+    as `paired_batches` draws it.
     """
     check_batch_size(batch_size)
     if shuffle:
         dataset = reshuffled(dataset, seed)
     if augmentation is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+        def augment(image, s):
+            if base_size is None:
+                return augmentation.apply(image, s)
+            return augmentation.apply_scaled(image, s, base_size)
+
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda example, s: (augmentation.apply(example[0], s), example[1]),
+            lambda example, s: (augment(example[0], s), example[1]),
             num_parallel_calls=AUTOTUNE,
         )
     dataset = dataset.batch(batch_size).map(
@@ -557,3 +648,45 @@ def batches(
         num_parallel_calls=AUTOTUNE,
     )
     return dataset.prefetch(AUTOTUNE)
+
+
+TEACHER_IMAGE = "teacher_image"
+
+
+def paired_batches(
+    student: Splits,
+    teacher: Splits,
+    split: str,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    augmentation: Optional[Augmentation] = None,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """`({"image": student_images, "teacher_image": teacher_images}, labels)` batches: each
+    example at the student's and at the teacher's resolution (`Splits.at`), with one
+    augmentation drawn per example and applied to both, for a Distiller whose teacher takes
+    another input size.
+
+    Args:
+        student, teacher: the same splits at the student's and the teacher's size.
+        split: "train", "validation" or "test".
+    """
+    check_batch_size(batch_size)
+    base_size = tuple(student.preprocessing.image_size)
+    pairs = tf.data.Dataset.zip((getattr(student, split), getattr(teacher, split))).map(
+        lambda s, t: ((s[0], t[0]), s[1]))
+    if shuffle:
+        pairs = reshuffled(pairs, seed)
+    if augmentation is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        pairs = tf.data.Dataset.zip((pairs, seeds)).map(
+            lambda example, s: ((augmentation.apply_scaled(example[0][0], s, base_size),
+                                 augmentation.apply_scaled(example[0][1], s, base_size)),
+                                example[1]),
+            num_parallel_calls=AUTOTUNE)
+    return pairs.batch(batch_size).map(
+        lambda images, labels: ({"image": student.preprocessing.normalize(images[0]),
+                                 TEACHER_IMAGE: teacher.preprocessing.normalize(images[1])},
+                                labels),
+        num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

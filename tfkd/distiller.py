@@ -6,6 +6,7 @@ from typing import Optional, Sequence, Union
 import tensorflow as tf
 
 from tfkd import losses as losses_lib, teachers as teachers_lib
+from tfkd.data import TEACHER_IMAGE
 from tfkd.features import FeaturePair, FeatureTaps
 from tfkd.keras import keras
 
@@ -47,10 +48,14 @@ DEFAULT_STUDENT_LOSS_WEIGHT = 0.9
 
 
 def _split_inputs(x):
-    """Images and, when the data comes from `tfkd.teacher_cache.batches`, the cached logits."""
-    if isinstance(x, dict) and CACHED_LOGITS in x:
-        return x["image"], tf.cast(x[CACHED_LOGITS], tf.float32)
-    return x, None
+    """The student's images, the teacher's (the same images at the teacher's own resolution,
+    from `tfkd.data.paired_batches`, else the student's) and, when the data comes from
+    `tfkd.teacher_cache.batches`, the cached logits."""
+    if not isinstance(x, dict):
+        return x, x, None
+    cached = x.get(CACHED_LOGITS)
+    return (x["image"], x.get(TEACHER_IMAGE, x["image"]),
+            None if cached is None else tf.cast(cached, tf.float32))
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -270,8 +275,8 @@ class Distiller(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, cached_logits = _split_inputs(x)
-        teacher_logits, teacher_features = self._teacher(x, cached_logits)
+        x, teacher_x, cached_logits = _split_inputs(x)
+        teacher_logits, teacher_features = self._teacher(teacher_x, cached_logits)
         ramp = 1.0
         if self.distillation_warmup_steps:
             steps = tf.cast(self.optimizer.iterations, tf.float32)
@@ -294,8 +299,8 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, cached_logits = _split_inputs(x)
-        teacher_logits, teacher_features = self._teacher(x, cached_logits)
+        x, teacher_x, cached_logits = _split_inputs(x)
+        teacher_logits, teacher_features = self._teacher(teacher_x, cached_logits)
         student_logits, student_features = self._student(x, training=False)
         total, student_loss, kd_loss = self._compute_losses(
             y, student_logits, teacher_logits, sample_weight, 1.0, teacher_features,

@@ -5,8 +5,10 @@ layers TF-MOT can quantize: normalisation lives in the input pipeline (`tfkd.dat
 `Rescaling` layer inside the model.
 """
 
-from typing import Callable, Sequence
+import math
+from typing import Callable, Optional, Sequence
 
+from tfkd import pretrained
 from tfkd.keras import keras
 from tfkd.registry import Registry
 
@@ -14,6 +16,7 @@ layers = keras.layers
 Builder = Callable[..., keras.Model]
 
 _REGISTRY: Registry[Builder] = Registry("model")
+_IMAGENET_BUILDERS: set[str] = set()
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
@@ -27,12 +30,19 @@ def available() -> list[str]:
 
 
 def build(
-    name: str, input_shape: Sequence[int], num_classes: int, **kwargs
+    name: str, input_shape: Sequence[int], num_classes: int, weights: Optional[str] = None,
+    **kwargs
 ) -> keras.Model:
     """Builds the registered model `name` for images of `input_shape` (H, W, C).
 
+    Args:
+        weights: None (random initialisation), "imagenet" (models built on a
+            `keras.applications` backbone: `with_imagenet_weights()`), or an `.h5` weights file
+            loaded by layer name (`tfkd.pretrained.load_weights`).
+
     Raises:
-        ValueError: unknown name (listing the available ones), bad shape or class count.
+        ValueError: unknown name (listing the available ones), bad shape or class count,
+            ImageNet weights for a model that has none, a weights file that does not fit.
     """
     builder = _REGISTRY.get(name)
     input_shape = tuple(input_shape)
@@ -43,7 +53,20 @@ def build(
         )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"`num_classes` must be an integer >= 2. Received: {num_classes!r}")
-    return builder(input_shape, num_classes, **kwargs)
+    if weights == pretrained.IMAGENET:
+        if name not in _IMAGENET_BUILDERS:
+            raise ValueError(f"'{name}' has no ImageNet weights. Models with ImageNet weights: "
+                             f"{with_imagenet_weights()}; or give an .h5 weights file.")
+        return builder(input_shape, num_classes, weights=pretrained.IMAGENET, **kwargs)
+    model = builder(input_shape, num_classes, **kwargs)
+    if weights is not None:
+        pretrained.load_weights(model, weights, role=f"model '{name}'")
+    return model
+
+
+def with_imagenet_weights() -> list[str]:
+    """Registered models that can start from ImageNet weights (`weights="imagenet"`)."""
+    return sorted(_IMAGENET_BUILDERS)
 
 
 def _conv_bn_relu(x, filters, kernel_size=3, strides=1, name=""):
@@ -141,14 +164,15 @@ def _make_divisible(value: float, divisor: int = 8) -> int:
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def _inverted_residual(x, expansion, filters, strides, name):
+def _inverted_residual(x, expansion, filters, strides, name, kernel_size=3):
     in_channels = x.shape[-1]
     y = x
     if expansion != 1:
         y = layers.Conv2D(in_channels * expansion, 1, use_bias=False, name=f"{name}_expand")(y)
         y = layers.BatchNormalization(name=f"{name}_expand_bn")(y)
         y = layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
-    y = layers.DepthwiseConv2D(3, strides, padding="same", use_bias=False, name=f"{name}_dw")(y)
+    y = layers.DepthwiseConv2D(kernel_size, strides, padding="same", use_bias=False,
+                               name=f"{name}_dw")(y)
     y = layers.BatchNormalization(name=f"{name}_dw_bn")(y)
     y = layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
     y = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(y)
@@ -201,3 +225,98 @@ def mobilenet_v2(input_shape, num_classes, alpha: float = 1.0):
     x = layers.ReLU(6.0, name="head_relu")(x)
     name = "mobilenetv2" if alpha == 1.0 else f"mobilenetv2_{alpha:g}"
     return keras.Model(inputs, _classifier(x, num_classes), name=name)
+
+
+def _application_student(app: str, input_shape, num_classes, name: str,
+                         weights: Optional[str] = None, **app_kwargs) -> keras.Model:
+    """A `keras.applications` backbone (no top, no preprocessing layer) with a new head, as one
+    flat graph: the layers keep the published names, so ImageNet weights load."""
+    inputs = keras.Input(input_shape, name="image")
+    constructor = getattr(keras.applications, app)
+    try:
+        backbone = constructor(include_top=False, weights=weights, input_tensor=inputs,
+                               pooling="avg", **app_kwargs)
+    except ValueError as error:
+        raise ValueError(f"{name}: {str(error).splitlines()[0]}") from error
+    except Exception as error:  # noqa: BLE001 (Keras raises a bare Exception on a failed download)
+        if "fetch" not in str(error).lower():
+            raise
+        raise ValueError(f"{name}: the ImageNet weights could not be downloaded (no network?). "
+                         f"Fix: {pretrained._cache_hint(error)}; or give an .h5 weights "
+                         "file.") from error
+    x = layers.Dropout(pretrained.DEFAULT_HEAD_DROPOUT, name="head_dropout")(backbone.output)
+    return keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name=name)
+
+
+def _register_application_student(name: str, app: str, doc: str, **app_kwargs):
+    @register(name)
+    def builder(input_shape, num_classes, weights=None):
+        return _application_student(app, input_shape, num_classes, name, weights, **app_kwargs)
+
+    builder.__doc__ = doc
+    _IMAGENET_BUILDERS.add(name)
+    return builder
+
+
+# MobileNetV3 (Howard et al. 2019). The minimalistic variants drop hard-swish, squeeze-excite
+# and 5x5 kernels: every op has an int8 kernel and QAT covers them all, which is why they
+# quantize best. The full variants keep hard-swish (its raw TF ops stay float during QAT).
+for _size in ("small", "large"):
+    for _minimalistic in (False, True):
+        _register_application_student(
+            f"mobilenet_v3_{_size}" + ("_minimalistic" if _minimalistic else ""),
+            f"MobileNetV3{_size.title()}",
+            f"MobileNetV3-{_size.title()}{' (minimalistic)' if _minimalistic else ''}, "
+            "keras.applications backbone; ImageNet weights available.",
+            minimalistic=_minimalistic, include_preprocessing=False)
+# MobileNetV2 at the published widths (the ImageNet strides; see `mobilenetv2` for CIFAR).
+for _alpha in (0.35, 0.5, 0.75, 1.0):
+    _register_application_student(
+        f"mobilenet_v2_{_alpha:g}", "MobileNetV2",
+        f"MobileNetV2, width {_alpha:g}, keras.applications backbone; ImageNet weights "
+        "available.", alpha=_alpha)
+
+
+# EfficientNet-B0's blocks (Tan & Le 2019): (expansion, kernel, channels, repeats, stride).
+_EFFICIENTNET_B0_BLOCKS = (
+    (1, 3, 16, 1, 1),
+    (6, 3, 24, 2, 2),
+    (6, 5, 40, 2, 2),
+    (6, 3, 80, 3, 2),
+    (6, 5, 112, 3, 1),
+    (6, 5, 192, 4, 2),
+    (6, 3, 320, 1, 1),
+)
+
+
+def efficientnet_lite(input_shape, num_classes, width: float, depth: float, name: str):
+    """EfficientNet-Lite (TensorFlow's mobile EfficientNet): EfficientNet's MBConv blocks
+    without squeeze-excite, with ReLU6 instead of swish, and with the stem and head kept fixed
+    when scaling: changes made for integer quantization, so every layer has a QAT rule."""
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.Conv2D(32, 3, 2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    last = len(_EFFICIENTNET_B0_BLOCKS) - 1
+    for stage, (expansion, kernel, channels, repeats, stride) in enumerate(
+            _EFFICIENTNET_B0_BLOCKS):
+        # Lite keeps the first and last stages' depth when scaling.
+        repeats = repeats if stage in (0, last) else int(math.ceil(repeats * depth))
+        for i in range(repeats):
+            x = _inverted_residual(x, expansion, _make_divisible(channels * width),
+                                   stride if i == 0 else 1, name=f"stage{stage}_block{i}",
+                                   kernel_size=kernel)
+    x = layers.Conv2D(1280, 1, use_bias=False, name="head_conv")(x)
+    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.ReLU(6.0, name="head_relu")(x)
+    return keras.Model(inputs, _classifier(x, num_classes), name=name)
+
+
+# (width, depth) of EfficientNet-Lite0..2.
+for _index, (_width, _depth) in enumerate(((1.0, 1.0), (1.0, 1.1), (1.1, 1.2))):
+    def _lite(input_shape, num_classes, _width=_width, _depth=_depth, _index=_index):
+        return efficientnet_lite(input_shape, num_classes, _width, _depth,
+                                 f"efficientnet_lite{_index}")
+
+    _lite.__doc__ = f"EfficientNet-Lite{_index}: width {_width}, depth {_depth}."
+    register(f"efficientnet_lite{_index}")(_lite)

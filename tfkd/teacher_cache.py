@@ -49,6 +49,9 @@ class TeacherCache:
     augmentation: Optional[Augmentation]
     seed: int
     reused: bool = False
+    # The student's image size when the teacher saw another resolution (augmentation drawn
+    # for this size and scaled, so both resolutions show one view); None when they share one.
+    base_size: Optional[tuple[int, int]] = None
 
     @property
     def views(self) -> int:
@@ -64,12 +67,16 @@ class TeacherCache:
 
 
 def view_image(image: tf.Tensor, index: tf.Tensor, view: tf.Tensor,
-               augmentation: Optional[Augmentation], seed: int) -> tf.Tensor:
-    """View `view` of example `index`: the same image when caching and when training."""
+               augmentation: Optional[Augmentation], seed: int,
+               base_size: Optional[Sequence[int]] = None) -> tf.Tensor:
+    """View `view` of example `index`: the same image when caching and when training (and, with
+    `base_size`, the same view at every resolution)."""
     if augmentation is None:
         return image
     stateless_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(view, tf.int64),
                                tf.cast(index, tf.int64)])
+    if base_size is not None:
+        return augmentation.apply_scaled(image, stateless_seed, base_size)
     return augmentation.apply(image, stateless_seed)
 
 
@@ -135,6 +142,7 @@ def build(
     batch_size: int = 256,
     in_memory_limit: int = IN_MEMORY_LIMIT_BYTES,
     writable: bool = True,
+    base_size: Optional[Sequence[int]] = None,
 ) -> TeacherCache:
     """Teacher logits for every example (and view) of `dataset`, reused from `directory` when
     nothing they depend on changed.
@@ -153,7 +161,10 @@ def build(
         in_memory_limit: a disk cache larger than this is read through a memory map.
         writable: False on a non-chief worker: it reuses `directory`'s cache when valid, and
             otherwise builds its own in memory, leaving the writing to the chief.
+        base_size: the student's (height, width) when `dataset` holds the teacher's own,
+            different resolution of the same images (see `tfkd.data.Splits.at`).
     """
+    base_size = tuple(int(s) for s in base_size) if base_size is not None else None
     views = _check_views(views, augmentation)
     members = teachers_lib.load_all(teachers)
     classes = {teachers_lib.num_classes(t) for t in members}
@@ -173,7 +184,7 @@ def build(
         "data": data_hash, "examples": count, "classes": num_classes,
         "preprocessing": preprocessing.to_dict(),
         "augmentation": None if augmentation is None else dataclasses.asdict(augmentation),
-        "views": views, "seed": int(seed),
+        "views": views, "seed": int(seed), "base_size": base_size,
     }
     key = json.loads(json.dumps(key))  # tuples become lists, as when read back from disk
     if directory is not None:
@@ -181,13 +192,14 @@ def build(
         if stored is not None:
             logging.info("Reusing the teacher cache in %s (%d examples x %d views).", directory,
                          count, views)
-            return TeacherCache(stored, key, augmentation, seed, reused=True)
+            return TeacherCache(stored, key, augmentation, seed, reused=True,
+                                base_size=base_size)
 
     if directory is None or not writable:
         logits = np.zeros((views, count, num_classes), np.float32)
         _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
-              batch_size)
-        return TeacherCache(logits, key, augmentation, seed)
+              batch_size, base_size)
+        return TeacherCache(logits, key, augmentation, seed, base_size=base_size)
     # A key left from an earlier cache must not vouch for the logits written below.
     key_path = os.path.join(directory, KEY_FILE)
     if os.path.exists(key_path):
@@ -198,23 +210,25 @@ def build(
         logits = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                            shape=(views, count, num_classes))
         _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
-              batch_size)
+              batch_size, base_size)
         logits.flush()
         del logits
     # The key is written last: a cache without a matching key is never read.
     files.write_text(key_path, json.dumps(key, indent=2, sort_keys=True))
-    return TeacherCache(_open(logits_path, in_memory_limit), key, augmentation, seed)
+    return TeacherCache(_open(logits_path, in_memory_limit), key, augmentation, seed,
+                        base_size=base_size)
 
 
 def _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
-          batch_size) -> None:
+          batch_size, base_size) -> None:
     """Runs the teacher(s) over every view of every example into `logits[view, index]`."""
     views = logits.shape[0]
     progress = keras.utils.Progbar(views * logits.shape[1], unit_name="image")
     for view in range(views):
         indexed = dataset.enumerate().map(
             lambda index, example, v=view: (
-                view_image(example[0], index, v, augmentation, seed), example[1], index),
+                view_image(example[0], index, v, augmentation, seed, base_size), example[1],
+                index),
             num_parallel_calls=AUTOTUNE).batch(batch_size).map(
             lambda images, labels, index: (preprocessing.normalize(images), labels, index),
             num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
@@ -276,11 +290,15 @@ def batches(
     choices = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
     lookup = _lookup(cache)
     augmentation, views, view_seed = cache.augmentation, cache.views, cache.seed
+    if cache.base_size is not None and tuple(preprocessing.image_size) != cache.base_size:
+        raise ValueError(f"The teacher cache was built for a student at {cache.base_size}; "
+                         f"these images are {tuple(preprocessing.image_size)}.")
 
     def one_view(indexed_example, draw):
         index, (image, label) = indexed_example
         view = tf.cast(draw % views, tf.int64)
-        return view_image(image, index, view, augmentation, view_seed), label, view, index
+        return (view_image(image, index, view, augmentation, view_seed, cache.base_size), label,
+                view, index)
 
     def to_batch(images, labels, view, index):
         return ({"image": preprocessing.normalize(images),
