@@ -133,6 +133,36 @@ class RunLog:
             self._native.close()
 
 
+class CountProgress:
+    """`progress(done, total)` for long counted work (decoding photos): in a terminal a bar with
+    an ETA, rewritten in place; elsewhere one line when it ends."""
+
+    def __init__(self, label: str, stream=None):
+        self.label = label
+        self.stream = stream or sys.stdout
+        self.terminal = self.stream.isatty()
+        self._started = None
+        self._shown = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.time()
+        if self._started is None:
+            self._started = now
+        elapsed = now - self._started
+        if done < total and (not self.terminal or now - self._shown < 0.5):
+            return
+        self._shown = now
+        if done >= total:
+            self.stream.write(f"{chr(13) if self.terminal else ''}  {self.label}: {total:,} in "
+                              f"{elapsed:.0f} s{' ' * 20}\n")
+        else:
+            eta = time.strftime("%M:%S", time.gmtime(elapsed / max(done, 1) * (total - done)))
+            filled = int(20 * done / total)
+            self.stream.write(f"\r  {self.label} [{'#' * filled}{'.' * (20 - filled)}] "
+                              f"{done:,}/{total:,}  ETA {eta}")
+        self.stream.flush()
+
+
 class EpochProgress(keras.callbacks.Callback):
     """One line per training stage: in a terminal a bar rewritten each epoch, with the metrics
     and an ETA; elsewhere one line per epoch (logs and CI keep every epoch)."""

@@ -39,7 +39,8 @@ class Context:
         self.splits = tfkd.data.load(
             config.dataset, data_dir=config.data_dir, seed=config.seed,
             image_size=config.student_size, extra_sizes=[teacher_size] if teacher_size else [],
-            resize=config.resize, cache=config.data_cache)
+            resize=config.resize, cache=config.data_cache,
+            progress=console.CountProgress("decoding images"))
         self.teacher_splits = self.splits.at(teacher_size) if teacher_size else self.splits
         # The teacher sees its own resolution: it gets both images in each batch.
         self.paired = self.teacher_splits is not self.splits
@@ -223,6 +224,7 @@ class Context:
                 augmentation=config.augmentation, views=config.teacher_cache_views,
                 seed=config.seed,
                 base_size=self.splits.preprocessing.image_size if self.paired else None,
+                progress=console.CountProgress("teacher logits"),
                 directory=self.directory.file("teacher_cache") if config.teacher_cache == "disk"
                 else None, writable=self.chief)
         return self._teacher_cache

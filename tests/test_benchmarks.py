@@ -19,6 +19,7 @@ SCRIPTS = {
     "qad_cifar10": "qad_cifar10.json",
     "train_speed": "train_speed_smoke.json",
     "latency": "latency.json",
+    "photos": "photos.json",
 }
 
 

@@ -127,6 +127,21 @@ def test_mobile_students_pass_the_qat_doctor_and_convert_to_int8(name):
     assert agree >= 6, f"int8 top-1 agrees with the QAT model on {agree}/8 inputs"
 
 
+@pytest.mark.parametrize("name", sorted(MOBILE))
+def test_batch_normalisation_follows_a_small_dataset(name):
+    """keras.applications' momentum 0.999 leaves the moving statistics near their initial
+    values after a few thousand photos: inference-mode predictions then collapse to one
+    class (seen: validation accuracy at chance while training accuracy rose)."""
+    model = tfkd.models.build(name, (32, 32, 3), 5)
+    momenta = {layer.momentum for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization)}
+    assert momenta and max(momenta) <= 0.99, momenta
+    teacher = tfkd.pretrained.build("keras_applications:MobileNetV3Small", (32, 32, 3), 5,
+                                    tfkd.data.photo_preprocessing((32, 32), 3))
+    assert max(layer.momentum for layer in teacher.layers
+               if isinstance(layer, keras.layers.BatchNormalization)) <= 0.99
+
+
 def test_imagenet_weights_are_only_offered_where_they_exist(tmp_path, monkeypatch):
     assert "mobilenet_v3_small_minimalistic" in tfkd.models.with_imagenet_weights()
     assert "cnn_small" not in tfkd.models.with_imagenet_weights()

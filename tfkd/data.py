@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -281,6 +281,7 @@ def _load_folder(
     cache: str,
     cache_dir: Optional[str],
     memory_budget: int,
+    progress: Optional[Callable[[int, int], None]],
 ) -> Splits:
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
@@ -377,13 +378,12 @@ def _load_folder(
     logging.info("%s: %d images at %s (%s, %s), %.0f MB of pixels kept in %s.", root, total,
                  ", ".join(f"{h}x{w}" for h, w in sizes), resize, "decoded once",
                  needed / 2**20, directory or "memory")
-    progress = keras.utils.Progbar(total, unit_name="image") if total >= 1000 else None
     decoded, bad, offset = {}, [], 0
     for split, (paths, _) in chosen.items():
         result = images.decode_files(
             paths, sizes, resize, channels=channels, headers=headers[split],
             directory=directory, name=split,
-            progress=progress and (lambda done, o=offset: progress.update(o + done)))
+            progress=progress and (lambda done, o=offset: progress(o + done, total)))
         offset += len(paths)
         decoded[split] = result.images
         bad += result.bad
@@ -541,6 +541,7 @@ def load(
     cache_dir: Optional[str] = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET_BYTES,
     download: bool = True,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> Splits:
     """Loads dataset `name` as train/validation/test splits of raw `(image, label)` pairs.
 
@@ -561,6 +562,7 @@ def load(
             later loads of the same files), or auto (memory up to `memory_budget` bytes).
         cache_dir: the disk cache's root; default `default_cache_dir()`.
         download: let tfds download a missing dataset.
+        progress: called as `progress(decoded, total)` while a folder's images are decoded.
     """
     _check_fraction("validation_fraction", validation_fraction)
     _check_fraction("test_fraction", test_fraction)
@@ -577,7 +579,7 @@ def load(
         splits = _load_digits(validation_fraction, test_fraction, seed)
     elif name.startswith("folder:"):
         splits = _load_folder(name[len("folder:"):], validation_fraction, seed, image_size,
-                              extra_sizes, resize, cache, cache_dir, memory_budget)
+                              extra_sizes, resize, cache, cache_dir, memory_budget, progress)
     elif name.startswith("tfds:") or (name and ":" not in name and "/" not in name):
         splits = _load_tfds(name.removeprefix("tfds:"), data_dir, validation_fraction,
                             image_size, extra_sizes, resize, download)

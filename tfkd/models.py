@@ -245,7 +245,8 @@ def _application_student(app: str, input_shape, num_classes, name: str,
                          f"Fix: {pretrained._cache_hint(error)}; or give an .h5 weights "
                          "file.") from error
     x = layers.Dropout(pretrained.DEFAULT_HEAD_DROPOUT, name="head_dropout")(backbone.output)
-    return keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name=name)
+    return pretrained.follow_small_data(
+        keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name=name))
 
 
 def _register_application_student(name: str, app: str, doc: str, **app_kwargs):

@@ -132,9 +132,24 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, preprocessing
     backbone = _application(app, x, IMAGENET if weights == IMAGENET else None)
     x = keras.layers.Dropout(dropout, name=HEAD_LAYERS[0])(backbone.output)
     logits = keras.layers.Dense(num_classes, name=HEAD_LAYERS[1])(x)
-    model = keras.Model(inputs, logits, name=app.lower())
+    model = follow_small_data(keras.Model(inputs, logits, name=app.lower()))
     if weights not in (None, IMAGENET):
         load_weights(model, weights, role=f"keras_applications:{app}")
+    return model
+
+
+# keras.applications builds batch normalisation with momentum 0.999 (or 0.997), tuned for
+# ImageNet's millions of steps: on a few thousand photos the moving statistics are still near
+# their initial values after training, and inference-mode predictions collapse to one class.
+# Keras' own default follows the data within about a hundred steps.
+SMALL_DATA_BN_MOMENTUM = 0.99
+
+
+def follow_small_data(model: keras.Model) -> keras.Model:
+    """Caps every batch normalisation's momentum at `SMALL_DATA_BN_MOMENTUM`; returns `model`."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = min(layer.momentum, SMALL_DATA_BN_MOMENTUM)
     return model
 
 

@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -31,7 +31,6 @@ from absl import logging
 
 from tfkd import files, teachers as teachers_lib
 from tfkd.data import Augmentation, Preprocessing, check_batch_size, reshuffled
-from tfkd.keras import keras
 
 AUTOTUNE = tf.data.AUTOTUNE
 LOGITS_FILE = "teacher_logits.npy"
@@ -143,6 +142,7 @@ def build(
     in_memory_limit: int = IN_MEMORY_LIMIT_BYTES,
     writable: bool = True,
     base_size: Optional[Sequence[int]] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> TeacherCache:
     """Teacher logits for every example (and view) of `dataset`, reused from `directory` when
     nothing they depend on changed.
@@ -163,6 +163,7 @@ def build(
             otherwise builds its own in memory, leaving the writing to the chief.
         base_size: the student's (height, width) when `dataset` holds the teacher's own,
             different resolution of the same images (see `tfkd.data.Splits.at`).
+        progress: called as `progress(done, total)` while the teacher runs.
     """
     base_size = tuple(int(s) for s in base_size) if base_size is not None else None
     views = _check_views(views, augmentation)
@@ -198,7 +199,7 @@ def build(
     if directory is None or not writable:
         logits = np.zeros((views, count, num_classes), np.float32)
         _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
-              batch_size, base_size)
+              batch_size, base_size, progress)
         return TeacherCache(logits, key, augmentation, seed, base_size=base_size)
     # A key left from an earlier cache must not vouch for the logits written below.
     key_path = os.path.join(directory, KEY_FILE)
@@ -210,7 +211,7 @@ def build(
         logits = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                            shape=(views, count, num_classes))
         _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
-              batch_size, base_size)
+              batch_size, base_size, progress)
         logits.flush()
         del logits
     # The key is written last: a cache without a matching key is never read.
@@ -220,10 +221,10 @@ def build(
 
 
 def _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
-          batch_size, base_size) -> None:
+          batch_size, base_size, progress) -> None:
     """Runs the teacher(s) over every view of every example into `logits[view, index]`."""
     views = logits.shape[0]
-    progress = keras.utils.Progbar(views * logits.shape[1], unit_name="image")
+    total, done = views * logits.shape[1], 0
     for view in range(views):
         indexed = dataset.enumerate().map(
             lambda index, example, v=view: (
@@ -236,7 +237,9 @@ def _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_w
             batch = teachers_lib.ensemble_predict(members, images, teacher_weights)
             _check_logits(batch)
             logits[view, index] = batch
-            progress.add(len(index))
+            done += len(index)
+            if progress is not None:
+                progress(done, total)
 
 
 def _check_logits(batch: np.ndarray) -> None:

@@ -83,7 +83,8 @@ def _sample():
     with open(os.path.join(FLAGS.run, "config.json"), encoding="utf-8") as handle:
         config = json.load(handle)
     splits = tfkd.data.load(config["dataset"], data_dir=config.get("data_dir"),
-                            seed=config["seed"])
+                            seed=config["seed"], image_size=config.get("image_size") or None,
+                            resize=config.get("resize", "stretch"))
     image, _ = next(iter(splits.test))
     return image.numpy()
 
