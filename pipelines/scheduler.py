@@ -2,7 +2,9 @@
 
 import dataclasses
 import errno
+import gc
 import json
+import resource
 import sys
 import time
 from typing import Optional
@@ -134,7 +136,15 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
                 f"{ctx.directory.file('checkpoints', stage.name)}. Lower --learning_rate (or "
                 "look for broken inputs) and rerun with --overwrite.") from error
         metrics["seconds"] = time.time() - started
+        # The process's peak so far: where a run's memory goes, stage by stage.
+        metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         ctx.directory.record(stage.name, outputs, metrics)
+        if stage.trains and not distributed:
+            # Later stages read what they need back from the run directory: letting go of this
+            # stage's models and graphs keeps a run's memory near its largest stage's.
+            ctx.drop_models()
+            keras.backend.clear_session()
+            gc.collect()
     workers.remove_scratch(config.out_dir, strategy)
     return {s: ctx.directory.metrics(s) for s in STAGE_NAMES if ctx.directory.done(s)}
 

@@ -200,7 +200,9 @@ def _layer_kinds(name):
 
 def test_deeper_models_only_repeat_converted_structures():
     converted = set().union(*(_layer_kinds(n) for n in CONVERTED))
-    for name in set(tfkd.models.available()) - set(CONVERTED):
+    # The mobile families have their own conversion tests (tests/test_models.py).
+    mobile = {n for n in tfkd.models.available() if n.startswith(("mobilenet_", "efficientnet_"))}
+    for name in set(tfkd.models.available()) - set(CONVERTED) - mobile:
         assert _layer_kinds(name) <= converted, name
 
 

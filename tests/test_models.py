@@ -68,6 +68,10 @@ DEEP = {"resnet32", "resnet44", "resnet56", "resnet110", "resnet32x4"}
 MOBILE = {n for n in tfkd.models.available() if n.startswith(("mobilenet_", "efficientnet_"))}
 # MobileNetV3's hard-swish is built by keras.applications from raw TF ops.
 HARD_SWISH = {"mobilenet_v3_small", "mobilenet_v3_large"}
+# One member of each mobile family goes through QAT and int8 conversion; the others only repeat
+# its layer structures (test_other_mobile_models_only_repeat_tested_structures).
+MOBILE_TESTED = ("mobilenet_v3_small_minimalistic", "mobilenet_v3_small", "mobilenet_v2_0.35",
+                 "efficientnet_lite0")
 
 
 @pytest.mark.parametrize("name", [
@@ -91,9 +95,21 @@ def test_every_model_is_functional_emits_logits_and_survives_qat(name):
     assert outputs.shape == (16, 10) and np.all(np.isfinite(outputs))
 
 
+def _structures(name):
+    model = tfkd.models.build(name, (32, 32, 3), 10)
+    return {(type(layer).__name__, str(layer.get_config().get("strides")),
+             str(layer.get_config().get("max_value"))) for layer in model.layers}
+
+
+def test_other_mobile_models_only_repeat_tested_structures():
+    tested = set().union(*(_structures(n) for n in MOBILE_TESTED))
+    for name in sorted(MOBILE - set(MOBILE_TESTED)):
+        assert _structures(name) <= tested, (name, _structures(name) - tested)
+
+
 @pytest.mark.parametrize("name", [
     n if n == "mobilenet_v3_small_minimalistic" else
-    pytest.param(n, marks=pytest.mark.slow) for n in sorted(MOBILE)])
+    pytest.param(n, marks=pytest.mark.slow) for n in MOBILE_TESTED])
 def test_mobile_students_pass_the_qat_doctor_and_convert_to_int8(name):
     """The students users ship: flat graphs the QAT doctor accepts, quantized by tfkd's QAT
     and converted to a uint8-in/uint8-out model that LiteRT runs and that agrees with the QAT

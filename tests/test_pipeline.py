@@ -493,8 +493,8 @@ def test_photos_at_two_resolutions_with_a_pretrained_application_teacher(tmp_pat
     assert card["preprocessing"]["image_size"] == [32, 32]
     assert card["preprocessing"]["resize"] == "crop"
     variants = card["variants"]
-    assert variants["student_float32"]["input"]["shape"] == [1, 32, 32, 3]
-    assert variants["teacher_float32"]["input"]["shape"] == [1, 48, 48, 3]
+    assert variants["student_float32"]["input"]["shape"][1:] == [32, 32, 3]
+    assert variants["teacher_float32"]["input"]["shape"][1:] == [48, 48, 3]
     teacher = keras.models.load_model(run / "teacher" / "teacher.keras", compile=False)
     assert teacher.input_shape == (None, 48, 48, 3)
     # Its .tflite was verified at its own size: the same accuracy as the Keras teacher there.
@@ -505,6 +505,6 @@ def test_photos_at_two_resolutions_with_a_pretrained_application_teacher(tmp_pat
     report = json.loads((run / "report.json").read_text())
     assert report["summary"]["kd_gain_standard_error"] is not None
     # The same run through the teacher cache (logits of the teacher's own views).
-    cached = _main(*common, "--teacher_cache=memory", "--teacher_cache_views=2",
-                   "--stages=student", "--overwrite")
+    cached = _main(*common[:-1], f"--out_dir={tmp_path / 'cached'}", "--teacher_cache=memory",
+                   "--teacher_cache_views=2", "--stages=teacher,student")
     assert cached.returncode == 0, cached.stderr[-3000:]
