@@ -163,7 +163,8 @@ def main(argv):
                 f"--out_dir={out_dir}", *FLAGS.pipeline_flags],
                os.path.join(work, "pipeline.log"))
     with open(os.path.join(out_dir, "report.json"), encoding="utf-8") as f:
-        report = json.load(f)
+        # The results ship: no paths of this machine in them.
+        report = json.loads(f.read().replace(work, "WORK"))
     results["pipeline"] = {"seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"],
                            "epoch_seconds": _epoch_seconds(run["output"]),
                            "terminal_lines": run["output"].count("\n"),

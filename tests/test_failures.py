@@ -403,11 +403,18 @@ def test_ctrl_c_says_how_to_resume_without_a_traceback(tmp_path):
     import signal
     import time
 
+    def as_from_a_terminal():
+        # A test worker may run with SIGINT ignored or blocked (seen under pytest-xdist: the
+        # child then never saw the Ctrl-C and trained to the end); a shell never does.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
     out = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "pipelines.distill", "--teacher_epochs=200", "--stages=teacher",
          f"--out_dir={out}"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        preexec_fn=as_from_a_terminal)
     backup = out / "checkpoints" / "teacher"
     deadline = time.time() + 300
     while not (backup.exists() and any(backup.rglob("*.index"))):
