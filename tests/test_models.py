@@ -107,9 +107,8 @@ def test_other_mobile_models_only_repeat_tested_structures():
         assert _structures(name) <= tested, (name, _structures(name) - tested)
 
 
-@pytest.mark.parametrize("name", [
-    n if n == "mobilenet_v3_small_minimalistic" else
-    pytest.param(n, marks=pytest.mark.slow) for n in MOBILE_TESTED])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MOBILE_TESTED)
 def test_mobile_students_pass_the_qat_doctor_and_convert_to_int8(name):
     """The students users ship: flat graphs the QAT doctor accepts, quantized by tfkd's QAT
     and converted to a uint8-in/uint8-out model that LiteRT runs and that agrees with the QAT
