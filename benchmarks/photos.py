@@ -27,6 +27,7 @@ import time
 from absl import app, flags
 
 from benchmarks import common
+from pipelines import config as config_lib
 from tools.make_photo_folder import make_photo_folder
 
 FLAGS = flags.FLAGS
@@ -79,10 +80,12 @@ def _pretrain_folder(source: str, classes: list, out: str, per_class: int) -> No
                            os.path.join(out, split, name, file_name))
 
 
-def _recipe_value(name: str, overrides: list) -> str:
-    lines = open(RECIPE, encoding="utf-8").read().splitlines() + list(overrides)
-    values = [line.split("=", 1)[1] for line in lines if line.startswith(f"--{name}=")]
-    return values[-1]
+def _recipe(overrides: list):
+    """The pipeline's `Config` for the recipe with `overrides`, parsed as the program parses it."""
+    values = flags.FlagValues()
+    config_lib.define_flags(values)
+    values(["photos", f"--flagfile={RECIPE}", *overrides])
+    return config_lib.from_flags(values)
 
 
 _LOAD = """
@@ -115,6 +118,7 @@ def _epoch_seconds(output: str) -> dict:
 def main(argv):
     del argv
     common.apply_smoke(SMOKE)
+    recipe = _recipe(FLAGS.pipeline_flags)
     work = FLAGS.work_dir or tempfile.mkdtemp(prefix="tfkd_photos_")
     os.makedirs(work, exist_ok=True)
     photos = os.path.join(work, "photos")
@@ -136,15 +140,15 @@ def main(argv):
         backbone = os.path.join(work, "backbone.h5")
         run = _run([sys.executable, "-m", "tools.pretrain_backbone",
                     f"--dataset=folder:{pretrain}", f"--epochs={FLAGS.pretrain_epochs}",
-                    f"--model={_recipe_value('teacher', FLAGS.pipeline_flags)}",
+                    f"--model={recipe.teacher}",
                     "--image_size=96,96", f"--out={backbone}"], os.path.join(work, "pretrain.log"))
         accuracy = re.search(r"validation accuracy ([\d.]+)", run["output"])
         results["pretrain"] = {"seconds": run["seconds"], "images_per_class": FLAGS.pretrain_per_class,
                                "epochs": FLAGS.pretrain_epochs, "image_size": [96, 96],
                                "val_accuracy": float(accuracy.group(1)) if accuracy else None}
 
-    student = _recipe_value("image_size", FLAGS.pipeline_flags)
-    teacher = _recipe_value("teacher_image_size", FLAGS.pipeline_flags)
+    student = ",".join(map(str, recipe.image_size))
+    teacher = ",".join(map(str, recipe.teacher_image_size))
     cache_dir = os.path.join(work, "cache")
     shutil.rmtree(cache_dir, ignore_errors=True)
     # The smoke run checks one load (each is a process of its own, TensorFlow imported again).

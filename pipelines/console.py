@@ -98,6 +98,7 @@ class RunLog:
         self.path = path
         self._handler: Optional[std_logging.Handler] = None
         self._verbosity = logging.INFO
+        self._native = None  # the run log opened as file descriptor 2, in a quiet program
 
     def __enter__(self) -> "RunLog":
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -108,7 +109,6 @@ class RunLog:
                 f.write(_native_sink.read())
                 _native_sink.seek(0)
                 _native_sink.truncate()
-        self._native = None
         if _native_sink is not None:
             # Native lines from now on go straight to the run log.
             self._native = open(self.path, "ab", buffering=0)
@@ -131,6 +131,15 @@ class RunLog:
         if self._native is not None:
             os.dup2(_native_sink.fileno(), 2)
             self._native.close()
+
+
+def _bar(done: int, total: int) -> str:
+    filled = int(20 * done / total)
+    return f"[{'#' * filled}{'.' * (20 - filled)}]"
+
+
+def _eta(seconds: float) -> str:
+    return time.strftime("%M:%S", time.gmtime(seconds))
 
 
 class CountProgress:
@@ -156,10 +165,9 @@ class CountProgress:
             self.stream.write(f"{chr(13) if self.terminal else ''}  {self.label}: {total:,} in "
                               f"{elapsed:.0f} s{' ' * 20}\n")
         else:
-            eta = time.strftime("%M:%S", time.gmtime(elapsed / max(done, 1) * (total - done)))
-            filled = int(20 * done / total)
-            self.stream.write(f"\r  {self.label} [{'#' * filled}{'.' * (20 - filled)}] "
-                              f"{done:,}/{total:,}  ETA {eta}")
+            eta = _eta(elapsed / max(done, 1) * (total - done))
+            self.stream.write(f"\r  {self.label} {_bar(done, total)} {done:,}/{total:,}  "
+                              f"ETA {eta}")
         self.stream.flush()
 
 
@@ -184,11 +192,10 @@ class EpochProgress(keras.callbacks.Callback):
         total = self.params.get("epochs") or epoch + 1
         done = epoch + 1
         per_epoch = (time.time() - self._started) / self._epochs_here
-        eta = time.strftime("%M:%S", time.gmtime(per_epoch * (total - done)))
+        eta = _eta(per_epoch * (total - done))
         metrics = "  ".join(f"{k} {logs[k]:.4f}" for k in self.METRICS if k in (logs or {}))
         if self.terminal:
-            filled = int(20 * done / total)
-            line = (f"\r  {self.label} [{'#' * filled}{'.' * (20 - filled)}] epoch {done}/"
+            line = (f"\r  {self.label} {_bar(done, total)} epoch {done}/"
                     f"{total}  {metrics}  ETA {eta}")
             self.stream.write(line + ("\n" if done == total else ""))
         else:

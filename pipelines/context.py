@@ -233,7 +233,8 @@ class Context:
         """How a training stage fits: resumable from its backup, logged for TensorBoard, with
         early stopping when asked, and one progress line (a bar in a terminal)."""
         return dict(
-            validation=self.distill_validation if distilled else self.validation, optimizer_name=self.config.optimizer,
+            validation=self.distill_validation if distilled else self.validation,
+            optimizer_name=self.config.optimizer,
             jit_compile=self.config.use_xla, verbose=0,
             callbacks=training.callbacks(
                 backup_dir=self.directory.file("checkpoints", stage),

@@ -6,6 +6,8 @@ import json
 import os
 from typing import Optional, Sequence
 
+import numpy as np
+
 from tfkd import files, quantize
 from tfkd.keras import keras
 
@@ -146,7 +148,8 @@ def measured_on() -> str:
 
 
 def summarize(accuracy: dict, verify: dict, selection: dict, teacher_check: Optional[dict],
-              test_images: int, max_drop_points: float, measured: bool) -> dict:
+              test_images: int, max_drop_points: float, measured: bool,
+              kd_gain_standard_error: Optional[float] = None) -> dict:
     """The findings of a run from the accuracies of its models (by name)."""
     summary = {
         "kd_gain": (accuracy["student"] - accuracy["baseline"]
@@ -160,6 +163,7 @@ def summarize(accuracy: dict, verify: dict, selection: dict, teacher_check: Opti
         "teacher_check": teacher_check,
         "selection": selection,
         "test_images": test_images,
+        "kd_gain_standard_error": kd_gain_standard_error,
     }
     if summary["kd_gain"] is not None:
         p = accuracy["student"]
@@ -172,8 +176,6 @@ def paired_standard_error(correct_a: Sequence[bool], correct_b: Sequence[bool]) 
     """Standard error of accuracy(a) - accuracy(b) measured on the same test images: the
     standard deviation of the per-image difference over sqrt(n). Pairing removes the images
     both get right or both get wrong, so it is much smaller than two independent errors."""
-    import numpy as np  # noqa: PLC0415
-
     difference = np.asarray(correct_a, float) - np.asarray(correct_b, float)
     return float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(difference) > 1 \
         else float("nan")
@@ -230,8 +232,8 @@ def build_and_write(run_dir: str, dataset: str, keras_models: Sequence[KerasMode
             fine_tuned_from=fine_tuned_from.get(name[:-len(entry["mode"]) - 1])))
     accuracy = {m["name"]: m["accuracy"] for m in models}
     summary = summarize(accuracy, verify, selection, teacher_check, test_images,
-                        max_drop_points, measured=bool(host))
-    summary["kd_gain_standard_error"] = kd_gain_standard_error
+                        max_drop_points, measured=bool(host),
+                        kd_gain_standard_error=kd_gain_standard_error)
     written = write(run_dir, dataset, models, summary, headline(summary, accuracy, select_policy))
     return ["report.json", "report.md"] + (["pareto.png"] if written["pareto_png"] else [])
 

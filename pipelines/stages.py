@@ -69,9 +69,8 @@ def _train_teacher_head(ctx: "Context", model: keras.Model) -> None:
             model, ctx.teacher_batches(), epochs=config.teacher_head_epochs,
             learning_rate=config.learning_rate, **ctx.teacher_fit_options("teacher_head"))
         if ctx.chief:
-            with files.atomic_path(done) as tmp:
-                model.save_weights(tmp + ".h5")
-                os.replace(tmp + ".h5", tmp)
+            with files.atomic_path(done) as tmp:  # keeps the .h5 extension: HDF5 weights
+                model.save_weights(tmp)
     for layer in body:
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization) and (
             layer.name != tfkd.pretrained.INPUT_ADAPTER)
@@ -204,15 +203,15 @@ def verify(ctx: "Context") -> StageResult:
         "accuracy": accuracies, "drops": drops, "failure": failure}
 
 
-def _measure_variants(ctx: "Context", measure: Callable[[str, int], dict]) -> dict:
-    """`measure(path, threads)` for every exported variant and thread count."""
+def _measure_variants(ctx: "Context", measure: Callable[[str, int, dict], dict]) -> dict:
+    """`measure(path, threads, card_entry)` for every exported variant and thread count."""
     out = ctx.directory.file("tflite")
     card = export.read_card(out)
     results = {}
     for name, entry in card["variants"].items():
         for threads in ctx.config.threads:
             results.setdefault(name, {})[str(threads)] = measure(
-                os.path.join(out, entry["file"]), threads)
+                os.path.join(out, entry["file"]), threads, entry)
     return results
 
 
@@ -223,13 +222,14 @@ def _test_for(ctx: "Context", variant: dict):
 
 
 def host_benchmark(ctx: "Context") -> StageResult:
-    card_variants = export.read_card(ctx.directory.file("tflite"))["variants"]
-    inputs = {entry["file"]: next(iter(_test_for(ctx, entry)))[0].numpy()
-              for entry in card_variants.values()}
+    first_batches = {}  # one batch of test images per input size, read once
 
-    def measure(path, threads):
+    def measure(path, threads, entry):
+        test = _test_for(ctx, entry)
+        if id(test) not in first_batches:
+            first_batches[id(test)] = next(iter(test))[0].numpy()
         m = benchmark.measure(path, threads=threads, warmup=10, runs=ctx.config.benchmark_runs,
-                              inputs=inputs[os.path.basename(path)])
+                              inputs=first_batches[id(test)])
         logging.info("%s, %d thread(s): p50 %.3f ms", os.path.basename(path), threads,
                      m.latency.p50_ms)
         return m.to_dict()
@@ -245,7 +245,8 @@ def device_benchmark(ctx: "Context") -> StageResult:
     phone = device.connect(config.serial)
     info = device.fingerprint(phone)
 
-    def measure(path, threads):
+    def measure(path, threads, entry):
+        del entry  # the phone feeds its own inputs
         common = dict(threads=threads, runs=config.benchmark_runs, info=info)
         if config.benchmark_binary:
             return device.benchmark_model_on_device(phone, path, config.benchmark_binary,
@@ -284,11 +285,9 @@ def _kd_gain_standard_error(ctx: "Context"):
     """The paired standard error of distilled minus alone, from their test predictions."""
     if not (ctx.directory.done("student") and ctx.directory.done("baseline")):
         return None
-    correct = {}
-    for name in ("student", "baseline"):
-        predictions = ctx.model(name).predict(ctx.test, verbose=0).argmax(-1)
-        labels = np.concatenate([y for _, y in ctx.test.as_numpy_iterator()])
-        correct[name] = predictions == labels
+    labels = np.concatenate([y for _, y in ctx.test.as_numpy_iterator()])
+    correct = {name: ctx.model(name).predict(ctx.test, verbose=0).argmax(-1) == labels
+               for name in ("student", "baseline")}
     return report.paired_standard_error(correct["student"], correct["baseline"])
 
 

@@ -368,16 +368,16 @@ def _load_folder(
     sizes = [image_size] + [s for s in dict.fromkeys(extra_sizes) if s != image_size]
     channels = 3
     total = sum(len(p) for p, _ in chosen.values())
-    needed = total * sum(h * w for h, w in sizes) * channels
+    pixel_bytes = total * sum(h * w for h, w in sizes) * channels
     if cache == "auto":
-        cache = "memory" if needed <= memory_budget else "disk"
+        cache = "memory" if pixel_bytes <= memory_budget else "disk"
     directory = None
     if cache == "disk":
         directory = os.path.join(cache_dir or default_cache_dir(), "images",
                                  hashlib.sha256(root_bytes).hexdigest()[:16])
-    logging.info("%s: %d images at %s (%s, %s), %.0f MB of pixels kept in %s.", root, total,
-                 ", ".join(f"{h}x{w}" for h, w in sizes), resize, "decoded once",
-                 needed / 2**20, directory or "memory")
+    logging.info("%s: %d images decoded once at %s (%s), %.0f MB of pixels kept in %s.", root,
+                 total, ", ".join(f"{h}x{w}" for h, w in sizes), resize, pixel_bytes / 2**20,
+                 directory or "memory")
     decoded, bad, offset = {}, [], 0
     for split, (paths, _) in chosen.items():
         result = images.decode_files(
@@ -394,11 +394,9 @@ def _load_folder(
             "PNG)."
         )
 
-    def datasets(size):
-        return tuple(images.dataset(decoded[split][size], chosen[split][1])
-                     for split in ("train", "validation", "test"))
-
-    train, validation, test = datasets(image_size)
+    resolutions = {size: tuple(images.dataset(decoded[split][size], chosen[split][1])
+                               for split in ("train", "validation", "test")) for size in sizes}
+    train, validation, test = resolutions[image_size]
     return Splits(
         name=f"folder:{root}",
         class_names=class_names,
@@ -407,7 +405,7 @@ def _load_folder(
         validation=validation,
         test=test,
         sizes={split: len(paths) for split, (paths, _) in chosen.items()},
-        resolutions={size: datasets(size) for size in sizes},
+        resolutions=resolutions,
     )
 
 
@@ -496,10 +494,10 @@ def _load_tfds(
             num_parallel_calls=AUTOTUNE,
         )
 
-    def datasets(size):
-        return tuple(load(split, size) for split in (train_split, validation_split, test_split))
-
-    train, validation, test = datasets(image_size)
+    resolutions = {size: tuple(load(split, size)
+                               for split in (train_split, validation_split, test_split))
+                   for size in dict.fromkeys([image_size, *extra_sizes])}
+    train, validation, test = resolutions[image_size]
     return Splits(
         name=f"tfds:{name}",
         class_names=tuple(features["label"].names),
@@ -509,8 +507,7 @@ def _load_tfds(
         train=train,
         validation=validation,
         test=test,
-        resolutions={size: datasets(size)
-                     for size in dict.fromkeys([image_size, *extra_sizes])},
+        resolutions=resolutions,
         sizes={
             "train": builder.info.splits[train_split].num_examples,
             "validation": builder.info.splits[validation_split].num_examples,
@@ -614,6 +611,14 @@ def reshuffled(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:
     return dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
 
 
+def _with_example_seeds(dataset: tf.data.Dataset, seed: int, augment) -> tf.data.Dataset:
+    """`(augment(inputs, s), label)` with a fresh stateless seed `s` per example, drawn from
+    `seed` and different every epoch, reproducibly."""
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((dataset, seeds)).map(
+        lambda example, s: (augment(example[0], s), example[1]), num_parallel_calls=AUTOTUNE)
+
+
 def batches(
     dataset: tf.data.Dataset,
     preprocessing: Preprocessing,
@@ -634,17 +639,12 @@ def batches(
     if shuffle:
         dataset = reshuffled(dataset, seed)
     if augmentation is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-
         def augment(image, s):
             if base_size is None:
                 return augmentation.apply(image, s)
             return augmentation.apply_scaled(image, s, base_size)
 
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda example, s: (augment(example[0], s), example[1]),
-            num_parallel_calls=AUTOTUNE,
-        )
+        dataset = _with_example_seeds(dataset, seed, augment)
     dataset = dataset.batch(batch_size).map(
         lambda images, labels: (preprocessing.normalize(images), labels),
         num_parallel_calls=AUTOTUNE,
@@ -681,12 +681,9 @@ def paired_batches(
     if shuffle:
         pairs = reshuffled(pairs, seed)
     if augmentation is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        pairs = tf.data.Dataset.zip((pairs, seeds)).map(
-            lambda example, s: ((augmentation.apply_scaled(example[0][0], s, base_size),
-                                 augmentation.apply_scaled(example[0][1], s, base_size)),
-                                example[1]),
-            num_parallel_calls=AUTOTUNE)
+        pairs = _with_example_seeds(pairs, seed, lambda images, s: (
+            augmentation.apply_scaled(images[0], s, base_size),
+            augmentation.apply_scaled(images[1], s, base_size)))
     return pairs.batch(batch_size).map(
         lambda images, labels: ({"image": student.preprocessing.normalize(images[0]),
                                  TEACHER_IMAGE: teacher.preprocessing.normalize(images[1])},

@@ -9,6 +9,7 @@ DCT domain when that still leaves more pixels than the target: a 12 MP photo the
 fraction of a full decode. Training then reads the small stored images, never the files.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -207,14 +208,6 @@ def decode_files(
             return Decoded(stored, [])
     headers = list(headers) if headers is not None else read_headers(paths)
     count = len(paths)
-    if directory is None:
-        arrays = {s: np.zeros((count, *s, channels), np.uint8) for s in sizes}
-        targets = {}
-    else:
-        os.makedirs(directory, exist_ok=True)
-        targets = _cache_files(directory, name, sizes)
-        arrays = {s: np.lib.format.open_memmap(f"{targets[s]}.tmp", mode="w+", dtype=np.uint8,
-                                               shape=(count, *s, channels)) for s in sizes}
 
     def load(index, path, orientation, ratio_index):
         image = upright(_decode(tf.io.read_file(path), ratio_index, channels), orientation)
@@ -225,27 +218,48 @@ def decode_files(
         np.array([h.orientation for h in headers], np.int32),
         np.array([_jpeg_ratio_index(h, sizes) for h in headers], np.int32),
     )).map(load, num_parallel_calls=AUTOTUNE).ignore_errors().prefetch(AUTOTUNE)
-    seen = np.zeros(count, bool)
-    for done, (index, *images) in enumerate(dataset.as_numpy_iterator(), 1):
-        seen[index] = True
-        for size, image in zip(sizes, images):
-            arrays[size][index] = image
-        if progress is not None:
-            progress(done)
-    bad = [paths[i] for i in np.flatnonzero(~seen)]
-    if bad or directory is None:
-        if directory is not None:
+
+    def fill(arrays: dict) -> list:
+        """Decodes into `arrays`; returns the paths that could not be decoded."""
+        seen = np.zeros(count, bool)
+        for done, (index, *decoded) in enumerate(dataset.as_numpy_iterator(), 1):
+            seen[index] = True
+            for size, image in zip(sizes, decoded):
+                arrays[size][index] = image
+            if progress is not None:
+                progress(done)
+        return [paths[i] for i in np.flatnonzero(~seen)]
+
+    if directory is None:
+        arrays = {s: np.zeros((count, *s, channels), np.uint8) for s in sizes}
+        return Decoded(arrays, fill(arrays))
+    try:
+        with contextlib.ExitStack() as stack:
+            # Written straight to disk (a large set need not fit in memory), each array under
+            # its final name only if every file decoded.
+            arrays = {s: np.lib.format.open_memmap(
+                stack.enter_context(files.atomic_path(target)), mode="w+", dtype=np.uint8,
+                shape=(count, *s, channels)) for s, target in _cache_files(directory, name,
+                                                                           sizes).items()}
+            bad = fill(arrays)
+            for array in arrays.values():
+                array.flush()
             arrays.clear()
-            for path in targets.values():
-                os.remove(f"{path}.tmp")
-        return Decoded(arrays, bad)
-    for size, array in arrays.items():
-        array.flush()
-        os.replace(f"{targets[size]}.tmp", targets[size])
-    arrays.clear()
+            if bad:
+                raise _Undecodable(bad)
+    except _Undecodable as error:
+        return Decoded({}, error.paths)
     # The key is written last: arrays without a matching key are never read.
     files.write_text(os.path.join(directory, f"{name}.json"), json.dumps(key, sort_keys=True))
     return Decoded(_read_cache(directory, name, key), [])
+
+
+class _Undecodable(Exception):
+    """Ends a disk-cache write without keeping it: some files could not be decoded."""
+
+    def __init__(self, paths: list):
+        super().__init__(f"{len(paths)} file(s) could not be decoded")
+        self.paths = paths
 
 
 def dataset(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:

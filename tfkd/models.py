@@ -232,18 +232,7 @@ def _application_student(app: str, input_shape, num_classes, name: str,
     """A `keras.applications` backbone (no top, no preprocessing layer) with a new head, as one
     flat graph: the layers keep the published names, so ImageNet weights load."""
     inputs = keras.Input(input_shape, name="image")
-    constructor = getattr(keras.applications, app)
-    try:
-        backbone = constructor(include_top=False, weights=weights, input_tensor=inputs,
-                               pooling="avg", **app_kwargs)
-    except ValueError as error:
-        raise ValueError(f"{name}: {str(error).splitlines()[0]}") from error
-    except Exception as error:  # noqa: BLE001 (Keras raises a bare Exception on a failed download)
-        if "fetch" not in str(error).lower():
-            raise
-        raise ValueError(f"{name}: the ImageNet weights could not be downloaded (no network?). "
-                         f"Fix: {pretrained._cache_hint(error)}; or give an .h5 weights "
-                         "file.") from error
+    backbone = pretrained.backbone(app, inputs, weights, name, **app_kwargs)
     x = layers.Dropout(pretrained.DEFAULT_HEAD_DROPOUT, name="head_dropout")(backbone.output)
     return pretrained.follow_small_data(
         keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name=name))

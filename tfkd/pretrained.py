@@ -97,19 +97,23 @@ def _cache_hint(error: Exception) -> str:
             f"{cache}/{os.path.basename(url.group(1))}")
 
 
-def _application(app: str, input_tensor, weights: Optional[str]) -> keras.Model:
+def backbone(app: str, input_tensor, weights: Optional[str], label: str,
+             **app_kwargs) -> keras.Model:
+    """`keras.applications.<app>` without its top, average-pooled, built on `input_tensor` (so
+    its layers join the caller's flat graph); Keras' errors, a failed ImageNet download
+    included, become one `ValueError` starting with `label`."""
     constructor = getattr(keras.applications, app)
-    kwargs = dict(include_top=False, weights=weights, input_tensor=input_tensor, pooling="avg")
     try:
-        return constructor(**kwargs)
+        return constructor(include_top=False, weights=weights, input_tensor=input_tensor,
+                           pooling="avg", **app_kwargs)
     except ValueError as error:
-        raise ValueError(f"keras_applications:{app}: {str(error).splitlines()[0]}") from error
+        raise ValueError(f"{label}: {str(error).splitlines()[0]}") from error
     except Exception as error:  # noqa: BLE001 (Keras raises a bare Exception on a failed download)
-        if "URL fetch failure" not in str(error) and "fetch" not in str(error).lower():
+        if "fetch" not in str(error).lower():
             raise
-        raise ValueError(f"keras_applications:{app}: the ImageNet weights could not be "
-                         f"downloaded (no network?). Fix: {_cache_hint(error)}; or pass a "
-                         "weights .h5 file instead of imagenet.") from error
+        raise ValueError(f"{label}: the ImageNet weights could not be downloaded (no "
+                         f"network?). Fix: {_cache_hint(error)}; or give an .h5 weights file "
+                         "instead of imagenet.") from error
 
 
 def build(name: str, input_shape: Sequence[int], num_classes: int, preprocessing: Preprocessing,
@@ -129,8 +133,9 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, preprocessing
     adapter = keras.layers.Conv2D(3, 1, name=INPUT_ADAPTER, trainable=False)
     x = adapter(inputs)
     adapter.set_weights([matrix.reshape(1, 1, 3, 3).astype(np.float32), bias.astype(np.float32)])
-    backbone = _application(app, x, IMAGENET if weights == IMAGENET else None)
-    x = keras.layers.Dropout(dropout, name=HEAD_LAYERS[0])(backbone.output)
+    features = backbone(app, x, IMAGENET if weights == IMAGENET else None,
+                        f"keras_applications:{app}")
+    x = keras.layers.Dropout(dropout, name=HEAD_LAYERS[0])(features.output)
     logits = keras.layers.Dense(num_classes, name=HEAD_LAYERS[1])(x)
     model = follow_small_data(keras.Model(inputs, logits, name=app.lower()))
     if weights not in (None, IMAGENET):
@@ -174,9 +179,9 @@ def load_weights(model: keras.Model, path: str, role: str = "model") -> int:
     try:
         with h5py.File(path, "r") as handle:
             group = handle["model_weights"] if "model_weights" in handle else handle
-            names = [n.decode() if isinstance(n, bytes) else str(n)
-                     for n in group.attrs.get("layer_names", [])]
-            stored = {n: [group[n][w][()].shape for w in _weight_names(group[n])]
+            names = _names(group, "layer_names")
+            # Shapes from the datasets' headers: the weights themselves are read once, below.
+            stored = {n: [tuple(group[n][w].shape) for w in _names(group[n], "weight_names")]
                       for n in names}
     except (OSError, KeyError) as error:
         raise ValueError(f"Weights file {path} for the {role} is not an HDF5 weights file "
@@ -191,15 +196,16 @@ def load_weights(model: keras.Model, path: str, role: str = "model") -> int:
                          "architecture. Fix: give weights saved from this model.")
     for name in shared:
         expected = [tuple(w.shape) for w in layers[name].weights]
-        if [tuple(s) for s in stored[name]] != expected:
+        if stored[name] != expected:
             raise ValueError(f"Weights file {path} does not fit the {role} '{model.name}': "
                              f"layer '{name}' has weights of shapes {expected} but the file "
-                             f"holds {[tuple(s) for s in stored[name]]}. Fix: give weights "
+                             f"holds {stored[name]}. Fix: give weights "
                              "saved from the same architecture, input channels and width.")
     model.load_weights(path, by_name=True)
     return len(shared)
 
 
-def _weight_names(layer_group) -> list[str]:
+def _names(group, attribute: str) -> list[str]:
+    """An HDF5 weights file's name list (layer or weight names; bytes in older files)."""
     return [n.decode() if isinstance(n, bytes) else str(n)
-            for n in layer_group.attrs.get("weight_names", [])]
+            for n in group.attrs.get(attribute, [])]

@@ -48,9 +48,14 @@ class TeacherCache:
     augmentation: Optional[Augmentation]
     seed: int
     reused: bool = False
-    # The student's image size when the teacher saw another resolution (augmentation drawn
-    # for this size and scaled, so both resolutions show one view); None when they share one.
-    base_size: Optional[tuple[int, int]] = None
+
+    @property
+    def base_size(self) -> Optional[tuple[int, int]]:
+        """The student's image size when the teacher saw another resolution (augmentation
+        drawn for this size and scaled, so both resolutions show one view); None when they
+        share one."""
+        size = self.key.get("base_size")
+        return tuple(size) if size is not None else None
 
     @property
     def views(self) -> int:
@@ -193,14 +198,13 @@ def build(
         if stored is not None:
             logging.info("Reusing the teacher cache in %s (%d examples x %d views).", directory,
                          count, views)
-            return TeacherCache(stored, key, augmentation, seed, reused=True,
-                                base_size=base_size)
+            return TeacherCache(stored, key, augmentation, seed, reused=True)
 
     if directory is None or not writable:
         logits = np.zeros((views, count, num_classes), np.float32)
         _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
               batch_size, base_size, progress)
-        return TeacherCache(logits, key, augmentation, seed, base_size=base_size)
+        return TeacherCache(logits, key, augmentation, seed)
     # A key left from an earlier cache must not vouch for the logits written below.
     key_path = os.path.join(directory, KEY_FILE)
     if os.path.exists(key_path):
@@ -216,8 +220,7 @@ def build(
         del logits
     # The key is written last: a cache without a matching key is never read.
     files.write_text(key_path, json.dumps(key, indent=2, sort_keys=True))
-    return TeacherCache(_open(logits_path, in_memory_limit), key, augmentation, seed,
-                        base_size=base_size)
+    return TeacherCache(_open(logits_path, in_memory_limit), key, augmentation, seed)
 
 
 def _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,

@@ -9,7 +9,6 @@ on a large related folder, then distil on your own photos:
         --out=backbone.h5
 """
 
-import os
 
 from pipelines import console  # noqa: I001  (first: imports TensorFlow quietly)
 
@@ -45,9 +44,8 @@ def main(argv):
                               verbose=0, callbacks=[console.EpochProgress("pretrain")])
     accuracy = tfkd.evaluate.keras_accuracy(model, validation)
     backbone = keras.Model(model.input, model.get_layer(pretrained.HEAD_LAYERS[0]).input)
-    with files.atomic_path(FLAGS.out) as tmp:
-        backbone.save_weights(tmp + ".h5")
-        os.replace(tmp + ".h5", tmp)
+    with files.atomic_path(FLAGS.out) as tmp:  # keeps the .h5 extension: HDF5 weights
+        backbone.save_weights(tmp)
     print(f"{FLAGS.model}: validation accuracy {accuracy:.4f} on {splits.name}; backbone "
           f"weights written to {FLAGS.out}")
 
