@@ -33,6 +33,10 @@ setup(
         "pillow==13.0.0",
         # tfkd.metadata writes TFLite metadata flatbuffers.
         "flatbuffers==25.12.19",
+        # pipelines.search: Ray Tune runs the trials (on one machine or a cluster), Optuna's
+        # multi-objective sampler chooses them.
+        "ray[tune]==2.60.0",
+        "optuna==5.0.0",
     ],
     # xdist runs the suite on both cores (pytest.ini). MediaPipe, the client Android apps use,
     # checks exported models in the tests from a virtualenv of its own (scripts/test): it needs

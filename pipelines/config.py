@@ -77,6 +77,10 @@ class Config:
     teacher_cache_views: int = setting(
         1, "Augmented views cached per training image when --flip/--pad_crop are on (one "
         "teacher pass each); must be 1 without augmentation.", at_least=1)
+    teacher_cache_dir: str = setting(
+        "", "Where --teacher_cache=disk keeps the logits; empty: RUN/teacher_cache. Runs may "
+        "share one (a search's trials do): the first builds it, the others reuse it.",
+        affects_results=False)
     student: str = setting("cnn_small", "Student: a registered model name.")
     student_weights: str = setting(
         "", "Starting weights of the student: imagenet (keras.applications students, e.g. "
@@ -91,8 +95,9 @@ class Config:
     loss: str = setting("kd", "Distillation loss: kd, dkd, dist or logit_mse "
                         "(tfkd.losses.available()); other parameters keep the paper's defaults.")
     loss_params: tuple[str, ...] = setting(
-        (), "Other parameters of --loss as key=value, e.g. alpha=1,beta=8 for dkd or "
-        "beta=1,gamma=2 for dist.")
+        (), "Other parameters of --loss as key=value, e.g. alpha=1,beta=8 for dkd, "
+        "beta=1,gamma=2 for dist, or standardize=true for any logit loss (z-scored logits, "
+        "Sun et al. 2024).")
     temperature: float = setting(tfkd.losses.DEFAULT_TEMPERATURE,
                                  "Temperature of the distillation loss (> 0).")
     features: tuple[str, ...] = setting(
@@ -128,6 +133,12 @@ class Config:
         600, "Multi-worker: seconds a worker waits for the others before failing (so a dead "
         "worker stops the run, which then resumes from its backup when restarted).",
         at_least=1, affects_results=False)
+    isolate_stages: bool = setting(
+        False, "Run each training stage and the export in a fresh process (the program "
+        "re-executes itself and skips finished stages): a run's peak memory is then its largest "
+        "stage's, not the sum of what earlier stages left behind. For photo-sized data; each "
+        "restart costs a TensorFlow import and a data load (use --data_cache=disk and "
+        "--teacher_cache=disk).", affects_results=False)
     mixed_precision: str = setting(
         "auto", "Train the teacher, the baseline and the distilled student in mixed_float16: "
         "auto = only when a GPU is visible. Saved and exported models are float32; QAD always "
@@ -342,7 +353,7 @@ def _check_range(field: dataclasses.Field, value) -> None:
         raise ValueError(f"--{name} must be > {meta['above']}{hint}. Received: {value}")
 
 
-def _element_type(field: dataclasses.Field):
+def element_type(field: dataclasses.Field):
     """The element type of a tuple field, or None for a scalar field."""
     if typing.get_origin(field.type) is tuple:
         return typing.get_args(field.type)[0]
@@ -356,7 +367,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         name, default, meta = field.name, field.default, field.metadata
         if name in flag_values:
             continue
-        element = _element_type(field)
+        element = element_type(field)
         if element is not None:
             flags.DEFINE_list(name, [str(v) for v in default], meta["help"],
                               flag_values=flag_values)
@@ -373,12 +384,28 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
             flags.DEFINE_string(name, default, meta["help"], flag_values=flag_values)
 
 
+def to_flags(config: Config) -> list[str]:
+    """`config` as flag lines: a --flagfile of them makes the same `Config`."""
+    lines = []
+    for field in dataclasses.fields(Config):
+        value = getattr(config, field.name)
+        if value is None:
+            continue
+        if field.type is bool:
+            lines.append(f"--{'' if value else 'no'}{field.name}")
+        elif element_type(field) is not None:
+            lines.append(f"--{field.name}={','.join(str(v) for v in value)}")
+        else:
+            lines.append(f"--{field.name}={value}")
+    return lines
+
+
 def from_flags(flag_values: flags.FlagValues = flags.FLAGS, **overrides) -> Config:
     """The `Config` of parsed flags (with `overrides` for programs that fix some settings)."""
     values = {}
     for field in dataclasses.fields(Config):
         value = flag_values[field.name].value
-        element = _element_type(field)
+        element = element_type(field)
         if element is not None:
             try:
                 value = tuple(element(v) for v in value)

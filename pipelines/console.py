@@ -90,6 +90,14 @@ def _logged() -> list[std_logging.Logger]:
     return [logging.get_absl_logger(), *map(std_logging.getLogger, _LIBRARY_LOGGERS)]
 
 
+def restore_terminal() -> None:
+    """Points file descriptor 2 back at the terminal (before the program re-executes itself:
+    the new image then finds the terminal there, as this one did)."""
+    if _native_sink is not None:
+        sys.stderr.flush()
+        os.dup2(sys.stderr.fileno(), 2)
+
+
 class RunLog:
     """While open, every log line (INFO included, TensorFlow's and Python warnings too) is
     appended to `path`, after TensorFlow's native start-up lines."""

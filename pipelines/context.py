@@ -60,7 +60,10 @@ class Context:
         self._check_weights()
         self.directory = RunDirectory(config.out_dir, config.results_settings(),
                                       config.overwrite, writable=self.chief)
-        batch = max(config.batch_size, 256)
+        # Evaluation in training-sized batches: a large model at photo resolution holds a whole
+        # batch of activations (and a .tflite interpreter sizes its arena for one), so a batch of
+        # 256 was a run's memory peak.
+        batch = config.batch_size
         self.validation = self._sharded(tfkd.data.batches(
             self.splits.validation, self.splits.preprocessing, config.batch_size))
         self.test = tfkd.data.batches(self.splits.test, self.splits.preprocessing, batch)
@@ -222,12 +225,16 @@ class Context:
                 self.model("teacher"), self.teacher_splits.train,
                 self.teacher_splits.preprocessing,
                 augmentation=config.augmentation, views=config.teacher_cache_views,
-                seed=config.seed,
+                seed=config.seed, batch_size=config.batch_size,
                 base_size=self.splits.preprocessing.image_size if self.paired else None,
                 progress=console.CountProgress("teacher logits"),
-                directory=self.directory.file("teacher_cache") if config.teacher_cache == "disk"
-                else None, writable=self.chief)
+                directory=self.teacher_cache_dir if config.teacher_cache == "disk" else None,
+                writable=self.chief)
         return self._teacher_cache
+
+    @property
+    def teacher_cache_dir(self) -> str:
+        return self.config.teacher_cache_dir or self.directory.file("teacher_cache")
 
     def fit_options(self, stage: str, distilled: bool = False) -> dict:
         """How a training stage fits: resumable from its backup, logged for TensorBoard, with

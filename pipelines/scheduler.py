@@ -4,7 +4,7 @@ import dataclasses
 import errno
 import gc
 import json
-import resource
+import os
 import sys
 import time
 from typing import Optional
@@ -19,7 +19,7 @@ from pipelines import console, run, workers
 from pipelines.config import Config
 from pipelines.context import Context
 from pipelines.stages import STAGE_NAMES, STAGES
-from tfkd import device, files, training
+from tfkd import benchmark, device, files, training
 from tfkd.keras import keras
 
 
@@ -75,6 +75,26 @@ def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -
         return _run_stages(ctx, selected)
 
 
+# Set in the environment of a run that re-executed itself (--isolate_stages): it continues the
+# run, so stages finished by the earlier images are skipped even when --stages names them.
+CONTINUING = "TFKD_CONTINUING_RUN"
+
+
+class ContinueInFreshProcess(Exception):
+    """Raised after a stage under --isolate_stages: the program re-executes itself to run the
+    remaining stages, giving back all the memory this process holds."""
+
+
+def _continuing() -> bool:
+    return os.environ.get(CONTINUING) == "1"
+
+
+def _leaves_memory(stage) -> bool:
+    """Stages after which a fresh process pays off: training (graphs, optimizer state, the
+    allocator's high-water mark) and export (the converter's)."""
+    return bool(stage.model) or stage.name == "export"
+
+
 def _describe(ctx: Context, stage) -> str:
     """A stage's banner text: what it does and, for training, on what."""
     if not stage.model:
@@ -102,17 +122,24 @@ def _run_stage(ctx: Context, stage) -> tuple[list[str], dict]:
 
 def _run_stages(ctx: Context, selected: list[str]) -> dict:
     config, strategy = ctx.config, ctx.strategy
-    # Stages named in --stages run again; with --stages=all finished stages are skipped.
-    rerun = set() if tuple(config.stages) == ("all",) else set(selected)
+    # Stages named in --stages run again; with --stages=all finished stages are skipped (and
+    # always in a run continuing in a fresh process).
+    rerun = set() if tuple(config.stages) == ("all",) or _continuing() else set(selected)
     distributed = tfkd.distribute.is_distributed(strategy)
+    ran_one = False
     for index, stage in enumerate(STAGES):
         if stage.name not in selected:
             continue
         position = (selected.index(stage.name) + 1, len(selected))
         if stage.name not in rerun and ctx.directory.done(stage.name):
             logging.info("Stage %s: finished earlier, files unchanged; skipping.", stage.name)
-            console.banner(*position, stage.name, "finished earlier, files unchanged; skipped")
+            if not _continuing():
+                console.banner(*position, stage.name, "finished earlier, files unchanged; skipped")
             continue
+        if ran_one and config.isolate_stages and not distributed and ctx.chief:
+            logging.info("Continuing the run in a fresh process from stage %s "
+                         "(--isolate_stages).", stage.name)
+            raise ContinueInFreshProcess()
         if not stage.trains and distributed:
             if not ctx.chief:
                 logging.info("Worker %s: training stages done; the chief writes the rest.",
@@ -128,6 +155,7 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
         logging.info("Stage %s: running.", stage.name)
         console.banner(*position, stage.name, _describe(ctx, stage))
         started = time.time()
+        benchmark.reset_peak_rss()
         try:
             outputs, metrics = _run_stage(ctx, stage)
         except training.NonFiniteLoss as error:
@@ -136,9 +164,10 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
                 f"{ctx.directory.file('checkpoints', stage.name)}. Lower --learning_rate (or "
                 "look for broken inputs) and rerun with --overwrite.") from error
         metrics["seconds"] = time.time() - started
-        # The process's peak so far: where a run's memory goes, stage by stage.
-        metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # The stage's own peak: where a run's memory goes, stage by stage.
+        metrics["peak_rss_mb"] = benchmark.peak_rss_bytes() / 2**20
         ctx.directory.record(stage.name, outputs, metrics)
+        ran_one = ran_one or _leaves_memory(stage)
         if stage.trains and not distributed:
             # Later stages read what they need back from the run directory: letting go of this
             # stage's models and graphs keeps a run's memory near its largest stage's.
@@ -147,6 +176,15 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
             gc.collect()
     workers.remove_scratch(config.out_dir, strategy)
     return {s: ctx.directory.metrics(s) for s in STAGE_NAMES if ctx.directory.done(s)}
+
+
+def _reexecute():
+    """Replaces this process with a fresh one running the same command, which continues the run
+    (same pid and terminal; the run's lock was released on the way out)."""
+    console.restore_terminal()
+    sys.stdout.flush()
+    os.environ[CONTINUING] = "1"
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def _no_space(config: Config) -> str:
@@ -176,6 +214,8 @@ def run_from_flags(**overrides) -> tuple[Config, dict, tf.distribute.Strategy]:
     try:
         strategy = tfkd.distribute.make(config.strategy, config.collective_timeout)
         results = execute(config, strategy)
+    except ContinueInFreshProcess:
+        _reexecute()
     except KeyboardInterrupt:
         _exit(f"interrupted. Rerun the same command to resume: finished stages are skipped and "
               f"the training in progress continues from its last epoch in {config.out_dir}.",

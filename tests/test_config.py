@@ -73,6 +73,14 @@ def test_flags_become_typed_settings():
         config_lib.from_flags(_parsed("--threads=1,x"))
 
 
+def test_flag_lines_of_a_config_make_the_same_config():
+    config = Config(image_size=(16, 16), flip=True, pad_crop=2, modes=("int8",), threads=(1, 2),
+                    loss="dkd", loss_params=("alpha=1", "beta=8"), temperature=2.5,
+                    serial=None, teacher_cache="disk", teacher_cache_dir="shared")
+    assert config_lib.from_flags(_parsed(*config_lib.to_flags(config))) == config
+    assert config_lib.from_flags(_parsed(*config_lib.to_flags(Config()))) == Config()
+
+
 def test_an_unknown_choice_is_refused_when_flags_are_parsed():
     with pytest.raises(flags.IllegalFlagValueError, match="should be one of"):
         _parsed("--optimizer=adagrad")
@@ -146,8 +154,9 @@ def test_bad_configuration_is_rejected_before_training(change, message):
 def test_loss_and_its_parameters_come_from_flags():
     loss = Config(loss="dkd", loss_params=("alpha=2", "beta=4"),
                   temperature=3.0).distillation_loss
-    assert loss.get_config() == {"alpha": 2.0, "beta": 4.0, "temperature": 3.0}
-    assert Config(loss="logit_mse").distillation_loss.get_config() == {}
+    assert loss.get_config() == {"alpha": 2.0, "beta": 4.0, "temperature": 3.0,
+                                 "standardize": False}
+    assert Config(loss="logit_mse").distillation_loss.get_config() == {"standardize": False}
 
 
 def test_a_tflite_teacher_file_is_sent_to_the_library_cache(tmp_path):

@@ -45,3 +45,17 @@ def test_written_files_get_the_permissions_of_a_plain_open(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_locked_holds_an_exclusive_lock_until_the_block_ends(tmp_path):
+    import fcntl
+
+    directory = tmp_path / "shared"
+    with files.locked(str(directory)):
+        # Another open file description (as another process has) cannot take it meanwhile.
+        with open(directory / ".lock", "a") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(directory / ".lock", "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(other, fcntl.LOCK_UN)

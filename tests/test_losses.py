@@ -100,7 +100,7 @@ def test_config_round_trip_through_keras_serialization():
     kd = tfkd.losses.KD(temperature=2.5)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(kd))
     assert isinstance(restored, tfkd.losses.KD)
-    assert restored.get_config() == {"temperature": 2.5}
+    assert restored.get_config() == {"temperature": 2.5, "standardize": False}
     assert tfkd.losses.KD.from_config(kd.get_config()).temperature == 2.5
 
 
@@ -279,3 +279,57 @@ def test_rkd_matches_numpy_reference():
                                          25.0, 50.0), rtol=1e-4)
     with pytest.raises(ValueError, match="no sample"):
         tfkd.losses.RKD()(teacher, student, sample_weight=np.ones(7))
+
+
+def numpy_standardized(z):
+    """z-score per row with the sample (n - 1) standard deviation, as Sun et al.'s code."""
+    return (z - z.mean(-1, keepdims=True)) / (z.std(-1, ddof=1, keepdims=True) + 1e-7)
+
+
+@pytest.mark.parametrize("name, kwargs, reference", [
+    ("kd", {"temperature": 2.0}, lambda t, s, y: numpy_kd(t, s, 2.0)),
+    ("dkd", {"alpha": 1.0, "beta": 8.0, "temperature": 4.0},
+     lambda t, s, y: numpy_dkd(t, s, y, 1.0, 8.0, 4.0)),
+    ("dist", {"beta": 1.0, "gamma": 2.0, "temperature": 1.0},
+     lambda t, s, y: numpy_dist(t, s, 1.0, 2.0, 1.0)),
+    ("logit_mse", {}, lambda t, s, y: np.mean((s - t) ** 2)),
+])
+def test_logit_standardization_matches_numpy_reference(name, kwargs, reference):
+    rng = np.random.default_rng(3)
+    teacher = rng.normal(0, 6, (8, 10)).astype(np.float32) + 3.0
+    student = rng.normal(0, 1, (8, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 8)
+    loss = tfkd.losses.get(name, standardize=True, **kwargs)
+    expected = reference(numpy_standardized(teacher.astype(np.float64)),
+                         numpy_standardized(student.astype(np.float64)), labels)
+    value = float(loss(tf.constant(teacher), tf.constant(student), tf.constant(labels)))
+    np.testing.assert_allclose(value, np.mean(expected), rtol=1e-4, atol=1e-6)
+    plain = float(tfkd.losses.get(name, **kwargs)(tf.constant(teacher), tf.constant(student),
+                                                 tf.constant(labels)))
+    assert abs(plain - value) > 1e-3  # the option changes the loss
+
+
+def test_standardized_kd_ignores_the_scale_and_shift_of_either_logits():
+    """The paper's point: a student need not match the teacher's logit magnitude."""
+    rng = np.random.default_rng(0)
+    teacher, student = rng.normal(0, 1, (2, 16, 10)).astype(np.float32)
+    loss = tfkd.losses.KD(temperature=4.0, standardize=True)
+    base = float(loss(teacher, student))
+    assert float(loss(5.0 * teacher + 2.0, student)) == pytest.approx(base, rel=1e-4)
+    assert float(loss(teacher, 0.1 * student - 7.0)) == pytest.approx(base, rel=1e-4)
+    # Without it, the teacher's scale changes the target.
+    plain = tfkd.losses.KD(temperature=4.0)
+    assert float(plain(5.0 * teacher, student)) != pytest.approx(float(plain(teacher, student)),
+                                                                 rel=1e-2)
+
+
+def test_standardize_comes_from_loss_params_and_survives_serialization():
+    loss = tfkd.losses.from_spec("dkd", ["beta=2", "standardize=true"], temperature=4.0)
+    assert loss.standardize and loss.beta == 2.0
+    assert not tfkd.losses.from_spec("kd", ["standardize=false"]).standardize
+    with pytest.raises(ValueError, match="standardize takes true or false"):
+        tfkd.losses.from_spec("kd", ["standardize=maybe"])
+    with pytest.raises(TypeError, match="standardize"):
+        tfkd.losses.KD(standardize="yes")
+    restored = type(loss).from_config(loss.get_config())
+    assert restored.standardize and restored.get_config() == loss.get_config()

@@ -296,6 +296,32 @@ def test_main_with_the_readme_flagfile_prints_the_report(tmp_path):
 
 
 @pytest.mark.slow
+def test_isolated_stages_run_in_fresh_processes_with_the_same_results(tmp_path):
+    """--isolate_stages: the program re-executes itself after each training stage and the
+    export; every banner shows once, and each stage's result is the one it has in one process."""
+    flags = ["--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=2",
+             "--student_epochs=2", "--qat_epochs=1", "--modes=float32,int8",
+             "--max_drop_points=100", "--benchmark_runs=3"]
+    isolated = _main(*flags, "--isolate_stages", f"--out_dir={tmp_path / 'isolated'}")
+    assert isolated.returncode == 0, isolated.stderr[-3000:]
+    for index, name in enumerate(STAGE_NAMES[:-2] + ("report",), 1):
+        assert isolated.stdout.count(f"== [{index}/9] {name}:") == 1, name
+    assert "Run directory:" in isolated.stdout
+    log = (tmp_path / "isolated" / "logs" / "run.log").read_text()
+    # After teacher, baseline, student, qad and export.
+    assert log.count("Continuing the run in a fresh process") == 5
+    single = _main(*flags, f"--out_dir={tmp_path / 'single'}")
+    assert single.returncode == 0, single.stderr[-3000:]
+    manifests = [json.loads((tmp_path / run / "manifest.json").read_text())["stages"]
+                 for run in ("isolated", "single")]
+    for stage in ("teacher", "baseline", "student", "qad"):
+        assert manifests[0][stage]["metrics"]["accuracy"] == \
+            manifests[1][stage]["metrics"]["accuracy"], stage
+    assert manifests[0]["verify"]["metrics"]["accuracy"] == \
+        manifests[1]["verify"]["metrics"]["accuracy"]
+
+
+@pytest.mark.slow
 def test_cifar10_flagfile_runs_on_the_real_image_sample(tmp_path):
     from tests.conftest import CIFAR_SAMPLE
 

@@ -1,8 +1,10 @@
-"""Atomic file writes: a crash never leaves a truncated artifact under its final name."""
+"""Atomic file writes: a crash never leaves a truncated artifact under its final name. A
+lock for directories that several processes fill."""
 
 import contextlib
 import hashlib
 import errno
+import fcntl
 import os
 import tempfile
 from typing import Iterator
@@ -39,6 +41,20 @@ def atomic_path(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def locked(directory: str) -> Iterator[None]:
+    """Holds an exclusive lock on `directory` (waiting for it): runs that share a directory
+    (the trials of a search) fill it once, the others wait and then read what it holds. The
+    kernel releases the lock when its process ends, however it ends."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, ".lock"), "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_text(path: str, text: str) -> None:

@@ -16,6 +16,7 @@ from tfkd.registry import Registry
 
 _REGISTRY: Registry[type] = Registry("loss")
 DEFAULT_TEMPERATURE = 4.0
+BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
 def register(name: str):
@@ -51,7 +52,8 @@ def available() -> list[str]:
 
 def from_spec(name: str, params: Sequence[str] = (), temperature: Optional[float] = None
               ) -> "LogitLoss":
-    """The loss `name` built from `key=value` strings, e.g. `from_spec("dkd", ["beta=2"])`.
+    """The loss `name` built from `key=value` strings, e.g. `from_spec("dkd", ["beta=2"])` or
+    `from_spec("kd", ["standardize=true"])`.
 
     `temperature`, when given, is passed to losses that take one (others ignore it); every
     other parameter keeps its paper's default unless named in `params`.
@@ -64,6 +66,11 @@ def from_spec(name: str, params: Sequence[str] = (), temperature: Optional[float
         if not value or not takes(name, key) or (key == "temperature" and temperature is not None):
             raise ValueError(f"'{item}' is not a key=value parameter of loss '{name}' (temperature "
                              "is given separately).")
+        if key == "standardize":
+            if value.lower() not in BOOLEANS:
+                raise ValueError(f"'{item}': standardize takes true or false.")
+            kwargs[key] = BOOLEANS[value.lower()]
+            continue
         try:
             kwargs[key] = float(value)
         except ValueError as error:
@@ -100,8 +107,32 @@ def _check_temperature(temperature: float) -> float:
     return float(temperature)
 
 
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return value
+
+
+def standardized(logits: tf.Tensor) -> tf.Tensor:
+    """Each row z-scored over the classes: `(z - mean(z)) / (std(z) + 1e-7)`, with the sample
+    (n - 1) standard deviation, as the reference code of Sun et al., "Logit Standardization in
+    Knowledge Distillation", CVPR 2024."""
+    mean = tf.reduce_mean(logits, axis=-1, keepdims=True)
+    count = tf.cast(tf.shape(logits)[-1], logits.dtype)
+    variance = tf.reduce_sum(tf.square(logits - mean), axis=-1, keepdims=True) / (count - 1.0)
+    return (logits - mean) / (tf.sqrt(variance) + 1e-7)
+
+
 class LogitLoss:
-    """Base class of losses between teacher and student logits of shape `(batch, classes)`."""
+    """Base class of losses between teacher and student logits of shape `(batch, classes)`.
+
+    Logit losses take `standardize`: z-score both logit rows before the loss (Sun et al.,
+    CVPR 2024), so the student matches the teacher's logit *relations* rather than their
+    magnitude, which a small student may not be able to reach. The temperature then divides the
+    standardized logits.
+    """
+
+    standardize = False
 
     def per_example(
         self, teacher_logits: tf.Tensor, student_logits: tf.Tensor, labels: Optional[tf.Tensor]
@@ -116,12 +147,18 @@ class LogitLoss:
         labels: Optional[tf.Tensor] = None,
         sample_weight: Optional[tf.Tensor] = None,
     ) -> tf.Tensor:
-        # Softmax and log in float32 even under mixed precision: float16 KL underflows.
-        teacher_logits = tf.cast(teacher_logits, tf.float32)
-        student_logits = tf.cast(student_logits, tf.float32)
+        teacher_logits, student_logits = self._prepared(teacher_logits, student_logits)
         return weighted_batch_mean(
             self.per_example(teacher_logits, student_logits, labels), sample_weight
         )
+
+    def _prepared(self, teacher_logits: tf.Tensor, student_logits: tf.Tensor):
+        # Softmax and log in float32 even under mixed precision: float16 KL underflows.
+        teacher_logits = tf.cast(teacher_logits, tf.float32)
+        student_logits = tf.cast(student_logits, tf.float32)
+        if self.standardize:
+            return standardized(teacher_logits), standardized(student_logits)
+        return teacher_logits, student_logits
 
     def get_config(self) -> dict:
         return {}
@@ -147,10 +184,12 @@ class KD(LogitLoss):
 
     Args:
         temperature: softening temperature T > 0.
+        standardize: z-score both logit rows first (see `LogitLoss`).
     """
 
-    def __init__(self, temperature: float = DEFAULT_TEMPERATURE):
+    def __init__(self, temperature: float = DEFAULT_TEMPERATURE, standardize: bool = False):
         self.temperature = _check_temperature(temperature)
+        self.standardize = _check_bool("standardize", standardize)
 
     def per_example(self, teacher_logits, student_logits, labels=None):
         del labels  # KD needs only the teacher's distribution.
@@ -163,7 +202,7 @@ class KD(LogitLoss):
         return (t**2) * kl
 
     def get_config(self) -> dict:
-        return {"temperature": self.temperature}
+        return {"temperature": self.temperature, "standardize": self.standardize}
 
 
 def _check_nonnegative(name: str, value: float) -> float:
@@ -193,13 +232,15 @@ class DKD(LogitLoss):
         alpha: weight of the target-class term.
         beta: weight of the non-target-class term.
         temperature: softening temperature T > 0.
+        standardize: z-score both logit rows first (see `LogitLoss`).
     """
 
     def __init__(self, alpha: float = 1.0, beta: float = 8.0,
-                 temperature: float = DEFAULT_TEMPERATURE):
+                 temperature: float = DEFAULT_TEMPERATURE, standardize: bool = False):
         self.alpha = _check_nonnegative("alpha", alpha)
         self.beta = _check_nonnegative("beta", beta)
         self.temperature = _check_temperature(temperature)
+        self.standardize = _check_bool("standardize", standardize)
 
     def per_example(self, teacher_logits, student_logits, labels=None):
         if labels is None:
@@ -220,7 +261,8 @@ class DKD(LogitLoss):
         return (t**2) * (self.alpha * tckd + self.beta * nckd)
 
     def get_config(self) -> dict:
-        return {"alpha": self.alpha, "beta": self.beta, "temperature": self.temperature}
+        return {"alpha": self.alpha, "beta": self.beta, "temperature": self.temperature,
+                "standardize": self.standardize}
 
 
 def _pearson_distance(a: tf.Tensor, b: tf.Tensor, axis: int) -> tf.Tensor:
@@ -246,12 +288,15 @@ class DIST(LogitLoss):
         beta: weight of the inter-class term.
         gamma: weight of the intra-class term.
         temperature: softening temperature T > 0 (the paper uses 1 on ImageNet, 4 on CIFAR).
+        standardize: z-score both logit rows first (see `LogitLoss`).
     """
 
-    def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0):
+    def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0,
+                 standardize: bool = False):
         self.beta = _check_nonnegative("beta", beta)
         self.gamma = _check_nonnegative("gamma", gamma)
         self.temperature = _check_temperature(temperature)
+        self.standardize = _check_bool("standardize", standardize)
 
     def _probabilities(self, teacher_logits, student_logits):
         t = self.temperature
@@ -265,22 +310,31 @@ class DIST(LogitLoss):
         if sample_weight is not None:
             raise ValueError("DIST's intra-class term is defined over the whole batch and takes "
                              "no sample weights; drop sample_weight or use KD/DKD.")
-        teacher_logits = tf.cast(teacher_logits, tf.float32)
-        student_logits = tf.cast(student_logits, tf.float32)
+        teacher_logits, student_logits = self._prepared(teacher_logits, student_logits)
         inter = tf.reduce_mean(self.per_example(teacher_logits, student_logits))
         y_t, y_s = self._probabilities(teacher_logits, student_logits)
         intra = tf.reduce_mean(_pearson_distance(y_s, y_t, axis=0))
         return inter + (self.temperature**2) * self.gamma * intra
 
     def get_config(self) -> dict:
-        return {"beta": self.beta, "gamma": self.gamma, "temperature": self.temperature}
+        return {"beta": self.beta, "gamma": self.gamma, "temperature": self.temperature,
+                "standardize": self.standardize}
 
 
 @register("logit_mse")
 class LogitMSE(LogitLoss):
     """Mean squared error between logits, `mean_c (s_c - t_c)**2` per example (Ba & Caruana
     2014; Kim et al. 2021 show KD tends to it as the temperature grows). No temperature.
+
+    Args:
+        standardize: z-score both logit rows first (see `LogitLoss`).
     """
+
+    def __init__(self, standardize: bool = False):
+        self.standardize = _check_bool("standardize", standardize)
+
+    def get_config(self) -> dict:
+        return {"standardize": self.standardize}
 
     def per_example(self, teacher_logits, student_logits, labels=None):
         return tf.reduce_mean(tf.square(student_logits - teacher_logits), axis=-1)

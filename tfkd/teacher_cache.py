@@ -20,6 +20,7 @@ augmentation, the number of views and the seed. Anything else rebuilds it.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -193,18 +194,34 @@ def build(
         "views": views, "seed": int(seed), "base_size": base_size,
     }
     key = json.loads(json.dumps(key))  # tuples become lists, as when read back from disk
-    if directory is not None:
+    fill = functools.partial(_fill, members=members, dataset=dataset,
+                             preprocessing=preprocessing, augmentation=augmentation, seed=seed,
+                             teacher_weights=teacher_weights, batch_size=batch_size,
+                             base_size=base_size, progress=progress)
+    if directory is None:
+        return _in_memory(fill, key, augmentation, seed)
+    if not writable:
+        stored = _read(directory, key, in_memory_limit)
+        return (TeacherCache(stored, key, augmentation, seed, reused=True) if stored is not None
+                else _in_memory(fill, key, augmentation, seed))
+    # Runs sharing `directory` (a search's trials) build the cache once; the others wait for it.
+    with files.locked(directory):
         stored = _read(directory, key, in_memory_limit)
         if stored is not None:
             logging.info("Reusing the teacher cache in %s (%d examples x %d views).", directory,
                          count, views)
             return TeacherCache(stored, key, augmentation, seed, reused=True)
+        return _write(directory, fill, key, augmentation, seed, in_memory_limit)
 
-    if directory is None or not writable:
-        logits = np.zeros((views, count, num_classes), np.float32)
-        _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
-              batch_size, base_size, progress)
-        return TeacherCache(logits, key, augmentation, seed)
+
+def _in_memory(fill: Callable, key: dict, augmentation, seed: int) -> TeacherCache:
+    logits = np.zeros((key["views"], key["examples"], key["classes"]), np.float32)
+    fill(logits)
+    return TeacherCache(logits, key, augmentation, seed)
+
+
+def _write(directory: str, fill: Callable, key: dict, augmentation, seed: int,
+           in_memory_limit: int) -> TeacherCache:
     # A key left from an earlier cache must not vouch for the logits written below.
     key_path = os.path.join(directory, KEY_FILE)
     if os.path.exists(key_path):
@@ -212,10 +229,10 @@ def build(
     logits_path = os.path.join(directory, LOGITS_FILE)
     with files.atomic_path(logits_path) as tmp:
         # Written straight to disk: a large set's logits need not fit in memory.
-        logits = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                           shape=(views, count, num_classes))
-        _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
-              batch_size, base_size, progress)
+        logits = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.float32,
+            shape=(key["views"], key["examples"], key["classes"]))
+        fill(logits)
         logits.flush()
         del logits
     # The key is written last: a cache without a matching key is never read.

@@ -1,0 +1,152 @@
+"""The search program on Ray Tune + Optuna: a killed search resumes, failed trials are recorded,
+a 2-node cluster on loopback runs trials on both nodes, and bad input stops it before any trial.
+
+The tests of this file run one after another (pytest-xdist's loadfile), so only one Ray cluster
+exists at a time."""
+
+import glob
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS = os.path.join(ROOT, "pipelines", "configs", "digits.flags")
+# One epoch each, no QAD, one export mode: a trial is its process start and a few seconds.
+TINY = ["--teacher_epochs=1", "--student_epochs=1", "--qat_epochs=0", "--modes=float32",
+        "--benchmark_runs=3", "--trial_memory_gb=0.5"]
+
+
+def _command(out_dir, space_path, *extra):
+    return [sys.executable, "-m", "pipelines.search", f"--flagfile={DIGITS}",
+            f"--space={space_path}", f"--out_dir={out_dir}", *TINY, *extra]
+
+
+def _env(**extra):
+    return dict(os.environ, PYTHONPATH=ROOT, RAY_USAGE_STATS_ENABLED="0", **extra)
+
+
+def _space(tmp_path, text):
+    path = tmp_path / "test.space"
+    path.write_text(text)
+    return str(path)
+
+
+def _finished_trials(out_dir):
+    return sorted(os.path.basename(os.path.dirname(p))
+                  for p in glob.glob(os.path.join(out_dir, "trials", "*", "report.md")))
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
+    """SIGKILL mid-search, rerun the same command: the finished trials are kept (their logs
+    untouched), the search completes, and the failing trials are recorded with their error."""
+    out = str(tmp_path / "search")
+    # A learning rate of 1e30 makes the loss non-finite: those trials fail, the others go on.
+    command = _command(out, _space(tmp_path, "learning_rate: 0.001 | 1e30\n"
+                                             "temperature: 1.0 .. 4.0\n"), "--trials=4")
+    first = subprocess.Popen(command, cwd=ROOT, env=_env(), start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not _finished_trials(out) and time.time() < deadline and first.poll() is None:
+        time.sleep(1)
+    finished = _finished_trials(out)
+    assert finished, "no trial finished before the deadline"
+    time.sleep(3)  # Ray Tune saves its experiment state every few seconds
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    logs = {name: os.path.getsize(os.path.join(out, "trials", f"{name}.log"))
+            for name in _finished_trials(out)}
+
+    second = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    for name, size in logs.items():
+        assert os.path.getsize(os.path.join(out, "trials", f"{name}.log")) == size, name
+    report = json.loads(open(os.path.join(out, "report.json")).read())
+    assert report["finished"] + len(report["failed"]) == 4
+    assert len(glob.glob(os.path.join(out, "trials", "*.flags"))) == 4
+    assert all(p["params"]["learning_rate"] == "0.001" for p in report["points"])
+    assert all(f["params"]["learning_rate"] == "1e30" and "loss became nan" in f["error"]
+               for f in report["failed"])
+    assert set(logs) <= {p["name"] for p in report["points"]}
+    # The recommendation is on the front and was exported with its card.
+    recommended = report["recommended"]
+    assert recommended["name"] in {p["name"] for p in report["front"]}
+    assert os.path.exists(os.path.join(out, "recommended", os.path.basename(recommended["file"])))
+    assert os.path.exists(os.path.join(out, "recommended", "model_card.json"))
+    assert "## Pareto front" in open(os.path.join(out, "report.md")).read()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_node_cluster_on_loopback_runs_trials_on_both_nodes(tmp_path):
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    port = _free_port()
+    # Ray clusters authenticate with a token every node and driver shares.
+    env = _env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    try:
+        subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=1",
+                        "--include-dashboard=false", "--disable-usage-stats"], env=env,
+                       check=True, capture_output=True, timeout=120)
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1"], env=env,
+                       check=True, capture_output=True, timeout=120)
+        out = str(tmp_path / "search")
+        # Each node has one CPU and each trial asks for one: two trials run, one per node.
+        search = subprocess.run(
+            _command(out, _space(tmp_path, "temperature: 1.0 .. 4.0\n"), "--trials=2",
+                     f"--address=127.0.0.1:{port}"),
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert search.returncode == 0, search.stderr[-3000:]
+        report = json.loads(open(os.path.join(out, "report.json")).read())
+        assert report["finished"] == 2
+        assert len({p["node"] for p in report["points"]}) == 2
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+# The other bad inputs (unknown or teacher-side parameters, bad values, bad objectives) are
+# refused by the functions the program calls: tests/test_space.py, test_search_report.py. These
+# start the program (a TensorFlow import each): in the slow suite, beside the other Ray tests.
+@pytest.mark.slow
+@pytest.mark.parametrize("space_text, extra, message", [
+    ("# nothing\n", [], "is empty"),
+    ("temperature: 1 .. 4\n", ["--address=127.0.0.1:1"], "no Ray cluster answers there"),
+])
+def test_bad_input_stops_before_any_trial_and_writes_nothing(tmp_path, space_text, extra,
+                                                             message):
+    out = tmp_path / "search"
+    result = subprocess.run(_command(str(out), _space(tmp_path, space_text), *extra), cwd=ROOT,
+                            env=_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_an_unreachable_address_is_named_with_the_fix():
+    from pipelines import search
+
+    with pytest.raises(ValueError, match="ray start --head") as error:
+        search._check_address(f"127.0.0.1:{_free_port()}")
+    assert "no Ray cluster answers there" in str(error.value)
+
+
+def test_a_trial_ships_its_qad_file_when_there_is_one():
+    from pipelines import search
+
+    card = {"variants": {"student_int8": {}, "student_qad_int8": {}, "student_float16": {}}}
+    assert search.shipped_variant(card, "int8") == "student_qad_int8"
+    assert search.shipped_variant(card, "float16") == "student_float16"
+    with pytest.raises(ValueError, match="No dynamic student"):
+        search.shipped_variant(card, "dynamic")
