@@ -167,7 +167,11 @@ def main(argv):
     with open(os.path.join(out_dir, "report.json"), encoding="utf-8") as f:
         # The results ship: no paths of this machine in them.
         report = json.loads(f.read().replace(work, "WORK"))
+    with open(os.path.join(out_dir, "manifest.json"), encoding="utf-8") as f:
+        stages = json.load(f)["stages"]
     results["pipeline"] = {"seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"],
+                           "stage_peak_rss_mb": {name: entry["metrics"]["peak_rss_mb"]
+                                                 for name, entry in stages.items()},
                            "epoch_seconds": _epoch_seconds(run["output"]),
                            "terminal_lines": run["output"].count("\n"),
                            "flags": FLAGS.pipeline_flags, "report": report}
@@ -210,7 +214,9 @@ def _markdown(results: dict) -> str:
         f"The whole recipe (`pipelines/configs/photos.flags`"
         f"{', ' + ' '.join(pipeline['flags']) if pipeline['flags'] else ''}): "
         f"{pipeline['seconds'] / 60:.1f} min wall, peak RSS {pipeline['peak_rss_mb']:.0f} MB, "
-        f"{pipeline['terminal_lines']} lines of output.",
+        f"{pipeline['terminal_lines']} lines of output. Peak RSS of each stage (MB, from the "
+        "run's manifest): " + ", ".join(f"{name} {mb:.0f}" for name, mb in
+                                        pipeline.get("stage_peak_rss_mb", {}).items()) + ".",
         "",
         "| training stage | seconds per epoch |",
         "|---|---|",

@@ -56,6 +56,14 @@ class Config:
         "auto", "Where decoded images are kept: memory, disk (reused by later runs on the same "
         "files; $TFKD_CACHE or ~/.cache/tfkd) or auto (memory up to 1 GiB).",
         choices=tfkd.data.DATA_CACHES, affects_results=False)
+    label_fraction: float = setting(
+        1.0, "Keep the labels of this stratified share of the training split and hide the "
+        "others (for experiments with few labels): the teacher and the student alone learn from "
+        "the labeled images, the distilled student from the teacher on every image.", above=0)
+    unlabeled: str = setting(
+        "", "folder:PATH of extra images without labels (any layout), e.g. all the photos "
+        "nobody labeled: the distilled student learns from the teacher's soft targets on them "
+        "(the teacher cache covers them too).")
     teacher: str = setting(
         "cnn_large", "Teacher: a registered model name to train, keras_applications:NAME (a "
         "keras.applications backbone with a new head, fine-tuned), or a trained teacher to "
@@ -262,6 +270,12 @@ class Config:
                     tfkd.data.check_image_size(value)
                 except ValueError as error:
                     raise ValueError(f"--{name}={','.join(map(str, value))}: {error}") from error
+        if self.label_fraction > 1.0:
+            raise ValueError(f"--label_fraction must be in (0, 1]. Received: "
+                             f"{self.label_fraction}")
+        if self.unlabeled and not self.unlabeled.startswith("folder:"):
+            raise ValueError(f"--unlabeled={self.unlabeled}: give folder:PATH, a folder of "
+                             "images without labels.")
         if self.teacher_image_size and not self.image_size:
             raise ValueError("--teacher_image_size needs --image_size too (the student's size), "
                              "e.g. --image_size=128,128 --teacher_image_size=224,224.")

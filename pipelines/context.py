@@ -41,6 +41,12 @@ class Context:
             image_size=config.student_size, extra_sizes=[teacher_size] if teacher_size else [],
             resize=config.resize, cache=config.data_cache,
             progress=console.CountProgress("decoding images"))
+        if config.label_fraction < 1.0:
+            self.splits = tfkd.data.hide_labels(self.splits, config.label_fraction, config.seed)
+        if config.unlabeled:
+            self.splits = tfkd.data.with_unlabeled(
+                self.splits, config.unlabeled.removeprefix("folder:"), cache=config.data_cache,
+                progress=console.CountProgress("decoding unlabeled images"))
         self.teacher_splits = self.splits.at(teacher_size) if teacher_size else self.splits
         # The teacher sees its own resolution: it gets both images in each batch.
         self.paired = self.teacher_splits is not self.splits
@@ -204,7 +210,9 @@ class Context:
                                                config.batch_size, shuffle=True,
                                                augmentation=config.augmentation, seed=seed)
         else:
-            batches = tfkd.data.batches(self.splits.train, self.splits.preprocessing,
+            # Without the teacher only labels teach: the labeled images, as many steps an epoch.
+            train = tfkd.data.labeled_train(self.splits) if not distilled else self.splits.train
+            batches = tfkd.data.batches(train, self.splits.preprocessing,
                                         config.batch_size, shuffle=True,
                                         augmentation=config.augmentation, seed=seed,
                                         base_size=base_size)
@@ -214,7 +222,8 @@ class Context:
         """The teacher's training batches, at its resolution."""
         config = self.config
         return tfkd.distribute.shard_by_data(tfkd.data.batches(
-            self.teacher_splits.train, self.teacher_splits.preprocessing, config.batch_size,
+            tfkd.data.labeled_train(self.teacher_splits), self.teacher_splits.preprocessing,
+            config.batch_size,
             shuffle=True, augmentation=config.augmentation, seed=config.seed + TEACHER_DATA))
 
     def teacher_cache(self) -> "tfkd.teacher_cache.TeacherCache":

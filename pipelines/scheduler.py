@@ -103,8 +103,13 @@ def _describe(ctx: Context, stage) -> str:
     teacher = stage.model == "teacher"
     architecture = config.teacher if teacher else config.student
     size = (ctx.teacher_splits if teacher else ctx.splits).preprocessing.image_size
-    return (f"{stage.what}: {architecture} at {size[0]}x{size[1]}, "
-            f"{ctx.splits.sizes['train']:,} training images, "
+    sizes = ctx.splits.sizes
+    labeled = sizes.get("labeled", sizes["train"])
+    # The teacher and the student alone learn from the labeled images only.
+    images = (f"{sizes['train']:,} training images" if labeled == sizes["train"] else
+              f"{labeled:,} labeled training images" if stage.name in ("teacher", "baseline")
+              else f"{sizes['train']:,} training images ({labeled:,} labeled)")
+    return (f"{stage.what}: {architecture} at {size[0]}x{size[1]}, {images}, "
             f"{getattr(config, stage.epochs)} epoch(s)")
 
 

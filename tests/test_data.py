@@ -298,3 +298,69 @@ def test_a_distiller_teaches_at_the_teachers_own_resolution():
     log_p_s -= np.log(np.exp(log_p_s).sum(-1, keepdims=True))
     kd = 16.0 * (p_t * (np.log(p_t) - log_p_s)).sum(-1).mean()
     assert got["distillation_loss"] == pytest.approx(kd, rel=1e-4)
+
+
+def test_hidden_labels_keep_a_stratified_share_and_the_images():
+    splits = tfkd.data.load("digits", seed=0)
+    labels = tfkd.data.train_labels(splits)
+    hidden = tfkd.data.hide_labels(splits, 0.1, seed=3)
+    kept = tfkd.data.train_labels(hidden)
+    labeled = kept != tfkd.data.UNLABELED
+    assert hidden.sizes["labeled"] == int(labeled.sum()) and hidden.sizes["train"] == len(labels)
+    # Kept labels are the true ones; about a tenth of every class keeps its label.
+    np.testing.assert_array_equal(kept[labeled], labels[labeled])
+    for c in range(10):
+        members = labels == c
+        assert labeled[members].sum() == max(1, round(members.sum() * 0.1))
+    # The images are untouched, at every resolution, and validation/test keep their labels.
+    before = np.stack([x for x, _ in splits.train.as_numpy_iterator()])
+    after = np.stack([x for x, _ in hidden.at((8, 8)).train.as_numpy_iterator()])
+    np.testing.assert_array_equal(before, after)
+    assert (tfkd.data.train_labels(dataclasses_replace_train(hidden, hidden.test)) >= 0).all()
+    # Reproducible by seed.
+    np.testing.assert_array_equal(kept, tfkd.data.train_labels(
+        tfkd.data.hide_labels(splits, 0.1, seed=3)))
+
+
+def dataclasses_replace_train(splits, dataset):
+    import dataclasses
+
+    return dataclasses.replace(splits, train=dataset)
+
+
+def test_labeled_train_repeats_the_labeled_images_to_a_full_epoch():
+    hidden = tfkd.data.hide_labels(tfkd.data.load("digits", seed=0), 0.1, seed=0)
+    labeled = tfkd.data.labeled_train(hidden)
+    labels = np.fromiter((y for _, y in labeled.as_numpy_iterator()), np.int64)
+    assert (labels >= 0).all()
+    repeats = round(hidden.sizes["train"] / hidden.sizes["labeled"])
+    assert len(labels) == int(labeled.cardinality()) == hidden.sizes["labeled"] * repeats
+    # Without hidden labels the training split itself.
+    plain = tfkd.data.load("digits", seed=0)
+    assert tfkd.data.labeled_train(plain) is plain.train
+
+
+def test_unlabeled_folder_joins_the_training_split_at_every_resolution(tmp_path):
+    unlabeled = tmp_path / "unlabeled" / "any" / "depth"
+    unlabeled.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (40 + i, 60, 3), np.uint8)).save(
+            unlabeled / f"u{i}.jpg")
+    splits = tfkd.data.load(f"folder:{CIFAR_SAMPLE}", image_size=(24, 24),
+                            extra_sizes=[(32, 32)])
+    joined = tfkd.data.with_unlabeled(splits, str(tmp_path / "unlabeled"))
+    assert joined.sizes["train"] == splits.sizes["train"] + 5
+    assert joined.sizes["labeled"] == splits.sizes["train"]
+    for size in ((24, 24), (32, 32)):
+        examples = list(joined.at(size).train.as_numpy_iterator())
+        assert len(examples) == joined.sizes["train"]
+        assert all(x.shape == (*size, 3) for x, _ in examples)
+        assert [y for _, y in examples[-5:]] == [tfkd.data.UNLABELED] * 5
+    with pytest.raises(FileNotFoundError, match="Unlabeled image folder"):
+        tfkd.data.with_unlabeled(splits, str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        tfkd.data.with_unlabeled(splits, str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="channel"):
+        tfkd.data.with_unlabeled(tfkd.data.load("digits"), str(tmp_path / "unlabeled"))

@@ -461,3 +461,31 @@ def test_mixed_precision_scales_the_loss_and_computes_it_in_float32():
         assert history["loss"][-1] < history["loss"][0]
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_unlabeled_examples_learn_from_the_teacher_only():
+    """Hard-label loss: the mean over labeled examples; distillation: every example; DKD's
+    target class for an unlabeled example is the teacher's top class; accuracy: labeled only."""
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(0, 2, (6, 4)).astype(np.float32)
+    student = rng.normal(0, 1, (6, 4)).astype(np.float32)
+    labels = np.array([0, -1, 2, -1, 3, 1])
+    distiller = tfkd.Distiller(student=keras.Sequential([keras.layers.Dense(4, input_shape=(4,))]),
+                               teacher=None, loss=tfkd.losses.DKD(temperature=2.0),
+                               student_loss_weight=0.3)
+    total, hard, soft = distiller._compute_losses(tf.constant(labels), tf.constant(student),
+                                                  tf.constant(teacher), None)
+    labeled = labels >= 0
+    log_p = student - np.log(np.exp(student).sum(-1, keepdims=True))
+    expected_hard = -np.mean(log_p[labeled, labels[labeled]])
+    filled = np.where(labeled, labels, teacher.argmax(-1))
+    expected_soft = float(tfkd.losses.DKD(temperature=2.0)(teacher, student, filled))
+    np.testing.assert_allclose(float(hard), expected_hard, rtol=1e-5)
+    np.testing.assert_allclose(float(soft), expected_soft, rtol=1e-5)
+    np.testing.assert_allclose(float(total), 0.3 * expected_hard + 0.7 * expected_soft,
+                               rtol=1e-5)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    distiller._update_trackers(tf.constant(labels), tf.constant(student), None, total, hard, soft)
+    accuracy = [m for m in distiller.metrics if m.name == "accuracy"][0].result()
+    assert float(accuracy) == pytest.approx(np.mean(student[labeled].argmax(-1) ==
+                                                    labels[labeled]))

@@ -216,3 +216,15 @@ def test_every_model_structure_survives_qat_and_int8_conversion(name):
     content = export.convert(qat, "int8_io_int8")
     logits = evaluate.TFLiteClassifier(content).predict(images)
     assert logits.shape == (4, 10) and np.all(np.isfinite(logits))
+
+
+def test_representative_set_tops_up_short_classes_with_unlabeled_images():
+    hidden = tfkd.data.hide_labels(tfkd.data.load("digits", seed=0), 0.1, seed=0)
+    labels = tfkd.data.train_labels(hidden)
+    representative = tfkd.export.representative_set(hidden, 200)
+    assert len(representative.images) == 200
+    per_class = np.bincount(labels[labels >= 0], minlength=10)
+    taken = representative.describe()["per_class"]
+    # Every labeled image of a class below its quota of 20, and no unlabeled one as a class.
+    assert taken == [min(20, int(n)) for n in per_class]
+    assert representative.describe()["unlabeled"] == 200 - sum(taken)

@@ -49,8 +49,10 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     untouched), the search completes, and the failing trials are recorded with their error."""
     out = str(tmp_path / "search")
     # A learning rate of 1e30 makes the loss non-finite: those trials fail, the others go on.
+    # And a budget no candidate meets: the search warns first, then recommends the fastest.
     command = _command(out, _space(tmp_path, "learning_rate: 0.001 | 1e30\n"
-                                             "temperature: 1.0 .. 4.0\n"), "--trials=4")
+                                             "temperature: 1.0 .. 4.0\n"), "--trials=4",
+                       "--latency_budget_ms=0.000001")
     first = subprocess.Popen(command, cwd=ROOT, env=_env(), start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -67,6 +69,7 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     second = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True,
                             timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "no candidate can meet --latency_budget_ms=1e-06" in second.stderr
     for name, size in logs.items():
         assert os.path.getsize(os.path.join(out, "trials", f"{name}.log")) == size, name
     report = json.loads(open(os.path.join(out, "report.json")).read())
@@ -79,6 +82,8 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     # The recommendation is on the front and was exported with its card.
     recommended = report["recommended"]
     assert recommended["name"] in {p["name"] for p in report["front"]}
+    assert report["recommendation"].startswith("No model met the budget")
+    assert recommended["latency_ms"] == min(p["latency_ms"] for p in report["front"])
     assert os.path.exists(os.path.join(out, "recommended", os.path.basename(recommended["file"])))
     assert os.path.exists(os.path.join(out, "recommended", "model_card.json"))
     assert "## Pareto front" in open(os.path.join(out, "report.md")).read()

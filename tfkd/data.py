@@ -352,17 +352,8 @@ def _load_folder(
             )
 
     headers = {split: images.read_headers(paths) for split, (paths, _) in chosen.items()}
-    oversized = [(path, h) for split, (paths, _) in chosen.items()
-                 for path, h in zip(paths, headers[split])
-                 if h.width * h.height > images.MAX_IMAGE_PIXELS]
-    if oversized:
-        path, header = oversized[0]
-        raise ValueError(
-            f"{len(oversized)} image(s) in {root} are too large to decode safely, e.g. "
-            f"{os.fsdecode(path)} is {header.width}x{header.height} "
-            f"({header.width * header.height / 1e6:.0f} megapixels; the limit is "
-            f"{images.MAX_IMAGE_PIXELS / 1e6:.0f}). Fix: downscale them (they are resized to "
-            "the model's input anyway).")
+    _refuse_oversized(root, [(path, h) for split, (paths, _) in chosen.items()
+                             for path, h in zip(paths, headers[split])])
     if image_size is None:
         image_size = _default_image_size(root, [h for hs in headers.values() for h in hs])
     sizes = [image_size] + [s for s in dict.fromkeys(extra_sizes) if s != image_size]
@@ -387,12 +378,7 @@ def _load_folder(
         offset += len(paths)
         decoded[split] = result.images
         bad += result.bad
-    if bad:
-        raise ValueError(
-            f"{len(bad)} image(s) in {root} cannot be decoded, e.g. "
-            f"{[os.fsdecode(p) for p in bad[:5]]}. Fix: delete or re-encode them (JPEG or "
-            "PNG)."
-        )
+    _refuse_undecodable(root, bad)
 
     resolutions = {size: tuple(images.dataset(decoded[split][size], chosen[split][1])
                                for split in ("train", "validation", "test")) for size in sizes}
@@ -407,6 +393,139 @@ def _load_folder(
         sizes={split: len(paths) for split, (paths, _) in chosen.items()},
         resolutions=resolutions,
     )
+
+
+def _refuse_oversized(root: str, files: Sequence[tuple]) -> None:
+    """`ValueError` naming the `(path, header)` images too large to decode safely."""
+    oversized = [(path, h) for path, h in files if h.width * h.height > images.MAX_IMAGE_PIXELS]
+    if oversized:
+        path, header = oversized[0]
+        raise ValueError(
+            f"{len(oversized)} image(s) in {root} are too large to decode safely, e.g. "
+            f"{os.fsdecode(path)} is {header.width}x{header.height} "
+            f"({header.width * header.height / 1e6:.0f} megapixels; the limit is "
+            f"{images.MAX_IMAGE_PIXELS / 1e6:.0f}). Fix: downscale them (they are resized to "
+            "the model's input anyway).")
+
+
+def _refuse_undecodable(root: str, bad: Sequence) -> None:
+    if bad:
+        raise ValueError(
+            f"{len(bad)} image(s) in {root} cannot be decoded, e.g. "
+            f"{[os.fsdecode(p) for p in bad[:5]]}. Fix: delete or re-encode them (JPEG or "
+            "PNG)."
+        )
+
+
+# The label of a training example that has none: it learns from the teacher alone.
+UNLABELED = -1
+
+
+def train_labels(splits: Splits) -> np.ndarray:
+    """The training split's labels, in order (`UNLABELED` for examples without one)."""
+    return np.fromiter(splits.train.map(lambda image, label: label).as_numpy_iterator(),
+                       np.int64)
+
+
+def _relabel(splits: Splits, train_for: Callable[[tf.data.Dataset, tuple], tf.data.Dataset],
+             sizes: dict) -> Splits:
+    """`splits` with `train_for(train, size)` as the training split at every resolution."""
+    resolutions = {size: (train_for(train, size), validation, test)
+                   for size, (train, validation, test) in splits.resolutions.items()}
+    own = tuple(splits.preprocessing.image_size)
+    return dataclasses.replace(splits, train=resolutions[own][0], resolutions=resolutions,
+                               sizes=sizes)
+
+
+def hide_labels(splits: Splits, fraction: float, seed: int = 0) -> Splits:
+    """`splits` whose training split keeps the labels of a stratified `fraction` of every class
+    (at least one per class) and marks the others `UNLABELED`: an experiment with few labels
+    and many images, the everyday reason to distil. `sizes["labeled"]` counts the kept ones."""
+    _check_fraction("fraction", fraction)
+    labels = train_labels(splits)
+    if np.any(labels == UNLABELED):
+        raise ValueError("The training split already has unlabeled examples: hide labels first, "
+                         "then add unlabeled images.")
+    _, labeled = stratified_split(labels, fraction, seed)
+    keep = np.zeros(len(labels), bool)
+    keep[labeled] = True
+    keep = tf.constant(keep)
+
+    def hidden(train, size):
+        del size
+        return train.enumerate().map(
+            lambda index, example: (example[0], tf.where(keep[index], example[1],
+                                                         tf.constant(UNLABELED, tf.int64))),
+            num_parallel_calls=AUTOTUNE)
+
+    logging.info("Kept the labels of %d of %d training examples (%.0f%% per class, seed %d).",
+                 len(labeled), len(labels), 100 * fraction, seed)
+    return _relabel(splits, hidden, dict(splits.sizes, labeled=len(labeled)))
+
+
+def with_unlabeled(
+    splits: Splits,
+    root: str,
+    *,
+    cache: str = "auto",
+    cache_dir: Optional[str] = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET_BYTES,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> Splits:
+    """`splits` whose training split also holds every image under `root` (any layout, any
+    depth), marked `UNLABELED`, at every resolution the splits were loaded at: a transfer set
+    the teacher labels with its soft targets. Decoded once, as a folder dataset's images."""
+    root = os.path.abspath(os.path.expanduser(root))
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"Unlabeled image folder {root} does not exist. Pass "
+                                "folder:PATH with PATH holding images (any layout).")
+    channels = splits.preprocessing.channels
+    if channels != 3:
+        raise ValueError(f"Unlabeled images join RGB photo datasets; '{splits.name}' has "
+                         f"{channels} channel(s). Fix: use --label_fraction to hide labels of "
+                         "its own images instead.")
+    paths = sorted(os.path.join(os.fsencode(directory), name)
+                   for directory, _, names in os.walk(root) for name in map(os.fsencode, names)
+                   if os.fsdecode(name).lower().endswith(IMAGE_EXTENSIONS))
+    if not paths:
+        raise ValueError(f"Unlabeled image folder {root} holds no images "
+                         f"({', '.join(IMAGE_EXTENSIONS)}).")
+    headers = images.read_headers(paths)
+    _refuse_oversized(root, list(zip(paths, headers)))
+    sizes = list(splits.resolutions)
+    pixel_bytes = len(paths) * sum(h * w for h, w in sizes) * channels
+    if cache == "auto":
+        cache = "memory" if pixel_bytes <= memory_budget else "disk"
+    directory = (os.path.join(cache_dir or default_cache_dir(), "images",
+                              hashlib.sha256(os.fsencode(root)).hexdigest()[:16])
+                 if cache == "disk" else None)
+    result = images.decode_files(paths, sizes, splits.preprocessing.resize, channels=channels,
+                                 headers=headers, directory=directory, name="unlabeled",
+                                 progress=progress and (lambda done: progress(done, len(paths))))
+    _refuse_undecodable(root, result.bad)
+    extra = np.full(len(paths), UNLABELED, np.int64)
+
+    def joined(train, size):
+        return train.concatenate(images.dataset(result.images[size], extra))
+
+    labeled = splits.sizes.get("labeled", splits.sizes["train"])
+    logging.info("Added %d unlabeled images from %s to the %d training examples.", len(paths),
+                 root, splits.sizes["train"])
+    return _relabel(splits, joined, dict(splits.sizes, train=splits.sizes["train"] + len(paths),
+                                         labeled=labeled))
+
+
+def labeled_train(splits: Splits) -> tf.data.Dataset:
+    """The training examples that carry a label, repeated so that an epoch over them takes as
+    many steps as an epoch over the whole training split: the teacher and the student alone,
+    which learn from labels only, get the same training budget as the distilled student."""
+    total = splits.sizes["train"]
+    labeled = splits.sizes.get("labeled", total)
+    if labeled == total:
+        return splits.train
+    kept = splits.train.filter(lambda image, label: label != UNLABELED).apply(
+        tf.data.experimental.assert_cardinality(labeled))
+    return kept.repeat(max(1, int(round(total / labeled))))
 
 
 def default_cache_dir() -> str:

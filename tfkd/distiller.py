@@ -6,7 +6,7 @@ from typing import Optional, Sequence, Union
 import tensorflow as tf
 
 from tfkd import losses as losses_lib, teachers as teachers_lib
-from tfkd.data import TEACHER_IMAGE
+from tfkd.data import TEACHER_IMAGE, UNLABELED
 from tfkd.features import FeaturePair, FeatureTaps
 from tfkd.keras import keras
 
@@ -242,12 +242,26 @@ class Distiller(keras.Model):
         logits, *features = self.taps.student_view(x, training=training)
         return logits, features
 
+    @staticmethod
+    def _labels(y, teacher_logits):
+        """The labels with `UNLABELED` examples given the teacher's top class (for losses that
+        need a target class, e.g. DKD), and which examples carry a real label."""
+        flat = tf.reshape(y, [-1])
+        labeled = tf.not_equal(tf.cast(flat, tf.int64), UNLABELED)
+        stand_in = tf.cast(tf.argmax(teacher_logits, axis=-1), flat.dtype)
+        return tf.where(labeled, flat, stand_in), labeled
+
     def _compute_losses(self, y, student_logits, teacher_logits, sample_weight, ramp=1.0,
                         teacher_features=(), student_features=()):
-        per_example = self.student_loss.call(y, student_logits)
-        student_loss = losses_lib.weighted_batch_mean(
-            tf.cast(per_example, tf.float32), sample_weight
-        )
+        y, labeled = self._labels(y, teacher_logits)
+        per_example = tf.cast(self.student_loss.call(y, student_logits), tf.float32)
+        # The hard-label loss is the mean over the examples that have a label (every example,
+        # normally: then it is Keras' weighted sum over the batch size).
+        weights = tf.cast(labeled, tf.float32)
+        if sample_weight is not None:
+            weights *= tf.reshape(tf.cast(sample_weight, tf.float32), tf.shape(weights))
+        student_loss = tf.math.divide_no_nan(tf.reduce_sum(per_example * weights),
+                                             tf.reduce_sum(tf.cast(labeled, tf.float32)))
         distillation_loss = tf.add_n(
             [
                 weight * loss(teacher_logits, student_logits, y, sample_weight)
@@ -270,7 +284,12 @@ class Distiller(keras.Model):
         self.loss_tracker.update_state(total, sample_weight=batch_size)
         self.student_loss_tracker.update_state(student_loss, sample_weight=batch_size)
         self.distillation_loss_tracker.update_state(kd_loss, sample_weight=batch_size)
-        self.compiled_metrics.update_state(y, student_logits, sample_weight)
+        # Metrics such as accuracy count the labeled examples only: Keras' own output mask
+        # (`_keras_mask`) is how compiled metrics, which ignore sample weights, skip examples.
+        labels, labeled = self._labels(y, student_logits)
+        masked = tf.identity(student_logits)
+        masked._keras_mask = labeled
+        self.compiled_metrics.update_state(labels, masked, sample_weight)
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):

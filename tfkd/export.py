@@ -68,8 +68,10 @@ class RepresentativeSet:
         return hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest()
 
     def describe(self) -> dict:
+        labeled = self.labels[self.labels != data_lib.UNLABELED]
         return {"size": int(len(self.images)), "sha256": self.sha256, "split": "train",
-                "per_class": np.bincount(self.labels).tolist()}
+                "per_class": np.bincount(labeled).tolist(),
+                "unlabeled": int(len(self.labels) - len(labeled))}
 
 
 def representative_set(splits: data_lib.Splits, size: int = DEFAULT_REPRESENTATIVE_SIZE
@@ -87,22 +89,29 @@ def representative_set(splits: data_lib.Splits, size: int = DEFAULT_REPRESENTATI
         )
     quota = [size // classes + (c < size % classes) for c in range(classes)]
     taken: list[list[np.ndarray]] = [[] for _ in range(classes)]
+    unlabeled: list[np.ndarray] = []
     for image, label in splits.train.as_numpy_iterator():
-        if len(taken[label]) < quota[label]:
+        if label == data_lib.UNLABELED:
+            # Real inputs too: they top up classes short of labeled images (few labels).
+            if len(unlabeled) < size:
+                unlabeled.append(image)
+        elif len(taken[label]) < quota[label]:
             taken[label].append(image)
             if all(len(t) == q for t, q in zip(taken, quota)):
                 break
-    missing = [splits.class_names[c] for c in range(classes) if len(taken[c]) < quota[c]]
-    if missing:
+    short = sum(q - len(t) for t, q in zip(taken, quota))
+    if short > len(unlabeled):
+        missing = [splits.class_names[c] for c in range(classes) if len(taken[c]) < quota[c]]
         raise ValueError(
             f"The training split has too few images of classes {missing} for a representative "
             f"set of {size}. Lower `size` to at most {sum(len(t) for t in taken)}."
         )
     # Round robin over classes, so a prefix of the set is balanced too.
-    order = [(i, c) for i in range(max(quota)) for c in range(classes) if i < quota[c]]
-    raw = np.stack([taken[c][i] for i, c in order])
+    order = [(i, c) for i in range(max(quota)) for c in range(classes) if i < len(taken[c])]
+    raw = np.stack([taken[c][i] for i, c in order] + unlabeled[:short])
+    labels = [c for _, c in order] + [data_lib.UNLABELED] * short
     images = splits.preprocessing.normalize(raw).numpy()
-    return RepresentativeSet(images, np.array([c for _, c in order], np.int64))
+    return RepresentativeSet(images, np.array(labels, np.int64))
 
 
 def convert(
