@@ -110,6 +110,13 @@ def trial_overrides(base: Config, layout: Layout) -> dict:
                 threads=base.threads[:1], overwrite=False)
 
 
+def teacher_input_size(layout: Layout) -> tuple[int, int]:
+    """The shared teacher's input (height, width), from the base run's model card."""
+    card = export.read_card(os.path.join(layout.base, "tflite"))
+    shape = card["variants"]["teacher_float32"]["input"]["shape"]
+    return int(shape[1]), int(shape[2])
+
+
 def shipped_variant(card: dict, mode: str) -> str:
     """The card entry a trial ships in `mode`: its QAD student when there is one."""
     for name in (f"student_qad_{mode}", f"student_{mode}"):
@@ -134,8 +141,10 @@ def objectives_of(run_dir: str, config: Config, mode: str) -> dict:
         measured = _read_json(os.path.join(run_dir, "benchmark", "device.json"))["variants"]
     else:
         measured = _read_json(os.path.join(run_dir, "benchmark", "host.json"))
-    return {"accuracy": entry["accuracy"]["value"],
-            "latency_ms": measured[name][threads]["latency"]["p50_ms"],
+    latency = measured[name][threads]["latency"]
+    # A phone's benchmark_model may report no median; its mean stands in.
+    p50 = latency["p50_ms"] if latency["p50_ms"] is not None else latency["mean_ms"]
+    return {"accuracy": entry["accuracy"]["value"], "latency_ms": p50,
             "size_kb": entry["size_bytes"] / 1024, "file": os.path.join(tflite, entry["file"]),
             "variant": name}
 
@@ -180,6 +189,17 @@ def _last_error(log_path: str) -> Optional[str]:
     return (errors or lines or [None])[-1]
 
 
+def trial_config(base: Config, point: dict, layout: Layout, name: str) -> Config:
+    """The run of trial `name`: the base flags with its point, the shared teacher and logits."""
+    config = space.trial_config(base, point, out_dir=layout.trial(name),
+                                **trial_overrides(base, layout))
+    config = dataclasses.replace(config, teacher_cache_dir=layout.cache(config))
+    if config.image_size:
+        # The shared teacher keeps its own resolution whatever size the student searches.
+        config = dataclasses.replace(config, teacher_image_size=teacher_input_size(layout))
+    return config
+
+
 def run_trial(point: dict, setup: dict) -> None:
     """A Ray Tune trial: the pipeline run of one point; reports its objectives."""
     import ray
@@ -187,10 +207,7 @@ def run_trial(point: dict, setup: dict) -> None:
 
     name = tune.get_context().get_trial_id()
     layout = Layout(setup["root"])
-    base = Config(**setup["base"])
-    overrides = trial_overrides(base, layout)
-    config = space.trial_config(base, point, out_dir=layout.trial(name), **overrides)
-    config = dataclasses.replace(config, teacher_cache_dir=layout.cache(config))
+    config = trial_config(Config(**setup["base"]), point, layout, name)
     # Ray forgets the point of a trial that failed before a kill; the report reads it here.
     files.write_text(layout.trial(name) + ".point.json", json.dumps(point, sort_keys=True))
     run_pipeline(config, layout.trial(name) + ".flags", layout.trial(name) + ".log",

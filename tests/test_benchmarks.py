@@ -73,3 +73,23 @@ def test_photos_benchmark_runs_in_smoke_mode(tmp_path):
     assert payload["photos"]["images"] == 24 and payload["pipeline"]["report"]["models"]
     assert "Your own photos" in (tmp_path / "RESULTS.md").read_text()
     assert _digest(RESULTS_MD) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, results, title", [
+    ("search", "search_digits.json", "Search on digits"),
+    ("default_run", "default_run.json", "The default run over seeds"),
+])
+def test_pipeline_benchmarks_run_in_smoke_mode(tmp_path, script, results, title):
+    """In the slow suite: each smoke run is whole pipeline runs (a search: Ray, the base run and
+    two trials), beyond the fast suite's budget."""
+    before = _digest(RESULTS_MD)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TFKD_SMOKE_DIR=str(tmp_path),
+               RAY_USAGE_STATS_ENABLED="0")
+    result = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", "--smoke"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads((tmp_path / results).read_text())
+    assert payload
+    assert title in (tmp_path / "RESULTS.md").read_text()
+    assert _digest(RESULTS_MD) == before

@@ -155,3 +155,65 @@ def test_a_trial_ships_its_qad_file_when_there_is_one():
     assert search.shipped_variant(card, "float16") == "student_float16"
     with pytest.raises(ValueError, match="No dynamic student"):
         search.shipped_variant(card, "dynamic")
+
+
+def _fake_run(run_dir, drop=0.0):
+    """A finished run's files as objectives_of reads them: card, verify drops, latencies."""
+    (run_dir / "tflite").mkdir(parents=True)
+    (run_dir / "benchmark").mkdir()
+    card = {"variants": {
+        "student_qad_int8": {"file": "student_qad_int8.tflite", "size_bytes": 20480,
+                             "accuracy": {"split": "test", "value": 0.93}},
+        "student_int8": {"file": "student_int8.tflite", "size_bytes": 20000,
+                         "accuracy": {"split": "test", "value": 0.90}}}}
+    (run_dir / "tflite" / "model_card.json").write_text(json.dumps(card))
+    (run_dir / "manifest.json").write_text(json.dumps({"stages": {"verify": {"metrics": {
+        "drops": {"student_qad_int8": drop, "student_int8": 3.0}}}}}))
+    host = {"student_qad_int8": {"1": {"latency": {"p50_ms": 0.5, "mean_ms": 0.6}}}}
+    (run_dir / "benchmark" / "host.json").write_text(json.dumps(host))
+    device = {"device": {}, "variants": {
+        "student_qad_int8": {"1": {"latency": {"p50_ms": None, "mean_ms": 2.5}}}}}
+    (run_dir / "benchmark" / "device.json").write_text(json.dumps(device))
+
+
+def test_objectives_come_from_the_shipped_file_on_the_host_or_the_phone(tmp_path):
+    import dataclasses
+
+    from pipelines import search
+    from pipelines.config import Config
+
+    _fake_run(tmp_path / "run")
+    config = Config(threads=(1,))
+    host = search.objectives_of(str(tmp_path / "run"), config, "int8")
+    assert (host["variant"], host["accuracy"], host["latency_ms"], host["size_kb"]) == \
+        ("student_qad_int8", 0.93, 0.5, 20.0)
+    phone = search.objectives_of(str(tmp_path / "run"), dataclasses.replace(config,
+                                                                            serial="abc"), "int8")
+    assert phone["latency_ms"] == 2.5  # no median from the phone: its mean
+    # The parity gate of the shipped file decides; another file's failure does not.
+    _fake_run(tmp_path / "bad", drop=2.5)
+    with pytest.raises(search.TrialFailed, match="lost 2.50 accuracy points"):
+        search.objectives_of(str(tmp_path / "bad"), config, "int8")
+
+
+def test_a_trial_keeps_the_shared_teacher_at_its_resolution(tmp_path):
+    """The student's size is searched; the shared teacher still sees the size it was trained
+    at (read from the base run's card), and the logits are kept per student size."""
+    from pipelines import search
+    from pipelines.config import Config
+
+    layout = search.Layout(str(tmp_path))
+    card = {"variants": {"teacher_float32": {"input": {"shape": [-1, 32, 32, 3]}}}}
+    (tmp_path / "base" / "tflite").mkdir(parents=True)
+    (tmp_path / "base" / "tflite" / "model_card.json").write_text(json.dumps(card))
+    (tmp_path / "base" / "teacher").mkdir()
+    (tmp_path / "base" / "teacher" / "teacher.keras").write_text("stand-in")
+    base = Config(dataset="digits", out_dir=str(tmp_path))
+    config = search.trial_config(base, {"image_size": "24,24", "temperature": 2.0}, layout, "t1")
+    assert config.image_size == (24, 24) and config.teacher_image_size == (32, 32)
+    assert config.teacher == str(tmp_path / "base" / "teacher" / "teacher.keras")
+    assert config.teacher_cache == "disk"
+    assert config.teacher_cache_dir == str(tmp_path / "teacher_cache" / "24x24")
+    assert "baseline" not in config.stages and config.select == "distilled"
+    native = search.trial_config(base, {"temperature": 2.0}, layout, "t2")
+    assert native.teacher_image_size == () and native.teacher_cache_dir.endswith("native")
