@@ -242,24 +242,23 @@ def latency_floor(base: Config, parameters: list, overrides: dict) -> tuple[floa
 
     sizes = choices("image_size", ",".join(map(str, base.image_size)))
     smallest = min(sizes, key=lambda s: _area(s))
+    at_smallest = space.trial_config(base, {"image_size": smallest}, **overrides)
+    splits = tfkd.data.load(base.dataset, data_dir=base.data_dir, seed=base.seed,
+                            image_size=at_smallest.student_size, resize=base.resize,
+                            cache=base.data_cache)
     best = (float("inf"), "")
     with tempfile.TemporaryDirectory() as scratch:
         for student in choices("student", base.student):
             for mode in choices("modes", base.modes[0]):
-                config = space.trial_config(base, {"student": student, "image_size": smallest,
-                                                   "modes": mode}, **overrides)
-                splits = tfkd.data.load(config.dataset, data_dir=config.data_dir,
-                                        seed=config.seed, image_size=config.student_size,
-                                        resize=config.resize, cache=config.data_cache)
                 model = tfkd.models.build(student, splits.preprocessing.input_shape,
                                           splits.num_classes)
-                representative = (export.representative_set(splits, 16)
+                representative = (export.representative_set(splits, max(16, splits.num_classes))
                                   if mode in export.INTEGER_MODES else None)
                 card = export.export(model, scratch, [mode], preprocessing=splits.preprocessing,
                                      class_names=splits.class_names,
                                      representative=representative, name=f"{student}")
                 path = os.path.join(scratch, card["variants"][f"{student}_{mode}"]["file"])
-                p50 = benchmark.measure(path, threads=config.threads[0], runs=20).latency.p50_ms
+                p50 = benchmark.measure(path, threads=base.threads[0], runs=20).latency.p50_ms
                 if p50 < best[0]:
                     best = (p50, f"{student} at {smallest or 'the native size'} in {mode}")
     return best
