@@ -43,7 +43,7 @@ CIFAR_FLAGS = ["--teacher=resnet20", "--student=resnet8", "--teacher_epochs=15",
                "--qat_epochs=2", "--qat_learning_rate=0.0001", "--modes=float16,dynamic,int8",
                "--representative_size=200", "--max_drop_points=2.0", "--threads=1",
                "--benchmark_runs=50", "--seed=0", "--select=best"]
-SMOKE = {"trials": 2}
+SMOKE = {"trials": 1}
 SMOKE_FLAGS = ["--teacher_epochs=1", "--student_epochs=1", "--qat_epochs=1", "--modes=int8",
                "--benchmark_runs=3", "--trial_memory_gb=0.5", "--max_drop_points=100"]
 

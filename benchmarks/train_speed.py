@@ -40,7 +40,7 @@ flags.DEFINE_string("variant", None, "Internal: run one variant on --images_file
 flags.DEFINE_string("images_file", None, "Internal: the .npz subset written by the parent.")
 
 SMOKE = {"data": common.CIFAR_SAMPLE, "images": 64, "teacher": "resnet8", "batch_size": 32,
-         "epochs": 2, "variants": ["keras_io", "tfkd_cache", "alone"], "name": "train_speed_smoke"}
+         "epochs": 2, "variants": ["keras_io", "tfkd_cache"], "name": "train_speed_smoke"}
 
 DESCRIPTIONS = {
     "keras_io": "(a) keras.io Distiller recipe: teacher forward every step, no XLA",

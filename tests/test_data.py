@@ -347,8 +347,14 @@ def test_unlabeled_folder_joins_the_training_split_at_every_resolution(tmp_path)
     for i in range(5):
         Image.fromarray(rng.integers(0, 255, (40 + i, 60, 3), np.uint8)).save(
             unlabeled / f"u{i}.jpg")
-    splits = tfkd.data.load(f"folder:{CIFAR_SAMPLE}", image_size=(24, 24),
-                            extra_sizes=[(32, 32)])
+    labeled = tmp_path / "labeled"
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            (labeled / split / name).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(rng.integers(0, 255, (30, 30, 3), np.uint8)).save(
+                    labeled / split / name / f"{i}.png")
+    splits = tfkd.data.load(f"folder:{labeled}", image_size=(24, 24), extra_sizes=[(32, 32)])
     joined = tfkd.data.with_unlabeled(splits, str(tmp_path / "unlabeled"))
     assert joined.sizes["train"] == splits.sizes["train"] + 5
     assert joined.sizes["labeled"] == splits.sizes["train"]

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 import tfkd
@@ -250,33 +249,6 @@ def test_saved_model_teacher_with_a_disk_cache_reused_by_a_rerun(tmp_path):
 
 
 @pytest.mark.slow
-def test_few_labels_and_an_unlabeled_folder_teach_the_student_on_every_image(tmp_path):
-    """--label_fraction and --unlabeled: the teacher and the student alone learn from the
-    labeled images; the teacher's logits cover every image, labeled or not."""
-    from PIL import Image
-    from tests.conftest import CIFAR_SAMPLE
-
-    unlabeled = tmp_path / "unlabeled"
-    unlabeled.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (40, 50, 3), np.uint8)).save(unlabeled / f"{i}.png")
-    config = Config(out_dir=str(tmp_path / "run"), dataset=f"folder:{CIFAR_SAMPLE}",
-                    image_size=(24, 24), teacher="cnn_small", student="cnn_tiny",
-                    label_fraction=0.5, unlabeled=f"folder:{unlabeled}", teacher_cache="disk",
-                    representative_size=10, **TINY)
-    results = scheduler.execute(config)
-    context = Context(config)
-    sizes = context.splits.sizes
-    assert sizes["labeled"] < sizes["train"] - 6
-    key = json.loads((tmp_path / "run" / "teacher_cache" / "teacher_logits.json").read_text())
-    assert key["examples"] == sizes["train"]
-    labels = tfkd.data.train_labels(context.splits)
-    assert (labels == tfkd.data.UNLABELED).sum() == sizes["train"] - sizes["labeled"]
-    assert results["student"]["accuracy"] is not None and "report" in results
-
-
-@pytest.mark.slow
 def test_killed_during_distillation_resumes_and_skips_finished_stages(tmp_path):
     args = ("--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=2",
             "--student_epochs=40", "--qat_epochs=1", "--modes=float32", "--max_drop_points=100",
@@ -321,32 +293,6 @@ def test_main_with_the_readme_flagfile_prints_the_report(tmp_path):
         assert text in result.stdout
     flags_text = (tmp_path / "flags.txt").read_text()
     assert "--teacher_epochs=1" in flags_text and f"--out_dir={tmp_path}" in flags_text
-
-
-@pytest.mark.slow
-def test_isolated_stages_run_in_fresh_processes_with_the_same_results(tmp_path):
-    """--isolate_stages: the program re-executes itself after each training stage and the
-    export; every banner shows once, and each stage's result is the one it has in one process."""
-    flags = ["--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=2",
-             "--student_epochs=2", "--qat_epochs=1", "--modes=float32,int8",
-             "--max_drop_points=100", "--benchmark_runs=3"]
-    isolated = _main(*flags, "--isolate_stages", f"--out_dir={tmp_path / 'isolated'}")
-    assert isolated.returncode == 0, isolated.stderr[-3000:]
-    for index, name in enumerate(STAGE_NAMES[:-2] + ("report",), 1):
-        assert isolated.stdout.count(f"== [{index}/9] {name}:") == 1, name
-    assert "Run directory:" in isolated.stdout
-    log = (tmp_path / "isolated" / "logs" / "run.log").read_text()
-    # After teacher, baseline, student, qad and export.
-    assert log.count("Continuing the run in a fresh process") == 5
-    single = _main(*flags, f"--out_dir={tmp_path / 'single'}")
-    assert single.returncode == 0, single.stderr[-3000:]
-    manifests = [json.loads((tmp_path / run / "manifest.json").read_text())["stages"]
-                 for run in ("isolated", "single")]
-    for stage in ("teacher", "baseline", "student", "qad"):
-        assert manifests[0][stage]["metrics"]["accuracy"] == \
-            manifests[1][stage]["metrics"]["accuracy"], stage
-    assert manifests[0]["verify"]["metrics"]["accuracy"] == \
-        manifests[1]["verify"]["metrics"]["accuracy"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,36 @@
+"""--isolate_stages: the program re-executes itself between stages, and results do not change.
+
+A file of its own so that pytest-xdist (--dist loadfile) can run it beside test_pipeline.py."""
+
+import json
+
+import pytest
+
+from pipelines.stages import STAGE_NAMES
+from tests.test_pipeline import _main
+
+
+@pytest.mark.slow
+def test_isolated_stages_run_in_fresh_processes_with_the_same_results(tmp_path):
+    """--isolate_stages: the program re-executes itself after each training stage and the
+    export; every banner shows once, and each stage's result is the one it has in one process."""
+    flags = ["--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=2",
+             "--student_epochs=2", "--qat_epochs=1", "--modes=float32,int8",
+             "--max_drop_points=100", "--benchmark_runs=3"]
+    isolated = _main(*flags, "--isolate_stages", f"--out_dir={tmp_path / 'isolated'}")
+    assert isolated.returncode == 0, isolated.stderr[-3000:]
+    for index, name in enumerate(STAGE_NAMES[:-2] + ("report",), 1):
+        assert isolated.stdout.count(f"== [{index}/9] {name}:") == 1, name
+    assert "Run directory:" in isolated.stdout
+    log = (tmp_path / "isolated" / "logs" / "run.log").read_text()
+    # After teacher, baseline, student, qad and export.
+    assert log.count("Continuing the run in a fresh process") == 5
+    single = _main(*flags, f"--out_dir={tmp_path / 'single'}")
+    assert single.returncode == 0, single.stderr[-3000:]
+    manifests = [json.loads((tmp_path / run / "manifest.json").read_text())["stages"]
+                 for run in ("isolated", "single")]
+    for stage in ("teacher", "baseline", "student", "qad"):
+        assert manifests[0][stage]["metrics"]["accuracy"] == \
+            manifests[1][stage]["metrics"]["accuracy"], stage
+    assert manifests[0]["verify"]["metrics"]["accuracy"] == \
+        manifests[1]["verify"]["metrics"]["accuracy"]
