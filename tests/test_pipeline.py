@@ -251,7 +251,7 @@ def test_saved_model_teacher_with_a_disk_cache_reused_by_a_rerun(tmp_path):
 @pytest.mark.slow
 def test_killed_during_distillation_resumes_and_skips_finished_stages(tmp_path):
     args = ("--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=2",
-            "--student_epochs=40", "--qat_epochs=1", "--modes=float32", "--max_drop_points=100",
+            "--student_epochs=20", "--qat_epochs=1", "--modes=float32", "--max_drop_points=100",
             "--benchmark_runs=3", f"--out_dir={tmp_path}")
     process = _main(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     backup = tmp_path / "checkpoints" / "student"

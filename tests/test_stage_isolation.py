@@ -14,8 +14,8 @@ from tests.test_pipeline import _main
 def test_isolated_stages_run_in_fresh_processes_with_the_same_results(tmp_path):
     """--isolate_stages: the program re-executes itself after each training stage and the
     export; every banner shows once, and each stage's result is the one it has in one process."""
-    flags = ["--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=2",
-             "--student_epochs=2", "--qat_epochs=1", "--modes=float32,int8",
+    flags = ["--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=1",
+             "--student_epochs=1", "--qat_epochs=1", "--modes=int8",
              "--max_drop_points=100", "--benchmark_runs=3"]
     isolated = _main(*flags, "--isolate_stages", f"--out_dir={tmp_path / 'isolated'}")
     assert isolated.returncode == 0, isolated.stderr[-3000:]
