@@ -78,15 +78,8 @@ def _verdict(report: dict) -> dict:
     """Whether the front beats the base recipe's shipped int8 model (latencies within the
     search's tolerance counting as equal, as in its report)."""
     shipped = next(b for b in report["base"] if b["variant"] == SHIPPED)
-    objectives, tolerance = report["objectives"], report["latency_tolerance"]
-    dominating = [p["name"] for p in report["front"]
-                  if search_report.dominates(p, shipped, objectives, tolerance)]
-    equal = [p["name"] for p in report["front"]
-             if not search_report.dominates(p, shipped, objectives, tolerance)
-             and not search_report.dominates(shipped, p, objectives, tolerance)
-             and p["accuracy"] == shipped["accuracy"]]
-    return {"shipped": shipped, "dominating": dominating, "equal": equal,
-            "met": bool(dominating or equal)}
+    return {"shipped": shipped, **search_report.against(
+        report["front"], shipped, report["objectives"], report["latency_tolerance"])}
 
 
 def _markdown(result: dict) -> str:

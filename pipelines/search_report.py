@@ -195,6 +195,19 @@ def compare_with_base(front_points: Sequence[dict], references: Sequence[dict],
     return lines
 
 
+def against(front_points: Sequence[dict], reference: dict, objectives: Sequence[str],
+            latency_tolerance: float = LATENCY_TOLERANCE) -> dict:
+    """The front models that dominate `reference`, and those that equal it (neither dominates,
+    same accuracy): whether the search beat a given model."""
+    dominating = [p["name"] for p in front_points
+                  if dominates(p, reference, objectives, latency_tolerance)]
+    equal = [p["name"] for p in front_points
+             if not dominates(p, reference, objectives, latency_tolerance)
+             and not dominates(reference, p, objectives, latency_tolerance)
+             and p["accuracy"] == reference["accuracy"]]
+    return {"dominating": dominating, "equal": equal, "met": bool(dominating or equal)}
+
+
 def write(search_dir: str, summary: dict) -> None:
     """report.json, report.md and pareto.png into `search_dir`."""
     if summary["points"]:

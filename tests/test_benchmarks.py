@@ -82,7 +82,7 @@ def test_photos_benchmark_runs_in_smoke_mode(tmp_path):
 def test_pipeline_benchmarks_run_in_smoke_mode(tmp_path, script, results, title):
     """In the slow suite: a smoke run is a whole pipeline run, beyond the fast suite's budget.
     (benchmarks/search.py's smoke, a whole search, is what tests/test_search.py runs already;
-    its own verdict and table are checked below.)"""
+    its verdict is search_report.against, tested in tests/test_search_report.py.)"""
     before = _digest(RESULTS_MD)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TFKD_SMOKE_DIR=str(tmp_path),
                RAY_USAGE_STATS_ENABLED="0")
@@ -94,19 +94,3 @@ def test_pipeline_benchmarks_run_in_smoke_mode(tmp_path, script, results, title)
     assert title in (tmp_path / "RESULTS.md").read_text()
     assert _digest(RESULTS_MD) == before
 
-
-def test_search_benchmark_verdict_and_table_from_a_report():
-    from benchmarks import search as search_benchmark
-
-    shipped = {"name": "base student_qad_int8", "variant": "student_qad_int8", "accuracy": 0.95,
-               "latency_ms": 1.50, "size_kb": 21.6}
-    report = {"objectives": ["accuracy", "latency_ms"], "latency_tolerance": 0.05,
-              "base": [shipped], "front": [
-                  dict(shipped, name="a", accuracy=0.96, latency_ms=1.52),  # within 5%: dominates
-                  dict(shipped, name="b", accuracy=0.99, latency_ms=4.0)]}
-    verdict = search_benchmark._verdict(report)
-    assert verdict["met"] and verdict["dominating"] == ["a"] and verdict["equal"] == []
-    report["front"] = [dict(shipped, name="c", accuracy=0.95, latency_ms=1.51)]
-    assert search_benchmark._verdict(report)["equal"] == ["c"]
-    report["front"] = [dict(shipped, name="d", accuracy=0.90, latency_ms=1.0)]
-    assert not search_benchmark._verdict(report)["met"]

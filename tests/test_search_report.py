@@ -106,3 +106,16 @@ def test_report_files_are_written(tmp_path):
     assert text.count("| t") == len(front) + len(points)
     assert json.loads((tmp_path / "report.json").read_text())["finished"] == 6
     assert os.path.getsize(tmp_path / "pareto.png") > 1000
+
+
+def test_against_names_the_front_models_that_beat_or_equal_a_reference():
+    shipped = {"name": "base", "accuracy": 0.95, "latency_ms": 1.50, "size_kb": 21.6}
+    objectives = ["accuracy", "latency_ms"]
+    front = [dict(shipped, name="a", accuracy=0.96, latency_ms=1.52),  # within 5%: dominates
+             dict(shipped, name="b", accuracy=0.99, latency_ms=4.0)]
+    assert search_report.against(front, shipped, objectives) == {
+        "dominating": ["a"], "equal": [], "met": True}
+    assert search_report.against([dict(shipped, name="c", latency_ms=1.51)], shipped,
+                                 objectives)["equal"] == ["c"]
+    assert not search_report.against([dict(shipped, name="d", accuracy=0.9, latency_ms=1.0)],
+                                     shipped, objectives)["met"]
