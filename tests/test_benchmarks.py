@@ -60,22 +60,6 @@ def test_benchmark_script_runs_in_smoke_mode(script, smoke_runs):
 
 
 @pytest.mark.slow
-def test_photos_benchmark_runs_in_smoke_mode(tmp_path):
-    """In the slow suite: its smoke run is a whole pipeline with a keras.applications teacher
-    and four TensorFlow processes (about two minutes of CPU), which the fast suite's
-    three-minute budget cannot hold beside the others."""
-    before = _digest(RESULTS_MD)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TFKD_SMOKE_DIR=str(tmp_path))
-    result = subprocess.run([sys.executable, "-m", "benchmarks.photos", "--smoke"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    payload = json.loads((tmp_path / "photos.json").read_text())
-    assert payload["photos"]["images"] == 24 and payload["pipeline"]["report"]["models"]
-    assert "Your own photos" in (tmp_path / "RESULTS.md").read_text()
-    assert _digest(RESULTS_MD) == before
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("script, results, title", [
     ("default_run", "default_run.json", "The default run over seeds"),
 ])
