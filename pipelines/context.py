@@ -71,18 +71,17 @@ class Context:
         # 256 was a run's memory peak.
         batch = config.batch_size
         self.validation = self._sharded(tfkd.data.batches(
-            self.splits.validation, self.splits.preprocessing, config.batch_size))
+            self.splits.validation, self.splits.preprocessing, batch))
         self.test = tfkd.data.batches(self.splits.test, self.splits.preprocessing, batch)
         self.teacher_validation, self.teacher_test = self.validation, self.test
         self.distill_validation = self.validation
         if self.paired:
             self.teacher_validation = self._sharded(tfkd.data.batches(
-                self.teacher_splits.validation, self.teacher_splits.preprocessing,
-                config.batch_size))
+                self.teacher_splits.validation, self.teacher_splits.preprocessing, batch))
             self.teacher_test = tfkd.data.batches(self.teacher_splits.test,
                                                   self.teacher_splits.preprocessing, batch)
             self.distill_validation = self._sharded(tfkd.data.paired_batches(
-                self.splits, self.teacher_splits, "validation", config.batch_size))
+                self.splits, self.teacher_splits, "validation", batch))
         self._models: dict[str, keras.Model] = {}
         self._teacher_cache = None
 

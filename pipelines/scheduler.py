@@ -131,7 +131,7 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
     # always in a run continuing in a fresh process).
     rerun = set() if tuple(config.stages) == ("all",) or _continuing() else set(selected)
     distributed = tfkd.distribute.is_distributed(strategy)
-    ran_one = False
+    heavy_stage_ran = False
     for index, stage in enumerate(STAGES):
         if stage.name not in selected:
             continue
@@ -141,7 +141,7 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
             if not _continuing():
                 console.banner(*position, stage.name, "finished earlier, files unchanged; skipped")
             continue
-        if ran_one and config.isolate_stages and not distributed and ctx.chief:
+        if heavy_stage_ran and config.isolate_stages and not distributed and ctx.chief:
             logging.info("Continuing the run in a fresh process from stage %s "
                          "(--isolate_stages).", stage.name)
             raise ContinueInFreshProcess()
@@ -172,7 +172,7 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
         # The stage's own peak: where a run's memory goes, stage by stage.
         metrics["peak_rss_mb"] = benchmark.peak_rss_bytes() / 2**20
         ctx.directory.record(stage.name, outputs, metrics)
-        ran_one = ran_one or _leaves_memory(stage)
+        heavy_stage_ran = heavy_stage_ran or _leaves_memory(stage)
         if stage.trains and not distributed:
             # Later stages read what they need back from the run directory: letting go of this
             # stage's models and graphs keeps a run's memory near its largest stage's.

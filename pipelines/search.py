@@ -36,6 +36,7 @@ from pipelines import console  # noqa: F401  (isort: skip)
 from absl import app, flags, logging
 
 from pipelines import config as config_lib
+from pipelines import report
 from pipelines import run as run_lib
 from pipelines import search_report, space
 from pipelines.config import Config
@@ -125,14 +126,18 @@ def shipped_variant(card: dict, mode: str) -> str:
     raise ValueError(f"No {mode} student in the model card: the export stage did not write it.")
 
 
+def _run_directory(run_dir: str, config: Config) -> run_lib.RunDirectory:
+    """A run's directory as the pipeline reads it (read-only here)."""
+    return run_lib.RunDirectory(run_dir, config.results_settings(), writable=False)
+
+
 def objectives_of(run_dir: str, config: Config, mode: str) -> dict:
     """The measured objectives of the `mode` file a run shipped."""
     tflite = os.path.join(run_dir, "tflite")
     card = export.read_card(tflite)
     name = shipped_variant(card, mode)
     entry = card["variants"][name]
-    drop = _read_json(os.path.join(run_dir, "manifest.json"))["stages"]["verify"]["metrics"][
-        "drops"].get(name, 0.0)
+    drop = _run_directory(run_dir, config).metrics("verify")["drops"].get(name, 0.0)
     if drop > config.max_drop_points:
         raise TrialFailed(f"{name} lost {drop:.2f} accuracy points against its float student "
                           f"(the parity gate allows --max_drop_points={config.max_drop_points:g})")
@@ -155,11 +160,10 @@ def _read_json(path: str) -> dict:
 
 
 def _unfinished(config: Config) -> list[str]:
-    """The stages of `config` its run directory has not recorded yet (a killed search's trials
-    go on from there)."""
-    path = os.path.join(config.out_dir, run_lib.MANIFEST)
-    done = _read_json(path)["stages"] if os.path.exists(path) else {}
-    return [s for s in config.selected_stages() if s not in done]
+    """The stages of `config` its run directory has not finished (a killed search's trials go
+    on from there)."""
+    directory = _run_directory(config.out_dir, config)
+    return [s for s in config.selected_stages() if not directory.done(s)]
 
 
 def run_pipeline(config: Config, flagfile: str, log_path: str, cpus: int) -> None:
@@ -231,7 +235,7 @@ def _check_address(address: str) -> None:
             "machine alone.") from error
 
 
-def latency_floor(base: Config, parameters: list, overrides: dict) -> tuple[float, str]:
+def latency_floor(base: Config, parameters: list) -> tuple[float, str]:
     """The lowest latency any point of the space can reach: the candidates' architectures at the
     smallest resolution, untrained (weights do not change latency), in each export mode."""
     import tfkd
@@ -242,7 +246,7 @@ def latency_floor(base: Config, parameters: list, overrides: dict) -> tuple[floa
 
     sizes = choices("image_size", ",".join(map(str, base.image_size)))
     smallest = min(sizes, key=lambda s: _area(s))
-    at_smallest = space.trial_config(base, {"image_size": smallest}, **overrides)
+    at_smallest = space.trial_config(base, {"image_size": smallest})
     splits = tfkd.data.load(base.dataset, data_dir=base.data_dir, seed=base.seed,
                             image_size=at_smallest.student_size, resize=base.resize,
                             cache=base.data_cache)
@@ -278,18 +282,18 @@ def _points(results, layout: Layout) -> tuple[list, list]:
         trial = ((result.metrics or {}).get("trial_id")
                  or (from_path.group(1) if from_path else "?"))
         point = {k.removeprefix("config/"): v for k, v in (result.config or {}).items()}
-        if not point and trial and os.path.exists(layout.trial(trial) + ".point.json"):
+        if not point and os.path.exists(layout.trial(trial) + ".point.json"):
             point = _read_json(layout.trial(trial) + ".point.json")
         if result.error is not None or not result.metrics or "accuracy" not in result.metrics:
             failed.append({"name": trial, "params": point,
                            "error": _error_text(result.error)})
             continue
         metrics = result.metrics
-        points.append({"name": metrics["trial_id"], "params": point,
+        points.append({"name": trial, "params": point,
                        "accuracy": metrics["accuracy"], "latency_ms": metrics["latency_ms"],
                        "size_kb": metrics["size_kb"], "file": metrics["file"],
                        "variant": metrics["variant"], "node": metrics.get("node"),
-                       "flagfile": layout.trial(metrics["trial_id"]) + ".flags"})
+                       "flagfile": layout.trial(trial) + ".flags"})
     return points, failed
 
 
@@ -310,14 +314,14 @@ def _remeasure(points: list, threads: int, runs: int, serial: Optional[str]) -> 
     largest relative spread of one file's repeats."""
     if serial or not points:
         return 0.0  # measured on the phone, where the search does not share the CPU
-    repeats = {id(p): [] for p in points}
+    repeats = [[] for _ in points]
     for _ in range(REMEASURE_REPEATS):
-        for point in points:
-            repeats[id(point)].append(benchmark.measure(point["file"], threads=threads,
-                                                        runs=runs).latency.p50_ms)
+        for point, measured in zip(points, repeats):
+            measured.append(benchmark.measure(point["file"], threads=threads,
+                                              runs=runs).latency.p50_ms)
     spread = 0.0
-    for point in points:
-        values = sorted(repeats[id(point)])
+    for point, measured in zip(points, repeats):
+        values = sorted(measured)
         point["latency_in_trial_ms"] = point["latency_ms"]
         point["latency_ms"] = values[len(values) // 2]
         spread = max(spread, (values[-1] - values[0]) / values[len(values) // 2])
@@ -353,13 +357,8 @@ def search(base: Config, parameters: list, trials: int, objectives: tuple, addre
         _check_address(address)
     floor = None
     if latency_budget_ms is not None:
-        floor = latency_floor(base, parameters, dict(overrides, teacher=base.teacher,
-                                                    teacher_weights=base.teacher_weights))
+        floor = latency_floor(base, parameters)
         if floor[0] > latency_budget_ms:
-            logging.warning("No candidate can meet --latency_budget_ms=%g: the fastest, %s, "
-                            "takes %.4g ms untrained on this host. The search still runs and "
-                            "recommends its fastest model.", latency_budget_ms, floor[1],
-                            floor[0])
             print(f"warning: no candidate can meet --latency_budget_ms={latency_budget_ms:g}: "
                   f"the fastest, {floor[1]}, takes {floor[0]:.4g} ms on this host. The search "
                   "still runs and recommends its fastest model.", file=sys.stderr)
@@ -430,7 +429,7 @@ def search(base: Config, parameters: list, trials: int, objectives: tuple, addre
         "recommended_dir": "recommended/", "latency_floor": floor,
         "base_comparison": search_report.compare_with_base(front_points, references,
                                                            objectives),
-        "seconds": time.time() - started, "measured_on": search_report.measured_on(),
+        "seconds": time.time() - started, "measured_on": report.measured_on(),
         "latency_spread": spread, "latency_tolerance": search_report.LATENCY_TOLERANCE,
         "budget": {"latency_ms": latency_budget_ms, "size_kb": size_budget_kb},
     }

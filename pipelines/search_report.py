@@ -9,12 +9,9 @@ import os
 import shutil
 from typing import Optional, Sequence
 
-from pipelines import report as run_report
 from tfkd import files
 
 OBJECTIVES = {"accuracy": "max", "latency_ms": "min", "size_kb": "min"}
-LABELS = {"accuracy": "test accuracy (.tflite)", "latency_ms": "p50 latency, ms",
-          "size_kb": "file size, KiB"}
 
 
 def check_objectives(names: Sequence[str]) -> tuple[str, ...]:
@@ -127,7 +124,7 @@ def plot(points: Sequence[dict], front_points: Sequence[dict], references: Seque
     plt.close(figure)
 
 
-def _row(p: dict, objectives: Sequence[str]) -> str:
+def _row(p: dict) -> str:
     cells = [p["name"], f"{100 * p['accuracy']:.2f}", f"{p['latency_ms']:.4g}",
              f"{p['size_kb']:.1f}"]
     params = _settings(p.get("params", {}))
@@ -144,12 +141,11 @@ HEADER = ("| model | accuracy, % | p50 latency, ms | size, KiB | settings |\n"
 
 
 def markdown(summary: dict) -> str:
-    objectives = summary["objectives"]
     lines = [f"# Search: {summary['dataset']}", "",
              f"{summary['finished']} of {summary['trials']} trial(s) finished, "
              f"{len(summary['failed'])} failed; {summary['seconds'] / 60:.1f} min on "
              f"{summary['measured_on']}. Objectives: "
-             + ", ".join(f"{n} ({OBJECTIVES[n]})" for n in objectives) + ".", "",
+             + ", ".join(f"{n} ({OBJECTIVES[n]})" for n in summary["objectives"]) + ".", "",
              "Latencies are measured again after the search, one model at a time, three times "
              "each (the median is shown; trials measured theirs while others trained). "
              f"Repeats of one file differed by up to {100 * summary['latency_spread']:.1f}%; "
@@ -161,12 +157,12 @@ def markdown(summary: dict) -> str:
                   "labels.txt, model_card.json). Rerun it alone: `python -m pipelines.distill "
                   f"--flagfile={summary['recommended']['flagfile']}`."]
     lines += ["", "## Pareto front", "", HEADER]
-    lines += [_row(p, objectives) for p in summary["front"]]
+    lines += [_row(p) for p in summary["front"]]
     lines += ["", "![Pareto front](pareto.png)", "", "## Against the base recipe", ""]
     for comparison in summary["base_comparison"]:
         lines.append(f"- {comparison}")
     lines += ["", "## Every trial", "", HEADER]
-    lines += [_row(p, objectives) for p in summary["points"]]
+    lines += [_row(p) for p in summary["points"]]
     if summary["failed"]:
         lines += ["", "## Failed trials", ""]
         lines += [f"- {f['name']} ({_settings(f['params'])}): {f['error']}"
@@ -177,35 +173,31 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def against(front_points: Sequence[dict], reference: dict, objectives: Sequence[str],
+            latency_tolerance: float = LATENCY_TOLERANCE) -> dict:
+    """The front models that dominate `reference`, and those that equal it in every objective
+    (latencies within the tolerance): whether the search beat a given model."""
+    dominating = [p["name"] for p in front_points
+                  if dominates(p, reference, objectives, latency_tolerance)]
+    equal = [p["name"] for p in front_points
+             if all(_compare(n, p[n], reference[n], latency_tolerance) == 0 for n in objectives)]
+    return {"dominating": dominating, "equal": equal, "met": bool(dominating or equal)}
+
+
 def compare_with_base(front_points: Sequence[dict], references: Sequence[dict],
                       objectives: Sequence[str],
                       latency_tolerance: float = LATENCY_TOLERANCE) -> list[str]:
-    """For each model of the base recipe: the front models that dominate or equal it."""
+    """For each model of the base recipe, a sentence: the front models that dominate or
+    equal it."""
     lines = []
     for r in references:
-        better = [p["name"] for p in front_points
-                  if dominates(p, r, objectives, latency_tolerance)]
-        equal = [p["name"] for p in front_points
-                 if all(_compare(n, p[n], r[n], latency_tolerance) == 0 for n in objectives)]
-        what = (f"dominated by {', '.join(better)}" if better else
-                f"equalled by {', '.join(equal)}" if equal else
+        found = against(front_points, r, objectives, latency_tolerance)
+        what = (f"dominated by {', '.join(found['dominating'])}" if found["dominating"] else
+                f"equalled by {', '.join(found['equal'])}" if found["equal"] else
                 "not dominated by any trial")
         lines.append(f"{r['name']} ({100 * r['accuracy']:.2f}%, {r['latency_ms']:.4g} ms, "
                      f"{r['size_kb']:.1f} KiB): {what}.")
     return lines
-
-
-def against(front_points: Sequence[dict], reference: dict, objectives: Sequence[str],
-            latency_tolerance: float = LATENCY_TOLERANCE) -> dict:
-    """The front models that dominate `reference`, and those that equal it (neither dominates,
-    same accuracy): whether the search beat a given model."""
-    dominating = [p["name"] for p in front_points
-                  if dominates(p, reference, objectives, latency_tolerance)]
-    equal = [p["name"] for p in front_points
-             if not dominates(p, reference, objectives, latency_tolerance)
-             and not dominates(reference, p, objectives, latency_tolerance)
-             and p["accuracy"] == reference["accuracy"]]
-    return {"dominating": dominating, "equal": equal, "met": bool(dominating or equal)}
 
 
 def write(search_dir: str, summary: dict) -> None:
@@ -227,5 +219,3 @@ def export_recommended(point: dict, directory: str) -> None:
         with files.atomic_path(os.path.join(directory, os.path.basename(source))) as tmp:
             shutil.copyfile(source, tmp)
 
-
-measured_on = run_report.measured_on

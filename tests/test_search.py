@@ -167,8 +167,11 @@ def _fake_run(run_dir, drop=0.0):
         "student_int8": {"file": "student_int8.tflite", "size_bytes": 20000,
                          "accuracy": {"split": "test", "value": 0.90}}}}
     (run_dir / "tflite" / "model_card.json").write_text(json.dumps(card))
-    (run_dir / "manifest.json").write_text(json.dumps({"stages": {"verify": {"metrics": {
-        "drops": {"student_qad_int8": drop, "student_int8": 3.0}}}}}))
+    from pipelines.config import Config
+    from pipelines.run import RunDirectory
+
+    RunDirectory(str(run_dir), Config().results_settings()).record(
+        "verify", [], {"drops": {"student_qad_int8": drop, "student_int8": 3.0}})
     host = {"student_qad_int8": {"1": {"latency": {"p50_ms": 0.5, "mean_ms": 0.6}}}}
     (run_dir / "benchmark" / "host.json").write_text(json.dumps(host))
     device = {"device": {}, "variants": {

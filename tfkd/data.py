@@ -360,12 +360,7 @@ def _load_folder(
     channels = 3
     total = sum(len(p) for p, _ in chosen.values())
     pixel_bytes = total * sum(h * w for h, w in sizes) * channels
-    if cache == "auto":
-        cache = "memory" if pixel_bytes <= memory_budget else "disk"
-    directory = None
-    if cache == "disk":
-        directory = os.path.join(cache_dir or default_cache_dir(), "images",
-                                 hashlib.sha256(root_bytes).hexdigest()[:16])
+    directory = _cache_directory(root_bytes, pixel_bytes, cache, cache_dir, memory_budget)
     logging.info("%s: %d images decoded once at %s (%s), %.0f MB of pixels kept in %s.", root,
                  total, ", ".join(f"{h}x{w}" for h, w in sizes), resize, pixel_bytes / 2**20,
                  directory or "memory")
@@ -393,6 +388,16 @@ def _load_folder(
         sizes={split: len(paths) for split, (paths, _) in chosen.items()},
         resolutions=resolutions,
     )
+
+
+def _cache_directory(root: bytes, pixel_bytes: int, cache: str, cache_dir: Optional[str],
+                     memory_budget: int) -> Optional[str]:
+    """Where the decoded images of the folder `root` are kept: None for memory (`cache` memory,
+    or auto within `memory_budget`), else a directory of the disk cache named by the folder."""
+    if cache == "memory" or (cache == "auto" and pixel_bytes <= memory_budget):
+        return None
+    return os.path.join(cache_dir or default_cache_dir(), "images",
+                        hashlib.sha256(root).hexdigest()[:16])
 
 
 def _refuse_oversized(root: str, files: Sequence[tuple]) -> None:
@@ -493,12 +498,9 @@ def with_unlabeled(
     headers = images.read_headers(paths)
     _refuse_oversized(root, list(zip(paths, headers)))
     sizes = list(splits.resolutions)
-    pixel_bytes = len(paths) * sum(h * w for h, w in sizes) * channels
-    if cache == "auto":
-        cache = "memory" if pixel_bytes <= memory_budget else "disk"
-    directory = (os.path.join(cache_dir or default_cache_dir(), "images",
-                              hashlib.sha256(os.fsencode(root)).hexdigest()[:16])
-                 if cache == "disk" else None)
+    directory = _cache_directory(os.fsencode(root),
+                                 len(paths) * sum(h * w for h, w in sizes) * channels, cache,
+                                 cache_dir, memory_budget)
     result = images.decode_files(paths, sizes, splits.preprocessing.resize, channels=channels,
                                  headers=headers, directory=directory, name="unlabeled",
                                  progress=progress and (lambda done: progress(done, len(paths))))

@@ -243,11 +243,15 @@ class Distiller(keras.Model):
         return logits, features
 
     @staticmethod
-    def _labels(y, teacher_logits):
+    def _labeled(y):
+        """The labels as a vector, and which of them are real (not `UNLABELED`)."""
+        flat = tf.reshape(y, [-1])
+        return flat, tf.not_equal(tf.cast(flat, tf.int64), UNLABELED)
+
+    def _labels(self, y, teacher_logits):
         """The labels with `UNLABELED` examples given the teacher's top class (for losses that
         need a target class, e.g. DKD), and which examples carry a real label."""
-        flat = tf.reshape(y, [-1])
-        labeled = tf.not_equal(tf.cast(flat, tf.int64), UNLABELED)
+        flat, labeled = self._labeled(y)
         stand_in = tf.cast(tf.argmax(teacher_logits, axis=-1), flat.dtype)
         return tf.where(labeled, flat, stand_in), labeled
 
@@ -286,7 +290,9 @@ class Distiller(keras.Model):
         self.distillation_loss_tracker.update_state(kd_loss, sample_weight=batch_size)
         # Metrics such as accuracy count the labeled examples only: Keras' own output mask
         # (`_keras_mask`) is how compiled metrics, which ignore sample weights, skip examples.
-        labels, labeled = self._labels(y, student_logits)
+        labels, labeled = self._labeled(y)
+        # Any valid class stands in for a missing label: the mask leaves it uncounted.
+        labels = tf.where(labeled, labels, tf.zeros_like(labels))
         masked = tf.identity(student_logits)
         masked._keras_mask = labeled
         self.compiled_metrics.update_state(labels, masked, sample_weight)

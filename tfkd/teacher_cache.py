@@ -121,9 +121,9 @@ def _read(directory: str, key: dict, in_memory_limit: int) -> Optional[np.ndarra
                      ", ".join(changed))
         return None
     logits = _open(logits_path, in_memory_limit)
-    if logits.shape != (key["views"], key["examples"], key["classes"]):
+    if logits.shape != _shape(key):
         logging.warning("Teacher cache %s has shape %s, expected %s; rebuilding.", logits_path,
-                        logits.shape, (key["views"], key["examples"], key["classes"]))
+                        logits.shape, _shape(key))
         return None
     return logits
 
@@ -214,8 +214,13 @@ def build(
         return _write(directory, fill, key, augmentation, seed, in_memory_limit)
 
 
+def _shape(key: dict) -> tuple[int, int, int]:
+    """The logits' shape a cache key describes: (views, examples, classes)."""
+    return key["views"], key["examples"], key["classes"]
+
+
 def _in_memory(fill: Callable, key: dict, augmentation, seed: int) -> TeacherCache:
-    logits = np.zeros((key["views"], key["examples"], key["classes"]), np.float32)
+    logits = np.zeros(_shape(key), np.float32)
     fill(logits)
     return TeacherCache(logits, key, augmentation, seed)
 
@@ -229,9 +234,7 @@ def _write(directory: str, fill: Callable, key: dict, augmentation, seed: int,
     logits_path = os.path.join(directory, LOGITS_FILE)
     with files.atomic_path(logits_path) as tmp:
         # Written straight to disk: a large set's logits need not fit in memory.
-        logits = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.float32,
-            shape=(key["views"], key["examples"], key["classes"]))
+        logits = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=_shape(key))
         fill(logits)
         logits.flush()
         del logits
