@@ -124,6 +124,15 @@ class Config:
     flip: bool = setting(False, "Random horizontal flip in training (natural images only).")
     pad_crop: int = setting(0, "Random pad-and-crop by this many pixels in training; 0 = off.",
                             at_least=0, hint="0 turns it off")
+    augment: str = setting(
+        "none", "Consistent teaching (Beyer et al. 2022): the teacher and the distilled student "
+        "see the same mixture of two training images, mixup or cutmix; a mixed image is taught "
+        "by the teacher alone. Distillation only; with --teacher_cache the cached views are "
+        "mixed (more --teacher_cache_views, more mixtures).",
+        choices=("none",) + tfkd.mixing.KINDS)
+    mix_fraction: float = setting(
+        tfkd.mixing.DEFAULT_FRACTION, "Share of the distillation examples --augment mixes; the "
+        "others keep their label.", above=0)
     seed: int = setting(0, "Seed of data splits, shuffling and initialisation.")
     out_dir: str = setting("runs/default", "Run directory.", affects_results=False)
     overwrite: bool = setting(False, "Replace a run directory made with different settings.",
@@ -229,6 +238,12 @@ class Config:
             return None
         return tfkd.data.Augmentation(flip=self.flip, pad_crop=self.pad_crop)
 
+    @property
+    def mixing(self) -> Optional[tfkd.mixing.Mixing]:
+        if self.augment == "none":
+            return None
+        return tfkd.mixing.Mixing(self.augment, self.mix_fraction)
+
     def results_settings(self) -> dict:
         """The settings that change results (a run directory is tied to them)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -284,10 +299,14 @@ class Config:
             raise ValueError("Quantization-aware training (TF-MOT) does not run on TPU: pass "
                              "--qat_epochs=0 on TPU and run the qad stage on CPU/GPU (--stages="
                              "qad,export,... --strategy=default with the same --out_dir).")
+        if self.mix_fraction > 1.0:
+            raise ValueError(f"--mix_fraction must be in (0, 1]. Received: {self.mix_fraction}")
         if self.teacher_cache != "off":
-            if self.augmentation is None and self.teacher_cache_views != 1:
+            if (self.augmentation is None and self.mixing is None
+                    and self.teacher_cache_views != 1):
                 raise ValueError(f"--teacher_cache_views={self.teacher_cache_views} without "
-                                 "--flip/--pad_crop would cache the same image repeatedly; use 1.")
+                                 "--flip/--pad_crop/--augment would cache the same image "
+                                 "repeatedly; use 1.")
             if self.features:
                 raise ValueError("--features needs the teacher's forward pass every step; the "
                                  "teacher cache stores logits only. Drop --teacher_cache or "

@@ -207,14 +207,16 @@ class Context:
         elif distilled and self.paired:
             batches = tfkd.data.paired_batches(self.splits, self.teacher_splits, "train",
                                                config.batch_size, shuffle=True,
-                                               augmentation=config.augmentation, seed=seed)
+                                               augmentation=config.augmentation, seed=seed,
+                                               mixing=config.mixing)
         else:
             # Without the teacher only labels teach: the labeled images, as many steps an epoch.
             train = tfkd.data.labeled_train(self.splits) if not distilled else self.splits.train
             batches = tfkd.data.batches(train, self.splits.preprocessing,
                                         config.batch_size, shuffle=True,
                                         augmentation=config.augmentation, seed=seed,
-                                        base_size=base_size)
+                                        base_size=base_size,
+                                        mixing=config.mixing if distilled else None)
         return tfkd.distribute.shard_by_data(batches)
 
     def teacher_batches(self) -> tf.data.Dataset:
@@ -233,7 +235,7 @@ class Context:
                 self.model("teacher"), self.teacher_splits.train,
                 self.teacher_splits.preprocessing,
                 augmentation=config.augmentation, views=config.teacher_cache_views,
-                seed=config.seed, batch_size=config.batch_size,
+                seed=config.seed, mixing=config.mixing, batch_size=config.batch_size,
                 base_size=self.splits.preprocessing.image_size if self.paired else None,
                 progress=console.CountProgress("teacher logits"),
                 directory=self.teacher_cache_dir if config.teacher_cache == "disk" else None,

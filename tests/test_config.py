@@ -145,6 +145,9 @@ def test_validation_runs_once_per_config(monkeypatch):
      ({"unlabeled": "/photos"}, "--unlabeled=/photos: give folder:PATH"),
      ({"loss_params": ("standardize=maybe",)}, "standardize takes true or false"),
      ({"teacher_cache": "memory", "teacher_cache_views": 2}, "without --flip/--pad_crop"),
+     ({"augment": "mixin"}, "--augment=mixin is unknown"),
+     ({"mix_fraction": 0.0}, "--mix_fraction must be > 0"),
+     ({"mix_fraction": 1.5}, r"--mix_fraction must be in \(0, 1\]"),
      ({"teacher_cache": "memory", "features": ("a:b:hint:1",)}, "stores logits only"),
      ({"teacher_cache_views": 0}, "--teacher_cache_views must be >= 1"),
      ({"jit_compile": "yes"}, "--jit_compile=yes is unknown"),
@@ -153,6 +156,13 @@ def test_validation_runs_once_per_config(monkeypatch):
 def test_bad_configuration_is_rejected_before_training(change, message):
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(Config(), **change)
+
+
+def test_mixing_comes_from_flags_and_lets_the_cache_keep_several_views():
+    config = Config(augment="cutmix", mix_fraction=0.25, teacher_cache="memory",
+                    teacher_cache_views=4)
+    assert config.mixing == tfkd.mixing.Mixing("cutmix", fraction=0.25)
+    assert Config().mixing is None and Config().mix_fraction == tfkd.mixing.DEFAULT_FRACTION
 
 
 def test_loss_and_its_parameters_come_from_flags():

@@ -17,7 +17,8 @@ from tests.test_pipeline import TINY
 @pytest.mark.slow
 def test_few_labels_and_an_unlabeled_folder_teach_the_student_on_every_image(tmp_path):
     """--label_fraction and --unlabeled: the teacher and the student alone learn from the
-    labeled images; the teacher's logits cover every image, labeled or not."""
+    labeled images; the teacher's logits cover every image, labeled or not (in cutmix views:
+    --augment with the teacher cache)."""
     from PIL import Image
     from tests.conftest import CIFAR_SAMPLE
 
@@ -29,13 +30,14 @@ def test_few_labels_and_an_unlabeled_folder_teach_the_student_on_every_image(tmp
     config = Config(out_dir=str(tmp_path / "run"), dataset=f"folder:{CIFAR_SAMPLE}",
                     image_size=(24, 24), teacher="cnn_small", student="cnn_tiny",
                     label_fraction=0.5, unlabeled=f"folder:{unlabeled}", teacher_cache="disk",
-                    representative_size=10, **dict(TINY, qat_epochs=0, modes=("float32",)))
+                    augment="cutmix", teacher_cache_views=2, representative_size=10, **dict(TINY, qat_epochs=0, modes=("float32",)))
     results = scheduler.execute(config)
     context = Context(config)
     sizes = context.splits.sizes
     assert sizes["labeled"] < sizes["train"] - 6
     key = json.loads((tmp_path / "run" / "teacher_cache" / "teacher_logits.json").read_text())
-    assert key["examples"] == sizes["train"]
+    assert key["examples"] == sizes["train"] and key["views"] == 2
+    assert key["mixing"]["kind"] == "cutmix"  # consistent teaching through the cache
     labels = tfkd.data.train_labels(context.splits)
     assert (labels == tfkd.data.UNLABELED).sum() == sizes["train"] - sizes["labeled"]
     assert results["student"]["accuracy"] is not None and "report" in results

@@ -203,3 +203,65 @@ def test_an_interrupted_rebuild_leaves_no_cache_that_would_be_trusted(tmp_path, 
     assert not again.reused
     np.testing.assert_allclose(again.logits[0], old(normalized(images)).numpy(), atol=1e-5)
     assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_mixed_views_carry_the_teachers_logits_for_the_mixture_they_show(kind):
+    """Consistent teaching through the cache: over two epochs every batch's logits are the
+    teacher's for that very (mixed) image; a mixed example is UNLABELED and made of itself and
+    its view's partner, an unmixed one is an image of the set with its own label."""
+    from tfkd.mixing import Mixing, partner_offset
+
+    dataset, images, labels = raw_data()
+    teacher = tiny()
+    views, seed = 3, 7
+    cache = teacher_cache.build(teacher, dataset, PREP, mixing=Mixing(kind), views=views,
+                                seed=seed)
+    offsets = [partner_offset(seed, v, len(images)) for v in range(views)]
+    pairs = [(i, (i + k) % len(images)) for i in range(len(images)) for k in offsets]
+    data = teacher_cache.batches(cache, dataset, PREP, 16, shuffle=True, seed=3)
+    raw = images.astype(np.float64)
+    mixed_count = 0
+    for _ in range(2):
+        for x, y in data:
+            np.testing.assert_allclose(x["teacher_logits"].numpy(), teacher(x["image"]).numpy(),
+                                       atol=1e-5)
+            shown = x["image"].numpy() * 0.25 + 0.5  # undo PREP, written out
+            shown = np.round(shown * 255)
+            for image, label in zip(shown, y.numpy()):
+                same = np.all(np.abs(raw - image) < 0.5, axis=(1, 2, 3))
+                if label == tfkd.data.UNLABELED:
+                    mixed_count += 1
+                    assert any(_made_of(image, raw[i], raw[j], kind) for i, j in pairs)
+                else:
+                    assert same.any() and labels[np.argmax(same)] == label
+    assert 10 <= mixed_count <= 70  # about half of 80 shown
+
+
+def _made_of(image, own, partner, kind):
+    if kind == "cutmix":
+        from_own = np.all(np.abs(image - own) < 0.5, axis=-1)
+        from_partner = np.all(np.abs(image - partner) < 0.5, axis=-1)
+        return bool(np.all(from_own | from_partner) and from_partner.any())
+    diff = own - partner
+    lam = np.sum((image - partner) * diff) / np.sum(diff * diff)
+    return 0 <= lam <= 1 and np.allclose(image, lam * own + (1 - lam) * partner, atol=0.6)
+
+
+def test_a_disk_cache_is_rebuilt_when_the_mixing_changes(tmp_path):
+    from tfkd.mixing import Mixing
+
+    dataset, _, _ = raw_data()
+    teacher = tiny()
+
+    def build(mixing):
+        return teacher_cache.build(teacher, dataset, PREP, mixing=mixing, views=2,
+                                   directory=str(tmp_path))
+
+    first = build(Mixing("mixup"))
+    assert build(Mixing("mixup")).reused
+    other = build(Mixing("cutmix"))
+    assert not other.reused and not np.allclose(first.logits, other.logits)
+    assert not build(Mixing("cutmix", fraction=0.25)).reused
+    with pytest.raises(ValueError, match="without augmentation"):
+        teacher_cache.build(teacher, dataset, PREP, views=2)

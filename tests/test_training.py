@@ -34,6 +34,9 @@ def test_optimizer_errors():
         training.optimizer("adagrad")
     with pytest.raises(ValueError, match="`learning_rate` must be > 0"):
         training.optimizer("adam", 0.0)
+    unknown_size = tf.data.Dataset.range(10).filter(lambda x: x > 2).cardinality()
+    with pytest.raises(ValueError, match="dataset of unknown size"):
+        training.optimizer("adam", 1e-3, int(unknown_size))
 
 
 def test_train_classifier_and_distill_lower_their_losses():

@@ -5,11 +5,12 @@ The public modules are listed in `__all__`; docs/architecture.md says what each 
 
 from tfkd.keras import keras  # noqa: F401  (selects Keras 2 before anything else imports it)
 from tfkd import data, distribute, evaluate, export, features, losses, models  # noqa: E402
-from tfkd import images, pretrained, quantize, teacher_cache, teachers, training  # noqa: E402
+from tfkd import images, mixing, pretrained, quantize, teacher_cache, teachers  # noqa: E402
+from tfkd import training  # noqa: E402
 from tfkd.distiller import Distiller  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["Distiller", "data", "distribute", "evaluate", "export", "features", "images",
-           "keras", "losses", "models", "pretrained", "quantize", "teacher_cache", "teachers",
-           "training"]
+           "keras", "losses", "mixing", "models", "pretrained", "quantize", "teacher_cache",
+           "teachers", "training"]

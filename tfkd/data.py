@@ -23,10 +23,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfkd import images
+from tfkd import images, mixing as mixing_lib
 from tfkd.keras import keras
+from tfkd.mixing import Mixing
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Offset of the in-batch mixing's seeds from the shuffling and augmentation seed.
+MIXING_SEED_OFFSET = 7919
 # Decoded images up to this size are kept in memory (data_cache="auto"), larger sets on disk.
 DEFAULT_MEMORY_BUDGET_BYTES = 1 << 30
 DATA_CACHES = ("auto", "memory", "disk")
@@ -749,12 +752,14 @@ def batches(
     augmentation: Optional[Augmentation] = None,
     seed: int = 0,
     base_size: Optional[Sequence[int]] = None,
+    mixing: Optional[Mixing] = None,
 ) -> tf.data.Dataset:
     """Normalised, batched, prefetched `(inputs, labels)` for `fit`/`evaluate`.
 
     Shuffling and augmentation are seeded and differ between epochs, reproducibly. With
     `base_size`, augmentation is drawn as for that size and scaled (`Augmentation.apply_scaled`),
-    as `paired_batches` draws it.
+    as `paired_batches` draws it. `mixing` (distillation only) mixes examples within each batch
+    and marks the mixed ones `UNLABELED` (`tfkd.mixing`).
     """
     check_batch_size(batch_size)
     if shuffle:
@@ -766,11 +771,33 @@ def batches(
             return augmentation.apply_scaled(image, s, base_size)
 
         dataset = _with_example_seeds(dataset, seed, augment)
-    dataset = dataset.batch(batch_size).map(
+    dataset = dataset.batch(batch_size)
+    if mixing is not None:
+        dataset = _mixed_in_batch(dataset, mixing, seed)
+    dataset = dataset.map(
         lambda images, labels: (preprocessing.normalize(images), labels),
         num_parallel_calls=AUTOTUNE,
     )
     return dataset.prefetch(AUTOTUNE)
+
+
+def _mixed_in_batch(dataset: tf.data.Dataset, mixing: Mixing, seed: int) -> tf.data.Dataset:
+    """Batches whose examples are mixed with their neighbour in the batch (the batch rolled by
+    one; shuffled batches give new partners every epoch), mixed ones marked `UNLABELED`. A tuple
+    of images (one example at two resolutions) gets the same mixing in each."""
+    seeds = tf.data.Dataset.random(seed=seed + MIXING_SEED_OFFSET,
+                                   rerandomize_each_iteration=True).batch(2)
+
+    def mix(batch, s):
+        images, labels = batch
+        group = images if isinstance(images, tuple) else (images,)
+        mixed_group = [mixing.apply(im, tf.roll(im, 1, axis=0), s) for im in group]
+        mixed = mixed_group[0][1]
+        out = tuple(im for im, _ in mixed_group)
+        return (out if isinstance(images, tuple) else out[0],
+                mixing_lib.label_mixed(labels, mixed, UNLABELED))
+
+    return tf.data.Dataset.zip((dataset, seeds)).map(mix, num_parallel_calls=AUTOTUNE)
 
 
 TEACHER_IMAGE = "teacher_image"
@@ -785,11 +812,12 @@ def paired_batches(
     shuffle: bool = False,
     augmentation: Optional[Augmentation] = None,
     seed: int = 0,
+    mixing: Optional[Mixing] = None,
 ) -> tf.data.Dataset:
     """`({"image": student_images, "teacher_image": teacher_images}, labels)` batches: each
     example at the student's and at the teacher's resolution (`Splits.at`), with one
-    augmentation drawn per example and applied to both, for a Distiller whose teacher takes
-    another input size.
+    augmentation (and `mixing`, as in `batches`) drawn per example and applied to both, for a
+    Distiller whose teacher takes another input size.
 
     Args:
         student, teacher: the same splits at the student's and the teacher's size.
@@ -805,7 +833,10 @@ def paired_batches(
         pairs = _with_example_seeds(pairs, seed, lambda images, s: (
             augmentation.apply_scaled(images[0], s, base_size),
             augmentation.apply_scaled(images[1], s, base_size)))
-    return pairs.batch(batch_size).map(
+    pairs = pairs.batch(batch_size)
+    if mixing is not None:
+        pairs = _mixed_in_batch(pairs, mixing, seed)
+    return pairs.map(
         lambda images, labels: ({"image": student.preprocessing.normalize(images[0]),
                                  TEACHER_IMAGE: teacher.preprocessing.normalize(images[1])},
                                 labels),

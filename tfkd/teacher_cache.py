@@ -14,6 +14,11 @@ crops with their soft labels); each epoch every example draws one of its views, 
 teacher's logits for exactly that image. More views = more augmentation diversity, and a
 teacher pass per view. Without augmentation there is one view: the image itself.
 
+With `mixing` (consistent teaching, `tfkd.mixing`), view v of example i is also mixed with
+example (i + k_v) mod n, a fixed shift per view: the training stream carries each example's
+partners alongside (the dataset zipped with its rotated copies), so no random access to the
+images is needed, and the teacher's logits are for exactly the mixed image the student sees.
+
 A cache is reused only if its key matches: the teacher fingerprint (weights or file hash), the
 ensemble weights, a hash of every training image and label, the preprocessing, the
 augmentation, the number of views and the seed. Anything else rebuilds it.
@@ -30,8 +35,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfkd import files, teachers as teachers_lib
-from tfkd.data import Augmentation, Preprocessing, check_batch_size, reshuffled
+from tfkd import files, mixing as mixing_lib, teachers as teachers_lib
+from tfkd.data import UNLABELED, Augmentation, Preprocessing, check_batch_size, reshuffled
+from tfkd.mixing import Mixing
 
 AUTOTUNE = tf.data.AUTOTUNE
 LOGITS_FILE = "teacher_logits.npy"
@@ -48,6 +54,7 @@ class TeacherCache:
     key: dict
     augmentation: Optional[Augmentation]
     seed: int
+    mixing: Optional[Mixing] = None
     reused: bool = False
 
     @property
@@ -85,6 +92,34 @@ def view_image(image: tf.Tensor, index: tf.Tensor, view: tf.Tensor,
     return augmentation.apply(image, stateless_seed)
 
 
+def mixed_view(image: tf.Tensor, partner: tf.Tensor, index: tf.Tensor, view: tf.Tensor,
+               augmentation: Optional[Augmentation], mixing: Mixing, seed: int,
+               base_size: Optional[Sequence[int]] = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """View `view` of example `index` mixed with its partner for that view, and whether it was
+    mixed: each image augmented with its own stateless seed, then mixed with a third."""
+    own = view_image(image, index, view, augmentation, seed, base_size)
+    # Negative indices: seeds no example's own view uses.
+    other = view_image(partner, -1 - index, view, augmentation, seed, base_size)
+    mix_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(view, tf.int64),
+                         tf.cast(index, tf.int64) + (1 << 40)])
+    mixed_images, mixed = mixing.apply(own[None], other[None], mix_seed)
+    return mixed_images[0], mixed[0]
+
+
+def _partners(dataset: tf.data.Dataset, offsets: Sequence[int]) -> tf.data.Dataset:
+    """`dataset`'s images rotated by each of `offsets`, zipped: element i holds the images of
+    examples (i + offset) mod n."""
+    images = dataset.map(lambda image, label: image)
+    return tf.data.Dataset.zip(tuple(images.skip(k).concatenate(images.take(k))
+                                     for k in offsets))
+
+
+def _offsets(mixing: Optional[Mixing], views: int, seed: int, count: int) -> list[int]:
+    if mixing is None:
+        return []
+    return [mixing_lib.partner_offset(seed, view, count) for view in range(views)]
+
+
 def _data_hash(dataset: tf.data.Dataset) -> tuple[str, int, int]:
     """sha256 of every image and label, the example count and the largest label."""
     digest = hashlib.sha256()
@@ -99,10 +134,11 @@ def _data_hash(dataset: tf.data.Dataset) -> tuple[str, int, int]:
     return digest.hexdigest(), count, max_label
 
 
-def _check_views(views: int, augmentation: Optional[Augmentation]) -> int:
+def _check_views(views: int, augmentation: Optional[Augmentation],
+                 mixing: Optional[Mixing]) -> int:
     if isinstance(views, bool) or not isinstance(views, int) or views < 1:
         raise ValueError(f"`views` must be an integer >= 1. Received: views={views!r}")
-    if augmentation is None and views != 1:
+    if augmentation is None and mixing is None and views != 1:
         raise ValueError(f"views={views} without augmentation would store the same logits "
                          f"{views} times. Use views=1, or pass the augmentation.")
     return views
@@ -142,6 +178,7 @@ def build(
     augmentation: Optional[Augmentation] = None,
     views: int = 1,
     seed: int = 0,
+    mixing: Optional[Mixing] = None,
     teacher_weights: Optional[Sequence[float]] = None,
     directory: Optional[str] = None,
     batch_size: int = 256,
@@ -159,8 +196,9 @@ def build(
             the order defines the example keys, so it must not be shuffled.
         preprocessing: the normalisation the teacher expects (as in training).
         augmentation: random augmentation used in training, or None.
-        views: augmented views stored per example (1 without augmentation).
+        views: augmented views stored per example (1 without augmentation or mixing).
         seed: seed of the views.
+        mixing: consistent teaching: views mixed with a partner example (`tfkd.mixing`).
         teacher_weights: ensemble weights, as given to the Distiller.
         directory: where to keep the cache on disk (e.g. the run directory); None = memory only.
         batch_size: teacher batch size while building.
@@ -172,7 +210,7 @@ def build(
         progress: called as `progress(done, total)` while the teacher runs.
     """
     base_size = tuple(int(s) for s in base_size) if base_size is not None else None
-    views = _check_views(views, augmentation)
+    views = _check_views(views, augmentation, mixing)
     members = teachers_lib.load_all(teachers)
     classes = {teachers_lib.num_classes(t) for t in members}
     if len(classes) != 1:
@@ -192,26 +230,30 @@ def build(
         "preprocessing": preprocessing.to_dict(),
         "augmentation": None if augmentation is None else dataclasses.asdict(augmentation),
         "views": views, "seed": int(seed), "base_size": base_size,
+        "mixing": None if mixing is None else dataclasses.asdict(mixing),
     }
     key = json.loads(json.dumps(key))  # tuples become lists, as when read back from disk
     fill = functools.partial(_fill, members=members, dataset=dataset,
                              preprocessing=preprocessing, augmentation=augmentation, seed=seed,
                              teacher_weights=teacher_weights, batch_size=batch_size,
-                             base_size=base_size, progress=progress)
+                             base_size=base_size, progress=progress,
+                             offsets=_offsets(mixing, views, seed, count), mixing=mixing)
+    make = functools.partial(TeacherCache, key=key, augmentation=augmentation, seed=seed,
+                             mixing=mixing)
     if directory is None:
-        return _in_memory(fill, key, augmentation, seed)
+        return _in_memory(fill, key, make)
     if not writable:
         stored = _read(directory, key, in_memory_limit)
-        return (TeacherCache(stored, key, augmentation, seed, reused=True) if stored is not None
-                else _in_memory(fill, key, augmentation, seed))
+        return (make(stored, reused=True) if stored is not None
+                else _in_memory(fill, key, make))
     # Runs sharing `directory` (a search's trials) build the cache once; the others wait for it.
     with files.locked(directory):
         stored = _read(directory, key, in_memory_limit)
         if stored is not None:
             logging.info("Reusing the teacher cache in %s (%d examples x %d views).", directory,
                          count, views)
-            return TeacherCache(stored, key, augmentation, seed, reused=True)
-        return _write(directory, fill, key, augmentation, seed, in_memory_limit)
+            return make(stored, reused=True)
+        return _write(directory, fill, key, make, in_memory_limit)
 
 
 def _shape(key: dict) -> tuple[int, int, int]:
@@ -219,13 +261,13 @@ def _shape(key: dict) -> tuple[int, int, int]:
     return key["views"], key["examples"], key["classes"]
 
 
-def _in_memory(fill: Callable, key: dict, augmentation, seed: int) -> TeacherCache:
+def _in_memory(fill: Callable, key: dict, make: Callable) -> TeacherCache:
     logits = np.zeros(_shape(key), np.float32)
     fill(logits)
-    return TeacherCache(logits, key, augmentation, seed)
+    return make(logits)
 
 
-def _write(directory: str, fill: Callable, key: dict, augmentation, seed: int,
+def _write(directory: str, fill: Callable, key: dict, make: Callable,
            in_memory_limit: int) -> TeacherCache:
     # A key left from an earlier cache must not vouch for the logits written below.
     key_path = os.path.join(directory, KEY_FILE)
@@ -240,20 +282,29 @@ def _write(directory: str, fill: Callable, key: dict, augmentation, seed: int,
         del logits
     # The key is written last: a cache without a matching key is never read.
     files.write_text(key_path, json.dumps(key, indent=2, sort_keys=True))
-    return TeacherCache(_open(logits_path, in_memory_limit), key, augmentation, seed)
+    return make(_open(logits_path, in_memory_limit))
 
 
 def _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
-          batch_size, base_size, progress) -> None:
+          batch_size, base_size, progress, offsets, mixing) -> None:
     """Runs the teacher(s) over every view of every example into `logits[view, index]`."""
     views = logits.shape[0]
     total, done = views * logits.shape[1], 0
     for view in range(views):
-        indexed = dataset.enumerate().map(
-            lambda index, example, v=view: (
-                view_image(example[0], index, v, augmentation, seed, base_size), example[1],
-                index),
-            num_parallel_calls=AUTOTUNE).batch(batch_size).map(
+        if mixing is None:
+            indexed = dataset.enumerate().map(
+                lambda index, example, v=view: (
+                    view_image(example[0], index, v, augmentation, seed, base_size), example[1],
+                    index),
+                num_parallel_calls=AUTOTUNE)
+        else:
+            indexed = tf.data.Dataset.zip((dataset, _partners(dataset, [offsets[view]]))
+                                          ).enumerate().map(
+                lambda index, example, v=view: (
+                    mixed_view(example[0][0], example[1][0], index, v, augmentation, mixing,
+                               seed, base_size)[0], example[0][1], index),
+                num_parallel_calls=AUTOTUNE)
+        indexed = indexed.batch(batch_size).map(
             lambda images, labels, index: (preprocessing.normalize(images), labels, index),
             num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
         for images, _, index in indexed.as_numpy_iterator():
@@ -330,6 +381,36 @@ def batches(
         return ({"image": preprocessing.normalize(images),
                  "teacher_logits": lookup(view, index)}, labels)
 
-    return tf.data.Dataset.zip((indexed, choices)).map(
-        one_view, num_parallel_calls=AUTOTUNE).batch(batch_size).map(
+    if cache.mixing is None:
+        examples = tf.data.Dataset.zip((indexed, choices)).map(
+            one_view, num_parallel_calls=AUTOTUNE)
+    else:
+        examples = _mixed_examples(cache, dataset, choices, shuffle, seed)
+    return examples.batch(batch_size).map(
         to_batch, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def _mixed_examples(cache: TeacherCache, dataset: tf.data.Dataset, choices: tf.data.Dataset,
+                    shuffle: bool, seed: int) -> tf.data.Dataset:
+    """`(image, label, view, index)` of mixed cached views: the view is drawn and its partner
+    picked before shuffling, so the shuffle buffer holds two images per example, not one per
+    view."""
+    views, mixing = cache.views, cache.mixing
+    offsets = _offsets(mixing, views, cache.seed, cache.num_examples)
+
+    def pick(indexed_example, draw):
+        index, ((image, label), partners) = indexed_example
+        view = tf.cast(draw % views, tf.int64)
+        return index, image, label, tf.gather(tf.stack(partners), view), view
+
+    def mix(index, image, label, partner, view):
+        mixed_image, mixed = mixed_view(image, partner, index, view, cache.augmentation, mixing,
+                                        cache.seed, cache.base_size)
+        return (mixed_image, mixing_lib.label_mixed(label, mixed, UNLABELED), view, index)
+
+    picked = tf.data.Dataset.zip(
+        (tf.data.Dataset.zip((dataset, _partners(dataset, offsets))).enumerate(), choices)).map(
+        pick, num_parallel_calls=AUTOTUNE)
+    if shuffle:
+        picked = reshuffled(picked, seed)
+    return picked.map(mix, num_parallel_calls=AUTOTUNE)

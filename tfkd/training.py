@@ -32,6 +32,11 @@ def optimizer(name: str = DEFAULT_OPTIMIZER, learning_rate: float = DEFAULT_LEAR
         raise ValueError(f"Unknown optimizer '{name}'. Available: {list(OPTIMIZERS)}")
     if not learning_rate > 0:
         raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={learning_rate}")
+    if int(steps) < 0:
+        # tf.data reports -1/-2 for an infinite or unknown size: a schedule over it is no
+        # schedule (the rate would drop to 0 after one step).
+        raise ValueError(f"`steps` must be >= 0. Received: steps={steps} (the cardinality of a "
+                         "dataset of unknown size? Count its batches instead).")
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(int(steps), 1))
     if name == "sgd":
         return keras.optimizers.SGD(schedule, momentum=SGD_MOMENTUM, nesterov=True)

@@ -1,0 +1,248 @@
+r"""One table of distillation settings on one CIFAR-10 configuration: the student alone, the
+keras.io recipe, tfkd's KD defaults, DKD, DIST, KD with logit standardization, consistent
+teaching (mixup, cutmix) and a transfer set of unlabeled images, with the same training budget
+for every row, over several seeds.
+
+    python -m benchmarks.comparison_cifar10 --data=PATH/TO/cifar10
+    # CIFAR-10 with 10% of the labels: teacher and student alone on the labeled 5,000, the
+    # distilled student on all 50,000 images.
+    python -m benchmarks.comparison_cifar10 --data=PATH/TO/cifar10 --name=few_labels_cifar10 \
+        --train_images=50000 --label_fraction=0.1 --unlabeled_images=0 \
+        --rows=alone,kd,transfer --teacher_epochs=40 --steps=2000
+
+The teacher learns from the labeled images only (seed 0). Every row trains the student for the
+same number of optimizer steps (the budget), from the same initial weights per seed; the rows
+that learn from the teacher read its logits from one teacher cache (`--views` augmented views
+per image), so they differ by their loss and their data only. Writes
+benchmarks/results/<name>.json and its section of RESULTS.md.
+"""
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+import tfkd
+from benchmarks import common
+from tfkd import evaluate, training
+from tfkd.keras import keras
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
+flags.DEFINE_integer("train_images", 10000, "Training images (a prefix of the shuffled split).")
+flags.DEFINE_float("label_fraction", 1.0, "Share of --train_images that keeps its label "
+                   "(stratified); the others are unlabeled.")
+flags.DEFINE_integer("unlabeled_images", 20000, "Further training images, labels hidden, that "
+                     "only the transfer row sees.")
+flags.DEFINE_integer("test_images", 10000, "Test images.")
+flags.DEFINE_string("teacher", "resnet20", "Teacher model.")
+flags.DEFINE_string("student", "resnet8", "Student model.")
+flags.DEFINE_integer("teacher_epochs", 15, "Epochs of the teacher over the labeled images.")
+flags.DEFINE_integer("student_epochs", 10, "Epochs over the labeled images that set the budget "
+                     "when --steps is 0.")
+flags.DEFINE_integer("steps", 0, "Optimizer steps of every row (0: --student_epochs over the "
+                     "labeled images).")
+flags.DEFINE_integer("views", 8, "Augmented views per image in the teacher cache.")
+flags.DEFINE_list("seeds", ["0", "1"], "Student seeds.")
+flags.DEFINE_list("rows", ["alone", "keras_io", "kd", "dkd", "dist", "kd_std", "mixup",
+                           "cutmix", "transfer"], "Rows of the table.")
+flags.DEFINE_string("name", "comparison_cifar10", "Results file and RESULTS.md section name.")
+
+BATCH = 128
+LEARNING_RATE = 2e-3
+AUGMENTATION = tfkd.data.Augmentation(flip=True, pad_crop=4)
+DEFAULT_KD = dict(loss=tfkd.losses.KD(),
+                  student_loss_weight=tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT)
+# Each row: what it is, and the Distiller's loss and weight (None: the student alone).
+ROWS = {
+    "alone": ("student alone (cross-entropy on the labels)", None),
+    "keras_io": ("keras.io recipe: KD T=4, student_loss_weight 0.1",
+                 dict(loss=tfkd.losses.KD(temperature=4.0), student_loss_weight=0.1)),
+    "kd": (f"tfkd KD defaults: KD T={tfkd.losses.DEFAULT_TEMPERATURE:g}, student_loss_weight "
+           f"{tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT:g}", DEFAULT_KD),
+    "dkd": ("DKD alpha=1 beta=2 T=4, student_loss_weight 0.5, warm-up over a tenth",
+            dict(loss=tfkd.losses.DKD(alpha=1.0, beta=2.0, temperature=4.0),
+                 student_loss_weight=0.5)),
+    "dist": ("DIST beta=gamma=2 T=4, student_loss_weight 0.5",
+             dict(loss=tfkd.losses.DIST(beta=2.0, gamma=2.0, temperature=4.0),
+                  student_loss_weight=0.5)),
+    "kd_std": ("tfkd KD defaults + logit standardization",
+               dict(DEFAULT_KD, loss=tfkd.losses.KD(standardize=True))),
+    "mixup": ("tfkd KD defaults + consistent teaching, mixup (half the views mixed)",
+              DEFAULT_KD),
+    "cutmix": ("tfkd KD defaults + consistent teaching, cutmix (half the views mixed)",
+               DEFAULT_KD),
+    "transfer": ("tfkd KD defaults + the unlabeled images (transfer set)", DEFAULT_KD),
+}
+MIXED_ROWS = {"mixup": "mixup", "cutmix": "cutmix"}
+SMOKE = {"data": common.CIFAR_SAMPLE, "train_images": 48, "unlabeled_images": 16,
+         "label_fraction": 0.5, "test_images": 20, "teacher": "resnet8", "teacher_epochs": 1,
+         "student_epochs": 1, "views": 2, "seeds": ["0"],
+         "rows": ["alone", "kd", "mixup", "transfer"], "name": "comparison_smoke"}
+
+
+def _unlabeled(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    return dataset.map(lambda image, label: (image, tf.constant(tfkd.data.UNLABELED, tf.int64)))
+
+
+def _data(splits):
+    """(labeled images, the images the transfer row learns from, labeled count)."""
+    subset = splits.train.take(FLAGS.train_images).cache()
+    if FLAGS.label_fraction < 1.0:
+        size = tuple(splits.preprocessing.image_size)
+        own = dataclasses.replace(
+            splits, train=subset, sizes=dict(splits.sizes, train=FLAGS.train_images),
+            resolutions={size: (subset, splits.validation, splits.test)})
+        subset = tfkd.data.hide_labels(own, FLAGS.label_fraction, seed=0).train.cache()
+    labeled = subset.filter(lambda image, label: label != tfkd.data.UNLABELED).cache()
+    count = int(labeled.reduce(0, lambda n, _: n + 1))
+    # A filtered dataset's size is unknown to tf.data; schedules need it.
+    labeled = labeled.apply(tf.data.experimental.assert_cardinality(count))
+    extra = _unlabeled(splits.train.skip(FLAGS.train_images).take(FLAGS.unlabeled_images))
+    return labeled, subset.concatenate(extra).cache(), count
+
+
+def main(argv):
+    del argv
+    common.apply_smoke(SMOKE)
+    unknown = sorted(set(FLAGS.rows) - set(ROWS))
+    if unknown:
+        raise app.UsageError(f"Unknown rows {unknown}; choose from {list(ROWS)}.")
+    started = time.time()
+    keras.utils.set_random_seed(0)
+    splits = tfkd.data.load(f"folder:{FLAGS.data}", seed=0)
+    prep = splits.preprocessing
+    labeled, transfer_set, labeled_count = _data(splits)
+    transfer_count = int(transfer_set.reduce(0, lambda n, _: n + 1))
+    transfer_set = transfer_set.apply(tf.data.experimental.assert_cardinality(transfer_count))
+    test = tfkd.data.batches(splits.test.take(FLAGS.test_images).cache(), prep, 256)
+    steps = FLAGS.steps or FLAGS.student_epochs * math.ceil(labeled_count / BATCH)
+    epochs = FLAGS.student_epochs
+    steps_per_epoch = max(1, steps // epochs)
+    steps = steps_per_epoch * epochs
+
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    shape, classes = prep.input_shape, splits.num_classes
+    teacher = tfkd.models.build(FLAGS.teacher, shape, classes)
+    teacher_batches = tfkd.data.batches(labeled, prep, BATCH, shuffle=True, seed=0,
+                                        augmentation=AUGMENTATION)
+    teacher.compile(_optimizer(math.ceil(labeled_count / BATCH) * FLAGS.teacher_epochs), ce)
+    teacher.fit(teacher_batches, epochs=FLAGS.teacher_epochs, verbose=2)
+    results = {"teacher": evaluate.keras_accuracy(teacher, test), "accuracy": {},
+               "labeled": labeled_count, "transfer_images": transfer_count, "steps": steps}
+    print("teacher", results["teacher"], flush=True)
+
+    caches = {}
+
+    def cache_for(row):
+        key = MIXED_ROWS.get(row, "transfer" if row == "transfer" else "plain")
+        if key not in caches:
+            mixing = tfkd.mixing.Mixing(key) if key in MIXED_ROWS.values() else None
+            cache_started = time.time()
+            caches[key] = tfkd.teacher_cache.build(
+                teacher, transfer_set if key == "transfer" else labeled, prep,
+                augmentation=AUGMENTATION, views=FLAGS.views, seed=0, mixing=mixing)
+            results.setdefault("cache_seconds", {})[key] = time.time() - cache_started
+        return caches[key]
+
+    for seed_text in FLAGS.seeds:
+        seed = int(seed_text)
+        keras.utils.set_random_seed(seed + 1)
+        initial = tfkd.models.build(FLAGS.student, shape, classes).get_weights()
+        for row in FLAGS.rows:
+            keras.utils.set_random_seed(seed + 1)
+            student = tfkd.models.build(FLAGS.student, shape, classes)
+            student.set_weights(initial)
+            settings = ROWS[row][1]
+            if settings is None:
+                trainer = student
+                trainer.compile(_optimizer(steps), ce)
+                data = tfkd.data.batches(labeled, prep, BATCH, shuffle=True, seed=seed,
+                                         augmentation=AUGMENTATION)
+            else:
+                cache = cache_for(row)
+                warmup = steps // 10 if row == "dkd" else 0
+                trainer = tfkd.Distiller(student, None, distillation_warmup_steps=warmup,
+                                         **settings)
+                trainer.compile(optimizer=_optimizer(steps))
+                data = tfkd.teacher_cache.batches(
+                    cache, transfer_set if row == "transfer" else labeled, prep, BATCH,
+                    shuffle=True, seed=seed)
+            row_started = time.time()
+            trainer.fit(data.repeat(), epochs=epochs, steps_per_epoch=steps_per_epoch,
+                        verbose=2)
+            accuracy = evaluate.keras_accuracy(student, test)
+            results["accuracy"].setdefault(row, {})[seed_text] = accuracy
+            results.setdefault("row_seconds", {}).setdefault(row, {})[seed_text] = (
+                time.time() - row_started)
+            print(row, seed, accuracy, flush=True)
+
+    minutes = (time.time() - started) / 60
+    common.write_json(FLAGS.name,
+                      {**results, "minutes": minutes, "machine": common.machine(),
+                       "flags": {f: FLAGS[f].value for f in (
+                           "train_images", "label_fraction", "unlabeled_images", "test_images",
+                           "teacher", "student", "teacher_epochs", "student_epochs", "steps",
+                           "views", "seeds", "rows")}})
+    common.write_section(FLAGS.name, section(results, minutes))
+
+
+def _optimizer(steps):
+    return training.optimizer("adam", LEARNING_RATE, steps)
+
+
+def summary(results: dict, rows, seeds) -> list[dict]:
+    """Per row: mean and std over seeds (points), gain over the student alone, per-seed values."""
+    accuracy = results["accuracy"]
+    alone = np.array([accuracy["alone"][s] for s in seeds]) if "alone" in accuracy else None
+    out = []
+    for row in rows:
+        values = 100 * np.array([accuracy[row][s] for s in seeds])
+        gains = values - 100 * alone if alone is not None else None
+        out.append({"row": row, "mean": float(values.mean()), "std": float(values.std()),
+                    "gain": None if gains is None else float(gains.mean()),
+                    "gain_std": None if gains is None else float(gains.std()),
+                    "values": values.tolist()})
+    return out
+
+
+def section(results: dict, minutes: float) -> str:
+    rows = summary(results, FLAGS.rows, FLAGS.seeds)
+    lines = []
+    for r in rows:
+        gain = "" if r["gain"] is None else f"{r['gain']:+.2f} ± {r['gain_std']:.2f}"
+        lines.append(f"| {r['row']} | {ROWS[r['row']][0]} | {r['mean']:.2f} ± {r['std']:.2f} | "
+                     f"{gain} | " + " ".join(f"{v:.2f}" for v in r["values"]) + " |")
+    distilled = [r for r in rows if r["row"] != "alone"]
+    best = max(distilled, key=lambda r: r["mean"]) if distilled else None
+    labels = (f"{results['labeled']} of them labeled ({100 * FLAGS.label_fraction:g}%, "
+              "stratified)" if FLAGS.label_fraction < 1 else "all labeled")
+    transfer = (f" The transfer row also learns from {results['transfer_images'] - results['labeled']}"
+                " images without labels (the teacher's soft targets only)."
+                if "transfer" in FLAGS.rows else "")
+    return f"""
+## Distillation settings side by side on CIFAR-10 (`benchmarks/comparison_cifar10.py`, `{FLAGS.name}`)
+
+{common.machine()}; {minutes:.0f} min. {FLAGS.train_images} training images, {labels}, flip +
+pad-crop 4; the first {FLAGS.test_images} test images (one image = {100 / FLAGS.test_images:.2f}
+points). Teacher {FLAGS.teacher} trained on the labeled images for {FLAGS.teacher_epochs} epochs:
+{100 * results['teacher']:.2f}%. Student {FLAGS.student}; **every row trains for the same
+{results['steps']} steps** of batch {BATCH} (Adam 2e-3, cosine decay) from the same initial
+weights per seed, seeds {', '.join(FLAGS.seeds)}; final weights, no early stopping. Every
+distilled row reads the teacher's logits from a teacher cache of {FLAGS.views} augmented views
+per image (the keras.io recipe itself calls the teacher every step).{transfer} Mixed views
+(consistent teaching) are taught by the teacher alone; the other half keep their labels.
+
+| row | setting | accuracy % (mean ± std) | gain over alone (mean ± std) | per seed |
+|---|---|---|---|---|
+{chr(10).join(lines)}
+
+Best distilled row: `{best['row'] if best else '-'}`.
+"""
+
+
+if __name__ == "__main__":
+    app.run(main)
