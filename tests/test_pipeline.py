@@ -1,10 +1,8 @@
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -249,37 +247,6 @@ def test_saved_model_teacher_with_a_disk_cache_reused_by_a_rerun(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_during_distillation_resumes_and_skips_finished_stages(tmp_path):
-    args = ("--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=2",
-            "--student_epochs=20", "--qat_epochs=1", "--modes=float32", "--max_drop_points=100",
-            "--benchmark_runs=3", f"--out_dir={tmp_path}")
-    process = _main(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    backup = tmp_path / "checkpoints" / "student"
-    deadline = time.time() + 600
-    while not (backup.exists() and any(backup.rglob("*.index"))):
-        assert process.poll() is None, "the run ended before distillation could be interrupted"
-        assert time.time() < deadline
-        time.sleep(0.2)
-    time.sleep(1.0)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"teacher", "baseline"}
-
-    result = _main(*args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "teacher: finished earlier, files unchanged; skipped" in result.stdout
-    assert "baseline: finished earlier, files unchanged; skipped" in result.stdout
-    first_epoch = next(line for line in result.stdout.splitlines()
-                       if line.strip().startswith("student epoch "))
-    assert "epoch 1/40 " not in first_epoch, "distillation restarted instead of resuming"
-    # The full log, INFO lines and TensorFlow's start-up included, is in the run directory.
-    log = (tmp_path / "logs" / "run.log").read_text()
-    assert "Stage teacher: finished earlier" in log and "Stage student: running." in log
-    assert (tmp_path / "report.md").exists()
-
-
-@pytest.mark.slow
 def test_main_with_the_readme_flagfile_prints_the_report(tmp_path):
     result = _main("--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=1",
                    "--student_epochs=1", "--qat_epochs=1", "--modes=float32,int8_io_uint8",
@@ -389,122 +356,3 @@ def test_a_good_teacher_passes_the_check_and_selection_follows_validation(tmp_pa
                                              student_epochs=1, out_dir=str(tmp_path / "forced")))
     assert forced["select"]["shipped"] == "student"
     assert forced["select"]["reason"] == "--select=distilled"
-
-
-KILL_FLAGS = ("--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=1",
-              "--student_epochs=1", "--qat_epochs=1", "--modes=float32,int8_io_uint8",
-              "--max_drop_points=100", "--benchmark_runs=3")
-
-
-def _killed_run(out, target, nth, *options, flags=()):
-    """The pipeline, SIGKILLed at the `nth` call of `target` (tests/helpers/kill_at.py)."""
-    result = subprocess.run(
-        [sys.executable, os.path.join("tests", "helpers", "kill_at.py"), target, str(nth),
-         *options, "--", *KILL_FLAGS, *flags, f"--out_dir={out}"], cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True,
-        timeout=900)
-    return result.returncode, result.stderr
-
-
-def _assert_whole(out):
-    """Every file the manifest records has its recorded hash, and every visible artifact is
-    whole: no half-written file is ever in place."""
-    import hashlib
-
-    manifest = json.loads((out / "manifest.json").read_text())
-    for entry in manifest["stages"].values():
-        for relative, digest in entry["outputs"].items():
-            assert hashlib.sha256((out / relative).read_bytes()).hexdigest() == digest, relative
-    for model in out.rglob("*.tflite"):
-        if not model.name.startswith("."):
-            tfkd.evaluate.load_interpreter(str(model))
-    for document in out.rglob("*.json"):
-        if not document.name.startswith("."):
-            json.loads(document.read_text())
-
-
-@pytest.mark.slow
-def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_path):
-    out = tmp_path / "run"
-    # Each process finishes one more stage's work and dies just before recording it.
-    recorded = []
-    for attempt in range(len(STAGE_NAMES) + 1):
-        status, err = _killed_run(out, "pipelines.run.RunDirectory.record", 1 if attempt == 0
-                                  else 2)
-        if status == 0:
-            break
-        assert status == -signal.SIGKILL, err[-3000:]
-        _assert_whole(out)
-        recorded.append(len(json.loads((out / "manifest.json").read_text())["stages"])
-                        if (out / "manifest.json").exists() else 0)
-    assert status == 0, err[-3000:]
-    assert recorded == sorted(recorded) and len(recorded) >= len(STAGE_NAMES) - 2
-    assert (out / "report.md").exists()
-    # Mid-export: after the first .tflite file, and between writing one and putting it in place.
-    again = ("--stages=export,verify,benchmark,report",)
-    assert _killed_run(out, "tfkd.export.write_tflite", 2, flags=again)[0] == -signal.SIGKILL
-    _assert_whole(out)
-    assert _killed_run(out, "tfkd.files.atomic_path", 1, "--after_write",
-                       flags=again)[0] == -signal.SIGKILL
-    _assert_whole(out)
-    assert list(out.rglob(".*.tmp*")), "the kill left the temporary file it was writing"
-    status, err = _killed_run(out, "os.getpid", 10 ** 9, flags=again)
-    assert status == 0, err[-3000:]
-    assert not list(out.rglob(".*.tmp*")), "the next run removes what the killed one left"
-    # Mid-report.
-    report_only = ("--stages=report",)
-    assert _killed_run(out, "tfkd.files.atomic_path", 1, "--after_write",
-                       flags=report_only)[0] == -signal.SIGKILL
-    _assert_whole(out)
-    assert _killed_run(out, "os.getpid", 10 ** 9, flags=report_only)[0] == 0
-    _assert_whole(out)
-    assert json.loads((out / "report.json").read_text())["models"]
-
-
-@pytest.mark.slow
-def test_photos_at_two_resolutions_with_a_pretrained_application_teacher(tmp_path):
-    """The photos path end to end on a tiny photo-like folder: EXIF-rotated JPEGs of varying
-    size, a keras_applications teacher from a weights file at 48x48, a mobile student at 32x32,
-    the per-step path and then the teacher cache."""
-    from tools.make_photo_folder import make_photo_folder
-
-    from tests.conftest import CIFAR_SAMPLE
-    photos = tmp_path / "photos"
-    made = make_photo_folder(CIFAR_SAMPLE, str(photos), ["cat", "dog"], 10, 4,
-                             rotated_fraction=0.5)
-    assert made["rotated"] > 0
-    prep = tfkd.data.photo_preprocessing((48, 48), 3)
-    pretrained = tfkd.pretrained.build("keras_applications:MobileNetV3Small", (48, 48, 3), 2, prep)
-    backbone = keras.Model(pretrained.input, pretrained.get_layer("head_dropout").input)
-    backbone.save_weights(str(tmp_path / "backbone.h5"))
-    run = tmp_path / "run"
-    common = ("--dataset=folder:" + str(photos), "--image_size=32,32",
-              "--teacher_image_size=48,48", "--resize=crop",
-              "--teacher=keras_applications:MobileNetV3Small",
-              f"--teacher_weights={tmp_path / 'backbone.h5'}", "--teacher_head_epochs=1",
-              "--teacher_epochs=1", "--student=mobilenet_v3_small_minimalistic",
-              "--student_epochs=1", "--qat_epochs=0", "--modes=float32", "--flip",
-              "--pad_crop=2", "--benchmark_runs=2", "--max_drop_points=100",
-              f"--out_dir={run}")
-    result = _main(*common)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (run / "checkpoints" / "teacher_head" / "head.h5").exists()
-    card = json.loads((run / "tflite" / "model_card.json").read_text())
-    assert card["preprocessing"]["image_size"] == [32, 32]
-    assert card["preprocessing"]["resize"] == "crop"
-    variants = card["variants"]
-    assert variants["student_float32"]["input"]["shape"][1:] == [32, 32, 3]
-    assert variants["teacher_float32"]["input"]["shape"][1:] == [48, 48, 3]
-    teacher = keras.models.load_model(run / "teacher" / "teacher.keras", compile=False)
-    assert teacher.input_shape == (None, 48, 48, 3)
-    # Its .tflite was verified at its own size: the same accuracy as the Keras teacher there.
-    manifest = json.loads((run / "manifest.json").read_text())
-    keras_teacher = manifest["stages"]["teacher"]["metrics"]["accuracy"]
-    assert variants["teacher_float32"]["accuracy"]["value"] == pytest.approx(keras_teacher,
-                                                                            abs=1e-9)
-    report = json.loads((run / "report.json").read_text())
-    assert report["summary"]["kd_gain_standard_error"] is not None
-    # The same run through the teacher cache (logits of the teacher's own views).
-    cached = _main(*common[:-1], f"--out_dir={tmp_path / 'cached'}", "--teacher_cache=memory",
-                   "--teacher_cache_views=2", "--stages=teacher,student")
-    assert cached.returncode == 0, cached.stderr[-3000:]
