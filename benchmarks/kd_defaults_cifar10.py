@@ -29,18 +29,33 @@ flags.DEFINE_integer("strong_epochs", 15, "Epochs of the strong teacher.")
 flags.DEFINE_integer("weak_epochs", 2, "Epochs of the weak teacher.")
 flags.DEFINE_integer("student_epochs", 10, "Epochs of every student.")
 flags.DEFINE_list("settings", ["kd:0.1:4", "kd:0.5:4", "kd:0.5:1", "kd:0.9:4", "dkd:0.5:4",
-                               "dist:0.5:1"], "method:student_loss_weight:temperature")
+                               "dist:0.5:1"],
+                  "method:student_loss_weight:temperature, optionally followed by :std (logit "
+                  "standardization) and/or :mixup or :cutmix (consistent teaching, half the "
+                  "examples mixed).")
 flags.DEFINE_integer("seed", 0, "Seed.")
 
 
 LEARNING_RATE = 2e-3
 SMOKE = {"data": common.CIFAR_SAMPLE, "train_images": 64, "test_images": 20,
          "teacher": "resnet8", "strong_epochs": 1, "weak_epochs": 1, "student_epochs": 1,
-         "settings": ["kd:0.5:4"]}
+         "settings": ["kd:0.5:4", "kd:0.9:4:std:mixup"]}
 
 
 def _optimizer(steps):
     return training.optimizer("adam", LEARNING_RATE, steps)
+
+
+def parse_setting(setting: str):
+    """`method:weight:temperature[:std][:mixup|cutmix]` -> (loss, weight, mixing or None)."""
+    method, weight, temperature, *extras = setting.split(":")
+    unknown = set(extras) - {"std", *tfkd.mixing.KINDS}
+    if unknown:
+        raise app.UsageError(f"--settings={setting}: unknown {sorted(unknown)}; append :std, "
+                             ":mixup or :cutmix.")
+    loss = tfkd.losses.get(method, temperature=float(temperature), standardize="std" in extras)
+    kinds = [e for e in extras if e in tfkd.mixing.KINDS]
+    return loss, float(weight), tfkd.mixing.Mixing(kinds[0]) if kinds else None
 
 
 def main(argv):
@@ -53,9 +68,10 @@ def main(argv):
     subset = splits.train.take(FLAGS.train_images).cache()
     test = tfkd.data.batches(splits.test.take(FLAGS.test_images).cache(), prep, 256)
 
-    def train_batches():
+    def train_batches(mixing=None):
         return tfkd.data.batches(subset, prep, 128, shuffle=True, seed=FLAGS.seed,
-                                 augmentation=tfkd.data.Augmentation(flip=True, pad_crop=4))
+                                 augmentation=tfkd.data.Augmentation(flip=True, pad_crop=4),
+                                 mixing=mixing)
 
     steps = int(train_batches().cardinality())
     shape, classes = prep.input_shape, splits.num_classes
@@ -84,13 +100,11 @@ def main(argv):
                "kd": {}}
     for name, teacher in teachers.items():
         for setting in FLAGS.settings:
-            method, weight, temperature = setting.split(":")
-            loss = tfkd.losses.get(method, temperature=float(temperature))
+            loss, weight, mixing = parse_setting(setting)
             student = fresh()
-            distiller = tfkd.Distiller(student, teacher, loss=loss,
-                                       student_loss_weight=float(weight))
+            distiller = tfkd.Distiller(student, teacher, loss=loss, student_loss_weight=weight)
             distiller.compile(optimizer=_optimizer(steps * FLAGS.student_epochs))
-            distiller.fit(train_batches(), epochs=FLAGS.student_epochs, verbose=2)
+            distiller.fit(train_batches(mixing), epochs=FLAGS.student_epochs, verbose=2)
             results["kd"].setdefault(name, {})[setting] = evaluate.keras_accuracy(student, test)
             print(name, setting, results["kd"][name][setting], flush=True)
     minutes = (time.time() - started) / 60
@@ -116,7 +130,9 @@ images (flip + pad-crop), first {FLAGS.test_images} test images. Teacher {FLAGS.
 = {FLAGS.strong_epochs} epochs ({100 * results['teachers']['strong']:.2f}%), weak =
 {FLAGS.weak_epochs} epochs ({100 * results['teachers']['weak']:.2f}%). Student {FLAGS.student},
 {FLAGS.student_epochs} epochs from the same initial weights; alone: {100 * base:.2f}%.
-Accuracy % (gain over the student alone); settings are method:student_loss_weight:temperature.
+Accuracy % (gain over the student alone); settings are method:student_loss_weight:temperature
+(`:std` logit standardization, `:mixup`/`:cutmix` consistent teaching with half the examples
+mixed; the teacher runs every step).
 
 | setting | strong teacher | weak teacher |
 |---|---|---|
