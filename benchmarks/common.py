@@ -46,6 +46,15 @@ def _output_dir() -> str:
     return _smoke_dir
 
 
+def shuffled(dataset: tf.data.Dataset, seed: int = 0) -> tf.data.Dataset:
+    """`dataset` in one fixed seeded order, the same at every iteration. tfkd lists an image
+    folder class by class, so a plain prefix (`take(n)`) would hold the first classes only;
+    `shuffled(d).take(n)` is a sample of every class, and `.skip(n)` the rest."""
+    size = int(dataset.cardinality())
+    buffer = size if size > 0 else 100_000
+    return dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+
+
 def machine() -> str:
     """Where a figure was measured, to print next to it."""
     return (f"CPU only ({os.cpu_count()} cores, {platform.machine()}), TensorFlow "

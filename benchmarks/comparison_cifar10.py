@@ -32,7 +32,8 @@ from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
-flags.DEFINE_integer("train_images", 10000, "Training images (a prefix of the shuffled split).")
+flags.DEFINE_integer("train_images", 10000,
+                     "Training images (a seeded sample of every class).")
 flags.DEFINE_float("label_fraction", 1.0, "Share of --train_images that keeps its label "
                    "(stratified); the others are unlabeled.")
 flags.DEFINE_integer("unlabeled_images", 20000, "Further training images, labels hidden, that "
@@ -88,21 +89,28 @@ def _unlabeled(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.map(lambda image, label: (image, tf.constant(tfkd.data.UNLABELED, tf.int64)))
 
 
+def _count(dataset: tf.data.Dataset) -> int:
+    return int(dataset.reduce(0, lambda n, _: n + 1))
+
+
 def _data(splits):
-    """(labeled images, the images the transfer row learns from, labeled count)."""
-    subset = splits.train.take(FLAGS.train_images).cache()
+    """(labeled images, the images the transfer row learns from, training images, labeled
+    count)."""
+    train = common.shuffled(splits.train)
+    subset = train.take(FLAGS.train_images).cache()
+    subset_count = _count(subset)  # fewer than asked when the split is smaller
     if FLAGS.label_fraction < 1.0:
         size = tuple(splits.preprocessing.image_size)
         own = dataclasses.replace(
-            splits, train=subset, sizes=dict(splits.sizes, train=FLAGS.train_images),
+            splits, train=subset, sizes=dict(splits.sizes, train=subset_count),
             resolutions={size: (subset, splits.validation, splits.test)})
         subset = tfkd.data.hide_labels(own, FLAGS.label_fraction, seed=0).train.cache()
     labeled = subset.filter(lambda image, label: label != tfkd.data.UNLABELED).cache()
-    count = int(labeled.reduce(0, lambda n, _: n + 1))
+    count = _count(labeled)
     # A filtered dataset's size is unknown to tf.data; schedules need it.
     labeled = labeled.apply(tf.data.experimental.assert_cardinality(count))
-    extra = _unlabeled(splits.train.skip(FLAGS.train_images).take(FLAGS.unlabeled_images))
-    return labeled, subset.concatenate(extra).cache(), count
+    extra = _unlabeled(train.skip(FLAGS.train_images).take(FLAGS.unlabeled_images))
+    return labeled, subset.concatenate(extra).cache(), subset_count, count
 
 
 def main(argv):
@@ -115,10 +123,11 @@ def main(argv):
     keras.utils.set_random_seed(0)
     splits = tfkd.data.load(f"folder:{FLAGS.data}", seed=0)
     prep = splits.preprocessing
-    labeled, transfer_set, labeled_count = _data(splits)
-    transfer_count = int(transfer_set.reduce(0, lambda n, _: n + 1))
+    labeled, transfer_set, train_count, labeled_count = _data(splits)
+    transfer_count = _count(transfer_set)
     transfer_set = transfer_set.apply(tf.data.experimental.assert_cardinality(transfer_count))
-    test = tfkd.data.batches(splits.test.take(FLAGS.test_images).cache(), prep, 256)
+    test_images = common.shuffled(splits.test).take(FLAGS.test_images).cache()
+    test = tfkd.data.batches(test_images, prep, 256)
     steps = FLAGS.steps or FLAGS.student_epochs * math.ceil(labeled_count / BATCH)
     epochs = FLAGS.student_epochs
     steps_per_epoch = max(1, steps // epochs)
@@ -132,7 +141,7 @@ def main(argv):
     teacher.compile(_optimizer(math.ceil(labeled_count / BATCH) * FLAGS.teacher_epochs), ce)
     teacher.fit(teacher_batches, epochs=FLAGS.teacher_epochs, verbose=2)
     results = {"teacher": evaluate.keras_accuracy(teacher, test), "accuracy": {},
-               "labeled": labeled_count, "transfer_images": transfer_count, "steps": steps}
+               "train_images": train_count, "labeled": labeled_count, "transfer_images": transfer_count, "steps": steps}
     print("teacher", results["teacher"], flush=True)
 
     caches = {}
@@ -220,15 +229,17 @@ def section(results: dict, minutes: float) -> str:
     best = max(distilled, key=lambda r: r["mean"]) if distilled else None
     labels = (f"{results['labeled']} of them labeled ({100 * FLAGS.label_fraction:g}%, "
               "stratified)" if FLAGS.label_fraction < 1 else "all labeled")
-    transfer = (f" The transfer row also learns from {results['transfer_images'] - results['labeled']}"
-                " images without labels (the teacher's soft targets only)."
+    unlabeled = results["transfer_images"] - results["labeled"]
+    transfer = (f" The transfer row also learns from {unlabeled} images without labels (the "
+                "teacher's soft targets only)."
                 if "transfer" in FLAGS.rows else "")
     return f"""
-## Distillation settings side by side on CIFAR-10 (`benchmarks/comparison_cifar10.py`, `{FLAGS.name}`)
+## Distillation settings side by side on CIFAR-10 (`comparison_cifar10.py`, `{FLAGS.name}`)
 
-{common.machine()}; {minutes:.0f} min. {FLAGS.train_images} training images, {labels}, flip +
-pad-crop 4; the first {FLAGS.test_images} test images (one image = {100 / FLAGS.test_images:.2f}
-points). Teacher {FLAGS.teacher} trained on the labeled images for {FLAGS.teacher_epochs} epochs:
+{common.machine()}; {minutes:.0f} min. {results['train_images']} training images, {labels}, flip +
+pad-crop 4; {FLAGS.test_images} test images, a seeded sample (one image =
+{100 / FLAGS.test_images:.2f} points). Teacher {FLAGS.teacher} trained on the labeled images
+for {FLAGS.teacher_epochs} epochs:
 {100 * results['teacher']:.2f}%. Student {FLAGS.student}; **every row trains for the same
 {results['steps']} steps** of batch {BATCH} (Adam 2e-3, cosine decay) from the same initial
 weights per seed, seeds {', '.join(FLAGS.seeds)}; final weights, no early stopping. Every

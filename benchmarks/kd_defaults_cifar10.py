@@ -21,7 +21,8 @@ from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
-flags.DEFINE_integer("train_images", 10000, "Training images (class-balanced prefix).")
+flags.DEFINE_integer("train_images", 10000,
+                     "Training images (a seeded sample of every class).")
 flags.DEFINE_integer("test_images", 2000, "Test images.")
 flags.DEFINE_string("teacher", "resnet20", "Teacher model.")
 flags.DEFINE_string("student", "resnet8", "Student model.")
@@ -34,6 +35,7 @@ flags.DEFINE_list("settings", ["kd:0.1:4", "kd:0.5:4", "kd:0.5:1", "kd:0.9:4", "
                   "standardization) and/or :mixup or :cutmix (consistent teaching, half the "
                   "examples mixed).")
 flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_string("name", "kd_defaults_cifar10", "Results file and RESULTS.md section name.")
 
 
 LEARNING_RATE = 2e-3
@@ -65,8 +67,9 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     splits = tfkd.data.load(f"folder:{FLAGS.data}", seed=FLAGS.seed)
     prep = splits.preprocessing
-    subset = splits.train.take(FLAGS.train_images).cache()
-    test = tfkd.data.batches(splits.test.take(FLAGS.test_images).cache(), prep, 256)
+    subset = common.shuffled(splits.train).take(FLAGS.train_images).cache()
+    test_images = common.shuffled(splits.test).take(FLAGS.test_images).cache()
+    test = tfkd.data.batches(test_images, prep, 256)
 
     def train_batches(mixing=None):
         return tfkd.data.batches(subset, prep, 128, shuffle=True, seed=FLAGS.seed,
@@ -108,11 +111,11 @@ def main(argv):
             results["kd"].setdefault(name, {})[setting] = evaluate.keras_accuracy(student, test)
             print(name, setting, results["kd"][name][setting], flush=True)
     minutes = (time.time() - started) / 60
-    common.write_json("kd_defaults_cifar10",
+    common.write_json(FLAGS.name,
                       {**results, "minutes": minutes, "machine": common.machine(),
                        "flags": {f: FLAGS[f].value for f in (
                            "train_images", "test_images", "teacher", "student", "strong_epochs",
-                           "weak_epochs", "student_epochs", "seed")}})
+                           "weak_epochs", "student_epochs", "seed", "settings")}})
     base = results["baseline"]
     rows = "\n".join(
         f"| {setting} | " + " | ".join(
@@ -122,11 +125,12 @@ def main(argv):
     mean_gain = {s: np.mean([results["kd"][t][s] - base for t in ("strong", "weak")])
                  for s in FLAGS.settings}
     best = max(mean_gain, key=mean_gain.get)
-    common.write_section("kd_defaults_cifar10", f"""
-## Choosing the distillation defaults on CIFAR-10 (`benchmarks/kd_defaults_cifar10.py`)
+    common.write_section(FLAGS.name, f"""
+## Choosing the distillation defaults on CIFAR-10 (`benchmarks/kd_defaults_cifar10.py`, `{FLAGS.name}`)
 
 {common.machine()}; {minutes:.0f} min; one seed ({FLAGS.seed}). {FLAGS.train_images} training
-images (flip + pad-crop), first {FLAGS.test_images} test images. Teacher {FLAGS.teacher}: strong
+images (flip + pad-crop), {FLAGS.test_images} test images (seeded samples). Teacher
+{FLAGS.teacher}: strong
 = {FLAGS.strong_epochs} epochs ({100 * results['teachers']['strong']:.2f}%), weak =
 {FLAGS.weak_epochs} epochs ({100 * results['teachers']['weak']:.2f}%). Student {FLAGS.student},
 {FLAGS.student_epochs} epochs from the same initial weights; alone: {100 * base:.2f}%.

@@ -23,7 +23,8 @@ from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
-flags.DEFINE_integer("train_images", 10000, "Training images (class-balanced prefix).")
+flags.DEFINE_integer("train_images", 10000,
+                     "Training images (a seeded sample of every class).")
 flags.DEFINE_integer("test_images", 10000, "Test images.")
 flags.DEFINE_string("teacher", "resnet20", "Teacher model.")
 flags.DEFINE_string("student", "resnet8", "Student model.")
@@ -81,8 +82,9 @@ def main(argv):
     keras.utils.set_random_seed(0)
     splits = tfkd.data.load(f"folder:{FLAGS.data}", seed=0)
     prep = splits.preprocessing
-    subset = splits.train.take(FLAGS.train_images).cache()
-    test = tfkd.data.batches(splits.test.take(FLAGS.test_images).cache(), prep, 256)
+    subset = common.shuffled(splits.train).take(FLAGS.train_images).cache()
+    test_images = common.shuffled(splits.test).take(FLAGS.test_images).cache()
+    test = tfkd.data.batches(test_images, prep, 256)
 
     def train_batches(seed):
         return tfkd.data.batches(subset, prep, 128, shuffle=True, seed=seed,
@@ -152,7 +154,8 @@ def _section(results, minutes):
 ## Distillation methods on CIFAR-10 (`benchmarks/methods_cifar10.py`, `{FLAGS.name}`)
 
 {common.machine()}; {minutes:.0f} min. {FLAGS.train_images} training images (flip + pad-crop),
-first {FLAGS.test_images} test images (one image = {100 / FLAGS.test_images:.2f} points).
+{FLAGS.test_images} test images, seeded samples (one image = {100 / FLAGS.test_images:.2f}
+points).
 Teacher {FLAGS.teacher}, {FLAGS.teacher_epochs} epochs: {100 * results['teacher']:.2f}%.
 Student {FLAGS.student}, {FLAGS.student_epochs} epochs, Adam 2e-3 cosine, student_loss_weight
 {STUDENT_LOSS_WEIGHT}; seeds {', '.join(FLAGS.seeds)} (per seed: same initial weights and

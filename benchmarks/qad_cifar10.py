@@ -22,7 +22,8 @@ from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
-flags.DEFINE_integer("train_images", 10000, "Training images used (class-balanced prefix).")
+flags.DEFINE_integer("train_images", 10000,
+                     "Training images used (a seeded sample of every class).")
 flags.DEFINE_integer("test_images", 2000, "Test images used.")
 flags.DEFINE_string("teacher", "resnet20", "Teacher model.")
 flags.DEFINE_string("student", "resnet8", "Student model.")
@@ -53,11 +54,12 @@ def main(argv):
     started = time.time()
     splits = tfkd.data.load(f"folder:{FLAGS.data}", seed=FLAGS.seed)
     prep = splits.preprocessing
-    subset = splits.train.take(FLAGS.train_images).cache()
+    subset = common.shuffled(splits.train).take(FLAGS.train_images).cache()
     augmentation = tfkd.data.Augmentation(flip=True, pad_crop=4)
     train = tfkd.data.batches(subset, prep, 128, shuffle=True, augmentation=augmentation,
                               seed=FLAGS.seed)
-    test = tfkd.data.batches(splits.test.take(FLAGS.test_images).cache(), prep, 256)
+    test_images = common.shuffled(splits.test).take(FLAGS.test_images).cache()
+    test = tfkd.data.batches(test_images, prep, 256)
     steps = int(train.cardinality())
     shape, classes = prep.input_shape, splits.num_classes
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -166,7 +166,7 @@ def main(argv):
     import tfkd
 
     splits = tfkd.data.load(f"folder:{FLAGS.data}", seed=0)
-    images, labels = zip(*splits.train.take(FLAGS.images).as_numpy_iterator())
+    images, labels = zip(*common.shuffled(splits.train).take(FLAGS.images).as_numpy_iterator())
     macs = {"teacher": _macs(FLAGS.teacher), "student": _macs(FLAGS.student)}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

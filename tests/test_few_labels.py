@@ -30,7 +30,8 @@ def test_few_labels_and_an_unlabeled_folder_teach_the_student_on_every_image(tmp
     config = Config(out_dir=str(tmp_path / "run"), dataset=f"folder:{CIFAR_SAMPLE}",
                     image_size=(24, 24), teacher="cnn_small", student="cnn_tiny",
                     label_fraction=0.5, unlabeled=f"folder:{unlabeled}", teacher_cache="disk",
-                    augment="cutmix", teacher_cache_views=2, representative_size=10, **dict(TINY, qat_epochs=0, modes=("float32",)))
+                    augment="cutmix", teacher_cache_views=2, representative_size=10,
+                    **dict(TINY, qat_epochs=0, modes=("float32",)))
     results = scheduler.execute(config)
     context = Context(config)
     sizes = context.splits.sizes
