@@ -301,9 +301,11 @@ def test_a_flagfile_that_does_not_exist_is_one_line(tmp_path):
 
 
 def test_a_corrupt_tflite_file_is_one_line_in_every_tool(tmp_path):
-    bad = tmp_path / "bad.tflite"
+    # A file with the .tflite identifier but no model in it, and one without even that.
+    bad, zeros = tmp_path / "bad.tflite", tmp_path / "zeros.tflite"
     bad.write_bytes(b"TFL3" + b"\0" * 64)
-    for tool, args in (("tools/tflite_inspect.py", [str(bad)]),
+    zeros.write_bytes(b"\0" * 16)
+    for tool, args in (("tools/tflite_inspect.py", [str(zeros)]),
                        ("tools/benchmark_tflite.py", [str(bad), "--runs=2"])):
         result = subprocess.run([sys.executable, tool, *args], cwd=ROOT, capture_output=True,
                                 text=True, timeout=300,
