@@ -21,7 +21,7 @@ images is needed, and the teacher's logits are for exactly the mixed image the s
 
 A cache is reused only if its key matches: the teacher fingerprint (weights or file hash), the
 ensemble weights, a hash of every training image and label, the preprocessing, the
-augmentation, the number of views and the seed. Anything else rebuilds it.
+augmentation, the mixing, the number of views and the seed. Anything else rebuilds it.
 """
 
 import dataclasses
@@ -96,7 +96,7 @@ def mixed_view(image: tf.Tensor, partner: tf.Tensor, index: tf.Tensor, view: tf.
                augmentation: Optional[Augmentation], mixing: Mixing, seed: int,
                base_size: Optional[Sequence[int]] = None) -> tuple[tf.Tensor, tf.Tensor]:
     """View `view` of example `index` mixed with its partner for that view, and whether it was
-    mixed: each image augmented with its own stateless seed, then mixed with a third."""
+    mixed: each image augmented with its own stateless seed, the mixing drawn from a third."""
     own = view_image(image, index, view, augmentation, seed, base_size)
     # Negative indices: seeds no example's own view uses.
     other = view_image(partner, -1 - index, view, augmentation, seed, base_size)
