@@ -50,33 +50,35 @@ flags.DEFINE_integer("views", 8, "Augmented views per image in the teacher cache
 flags.DEFINE_list("seeds", ["0", "1"], "Student seeds.")
 flags.DEFINE_list("rows", ["alone", "keras_io", "kd", "dkd", "dist", "kd_std", "mixup",
                            "cutmix", "transfer"], "Rows of the table.")
+flags.DEFINE_float("kd_weight", tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
+                   "student_loss_weight of the rows built on tfkd's KD (kd, kd_std, mixup, "
+                   "cutmix, transfer).")
 flags.DEFINE_string("name", "comparison_cifar10", "Results file and RESULTS.md section name.")
 
 BATCH = 128
 LEARNING_RATE = 2e-3
 AUGMENTATION = tfkd.data.Augmentation(flip=True, pad_crop=4)
-DEFAULT_KD = dict(loss=tfkd.losses.KD(),
-                  student_loss_weight=tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT)
-# Each row: what it is, and the Distiller's loss and weight (None: the student alone).
+# Each row: what it is, and the Distiller's loss and weight (None: the student alone). "KD"
+# rows take tfkd's KD at --kd_weight (tfkd's default weight unless given).
 ROWS = {
     "alone": ("student alone (cross-entropy on the labels)", None),
     "keras_io": ("keras.io recipe: KD T=4, student_loss_weight 0.1",
                  dict(loss=tfkd.losses.KD(temperature=4.0), student_loss_weight=0.1)),
-    "kd": (f"tfkd KD defaults: KD T={tfkd.losses.DEFAULT_TEMPERATURE:g}, student_loss_weight "
-           f"{tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT:g}", DEFAULT_KD),
+    "kd": ("tfkd KD: T={T:g}, student_loss_weight {w:g}", dict(loss=tfkd.losses.KD())),
     "dkd": ("DKD alpha=1 beta=2 T=4, student_loss_weight 0.5, warm-up over a tenth",
             dict(loss=tfkd.losses.DKD(alpha=1.0, beta=2.0, temperature=4.0),
                  student_loss_weight=0.5)),
     "dist": ("DIST beta=gamma=2 T=4, student_loss_weight 0.5",
              dict(loss=tfkd.losses.DIST(beta=2.0, gamma=2.0, temperature=4.0),
                   student_loss_weight=0.5)),
-    "kd_std": ("tfkd KD defaults + logit standardization",
-               dict(DEFAULT_KD, loss=tfkd.losses.KD(standardize=True))),
-    "mixup": ("tfkd KD defaults + consistent teaching, mixup (half the views mixed)",
-              DEFAULT_KD),
-    "cutmix": ("tfkd KD defaults + consistent teaching, cutmix (half the views mixed)",
-               DEFAULT_KD),
-    "transfer": ("tfkd KD defaults + the unlabeled images (transfer set)", DEFAULT_KD),
+    "kd_std": ("tfkd KD (T={T:g}, weight {w:g}) + logit standardization",
+               dict(loss=tfkd.losses.KD(standardize=True))),
+    "mixup": ("tfkd KD (T={T:g}, weight {w:g}) + consistent teaching, mixup (half the views "
+              "mixed)", dict(loss=tfkd.losses.KD())),
+    "cutmix": ("tfkd KD (T={T:g}, weight {w:g}) + consistent teaching, cutmix (half the views "
+               "mixed)", dict(loss=tfkd.losses.KD())),
+    "transfer": ("tfkd KD (T={T:g}, weight {w:g}) + the unlabeled images (transfer set)",
+                 dict(loss=tfkd.losses.KD())),
 }
 MIXED_ROWS = {"mixup": "mixup", "cutmix": "cutmix"}
 SMOKE = {"data": common.CIFAR_SAMPLE, "train_images": 48, "unlabeled_images": 16,
@@ -165,7 +167,7 @@ def main(argv):
             keras.utils.set_random_seed(seed + 1)
             student = tfkd.models.build(FLAGS.student, shape, classes)
             student.set_weights(initial)
-            settings = ROWS[row][1]
+            settings = _settings(row)
             if settings is None:
                 trainer = student
                 trainer.compile(_optimizer(steps), ce)
@@ -195,8 +197,20 @@ def main(argv):
                        "flags": {f: FLAGS[f].value for f in (
                            "train_images", "label_fraction", "unlabeled_images", "test_images",
                            "teacher", "student", "teacher_epochs", "student_epochs", "steps",
-                           "views", "seeds", "rows")}})
+                           "views", "seeds", "rows", "kd_weight")}})
     common.write_section(FLAGS.name, section(results, minutes))
+
+
+def _settings(row: str):
+    """The Distiller's keyword arguments of `row` (None: the student alone)."""
+    settings = ROWS[row][1]
+    if settings is None or "student_loss_weight" in settings:
+        return settings
+    return dict(settings, student_loss_weight=FLAGS.kd_weight)
+
+
+def _describe(row: str) -> str:
+    return ROWS[row][0].format(T=tfkd.losses.DEFAULT_TEMPERATURE, w=FLAGS.kd_weight)
 
 
 def _optimizer(steps):
@@ -223,7 +237,7 @@ def section(results: dict, minutes: float) -> str:
     lines = []
     for r in rows:
         gain = "" if r["gain"] is None else f"{r['gain']:+.2f} ± {r['gain_std']:.2f}"
-        lines.append(f"| {r['row']} | {ROWS[r['row']][0]} | {r['mean']:.2f} ± {r['std']:.2f} | "
+        lines.append(f"| {r['row']} | {_describe(r['row'])} | {r['mean']:.2f} ± {r['std']:.2f} | "
                      f"{gain} | " + " ".join(f"{v:.2f}" for v in r["values"]) + " |")
     distilled = [r for r in rows if r["row"] != "alone"]
     best = max(distilled, key=lambda r: r["mean"]) if distilled else None
