@@ -54,6 +54,8 @@ flags.DEFINE_float("kd_weight", tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
                    "student_loss_weight of the rows built on tfkd's KD (kd, kd_std, mixup, "
                    "cutmix, transfer).")
 flags.DEFINE_string("name", "comparison_cifar10", "Results file and RESULTS.md section name.")
+flags.DEFINE_bool("render_only", False, "Only rewrite the RESULTS.md section from the results "
+                  "file of --name.")
 
 BATCH = 128
 LEARNING_RATE = 2e-3
@@ -117,6 +119,8 @@ def _data(splits):
 
 def main(argv):
     del argv
+    if FLAGS.render_only:
+        return render_only()
     common.apply_smoke(SMOKE)
     unknown = sorted(set(FLAGS.rows) - set(ROWS))
     if unknown:
@@ -241,32 +245,48 @@ def section(results: dict, minutes: float) -> str:
                      f"{gain} | " + " ".join(f"{v:.2f}" for v in r["values"]) + " |")
     distilled = [r for r in rows if r["row"] != "alone"]
     best = max(distilled, key=lambda r: r["mean"]) if distilled else None
+    below = [r["row"] for r in distilled if r["gain"] is not None and r["gain"] < 0]
     labels = (f"{results['labeled']} of them labeled ({100 * FLAGS.label_fraction:g}%, "
               "stratified)" if FLAGS.label_fraction < 1 else "all labeled")
     unlabeled = results["transfer_images"] - results["labeled"]
-    transfer = (f" The transfer row also learns from {unlabeled} images without labels (the "
-                "teacher's soft targets only)."
-                if "transfer" in FLAGS.rows else "")
+    transfer = (f"\n- The transfer row also learns from {unlabeled} images without labels "
+                "(the teacher's soft targets only)." if "transfer" in FLAGS.rows else "")
     return f"""
 ## Distillation settings side by side on CIFAR-10 (`comparison_cifar10.py`, `{FLAGS.name}`)
 
-{common.machine()}; {minutes:.0f} min. {results['train_images']} training images, {labels}, flip +
-pad-crop 4; {FLAGS.test_images} test images, a seeded sample (one image =
-{100 / FLAGS.test_images:.2f} points). Teacher {FLAGS.teacher} trained on the labeled images
-for {FLAGS.teacher_epochs} epochs:
-{100 * results['teacher']:.2f}%. Student {FLAGS.student}; **every row trains for the same
-{results['steps']} steps** of batch {BATCH} (Adam 2e-3, cosine decay) from the same initial
-weights per seed, seeds {', '.join(FLAGS.seeds)}; final weights, no early stopping. Every
-distilled row reads the teacher's logits from a teacher cache of {FLAGS.views} augmented views
-per image (the keras.io recipe itself calls the teacher every step).{transfer} Mixed views
-(consistent teaching) are taught by the teacher alone; the other half keep their labels.
+{common.machine()}; {minutes:.0f} min.
+- Data: {results['train_images']} CIFAR-10 training images, {labels}, flip + pad-crop 4;
+  {FLAGS.test_images} test images, a seeded sample (one image = {100 / FLAGS.test_images:.2f}
+  points).
+- Teacher {FLAGS.teacher}, trained on the labeled images for {FLAGS.teacher_epochs} epochs:
+  {100 * results['teacher']:.2f}%.
+- Student {FLAGS.student}. **Every row trains for the same {results['steps']} steps** of batch
+  {BATCH} (Adam 2e-3, cosine decay), from the same initial weights per seed (seeds
+  {', '.join(FLAGS.seeds)}); final weights, no early stopping.
+- Every distilled row reads the teacher's logits from a teacher cache of {FLAGS.views}
+  augmented views per image (the keras.io recipe itself calls the teacher every step).
+- Mixed views (consistent teaching) are taught by the teacher alone; the other half keep their
+  labels.{transfer}
 
 | row | setting | accuracy % (mean ± std) | gain over alone (mean ± std) | per seed |
 |---|---|---|---|---|
 {chr(10).join(lines)}
 
-Best distilled row: `{best['row'] if best else '-'}`.
+Best distilled row: `{best['row'] if best else '-'}`. Below the student alone:
+{', '.join(f'`{r}`' for r in below) or 'none'}.
 """
+
+
+def render_only() -> None:
+    """Rewrites the RESULTS.md section from benchmarks/results/<name>.json (no training)."""
+    import json
+    import os
+
+    with open(os.path.join(common.RESULTS_DIR, f"{FLAGS.name}.json"), encoding="utf-8") as f:
+        payload = json.load(f)
+    for name, value in payload["flags"].items():
+        FLAGS[name].value = value
+    common.write_section(FLAGS.name, section(payload, payload["minutes"]))
 
 
 if __name__ == "__main__":
