@@ -109,6 +109,8 @@ def _describe(ctx: Context, stage) -> str:
     images = (f"{sizes['train']:,} training images" if labeled == sizes["train"] else
               f"{labeled:,} labeled training images" if stage.name in ("teacher", "baseline")
               else f"{sizes['train']:,} training images ({labeled:,} labeled)")
+    if config.mixing is not None and stage.name in ("student", "qad"):
+        images += f", {config.mix_fraction:.0%} in {config.augment} views"
     return (f"{stage.what}: {architecture} at {size[0]}x{size[1]}, {images}, "
             f"{getattr(config, stage.epochs)} epoch(s)")
 

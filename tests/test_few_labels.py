@@ -15,7 +15,7 @@ from tests.test_pipeline import TINY
 
 
 @pytest.mark.slow
-def test_few_labels_and_an_unlabeled_folder_teach_the_student_on_every_image(tmp_path):
+def test_few_labels_and_an_unlabeled_folder_teach_the_student_on_every_image(tmp_path, capfd):
     """--label_fraction and --unlabeled: the teacher and the student alone learn from the
     labeled images; the teacher's logits cover every image, labeled or not (in cutmix views:
     --augment with the teacher cache)."""
@@ -42,3 +42,5 @@ def test_few_labels_and_an_unlabeled_folder_teach_the_student_on_every_image(tmp
     labels = tfkd.data.train_labels(context.splits)
     assert (labels == tfkd.data.UNLABELED).sum() == sizes["train"] - sizes["labeled"]
     assert results["student"]["accuracy"] is not None and "report" in results
+    banners = capfd.readouterr().out
+    assert "labeled training images" in banners and "50% in cutmix views" in banners
