@@ -75,6 +75,12 @@ ROWS = {
                   student_loss_weight=0.5)),
     "kd_std": ("tfkd KD (T={T:g}, weight {w:g}) + logit standardization",
                dict(loss=tfkd.losses.KD(standardize=True))),
+    # Sun et al.'s CIFAR-100 commands: --logit-stand --base-temp 2 --kd-weight 9 beside
+    # mdistiller's CE weight 0.1, i.e. a hard-label share of 0.1 / 9.1.
+    "kd_std_paper": ("KD + logit standardization, the paper's recipe: T=2, CE:KD weights 0.1:9 "
+                     "(student_loss_weight 0.011)",
+                     dict(loss=tfkd.losses.KD(temperature=2.0, standardize=True),
+                          student_loss_weight=0.1 / 9.1)),
     "mixup": ("tfkd KD (T={T:g}, weight {w:g}) + consistent teaching, mixup (half the views "
               "mixed)", dict(loss=tfkd.losses.KD())),
     "cutmix": ("tfkd KD (T={T:g}, weight {w:g}) + consistent teaching, cutmix (half the views "
