@@ -255,6 +255,10 @@ def section(results: dict, minutes: float) -> str:
     labels = (f"{results['labeled']} of them labeled ({100 * FLAGS.label_fraction:g}%, "
               "stratified)" if FLAGS.label_fraction < 1 else "all labeled")
     unlabeled = results["transfer_images"] - results["labeled"]
+    keras_io = (" (the keras.io recipe itself calls the teacher every step)"
+                if "keras_io" in FLAGS.rows else "")
+    mixed = ("\n- Mixed views (consistent teaching) are taught by the teacher alone; the other "
+             "half keep their labels." if set(MIXED_ROWS) & set(FLAGS.rows) else "")
     transfer = (f"\n- The transfer row also learns from {unlabeled} images without labels "
                 "(the teacher's soft targets only)." if "transfer" in FLAGS.rows else "")
     return f"""
@@ -270,9 +274,7 @@ def section(results: dict, minutes: float) -> str:
   {BATCH} (Adam 2e-3, cosine decay), from the same initial weights per seed (seeds
   {', '.join(FLAGS.seeds)}); final weights, no early stopping.
 - Every distilled row reads the teacher's logits from a teacher cache of {FLAGS.views}
-  augmented views per image (the keras.io recipe itself calls the teacher every step).
-- Mixed views (consistent teaching) are taught by the teacher alone; the other half keep their
-  labels.{transfer}
+  augmented views per image{keras_io}.{mixed}{transfer}
 
 | row | setting | accuracy % (mean ± std) | gain over alone (mean ± std) | per seed |
 |---|---|---|---|---|
