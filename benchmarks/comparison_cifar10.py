@@ -56,6 +56,8 @@ flags.DEFINE_float("kd_weight", tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
 flags.DEFINE_string("name", "comparison_cifar10", "Results file and RESULTS.md section name.")
 flags.DEFINE_bool("render_only", False, "Only rewrite the RESULTS.md section from the results "
                   "file of --name.")
+flags.DEFINE_list("merge", [], "With --render_only: results of other runs of the same "
+                  "configuration whose rows join the table (e.g. at another --kd_weight).")
 
 BATCH = 128
 LEARNING_RATE = 2e-3
@@ -219,8 +221,14 @@ def _settings(row: str):
     return dict(settings, student_loss_weight=FLAGS.kd_weight)
 
 
-def _describe(row: str) -> str:
-    return ROWS[row][0].format(T=tfkd.losses.DEFAULT_TEMPERATURE, w=FLAGS.kd_weight)
+# Rows merged in from another run of the same configuration (--merge): name -> (row, kd_weight).
+_MERGED: dict = {}
+KD_WEIGHTED_ROWS = ("kd", "kd_std", "mixup", "cutmix", "transfer")
+
+
+def _describe(name: str) -> str:
+    row, weight = _MERGED.get(name, (name, FLAGS.kd_weight))
+    return ROWS[row][0].format(T=tfkd.losses.DEFAULT_TEMPERATURE, w=weight)
 
 
 def _optimizer(steps):
@@ -285,16 +293,40 @@ Best distilled row: `{best['row'] if best else '-'}`. Below the student alone:
 """
 
 
-def render_only() -> None:
-    """Rewrites the RESULTS.md section from benchmarks/results/<name>.json (no training)."""
+def _load(name: str) -> dict:
     import json
     import os
 
-    with open(os.path.join(common.RESULTS_DIR, f"{FLAGS.name}.json"), encoding="utf-8") as f:
-        payload = json.load(f)
+    with open(os.path.join(common.RESULTS_DIR, f"{name}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def render_only() -> None:
+    """Rewrites the RESULTS.md section from benchmarks/results/<name>.json (no training), with
+    the rows of the --merge runs added: runs of the same configuration, which is checked (the
+    same teacher accuracy and the same student alone, seed by seed)."""
+    payload = _load(FLAGS.name)
+    merge = list(FLAGS.merge)
     for name, value in payload["flags"].items():
         FLAGS[name].value = value
-    common.write_section(FLAGS.name, section(payload, payload["minutes"]))
+    rows, minutes = list(FLAGS.rows), payload["minutes"]
+    for other_name in merge:
+        other = _load(other_name)
+        same = (other["teacher"] == payload["teacher"]
+                and other["accuracy"]["alone"] == payload["accuracy"]["alone"])
+        if not same:
+            raise app.UsageError(f"{other_name} is not the same configuration as {FLAGS.name} "
+                                 "(another teacher or student alone).")
+        weight = other["flags"]["kd_weight"]
+        for row, values in other["accuracy"].items():
+            name = f"{row} (w={weight:g})" if row in KD_WEIGHTED_ROWS else row
+            if name not in payload["accuracy"] and row in ROWS:
+                payload["accuracy"][name] = values
+                _MERGED[name] = (row, weight)
+                rows.append(name)
+        minutes += other["minutes"]
+    FLAGS.rows = rows
+    common.write_section(FLAGS.name, section(payload, minutes))
 
 
 if __name__ == "__main__":
