@@ -39,3 +39,21 @@ def mirrored_strategy():
     devices = tf.config.list_logical_devices("CPU")
     assert len(devices) >= 2, "two logical CPU devices are configured above"
     return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+
+
+# Seconds each of the heaviest files took in the whole suite on a 2-core CPU (scripts/test,
+# --durations). pytest-xdist hands out whole files (--dist loadfile, --no-loadscope-reorder in
+# pytest.ini) in collection order; starting the longest first keeps one worker from running a
+# two-minute file alone at the end (longest-processing-time-first scheduling). Only the order
+# depends on these figures.
+HEAVIEST_FILES_SECONDS = {
+    "test_pipeline.py": 312, "test_search.py": 180, "test_pipeline_kills.py": 177,
+    "test_models.py": 141, "test_benchmarks.py": 103, "test_distribute.py": 90,
+    "test_photos_pipeline.py": 77, "test_export.py": 72, "test_stage_isolation.py": 46,
+    "test_metadata.py": 27, "test_readme.py": 26, "test_failures.py": 25,
+    "test_few_labels.py": 14,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: -HEAVIEST_FILES_SECONDS.get(item.path.name, 0))
