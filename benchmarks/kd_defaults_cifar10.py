@@ -45,7 +45,7 @@ LEARNING_RATE = 2e-3
 NOISE = 1.0
 SMOKE = {"data": common.CIFAR_SAMPLE, "train_images": 64, "test_images": 20,
          "teacher": "resnet8", "strong_epochs": 1, "weak_epochs": 1, "student_epochs": 1,
-         "settings": ["kd:0.5:4", "kd:0.9:4:std:mixup"]}
+         "settings": ["kd:0.9:4:std:mixup"]}
 
 
 def _optimizer(steps):

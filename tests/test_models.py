@@ -43,7 +43,7 @@ def test_resnet_depth_must_be_6n_plus_2():
 @pytest.mark.parametrize("name, classes, params", [
     # He et al. 2016, Table 6 (CIFAR-10).
     ("resnet20", 10, 0.27e6), ("resnet32", 10, 0.46e6), ("resnet56", 10, 0.85e6),
-    ("resnet110", 10, 1.7e6),
+    pytest.param("resnet110", 10, 1.7e6, marks=pytest.mark.slow),
     # RepDistiller / CRD (CIFAR-100).
     ("resnet8x4", 100, 1.23e6), ("resnet32x4", 100, 7.43e6),
 ])
@@ -63,7 +63,9 @@ def test_mobilenetv2_width_multiplier_shrinks_the_model():
 
 
 # Deeper members of a family repeat its blocks: the fast tests cover the shallowest of each.
-DEEP = {"resnet32", "resnet44", "resnet56", "resnet110", "resnet32x4"}
+# The largest of the rest (10 s or more each) also run in the slow suite only.
+DEEP = {"resnet32", "resnet44", "resnet56", "resnet110", "resnet32x4", "mobilenetv2",
+        "cnn_large"}
 # The mobile families (tested through tfkd's QAT and an int8 conversion below).
 MOBILE = {n for n in tfkd.models.available() if n.startswith(("mobilenet_", "efficientnet_"))}
 # MobileNetV3's hard-swish is built by keras.applications from raw TF ops.

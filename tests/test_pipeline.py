@@ -27,13 +27,6 @@ def _main(*args, **popen):
                           timeout=900)
 
 
-def test_main_rejects_bad_flags_with_the_fix():
-    result = _main("--student_loss_weight=2", "--out_dir=/nonexistent/never/created")
-    assert result.returncode != 0
-    assert "--student_loss_weight must be in [0, 1]" in result.stderr
-    assert not os.path.exists("/nonexistent/never/created")
-
-
 @pytest.mark.slow
 def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path):
     config = Config(out_dir=str(tmp_path), **TINY)
