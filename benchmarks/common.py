@@ -75,6 +75,39 @@ def write_section(name: str, markdown: str) -> None:
     files.write_text(results_md, text)
 
 
+def read_json(name: str) -> dict:
+    """benchmarks/results/<name>.json."""
+    with open(os.path.join(RESULTS_DIR, f"{name}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def restore_flags(payload: dict) -> None:
+    """Puts the flags a results file was measured with back into FLAGS (to write its RESULTS.md
+    section again without measuring)."""
+    for flag, value in payload["flags"].items():
+        FLAGS[flag].value = value
+
+
+def fresh_students(name: str, input_shape, num_classes: int, seed: int):
+    """A builder of `name` students that all start from the same weights (drawn with `seed`),
+    with the random state reset to `seed` each time: within a seed, methods differ only by
+    what they train on."""
+    # Imported here: scripts such as train_speed import tfkd only once their flags are parsed.
+    import tfkd
+    from tfkd.keras import keras
+
+    keras.utils.set_random_seed(seed)
+    initial = tfkd.models.build(name, input_shape, num_classes).get_weights()
+
+    def fresh():
+        keras.utils.set_random_seed(seed)
+        student = tfkd.models.build(name, input_shape, num_classes)
+        student.set_weights(initial)
+        return student
+
+    return fresh
+
+
 def write_json(name: str, payload: dict) -> str:
     """Writes benchmarks/results/<name>.json (the smoke directory in smoke mode)."""
     path = os.path.join(_output_dir(), f"{name}.json")

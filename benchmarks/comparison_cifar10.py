@@ -20,6 +20,7 @@ benchmarks/results/<name>.json and its section of RESULTS.md.
 import dataclasses
 import math
 import time
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -90,7 +91,6 @@ ROWS = {
     "transfer": ("tfkd KD (T={T:g}, weight {w:g}) + the unlabeled images (transfer set)",
                  dict(loss=tfkd.losses.KD())),
 }
-MIXED_ROWS = {"mixup": "mixup", "cutmix": "cutmix"}
 SMOKE = {"data": common.CIFAR_SAMPLE, "train_images": 48, "unlabeled_images": 16,
          "label_fraction": 0.5, "test_images": 20, "teacher": "resnet8", "teacher_epochs": 1,
          "student_epochs": 1, "views": 2, "seeds": ["0"],
@@ -106,8 +106,8 @@ def _count(dataset: tf.data.Dataset) -> int:
 
 
 def _data(splits):
-    """(labeled images, the images the transfer row learns from, training images, labeled
-    count)."""
+    """The labeled images, the images the transfer row learns from (both of known size), and
+    their counts."""
     train = common.shuffled(splits.train)
     subset = train.take(FLAGS.train_images).cache()
     subset_count = _count(subset)  # fewer than asked when the split is smaller
@@ -121,8 +121,12 @@ def _data(splits):
     count = _count(labeled)
     # A filtered dataset's size is unknown to tf.data; schedules need it.
     labeled = labeled.apply(tf.data.experimental.assert_cardinality(count))
-    extra = _unlabeled(train.skip(FLAGS.train_images).take(FLAGS.unlabeled_images))
-    return labeled, subset.concatenate(extra).cache(), subset_count, count
+    transfer_set = subset.concatenate(
+        _unlabeled(train.skip(FLAGS.train_images).take(FLAGS.unlabeled_images))).cache()
+    transfer_count = _count(transfer_set)
+    transfer_set = transfer_set.apply(tf.data.experimental.assert_cardinality(transfer_count))
+    return labeled, transfer_set, {"train_images": subset_count, "labeled": count,
+                                   "transfer_images": transfer_count}
 
 
 def main(argv):
@@ -137,9 +141,8 @@ def main(argv):
     keras.utils.set_random_seed(0)
     splits = tfkd.data.load(f"folder:{FLAGS.data}", seed=0)
     prep = splits.preprocessing
-    labeled, transfer_set, train_count, labeled_count = _data(splits)
-    transfer_count = _count(transfer_set)
-    transfer_set = transfer_set.apply(tf.data.experimental.assert_cardinality(transfer_count))
+    labeled, transfer_set, sizes = _data(splits)
+    labeled_count = sizes["labeled"]
     test_images = common.shuffled(splits.test).take(FLAGS.test_images).cache()
     test = tfkd.data.batches(test_images, prep, 256)
     steps = FLAGS.steps or FLAGS.student_epochs * math.ceil(labeled_count / BATCH)
@@ -154,16 +157,16 @@ def main(argv):
                                         augmentation=AUGMENTATION)
     teacher.compile(_optimizer(math.ceil(labeled_count / BATCH) * FLAGS.teacher_epochs), ce)
     teacher.fit(teacher_batches, epochs=FLAGS.teacher_epochs, verbose=2)
-    results = {"teacher": evaluate.keras_accuracy(teacher, test), "accuracy": {},
-               "train_images": train_count, "labeled": labeled_count, "transfer_images": transfer_count, "steps": steps}
+    results = {"teacher": evaluate.keras_accuracy(teacher, test), "accuracy": {}, **sizes,
+               "steps": steps}
     print("teacher", results["teacher"], flush=True)
 
     caches = {}
 
     def cache_for(row):
-        key = MIXED_ROWS.get(row, "transfer" if row == "transfer" else "plain")
+        key = row if row in (*tfkd.mixing.KINDS, "transfer") else "plain"
         if key not in caches:
-            mixing = tfkd.mixing.Mixing(key) if key in MIXED_ROWS.values() else None
+            mixing = tfkd.mixing.Mixing(key) if key in tfkd.mixing.KINDS else None
             cache_started = time.time()
             caches[key] = tfkd.teacher_cache.build(
                 teacher, transfer_set if key == "transfer" else labeled, prep,
@@ -173,12 +176,9 @@ def main(argv):
 
     for seed_text in FLAGS.seeds:
         seed = int(seed_text)
-        keras.utils.set_random_seed(seed + 1)
-        initial = tfkd.models.build(FLAGS.student, shape, classes).get_weights()
+        fresh = common.fresh_students(FLAGS.student, shape, classes, seed + 1)
         for row in FLAGS.rows:
-            keras.utils.set_random_seed(seed + 1)
-            student = tfkd.models.build(FLAGS.student, shape, classes)
-            student.set_weights(initial)
+            student = fresh()
             settings = _settings(row)
             if settings is None:
                 trainer = student
@@ -221,13 +221,13 @@ def _settings(row: str):
     return dict(settings, student_loss_weight=FLAGS.kd_weight)
 
 
-# Rows merged in from another run of the same configuration (--merge): name -> (row, kd_weight).
-_MERGED: dict = {}
 KD_WEIGHTED_ROWS = ("kd", "kd_std", "mixup", "cutmix", "transfer")
 
 
-def _describe(name: str) -> str:
-    row, weight = _MERGED.get(name, (name, FLAGS.kd_weight))
+def _describe(name: str, merged: dict) -> str:
+    """What table row `name` is; `merged` maps the rows of other runs (--merge) to their row
+    and --kd_weight."""
+    row, weight = merged.get(name, (name, FLAGS.kd_weight))
     return ROWS[row][0].format(T=tfkd.losses.DEFAULT_TEMPERATURE, w=weight)
 
 
@@ -250,13 +250,15 @@ def summary(results: dict, rows, seeds) -> list[dict]:
     return out
 
 
-def section(results: dict, minutes: float) -> str:
+def section(results: dict, minutes: float, merged: Optional[dict] = None) -> str:
+    merged = merged or {}
     rows = summary(results, FLAGS.rows, FLAGS.seeds)
     lines = []
     for r in rows:
         gain = "" if r["gain"] is None else f"{r['gain']:+.2f} ± {r['gain_std']:.2f}"
-        lines.append(f"| {r['row']} | {_describe(r['row'])} | {r['mean']:.2f} ± {r['std']:.2f} | "
-                     f"{gain} | " + " ".join(f"{v:.2f}" for v in r["values"]) + " |")
+        lines.append(f"| {r['row']} | {_describe(r['row'], merged)} | "
+                     f"{r['mean']:.2f} ± {r['std']:.2f} | {gain} | "
+                     + " ".join(f"{v:.2f}" for v in r["values"]) + " |")
     distilled = [r for r in rows if r["row"] != "alone"]
     best = max(distilled, key=lambda r: r["mean"]) if distilled else None
     below = [r["row"] for r in distilled if r["gain"] is not None and r["gain"] < 0]
@@ -266,7 +268,7 @@ def section(results: dict, minutes: float) -> str:
     keras_io = (" (the keras.io recipe itself calls the teacher every step)"
                 if "keras_io" in FLAGS.rows else "")
     mixed = ("\n- Mixed views (consistent teaching) are taught by the teacher alone; the other "
-             "half keep their labels." if set(MIXED_ROWS) & set(FLAGS.rows) else "")
+             "half keep their labels." if set(tfkd.mixing.KINDS) & set(FLAGS.rows) else "")
     transfer = (f"\n- The transfer row also learns from {unlabeled} images without labels "
                 "(the teacher's soft targets only)." if "transfer" in FLAGS.rows else "")
     return f"""
@@ -293,25 +295,16 @@ Best distilled row: `{best['row'] if best else '-'}`. Below the student alone:
 """
 
 
-def _load(name: str) -> dict:
-    import json
-    import os
-
-    with open(os.path.join(common.RESULTS_DIR, f"{name}.json"), encoding="utf-8") as f:
-        return json.load(f)
-
-
 def render_only() -> None:
     """Rewrites the RESULTS.md section from benchmarks/results/<name>.json (no training), with
     the rows of the --merge runs added: runs of the same configuration, which is checked (the
     same teacher accuracy and the same student alone, seed by seed)."""
-    payload = _load(FLAGS.name)
     merge = list(FLAGS.merge)
-    for name, value in payload["flags"].items():
-        FLAGS[name].value = value
-    rows, minutes = list(FLAGS.rows), payload["minutes"]
+    payload = common.read_json(FLAGS.name)
+    common.restore_flags(payload)
+    rows, minutes, merged = list(FLAGS.rows), payload["minutes"], {}
     for other_name in merge:
-        other = _load(other_name)
+        other = common.read_json(other_name)
         same = (other["teacher"] == payload["teacher"]
                 and other["accuracy"]["alone"] == payload["accuracy"]["alone"])
         if not same:
@@ -322,11 +315,11 @@ def render_only() -> None:
             name = f"{row} (w={weight:g})" if row in KD_WEIGHTED_ROWS else row
             if name not in payload["accuracy"] and row in ROWS:
                 payload["accuracy"][name] = values
-                _MERGED[name] = (row, weight)
+                merged[name] = (row, weight)
                 rows.append(name)
         minutes += other["minutes"]
     FLAGS.rows = rows
-    common.write_section(FLAGS.name, section(payload, minutes))
+    common.write_section(FLAGS.name, section(payload, minutes, merged))
 
 
 if __name__ == "__main__":

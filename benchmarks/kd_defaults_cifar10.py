@@ -176,13 +176,8 @@ differences under about {NOISE:g} point are noise.
 
 def render_only() -> None:
     """Rewrites the RESULTS.md section from benchmarks/results/<name>.json (no training)."""
-    import json
-    import os
-
-    with open(os.path.join(common.RESULTS_DIR, f"{FLAGS.name}.json"), encoding="utf-8") as f:
-        payload = json.load(f)
-    for name, value in payload["flags"].items():
-        FLAGS[name].value = value
+    payload = common.read_json(FLAGS.name)
+    common.restore_flags(payload)
     common.write_section(FLAGS.name, section(payload, payload["minutes"]))
 
 

@@ -101,12 +101,9 @@ def main(argv):
 
     for seed_text in FLAGS.seeds:
         seed = int(seed_text)
-        keras.utils.set_random_seed(seed + 1)
-        initial = tfkd.models.build(FLAGS.student, shape, classes).get_weights()
+        fresh = common.fresh_students(FLAGS.student, shape, classes, seed + 1)
         for method in FLAGS.methods:
-            keras.utils.set_random_seed(seed + 1)
-            student = tfkd.models.build(FLAGS.student, shape, classes)
-            student.set_weights(initial)
+            student = fresh()
             if method == "alone":
                 trainer = student
                 trainer.compile(_optimizer(steps * FLAGS.student_epochs), ce)

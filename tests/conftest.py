@@ -55,5 +55,5 @@ HEAVIEST_FILES_SECONDS = {
 }
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: -HEAVIEST_FILES_SECONDS.get(item.path.name, 0))

@@ -85,11 +85,16 @@ def view_image(image: tf.Tensor, index: tf.Tensor, view: tf.Tensor,
     `base_size`, the same view at every resolution)."""
     if augmentation is None:
         return image
-    stateless_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(view, tf.int64),
-                               tf.cast(index, tf.int64)])
+    stateless_seed = _view_seed(seed, view, index)
     if base_size is not None:
         return augmentation.apply_scaled(image, stateless_seed, base_size)
     return augmentation.apply(image, stateless_seed)
+
+
+def _view_seed(seed: int, view: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """The stateless seed of view `view` of example `index`."""
+    return tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(view, tf.int64),
+                     tf.cast(index, tf.int64)])
 
 
 def mixed_view(image: tf.Tensor, partner: tf.Tensor, index: tf.Tensor, view: tf.Tensor,
@@ -100,8 +105,8 @@ def mixed_view(image: tf.Tensor, partner: tf.Tensor, index: tf.Tensor, view: tf.
     own = view_image(image, index, view, augmentation, seed, base_size)
     # Negative indices: seeds no example's own view uses.
     other = view_image(partner, -1 - index, view, augmentation, seed, base_size)
-    mix_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(view, tf.int64),
-                         tf.cast(index, tf.int64) + (1 << 40)])
+    # Indices past any dataset's: seeds no augmentation uses.
+    mix_seed = _view_seed(seed, view, tf.cast(index, tf.int64) + (1 << 40))
     mixed_images, mixed = mixing.apply(own[None], other[None], mix_seed)
     return mixed_images[0], mixed[0]
 
@@ -112,12 +117,6 @@ def _partners(dataset: tf.data.Dataset, offsets: Sequence[int]) -> tf.data.Datas
     images = dataset.map(lambda image, label: image)
     return tf.data.Dataset.zip(tuple(images.skip(k).concatenate(images.take(k))
                                      for k in offsets))
-
-
-def _offsets(mixing: Optional[Mixing], views: int, seed: int, count: int) -> list[int]:
-    if mixing is None:
-        return []
-    return [mixing_lib.partner_offset(seed, view, count) for view in range(views)]
 
 
 def _data_hash(dataset: tf.data.Dataset) -> tuple[str, int, int]:
@@ -236,8 +235,7 @@ def build(
     fill = functools.partial(_fill, members=members, dataset=dataset,
                              preprocessing=preprocessing, augmentation=augmentation, seed=seed,
                              teacher_weights=teacher_weights, batch_size=batch_size,
-                             base_size=base_size, progress=progress,
-                             offsets=_offsets(mixing, views, seed, count), mixing=mixing)
+                             base_size=base_size, progress=progress, mixing=mixing)
     make = functools.partial(TeacherCache, key=key, augmentation=augmentation, seed=seed,
                              mixing=mixing)
     if directory is None:
@@ -286,7 +284,7 @@ def _write(directory: str, fill: Callable, key: dict, make: Callable,
 
 
 def _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
-          batch_size, base_size, progress, offsets, mixing) -> None:
+          batch_size, base_size, progress, mixing) -> None:
     """Runs the teacher(s) over every view of every example into `logits[view, index]`."""
     views = logits.shape[0]
     total, done = views * logits.shape[1], 0
@@ -298,8 +296,8 @@ def _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_w
                     index),
                 num_parallel_calls=AUTOTUNE)
         else:
-            indexed = tf.data.Dataset.zip((dataset, _partners(dataset, [offsets[view]]))
-                                          ).enumerate().map(
+            offset = mixing_lib.partner_offset(seed, view, logits.shape[1])
+            indexed = tf.data.Dataset.zip((dataset, _partners(dataset, [offset]))).enumerate().map(
                 lambda index, example, v=view: (
                     mixed_view(example[0][0], example[1][0], index, v, augmentation, mixing,
                                seed, base_size)[0], example[0][1], index),
@@ -361,9 +359,6 @@ def batches(
     if size >= 0 and size != cache.num_examples:
         raise ValueError(f"The dataset has {size} examples but the teacher cache holds "
                          f"{cache.num_examples}: it was built from other data. Rebuild it.")
-    indexed = dataset.enumerate()
-    if shuffle:
-        indexed = reshuffled(indexed, seed)
     choices = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
     lookup = _lookup(cache)
     augmentation, views, view_seed = cache.augmentation, cache.views, cache.seed
@@ -382,6 +377,9 @@ def batches(
                  "teacher_logits": lookup(view, index)}, labels)
 
     if cache.mixing is None:
+        indexed = dataset.enumerate()
+        if shuffle:
+            indexed = reshuffled(indexed, seed)
         examples = tf.data.Dataset.zip((indexed, choices)).map(
             one_view, num_parallel_calls=AUTOTUNE)
     else:
@@ -396,7 +394,8 @@ def _mixed_examples(cache: TeacherCache, dataset: tf.data.Dataset, choices: tf.d
     picked before shuffling, so the shuffle buffer holds two images per example, not one per
     view."""
     views, mixing = cache.views, cache.mixing
-    offsets = _offsets(mixing, views, cache.seed, cache.num_examples)
+    offsets = [mixing_lib.partner_offset(cache.seed, view, cache.num_examples)
+               for view in range(views)]
 
     def pick(indexed_example, draw):
         index, ((image, label), partners) = indexed_example
