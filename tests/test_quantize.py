@@ -131,19 +131,36 @@ def test_quantize_student_starts_from_the_float_weights():
     np.testing.assert_array_equal(qat_kernels[0], float_kernel)
 
 
-def test_quantization_aware_distillation_trains_the_qat_student_with_a_float_teacher():
+def quantization_aware_distillation(seed: int):
+    """QAD of a QAT cnn_tiny from the teacher alone (no labels: `student_loss_weight=0`), with a
+    trained float cnn_small teacher, everything seeded by `seed`. Returns the student's test
+    accuracy before and after, the teacher's weights before QAD, the teacher and the student."""
+    keras.utils.set_random_seed(seed)
     splits = tfkd.data.load("digits")
-    train = tfkd.data.batches(splits.train, splits.preprocessing, 64, shuffle=True)
+    train = tfkd.data.batches(splits.train, splits.preprocessing, 64, shuffle=True, seed=seed)
+    test = tfkd.data.batches(splits.test, splits.preprocessing, 256)
     teacher = tfkd.models.build("cnn_small", (8, 8, 1), 10)
     teacher.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    teacher.fit(train, epochs=3, verbose=0)
+    teacher.fit(train, epochs=10, verbose=0)
     teacher_weights = [w.copy() for w in teacher.get_weights()]
     qat_student = quantize.quantize_student(tfkd.models.build("cnn_tiny", (8, 8, 1), 10))
-    distiller = tfkd.Distiller(qat_student, teacher, student_loss_weight=0.5)
-    distiller.compile(optimizer=keras.optimizers.Adam(3e-3))
-    history = distiller.fit(train, epochs=3, verbose=0).history
-    assert history["distillation_loss"][-1] < history["distillation_loss"][0]
-    for before, after in zip(teacher_weights, teacher.get_weights()):
-        np.testing.assert_array_equal(before, after)
+    before = tfkd.evaluate.keras_accuracy(qat_student, test)
+    distiller = tfkd.Distiller(qat_student, teacher, loss=tfkd.losses.KD(temperature=1.0),
+                               student_loss_weight=0.0)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+    distiller.fit(train, epochs=10, verbose=0)
+    return before, tfkd.evaluate.keras_accuracy(qat_student, test), teacher_weights, teacher, \
+        qat_student
+
+
+def test_quantization_aware_distillation_trains_the_qat_student_with_a_float_teacher():
+    # Measured over seeds 0-4 (2-core AMD EPYC): 10.0% before, 55-90% after. The teacher is
+    # the only signal, so an accuracy far above chance proves QAD trained the QAT student; the
+    # bar (35%) is 25 points above chance and 20 below the worst seed. (The earlier check, the
+    # epoch-mean loss falling over 3 epochs, flipped on one CPU by 0.5%.)
+    before, after, teacher_weights, teacher, qat_student = quantization_aware_distillation(0)
+    assert before < 0.2 and after > 0.35, (before, after)
+    for kept, now in zip(teacher_weights, teacher.get_weights()):
+        np.testing.assert_array_equal(kept, now)
     ranges = [w.numpy() for w in qat_student.weights if "output_max" in w.name]
     assert ranges and all(np.all(r != 6.0) for r in ranges)  # fake-quant ranges were learned
