@@ -16,9 +16,11 @@ def test_tfkd_keras_is_tf_keras_version_2():
     assert keras.__version__.startswith("2.")
 
 
-def _run(code):
-    # A fresh interpreter that has not inherited the variable tfkd set in this one.
+def _run(code, legacy=None):
+    """`code` in a fresh interpreter, with TF_USE_LEGACY_KERAS unset or set to `legacy`."""
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    if legacy is not None:
+        env["TF_USE_LEGACY_KERAS"] = legacy
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=120, check=True).stdout.strip()
 
@@ -35,15 +37,25 @@ def test_importing_tensorflow_first_does_not_change_tfkd_keras():
     assert _run(code).splitlines()[-1] == "2 True 3"
 
 
-def test_importing_tfkd_first_makes_tf_keras_keras_2_everywhere():
-    code = (
-        "import tfkd\n"
-        "import tensorflow as tf\n"
-        "from tensorflow_model_optimization.python.core.keras.compat import keras as mot_keras\n"
-        "print(tf.keras.layers.Dense is tfkd.keras.layers.Dense,\n"
-        "      mot_keras.layers.Dense is tfkd.keras.layers.Dense)\n"
-    )
-    assert _run(code).splitlines()[-1] == "True True"
+# What a notebook sees after `import tfkd`: its own tf.keras, `import keras` and environment.
+_USER_VIEW = (
+    "import os\n"
+    "import tfkd\n"
+    "import tensorflow as tf\n"
+    "import keras\n"
+    "from tensorflow_model_optimization.python.core.keras.compat import keras as mot_keras\n"
+    "print(tf.keras.version()[0], keras.__version__[0], os.environ.get('TF_USE_LEGACY_KERAS'),\n"
+    "      mot_keras.layers.Dense is tfkd.keras.layers.Dense)\n"
+)
+
+
+def test_importing_tfkd_leaves_tf_keras_and_the_environment_to_the_user():
+    # TF-MOT still quantizes with tfkd's tf_keras (the last field).
+    assert _run(_USER_VIEW).splitlines()[-1] == "3 3 None True"
+
+
+def test_a_user_who_asks_for_legacy_keras_keeps_it():
+    assert _run(_USER_VIEW, legacy="1").splitlines()[-1] == "2 3 1 True"
 
 
 def test_nothing_else_imports_keras_directly():

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-import tensorflow_model_optimization as tfmot
+from tfkd.keras import tfmot
 
 import tfkd
 from tfkd.keras import keras

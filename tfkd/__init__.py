@@ -3,7 +3,7 @@
 The public modules are listed in `__all__`; docs/architecture.md says what each owns.
 """
 
-from tfkd.keras import keras  # noqa: F401  (selects Keras 2 before anything else imports it)
+from tfkd.keras import keras  # noqa: F401  (Keras 2 for tfkd, TF-MOT imported without side effects)
 from tfkd import data, distribute, evaluate, export, features, losses, models  # noqa: E402
 from tfkd import images, mixing, pretrained, quantize, teacher_cache, teachers  # noqa: E402
 from tfkd import training  # noqa: E402

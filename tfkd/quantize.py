@@ -14,13 +14,11 @@ Post-training quantization (dynamic-range, float16, full int8) needs no training
 import dataclasses
 from typing import Iterable, Sequence
 
-import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+from tfkd.keras import keras, tfmot  # tfkd.keras imports TF-MOT without a process-wide change
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
     default_8bit_quantize_configs,
     default_8bit_quantize_registry,
 )
-
-from tfkd.keras import keras
 
 layers = keras.layers
 

@@ -1,0 +1,330 @@
+"""Keras 3 models in and out of tfkd's Keras 2 (`tf_keras`): trainable twins, layer by layer.
+
+TF-MOT quantizes only tf_keras models, while users, tutorials and `keras.applications` in
+TensorFlow 2.21 write Keras 3. `to_keras2` rebuilds a Keras 3 functional or Sequential model of
+built-in layers as a tf_keras model with the same weights (so it can be distilled, quantized and
+exported); `to_keras3` goes back, so the shipped student can be loaded by an app team's Keras 3
+code. Both walk the model's graph node by node and create each layer's twin from its config,
+so shared layers, nested models and multi-input layers (Add, Concatenate) keep their wiring.
+
+Where the two Kerases differ, the twin is exact, not approximate:
+- Keras 3's `hard_sigmoid` is relu6(x + 3) / 6, tf_keras' is clip(0.2 x + 0.5): it becomes
+  `Rescaling(1/6, offset=0.5)` then `ReLU(max_value=1)`; `hard_silu`/`hard_swish` multiply that
+  by x; `relu6` is `ReLU(max_value=6)`. All built-in layers, so the twin converts back.
+- Settings one Keras has and the other lacks are dropped only at their neutral value (Keras 3's
+  `lora_rank=None`, tf_keras' `groups=1` on DepthwiseConv2D); any other value is refused.
+
+A layer without a twin (custom classes, `Lambda`, TF op layers) or a subclassed model is refused
+with `UnsupportedModelError`, naming the layer and its class, before anything is built.
+"""
+
+import dataclasses
+import inspect
+import os
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tfkd import files
+from tfkd.keras import keras, keras3
+
+# Layers with a twin of the same name and meaning in both Kerases.
+SUPPORTED_LAYERS = frozenset({
+    "InputLayer", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose",
+    "Dense", "BatchNormalization", "LayerNormalization", "Activation", "ReLU", "Softmax", "ELU",
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+    "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
+    "Rescaling", "Normalization", "Reshape", "Flatten", "Permute", "Dropout", "SpatialDropout2D",
+    "ZeroPadding2D", "Cropping2D", "UpSampling2D",
+})
+# Settings dropped when the other Keras has no such argument, at the value that means "off".
+_NEUTRAL = {"lora_rank": None, "lora_alpha": None, "quantization_config": None,
+            "synchronized": False, "groups": 1, "renorm": False, "renorm_clipping": None,
+            "renorm_momentum": 0.99, "rms_scaling": False, "seed": None}
+_BASE_ARGUMENTS = ("name", "trainable", "dtype")
+# Activations with the same formula under the same name in both Kerases ("silu" is Keras 3's
+# name for tf_keras' "swish").
+_SAME_ACTIVATIONS = {"linear": "linear", "relu": "relu", "sigmoid": "sigmoid",
+                     "softmax": "softmax", "tanh": "tanh", "elu": "elu", "selu": "selu",
+                     "softplus": "softplus", "softsign": "softsign", "exponential": "exponential",
+                     "gelu": "gelu", "mish": "mish", "swish": "swish", "silu": "swish"}
+_REBUILT_ACTIVATIONS = ("relu6", "hard_sigmoid", "hard_silu", "hard_swish")
+
+
+class UnsupportedModelError(ValueError):
+    """A model or layer that has no exact twin in the other Keras."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Side:
+    """How to read one Keras' functional graph and build into it."""
+
+    layers: Any
+    Input: Callable
+    Model: Callable
+    is_tensor: Callable[[Any], bool]
+    node_layer: Callable
+    node_arguments: Callable
+    activations: dict  # activation name in this Keras -> name or rebuild in the other
+
+
+def _keras3_side():
+    k3 = keras3()
+    return _Side(k3.layers, k3.Input, k3.Model, lambda v: isinstance(v, k3.KerasTensor),
+                 lambda node: node.operation,
+                 lambda node: (node.arguments.args, node.arguments.kwargs) if node.arguments
+                 else ((), {}),
+                 {**_SAME_ACTIVATIONS, **{name: name for name in _REBUILT_ACTIVATIONS}})
+
+
+def _keras2_side():
+    return _Side(keras.layers, keras.Input, keras.Model, keras.backend.is_keras_tensor,
+                 lambda node: node.layer,
+                 lambda node: (node.call_args, node.call_kwargs),
+                 {name: name for name in set(_SAME_ACTIVATIONS.values())})
+
+
+def is_keras3_model(obj) -> bool:
+    """Whether `obj` is a Keras 3 model (without importing Keras 3 when it is not one)."""
+    return type(obj).__module__.split(".")[0] == "keras" and hasattr(obj, "get_weights") \
+        and not isinstance(obj, keras.Model)
+
+
+def to_keras2(model) -> keras.Model:
+    """A trainable tf_keras twin of a Keras 3 functional or Sequential model, same weights.
+
+    Raises:
+        UnsupportedModelError: a layer has no tf_keras twin, or the model is subclassed.
+    """
+    k3 = keras3()
+    if not isinstance(model, k3.Model):
+        raise TypeError(f"to_keras2 takes a Keras 3 model. Received: {type(model).__name__}")
+    return _convert(model, _keras3_side(), _keras2_side())
+
+
+def to_keras3(model: keras.Model):
+    """A Keras 3 twin of a tf_keras functional or Sequential model, same weights."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"to_keras3 takes a tf_keras model. Received: {type(model).__name__}")
+    return _convert(model, _keras2_side(), _keras3_side())
+
+
+def save_keras3(model: keras.Model, path: str) -> None:
+    """Writes the Keras 3 twin of tf_keras `model` to `path` (`.keras`), atomically."""
+    if not path.endswith(".keras"):
+        raise ValueError(f"`path` must end in .keras. Received: path={path}")
+    twin = to_keras3(model)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with files.atomic_path(path) as tmp:
+        twin.save(tmp)
+
+
+def unsupported_layers(model) -> list[str]:
+    """`name (Class)` of each layer of `model` (either Keras, nested models included) that has
+    no twin; a subclassed model is itself listed."""
+    found = []
+    graph = _graph(model)
+    if graph is None:
+        return [f"{model.name} ({type(model).__name__}, a subclassed model)"]
+    # Keras 3 also lists the operations written as arithmetic on tensors (`x + 3.0`).
+    for layer in getattr(graph, "operations", graph.layers):
+        if hasattr(layer, "layers") and hasattr(layer, "inputs"):
+            found += unsupported_layers(layer)
+        elif _arithmetic(layer) is None and (
+                type(layer).__name__ not in SUPPORTED_LAYERS or _is_keras3_operation(layer)):
+            found.append(f"{layer.name} ({type(layer).__name__})")
+    return found
+
+
+# Keras 3 arithmetic operations on tensors, and the layer computing each with two tensors.
+_ARITHMETIC = {"Add": "Add", "Multiply": "Multiply", "Subtract": "Subtract"}
+
+
+def _is_keras3_operation(op) -> bool:
+    """A Keras 3 operation that is not a layer (`keras.ops`)."""
+    return type(op).__module__.startswith("keras.src.ops.")
+
+
+def _arithmetic(op):
+    """The name of a supported Keras 3 arithmetic operation, or None."""
+    if _is_keras3_operation(op) and type(op).__module__ == "keras.src.ops.numpy":
+        return _ARITHMETIC.get(type(op).__name__)
+    return None
+
+
+def _graph(model):
+    """The functional graph of `model` (a built Sequential's inner functional), or None."""
+    if hasattr(model, "_nodes_by_depth") and getattr(model, "_is_graph_network", True):
+        if hasattr(model, "_functional") and model._functional is not None:
+            return model._functional  # a Keras 3 Sequential
+        if getattr(model, "inputs", None):
+            return model
+    return None
+
+
+def _refuse(model) -> None:
+    bad = unsupported_layers(model)
+    if bad:
+        raise UnsupportedModelError(
+            f"Model '{model.name}' has layers without an exact twin in the other Keras: "
+            f"{', '.join(bad)}. Supported: built-in {', '.join(sorted(SUPPORTED_LAYERS))}. Fix: "
+            "rebuild the model as a functional model of those layers.")
+
+
+def _convert(model, source: _Side, target: _Side):
+    _refuse(model)
+    graph = _graph(model)
+    tensors: dict[int, Any] = {}
+    inputs = []
+    for tensor in graph.inputs:
+        created = target.Input(shape=tuple(tensor.shape[1:]),
+                               dtype=getattr(tensor.dtype, "name", tensor.dtype),
+                               name=_history_layer(tensor).name)
+        tensors[id(tensor)] = created
+        inputs.append(created)
+    twins: dict[int, Callable] = {}
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            layer = source.node_layer(node)
+            if type(layer).__name__ == "InputLayer":
+                continue
+            args, kwargs = source.node_arguments(node)
+
+            def mapped(value):
+                return tensors[id(value)] if source.is_tensor(value) else value
+
+            args = tf.nest.map_structure(mapped, tuple(args))
+            kwargs = {k: tf.nest.map_structure(mapped, v) for k, v in kwargs.items()
+                      if k not in ("training", "mask")}
+            if id(layer) not in twins:
+                twins[id(layer)] = _twin(layer, source, target)
+            outputs = twins[id(layer)](*args, **kwargs)
+            for original, created in zip(tf.nest.flatten(node.outputs),
+                                         tf.nest.flatten(outputs)):
+                tensors[id(original)] = created
+    outputs = [tensors[id(t)] for t in graph.outputs]
+    return target.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+
+
+def _history_layer(tensor):
+    history = tensor._keras_history
+    return history.operation if hasattr(history, "operation") else history.layer
+
+
+def _twin(layer, source: _Side, target: _Side) -> Callable:
+    """A callable on the target's tensors that computes what `layer` computes, with its
+    weights copied in once the twin is built."""
+    if hasattr(layer, "layers") and hasattr(layer, "inputs"):
+        return _convert(layer, source, target)  # a nested model keeps its own weights
+    if _arithmetic(layer):
+        return _arithmetic_twin(_arithmetic(layer), layer.name, target)
+    class_name = type(layer).__name__
+    config = _config_for(layer, getattr(target.layers, class_name), source)
+    activation = None
+    if class_name == "Activation":
+        activation = config["activation"]
+    elif config.get("activation") in _REBUILT_ACTIVATIONS:
+        activation, config["activation"] = config["activation"], "linear"
+    if class_name == "Activation" and activation in _REBUILT_ACTIVATIONS:
+        return _rebuilt_activation(activation, layer.name, target)
+    created = getattr(target.layers, class_name).from_config(config)
+    after = _rebuilt_activation(activation, layer.name, target) if activation and \
+        class_name != "Activation" else None
+    weights = layer.get_weights()
+
+    def call(*args, **kwargs):
+        output = created(*args, **kwargs)
+        if weights and not getattr(call, "copied", False):
+            _copy_weights(layer, created, weights)
+            call.copied = True
+        return after(output) if after else output
+
+    return call
+
+
+def _arithmetic_twin(kind: str, name: str, target: _Side) -> Callable:
+    """`x + c`, `x * c`, `x - c` with a number c as `Rescaling`; two tensors as the layer."""
+
+    def call(a, b):
+        if isinstance(b, (int, float)) or isinstance(a, (int, float)):
+            tensor, number = (a, float(b)) if not isinstance(a, (int, float)) else (b, float(a))
+            if kind == "Subtract" and tensor is b:
+                return target.layers.Rescaling(-1.0, offset=number, name=name)(tensor)
+            scale, offset = {"Add": (1.0, number), "Multiply": (number, 0.0),
+                             "Subtract": (1.0, -number)}[kind]
+            return target.layers.Rescaling(scale, offset=offset, name=name)(tensor)
+        return getattr(target.layers, kind)(name=name)([a, b])
+
+    return call
+
+
+def _rebuilt_activation(name: str, layer_name: str, target: _Side) -> Callable:
+    layers = target.layers
+
+    def hard_sigmoid(x, suffix):
+        scaled = layers.Rescaling(1.0 / 6.0, offset=0.5, name=f"{layer_name}_{suffix}_scale")(x)
+        return layers.ReLU(max_value=1.0, name=f"{layer_name}_{suffix}_clip")(scaled)
+
+    if name == "relu6":
+        return layers.ReLU(max_value=6.0, name=layer_name)
+    if name == "hard_sigmoid":
+        return lambda x: hard_sigmoid(x, "hard_sigmoid")
+    return lambda x: layers.Multiply(name=layer_name)([x, hard_sigmoid(x, "gate")])
+
+
+def _copy_weights(layer, created, weights) -> None:
+    expected = [tuple(w.shape) for w in created.get_weights()]
+    found = [tuple(np.shape(w)) for w in weights]
+    if expected != found:
+        raise UnsupportedModelError(
+            f"Layer {layer.name} ({type(layer).__name__}): its weights {found} do not fit the "
+            f"twin's {expected}.")
+    created.set_weights(weights)
+
+
+def _plain(value):
+    """A config value without Keras 3's serialisation wrappers: dtype policies become their
+    name, objects `{class_name, config}` as both Kerases deserialise them."""
+    if isinstance(value, dict):
+        if value.get("class_name") in ("DTypePolicy", "Policy") and "config" in value:
+            return value["config"]["name"]
+        if "class_name" in value and "config" in value:
+            # Initializers, regularizers, constraints: a None setting is the default in both
+            # Kerases, and Keras 3 adds some (input_axes) that tf_keras does not take.
+            inner = {k: v for k, v in _plain(value["config"]).items() if v is not None}
+            return {"class_name": value["class_name"], "config": inner}
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, list):  # also tf_keras' tracked ListWrapper
+        return [_plain(v) for v in value]
+    return value
+
+
+def _config_for(layer, target_class, source: _Side) -> dict:
+    config = _plain(layer.get_config())
+    if isinstance(config.get("dtype"), dict):
+        config["dtype"] = "float32"
+    activation = config.get("activation")
+    if activation is not None:
+        if not isinstance(activation, str) or activation not in source.activations:
+            raise UnsupportedModelError(
+                f"Layer {layer.name} ({type(layer).__name__}): activation {activation!r} has no "
+                f"exact twin. Supported: {sorted(source.activations)}.")
+        config["activation"] = source.activations[activation]
+    if type(layer).__name__ == "BatchNormalization" and isinstance(config["axis"], list) \
+            and len(config["axis"]) == 1:
+        config["axis"] = config["axis"][0]  # tf_keras keeps a list, Keras 3 takes one int
+    accepted = set(inspect.signature(target_class.__init__).parameters) | set(_BASE_ARGUMENTS)
+    for key in sorted(set(config) - accepted):
+        value = config.pop(key)
+        if key not in _NEUTRAL or value != _NEUTRAL[key]:
+            raise UnsupportedModelError(
+                f"Layer {layer.name} ({type(layer).__name__}): setting {key}={value!r} has no "
+                "twin in the other Keras.")
+    return config
+
+
+__all__ = ["SUPPORTED_LAYERS", "UnsupportedModelError", "is_keras3_model", "save_keras3",
+           "to_keras2", "to_keras3", "unsupported_layers"]
