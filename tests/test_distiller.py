@@ -263,7 +263,7 @@ def test_output_size_mismatch_is_rejected_naming_both_models():
 
 
 def test_bad_teachers_are_rejected():
-    with pytest.raises(TypeError, match="tf_keras Model"):
+    with pytest.raises(TypeError, match="tf_keras or Keras 3 Model"):
         tfkd.Distiller(mlp("student"), "teacher.keras")
     with pytest.raises(ValueError, match="empty list"):
         tfkd.Distiller(mlp("student"), [])

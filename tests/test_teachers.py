@@ -102,9 +102,12 @@ def test_keras3_model_through_the_adapter():
         np.testing.assert_array_equal(old, new)
 
 
-def test_a_raw_keras3_model_is_refused_by_the_distiller():
-    with pytest.raises(TypeError, match="tfkd.teachers.load"):
-        tfkd.Distiller(tiny(), keras3_model())
+def test_a_raw_keras3_teacher_is_called_through_the_frozen_adapter_by_the_distiller():
+    model, x = keras3_model(), images()
+    distiller = tfkd.Distiller(tiny(), model)
+    (teacher,) = distiller.teachers
+    assert teachers.is_foreign(teacher) and not teacher.trainable_weights
+    np.testing.assert_allclose(teachers.predict(teacher, x), reference(model, x), atol=1e-6)
 
 
 def test_keras3_file_is_routed_through_the_adapter(tmp_path):

@@ -5,7 +5,7 @@ from typing import Optional, Sequence, Union
 
 import tensorflow as tf
 
-from tfkd import losses as losses_lib, teachers as teachers_lib
+from tfkd import keras3 as keras3_lib, losses as losses_lib, teachers as teachers_lib
 from tfkd.data import TEACHER_IMAGE, UNLABELED
 from tfkd.features import FeaturePair, FeatureTaps
 from tfkd.keras import keras
@@ -34,9 +34,13 @@ def _check_model(model, role: str) -> keras.Model:
             f"A .tflite {role} runs outside TensorFlow and can only teach through the teacher "
             "cache: build one with tfkd.teacher_cache.build(...), train on "
             "tfkd.teacher_cache.batches(...), and pass teacher=None.")
+    if keras3_lib.is_keras3_model(model):
+        # A Keras 3 student trains as its tf_keras twin (`Distiller.student`); a Keras 3
+        # teacher is only called, through the frozen adapter.
+        return keras3_lib.to_keras2(model) if role == "student" else teachers_lib.load(model)
     if not isinstance(model, keras.Model):
         raise TypeError(
-            f"The {role} must be a tf_keras Model (from `tfkd.keras import keras`). Received: "
+            f"The {role} must be a tf_keras or Keras 3 Model. Received: "
             f"{type(model).__module__}.{type(model).__name__}. Load a Keras 3 model, SavedModel "
             "or file with tfkd.teachers.load(...) (the explicit adapter) first."
         )

@@ -11,8 +11,8 @@ Where the two Kerases differ, the twin is exact, not approximate:
 - Keras 3's `hard_sigmoid` is relu6(x + 3) / 6, tf_keras' is clip(0.2 x + 0.5): it becomes
   `Rescaling(1/6, offset=0.5)` then `ReLU(max_value=1)`; `hard_silu`/`hard_swish` multiply that
   by x; `relu6` is `ReLU(max_value=6)`. All built-in layers, so the twin converts back.
-- Settings one Keras has and the other lacks are dropped only at their neutral value (Keras 3's
-  `lora_rank=None`, tf_keras' `groups=1` on DepthwiseConv2D); any other value is refused.
+- Settings one Keras has and the other lacks are dropped only at their neutral value (None, Keras 3's
+  `synchronized=False`, tf_keras' `groups=1` on DepthwiseConv2D); any other value is refused.
 
 A layer without a twin (custom classes, `Lambda`, TF op layers) or a subclassed model is refused
 with `UnsupportedModelError`, naming the layer and its class, before anything is built.
@@ -38,10 +38,10 @@ SUPPORTED_LAYERS = frozenset({
     "Rescaling", "Normalization", "Reshape", "Flatten", "Permute", "Dropout", "SpatialDropout2D",
     "ZeroPadding2D", "Cropping2D", "UpSampling2D",
 })
-# Settings dropped when the other Keras has no such argument, at the value that means "off".
-_NEUTRAL = {"lora_rank": None, "lora_alpha": None, "quantization_config": None,
-            "synchronized": False, "groups": 1, "renorm": False, "renorm_clipping": None,
-            "renorm_momentum": 0.99, "rms_scaling": False, "seed": None}
+# Settings dropped when the other Keras has no such argument, at the value that means "off"
+# (None always does: an unset regularizer, constraint, LoRA rank or seed).
+_NEUTRAL = {"synchronized": False, "groups": 1, "renorm": False, "renorm_momentum": 0.99,
+            "rms_scaling": False}
 _BASE_ARGUMENTS = ("name", "trainable", "dtype")
 # Activations with the same formula under the same name in both Kerases ("silu" is Keras 3's
 # name for tf_keras' "swish").
@@ -129,7 +129,7 @@ def unsupported_layers(model) -> list[str]:
         return [f"{model.name} ({type(model).__name__}, a subclassed model)"]
     # Keras 3 also lists the operations written as arithmetic on tensors (`x + 3.0`).
     for layer in getattr(graph, "operations", graph.layers):
-        if hasattr(layer, "layers") and hasattr(layer, "inputs"):
+        if _is_model(layer):
             found += unsupported_layers(layer)
         elif _arithmetic(layer) is None and (
                 type(layer).__name__ not in SUPPORTED_LAYERS or _is_keras3_operation(layer)):
@@ -155,11 +155,11 @@ def _arithmetic(op):
 
 def _graph(model):
     """The functional graph of `model` (a built Sequential's inner functional), or None."""
-    if hasattr(model, "_nodes_by_depth") and getattr(model, "_is_graph_network", True):
-        if hasattr(model, "_functional") and model._functional is not None:
-            return model._functional  # a Keras 3 Sequential
-        if getattr(model, "inputs", None):
-            return model
+    if getattr(model, "_functional", None) is not None:
+        return model._functional  # a built Keras 3 Sequential
+    if hasattr(model, "_nodes_by_depth") and getattr(model, "_is_graph_network", True) \
+            and getattr(model, "inputs", None):
+        return model
     return None
 
 
@@ -175,14 +175,19 @@ def _refuse(model) -> None:
 def _convert(model, source: _Side, target: _Side):
     _refuse(model)
     graph = _graph(model)
-    tensors: dict[int, Any] = {}
-    inputs = []
-    for tensor in graph.inputs:
-        created = target.Input(shape=tuple(tensor.shape[1:]),
-                               dtype=getattr(tensor.dtype, "name", tensor.dtype),
-                               name=_history_layer(tensor).name)
-        tensors[id(tensor)] = created
-        inputs.append(created)
+    inputs = [target.Input(shape=tuple(tensor.shape[1:]),
+                           dtype=getattr(tensor.dtype, "name", tensor.dtype),
+                           name=_history_layer(tensor).name) for tensor in graph.inputs]
+    outputs = _walk(graph, inputs, source, target)
+    return target.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+
+
+def _walk(graph, inputs: list, source: _Side, target: _Side) -> list:
+    """The target's tensors computed from `inputs` as `graph` computes its outputs. A nested
+    model is inlined (its layers called on the outer tensors): TF-MOT cannot quantize inside a
+    nested model, and a backbone inside a classifier is how most transfer-learning code is
+    written."""
+    tensors: dict[int, Any] = {id(t): created for t, created in zip(graph.inputs, inputs)}
     twins: dict[int, Callable] = {}
     for depth in sorted(graph._nodes_by_depth, reverse=True):
         for node in graph._nodes_by_depth[depth]:
@@ -197,14 +202,20 @@ def _convert(model, source: _Side, target: _Side):
             args = tf.nest.map_structure(mapped, tuple(args))
             kwargs = {k: tf.nest.map_structure(mapped, v) for k, v in kwargs.items()
                       if k not in ("training", "mask")}
-            if id(layer) not in twins:
-                twins[id(layer)] = _twin(layer, source, target)
-            outputs = twins[id(layer)](*args, **kwargs)
+            if _is_model(layer):
+                outputs = _walk(_graph(layer), tf.nest.flatten(args), source, target)
+            else:
+                if id(layer) not in twins:
+                    twins[id(layer)] = _twin(layer, source, target)
+                outputs = twins[id(layer)](*args, **kwargs)
             for original, created in zip(tf.nest.flatten(node.outputs),
                                          tf.nest.flatten(outputs)):
                 tensors[id(original)] = created
-    outputs = [tensors[id(t)] for t in graph.outputs]
-    return target.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    return [tensors[id(t)] for t in graph.outputs]
+
+
+def _is_model(layer) -> bool:
+    return hasattr(layer, "layers") and hasattr(layer, "inputs")
 
 
 def _history_layer(tensor):
@@ -215,8 +226,6 @@ def _history_layer(tensor):
 def _twin(layer, source: _Side, target: _Side) -> Callable:
     """A callable on the target's tensors that computes what `layer` computes, with its
     weights copied in once the twin is built."""
-    if hasattr(layer, "layers") and hasattr(layer, "inputs"):
-        return _convert(layer, source, target)  # a nested model keeps its own weights
     if _arithmetic(layer):
         return _arithmetic_twin(_arithmetic(layer), layer.name, target)
     class_name = type(layer).__name__
@@ -229,8 +238,8 @@ def _twin(layer, source: _Side, target: _Side) -> Callable:
     if class_name == "Activation" and activation in _REBUILT_ACTIVATIONS:
         return _rebuilt_activation(activation, layer.name, target)
     created = getattr(target.layers, class_name).from_config(config)
-    after = _rebuilt_activation(activation, layer.name, target) if activation and \
-        class_name != "Activation" else None
+    after = _rebuilt_activation(activation, f"{layer.name}_{activation}", target) \
+        if activation and class_name != "Activation" else None
     weights = layer.get_weights()
 
     def call(*args, **kwargs):
@@ -281,6 +290,10 @@ def _copy_weights(layer, created, weights) -> None:
             f"Layer {layer.name} ({type(layer).__name__}): its weights {found} do not fit the "
             f"twin's {expected}.")
     created.set_weights(weights)
+    if hasattr(created, "finalize_state"):
+        # An adapted Normalization computes from values derived from its variables at the end
+        # of `adapt`; weights set afterwards need the same step.
+        created.finalize_state()
 
 
 def _plain(value):
@@ -319,7 +332,9 @@ def _config_for(layer, target_class, source: _Side) -> dict:
     accepted = set(inspect.signature(target_class.__init__).parameters) | set(_BASE_ARGUMENTS)
     for key in sorted(set(config) - accepted):
         value = config.pop(key)
-        if key not in _NEUTRAL or value != _NEUTRAL[key]:
+        # An initializer never changes what the twin computes: its weights are copied in.
+        if value is not None and not key.endswith("_initializer") and (
+                key not in _NEUTRAL or value != _NEUTRAL[key]):
             raise UnsupportedModelError(
                 f"Layer {layer.name} ({type(layer).__name__}): setting {key}={value!r} has no "
                 "twin in the other Keras.")

@@ -14,7 +14,8 @@ Post-training quantization (dynamic-range, float16, full int8) needs no training
 import dataclasses
 from typing import Iterable, Sequence
 
-from tfkd.keras import keras, tfmot  # tfkd.keras imports TF-MOT without a process-wide change
+from tfkd import keras3
+from tfkd.keras import keras, tfmot  # imported there without a process-wide change
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
     default_8bit_quantize_configs,
     default_8bit_quantize_registry,
@@ -109,6 +110,11 @@ def _examine(layer, registry, leave_float: set[str]):
             "rebuild the student as one flat functional graph (call the inner model's layers "
             "on the outer tensors)", BLOCKS,
         )
+    if isinstance(layer, layers.Rescaling) and not any(
+            isinstance(parent, layers.InputLayer) for parent in _inbound_layers(layer)):
+        # Inside the network it is an element-wise affine step (x * scale + offset, as in
+        # hard-swish's gate, tfkd.keras3): TFLite runs it as quantized MUL/ADD.
+        return finding("element-wise scale inside the network", "none needed", OUTPUT_ONLY)
     if isinstance(layer, (layers.Rescaling, layers.Normalization)):
         return finding(
             "normalisation inside the model is not quantizable",
@@ -205,11 +211,14 @@ def doctor(model: keras.Model, leave_float: Iterable[str] = ()) -> DoctorReport:
 
 
 def quantize_student(student: keras.Model, leave_float: Sequence[str] = ()) -> keras.Model:
-    """Returns a QAT copy of `student` (sharing its float weights as the starting point).
+    """Returns a QAT copy of `student` (sharing its float weights as the starting point). A
+    Keras 3 student is quantized as its tf_keras twin (`tfkd.keras3.to_keras2`).
 
     Raises:
         ValueError: with the doctor's report when a layer blocks QAT.
     """
+    if keras3.is_keras3_model(student):
+        student = keras3.to_keras2(student)
     report = doctor(student, leave_float)
     report.raise_if_blocked()
     remedies = {f.layer for f in report.findings if f.action == OUTPUT_ONLY}

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfkd import files
+from tfkd.keras3 import is_keras3_model
 from tfkd.evaluate import TFLiteClassifier
 from tfkd.keras import keras, keras3 as keras3_module
 
@@ -253,18 +254,13 @@ def _load_existing_file(path: str) -> Teacher:
                      "SavedModel directory.")
 
 
-def _is_keras3_model(obj) -> bool:
-    return type(obj).__module__.startswith("keras.") and hasattr(obj, "get_weights") \
-        and not isinstance(obj, keras.Model)
-
-
 def load(source) -> Teacher:
     """One teacher from a tf_keras model, a Keras 3 model, or a file/directory path."""
     if isinstance(source, (keras.Model, TFLiteTeacher)):
         return source
     if isinstance(source, (str, os.PathLike)):
         return _load_file(os.fspath(source))
-    if _is_keras3_model(source):
+    if is_keras3_model(source):
         return from_keras3(source)
     raise TypeError(f"Cannot use a {type(source).__name__} as a teacher. Give a tf_keras model, "
                     "a Keras 3 model, or a path to a .keras/.h5/.tflite file or SavedModel.")
