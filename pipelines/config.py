@@ -68,6 +68,12 @@ class Config:
         "cnn_large", "Teacher: a registered model name to train, keras_applications:NAME (a "
         "keras.applications backbone with a new head, fine-tuned), or a trained teacher to "
         "load: a .keras file (tf_keras or Keras 3), an .h5 file or a SavedModel directory.")
+    teacher_input: str = setting(
+        tfkd.teacher_input.AUTO, "The pixel values a teacher file expects: auto (each "
+        "convention measured on validation, the best kept), student (tfkd's normalisation), "
+        "raw (0-255, e.g. an in-model Rescaling), unit (0-1), symmetric (-1..1) or caffe (BGR, "
+        "ImageNet mean subtracted).", choices=(tfkd.teacher_input.AUTO,
+                                                *tfkd.teacher_input.CONVENTIONS))
     teacher_weights: str = setting(
         "", "Starting weights of a teacher built by name: imagenet (keras_applications "
         "teachers) or an .h5 weights file, matched by layer name. Empty: random.")
@@ -89,7 +95,10 @@ class Config:
         "", "Where --teacher_cache=disk keeps the logits; empty: RUN/teacher_cache. Runs may "
         "share one (a search's trials do): the first builds it, the others reuse it.",
         affects_results=False)
-    student: str = setting("cnn_small", "Student: a registered model name.")
+    student: str = setting(
+        "cnn_small", "Student: a registered model name, or your own model as a .keras file "
+        "(Keras 2 or 3), an .h5 file or a Keras SavedModel directory; its weights are the "
+        "starting point of the distilled student and of the student alone.")
     student_weights: str = setting(
         "", "Starting weights of the student: imagenet (keras.applications students, e.g. "
         "mobilenet_v3_small) or an .h5 weights file, matched by layer name. Empty: random.")
@@ -208,6 +217,10 @@ class Config:
     def teacher_is_file(self) -> bool:
         return not tfkd.pretrained.is_application(self.teacher) and (
             self.teacher.endswith(TEACHER_FILE_SUFFIXES) or os.path.sep in self.teacher)
+
+    @property
+    def student_is_file(self) -> bool:
+        return tfkd.models.is_model_file(self.student)
 
     @property
     def student_size(self) -> Optional[tuple[int, int]]:
@@ -345,6 +358,10 @@ class Config:
                 raise ValueError(f"--teacher_weights applies to a teacher built by name; "
                                  f"--teacher={self.teacher} is a trained model already. Drop "
                                  "--teacher_weights.")
+        elif self.teacher_input not in (tfkd.teacher_input.AUTO, tfkd.teacher_input.STUDENT):
+            raise ValueError(f"--teacher_input={self.teacher_input} applies to a teacher file; "
+                             f"--teacher={self.teacher} is built and trained by tfkd on its own "
+                             "normalisation. Drop --teacher_input.")
         elif tfkd.pretrained.is_application(self.teacher):
             try:
                 tfkd.pretrained.application_name(self.teacher)
@@ -358,9 +375,17 @@ class Config:
             raise ValueError(f"--teacher_weights=imagenet: --teacher={self.teacher} has no "
                              "ImageNet weights. Use a keras_applications:NAME teacher, or give "
                              "an .h5 weights file.")
-        if self.student not in tfkd.models.available():
-            raise ValueError(f"--student={self.student} is not a registered model. "
-                             f"Available: {tfkd.models.available()}")
+        if self.student_is_file:
+            if not os.path.exists(self.student):
+                raise ValueError(f"--student={self.student} does not exist. Give a .keras/.h5 "
+                                 "file, a Keras SavedModel directory or a registered model name.")
+            if self.student_weights:
+                raise ValueError(f"--student_weights applies to a student built by name; "
+                                 f"--student={self.student} brings its own weights. Drop "
+                                 "--student_weights.")
+        elif self.student not in tfkd.models.available():
+            raise ValueError(f"--student={self.student} is not a registered model nor a model "
+                             f"file. Available: {tfkd.models.available()}")
         if (self.student_weights == tfkd.pretrained.IMAGENET
                 and self.student not in tfkd.models.with_imagenet_weights()):
             raise ValueError(f"--student_weights=imagenet: --student={self.student} has no "

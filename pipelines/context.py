@@ -57,12 +57,9 @@ class Context:
                             "gets the higher resolution.", "x".join(map(str, teacher_size)),
                             "x".join(map(str, student_size)))
         self.teacher_file = None
+        self.teacher_input: Optional[dict] = None
         if config.teacher_is_file:
-            self.teacher_file = tfkd.teachers.load(config.teacher)
-            try:
-                self.teacher_splits.check_model(self.teacher_file, role="teacher")
-            except ValueError as error:
-                raise ValueError(f"--teacher={config.teacher}: {error}") from error
+            self.teacher_file, self.teacher_input = self._load_teacher_file(config.teacher)
         self._check_weights()
         self.directory = RunDirectory(config.out_dir, config.results_settings(),
                                       config.overwrite, writable=self.chief)
@@ -85,6 +82,25 @@ class Context:
         self._models: dict[str, keras.Model] = {}
         self._teacher_cache = None
 
+    def _load_teacher_file(self, path: str) -> tuple[keras.Model, dict]:
+        """The teacher file behind the adapter for its input convention (--teacher_input, or
+        measured on validation), and what was chosen and measured."""
+        config, prep = self.config, self.teacher_splits.preprocessing
+        teacher = tfkd.teachers.load(path)
+        try:
+            self.teacher_splits.check_model(teacher, role="teacher")
+        except ValueError as error:
+            raise ValueError(f"--teacher={path}: {error}") from error
+        if config.teacher_input != tfkd.teacher_input.AUTO:
+            convention = config.teacher_input
+            chosen = {"convention": convention, "message": f"Teacher input: '{convention}' "
+                      "(--teacher_input)."}
+        else:
+            choice = tfkd.teacher_input.choose(teacher, prep, tfkd.data.batches(
+                self.teacher_splits.validation, prep, config.batch_size))
+            convention, chosen = choice.convention, choice.to_dict()
+        return tfkd.teacher_input.with_input(teacher, convention, prep), chosen
+
     @staticmethod
     def _sharded(batches: tf.data.Dataset) -> tf.data.Dataset:
         return tfkd.distribute.shard_by_data(batches)
@@ -105,11 +121,33 @@ class Context:
             except ValueError as error:
                 raise ValueError(f"--student_weights={config.student_weights}: "
                                  f"{error}") from error
+        if config.student_is_file:
+            self._check_student_file()
+
+    def _check_student_file(self) -> None:
+        """A student file loads, fits the data and, when QAD runs, quantizes: all named before
+        any training."""
+        config = self.config
+        try:
+            student = self.build(config.student)
+            self.splits.check_model(student, role="student")
+            last = student.layers[-1]
+            if isinstance(last, keras.layers.Softmax) or \
+                    last.get_config().get("activation") == "softmax":
+                raise ValueError(f"its last layer '{last.name}' applies a softmax; tfkd trains "
+                                 "on logits and adds the softmax at export. Fix: save the "
+                                 "student without the final softmax.")
+            if config.qat_epochs:
+                tfkd.quantize.doctor(student).raise_if_blocked()
+        except (ValueError, OSError) as error:
+            raise ValueError(f"--student={config.student}: {error}") from error
 
     # Models ---------------------------------------------------------------------------------
 
     def build(self, architecture: str) -> keras.Model:
-        """The student architecture `architecture` with --student_weights."""
+        """The student `architecture` with --student_weights, or loaded from its file."""
+        if tfkd.models.is_model_file(architecture):
+            return tfkd.models.load(architecture)
         return tfkd.models.build(architecture, self.splits.preprocessing.input_shape,
                                  self.splits.num_classes,
                                  weights=self.config.student_weights or None)
@@ -135,10 +173,7 @@ class Context:
         if source:
             model = self._load_foreign_teacher(source)
         else:
-            model = self.directory.load_model(
-                name, lambda: tfkd.models.build(self.config.student,
-                                                self.splits.preprocessing.input_shape,
-                                                self.splits.num_classes))
+            model = self.directory.load_model(name, lambda: self.build(self.config.student))
         self._models[name] = model
         return model
 
@@ -147,7 +182,9 @@ class Context:
         the one this run already loaded to check it, or the recorded source."""
         same_file = (self.teacher_file is not None
                      and os.path.abspath(self.config.teacher) == source)
-        teacher = self.teacher_file if same_file else tfkd.teachers.load(source)
+        convention = self.directory.metrics("teacher")["input"]["convention"]
+        teacher = self.teacher_file if same_file else tfkd.teacher_input.with_input(
+            tfkd.teachers.load(source), convention, self.teacher_splits.preprocessing)
         if tfkd.teachers.fingerprint(teacher) != self.directory.metrics("teacher")["fingerprint"]:
             raise ValueError(f"The teacher {source} changed since this run's teacher stage, so "
                              "the stages after it are stale. Rerun with --stages=all "

@@ -191,6 +191,13 @@ def headline(summary: dict, accuracy: dict, select_policy: str) -> list[str]:
     else:
         shipped = "distilled student" if selection["shipped"] == "student" else "student alone"
         lines.append(f"Shipped the {shipped}: {selection['reason']}.")
+    if summary.get("teacher_input"):
+        lines.append(summary["teacher_input"]["message"])
+    keras3_student = summary.get("keras3_student") or {}
+    if keras3_student.get("file"):
+        lines.append(f"Keras 3 copy of the shipped float student: tflite/{keras3_student['file']} "
+                     "(keras.saving.load_model; takes the card's normalised inputs, emits "
+                     "logits).")
     check = summary["teacher_check"]
     if check and not check["ok"]:
         lines.insert(0, f"WARNING: {check['message']}")
@@ -234,6 +241,10 @@ def build_and_write(run_dir: str, dataset: str, keras_models: Sequence[KerasMode
     summary = summarize(accuracy, verify, selection, teacher_check, test_images,
                         max_drop_points, measured=bool(host),
                         kd_gain_standard_error=kd_gain_standard_error)
+    # A teacher file's input convention, as found (or forced) before training.
+    summary["teacher_input"] = next((k.metrics.get("input") for k in keras_models
+                                     if k.name == "teacher"), None)
+    summary["keras3_student"] = card.get("keras3")
     written = write(run_dir, dataset, models, summary, headline(summary, accuracy, select_policy))
     return ["report.json", "report.md"] + (["pareto.png"] if written["pareto_png"] else [])
 

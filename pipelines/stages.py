@@ -29,12 +29,13 @@ StageResult = tuple[list[str], dict]
 def teacher(ctx: "Context") -> StageResult:
     config = ctx.config
     if config.teacher_is_file:
-        model = ctx.teacher_file  # loaded and checked before the run started
+        model = ctx.teacher_file  # loaded, checked and its input convention found before
+        logging.info("%s", ctx.teacher_input["message"])
         if tfkd.teachers.is_foreign(model):
             # A SavedModel or Keras 3 model cannot be re-saved as tf_keras: record where it is.
             ctx.use("teacher", model)
             metrics = ctx.accuracies(model)
-            metrics.update(source=os.path.abspath(config.teacher),
+            metrics.update(source=os.path.abspath(config.teacher), input=ctx.teacher_input,
                            fingerprint=tfkd.teachers.fingerprint(model))
             return [], metrics
     else:
@@ -49,7 +50,10 @@ def teacher(ctx: "Context") -> StageResult:
             learning_rate=learning_rate, **ctx.teacher_fit_options("teacher"))
     # Accuracies of what was kept: the float32 copy when training used mixed precision.
     kept = ctx.keep("teacher", model)
-    return [kept], ctx.accuracies(ctx.model("teacher"))
+    metrics = ctx.accuracies(ctx.model("teacher"))
+    if ctx.teacher_input:
+        metrics["input"] = ctx.teacher_input
+    return [kept], metrics
 
 
 def _train_teacher_head(ctx: "Context", model: keras.Model) -> None:
@@ -170,11 +174,28 @@ def export_models(ctx: "Context") -> StageResult:
                          output="logits", **dict(common,
                                                  preprocessing=ctx.teacher_splits.preprocessing))
     card["shipped"] = {"model": selection["shipped"], "reason": selection["reason"]}
+    card["keras3"] = _keras3_student(ctx.model(selection["shipped"]), out)
     files.write_text(os.path.join(out, "model_card.json"),
                      json.dumps(card, indent=2, sort_keys=True))
     # The model card is the verify stage's output: it fills in the accuracies.
+    keras3_file = [os.path.join("tflite", card["keras3"]["file"])] if card["keras3"]["file"] \
+        else []
     return ([os.path.join("tflite", e["file"]) for e in card["variants"].values()]
-            + [os.path.join("tflite", "labels.txt")]), {}
+            + [os.path.join("tflite", "labels.txt")] + keras3_file), {}
+
+
+KERAS3_STUDENT = "student_float_keras3.keras"
+
+
+def _keras3_student(model: keras.Model, out: str) -> dict:
+    """The shipped float student as a Keras 3 file, for app teams whose code is Keras 3."""
+    try:
+        tfkd.keras3.save_keras3(model, os.path.join(out, KERAS3_STUDENT))
+    except tfkd.keras3.UnsupportedModelError as error:
+        logging.warning("No Keras 3 copy of the shipped student: %s", error)
+        return {"file": None, "reason": str(error)}
+    return {"file": KERAS3_STUDENT, "inputs": "normalised as the card's preprocessing says",
+            "outputs": "logits"}
 
 
 def verify(ctx: "Context") -> StageResult:
@@ -265,7 +286,7 @@ def write_report(ctx: "Context") -> StageResult:
                and (s.name != "qad" or has_qad_student(ctx))]
     keras_models = [
         report.KerasModel(name=s.model, model=ctx.model(s.model),
-                          size_bytes=os.path.getsize(directory.file(directory.model_file(s.model))),
+                          size_bytes=_kept_size(directory, s.model),
                           metrics=directory.metrics(s.name))
         for s in trained]
     host_path = directory.file("benchmark", "host.json")
@@ -279,6 +300,13 @@ def write_report(ctx: "Context") -> StageResult:
         directory.metrics("student").get("teacher_check"), ctx.splits.sizes["test"],
         ctx.config.max_drop_points, ctx.config.select, _kd_gain_standard_error(ctx))
     return written, {}
+
+
+def _kept_size(directory, model: str):
+    """Bytes of a model's file in the run directory; None for a teacher used where it is (a
+    SavedModel or Keras 3 file has no tf_keras copy there)."""
+    path = directory.file(directory.model_file(model))
+    return os.path.getsize(path) if os.path.exists(path) else None
 
 
 def _kd_gain_standard_error(ctx: "Context"):

@@ -6,10 +6,11 @@ layers TF-MOT can quantize: normalisation lives in the input pipeline (`tfkd.dat
 """
 
 import math
+import os
 from typing import Callable, Optional, Sequence
 
-from tfkd import pretrained
-from tfkd.keras import keras
+from tfkd import keras3, pretrained, teachers
+from tfkd.keras import keras, keras3 as keras3_package
 from tfkd.registry import Registry
 
 layers = keras.layers
@@ -310,3 +311,42 @@ for _index, (_width, _depth) in enumerate(((1.0, 1.0), (1.0, 1.1), (1.1, 1.2))):
 
     _lite.__doc__ = f"EfficientNet-Lite{_index}: width {_width}, depth {_depth}."
     register(f"efficientnet_lite{_index}")(_lite)
+
+
+STUDENT_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def is_model_file(name: str) -> bool:
+    """Whether a `--student`-style name is a file or directory rather than a registry key."""
+    return name.endswith(STUDENT_FILE_SUFFIXES) or os.path.sep in name or os.path.isdir(name)
+
+
+def load(path: str) -> keras.Model:
+    """A trainable tf_keras student from a file: a `.keras` file (tf_keras, or Keras 3 rebuilt
+    by `tfkd.keras3.to_keras2`), an `.h5`, or a SavedModel directory that Keras saved. Loaded
+    with the teachers' safety rules: safe mode, no custom objects, no `.h5` Lambda."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Student {path} does not exist.")
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, "keras_metadata.pb")):
+            raise ValueError(f"Student {path} is a directory without keras_metadata.pb: not a "
+                             "SavedModel that Keras saved, so it has no layers to train. Save "
+                             "the model with model.save('student.keras') instead.")
+        model = keras.models.load_model(path, compile=False)
+    elif path.endswith(".keras"):
+        teachers.refuse_custom_objects(path)
+        if teachers.keras_file_version(path).startswith("3."):
+            model = keras3.to_keras2(
+                keras3_package().saving.load_model(path, compile=False, safe_mode=True))
+        else:
+            model = keras.models.load_model(path, compile=False, safe_mode=True)
+    elif path.endswith((".h5", ".hdf5")):
+        teachers.refuse_h5_lambda(path)
+        model = keras.models.load_model(path, compile=False)
+    else:
+        raise ValueError(f"Student {path}: unknown format. Give a .keras or .h5 file or a "
+                         "SavedModel directory.")
+    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+        raise ValueError(f"Student {path} is not a functional or Sequential Keras model; tfkd "
+                         "quantizes and exports only those.")
+    return model

@@ -144,14 +144,14 @@ def from_saved_model(path: str, signature: str = "serving_default",
                  loaded)
 
 
-def _keras_file_version(path: str) -> str:
+def keras_file_version(path: str) -> str:
     with zipfile.ZipFile(path) as archive:
         if "metadata.json" not in archive.namelist():
             return ""
         return json.loads(archive.read("metadata.json")).get("keras_version", "")
 
 
-def _refuse_h5_lambda(path: str) -> None:
+def refuse_h5_lambda(path: str) -> None:
     import h5py  # noqa: PLC0415  (a tf_keras dependency; only needed for .h5)
 
     with h5py.File(path, "r") as handle:
@@ -190,7 +190,7 @@ def _custom_classes(config) -> list[str]:
     return found
 
 
-def _refuse_custom_objects(path: str) -> None:
+def refuse_custom_objects(path: str) -> None:
     with zipfile.ZipFile(path) as archive:
         config = json.loads(archive.read("config.json"))
     custom = sorted(set(_custom_classes(config)))
@@ -242,13 +242,13 @@ def _load_existing_file(path: str) -> Teacher:
     if path.endswith(".tflite"):
         return TFLiteTeacher(path)
     if path.endswith(".keras"):
-        _refuse_custom_objects(path)
-        if _keras_file_version(path).startswith("3."):
+        refuse_custom_objects(path)
+        if keras_file_version(path).startswith("3."):
             keras3 = keras3_module()
             return from_keras3(keras3.saving.load_model(path, compile=False, safe_mode=True))
         return keras.models.load_model(path, compile=False, safe_mode=True)
     if path.endswith((".h5", ".hdf5")):
-        _refuse_h5_lambda(path)
+        refuse_h5_lambda(path)
         return keras.models.load_model(path, compile=False)
     raise ValueError(f"Teacher {path}: unknown format. Give a .keras, .h5, .tflite file or a "
                      "SavedModel directory.")
@@ -277,7 +277,9 @@ def load_all(source) -> list[Teacher]:
 def _frozen_calls(teacher: Teacher) -> list[_FrozenCall]:
     if not isinstance(teacher, keras.Model):
         return []
-    return [layer for layer in teacher.layers if isinstance(layer, _FrozenCall)]
+    # A teacher behind an input adapter (tfkd.teacher_input) holds the wrapped model inside.
+    return [found for layer in teacher.layers
+            for found in ([layer] if isinstance(layer, _FrozenCall) else _frozen_calls(layer))]
 
 
 def is_foreign(teacher: Teacher) -> bool:
@@ -338,9 +340,10 @@ def fingerprint(teacher: Teacher) -> str:
         return digest.hexdigest()
     frozen = _frozen_calls(teacher)
     if frozen:
-        # A foreign model's variables are not tf_keras weights: its wrapper hashed them.
+        # A foreign model's variables are not tf_keras weights: its wrapper hashed them. The
+        # tf_keras weights left are an input adapter's.
         digest.update("".join(layer.fingerprint for layer in frozen).encode())
-        return digest.hexdigest()
+        return _weights_digest(digest.hexdigest(), teacher.get_weights())
     return _weights_digest(teacher.to_json(), teacher.get_weights())
 
 

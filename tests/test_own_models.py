@@ -1,0 +1,110 @@
+"""The user's own models through the whole pipeline: a Keras 3 teacher with an in-model
+Rescaling (the Keras tutorials' way), measured right with no extra flag, and a Keras 3 student
+file distilled, quantized, exported and handed back as a Keras 3 file."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tfkd
+from pipelines import scheduler
+from pipelines.config import Config
+from tfkd.keras import keras3
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+k3 = keras3()
+
+
+def _keras3_teacher(splits):
+    """Trained in Keras 3 on raw digit pixels (0..16), rescaled inside the model."""
+    images, labels = (np.stack(a) for a in zip(*splits.train.as_numpy_iterator()))
+    k3.utils.set_random_seed(0)
+    inputs = k3.Input((8, 8, 1))
+    x = k3.layers.Rescaling(1 / 16.0)(inputs)
+    x = k3.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = k3.layers.Flatten()(x)
+    model = k3.Model(inputs, k3.layers.Dense(10)(x), name="keras3_teacher")
+    model.compile("adam", k3.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images.astype("float32"), labels, epochs=15, batch_size=64, verbose=0)
+    return model
+
+
+def _keras3_student():
+    inputs = k3.Input((8, 8, 1))
+    x = k3.layers.Conv2D(8, 3, padding="same")(inputs)
+    x = k3.layers.ReLU()(k3.layers.BatchNormalization()(x))
+    x = k3.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = k3.layers.Activation("hard_swish")(k3.layers.BatchNormalization()(x))
+    x = k3.layers.GlobalAveragePooling2D()(x)
+    return k3.Model(inputs, k3.layers.Dense(10)(x), name="app_student")
+
+
+@pytest.mark.slow
+def test_keras3_teacher_and_student_files_go_end_to_end(tmp_path):
+    splits = tfkd.data.load("digits")
+    teacher = _keras3_teacher(splits)
+    teacher.save(tmp_path / "teacher.keras")
+    _keras3_student().save(tmp_path / "student.keras")
+    test_images, test_labels = (np.stack(a) for a in zip(*splits.test.as_numpy_iterator()))
+    own = float(np.mean(np.argmax(teacher.predict(test_images.astype("float32"), verbose=0),
+                                  -1) == test_labels))
+    run = tmp_path / "run"
+    config = Config(out_dir=str(run), teacher=str(tmp_path / "teacher.keras"),
+                    student=str(tmp_path / "student.keras"), student_epochs=3, qat_epochs=1,
+                    modes=("float32", "int8"), max_drop_points=100.0, benchmark_runs=2,
+                    threads=(1,))
+    results = scheduler.execute(config)
+
+    # The teacher: raw pixels found by measurement, its accuracy as Keras 3 measures it.
+    assert results["teacher"]["input"]["convention"] == "raw"
+    report = json.loads((run / "report.json").read_text())
+    reported = {m["name"]: m["accuracy"] for m in report["models"]}
+    assert abs(reported["teacher"] - own) <= 0.01, (reported["teacher"], own)
+    assert own > 0.8
+    assert any("'raw' pixels" in line for line in report["headline"])
+
+    # The student: trained from the file, quantized and exported like a registered one.
+    card = json.loads((run / "tflite" / "model_card.json").read_text())
+    assert {"student_float32", "student_int8", "student_qad_int8"} <= set(card["variants"])
+    assert card["keras3"]["file"] == "student_float_keras3.keras"
+    assert any("student_float_keras3.keras" in line for line in report["headline"])
+
+    # The Keras 3 copy loads where tfkd was never imported and computes the shipped student.
+    shipped = results["select"]["shipped"]
+    float_student = tfkd.keras.models.load_model(run / shipped / f"{shipped}.keras",
+                                                 safe_mode=True)
+    inputs = splits.preprocessing.normalize(test_images[:16]).numpy()
+    np.save(tmp_path / "inputs.npy", inputs)
+    code = ("import sys, numpy as np, keras\n"
+            "m = keras.saving.load_model(sys.argv[1])\n"
+            "np.save(sys.argv[3], np.asarray(m(np.load(sys.argv[2]))))\n"
+            "assert 'tfkd' not in sys.modules and 'tf_keras' not in sys.modules\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    subprocess.run([sys.executable, "-c", code, str(run / "tflite" / card["keras3"]["file"]),
+                    str(tmp_path / "inputs.npy"), str(tmp_path / "outputs.npy")],
+                   check=True, capture_output=True, timeout=300, cwd=ROOT, env=env)
+    np.testing.assert_allclose(np.load(tmp_path / "outputs.npy"),
+                               float_student(inputs, training=False).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("student, message", [
+    ("missing.keras", "does not exist"),
+])
+def test_a_bad_student_file_is_named_before_anything_is_written(tmp_path, student, message):
+    with pytest.raises(ValueError, match=f"--student={student}.*{message}"):
+        Config(out_dir=str(tmp_path / "run"), student=student)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_student_file_with_a_softmax_or_a_lambda_is_refused_before_training(tmp_path):
+    inputs = k3.Input((8, 8, 1))
+    flat = k3.layers.Flatten()(inputs)
+    k3.Model(inputs, k3.layers.Dense(10, activation="softmax")(flat)).save(tmp_path / "soft.keras")
+    config = Config(out_dir=str(tmp_path / "run"), student=str(tmp_path / "soft.keras"))
+    with pytest.raises(ValueError, match="softmax"):
+        scheduler.execute(config)
+    assert not (tmp_path / "run").exists()
