@@ -29,6 +29,7 @@ LIBRARY_DEFAULTS = {
     "max_drop_points": evaluate.DEFAULT_MAX_DROP_POINTS,
     "teacher_margin_points": policy.DEFAULT_TEACHER_MARGIN_POINTS,
     "benchmark_runs": benchmark.DEFAULT_RUNS,
+    "teacher_input": tfkd.teacher_input.AUTO,
 }
 
 
@@ -187,3 +188,14 @@ def test_xla_is_on_only_where_it_helps_unless_asked():
     assert Config().use_xla == has_gpu
     assert Config(jit_compile="on").use_xla
     assert not Config(jit_compile="off").use_xla
+
+
+def test_teacher_input_is_for_teacher_files_and_student_weights_for_registered_students(tmp_path):
+    with pytest.raises(ValueError, match="--teacher_input=raw applies to a teacher file"):
+        Config(teacher="cnn_small", teacher_input="raw")
+    student = tmp_path / "student.keras"
+    student.write_bytes(b"")
+    with pytest.raises(ValueError, match="--student_weights applies to a student built by name"):
+        Config(student=str(student), student_weights="weights.h5")
+    with pytest.raises(ValueError, match="not a registered model nor a model file"):
+        Config(student="cnn_huge")
