@@ -187,9 +187,14 @@ class Config:
         "the graph, what MediaPipe Tasks and Android apps expect) or logits. The teacher's file "
         "keeps logits.", choices=tfkd.export.OUTPUTS)
     select: str = setting(
-        "best", "Which student to quantize and ship: the better of the distilled student and "
-        "the student alone on validation (best), or always one of them.",
+        "best", "Which student to quantize and ship: the distilled student unless the "
+        "student alone is better beyond noise on validation (best, see --select_alpha), or "
+        "always one of them.",
         choices=policy.SELECTIONS)
+    select_alpha: float = setting(
+        policy.DEFAULT_SELECT_ALPHA, "Significance level of the paired tests (McNemar's exact "
+        "test on the same validation images) behind --select=best and the teacher check: the "
+        "student alone ships only when it is better at this level.", above=0)
     teacher_margin_points: float = setting(
         policy.DEFAULT_TEACHER_MARGIN_POINTS,
         "Warn when the teacher is not this many points better than the student alone.",
@@ -312,6 +317,8 @@ class Config:
             raise ValueError("Quantization-aware training (TF-MOT) does not run on TPU: pass "
                              "--qat_epochs=0 on TPU and run the qad stage on CPU/GPU (--stages="
                              "qad,export,... --strategy=default with the same --out_dir).")
+        if self.select_alpha >= 1.0:
+            raise ValueError(f"--select_alpha must be in (0, 1). Received: {self.select_alpha}")
         if self.mix_fraction > 1.0:
             raise ValueError(f"--mix_fraction must be in (0, 1]. Received: {self.mix_fraction}")
         if self.teacher_cache != "off":

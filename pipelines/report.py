@@ -43,16 +43,23 @@ def _quantization_label(entry: dict) -> str:
     return entry["quantization"] or "float"
 
 
+def _gain_noise(test: Optional[dict]) -> str:
+    """The paired test behind a gain, and whether the gain is beyond its noise."""
+    if not test:
+        return ""
+    low, high = (100 * v for v in test["interval"])
+    return (f" ± {100 * test['standard_error']:.2f} (paired standard error over the "
+            f"{test['images']} test images; 95% interval {low:+.2f} to {high:+.2f}; McNemar "
+            f"p={test['p_value']:.2g}: {test['verdict']})")
+
+
 def markdown(report: dict) -> str:
     """A readable report: headline, findings, then one table row per model."""
     lines = [f"# tfkd report: {report['dataset']}", ""]
     lines += [f"- {line}" for line in report.get("headline", [])]
     summary = report.get("summary", {})
-    gain_error = summary.get("kd_gain_standard_error")
     lines += ["", f"- Distillation gain over the student trained alone: "
-              f"{_points(summary.get('kd_gain'))}"
-              + (f" ± {100 * gain_error:.2f} (standard error, paired over the "
-                 f"{summary.get('test_images')} test images)" if gain_error is not None else ""),
+              f"{_points(summary.get('kd_gain'))}" + _gain_noise(summary.get("kd_gain_test")),
               f"- QAD int8 over PTQ int8 of the shipped student: "
               f"{_points(summary.get('qad_gain_over_ptq'))}"]
     parity = summary.get("parity")
@@ -149,8 +156,9 @@ def measured_on() -> str:
 
 def summarize(accuracy: dict, verify: dict, selection: dict, teacher_check: Optional[dict],
               test_images: int, max_drop_points: float, measured: bool,
-              kd_gain_standard_error: Optional[float] = None) -> dict:
-    """The findings of a run from the accuracies of its models (by name)."""
+              kd_gain_test: Optional[dict] = None, alpha: float = 0.05) -> dict:
+    """The findings of a run from the accuracies of its models (by name); `kd_gain_test` is
+    `tfkd.stats.paired_difference(distilled, alone)` on the test images."""
     summary = {
         "kd_gain": (accuracy["student"] - accuracy["baseline"]
                     if {"student", "baseline"} <= set(accuracy) else None),
@@ -163,22 +171,16 @@ def summarize(accuracy: dict, verify: dict, selection: dict, teacher_check: Opti
         "teacher_check": teacher_check,
         "selection": selection,
         "test_images": test_images,
-        "kd_gain_standard_error": kd_gain_standard_error,
+        "kd_gain_standard_error": kd_gain_test["standard_error"] if kd_gain_test else None,
+        "kd_gain_test": kd_gain_test and dict(
+            kd_gain_test, verdict=("within noise" if kd_gain_test["p_value"] >= alpha else
+                                   "beyond noise"), alpha=alpha),
     }
     if summary["kd_gain"] is not None:
         p = accuracy["student"]
         # Differences smaller than this are within what the test split can resolve.
         summary["standard_error"] = (p * (1 - p) / test_images) ** 0.5
     return summary
-
-
-def paired_standard_error(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> float:
-    """Standard error of accuracy(a) - accuracy(b) measured on the same test images: the
-    standard deviation of the per-image difference over sqrt(n). Pairing removes the images
-    both get right or both get wrong, so it is much smaller than two independent errors."""
-    difference = np.asarray(correct_a, float) - np.asarray(correct_b, float)
-    return float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(difference) > 1 \
-        else float("nan")
 
 
 def headline(summary: dict, accuracy: dict, select_policy: str) -> list[str]:
@@ -210,18 +212,24 @@ def headline(summary: dict, accuracy: dict, select_policy: str) -> list[str]:
             f"{100 * accuracy['baseline']:.2f}%{teacher} on {tested} test images (one image = "
             f"{100 / tested:.2f} points; binomial standard "
             f"error of an accuracy here ±{100 * summary['standard_error']:.2f} points).")
+        test = summary.get("kd_gain_test")
+        if test:
+            low, high = (100 * v for v in test["interval"])
+            lines.append(f"Distillation gain on test: {100 * test['difference']:+.2f} points "
+                         f"(95% interval {low:+.2f} to {high:+.2f}, McNemar "
+                         f"p={test['p_value']:.2g}): {test['verdict']}.")
     return lines
 
 
 def build_and_write(run_dir: str, dataset: str, keras_models: Sequence[KerasModel], card: dict,
                     verify: dict, host: Optional[dict], threads: int, selection: dict,
                     teacher_check: Optional[dict], test_images: int, max_drop_points: float,
-                    select_policy: str, kd_gain_standard_error: Optional[float] = None
-                    ) -> list[str]:
+                    select_policy: str, kd_gain_test: Optional[dict] = None,
+                    alpha: float = 0.05) -> list[str]:
     """Writes the report of a run; returns the files written (relative to `run_dir`).
 
-    `kd_gain_standard_error`: of the distillation gain, paired over the test images
-    (`paired_standard_error`)."""
+    `kd_gain_test`: the distillation gain's paired test over the test images
+    (`tfkd.stats.paired_difference`), judged at `alpha`."""
     fine_tuned_from = {k.name: k.metrics.get("from") for k in keras_models}
     models = [model_entry(
         k.name, "keras", None, k.metrics["accuracy"], k.model.count_params(), k.size_bytes,
@@ -239,8 +247,8 @@ def build_and_write(run_dir: str, dataset: str, keras_models: Sequence[KerasMode
             fine_tuned_from=fine_tuned_from.get(name[:-len(entry["mode"]) - 1])))
     accuracy = {m["name"]: m["accuracy"] for m in models}
     summary = summarize(accuracy, verify, selection, teacher_check, test_images,
-                        max_drop_points, measured=bool(host),
-                        kd_gain_standard_error=kd_gain_standard_error)
+                        max_drop_points, measured=bool(host), kd_gain_test=kd_gain_test,
+                        alpha=alpha)
     # A teacher file's input convention, as found (or forced) before training.
     summary["teacher_input"] = next((k.metrics.get("input") for k in keras_models
                                      if k.name == "teacher"), None)

@@ -11,7 +11,6 @@ import os
 
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
 from absl import logging
 
 import tfkd
@@ -93,9 +92,10 @@ def student(ctx: "Context") -> StageResult:
     config = ctx.config
     check = None
     if ctx.directory.done("baseline"):
-        check = policy.check_teachers(ctx.model("teacher"),
-                                      ctx.directory.metrics("baseline")["val_accuracy"],
-                                      ctx.teacher_validation, config.teacher_margin_points)
+        check = policy.check_teachers(
+            ctx.model("teacher"), evaluate.correct_predictions(ctx.model("baseline"),
+                                                               ctx.validation),
+            ctx.teacher_validation, config.teacher_margin_points, config.select_alpha)
         (logging.info if check.ok else logging.warning)("%s", check.message())
     model = ctx.fresh_student()
     keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
@@ -113,13 +113,16 @@ def student(ctx: "Context") -> StageResult:
 
 def select(ctx: "Context") -> StageResult:
     """Chooses the student that is quantized and shipped (--select)."""
-    done, metrics = ctx.directory.done, ctx.directory.metrics
-    shipped, reason = policy.select_student(
-        ctx.config.select, metrics("student")["val_accuracy"],
-        metrics("baseline")["val_accuracy"] if done("baseline") else None)
+    config = ctx.config
+    correct = {name: evaluate.correct_predictions(ctx.model(name), ctx.validation)
+               for name in ("student", "baseline")
+               if ctx.directory.done(name) and config.select != "distilled"}
+    shipped, reason, comparison = policy.select_student(
+        config.select, correct.get("student"), correct.get("baseline"), config.select_alpha)
     logging.info("Shipping the %s: %s.", "distilled student" if shipped == "student" else
                  "student alone (baseline)", reason)
-    return [], {"shipped": shipped, "reason": reason, "policy": ctx.config.select}
+    return [], {"shipped": shipped, "reason": reason, "policy": config.select,
+                "validation": comparison}
 
 
 def qad(ctx: "Context") -> StageResult:
@@ -191,7 +194,8 @@ def _keras3_student(model: keras.Model, out: str) -> dict:
     """The shipped float student as a Keras 3 file, for app teams whose code is Keras 3."""
     try:
         tfkd.keras3.save_keras3(model, os.path.join(out, KERAS3_STUDENT))
-    except tfkd.keras3.UnsupportedModelError as error:
+    except (tfkd.keras3.UnsupportedModelError, ValueError, TypeError) as error:
+        # Recorded in the card and logged: the .tflite files, the product, do not depend on it.
         logging.warning("No Keras 3 copy of the shipped student: %s", error)
         return {"file": None, "reason": str(error)}
     return {"file": KERAS3_STUDENT, "inputs": "normalised as the card's preprocessing says",
@@ -298,7 +302,7 @@ def write_report(ctx: "Context") -> StageResult:
         directory.path, ctx.splits.name, keras_models, export.read_card(directory.file("tflite")),
         directory.metrics("verify"), host, ctx.config.threads[0], directory.metrics("select"),
         directory.metrics("student").get("teacher_check"), ctx.splits.sizes["test"],
-        ctx.config.max_drop_points, ctx.config.select, _kd_gain_standard_error(ctx))
+        ctx.config.max_drop_points, ctx.config.select, _kd_gain(ctx), ctx.config.select_alpha)
     return written, {}
 
 
@@ -309,14 +313,13 @@ def _kept_size(directory, model: str):
     return os.path.getsize(path) if os.path.exists(path) else None
 
 
-def _kd_gain_standard_error(ctx: "Context"):
-    """The paired standard error of distilled minus alone, from their test predictions."""
+def _kd_gain(ctx: "Context"):
+    """Distilled minus alone on the test images, paired (`tfkd.stats.paired_difference`)."""
     if not (ctx.directory.done("student") and ctx.directory.done("baseline")):
         return None
-    labels = np.concatenate([y for _, y in ctx.test.as_numpy_iterator()])
-    correct = {name: ctx.model(name).predict(ctx.test, verbose=0).argmax(-1) == labels
-               for name in ("student", "baseline")}
-    return report.paired_standard_error(correct["student"], correct["baseline"])
+    return tfkd.stats.paired_difference(
+        evaluate.correct_predictions(ctx.model("student"), ctx.test),
+        evaluate.correct_predictions(ctx.model("baseline"), ctx.test))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,10 +48,10 @@ def _every_layer_model():
     return _randomized_batch_norm(k3.Model(inputs, outputs, name="every_layer"))
 
 
-def _agree(keras3_model, tf_keras_model, shape, scale=1.0):
+def _agree(reference, twin, shape, scale=1.0):
     images = (np.random.default_rng(2).random((3, *shape)) * scale).astype("float32")
-    expected = np.asarray(keras3_model(images, training=False))
-    np.testing.assert_allclose(tf_keras_model(images, training=False).numpy(), expected,
+    expected = np.asarray(reference(images, training=False))
+    np.testing.assert_allclose(np.asarray(twin(images, training=False)), expected,
                                atol=TOLERANCE, rtol=0)
     return images, expected
 
@@ -166,3 +166,26 @@ def test_the_distiller_and_quantize_student_take_a_keras_3_student():
     assert any(not np.array_equal(a, b) for a, b in zip(before, distiller.student.get_weights()))
     qat = tfkd.quantize.quantize_student(student)
     assert tfkd.quantize.is_quantization_aware(qat)
+
+
+def test_tf_keras_names_keras_3_refuses_are_made_valid():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="Conv")(inputs)
+    x = keras.layers.BatchNormalization(name="Conv/BatchNorm")(x)  # as in tf_keras MobileNetV3
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    twin = convert.to_keras3(model)
+    assert "Conv_BatchNorm" in [layer.name for layer in twin.layers]
+    _agree(twin, model, (8, 8, 3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", tfkd.models.available())
+def test_every_registered_student_has_a_keras_3_twin(name):
+    shape = (8, 8, 1) if name.startswith("cnn") else (32, 32, 3)
+    model = tfkd.models.build(name, shape, 5)
+    twin = convert.to_keras3(model)
+    images = np.random.default_rng(2).random((3, *shape)).astype("float32")
+    expected = model(images, training=False).numpy()
+    # Relative to the logits' scale: a random 110-layer ResNet's reach the hundreds.
+    np.testing.assert_allclose(np.asarray(twin(images, training=False)), expected,
+                               atol=TOLERANCE * max(1.0, float(np.abs(expected).max())), rtol=0)

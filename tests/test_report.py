@@ -93,19 +93,3 @@ def test_terminal_summary_prints_the_report_and_a_parity_failure(tmp_path):
     assert text.startswith("# tfkd report: digits")
     assert "Parity gate failed:\nstudent_int8 lost 3 points" in text
     assert f"Run directory: {tmp_path}" in text
-
-
-def test_paired_standard_error_against_the_discordant_pair_formula():
-    # 200 images: a right and b wrong on 30, b right and a wrong on 12, the rest concordant.
-    n, only_a, only_b = 200, 30, 12
-    correct_a = np.array([True] * only_a + [False] * only_b + [True] * 100 + [False] * 58)
-    correct_b = np.array([False] * only_a + [True] * only_b + [True] * 100 + [False] * 58)
-    mean = (only_a - only_b) / n
-    variance = (only_a + only_b - n * mean ** 2) / (n - 1)  # per-image difference, ddof=1
-    expected = (variance / n) ** 0.5
-    assert report.paired_standard_error(correct_a, correct_b) == pytest.approx(expected,
-                                                                               rel=1e-12)
-    # Concordant images do not count: the same pair with 1,000 more both-right images has the
-    # same discordant counts and a smaller error.
-    assert report.paired_standard_error(np.r_[correct_a, [True] * 1000],
-                                        np.r_[correct_b, [True] * 1000]) < expected

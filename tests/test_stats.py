@@ -34,3 +34,20 @@ def test_paired_difference_reports_the_gain_its_interval_and_p_value():
 def test_unpaired_results_are_refused():
     with pytest.raises(ValueError, match="same examples"):
         stats.mcnemar_exact([True, False], [True])
+
+
+def test_paired_standard_error_against_the_discordant_pair_formula():
+    # 200 images: a right and b wrong on 30, b right and a wrong on 12, the rest concordant.
+    n, only_a, only_b = 200, 30, 12
+    correct_a = np.array([True] * only_a + [False] * only_b + [True] * 100 + [False] * 58)
+    correct_b = np.array([False] * only_a + [True] * only_b + [True] * 100 + [False] * 58)
+    mean = (only_a - only_b) / n
+    variance = (only_a + only_b - n * mean ** 2) / (n - 1)  # per-image difference, ddof=1
+    expected = (variance / n) ** 0.5
+    result = stats.paired_difference(correct_a, correct_b)
+    assert result["standard_error"] == pytest.approx(expected, rel=1e-12)
+    # Concordant images do not count: the same pair with 1,000 more both-right images has the
+    # same discordant counts and a smaller error.
+    wider = stats.paired_difference(np.r_[correct_a, [True] * 1000],
+                                    np.r_[correct_b, [True] * 1000])
+    assert wider["standard_error"] < expected and wider["p_value"] == result["p_value"]

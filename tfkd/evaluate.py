@@ -12,6 +12,16 @@ from tfkd.keras import keras
 DEFAULT_MAX_DROP_POINTS = 1.0
 
 
+def correct_predictions(model: keras.Model, batches) -> np.ndarray:
+    """Whether `model`'s top-1 class is the label, per example of batched `(inputs, labels)`,
+    in order: what paired tests (`tfkd.stats`) compare between two models."""
+    hits = [np.argmax(model(inputs, training=False), axis=-1) == np.asarray(labels)
+            for inputs, labels in batches]
+    if not hits:
+        raise ValueError("Cannot measure accuracy on an empty dataset.")
+    return np.concatenate(hits)
+
+
 def keras_accuracy(model: keras.Model, batches: tf.data.Dataset) -> float:
     """Top-1 accuracy of `model` (logits) over batched `(inputs, labels)`.
 

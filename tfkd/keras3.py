@@ -14,7 +14,8 @@ Where the two Kerases differ, the twin is exact, not approximate:
 - Settings one Keras has and the other lacks are dropped only at their neutral value (None, Keras 3's
   `synchronized=False`, tf_keras' `groups=1` on DepthwiseConv2D); any other value is refused.
 
-A layer without a twin (custom classes, `Lambda`, TF op layers) or a subclassed model is refused
+A layer without a twin (custom classes, `Lambda`, TF op layers other than tf_keras' `x + c` and
+`x * c`) or a subclassed model is refused
 with `UnsupportedModelError`, naming the layer and its class, before anything is built.
 """
 
@@ -67,6 +68,7 @@ class _Side:
     node_layer: Callable
     node_arguments: Callable
     activations: dict  # activation name in this Keras -> name or rebuild in the other
+    name: Callable[[str], str]  # a layer name as this Keras accepts it
 
 
 def _keras3_side():
@@ -75,14 +77,18 @@ def _keras3_side():
                  lambda node: node.operation,
                  lambda node: (node.arguments.args, node.arguments.kwargs) if node.arguments
                  else ((), {}),
-                 {**_SAME_ACTIVATIONS, **{name: name for name in _REBUILT_ACTIVATIONS}})
+                 {**_SAME_ACTIVATIONS, **{name: name for name in _REBUILT_ACTIVATIONS}},
+                 # tf_keras names such as MobileNetV3's "Conv/BatchNorm" are refused by Keras 3.
+                 lambda name: name.replace("/", "_"))
 
 
 def _keras2_side():
-    return _Side(keras.layers, keras.Input, keras.Model, keras.backend.is_keras_tensor,
+    return _Side(keras.layers, keras.Input, keras.Model,
+                 # is_keras_tensor raises on a number (the 3.0 of `x + 3.0`) instead of saying no.
+                 lambda v: tf.is_tensor(v) and keras.backend.is_keras_tensor(v),
                  lambda node: node.layer,
                  lambda node: (node.call_args, node.call_kwargs),
-                 {name: name for name in set(_SAME_ACTIVATIONS.values())})
+                 {name: name for name in set(_SAME_ACTIVATIONS.values())}, lambda name: name)
 
 
 def is_keras3_model(obj) -> bool:
@@ -146,10 +152,18 @@ def _is_keras3_operation(op) -> bool:
     return type(op).__module__.startswith("keras.src.ops.")
 
 
+# tf_keras records `x + 3.0` as a TFOpLambda layer calling these TensorFlow functions.
+_TF_ARITHMETIC = {"__operators__.add": "Add", "math.add": "Add", "math.multiply": "Multiply",
+                  "math.subtract": "Subtract"}
+
+
 def _arithmetic(op):
-    """The name of a supported Keras 3 arithmetic operation, or None."""
+    """The merge-layer name of a supported arithmetic operation (Keras 3 `keras.ops`, or a
+    tf_keras TFOpLambda), or None."""
     if _is_keras3_operation(op) and type(op).__module__ == "keras.src.ops.numpy":
         return _ARITHMETIC.get(type(op).__name__)
+    if type(op).__name__ == "TFOpLambda":
+        return _TF_ARITHMETIC.get(str(op.get_config().get("function")))
     return None
 
 
@@ -166,9 +180,10 @@ def _graph(model):
 def _refuse(model) -> None:
     bad = unsupported_layers(model)
     if bad:
+        listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise UnsupportedModelError(
             f"Model '{model.name}' has layers without an exact twin in the other Keras: "
-            f"{', '.join(bad)}. Supported: built-in {', '.join(sorted(SUPPORTED_LAYERS))}. Fix: "
+            f"{listed}. Supported: built-in {', '.join(sorted(SUPPORTED_LAYERS))}. Fix: "
             "rebuild the model as a functional model of those layers.")
 
 
@@ -177,9 +192,11 @@ def _convert(model, source: _Side, target: _Side):
     graph = _graph(model)
     inputs = [target.Input(shape=tuple(tensor.shape[1:]),
                            dtype=getattr(tensor.dtype, "name", tensor.dtype),
-                           name=_history_layer(tensor).name) for tensor in graph.inputs]
+                           name=target.name(_history_layer(tensor).name))
+              for tensor in graph.inputs]
     outputs = _walk(graph, inputs, source, target)
-    return target.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    return target.Model(inputs, outputs if len(outputs) > 1 else outputs[0],
+                        name=target.name(model.name))
 
 
 def _walk(graph, inputs: list, source: _Side, target: _Side) -> list:
@@ -201,7 +218,7 @@ def _walk(graph, inputs: list, source: _Side, target: _Side) -> list:
 
             args = tf.nest.map_structure(mapped, tuple(args))
             kwargs = {k: tf.nest.map_structure(mapped, v) for k, v in kwargs.items()
-                      if k not in ("training", "mask")}
+                      if k not in ("training", "mask", "name")}
             if _is_model(layer):
                 outputs = _walk(_graph(layer), tf.nest.flatten(args), source, target)
             else:
@@ -226,19 +243,21 @@ def _history_layer(tensor):
 def _twin(layer, source: _Side, target: _Side) -> Callable:
     """A callable on the target's tensors that computes what `layer` computes, with its
     weights copied in once the twin is built."""
+    name = target.name(layer.name)
     if _arithmetic(layer):
-        return _arithmetic_twin(_arithmetic(layer), layer.name, target)
+        return _arithmetic_twin(_arithmetic(layer), name, target)
     class_name = type(layer).__name__
     config = _config_for(layer, getattr(target.layers, class_name), source)
+    config["name"] = name
     activation = None
     if class_name == "Activation":
         activation = config["activation"]
     elif config.get("activation") in _REBUILT_ACTIVATIONS:
         activation, config["activation"] = config["activation"], "linear"
     if class_name == "Activation" and activation in _REBUILT_ACTIVATIONS:
-        return _rebuilt_activation(activation, layer.name, target)
+        return _rebuilt_activation(activation, name, target)
     created = getattr(target.layers, class_name).from_config(config)
-    after = _rebuilt_activation(activation, f"{layer.name}_{activation}", target) \
+    after = _rebuilt_activation(activation, f"{name}_{activation}", target) \
         if activation and class_name != "Activation" else None
     weights = layer.get_weights()
 

@@ -17,11 +17,11 @@ changes convention on a coin flip.
 """
 
 import dataclasses
-from typing import Iterable
 
 import numpy as np
 
 from tfkd import stats
+from tfkd.evaluate import correct_predictions
 from tfkd.keras import keras
 
 STUDENT = "student"
@@ -92,13 +92,6 @@ def convention_of(teacher: keras.Model) -> str:
     return STUDENT
 
 
-def _correct(model: keras.Model, batches: Iterable) -> np.ndarray:
-    hits = []
-    for images, labels in batches:
-        hits.append(np.argmax(model(images, training=False), axis=-1) == np.asarray(labels))
-    return np.concatenate(hits)
-
-
 @dataclasses.dataclass(frozen=True)
 class Choice:
     """The convention kept and what each candidate measured."""
@@ -124,7 +117,7 @@ class Choice:
 def choose(teacher: keras.Model, preprocessing, batches, alpha: float = 0.05) -> Choice:
     """The convention under which `teacher` is most accurate on labelled `batches`; tfkd's own
     unless another is better beyond noise (McNemar's exact test at `alpha`)."""
-    correct = {c: _correct(with_input(teacher, c, preprocessing), batches)
+    correct = {c: correct_predictions(with_input(teacher, c, preprocessing), batches)
                for c in candidates(preprocessing.channels)}
     accuracy = {c: float(np.mean(hits)) for c, hits in correct.items()}
     best = max(accuracy, key=lambda c: (accuracy[c], c == STUDENT))
