@@ -109,8 +109,12 @@ class Config:
                              choices=training.OPTIMIZERS)
     learning_rate: float = setting(training.DEFAULT_LEARNING_RATE,
                                    "Peak learning rate (cosine decay to 0).", above=0)
-    loss: str = setting("kd", "Distillation loss: kd, dkd, dist or logit_mse "
-                        "(tfkd.losses.available()); other parameters keep the paper's defaults.")
+    loss: str = setting(
+        tfkd.calibration.AUTO, "Distillation loss: auto (the loss, --temperature and "
+        "--student_loss_weight chosen for this teacher from its paired gain over the student "
+        "alone on validation, docs/pipeline.md) or kd, dkd, dist, logit_mse "
+        "(tfkd.losses.available()) with the settings you give; other parameters keep the "
+        "paper's defaults.")
     loss_params: tuple[str, ...] = setting(
         (), "Other parameters of --loss as key=value, e.g. alpha=1,beta=8 for dkd, "
         "beta=1,gamma=2 for dist, or standardize=true for any logit loss (z-scored logits, "
@@ -272,9 +276,17 @@ class Config:
             return [s for s in STAGE_NAMES if s != "device" or self.serial]
         return [s for s in STAGE_NAMES if s in self.stages]
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether the distillation settings are chosen at the student stage (--loss=auto)."""
+        return self.loss == tfkd.calibration.AUTO
+
     @functools.cached_property
-    def distillation_loss(self) -> tfkd.losses.LogitLoss:
-        """--loss with --temperature (when it takes one) and --loss_params."""
+    def distillation_loss(self) -> Optional[tfkd.losses.LogitLoss]:
+        """--loss with --temperature (when it takes one) and --loss_params; None with
+        --loss=auto, whose loss the student stage chooses."""
+        if self.calibrated:
+            return None
         try:
             return tfkd.losses.from_spec(self.loss, self.loss_params, self.temperature)
         except (ValueError, TypeError) as error:
@@ -337,6 +349,17 @@ class Config:
         if not 0.0 <= self.student_loss_weight <= 1.0:
             raise ValueError("--student_loss_weight must be in [0, 1]. "
                              f"Received: {self.student_loss_weight}")
+        if self.calibrated:
+            given = [f"--{name}={getattr(self, name)}" for name, default in (
+                ("temperature", tfkd.losses.DEFAULT_TEMPERATURE),
+                ("student_loss_weight", tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT))
+                if getattr(self, name) != default]
+            if self.loss_params:
+                given.append(f"--loss_params={','.join(self.loss_params)}")
+            if given:
+                raise ValueError(f"--loss=auto chooses the loss, temperature and hard-label "
+                                 f"weight itself, so {' '.join(given)} would be ignored. Fix: "
+                                 "name the loss too (e.g. --loss=kd), or drop them.")
         if not self.modes:
             raise ValueError(f"--modes is empty. Choose from {list(export.MODES)}")
         for mode in self.modes:

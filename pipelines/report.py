@@ -195,6 +195,13 @@ def headline(summary: dict, accuracy: dict, select_policy: str) -> list[str]:
         lines.append(f"Shipped the {shipped}: {selection['reason']}.")
     if summary.get("teacher_input"):
         lines.append(summary["teacher_input"]["message"])
+    calibration = summary.get("calibration")
+    if calibration:
+        params = "".join(f", {k}={v:g}" for k, v in calibration["params"].items())
+        lines.append(f"Distillation settings (--loss=auto): {calibration['loss']}"
+                     f"{params}, T={calibration['temperature']:g}, hard-label weight "
+                     f"{calibration['student_loss_weight']:g}, because "
+                     f"{calibration['reason']}; measured at no training cost.")
     keras3_student = summary.get("keras3_student") or {}
     if keras3_student.get("file"):
         lines.append(f"Keras 3 copy of the shipped float student: tflite/{keras3_student['file']} "
@@ -253,6 +260,8 @@ def build_and_write(run_dir: str, dataset: str, keras_models: Sequence[KerasMode
     summary["teacher_input"] = next((k.metrics.get("input") for k in keras_models
                                      if k.name == "teacher"), None)
     summary["keras3_student"] = card.get("keras3")
+    summary["calibration"] = next((k.metrics.get("calibration") for k in keras_models
+                                   if k.name == "student"), None)
     written = write(run_dir, dataset, models, summary, headline(summary, accuracy, select_policy))
     return ["report.json", "report.md"] + (["pareto.png"] if written["pareto_png"] else [])
 

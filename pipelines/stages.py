@@ -97,18 +97,38 @@ def student(ctx: "Context") -> StageResult:
                                                                ctx.validation),
             ctx.teacher_validation, config.teacher_margin_points, config.select_alpha)
         (logging.info if check.ok else logging.warning)("%s", check.message())
+    calibration = None
+    if config.calibrated:
+        if check is None:
+            raise ValueError("--loss=auto measures the teacher against the student alone, so "
+                             "it needs the baseline stage: run it first, or name the loss "
+                             "(e.g. --loss=kd).")
+        (gain,) = check.comparisons.values()
+        calibration = tfkd.calibration.calibrate(gain, config.teacher_margin_points,
+                                                 config.select_alpha)
+        logging.info("Distillation settings: %s %s, T=%g, hard-label weight %g: %s.",
+                     calibration.loss, calibration.params, calibration.temperature,
+                     calibration.student_loss_weight, calibration.reason)
+    loss, weight = _distillation_settings(config, calibration)
     model = ctx.fresh_student()
     keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
     training.distill(
         model, ctx.model("teacher"), ctx.train_batches(STUDENT_DATA, distilled=True),
-        epochs=config.student_epochs, loss=config.distillation_loss,
-        student_loss_weight=config.student_loss_weight, features=config.feature_pairs,
-        warmup_epochs=config.distillation_warmup_epochs, learning_rate=config.learning_rate,
-        **ctx.fit_options("student", distilled=True))
+        epochs=config.student_epochs, loss=loss, student_loss_weight=weight,
+        features=config.feature_pairs, warmup_epochs=config.distillation_warmup_epochs,
+        learning_rate=config.learning_rate, **ctx.fit_options("student", distilled=True))
     kept = ctx.keep("student", model)
     metrics = ctx.accuracies(ctx.model("student"))
     metrics["teacher_check"] = check.to_dict() if check else None
+    metrics["calibration"] = calibration.to_dict() if calibration else None
     return [kept], metrics
+
+
+def _distillation_settings(config, calibration):
+    """The loss and hard-label weight of distillation: the flags', or the calibrated ones."""
+    if calibration is None:
+        return config.distillation_loss, config.student_loss_weight
+    return calibration.build_loss(), calibration.student_loss_weight
 
 
 def select(ctx: "Context") -> StageResult:
@@ -136,12 +156,15 @@ def qad(ctx: "Context") -> StageResult:
     start = keras.models.clone_model(float_student)
     start.set_weights(float_student.get_weights())
     model = quantize.quantize_student(start)
+    # QAD keeps teaching as the student stage did (select needs it, so it has finished).
+    loss, weight = _distillation_settings(config, tfkd.calibration.Calibration.from_dict(
+        ctx.directory.metrics("student")["calibration"]) if config.calibrated else None)
     keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
     training.distill(
         model, ctx.model("teacher"), ctx.train_batches(QAD_DATA, distilled=True),
-        epochs=config.qat_epochs, loss=config.distillation_loss,
+        epochs=config.qat_epochs, loss=loss,
         # A student shipped because distillation did not help is fine-tuned on labels alone.
-        student_loss_weight=config.student_loss_weight if shipped == "student" else 1.0,
+        student_loss_weight=weight if shipped == "student" else 1.0,
         learning_rate=config.qat_learning_rate, **ctx.fit_options("student_qad", distilled=True))
     metrics = ctx.accuracies(model)
     metrics["from"] = shipped

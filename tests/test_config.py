@@ -64,7 +64,8 @@ def test_every_field_has_a_flag_with_its_default_and_help():
 
 def test_flags_become_typed_settings():
     values = _parsed("--threads=1,4", "--modes=int8", "--flip", "--pad_crop=2",
-                     "--student_loss_weight=0.5", "--select=distilled", "--stages=teacher")
+                     "--loss=kd", "--student_loss_weight=0.5", "--select=distilled",
+                     "--stages=teacher")
     config = config_lib.from_flags(values)
     assert config.threads == (1, 4) and config.modes == ("int8",) and config.stages == ("teacher",)
     assert config.flip is True and config.pad_crop == 2 and config.student_loss_weight == 0.5
@@ -92,7 +93,7 @@ def test_only_settings_that_change_results_tie_a_run_directory():
     for change in ({"out_dir": "elsewhere"}, {"threads": (2,)}, {"benchmark_runs": 7},
                    {"strategy": "mirrored"}, {"overwrite": True}, {"stages": ("report",)}):
         assert dataclasses.replace(Config(), **change).results_settings() == base, change
-    for change in ({"seed": 1}, {"temperature": 2.0}, {"modes": ("int8",)}):
+    for change in ({"seed": 1}, {"loss": "kd", "temperature": 2.0}, {"modes": ("int8",)}):
         assert dataclasses.replace(Config(), **change).results_settings() != base, change
 
 
@@ -133,7 +134,9 @@ def test_validation_runs_once_per_config(monkeypatch):
      ({"distillation_warmup_epochs": -2}, "--distillation_warmup_epochs must be >= 0"),
      ({"loss": "dkd", "loss_params": ("gamma=2",)}, "'gamma=2' is not a key=value parameter of"),
      ({"loss": "dkd", "loss_params": ("beta=x",)}, "'x' is not a number"),
-     ({"loss_params": ("temperature=2",)}, r"temperature is given separately"),
+     ({"loss": "kd", "loss_params": ("temperature=2",)}, r"temperature is given separately"),
+     ({"temperature": 2.0}, r"--loss=auto chooses .* so --temperature=2.0 would be ignored"),
+     ({"loss_params": ("beta=2",)}, r"--loss_params=beta=2 would be ignored"),
      ({"max_drop_points": float("nan")}, "--max_drop_points must be >= 0"),
      ({"representative_size": 0}, "--representative_size must be >= 1"),
      ({"benchmark_runs": 0}, "--benchmark_runs must be >= 1"),
@@ -144,7 +147,7 @@ def test_validation_runs_once_per_config(monkeypatch):
      ({"label_fraction": 0.0}, "--label_fraction must be > 0"),
      ({"label_fraction": 1.5}, r"--label_fraction must be in \(0, 1\]"),
      ({"unlabeled": "/photos"}, "--unlabeled=/photos: give folder:PATH"),
-     ({"loss_params": ("standardize=maybe",)}, "standardize takes true or false"),
+     ({"loss": "kd", "loss_params": ("standardize=maybe",)}, "standardize takes true or false"),
      ({"teacher_cache": "memory", "teacher_cache_views": 2}, "without --flip/--pad_crop"),
      ({"augment": "mixin"}, "--augment=mixin is unknown"),
      ({"mix_fraction": 0.0}, "--mix_fraction must be > 0"),

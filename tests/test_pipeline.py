@@ -65,6 +65,14 @@ def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path):
     assert "| student_int8 | tflite | int8 |" in markdown and "pareto.png" in markdown
     selection = report["summary"]["selection"]
     assert selection["shipped"] in ("student", "baseline") and selection["reason"]
+    # --loss=auto (the default) chose from the teacher check's paired gain, recorded and shown.
+    calibration, check = results["student"]["calibration"], results["student"]["teacher_check"]
+    (gain,) = check["comparisons"].values()
+    assert calibration["teacher_gain"] == gain
+    strong = 100 * gain["difference"] >= check["margin_points"] and gain["p_value"] < 0.05
+    assert calibration["loss"] == ("dist" if strong else "kd")
+    assert any(line.startswith("Distillation settings (--loss=auto)")
+               for line in report["headline"])
     card = json.loads((tmp_path / "tflite" / "model_card.json").read_text())
     assert card["shipped"] == {"model": selection["shipped"], "reason": selection["reason"]}
     # No path of this machine in what ships: the run is named, not located.
@@ -134,7 +142,8 @@ def test_early_stopping_ends_a_stage_that_stops_improving(tmp_path):
 def test_distillation_warmup_ramps_the_distillation_term_in_the_first_epochs(tmp_path):
     weight = 0.5
     config = Config(out_dir=str(tmp_path), stages=("teacher", "student"), teacher_epochs=3,
-                    student_epochs=2, distillation_warmup_epochs=1, student_loss_weight=weight)
+                    student_epochs=2, distillation_warmup_epochs=1, loss="kd",
+                    student_loss_weight=weight)
     scheduler.execute(config)
     train = _epoch_scalars(tmp_path / "logs" / "student" / "train")
 
@@ -341,7 +350,8 @@ def test_an_untrained_teacher_is_flagged_and_never_ships_a_worse_student(tmp_pat
 def test_a_good_teacher_passes_the_check_and_selection_follows_validation(tmp_path):
     stages = ("teacher", "baseline", "student", "select")
     config = Config(out_dir=str(tmp_path), teacher_epochs=15, student_epochs=2,
-                            stages=stages, student_loss_weight=0.5, temperature=1.0)
+                            stages=stages, loss="kd", student_loss_weight=0.5,
+                            temperature=1.0)
     results = scheduler.execute(config)
     assert results["student"]["teacher_check"]["ok"] is True
     distilled, alone = results["student"]["val_accuracy"], results["baseline"]["val_accuracy"]

@@ -23,8 +23,7 @@ from tfkd import losses
 STRONG_TEACHER = dict(loss="dist", params={"beta": 2.0, "gamma": 2.0}, temperature=4.0,
                       student_loss_weight=0.5)
 WEAK_TEACHER = dict(loss="kd", params={}, temperature=4.0, student_loss_weight=0.9)
-DEFAULT_MARGIN_POINTS = 1.0
-DEFAULT_ALPHA = 0.05
+AUTO = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +48,11 @@ class Calibration:
         return cls(**config)
 
 
-def calibrate(teacher_gain: dict, margin_points: float = DEFAULT_MARGIN_POINTS,
-              alpha: float = DEFAULT_ALPHA) -> Calibration:
+def calibrate(teacher_gain: dict, margin_points: float, alpha: float) -> Calibration:
     """Settings for a teacher whose paired validation gain over the student alone is
-    `teacher_gain` (`tfkd.stats.paired_difference(teacher_correct, alone_correct)`)."""
+    `teacher_gain` (`tfkd.stats.paired_difference(teacher_correct, alone_correct)`): the
+    strong-teacher settings when it is at least `margin_points` better and McNemar's p-value
+    is below `alpha` (the pipeline passes its teacher-check settings)."""
     points = 100.0 * teacher_gain["difference"]
     p_value = teacher_gain["p_value"]
     strong = points >= margin_points and p_value < alpha
@@ -67,4 +67,4 @@ def calibrate(teacher_gain: dict, margin_points: float = DEFAULT_MARGIN_POINTS,
                        chosen["student_loss_weight"], dict(teacher_gain), reason)
 
 
-__all__ = ["Calibration", "STRONG_TEACHER", "WEAK_TEACHER", "calibrate"]
+__all__ = ["AUTO", "Calibration", "STRONG_TEACHER", "WEAK_TEACHER", "calibrate"]
