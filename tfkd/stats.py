@@ -10,6 +10,9 @@ import math
 
 import numpy as np
 
+# The significance level of tfkd's verdicts (selection, teacher check, calibration).
+DEFAULT_ALPHA = 0.05
+
 
 def discordant(a_correct, b_correct) -> tuple[int, int]:
     """Images only `a` gets right, and images only `b` gets right."""
@@ -45,4 +48,4 @@ def paired_difference(a_correct, b_correct, z: float = 1.959964) -> dict:
             "images": int(n)}
 
 
-__all__ = ["discordant", "mcnemar_exact", "paired_difference"]
+__all__ = ["DEFAULT_ALPHA", "discordant", "mcnemar_exact", "paired_difference"]
