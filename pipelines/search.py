@@ -99,9 +99,22 @@ def shared_teacher(base: Config, layout: Layout) -> str:
     return os.path.join(layout.base, "teacher", "teacher.keras")
 
 
+def calibrated_settings(base: Config, layout: Layout) -> dict:
+    """The distillation settings the base run's --loss=auto chose, as flags for trials (which
+    have no student alone to calibrate against); nothing when the base named its loss."""
+    if not base.calibrated:
+        return {}
+    chosen = _run_directory(layout.base, base).metrics("student")["calibration"]
+    return dict(loss=chosen["loss"],
+                loss_params=tuple(f"{k}={v}" for k, v in sorted(chosen["params"].items())),
+                temperature=chosen["temperature"],
+                student_loss_weight=chosen["student_loss_weight"])
+
+
 def trial_overrides(base: Config, layout: Layout) -> dict:
     """What every trial changes besides its point: the shared teacher and its logits, the
-    stages a search needs (no student alone: the search compares trials) and one thread count."""
+    stages a search needs (no student alone: the search compares trials), one thread count,
+    and the base run's calibrated distillation settings where the point does not set them."""
     views = base.teacher_cache_views if base.teacher_cache != "off" else (
         SHARED_CACHE_VIEWS if base.augmentation else 1)
     return dict(teacher=shared_teacher(base, layout), teacher_weights="",
@@ -195,7 +208,11 @@ def _last_error(log_path: str) -> Optional[str]:
 
 def trial_config(base: Config, point: dict, layout: Layout, name: str) -> Config:
     """The run of trial `name`: the base flags with its point, the shared teacher and logits."""
-    config = space.trial_config(base, point, out_dir=layout.trial(name),
+    settings = {k: v for k, v in calibrated_settings(base, layout).items() if k not in point}
+    if "loss" in point:  # the point's own loss keeps the paper's parameters unless searched
+        settings.pop("loss_params", None)
+    config = space.trial_config(dataclasses.replace(base, **settings) if settings else base,
+                                point, out_dir=layout.trial(name),
                                 **trial_overrides(base, layout))
     config = dataclasses.replace(config, teacher_cache_dir=layout.cache(config))
     if config.image_size:
@@ -351,8 +368,12 @@ def search(base: Config, parameters: list, trials: int, objectives: tuple, addre
     layout = Layout(os.path.abspath(base.out_dir))
     overrides = trial_overrides(base, layout)
     # Everything is checked before anything is written or any trial starts.
+    # With --loss=auto the trials take the base run's calibrated loss (not yet known): the
+    # space is checked against the weak-teacher settings, which take every loss parameter kd does.
+    named = dict(loss="kd") if base.calibrated and "loss" not in {
+        p.name for p in parameters} else {}
     space.check(parameters, base, **dict(overrides, teacher=base.teacher,
-                                        teacher_weights=base.teacher_weights))
+                                        teacher_weights=base.teacher_weights, **named))
     if address:
         _check_address(address)
     floor = None

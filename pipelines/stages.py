@@ -20,6 +20,7 @@ from tfkd import benchmark, device, evaluate, export, files, quantize, training
 from tfkd.keras import keras
 
 if TYPE_CHECKING:
+    from pipelines.config import Config
     from pipelines.context import Context
 
 StageResult = tuple[list[str], dict]
@@ -359,6 +360,7 @@ class Stage:
         model: the model it trains and keeps under this name, if any.
         epochs: the `Config` field with its number of epochs, for a stage that trains one.
         mixed_precision: may train in mixed_float16 (--mixed_precision).
+        needs_when: stages it also needs under some settings (`needs_for`).
     """
 
     name: str
@@ -369,6 +371,11 @@ class Stage:
     model: str = ""
     epochs: str = ""
     mixed_precision: bool = False
+    needs_when: Callable[["Config"], tuple[str, ...]] = lambda config: ()
+
+    def needs_for(self, config: "Config") -> tuple[str, ...]:
+        """The stages whose artifacts this one reads with these settings."""
+        return self.needs + self.needs_when(config)
 
 
 STAGES = (
@@ -376,8 +383,10 @@ STAGES = (
           epochs="teacher_epochs", mixed_precision=True),
     Stage("baseline", (), True, baseline, "train the student alone", model="baseline",
           epochs="student_epochs", mixed_precision=True),
+    # --loss=auto calibrates against the student alone.
     Stage("student", ("teacher",), True, student, "distil the student", model="student",
-          epochs="student_epochs", mixed_precision=True),
+          epochs="student_epochs", mixed_precision=True,
+          needs_when=lambda config: ("baseline",) if config.calibrated else ()),
     Stage("select", ("student",), True, select, "choose the student to ship"),
     # TF-MOT's fake-quant layers are float32: QAD never uses mixed precision.
     Stage("qad", ("teacher", "select"), True, qad, "quantization-aware distillation",

@@ -161,8 +161,8 @@ def test_distillation_warmup_ramps_the_distillation_term_in_the_first_epochs(tmp
 
 @pytest.mark.slow
 def test_feature_distillation_runs_in_the_pipeline_and_exports_the_plain_student(tmp_path):
-    config = Config(out_dir=str(tmp_path), stages=("teacher", "student"),
-                            features=("block1_relu:block1_relu:hint:1",), **TINY)
+    config = Config(out_dir=str(tmp_path), stages=("teacher", "student"), loss="kd",
+                    features=("block1_relu:block1_relu:hint:1",), **TINY)
     scheduler.execute(config)
     student = keras.models.load_model(tmp_path / "student" / "student.keras", safe_mode=True)
     assert student.count_params() == tfkd.models.build("cnn_small", (8, 8, 1), 10).count_params()
@@ -170,7 +170,12 @@ def test_feature_distillation_runs_in_the_pipeline_and_exports_the_plain_student
 
 @pytest.mark.slow
 def test_stage_subsets_and_their_prerequisites(tmp_path):
-    config = Config(out_dir=str(tmp_path), stages=("teacher", "student"), **TINY)
+    # --loss=auto calibrates against the student alone: refused up front without it.
+    calibrated = Config(out_dir=str(tmp_path), stages=("teacher", "student"), **TINY)
+    with pytest.raises(ValueError, match=r"Stage student needs \['baseline'\]"):
+        scheduler.execute(calibrated)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+    config = dataclasses.replace(calibrated, loss="kd")
     done = scheduler.execute(config)
     assert set(done) == {"teacher", "student"}
     assert not (tmp_path / "baseline").exists()
@@ -228,7 +233,7 @@ def test_saved_model_teacher_with_a_disk_cache_reused_by_a_rerun(tmp_path):
     tf.saved_model.save(teacher, str(tmp_path / "saved"))
     config = Config(out_dir=str(tmp_path / "run"), teacher=str(tmp_path / "saved"),
                             teacher_cache="disk", teacher_cache_views=2, pad_crop=1,
-                            stages=("teacher", "student"), **TINY)
+                            stages=("teacher", "student"), loss="kd", **TINY)
     results = scheduler.execute(config)
     assert results["teacher"]["source"] == str(tmp_path / "saved")
     assert not (tmp_path / "run" / "teacher").exists()  # the SavedModel is used where it is

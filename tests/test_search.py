@@ -211,7 +211,7 @@ def test_a_trial_keeps_the_shared_teacher_at_its_resolution(tmp_path):
     (tmp_path / "base" / "tflite" / "model_card.json").write_text(json.dumps(card))
     (tmp_path / "base" / "teacher").mkdir()
     (tmp_path / "base" / "teacher" / "teacher.keras").write_text("stand-in")
-    base = Config(dataset="digits", out_dir=str(tmp_path))
+    base = Config(dataset="digits", out_dir=str(tmp_path), loss="kd")
     config = search.trial_config(base, {"image_size": "24,24", "temperature": 2.0}, layout, "t1")
     assert config.image_size == (24, 24) and config.teacher_image_size == (32, 32)
     assert config.teacher == str(tmp_path / "base" / "teacher" / "teacher.keras")
