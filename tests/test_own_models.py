@@ -108,3 +108,44 @@ def test_a_student_file_with_a_softmax_or_a_lambda_is_refused_before_training(tm
     with pytest.raises(ValueError, match="softmax"):
         scheduler.execute(config)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_keras3_student_on_photos_ships_an_int8_file_mediapipe_loads(tmp_path):
+    """The Keras 3 student on RGB photos (the CIFAR-10 sample), int8 with uint8 input as
+    apps feed it; MediaPipe's ImageClassifier, the client apps use, loads it and names its
+    categories with the run's labels, and picks what tfkd's own LiteRT run picks."""
+    from tests.conftest import CIFAR_SAMPLE
+    from tests.test_metadata import CLIENT, _cifar_sample
+
+    python = os.environ.get("TFKD_MEDIAPIPE_PYTHON",
+                            os.path.join(ROOT, ".venv-mediapipe", "bin", "python"))
+    inputs = k3.Input((32, 32, 3))
+    x = k3.layers.Conv2D(16, 3, strides=2, padding="same")(inputs)
+    x = k3.layers.Activation("hard_swish")(k3.layers.BatchNormalization()(x))
+    x = k3.layers.GlobalAveragePooling2D()(x)
+    k3.Model(inputs, k3.layers.Dense(10)(x), name="rgb_student").save(tmp_path / "s.keras")
+    run = tmp_path / "run"
+    config = Config(out_dir=str(run), dataset=f"folder:{CIFAR_SAMPLE}", teacher="resnet8",
+                    student=str(tmp_path / "s.keras"), loss="kd", teacher_epochs=1,
+                    student_epochs=1, qat_epochs=1, modes=("int8_io_uint8",),
+                    representative_size=10, max_drop_points=100.0, benchmark_runs=2,
+                    threads=(1,), stages=("teacher", "baseline", "student", "select", "qad",
+                                          "export", "verify"))
+    scheduler.execute(config)
+    card = json.loads((run / "tflite" / "model_card.json").read_text())
+    entry = card["variants"]["student_qad_int8_io_uint8"]
+    images, _, classes = _cifar_sample()
+    np.save(tmp_path / "images.npy", images)
+    subprocess.run([python, CLIENT, str(run / "tflite" / entry["file"]),
+                    str(tmp_path / "images.npy"), str(tmp_path / "out.json")], check=True,
+                   capture_output=True, timeout=300)
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert "error" not in result, result.get("error")
+    mediapipe_top1 = [max(c, key=lambda c: c["score"])["index"] for c in result["images"]]
+    assert all(sorted(c["name"] for c in categories) == sorted(classes)
+               for categories in result["images"])
+    normalized = tfkd.data.load(f"folder:{CIFAR_SAMPLE}").preprocessing.normalize(images)
+    tfkd_top1 = tfkd.evaluate.TFLiteClassifier(str(run / "tflite" / entry["file"])).predict(
+        normalized.numpy()).argmax(axis=1)
+    assert np.mean(np.array(mediapipe_top1) == tfkd_top1) >= 0.99
