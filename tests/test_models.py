@@ -191,3 +191,26 @@ def test_student_weights_file_loads_by_layer_name_and_refuses_other_shapes(tmp_p
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     with pytest.raises(ValueError, match="not an HDF5 weights file"):
         tfkd.models.build("cnn_small", (16, 16, 3), 5, weights=str(tmp_path / "junk.h5"))
+
+
+@pytest.mark.parametrize("file_name", ["student.h5", "student_saved_model", "student.keras"])
+def test_a_student_file_loads_trainable_with_its_weights(tmp_path, file_name):
+    keras.utils.set_random_seed(0)
+    model = tfkd.models.build("cnn_tiny", (8, 8, 1), 10)
+    path = str(tmp_path / file_name)
+    model.save(path)
+    assert tfkd.models.is_model_file(path)
+    loaded = tfkd.models.load(path)
+    assert isinstance(loaded, keras.Model) and loaded.trainable_weights
+    images = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), atol=1e-6)
+
+
+def test_a_student_file_that_keras_did_not_save_is_refused(tmp_path):
+    import tensorflow as tf
+
+    tf.saved_model.save(tf.Module(), str(tmp_path / "plain"))
+    with pytest.raises(ValueError, match="without keras_metadata.pb"):
+        tfkd.models.load(str(tmp_path / "plain"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        tfkd.models.load(str(tmp_path / "missing.keras"))

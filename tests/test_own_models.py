@@ -43,10 +43,47 @@ def _keras3_student():
     return k3.Model(inputs, k3.layers.Dense(10)(x), name="app_student")
 
 
+@pytest.fixture(scope="module")
+def keras3_teacher():
+    return _keras3_teacher(tfkd.data.load("digits"))
+
+
+def _own_test_accuracy(predict, splits, normalized: bool) -> float:
+    """A teacher's test accuracy as its own framework measures it on tfkd's test images."""
+    images, labels = (np.stack(a) for a in zip(*splits.test.as_numpy_iterator()))
+    inputs = splits.preprocessing.normalize(images).numpy() if normalized else \
+        images.astype("float32")
+    return float(np.mean(np.argmax(predict(inputs), -1) == labels))
+
+
 @pytest.mark.slow
-def test_keras3_teacher_and_student_files_go_end_to_end(tmp_path):
+@pytest.mark.parametrize("kind", ["tf_keras_on_tfkd_inputs", "saved_model_raw_pixels"])
+def test_teacher_files_are_measured_as_their_own_framework_measures_them(tmp_path, kind,
+                                                                         keras3_teacher):
     splits = tfkd.data.load("digits")
-    teacher = _keras3_teacher(splits)
+    if kind == "tf_keras_on_tfkd_inputs":
+        tfkd.keras.utils.set_random_seed(0)
+        model = tfkd.models.build("cnn_small", (8, 8, 1), 10)
+        tfkd.training.train_classifier(model, tfkd.data.batches(
+            splits.train, splits.preprocessing, 64, shuffle=True), epochs=5, verbose=0)
+        path, convention = str(tmp_path / "teacher.keras"), "student"
+        model.save(path)
+        own = _own_test_accuracy(lambda x: model.predict(x, verbose=0), splits, True)
+    else:
+        path, convention = str(tmp_path / "saved"), "raw"
+        keras3_teacher.export(path, verbose=False)  # a SavedModel: serving_default signature
+        own = _own_test_accuracy(lambda x: keras3_teacher.predict(x, verbose=0), splits, False)
+    results = scheduler.execute(Config(out_dir=str(tmp_path / "run"), teacher=path,
+                                       stages=("teacher",)))
+    assert results["teacher"]["input"]["convention"] == convention
+    assert abs(results["teacher"]["accuracy"] - own) <= 0.01, (results["teacher"], own)
+    assert own > 0.8
+
+
+@pytest.mark.slow
+def test_keras3_teacher_and_student_files_go_end_to_end(tmp_path, keras3_teacher):
+    splits = tfkd.data.load("digits")
+    teacher = keras3_teacher
     teacher.save(tmp_path / "teacher.keras")
     _keras3_student().save(tmp_path / "student.keras")
     test_images, test_labels = (np.stack(a) for a in zip(*splits.test.as_numpy_iterator()))
