@@ -50,6 +50,8 @@ def _run(seed: int, out_dir: str) -> dict:
             "distilled": accuracy["student"], "alone": accuracy["baseline"],
             "teacher": accuracy["teacher"], "gain": summary["kd_gain"],
             "standard_error": summary["kd_gain_standard_error"],
+            "p_value": summary["kd_gain_test"]["p_value"],
+            "verdict": summary["kd_gain_test"]["verdict"],
             "shipped": summary["selection"]["shipped"], "test_images": summary["test_images"]}
 
 
@@ -57,7 +59,7 @@ def _markdown(result: dict) -> str:
     runs = result["runs"]
     rows = [f"| {r['seed']} | {100 * r['teacher']:.2f} | {100 * r['alone']:.2f} | "
             f"{100 * r['distilled']:.2f} | {100 * r['gain']:+.2f} ± "
-            f"{100 * r['standard_error']:.2f} | "
+            f"{100 * r['standard_error']:.2f} | {r['p_value']:.2g} ({r['verdict']}) | "
             f"{'distilled' if r['shipped'] == 'student' else 'alone'} | "
             f"{r['seconds'] / 60:.1f} |" for r in runs]
     return "\n".join([
@@ -65,10 +67,12 @@ def _markdown(result: dict) -> str:
         f"Measured on {result['machine']}: `python -m pipelines.distill "
         f"--flagfile={RECIPE} --seed=S` (the README's main job) once per seed"
         + (f", with {' '.join(result['pipeline_flags'])}" if result["pipeline_flags"] else "")
-        + ". Test accuracy (%) on each seed's held-out split; gain ± its paired standard error.",
+        + ". Test accuracy (%) on each seed's held-out split; gain ± its paired standard "
+        "error, and McNemar's exact p-value on the same test images as the report states it.",
         "",
-        "| seed | teacher | student alone | distilled | gain, points | shipped | minutes |",
-        "|---:|---:|---:|---:|---:|---|---:|", *rows, "",
+        "| seed | teacher | student alone | distilled | gain, points | p (verdict) | shipped "
+        "| minutes |",
+        "|---:|---:|---:|---:|---:|---|---|---:|", *rows, "",
         f"Mean gain over {len(runs)} seed(s): **{100 * result['mean_gain']:+.2f} ± "
         f"{100 * result['mean_gain_standard_error']:.2f} points**; the distilled student shipped "
         f"in {sum(r['shipped'] == 'student' for r in runs)} of {len(runs)} runs."])

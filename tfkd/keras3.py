@@ -249,16 +249,15 @@ def _twin(layer, source: _Side, target: _Side) -> Callable:
     class_name = type(layer).__name__
     config = _config_for(layer, getattr(target.layers, class_name), source)
     config["name"] = name
-    activation = None
-    if class_name == "Activation":
-        activation = config["activation"]
-    elif config.get("activation") in _REBUILT_ACTIVATIONS:
-        activation, config["activation"] = config["activation"], "linear"
-    if class_name == "Activation" and activation in _REBUILT_ACTIVATIONS:
-        return _rebuilt_activation(activation, name, target)
+    rebuilt = config.get("activation") in _REBUILT_ACTIVATIONS
+    if class_name == "Activation" and rebuilt:
+        return _rebuilt_activation(config["activation"], name, target)
+    after = None
+    if rebuilt:  # a layer with a built-in activation tf_keras lacks: linear, then the rebuild
+        after = _rebuilt_activation(config["activation"], f"{name}_{config['activation']}",
+                                    target)
+        config["activation"] = "linear"
     created = getattr(target.layers, class_name).from_config(config)
-    after = _rebuilt_activation(activation, f"{name}_{activation}", target) \
-        if activation and class_name != "Activation" else None
     weights = layer.get_weights()
 
     def call(*args, **kwargs):
