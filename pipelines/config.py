@@ -110,11 +110,11 @@ class Config:
     learning_rate: float = setting(training.DEFAULT_LEARNING_RATE,
                                    "Peak learning rate (cosine decay to 0).", above=0)
     loss: str = setting(
-        tfkd.calibration.AUTO, "Distillation loss: auto (the loss, --temperature and "
-        "--student_loss_weight chosen for this teacher from its paired gain over the student "
-        "alone on validation, docs/pipeline.md) or kd, dkd, dist, logit_mse "
-        "(tfkd.losses.available()) with the settings you give; other parameters keep the "
-        "paper's defaults.")
+        tfkd.calibration.DEFAULT_LOSS, "Distillation loss: kd, dkd, dist, logit_mse "
+        "(tfkd.losses.available()) with the settings you give, other parameters at the paper's "
+        "defaults; or auto: the loss, --temperature and --student_loss_weight chosen for this "
+        "teacher from its paired gain over the student alone on validation (docs/pipeline.md; "
+        "not the default yet: benchmarks/RESULTS.md, calibration_*).")
     loss_params: tuple[str, ...] = setting(
         (), "Other parameters of --loss as key=value, e.g. alpha=1,beta=8 for dkd, "
         "beta=1,gamma=2 for dist, or standardize=true for any logit loss (z-scored logits, "

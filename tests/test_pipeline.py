@@ -29,7 +29,7 @@ def _main(*args, **popen):
 
 @pytest.mark.slow
 def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path):
-    config = Config(out_dir=str(tmp_path), **TINY)
+    config = Config(out_dir=str(tmp_path), loss="auto", **TINY)
     results = scheduler.execute(config)
     assert set(results) == set(STAGE_NAMES) - {"device"}
     for relative in ("manifest.json", "config.json", "teacher/teacher.keras",
@@ -65,7 +65,7 @@ def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path):
     assert "| student_int8 | tflite | int8 |" in markdown and "pareto.png" in markdown
     selection = report["summary"]["selection"]
     assert selection["shipped"] in ("student", "baseline") and selection["reason"]
-    # --loss=auto (the default) chose from the teacher check's paired gain, recorded and shown.
+    # --loss=auto chose from the teacher check's paired gain, recorded and shown.
     calibration, check = results["student"]["calibration"], results["student"]["teacher_check"]
     (gain,) = check["comparisons"].values()
     assert calibration["teacher_gain"] == gain
@@ -171,7 +171,8 @@ def test_feature_distillation_runs_in_the_pipeline_and_exports_the_plain_student
 @pytest.mark.slow
 def test_stage_subsets_and_their_prerequisites(tmp_path):
     # --loss=auto calibrates against the student alone: refused up front without it.
-    calibrated = Config(out_dir=str(tmp_path), stages=("teacher", "student"), **TINY)
+    calibrated = Config(out_dir=str(tmp_path), stages=("teacher", "student"), loss="auto",
+                        **TINY)
     with pytest.raises(ValueError, match=r"Stage student needs \['baseline'\]"):
         scheduler.execute(calibrated)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
