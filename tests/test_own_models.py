@@ -186,3 +186,15 @@ def test_a_keras3_student_on_photos_ships_an_int8_file_mediapipe_loads(tmp_path)
     tfkd_top1 = tfkd.evaluate.TFLiteClassifier(str(run / "tflite" / entry["file"])).predict(
         normalized.numpy()).argmax(axis=1)
     assert np.mean(np.array(mediapipe_top1) == tfkd_top1) >= 0.99
+
+
+def test_both_students_start_from_the_student_files_weights(tmp_path):
+    from pipelines.context import Context
+
+    model = _keras3_student()
+    model.save(tmp_path / "student.keras")
+    ctx = Context(Config(out_dir=str(tmp_path / "run"), student=str(tmp_path / "student.keras")))
+    for fresh in (ctx.fresh_student(), ctx.fresh_student()):  # the baseline's, the distilled's
+        assert fresh.name == "app_student"
+        for mine, theirs in zip(model.get_weights(), fresh.get_weights()):
+            np.testing.assert_array_equal(mine, theirs)

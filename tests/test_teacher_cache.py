@@ -265,3 +265,20 @@ def test_a_disk_cache_is_rebuilt_when_the_mixing_changes(tmp_path):
     assert not build(Mixing("cutmix", fraction=0.25)).reused
     with pytest.raises(ValueError, match="without augmentation"):
         teacher_cache.build(teacher, dataset, PREP, views=2)
+
+
+def test_an_ensemble_of_teachers_with_their_own_input_conventions_is_cached_member_by_member():
+    """One member expects raw pixels, the other tfkd's normalisation: each behind its own
+    adapter, the cache holds the mean of what each computes on the pixels it expects."""
+    dataset, images, _ = raw_data()
+    raw_member, own_member = tiny(0), tiny(1)
+    members = [tfkd.teacher_input.with_input(raw_member, "raw", PREP),
+               tfkd.teacher_input.with_input(own_member, "student", PREP)]
+    expected = (raw_member(images.astype(np.float32)).numpy()
+                + own_member(normalized(images)).numpy()) / 2
+    cache = teacher_cache.build(members, dataset, PREP)
+    np.testing.assert_allclose(cache.logits[0], expected, rtol=1e-4, atol=1e-3)
+    distiller = tfkd.Distiller(tiny(2), members)
+    np.testing.assert_allclose(
+        np.mean([t(normalized(images)).numpy() for t in distiller.teachers], axis=0), expected,
+        rtol=1e-4, atol=1e-3)
