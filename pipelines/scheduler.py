@@ -5,6 +5,7 @@ import errno
 import gc
 import json
 import os
+import signal
 import sys
 import time
 from typing import Optional
@@ -206,6 +207,16 @@ def _exit(message: str, status: int):
     sys.exit(status)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `kill`, a batch scheduler or a container runtime sends), ended as Ctrl-C
+    is: the epoch in progress is lost, everything finished is kept."""
+
+
+def _terminate(signum, frame):
+    del signum, frame
+    raise Terminated()
+
+
 def run_from_flags(**overrides) -> tuple[Config, dict, tf.distribute.Strategy]:
     """For the programs' `main`s: the `Config` of the parsed flags (with `overrides`), run.
 
@@ -219,15 +230,17 @@ def run_from_flags(**overrides) -> tuple[Config, dict, tf.distribute.Strategy]:
     except (ValueError, TypeError) as error:
         _exit(str(error), 2)
     strategy = None
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         strategy = tfkd.distribute.make(config.strategy, config.collective_timeout)
         results = execute(config, strategy)
     except ContinueInFreshProcess:
         _reexecute()
-    except KeyboardInterrupt:
-        _exit(f"interrupted. Rerun the same command to resume: finished stages are skipped and "
-              f"the training in progress continues from its last epoch in {config.out_dir}.",
-              130)
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated)
+        _exit(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}. Rerun the same "
+              "command to resume: finished stages are skipped and the training in progress "
+              f"continues from its last epoch in {config.out_dir}.", 143 if terminated else 130)
     except OSError as error:
         if error.errno == errno.ENOSPC:
             _exit(_no_space(config), 2)

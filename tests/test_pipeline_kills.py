@@ -115,3 +115,23 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
     assert _killed_run(out, "os.getpid", 10 ** 9, flags=report_only)[0] == 0
     _assert_whole(out)
     assert json.loads((out / "report.json").read_text())["models"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target, nth, where", [
+    ("pipelines.console.EpochProgress.on_epoch_end", 2, "training"),
+    ("tfkd.export.convert", 2, "export"),
+])
+def test_sigterm_says_how_to_resume_and_the_rerun_completes(tmp_path, target, nth, where):
+    out = tmp_path / "run"
+    status, err = _killed_run(out, target, nth, "--term",
+                              flags=("--teacher_epochs=2", "--modes=float32,int8"))
+    assert status == 143, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: terminated (SIGTERM). Rerun the same command to resume")
+    assert "Traceback" not in err, where
+    _assert_whole(out)
+    status, err = _killed_run(out, target, 10 ** 6, flags=("--teacher_epochs=2",
+                                                          "--modes=float32,int8"))
+    assert status == 0, err[-3000:]
+    assert (out / "report.md").exists()

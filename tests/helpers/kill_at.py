@@ -1,7 +1,8 @@
 """Test harness: runs `pipelines.distill` and SIGKILLs the process at the Nth call of a function,
-the way a power cut or the OOM killer would end a run.
+the way a power cut or the OOM killer would end a run (or sends it SIGTERM with --term, as
+`kill`, a batch scheduler or a container runtime would).
 
-    python tests/helpers/kill_at.py TARGET N [--after_write] -- DISTILL_FLAGS...
+    python tests/helpers/kill_at.py TARGET N [--after_write] [--term] -- DISTILL_FLAGS...
 
 TARGET is `module.function` or `module.Class.method`. With --after_write, TARGET is a context
 manager yielding a temporary path (tfkd.files.atomic_path): the kill comes after the data is
@@ -32,11 +33,12 @@ def main() -> None:
     attribute = parts[-1]
     original = getattr(owner, attribute)
     calls = [0]
+    sent = signal.SIGTERM if "--term" in options else signal.SIGKILL
 
     def kill_on_nth():
         calls[0] += 1
         if calls[0] == nth:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), sent)
 
     if "--after_write" in options:
         @contextlib.contextmanager
