@@ -61,6 +61,7 @@ class Context:
         if config.teacher_is_file:
             self.teacher_file, self.teacher_input = self._load_teacher_file(config.teacher)
         self._check_weights()
+        self.representative_size = self._representative_size()
         self.directory = RunDirectory(config.out_dir, config.results_settings(),
                                       config.overwrite, writable=self.chief)
         # Evaluation in training-sized batches: a large model at photo resolution holds a whole
@@ -100,6 +101,29 @@ class Context:
                 self.teacher_splits.validation, prep, config.batch_size))
             convention, chosen = choice.convention, choice.to_dict()
         return tfkd.teacher_input.with_input(teacher, convention, prep), chosen
+
+    def _representative_size(self) -> int:
+        """--representative_size, checked against the training split before any training; the
+        default shrinks to what a small split can fill, an explicit value that cannot fit is an
+        error."""
+        config = self.config
+        wanted = config.representative_size
+        if not any(m in tfkd.export.INTEGER_MODES for m in config.modes):
+            return wanted
+        largest = tfkd.export.largest_representative_size(
+            tfkd.data.train_labels(self.splits), self.splits.num_classes)
+        if wanted <= largest:
+            return wanted
+        if largest == 0:
+            raise ValueError(f"--modes={','.join(config.modes)}: integer modes calibrate on at "
+                             "least one training image per class, and some class has none.")
+        if wanted != tfkd.export.DEFAULT_REPRESENTATIVE_SIZE:
+            raise ValueError(f"--representative_size={wanted}: the training split can fill a "
+                             f"class-balanced representative set of at most {largest} images. "
+                             f"Fix: --representative_size={largest} or fewer.")
+        logging.warning("--representative_size: the training split fills at most %d of the "
+                        "default %d class-balanced images; using %d.", largest, wanted, largest)
+        return largest
 
     @staticmethod
     def _sharded(batches: tf.data.Dataset) -> tf.data.Dataset:

@@ -182,7 +182,7 @@ def export_models(ctx: "Context") -> StageResult:
     config, splits = ctx.config, ctx.splits
     out = ctx.directory.file("tflite")
     integer_modes = [m for m in config.modes if m in export.INTEGER_MODES]
-    representative = (export.representative_set(splits, config.representative_size)
+    representative = (export.representative_set(splits, ctx.representative_size)
                       if integer_modes else None)
     # The run's name, not its path: the card ships inside apps.
     common = dict(preprocessing=splits.preprocessing, class_names=splits.class_names,

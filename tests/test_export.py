@@ -58,6 +58,25 @@ def test_representative_set_is_class_balanced_and_deterministic(digits):
     assert first.describe()["size"] == 25
 
 
+@pytest.mark.parametrize("per_class, hidden", [((12, 3, 7), 0), ((12, 3, 7), 5), ((4, 4, 4), 2)])
+def test_largest_representative_size_is_the_largest_set_that_can_be_filled(per_class, hidden):
+    import dataclasses
+
+    import tensorflow as tf
+
+    labels = np.concatenate([np.full(n, c) for c, n in enumerate(per_class)]
+                            + [np.full(hidden, tfkd.data.UNLABELED)]).astype(np.int64)
+    images = np.zeros((labels.size, 8, 8, 1), np.uint8)
+    splits = dataclasses.replace(
+        tfkd.data.load("digits"), class_names=("a", "b", "c"),
+        train=tf.data.Dataset.from_tensor_slices((images, labels)))
+    largest = export.largest_representative_size(labels, 3)
+    # The real thing decides: the largest size fills, one more does not.
+    assert len(export.representative_set(splits, largest).labels) == largest
+    with pytest.raises(ValueError, match="too few images"):
+        export.representative_set(splits, largest + 1)
+
+
 @pytest.mark.parametrize("size", [0, 9, "100"])
 def test_representative_set_smaller_than_class_count_is_rejected(digits, size):
     with pytest.raises(ValueError, match="at least one image per class"):

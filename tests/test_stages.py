@@ -5,6 +5,7 @@ import inspect
 
 import pytest
 
+import tfkd
 from pipelines import scheduler, stages
 from pipelines.config import Config
 
@@ -58,3 +59,20 @@ def test_every_training_stage_names_its_epochs_setting():
     for stage in stages.STAGES:
         if stage.model:
             assert isinstance(getattr(Config(), stage.epochs), int), stage.name
+
+
+def test_a_representative_set_larger_than_the_split_is_named_before_training(tmp_path):
+    from pipelines.context import Context
+
+    config = Config(out_dir=str(tmp_path / "run"), modes=("int8",), representative_size=5000)
+    with pytest.raises(ValueError, match=r"--representative_size=5000: .* at most \d+ images"):
+        scheduler.execute(config)
+    assert not (tmp_path / "run").exists()
+    # The default adapts to a small split (CIFAR-10 sample: a few images per class).
+    from tests.conftest import CIFAR_SAMPLE
+
+    ctx = Context(Config(out_dir=str(tmp_path / "small"), dataset=f"folder:{CIFAR_SAMPLE}",
+                         modes=("int8",)))
+    assert 10 <= ctx.representative_size < 200
+    assert ctx.representative_size == tfkd.export.largest_representative_size(
+        tfkd.data.train_labels(ctx.splits), ctx.splits.num_classes)

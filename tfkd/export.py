@@ -114,6 +114,24 @@ def representative_set(splits: data_lib.Splits, size: int = DEFAULT_REPRESENTATI
     return RepresentativeSet(images, np.array(labels, np.int64))
 
 
+def largest_representative_size(labels: np.ndarray, num_classes: int) -> int:
+    """The largest `size` that `representative_set` can fill from training `labels` (unlabeled
+    examples top up classes short of images); 0 when not even one image per class fits."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels[labels != data_lib.UNLABELED], minlength=num_classes)
+    unlabeled = int(np.sum(labels == data_lib.UNLABELED))
+
+    def fits(size: int) -> bool:
+        quota = size // num_classes + (np.arange(num_classes) < size % num_classes)
+        return int(np.maximum(quota - counts, 0).sum()) <= min(unlabeled, size)
+
+    low, high = 0, int(labels.size)  # fits() only turns false as size grows
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low if low >= num_classes else 0
+
+
 def convert(
     model: keras.Model, mode: str, representative: Optional[RepresentativeSet] = None
 ) -> bytes:
