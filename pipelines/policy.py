@@ -11,11 +11,11 @@ from typing import Optional, Union
 import numpy as np
 import tensorflow as tf
 
-from tfkd import calibration, stats
+from tfkd import stats
 from tfkd.evaluate import correct_predictions
 from tfkd.keras import keras
 
-DEFAULT_TEACHER_MARGIN_POINTS = calibration.DEFAULT_MARGIN_POINTS
+DEFAULT_TEACHER_MARGIN_POINTS = 1.0
 DEFAULT_SELECT_ALPHA = stats.DEFAULT_ALPHA
 SELECTIONS = ("best", "distilled", "baseline")
 
