@@ -198,10 +198,13 @@ def headline(summary: dict, accuracy: dict, select_policy: str) -> list[str]:
     calibration = summary.get("calibration")
     if calibration:
         params = "".join(f", {k}={v:g}" for k, v in calibration["params"].items())
+        cost = calibration["probe_seconds"] / max(calibration["distillation_seconds"], 1e-9)
         lines.append(f"Distillation settings (--loss=auto): {calibration['loss']}"
                      f"{params}, T={calibration['temperature']:g}, hard-label weight "
                      f"{calibration['student_loss_weight']:g}, because "
-                     f"{calibration['reason']}; measured at no training cost.")
+                     f"{calibration['reason']}; the probes took "
+                     f"{calibration['probe_seconds']:.0f} s, {100 * cost:.0f}% of the "
+                     "distillation's time.")
     keras3_student = summary.get("keras3_student") or {}
     if keras3_student.get("file"):
         lines.append(f"Keras 3 copy of the shipped float student: tflite/{keras3_student['file']} "
@@ -260,8 +263,10 @@ def build_and_write(run_dir: str, dataset: str, keras_models: Sequence[KerasMode
     summary["teacher_input"] = next((k.metrics.get("input") for k in keras_models
                                      if k.name == "teacher"), None)
     summary["keras3_student"] = card.get("keras3")
-    summary["calibration"] = next((k.metrics.get("calibration") for k in keras_models
-                                   if k.name == "student"), None)
+    student_metrics = next((k.metrics for k in keras_models if k.name == "student"), {})
+    summary["calibration"] = student_metrics.get("calibration") and dict(
+        student_metrics["calibration"],
+        distillation_seconds=student_metrics["distillation_seconds"])
     written = write(run_dir, dataset, models, summary, headline(summary, accuracy, select_policy))
     return ["report.json", "report.md"] + (["pareto.png"] if written["pareto_png"] else [])
 

@@ -59,8 +59,7 @@ def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -
     _check_raw_byte_input(ctx)
     selected = config.selected_stages()
     for stage in STAGES:
-        missing = [n for n in stage.needs_for(config)
-                   if n not in selected and not ctx.directory.done(n)]
+        missing = [n for n in stage.needs if n not in selected and not ctx.directory.done(n)]
         if stage.name in selected and missing:
             raise ValueError(f"Stage {stage.name} needs {missing}: run them first or add them "
                              "to --stages.")

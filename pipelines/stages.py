@@ -8,19 +8,19 @@ metrics. Adding a stage means one `Stage` entry and one function.
 import dataclasses
 import json
 import os
+import time
 
 from typing import TYPE_CHECKING, Callable
 
 from absl import logging
 
 import tfkd
-from pipelines import policy, report
+from pipelines import console, policy, report
 from pipelines.context import DISTILLATION_SEED, QAD_DATA, STUDENT_DATA
 from tfkd import benchmark, device, evaluate, export, files, quantize, training
 from tfkd.keras import keras
 
 if TYPE_CHECKING:
-    from pipelines.config import Config
     from pipelines.context import Context
 
 StageResult = tuple[list[str], dict]
@@ -98,21 +98,11 @@ def student(ctx: "Context") -> StageResult:
                                                                ctx.validation),
             ctx.teacher_validation, config.teacher_margin_points, config.select_alpha)
         (logging.info if check.ok else logging.warning)("%s", check.message())
-    calibration = None
-    if config.calibrated:
-        if check is None:
-            raise ValueError("--loss=auto measures the teacher against the student alone, so "
-                             "it needs the baseline stage: run it first, or name the loss "
-                             "(e.g. --loss=kd).")
-        (gain,) = check.comparisons.values()
-        calibration = tfkd.calibration.calibrate(gain, config.teacher_margin_points,
-                                                 config.select_alpha)
-        logging.info("Distillation settings: %s %s, T=%g, hard-label weight %g: %s.",
-                     calibration.loss, calibration.params, calibration.temperature,
-                     calibration.student_loss_weight, calibration.reason)
+    calibration = _calibrate(ctx) if config.calibrated else None
     loss, weight = _distillation_settings(config, calibration)
     model = ctx.fresh_student()
     keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
+    started = time.time()
     training.distill(
         model, ctx.model("teacher"), ctx.train_batches(STUDENT_DATA, distilled=True),
         epochs=config.student_epochs, loss=loss, student_loss_weight=weight,
@@ -121,8 +111,39 @@ def student(ctx: "Context") -> StageResult:
     kept = ctx.keep("student", model)
     metrics = ctx.accuracies(ctx.model("student"))
     metrics["teacher_check"] = check.to_dict() if check else None
+    metrics["distillation_seconds"] = time.time() - started
     metrics["calibration"] = calibration.to_dict() if calibration else None
     return [kept], metrics
+
+
+def _calibrate(ctx: "Context") -> "tfkd.calibration.Calibration":
+    """--loss=auto: a probe of each candidate recipe on a share of the distillation budget,
+    compared on validation (tfkd.calibration). Kept in the stage's checkpoint directory, so a
+    run killed later in the stage does not probe again."""
+    config = ctx.config
+    done = ctx.directory.file("checkpoints", "student", "calibration.json")
+    if os.path.exists(done):
+        with open(done, encoding="utf-8") as handle:
+            return tfkd.calibration.Calibration.from_dict(json.load(handle))
+    started = time.time()
+    correct = {}
+    for name in tfkd.calibration.CANDIDATES:
+        loss, weight = tfkd.calibration.candidate_loss(name)
+        probe = ctx.fresh_student()
+        keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
+        training.distill(
+            probe, ctx.model("teacher"), ctx.train_batches(STUDENT_DATA, distilled=True),
+            epochs=tfkd.calibration.probe_steps(config.student_epochs), loss=loss,
+            student_loss_weight=weight, learning_rate=config.learning_rate,
+            optimizer_name=config.optimizer, jit_compile=config.use_xla, verbose=0,
+            callbacks=[console.EpochProgress(f"student (probe: {name})")])
+        correct[name] = evaluate.correct_predictions(probe, ctx.validation)
+    chosen = tfkd.calibration.choose(correct, config.select_alpha)
+    chosen = dataclasses.replace(chosen, probe_seconds=time.time() - started)
+    logging.info("Distillation settings (--loss=auto): %s: %s.", chosen.candidate, chosen.reason)
+    if ctx.chief:
+        files.write_text(done, json.dumps(chosen.to_dict(), indent=2, sort_keys=True))
+    return chosen
 
 
 def _distillation_settings(config, calibration):
@@ -360,7 +381,6 @@ class Stage:
         model: the model it trains and keeps under this name, if any.
         epochs: the `Config` field with its number of epochs, for a stage that trains one.
         mixed_precision: may train in mixed_float16 (--mixed_precision).
-        needs_when: stages it also needs under some settings (`needs_for`).
     """
 
     name: str
@@ -371,11 +391,6 @@ class Stage:
     model: str = ""
     epochs: str = ""
     mixed_precision: bool = False
-    needs_when: Callable[["Config"], tuple[str, ...]] = lambda config: ()
-
-    def needs_for(self, config: "Config") -> tuple[str, ...]:
-        """The stages whose artifacts this one reads with these settings."""
-        return self.needs + self.needs_when(config)
 
 
 STAGES = (
@@ -383,10 +398,8 @@ STAGES = (
           epochs="teacher_epochs", mixed_precision=True),
     Stage("baseline", (), True, baseline, "train the student alone", model="baseline",
           epochs="student_epochs", mixed_precision=True),
-    # --loss=auto calibrates against the student alone.
     Stage("student", ("teacher",), True, student, "distil the student", model="student",
-          epochs="student_epochs", mixed_precision=True,
-          needs_when=lambda config: ("baseline",) if config.calibrated else ()),
+          epochs="student_epochs", mixed_precision=True),
     Stage("select", ("student",), True, select, "choose the student to ship"),
     # TF-MOT's fake-quant layers are float32: QAD never uses mixed precision.
     Stage("qad", ("teacher", "select"), True, qad, "quantization-aware distillation",

@@ -47,8 +47,9 @@ class Calibration:
     temperature: float
     student_loss_weight: float
     probe_accuracy: dict
-    comparison: Optional[dict]  # tfkd.stats.paired_difference(chosen, safe), None if safe won
+    comparison: Optional[dict]  # tfkd.stats.paired_difference(best probe, safe probe)
     reason: str
+    probe_seconds: Optional[float] = None  # what the probes cost, when measured
 
     def build_loss(self) -> losses.LogitLoss:
         return losses.get(self.loss, temperature=self.temperature, **self.params)
