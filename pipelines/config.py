@@ -112,9 +112,8 @@ class Config:
     loss: str = setting(
         tfkd.calibration.DEFAULT_LOSS, "Distillation loss: kd, dkd, dist, logit_mse "
         "(tfkd.losses.available()) with the settings you give, other parameters at the paper's "
-        "defaults; or auto: the loss, --temperature and --student_loss_weight chosen for this "
-        "teacher from its paired gain over the student alone on validation (docs/pipeline.md; "
-        "not the default yet: benchmarks/RESULTS.md, calibration_*).")
+        "defaults; or auto: probes of three recipes (a sixth of --student_epochs each) choose "
+        "the loss, --temperature and --student_loss_weight on validation (docs/pipeline.md).")
     loss_params: tuple[str, ...] = setting(
         (), "Other parameters of --loss as key=value, e.g. alpha=1,beta=8 for dkd, "
         "beta=1,gamma=2 for dist, or standardize=true for any logit loss (z-scored logits, "
