@@ -137,12 +137,27 @@ def test_a_bad_student_file_is_named_before_anything_is_written(tmp_path, studen
     assert not (tmp_path / "run").exists()
 
 
-def test_a_student_file_with_a_softmax_or_a_lambda_is_refused_before_training(tmp_path):
+def _student_file(tmp_path, name, last):
+    """A Keras 3 student file whose last layers are `last(tensor)`."""
     inputs = k3.Input((8, 8, 1))
-    flat = k3.layers.Flatten()(inputs)
-    k3.Model(inputs, k3.layers.Dense(10, activation="softmax")(flat)).save(tmp_path / "soft.keras")
-    config = Config(out_dir=str(tmp_path / "run"), student=str(tmp_path / "soft.keras"))
-    with pytest.raises(ValueError, match="softmax"):
+    path = tmp_path / f"{name}.keras"
+    k3.Model(inputs, last(inputs), name=name).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("name, last, message", [
+    ("soft", lambda x: k3.layers.Dense(10, activation="softmax")(k3.layers.Flatten()(x)),
+     "last layer .* applies a softmax"),
+    ("grouped", lambda x: k3.layers.Dense(10)(k3.layers.Flatten()(
+        k3.layers.GroupNormalization(groups=1, name="gn")(k3.layers.Conv2D(4, 3)(x)))),
+     r"without an exact twin in the other Keras: gn \(GroupNormalization\)"),
+    ("shifted", lambda x: k3.layers.Dense(10)(k3.layers.Flatten()(
+        k3.layers.Lambda(lambda t: t + 1.0, name="shift")(x))), "[Ll]ambda"),
+], ids=["softmax", "layer_without_a_twin", "lambda"])
+def test_a_student_file_that_cannot_be_trained_is_refused_before_training(tmp_path, name, last,
+                                                                            message):
+    config = Config(out_dir=str(tmp_path / "run"), student=_student_file(tmp_path, name, last))
+    with pytest.raises(ValueError, match=f"--student=.*{name}.keras: .*{message}"):
         scheduler.execute(config)
     assert not (tmp_path / "run").exists()
 
