@@ -137,6 +137,11 @@ def test_a_bad_student_file_is_named_before_anything_is_written(tmp_path, studen
     assert not (tmp_path / "run").exists()
 
 
+class _Doubler(k3.layers.Layer):
+    def call(self, x):
+        return 2.0 * x
+
+
 def _student_file(tmp_path, name, last):
     """A Keras 3 student file whose last layers are `last(tensor)`."""
     inputs = k3.Input((8, 8, 1))
@@ -153,7 +158,9 @@ def _student_file(tmp_path, name, last):
      r"without an exact twin in the other Keras: gn \(GroupNormalization\)"),
     ("shifted", lambda x: k3.layers.Dense(10)(k3.layers.Flatten()(
         k3.layers.Lambda(lambda t: t + 1.0, name="shift")(x))), "[Ll]ambda"),
-], ids=["softmax", "layer_without_a_twin", "lambda"])
+    ("custom", lambda x: k3.layers.Dense(10)(k3.layers.Flatten()(_Doubler(name="twice")(x))),
+     r"Student .* holds custom objects .*_Doubler"),
+], ids=["softmax", "layer_without_a_twin", "lambda", "custom_layer"])
 def test_a_student_file_that_cannot_be_trained_is_refused_before_training(tmp_path, name, last,
                                                                             message):
     config = Config(out_dir=str(tmp_path / "run"), student=_student_file(tmp_path, name, last))

@@ -334,7 +334,7 @@ def load(path: str) -> keras.Model:
                              "the model with model.save('student.keras') instead.")
         model = keras.models.load_model(path, compile=False)
     elif path.endswith(".keras"):
-        teachers.refuse_custom_objects(path)
+        teachers.refuse_custom_objects(path, role="student")
         if teachers.keras_file_version(path).startswith("3."):
             model = keras3.to_keras2(
                 keras3_package().saving.load_model(path, compile=False, safe_mode=True))

@@ -190,15 +190,19 @@ def _custom_classes(config) -> list[str]:
     return found
 
 
-def refuse_custom_objects(path: str) -> None:
+def refuse_custom_objects(path: str, role: str = "teacher") -> None:
+    """Refuses a `.keras` file holding classes from outside Keras (safe mode cannot rebuild
+    them without running the file owner's code); `role` names the model in the message."""
     with zipfile.ZipFile(path) as archive:
         config = json.loads(archive.read("config.json"))
     custom = sorted(set(_custom_classes(config)))
     if custom:
+        fix = ("export it as a SavedModel directory and pass that" if role == "teacher" else
+               "rebuild it from built-in layers")
         raise ValueError(
-            f"Teacher {path} cannot be loaded: it holds custom objects {custom}, and teachers are "
-            "loaded in safe mode without custom code. Save it with built-in layers, or export "
-            "it as a SavedModel directory and pass that.")
+            f"{role.capitalize()} {path} cannot be loaded: it holds custom objects {custom}, and "
+            f"{role}s are loaded in safe mode without custom code. Save it with built-in "
+            f"layers, or {fix}.")
 
 
 def _load_file(path: str) -> Teacher:
