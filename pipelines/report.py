@@ -47,10 +47,14 @@ def _gain_noise(test: Optional[dict]) -> str:
     """The paired test behind a gain, and whether the gain is beyond its noise."""
     if not test:
         return ""
-    low, high = (100 * v for v in test["interval"])
     return (f" ± {100 * test['standard_error']:.2f} (paired standard error over the "
-            f"{test['images']} test images; 95% interval {low:+.2f} to {high:+.2f}; McNemar "
+            f"{test['images']} test images; {_interval(test)}; McNemar "
             f"p={test['p_value']:.2g}: {test['verdict']})")
+
+
+def _interval(test: dict) -> str:
+    low, high = (100 * v for v in test["interval"])
+    return f"95% interval {low:+.2f} to {high:+.2f}"
 
 
 def markdown(report: dict) -> str:
@@ -224,10 +228,9 @@ def headline(summary: dict, accuracy: dict, select_policy: str) -> list[str]:
             f"error of an accuracy here ±{100 * summary['standard_error']:.2f} points).")
         test = summary.get("kd_gain_test")
         if test:
-            low, high = (100 * v for v in test["interval"])
             lines.append(f"Distillation gain on test: {100 * test['difference']:+.2f} points "
-                         f"(95% interval {low:+.2f} to {high:+.2f}, McNemar "
-                         f"p={test['p_value']:.2g}): {test['verdict']}.")
+                         f"({_interval(test)}, McNemar p={test['p_value']:.2g}): "
+                         f"{test['verdict']}.")
     return lines
 
 

@@ -52,7 +52,7 @@ class Calibration:
     probe_seconds: Optional[float] = None  # what the probes cost, when measured
 
     def build_loss(self) -> losses.LogitLoss:
-        return losses.get(self.loss, temperature=self.temperature, **self.params)
+        return _loss(self.loss, self.temperature, self.params)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -101,8 +101,12 @@ def choose(probe_correct: dict, alpha: float) -> Calibration:
 def candidate_loss(name: str) -> tuple[losses.LogitLoss, float]:
     """The loss and hard-label weight of candidate `name`, for its probe."""
     recipe = CANDIDATES[name]
-    return (losses.get(recipe["loss"], temperature=recipe["temperature"], **recipe["params"]),
-            recipe["student_loss_weight"])
+    return _loss(recipe["loss"], recipe["temperature"], recipe["params"]), \
+        recipe["student_loss_weight"]
+
+
+def _loss(name: str, temperature: float, params: dict) -> losses.LogitLoss:
+    return losses.get(name, temperature=temperature, **params)
 
 
 __all__ = ["AUTO", "CANDIDATES", "Calibration", "DEFAULT_LOSS", "PROBE_SHARE", "SAFE",
