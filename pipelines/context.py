@@ -307,15 +307,16 @@ class Context:
     def teacher_cache_dir(self) -> str:
         return self.config.teacher_cache_dir or self.directory.file("teacher_cache")
 
-    def fit_options(self, stage: str, distilled: bool = False) -> dict:
-        """How a training stage fits: resumable from its backup, logged for TensorBoard, with
-        early stopping when asked, and one progress line (a bar in a terminal)."""
+    def fit_options(self, stage: str, distilled: bool = False, backup: str = "") -> dict:
+        """How a training stage fits: resumable from its backup (`checkpoints/<backup or
+        stage>`), logged for TensorBoard, with early stopping when asked, and one progress line
+        (a bar in a terminal)."""
         return dict(
             validation=self.distill_validation if distilled else self.validation,
             optimizer_name=self.config.optimizer,
             jit_compile=self.config.use_xla, verbose=0,
             callbacks=training.callbacks(
-                backup_dir=self.directory.file("checkpoints", stage),
+                backup_dir=self.directory.file("checkpoints", *(backup or stage).split("/")),
                 log_dir=self.directory.file("logs", stage),
                 early_stopping_patience=self.config.early_stopping_patience)
             + [console.EpochProgress(stage)])

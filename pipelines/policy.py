@@ -56,9 +56,10 @@ class TeacherCheck:
         return (f"Teacher check: {', '.join(self.weak)} not {self.margin_points:.1f} points "
                 f"better than the student alone beyond noise on validation ({scores}; student "
                 f"alone {100 * self.baseline_accuracy:.2f}%). Distillation may make the student "
-                "worse. What to do: train the teacher longer or use a stronger one, raise "
-                "--student_loss_weight, lower --temperature; the student alone is shipped if it "
-                "is better beyond noise (--select=best).")
+                "worse. What to do: train the teacher longer or use a stronger one; with a named "
+                "--loss, raise --student_loss_weight and lower --temperature (--loss=auto keeps "
+                "KD at hard-label weight 0.9 unless another recipe wins beyond noise); the "
+                "student alone is shipped if it is better beyond noise (--select=best).")
 
     def to_dict(self) -> dict:
         return {"teacher_accuracy": self.teacher_accuracy,

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+import tfkd
 from tfkd import files, quantize
 from tfkd.keras import keras
 
@@ -202,13 +203,13 @@ def headline(summary: dict, accuracy: dict, select_policy: str) -> list[str]:
     calibration = summary.get("calibration")
     if calibration:
         params = "".join(f", {k}={v:g}" for k, v in calibration["params"].items())
-        cost = calibration["probe_seconds"] / max(calibration["distillation_seconds"], 1e-9)
+        cost = calibration["added_seconds"] / max(calibration["distillation_seconds"], 1e-9)
         lines.append(f"Distillation settings (--loss=auto): {calibration['loss']}"
                      f"{params}, T={calibration['temperature']:g}, hard-label weight "
                      f"{calibration['student_loss_weight']:g}, because "
-                     f"{calibration['reason']}; the probes took "
-                     f"{calibration['probe_seconds']:.0f} s, {100 * cost:.0f}% of the "
-                     "distillation's time.")
+                     f"{calibration['reason']}; the race's losing probes added "
+                     f"{calibration['added_seconds']:.0f} s, {100 * cost:.0f}% of the "
+                     "chosen recipe's distillation time (the winner continued from its probe).")
     keras3_student = summary.get("keras3_student") or {}
     if keras3_student.get("file"):
         lines.append(f"Keras 3 copy of the shipped float student: tflite/{keras3_student['file']} "
@@ -267,9 +268,10 @@ def build_and_write(run_dir: str, dataset: str, keras_models: Sequence[KerasMode
                                      if k.name == "teacher"), None)
     summary["keras3_student"] = card.get("keras3")
     student_metrics = next((k.metrics for k in keras_models if k.name == "student"), {})
-    summary["calibration"] = student_metrics.get("calibration") and dict(
-        student_metrics["calibration"],
-        distillation_seconds=student_metrics["distillation_seconds"])
+    calibration = student_metrics.get("calibration")
+    summary["calibration"] = calibration and dict(
+        calibration, distillation_seconds=student_metrics["distillation_seconds"],
+        added_seconds=tfkd.calibration.Calibration.from_dict(calibration).added_seconds())
     written = write(run_dir, dataset, models, summary, headline(summary, accuracy, select_policy))
     return ["report.json", "report.md"] + (["pareto.png"] if written["pareto_png"] else [])
 

@@ -8,10 +8,12 @@ metrics. Adding a stage means one `Stage` entry and one function.
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 from absl import logging
 
 import tfkd
@@ -98,48 +100,80 @@ def student(ctx: "Context") -> StageResult:
                                                                ctx.validation),
             ctx.teacher_validation, config.teacher_margin_points, config.select_alpha)
         (logging.info if check.ok else logging.warning)("%s", check.message())
-    calibration = _calibrate(ctx) if config.calibrated else None
+    calibration = _race(ctx) if config.calibrated else None
     loss, weight = _distillation_settings(config, calibration)
     model = ctx.fresh_student()
     keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
     started = time.time()
+    # With --loss=auto the winner's probe is the first part of this very run: its backup holds
+    # the probe's last epoch, from which BackupAndRestore carries on.
     training.distill(
         model, ctx.model("teacher"), ctx.train_batches(STUDENT_DATA, distilled=True),
         epochs=config.student_epochs, loss=loss, student_loss_weight=weight,
         features=config.feature_pairs, warmup_epochs=config.distillation_warmup_epochs,
-        learning_rate=config.learning_rate, **ctx.fit_options("student", distilled=True))
+        learning_rate=config.learning_rate,
+        **ctx.fit_options("student", distilled=True,
+                          backup=_probe_backup(calibration.candidate) if calibration else ""))
     kept = ctx.keep("student", model)
     metrics = ctx.accuracies(ctx.model("student"))
     metrics["teacher_check"] = check.to_dict() if check else None
-    metrics["distillation_seconds"] = time.time() - started
+    metrics["distillation_seconds"] = time.time() - started + (
+        calibration.probe_seconds[calibration.candidate] if calibration else 0.0)
     metrics["calibration"] = calibration.to_dict() if calibration else None
+    if calibration and ctx.chief:
+        shutil.rmtree(ctx.directory.file("checkpoints", PROBES), ignore_errors=True)
     return [kept], metrics
 
 
-def _calibrate(ctx: "Context") -> "tfkd.calibration.Calibration":
-    """--loss=auto: a probe of each candidate recipe on a share of the distillation budget,
-    compared on validation (tfkd.calibration). Kept in the stage's checkpoint directory, so a
-    run killed later in the stage does not probe again."""
+PROBES = "student_probes"
+
+
+def _probe_backup(candidate: str) -> str:
+    return f"{PROBES}/{candidate}"
+
+
+def _race(ctx: "Context") -> "tfkd.calibration.Calibration":
+    """--loss=auto: each candidate recipe trains the first `tfkd.calibration.PROBE_SHARE` of
+    the distillation's epochs under the whole run's schedule, from the same weights; they are
+    compared on validation (tfkd.calibration.choose) and the winner's backup is kept for the
+    student stage to continue. Each probe is resumable and kept once done, and so is the
+    choice: a run killed later in the stage does not race again."""
     config = ctx.config
-    done = ctx.directory.file("checkpoints", "student", "calibration.json")
+    done = ctx.directory.file("checkpoints", PROBES, "calibration.json")
     if os.path.exists(done):
         with open(done, encoding="utf-8") as handle:
             return tfkd.calibration.Calibration.from_dict(json.load(handle))
-    started = time.time()
-    correct = {}
+    probe_epochs = tfkd.calibration.probe_steps(config.student_epochs)
+    correct, seconds = {}, {}
     for name in tfkd.calibration.CANDIDATES:
-        loss, weight = tfkd.calibration.candidate_loss(name)
-        probe = ctx.fresh_student()
-        keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
-        training.distill(
-            probe, ctx.model("teacher"), ctx.train_batches(STUDENT_DATA, distilled=True),
-            epochs=tfkd.calibration.probe_steps(config.student_epochs), loss=loss,
-            student_loss_weight=weight, learning_rate=config.learning_rate,
-            optimizer_name=config.optimizer, jit_compile=config.use_xla, verbose=0,
-            callbacks=[console.EpochProgress(f"student (probe: {name})")])
-        correct[name] = evaluate.correct_predictions(probe, ctx.validation)
-    chosen = tfkd.calibration.choose(correct, config.select_alpha)
-    chosen = dataclasses.replace(chosen, probe_seconds=time.time() - started)
+        result_file = ctx.directory.file("checkpoints", PROBES, f"{name}.json")
+        if os.path.exists(result_file):
+            with open(result_file, encoding="utf-8") as handle:
+                result = json.load(handle)
+        else:
+            loss, weight = tfkd.calibration.candidate_loss(name)
+            probe = ctx.fresh_student()
+            keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
+            started = time.time()
+            training.distill(
+                probe, ctx.model("teacher"), ctx.train_batches(STUDENT_DATA, distilled=True),
+                epochs=config.student_epochs, loss=loss, student_loss_weight=weight,
+                features=config.feature_pairs, warmup_epochs=config.distillation_warmup_epochs,
+                learning_rate=config.learning_rate, optimizer_name=config.optimizer,
+                jit_compile=config.use_xla, verbose=0,
+                callbacks=training.callbacks(
+                    backup_dir=ctx.directory.file("checkpoints", PROBES, name), keep_backup=True)
+                + [training.StopAfterEpochs(probe_epochs),
+                   console.EpochProgress(f"student (probe: {name})", epochs=probe_epochs)])
+            result = {"correct": [bool(hit) for hit in
+                                  evaluate.correct_predictions(probe, ctx.validation)],
+                      "seconds": time.time() - started}
+            if ctx.chief:
+                files.write_text(result_file, json.dumps(result))
+        correct[name] = np.array(result["correct"])
+        seconds[name] = result["seconds"]
+    chosen = dataclasses.replace(tfkd.calibration.choose(correct, config.select_alpha),
+                                 probe_seconds=seconds)
     logging.info("Distillation settings (--loss=auto): %s: %s.", chosen.candidate, chosen.reason)
     if ctx.chief:
         files.write_text(done, json.dumps(chosen.to_dict(), indent=2, sort_keys=True))

@@ -1,10 +1,14 @@
 """tfkd.calibration: the recipe chosen from the probes' results on the same validation images."""
 
+import dataclasses
+
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfkd
 from tfkd import calibration
+from tfkd.keras import keras
 
 
 def _hits(right: int, start: int = 0, images: int = 400) -> np.ndarray:
@@ -40,8 +44,47 @@ def test_the_best_probe_wins_only_beyond_noise_against_the_safe_recipe(probes, c
     assert calibration.Calibration.from_dict(result.to_dict()) == result
 
 
-def test_probes_are_a_sixth_of_the_budget_and_must_include_the_safe_recipe():
-    assert calibration.probe_steps(60) == 10 and calibration.probe_steps(2) == 1
-    assert 3 * calibration.PROBE_SHARE == pytest.approx(0.5)  # at most 50% added
+def test_probes_are_the_first_fifth_of_the_budget_and_must_include_the_safe_recipe():
+    assert calibration.probe_steps(60) == 12 and calibration.probe_steps(400) == 80
+    # At least one epoch, and never the whole budget when there is more than one.
+    assert calibration.probe_steps(2) == 1 and calibration.probe_steps(1) == 1
+    # The winner continues from its probe: only the losers' probes are added, at most 50%.
+    assert calibration.added_share() == pytest.approx(0.4)
+    chosen = calibration.choose({"kd": _hits(10), "dist": _hits(5)}, alpha=0.05)
+    timed = dataclasses.replace(chosen, probe_seconds={"kd": 3.0, "dist": 2.5})
+    assert timed.added_seconds() == 2.5
     with pytest.raises(ValueError, match="must include 'kd'"):
         calibration.choose({"dist": _hits(10)}, alpha=0.05)
+    with pytest.raises(ValueError, match="budget"):
+        calibration.probe_steps(0)
+
+
+def test_a_probe_continued_from_its_backup_is_the_uninterrupted_run(tmp_path):
+    """The race's winner goes on from its probe's last epoch (training.StopAfterEpochs and a
+    kept backup): the weights equal a run that was never stopped, so the probe's steps count
+    towards the budget instead of being repeated."""
+    images = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    labels = np.arange(64) % 3
+    teacher_logits = np.random.default_rng(1).normal(size=(64, 3)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices(
+        ({"image": images, tfkd.distiller.CACHED_LOGITS: teacher_logits}, labels)).batch(16)
+
+    def fresh():
+        keras.utils.set_random_seed(3)
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                                 keras.layers.Dense(3)])
+
+    def run(model, *callbacks):
+        return tfkd.training.distill(model, None, data, epochs=5, loss=tfkd.losses.DIST(),
+                                     student_loss_weight=0.5, learning_rate=0.05, verbose=0,
+                                     callbacks=list(callbacks))
+
+    whole = run(fresh())
+    backup = str(tmp_path / "probe")
+    probe = run(fresh(), *tfkd.training.callbacks(backup_dir=backup, keep_backup=True),
+                tfkd.training.StopAfterEpochs(2))
+    after_probe = [w.copy() for w in probe.get_weights()]
+    continued = run(fresh(), *tfkd.training.callbacks(backup_dir=backup))
+    assert not all(np.allclose(a, b) for a, b in zip(after_probe, whole.get_weights()))
+    for got, want in zip(continued.get_weights(), whole.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -28,7 +28,7 @@ def _main(*args, **popen):
 
 
 @pytest.mark.slow
-def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path):
+def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path, capsys):
     config = Config(out_dir=str(tmp_path), loss="auto", **TINY)
     results = scheduler.execute(config)
     assert set(results) == set(STAGE_NAMES) - {"device"}
@@ -71,9 +71,18 @@ def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path):
     best = max(calibration["probe_accuracy"], key=calibration["probe_accuracy"].get)
     assert calibration["candidate"] in ("kd", best)
     assert calibration["candidate"] == "kd" or calibration["comparison"]["p_value"] < 0.05
-    assert 0 < calibration["probe_seconds"] and 0 < results["student"]["distillation_seconds"]
-    assert any(line.startswith("Distillation settings (--loss=auto)") and "probes took" in line
-               for line in report["headline"])
+    assert set(calibration["probe_seconds"]) == set(tfkd.calibration.CANDIDATES)
+    assert 0 < min(calibration["probe_seconds"].values())
+    assert results["student"]["distillation_seconds"] > calibration["probe_seconds"][
+        calibration["candidate"]]
+    assert any(line.startswith("Distillation settings (--loss=auto)") and "losing probes added"
+               in line for line in report["headline"])
+    # The winner went on from its probe (epoch 1 of 2) instead of starting again, and the
+    # probes' backups are gone once the stage is done.
+    printed = capsys.readouterr().out
+    assert "student (probe: kd) epoch 1/1" in printed and "  student epoch 2/2" in printed
+    assert "  student epoch 1/2" not in printed
+    assert not (tmp_path / "checkpoints" / "student_probes").exists()
     card = json.loads((tmp_path / "tflite" / "model_card.json").read_text())
     assert card["shipped"] == {"model": selection["shipped"], "reason": selection["reason"]}
     # No path of this machine in what ships: the run is named, not located.

@@ -65,17 +65,36 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             raise NonFiniteLoss(self._epoch + 1, batch + 1, float(loss))
 
 
+class StopAfterEpochs(keras.callbacks.Callback):
+    """Ends `fit` after `epochs` epochs while the optimizer's schedule runs over all the epochs
+    `fit` was given: the first part of a longer run, which can be continued later from its
+    backup (a race's probe, tfkd.calibration)."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        if epochs < 1:
+            raise ValueError(f"`epochs` must be >= 1. Received: epochs={epochs}")
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self.epochs:
+            self.model.stop_training = True
+
+
 def callbacks(backup_dir: Optional[str] = None, log_dir: Optional[str] = None,
-              early_stopping_patience: int = 0) -> list[keras.callbacks.Callback]:
+              early_stopping_patience: int = 0,
+              keep_backup: bool = False) -> list[keras.callbacks.Callback]:
     """Stop at a non-finite loss, then, each only when asked for: resumable training (a backup
-    every epoch), TensorBoard logs and early stopping on validation accuracy (best weights
+    every epoch, deleted when `fit` ends unless `keep_backup`, so that another `fit` can carry
+    on from it), TensorBoard logs and early stopping on validation accuracy (best weights
     kept)."""
     if early_stopping_patience < 0:
         raise ValueError("`early_stopping_patience` must be >= 0 (0 turns it off). "
                          f"Received: early_stopping_patience={early_stopping_patience}")
     chosen: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss()]
     if backup_dir:
-        chosen.append(keras.callbacks.BackupAndRestore(backup_dir))
+        chosen.append(keras.callbacks.BackupAndRestore(backup_dir,
+                                                       delete_checkpoint=not keep_backup))
     if log_dir:
         chosen.append(keras.callbacks.TensorBoard(log_dir))
     if early_stopping_patience:
