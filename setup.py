@@ -41,6 +41,9 @@ setup(
     # xdist runs the suite on both cores (pytest.ini). MediaPipe, the client Android apps use,
     # checks exported models in the tests from a virtualenv of its own (scripts/test): it needs
     # absl-py 2, which TF-MOT 0.8.1 refuses.
-    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
-                    "mediapipe-client": ["mediapipe==1.2.2"]},
+    # ruff (lint and format) and mypy run before the tests (scripts/test, ruff.toml, mypy.ini).
+    extras_require={
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "ruff==0.17.6", "mypy==2.4.1"],
+        "mediapipe-client": ["mediapipe==1.2.2"],
+    },
 )

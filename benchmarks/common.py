@@ -20,8 +20,12 @@ RESULTS_DIR = os.path.join(HERE, "results")
 CIFAR_SAMPLE = os.path.join(os.path.dirname(HERE), "tests", "fixtures", "cifar10_sample")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("smoke", False, "Tiny sizes on the test fixtures, results written to a "
-                  "temporary directory instead of benchmarks/: checks that the script runs.")
+flags.DEFINE_bool(
+    "smoke",
+    False,
+    "Tiny sizes on the test fixtures, results written to a "
+    "temporary directory instead of benchmarks/: checks that the script runs.",
+)
 _smoke_dir = None
 
 
@@ -32,8 +36,10 @@ def apply_smoke(overrides: dict) -> None:
         for name, value in overrides.items():
             FLAGS[name].value = value
     if "data" in FLAGS and FLAGS.data is None:
-        raise app.UsageError("Pass --data=PATH, a CIFAR-10 image folder (PATH/train/<class>/*.jpg "
-                             "and PATH/test/<class>/*.jpg), or --smoke.")
+        raise app.UsageError(
+            "Pass --data=PATH, a CIFAR-10 image folder (PATH/train/<class>/*.jpg "
+            "and PATH/test/<class>/*.jpg), or --smoke."
+        )
 
 
 def _output_dir() -> str:
@@ -57,8 +63,10 @@ def shuffled(dataset: tf.data.Dataset, seed: int = 0) -> tf.data.Dataset:
 
 def machine() -> str:
     """Where a figure was measured, to print next to it."""
-    return (f"CPU only ({os.cpu_count()} cores, {platform.machine()}), TensorFlow "
-            f"{tf.__version__}, no GPU")
+    return (
+        f"CPU only ({os.cpu_count()} cores, {platform.machine()}), TensorFlow "
+        f"{tf.__version__}, no GPU"
+    )
 
 
 def write_section(name: str, markdown: str) -> None:
@@ -67,9 +75,14 @@ def write_section(name: str, markdown: str) -> None:
     results_md = RESULTS_MD if not FLAGS.smoke else os.path.join(_output_dir(), "RESULTS.md")
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n{markdown.strip()}\n{end}"
-    text = open(results_md, encoding="utf-8").read() if os.path.exists(results_md) else (
-        "# Benchmark results\n\nWritten by the scripts in `benchmarks/`; each section says how "
-        "it was measured.\n")
+    text = (
+        open(results_md, encoding="utf-8").read()
+        if os.path.exists(results_md)
+        else (
+            "# Benchmark results\n\nWritten by the scripts in `benchmarks/`; each section says how "
+            "it was measured.\n"
+        )
+    )
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text}\n{block}\n"
     files.write_text(results_md, text)

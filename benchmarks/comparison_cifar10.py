@@ -20,7 +20,6 @@ benchmarks/results/<name>.json and its section of RESULTS.md.
 import dataclasses
 import math
 import time
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -33,37 +32,62 @@ from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
-flags.DEFINE_integer("train_images", 10000,
-                     "Training images (a seeded sample of every class).")
-flags.DEFINE_float("label_fraction", 1.0, "Share of --train_images that keeps its label "
-                   "(stratified); the others are unlabeled.")
-flags.DEFINE_integer("unlabeled_images", 20000, "Further training images, labels hidden, that "
-                     "only the transfer row sees.")
+flags.DEFINE_integer("train_images", 10000, "Training images (a seeded sample of every class).")
+flags.DEFINE_float(
+    "label_fraction",
+    1.0,
+    "Share of --train_images that keeps its label (stratified); the others are unlabeled.",
+)
+flags.DEFINE_integer(
+    "unlabeled_images",
+    20000,
+    "Further training images, labels hidden, that only the transfer row sees.",
+)
 flags.DEFINE_integer("test_images", 10000, "Test images.")
-flags.DEFINE_integer("validation_images", 1000, "Held-out training-folder images on which the "
-                     "calibrated row compares its probes.")
-flags.DEFINE_enum("distill_on", "labeled", ["labeled", "all"], "What the distilled rows learn "
-                  "from: the labeled images, or every training image (labels hidden on the "
-                  "others, as the pipeline's distilled student with --label_fraction).")
+flags.DEFINE_integer(
+    "validation_images",
+    1000,
+    "Held-out training-folder images on which the calibrated row compares its probes.",
+)
+flags.DEFINE_enum(
+    "distill_on",
+    "labeled",
+    ["labeled", "all"],
+    "What the distilled rows learn "
+    "from: the labeled images, or every training image (labels hidden on the "
+    "others, as the pipeline's distilled student with --label_fraction).",
+)
 flags.DEFINE_string("teacher", "resnet20", "Teacher model.")
 flags.DEFINE_string("student", "resnet8", "Student model.")
 flags.DEFINE_integer("teacher_epochs", 15, "Epochs of the teacher over the labeled images.")
-flags.DEFINE_integer("student_epochs", 10, "Epochs over the labeled images that set the budget "
-                     "when --steps is 0.")
-flags.DEFINE_integer("steps", 0, "Optimizer steps of every row (0: --student_epochs over the "
-                     "labeled images).")
+flags.DEFINE_integer(
+    "student_epochs", 10, "Epochs over the labeled images that set the budget when --steps is 0."
+)
+flags.DEFINE_integer(
+    "steps", 0, "Optimizer steps of every row (0: --student_epochs over the labeled images)."
+)
 flags.DEFINE_integer("views", 8, "Augmented views per image in the teacher cache.")
 flags.DEFINE_list("seeds", ["0", "1"], "Student seeds.")
-flags.DEFINE_list("rows", ["alone", "keras_io", "kd", "dkd", "dist", "kd_std", "mixup",
-                           "cutmix", "transfer"], "Rows of the table.")
-flags.DEFINE_float("kd_weight", tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
-                   "student_loss_weight of the rows built on tfkd's KD (kd, kd_std, mixup, "
-                   "cutmix, transfer).")
+flags.DEFINE_list(
+    "rows",
+    ["alone", "keras_io", "kd", "dkd", "dist", "kd_std", "mixup", "cutmix", "transfer"],
+    "Rows of the table.",
+)
+flags.DEFINE_float(
+    "kd_weight",
+    tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
+    "student_loss_weight of the rows built on tfkd's KD (kd, kd_std, mixup, cutmix, transfer).",
+)
 flags.DEFINE_string("name", "comparison_cifar10", "Results file and RESULTS.md section name.")
-flags.DEFINE_bool("render_only", False, "Only rewrite the RESULTS.md section from the results "
-                  "file of --name.")
-flags.DEFINE_list("merge", [], "With --render_only: results of other runs of the same "
-                  "configuration whose rows join the table (e.g. at another --kd_weight).")
+flags.DEFINE_bool(
+    "render_only", False, "Only rewrite the RESULTS.md section from the results file of --name."
+)
+flags.DEFINE_list(
+    "merge",
+    [],
+    "With --render_only: results of other runs of the same "
+    "configuration whose rows join the table (e.g. at another --kd_weight).",
+)
 
 BATCH = 128
 LEARNING_RATE = 2e-3
@@ -72,41 +96,67 @@ AUGMENTATION = tfkd.data.Augmentation(flip=True, pad_crop=4)
 # rows take tfkd's KD at --kd_weight (tfkd's default weight unless given).
 ROWS = {
     "alone": ("student alone (cross-entropy on the labels)", None),
-    "keras_io": ("keras.io recipe: KD T=4, student_loss_weight 0.1",
-                 dict(loss=tfkd.losses.KD(temperature=4.0), student_loss_weight=0.1)),
+    "keras_io": (
+        "keras.io recipe: KD T=4, student_loss_weight 0.1",
+        dict(loss=tfkd.losses.KD(temperature=4.0), student_loss_weight=0.1),
+    ),
     "kd": ("tfkd KD: T={T:g}, student_loss_weight {w:g}", dict(loss=tfkd.losses.KD())),
-    "dkd": ("DKD alpha=1 beta=2 T=4, student_loss_weight 0.5, warm-up over a tenth",
-            dict(loss=tfkd.losses.DKD(alpha=1.0, beta=2.0, temperature=4.0),
-                 student_loss_weight=0.5)),
-    "dist": ("DIST beta=gamma=2 T=4, student_loss_weight 0.5",
-             dict(loss=tfkd.losses.DIST(beta=2.0, gamma=2.0, temperature=4.0),
-                  student_loss_weight=0.5)),
-    "kd_std": ("tfkd KD (T={T:g}, weight {w:g}) + logit standardization",
-               dict(loss=tfkd.losses.KD(standardize=True))),
+    "dkd": (
+        "DKD alpha=1 beta=2 T=4, student_loss_weight 0.5, warm-up over a tenth",
+        dict(loss=tfkd.losses.DKD(alpha=1.0, beta=2.0, temperature=4.0), student_loss_weight=0.5),
+    ),
+    "dist": (
+        "DIST beta=gamma=2 T=4, student_loss_weight 0.5",
+        dict(loss=tfkd.losses.DIST(beta=2.0, gamma=2.0, temperature=4.0), student_loss_weight=0.5),
+    ),
+    "kd_std": (
+        "tfkd KD (T={T:g}, weight {w:g}) + logit standardization",
+        dict(loss=tfkd.losses.KD(standardize=True)),
+    ),
     # Sun et al.'s CIFAR-100 commands: --logit-stand --base-temp 2 --kd-weight 9 beside
     # mdistiller's CE weight 0.1, i.e. a hard-label share of 0.1 / 9.1.
-    "kd_std_paper": ("KD + logit standardization, the paper's recipe: T=2, CE:KD weights 0.1:9 "
-                     "(student_loss_weight 0.011)",
-                     dict(loss=tfkd.losses.KD(temperature=2.0, standardize=True),
-                          student_loss_weight=0.1 / 9.1)),
-    "mixup": ("tfkd KD (T={T:g}, weight {w:g}) + consistent teaching, mixup (half the views "
-              "mixed)", dict(loss=tfkd.losses.KD())),
-    "cutmix": ("tfkd KD (T={T:g}, weight {w:g}) + consistent teaching, cutmix (half the views "
-               "mixed)", dict(loss=tfkd.losses.KD())),
-    "transfer": ("tfkd KD (T={T:g}, weight {w:g}) + the unlabeled images (transfer set)",
-                 dict(loss=tfkd.losses.KD())),
+    "kd_std_paper": (
+        "KD + logit standardization, the paper's recipe: T=2, CE:KD weights 0.1:9 "
+        "(student_loss_weight 0.011)",
+        dict(loss=tfkd.losses.KD(temperature=2.0, standardize=True), student_loss_weight=0.1 / 9.1),
+    ),
+    "mixup": (
+        "tfkd KD (T={T:g}, weight {w:g}) + consistent teaching, mixup (half the views mixed)",
+        dict(loss=tfkd.losses.KD()),
+    ),
+    "cutmix": (
+        "tfkd KD (T={T:g}, weight {w:g}) + consistent teaching, cutmix (half the views mixed)",
+        dict(loss=tfkd.losses.KD()),
+    ),
+    "transfer": (
+        "tfkd KD (T={T:g}, weight {w:g}) + the unlabeled images (transfer set)",
+        dict(loss=tfkd.losses.KD()),
+    ),
     # Settings chosen per seed by tfkd.calibration's race on the validation images (the
     # pipeline's --loss=auto); the winner continues from its probe to the full budget.
-    "calibrated": ("calibrated (--loss=auto: each candidate trains the first fifth of the "
-                   "schedule, the winner continues): {choices}", "calibrated"),
+    "calibrated": (
+        "calibrated (--loss=auto: each candidate trains the first fifth of the "
+        "schedule, the winner continues): {choices}",
+        "calibrated",
+    ),
 }
 # The fixed recipes the calibrated row must come within half a point of (issue #26).
 FIXED_ROWS = ("keras_io", "kd", "dist")
-SMOKE = {"data": common.CIFAR_SAMPLE, "train_images": 48, "unlabeled_images": 16,
-         "label_fraction": 0.5, "test_images": 20, "teacher": "resnet8", "teacher_epochs": 1,
-         "student_epochs": 1, "views": 2, "seeds": ["0"],
-         "rows": ["alone", "mixup", "transfer", "calibrated"], "validation_images": 8,
-         "name": "comparison_smoke"}
+SMOKE = {
+    "data": common.CIFAR_SAMPLE,
+    "train_images": 48,
+    "unlabeled_images": 16,
+    "label_fraction": 0.5,
+    "test_images": 20,
+    "teacher": "resnet8",
+    "teacher_epochs": 1,
+    "student_epochs": 1,
+    "views": 2,
+    "seeds": ["0"],
+    "rows": ["alone", "mixup", "transfer", "calibrated"],
+    "validation_images": 8,
+    "name": "comparison_smoke",
+}
 
 
 def _unlabeled(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -126,19 +176,26 @@ def _data(splits):
     if FLAGS.label_fraction < 1.0:
         size = tuple(splits.preprocessing.image_size)
         own = dataclasses.replace(
-            splits, train=subset, sizes=dict(splits.sizes, train=subset_count),
-            resolutions={size: (subset, splits.validation, splits.test)})
+            splits,
+            train=subset,
+            sizes=dict(splits.sizes, train=subset_count),
+            resolutions={size: (subset, splits.validation, splits.test)},
+        )
         subset = tfkd.data.hide_labels(own, FLAGS.label_fraction, seed=0).train.cache()
     labeled = subset.filter(lambda image, label: label != tfkd.data.UNLABELED).cache()
     count = _count(labeled)
     # A filtered dataset's size is unknown to tf.data; schedules need it.
     labeled = labeled.apply(tf.data.experimental.assert_cardinality(count))
     transfer_set = subset.concatenate(
-        _unlabeled(train.skip(FLAGS.train_images).take(FLAGS.unlabeled_images))).cache()
+        _unlabeled(train.skip(FLAGS.train_images).take(FLAGS.unlabeled_images))
+    ).cache()
     transfer_count = _count(transfer_set)
     transfer_set = transfer_set.apply(tf.data.experimental.assert_cardinality(transfer_count))
-    return labeled, transfer_set, {"train_images": subset_count, "labeled": count,
-                                   "transfer_images": transfer_count}
+    return (
+        labeled,
+        transfer_set,
+        {"train_images": subset_count, "labeled": count, "transfer_images": transfer_count},
+    )
 
 
 def main(argv):
@@ -157,9 +214,14 @@ def main(argv):
     labeled_count = sizes["labeled"]
     test_images = common.shuffled(splits.test).take(FLAGS.test_images).cache()
     test = tfkd.data.batches(test_images, prep, 256)
-    validation = tfkd.data.batches(common.shuffled(splits.train).skip(
-        FLAGS.train_images + FLAGS.unlabeled_images).take(FLAGS.validation_images).cache(),
-        prep, 256)
+    validation = tfkd.data.batches(
+        common.shuffled(splits.train)
+        .skip(FLAGS.train_images + FLAGS.unlabeled_images)
+        .take(FLAGS.validation_images)
+        .cache(),
+        prep,
+        256,
+    )
     steps = FLAGS.steps or FLAGS.student_epochs * math.ceil(labeled_count / BATCH)
     epochs = FLAGS.student_epochs
     steps_per_epoch = max(1, steps // epochs)
@@ -168,26 +230,40 @@ def main(argv):
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     shape, classes = prep.input_shape, splits.num_classes
     teacher = tfkd.models.build(FLAGS.teacher, shape, classes)
-    teacher_batches = tfkd.data.batches(labeled, prep, BATCH, shuffle=True, seed=0,
-                                        augmentation=AUGMENTATION)
+    teacher_batches = tfkd.data.batches(
+        labeled, prep, BATCH, shuffle=True, seed=0, augmentation=AUGMENTATION
+    )
     teacher.compile(_optimizer(math.ceil(labeled_count / BATCH) * FLAGS.teacher_epochs), ce)
     teacher.fit(teacher_batches, epochs=FLAGS.teacher_epochs, verbose=2)
-    results = {"teacher": evaluate.keras_accuracy(teacher, test), "accuracy": {}, **sizes,
-               "steps": steps}
+    results = {
+        "teacher": evaluate.keras_accuracy(teacher, test),
+        "accuracy": {},
+        **sizes,
+        "steps": steps,
+    }
     print("teacher", results["teacher"], flush=True)
     distilled_data = transfer_set if FLAGS.distill_on == "all" else labeled
 
     caches = {}
 
     def cache_for(row):
-        key = row if row in (*tfkd.mixing.KINDS, "transfer") else (
-            "transfer" if FLAGS.distill_on == "all" else "plain")
+        key = (
+            row
+            if row in (*tfkd.mixing.KINDS, "transfer")
+            else ("transfer" if FLAGS.distill_on == "all" else "plain")
+        )
         if key not in caches:
             mixing = tfkd.mixing.Mixing(key) if key in tfkd.mixing.KINDS else None
             cache_started = time.time()
             caches[key] = tfkd.teacher_cache.build(
-                teacher, transfer_set if key == "transfer" else labeled, prep,
-                augmentation=AUGMENTATION, views=FLAGS.views, seed=0, mixing=mixing)
+                teacher,
+                transfer_set if key == "transfer" else labeled,
+                prep,
+                augmentation=AUGMENTATION,
+                views=FLAGS.views,
+                seed=0,
+                mixing=mixing,
+            )
             results.setdefault("cache_seconds", {})[key] = time.time() - cache_started
         return caches[key]
 
@@ -199,43 +275,77 @@ def main(argv):
             settings = _settings(row)
             row_started = time.time()
             if row == "calibrated":
-                chosen, trainer = _race(fresh, cache_for(row), distilled_data, prep, seed, steps,
-                                        validation)
+                chosen, trainer = _race(
+                    fresh, cache_for(row), distilled_data, prep, seed, steps, validation
+                )
                 results.setdefault("calibration", {})[seed_text] = chosen.to_dict()
                 print("calibrated", chosen.candidate, chosen.reason, flush=True)
                 student = trainer.student
                 probe = tfkd.calibration.probe_steps(steps)
-                trainer.fit(_cached(cache_for(row), distilled_data, prep, seed, skip=probe),
-                            epochs=1, steps_per_epoch=steps - probe, verbose=2)
+                trainer.fit(
+                    _cached(cache_for(row), distilled_data, prep, seed, skip=probe),
+                    epochs=1,
+                    steps_per_epoch=steps - probe,
+                    verbose=2,
+                )
             elif settings is None:
                 trainer = student
                 trainer.compile(_optimizer(steps), ce)
-                data = tfkd.data.batches(labeled, prep, BATCH, shuffle=True, seed=seed,
-                                         augmentation=AUGMENTATION)
-                trainer.fit(data.repeat(), epochs=epochs, steps_per_epoch=steps_per_epoch,
-                            verbose=2)
+                data = tfkd.data.batches(
+                    labeled, prep, BATCH, shuffle=True, seed=seed, augmentation=AUGMENTATION
+                )
+                trainer.fit(
+                    data.repeat(), epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=2
+                )
             else:
                 warmup = steps // 10 if row == "dkd" else 0
-                trainer = tfkd.Distiller(student, None, distillation_warmup_steps=warmup,
-                                         **settings)
+                trainer = tfkd.Distiller(
+                    student, None, distillation_warmup_steps=warmup, **settings
+                )
                 trainer.compile(optimizer=_optimizer(steps))
-                data = _cached(cache_for(row), transfer_set if row == "transfer" else
-                               distilled_data, prep, seed)
+                data = _cached(
+                    cache_for(row),
+                    transfer_set if row == "transfer" else distilled_data,
+                    prep,
+                    seed,
+                )
                 trainer.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=2)
             accuracy = evaluate.keras_accuracy(student, test)
             results["accuracy"].setdefault(row, {})[seed_text] = accuracy
             results.setdefault("row_seconds", {}).setdefault(row, {})[seed_text] = (
-                time.time() - row_started)
+                time.time() - row_started
+            )
             print(row, seed, accuracy, flush=True)
 
     minutes = (time.time() - started) / 60
-    common.write_json(FLAGS.name,
-                      {**results, "minutes": minutes, "machine": common.machine(),
-                       "flags": {f: FLAGS[f].value for f in (
-                           "train_images", "label_fraction", "unlabeled_images", "test_images",
-                           "teacher", "student", "teacher_epochs", "student_epochs", "steps",
-                           "views", "seeds", "rows", "kd_weight", "validation_images",
-                           "distill_on")}})
+    common.write_json(
+        FLAGS.name,
+        {
+            **results,
+            "minutes": minutes,
+            "machine": common.machine(),
+            "flags": {
+                f: FLAGS[f].value
+                for f in (
+                    "train_images",
+                    "label_fraction",
+                    "unlabeled_images",
+                    "test_images",
+                    "teacher",
+                    "student",
+                    "teacher_epochs",
+                    "student_epochs",
+                    "steps",
+                    "views",
+                    "seeds",
+                    "rows",
+                    "kd_weight",
+                    "validation_images",
+                    "distill_on",
+                )
+            },
+        },
+    )
     common.write_section(FLAGS.name, section(results, minutes))
 
 
@@ -255,16 +365,20 @@ def _race(fresh, cache, data, prep, seed: int, steps: int, validation):
         correct[name] = evaluate.correct_predictions(trainer.student, validation)
         seconds[name] = time.time() - started
         trainers[name] = trainer
-    chosen = dataclasses.replace(tfkd.calibration.choose(correct, tfkd.stats.DEFAULT_ALPHA),
-                                 probe_seconds=seconds)
+    chosen = dataclasses.replace(
+        tfkd.calibration.choose(correct, tfkd.stats.DEFAULT_ALPHA), probe_seconds=seconds
+    )
     return chosen, trainers[chosen.candidate]
 
 
 def _cached(cache, data, prep, seed: int, skip: int = 0) -> tf.data.Dataset:
     """The distilled rows' batches, repeated; `skip` batches in, to continue a probe where it
     stopped (the shuffle is seeded, so the continued row sees what the fixed row sees)."""
-    return tfkd.teacher_cache.batches(cache, data, prep, BATCH, shuffle=True,
-                                      seed=seed).repeat().skip(skip)
+    return (
+        tfkd.teacher_cache.batches(cache, data, prep, BATCH, shuffle=True, seed=seed)
+        .repeat()
+        .skip(skip)
+    )
 
 
 def _settings(row: str):
@@ -284,8 +398,10 @@ def _describe(name: str, merged: dict, results: dict) -> str:
     row, weight = merged.get(name, (name, FLAGS.kd_weight))
     choices = "; ".join(
         f"seed {seed}: {c['candidate']} (probes: "
-        + ", ".join(f"{n} {100 * a:.1f}" for n, a in c["probe_accuracy"].items()) + ")"
-        for seed, c in sorted(results.get("calibration", {}).items()))
+        + ", ".join(f"{n} {100 * a:.1f}" for n, a in c["probe_accuracy"].items())
+        + ")"
+        for seed, c in sorted(results.get("calibration", {}).items())
+    )
     return ROWS[row][0].format(T=tfkd.losses.DEFAULT_TEMPERATURE, w=weight, choices=choices)
 
 
@@ -298,9 +414,11 @@ def calibration_verdict(rows: list[dict]) -> str:
         return ""
     best = max(fixed, key=lambda r: r["mean"])
     behind = best["mean"] - by_row["calibrated"]["mean"]
-    return (f"\nCalibrated against the best fixed recipe (`{best['row']}`, "
-            f"{best['mean']:.2f}%): {-behind:+.2f} points "
-            f"({'within' if behind <= 0.5 else 'NOT within'} the 0.5-point bar).\n")
+    return (
+        f"\nCalibrated against the best fixed recipe (`{best['row']}`, "
+        f"{best['mean']:.2f}%): {-behind:+.2f} points "
+        f"({'within' if behind <= 0.5 else 'NOT within'} the 0.5-point bar).\n"
+    )
 
 
 def _optimizer(steps):
@@ -315,48 +433,72 @@ def summary(results: dict, rows, seeds) -> list[dict]:
     for row in rows:
         values = 100 * np.array([accuracy[row][s] for s in seeds])
         gains = values - 100 * alone if alone is not None else None
-        out.append({"row": row, "mean": float(values.mean()), "std": float(values.std()),
-                    "gain": None if gains is None else float(gains.mean()),
-                    "gain_std": None if gains is None else float(gains.std()),
-                    "values": values.tolist()})
+        out.append(
+            {
+                "row": row,
+                "mean": float(values.mean()),
+                "std": float(values.std()),
+                "gain": None if gains is None else float(gains.mean()),
+                "gain_std": None if gains is None else float(gains.std()),
+                "values": values.tolist(),
+            }
+        )
     return out
 
 
-def section(results: dict, minutes: float, merged: Optional[dict] = None) -> str:
+def section(results: dict, minutes: float, merged: dict | None = None) -> str:
     merged = merged or {}
     rows = summary(results, FLAGS.rows, FLAGS.seeds)
     lines = []
     for r in rows:
         gain = "" if r["gain"] is None else f"{r['gain']:+.2f} ± {r['gain_std']:.2f}"
-        lines.append(f"| {r['row']} | {_describe(r['row'], merged, results)} | "
-                     f"{r['mean']:.2f} ± {r['std']:.2f} | {gain} | "
-                     + " ".join(f"{v:.2f}" for v in r["values"]) + " |")
+        lines.append(
+            f"| {r['row']} | {_describe(r['row'], merged, results)} | "
+            f"{r['mean']:.2f} ± {r['std']:.2f} | {gain} | "
+            + " ".join(f"{v:.2f}" for v in r["values"])
+            + " |"
+        )
     distilled = [r for r in rows if r["row"] != "alone"]
     best = max(distilled, key=lambda r: r["mean"]) if distilled else None
     below = [r["row"] for r in distilled if r["gain"] is not None and r["gain"] < 0]
-    labels = (f"{results['labeled']} of them labeled ({100 * FLAGS.label_fraction:g}%, "
-              "stratified)" if FLAGS.label_fraction < 1 else "all labeled")
+    labels = (
+        f"{results['labeled']} of them labeled ({100 * FLAGS.label_fraction:g}%, stratified)"
+        if FLAGS.label_fraction < 1
+        else "all labeled"
+    )
     unlabeled = results["transfer_images"] - results["labeled"]
-    keras_io = (" (the keras.io recipe itself calls the teacher every step)"
-                if "keras_io" in FLAGS.rows else "")
-    mixed = ("\n- Mixed views (consistent teaching) are taught by the teacher alone; the other "
-             "half keep their labels." if set(tfkd.mixing.KINDS) & set(FLAGS.rows) else "")
-    transfer = (f"\n- The transfer row also learns from {unlabeled} images without labels "
-                "(the teacher's soft targets only)." if "transfer" in FLAGS.rows else "")
+    keras_io = (
+        " (the keras.io recipe itself calls the teacher every step)"
+        if "keras_io" in FLAGS.rows
+        else ""
+    )
+    mixed = (
+        "\n- Mixed views (consistent teaching) are taught by the teacher alone; the other "
+        "half keep their labels."
+        if set(tfkd.mixing.KINDS) & set(FLAGS.rows)
+        else ""
+    )
+    transfer = (
+        f"\n- The transfer row also learns from {unlabeled} images without labels "
+        "(the teacher's soft targets only)."
+        if "transfer" in FLAGS.rows
+        else ""
+    )
     return f"""
 ## Distillation settings side by side on CIFAR-10 (`comparison_cifar10.py`, `{FLAGS.name}`)
 
 {common.machine()}; {minutes:.0f} min.
-- Data: {results['train_images']} CIFAR-10 training images, {labels}, flip + pad-crop 4;
-  distilled rows learn from {'every training image' if FLAGS.distill_on == 'all' else
-  'the labeled images'}; {FLAGS.validation_images} held-out validation images;
+- Data: {results["train_images"]} CIFAR-10 training images, {labels}, flip + pad-crop 4;
+  distilled rows learn from {
+        "every training image" if FLAGS.distill_on == "all" else "the labeled images"
+    }; {FLAGS.validation_images} held-out validation images;
   {FLAGS.test_images} test images, a seeded sample (one image = {100 / FLAGS.test_images:.2f}
   points).
 - Teacher {FLAGS.teacher}, trained on the labeled images for {FLAGS.teacher_epochs} epochs:
-  {100 * results['teacher']:.2f}%.
-- Student {FLAGS.student}. **Every row trains for the same {results['steps']} steps** of batch
+  {100 * results["teacher"]:.2f}%.
+- Student {FLAGS.student}. **Every row trains for the same {results["steps"]} steps** of batch
   {BATCH} (Adam 2e-3, cosine decay), from the same initial weights per seed (seeds
-  {', '.join(FLAGS.seeds)}); final weights, no early stopping.
+  {", ".join(FLAGS.seeds)}); final weights, no early stopping.
 - Every distilled row reads the teacher's logits from a teacher cache of {FLAGS.views}
   augmented views per image{keras_io}.{mixed}{transfer}
 
@@ -364,8 +506,8 @@ def section(results: dict, minutes: float, merged: Optional[dict] = None) -> str
 |---|---|---|---|---|
 {chr(10).join(lines)}
 
-Best distilled row: `{best['row'] if best else '-'}`. Below the student alone:
-{', '.join(f'`{r}`' for r in below) or 'none'}.
+Best distilled row: `{best["row"] if best else "-"}`. Below the student alone:
+{", ".join(f"`{r}`" for r in below) or "none"}.
 {calibration_verdict(rows)}{race_cost(results)}"""
 
 
@@ -379,8 +521,15 @@ def race_cost(results: dict) -> str:
         added = tfkd.calibration.Calibration.from_dict(chosen).added_seconds()
         own = results["row_seconds"]["calibrated"][seed] - added
         costs.append(f"seed {seed}: {added:.0f} s, +{100 * added / own:.0f}%")
-    return ("\nThe race's losing probes added to the calibrated row's own training time: "
-            + "; ".join(costs) + ".\n") if costs else ""
+    return (
+        (
+            "\nThe race's losing probes added to the calibrated row's own training time: "
+            + "; ".join(costs)
+            + ".\n"
+        )
+        if costs
+        else ""
+    )
 
 
 def render_only() -> None:
@@ -393,11 +542,15 @@ def render_only() -> None:
     rows, minutes, merged = list(FLAGS.rows), payload["minutes"], {}
     for other_name in merge:
         other = common.read_json(other_name)
-        same = (other["teacher"] == payload["teacher"]
-                and other["accuracy"]["alone"] == payload["accuracy"]["alone"])
+        same = (
+            other["teacher"] == payload["teacher"]
+            and other["accuracy"]["alone"] == payload["accuracy"]["alone"]
+        )
         if not same:
-            raise app.UsageError(f"{other_name} is not the same configuration as {FLAGS.name} "
-                                 "(another teacher or student alone).")
+            raise app.UsageError(
+                f"{other_name} is not the same configuration as {FLAGS.name} "
+                "(another teacher or student alone)."
+            )
         weight = other["flags"]["kd_weight"]
         for row, values in other["accuracy"].items():
             name = f"{row} (w={weight:g})" if row in KD_WEIGHTED_ROWS else row

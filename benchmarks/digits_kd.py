@@ -23,8 +23,9 @@ from tfkd.keras import keras
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (data split, shuffling, initialisation).")
 flags.DEFINE_list("budgets", ["20", "40"], "Student budgets (baseline and distillation).")
-flags.DEFINE_list("settings", ["0.5:1", "0.5:2", "0.5:4", "0.1:4"],
-                  "student_loss_weight:temperature pairs.")
+flags.DEFINE_list(
+    "settings", ["0.5:1", "0.5:2", "0.5:4", "0.1:4"], "student_loss_weight:temperature pairs."
+)
 flags.DEFINE_integer("teacher_epochs", 60, "Epochs of each seed's teacher.")
 
 SMOKE = {"seeds": ["0"], "budgets": ["1"], "settings": ["0.5:1"], "teacher_epochs": 1}
@@ -41,48 +42,78 @@ def main(argv):
         keras.utils.set_random_seed(seed)
         splits = tfkd.data.load("digits", seed=seed)
         prep = splits.preprocessing
-        train = tfkd.data.batches(splits.train, prep, BATCH_SIZE, shuffle=True, seed=seed,
-                                  augmentation=tfkd.data.Augmentation(flip=False, pad_crop=1))
+        train = tfkd.data.batches(
+            splits.train,
+            prep,
+            BATCH_SIZE,
+            shuffle=True,
+            seed=seed,
+            augmentation=tfkd.data.Augmentation(flip=False, pad_crop=1),
+        )
         validation = tfkd.data.batches(splits.validation, prep, 256)
         test = tfkd.data.batches(splits.test, prep, 256)
         teacher = training.train_classifier(
-            tfkd.models.build("cnn_large", prep.input_shape, 10), train, validation,
-            FLAGS.teacher_epochs, verbose=0)
+            tfkd.models.build("cnn_large", prep.input_shape, 10),
+            train,
+            validation,
+            FLAGS.teacher_epochs,
+            verbose=0,
+        )
         teacher_accuracy = keras_accuracy(teacher, test)
         for epochs in map(int, FLAGS.budgets):
             keras.utils.set_random_seed(seed + 1)
             initial = tfkd.models.build("cnn_small", prep.input_shape, 10).get_weights()
 
-            def fresh():
-                model = tfkd.models.build("cnn_small", prep.input_shape, 10)
+            def fresh(shape=prep.input_shape, initial=initial):
+                model = tfkd.models.build("cnn_small", shape, 10)
                 model.set_weights(initial)
                 return model
 
             baseline = training.train_classifier(fresh(), train, validation, epochs, verbose=0)
-            row = {"seed": seed, "epochs": epochs, "teacher": teacher_accuracy,
-                   "baseline": keras_accuracy(baseline, test)}
+            row = {
+                "seed": seed,
+                "epochs": epochs,
+                "teacher": teacher_accuracy,
+                "baseline": keras_accuracy(baseline, test),
+            }
             for weight, temperature in settings:
                 student = training.distill(
-                    fresh(), teacher, train, validation, epochs,
-                    loss=tfkd.losses.KD(temperature), student_loss_weight=weight, verbose=0)
+                    fresh(),
+                    teacher,
+                    train,
+                    validation,
+                    epochs,
+                    loss=tfkd.losses.KD(temperature),
+                    student_loss_weight=weight,
+                    verbose=0,
+                )
                 row[f"{weight:g}:{temperature:g}"] = keras_accuracy(student, test)
             results.append(row)
             print(row, flush=True)
     minutes = (time.time() - started) / 60
-    common.write_json("digits_kd", {"rows": results, "minutes": minutes,
-                                    "machine": common.machine()})
+    common.write_json(
+        "digits_kd", {"rows": results, "minutes": minutes, "machine": common.machine()}
+    )
     keys = [f"{w:g}:{t:g}" for w, t in settings]
     lines = []
     for epochs in map(int, FLAGS.budgets):
         rows = [r for r in results if r["epochs"] == epochs]
-        mean = lambda k: 100 * np.mean([r[k] for r in rows])  # noqa: E731
+
+        def mean(key, rows=rows):
+            return 100 * np.mean([r[key] for r in rows])
+
         gains = " | ".join(f"{mean(k):.2f} ({mean(k) - mean('baseline'):+.2f})" for k in keys)
         lines.append(f"| {epochs} | {mean('teacher'):.2f} | {mean('baseline'):.2f} | {gains} |")
     header = " | ".join(f"KD w={k.split(':')[0]}, T={k.split(':')[1]}" for k in keys)
     per_seed = "\n".join(
         f"| {r['seed']} | {r['epochs']} | {100 * r['baseline']:.2f} | "
-        + " | ".join(f"{100 * r[k]:.2f}" for k in keys) + " |" for r in results)
-    common.write_section("digits_kd", f"""
+        + " | ".join(f"{100 * r[k]:.2f}" for k in keys)
+        + " |"
+        for r in results
+    )
+    common.write_section(
+        "digits_kd",
+        f"""
 ## Distillation on digits (`benchmarks/digits_kd.py`)
 
 {common.machine()}; {minutes:.0f} min. Teacher cnn_large ({FLAGS.teacher_epochs} epochs), student
@@ -92,15 +123,16 @@ with the
 gain over the student trained alone in parentheses; w is `student_loss_weight`.
 
 | student epochs | teacher | student alone | {header} |
-|---|---|---|{'---|' * len(keys)}
+|---|---|---|{"---|" * len(keys)}
 {chr(10).join(lines)}
 
 Per seed:
 
 | seed | epochs | student alone | {header} |
-|---|---|---|{'---|' * len(keys)}
+|---|---|---|{"---|" * len(keys)}
 {per_seed}
-""")
+""",
+    )
 
 
 if __name__ == "__main__":

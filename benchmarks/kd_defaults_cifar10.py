@@ -21,31 +21,40 @@ from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
-flags.DEFINE_integer("train_images", 10000,
-                     "Training images (a seeded sample of every class).")
+flags.DEFINE_integer("train_images", 10000, "Training images (a seeded sample of every class).")
 flags.DEFINE_integer("test_images", 2000, "Test images.")
 flags.DEFINE_string("teacher", "resnet20", "Teacher model.")
 flags.DEFINE_string("student", "resnet8", "Student model.")
 flags.DEFINE_integer("strong_epochs", 15, "Epochs of the strong teacher.")
 flags.DEFINE_integer("weak_epochs", 2, "Epochs of the weak teacher.")
 flags.DEFINE_integer("student_epochs", 10, "Epochs of every student.")
-flags.DEFINE_list("settings", ["kd:0.1:4", "kd:0.5:4", "kd:0.5:1", "kd:0.9:4", "dkd:0.5:4",
-                               "dist:0.5:1"],
-                  "method:student_loss_weight:temperature, optionally followed by :std (logit "
-                  "standardization) and/or :mixup or :cutmix (consistent teaching, half the "
-                  "examples mixed).")
+flags.DEFINE_list(
+    "settings",
+    ["kd:0.1:4", "kd:0.5:4", "kd:0.5:1", "kd:0.9:4", "dkd:0.5:4", "dist:0.5:1"],
+    "method:student_loss_weight:temperature, optionally followed by :std (logit "
+    "standardization) and/or :mixup or :cutmix (consistent teaching, half the "
+    "examples mixed).",
+)
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_string("name", "kd_defaults_cifar10", "Results file and RESULTS.md section name.")
-flags.DEFINE_bool("render_only", False, "Only rewrite the RESULTS.md section from the results "
-                  "file of --name.")
+flags.DEFINE_bool(
+    "render_only", False, "Only rewrite the RESULTS.md section from the results file of --name."
+)
 
 
 LEARNING_RATE = 2e-3
 # Points of accuracy under which one seed on 2,000 test images cannot tell two settings apart.
 NOISE = 1.0
-SMOKE = {"data": common.CIFAR_SAMPLE, "train_images": 64, "test_images": 20,
-         "teacher": "resnet8", "strong_epochs": 1, "weak_epochs": 1, "student_epochs": 1,
-         "settings": ["kd:0.9:4:std:mixup"]}
+SMOKE = {
+    "data": common.CIFAR_SAMPLE,
+    "train_images": 64,
+    "test_images": 20,
+    "teacher": "resnet8",
+    "strong_epochs": 1,
+    "weak_epochs": 1,
+    "student_epochs": 1,
+    "settings": ["kd:0.9:4:std:mixup"],
+}
 
 
 def _optimizer(steps):
@@ -57,8 +66,9 @@ def parse_setting(setting: str):
     method, weight, temperature, *extras = setting.split(":")
     unknown = set(extras) - {"std", *tfkd.mixing.KINDS}
     if unknown:
-        raise app.UsageError(f"--settings={setting}: unknown {sorted(unknown)}; append :std, "
-                             ":mixup or :cutmix.")
+        raise app.UsageError(
+            f"--settings={setting}: unknown {sorted(unknown)}; append :std, :mixup or :cutmix."
+        )
     loss = tfkd.losses.get(method, temperature=float(temperature), standardize="std" in extras)
     kinds = [e for e in extras if e in tfkd.mixing.KINDS]
     return loss, float(weight), tfkd.mixing.Mixing(kinds[0]) if kinds else None
@@ -78,9 +88,15 @@ def main(argv):
     test = tfkd.data.batches(test_images, prep, 256)
 
     def train_batches(mixing=None):
-        return tfkd.data.batches(subset, prep, 128, shuffle=True, seed=FLAGS.seed,
-                                 augmentation=tfkd.data.Augmentation(flip=True, pad_crop=4),
-                                 mixing=mixing)
+        return tfkd.data.batches(
+            subset,
+            prep,
+            128,
+            shuffle=True,
+            seed=FLAGS.seed,
+            augmentation=tfkd.data.Augmentation(flip=True, pad_crop=4),
+            mixing=mixing,
+        )
 
     steps = int(train_batches().cardinality())
     shape, classes = prep.input_shape, splits.num_classes
@@ -104,9 +120,11 @@ def main(argv):
     baseline = fresh()
     baseline.compile(_optimizer(steps * FLAGS.student_epochs), ce)
     baseline.fit(train_batches(), epochs=FLAGS.student_epochs, verbose=2)
-    results = {"baseline": evaluate.keras_accuracy(baseline, test),
-               "teachers": {n: evaluate.keras_accuracy(t, test) for n, t in teachers.items()},
-               "kd": {}}
+    results = {
+        "baseline": evaluate.keras_accuracy(baseline, test),
+        "teachers": {n: evaluate.keras_accuracy(t, test) for n, t in teachers.items()},
+        "kd": {},
+    }
     for name, teacher in teachers.items():
         for setting in FLAGS.settings:
             loss, weight, mixing = parse_setting(setting)
@@ -117,36 +135,60 @@ def main(argv):
             results["kd"].setdefault(name, {})[setting] = evaluate.keras_accuracy(student, test)
             print(name, setting, results["kd"][name][setting], flush=True)
     minutes = (time.time() - started) / 60
-    common.write_json(FLAGS.name,
-                      {**results, "minutes": minutes, "machine": common.machine(),
-                       "flags": {f: FLAGS[f].value for f in (
-                           "train_images", "test_images", "teacher", "student", "strong_epochs",
-                           "weak_epochs", "student_epochs", "seed", "settings")}})
+    common.write_json(
+        FLAGS.name,
+        {
+            **results,
+            "minutes": minutes,
+            "machine": common.machine(),
+            "flags": {
+                f: FLAGS[f].value
+                for f in (
+                    "train_images",
+                    "test_images",
+                    "teacher",
+                    "student",
+                    "strong_epochs",
+                    "weak_epochs",
+                    "student_epochs",
+                    "seed",
+                    "settings",
+                )
+            },
+        },
+    )
     common.write_section(FLAGS.name, section(results, minutes))
 
 
 def current_default() -> str:
     """tfkd's default, in this benchmark's setting notation."""
-    return (f"kd:{tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT:g}:"
-            f"{tfkd.losses.DEFAULT_TEMPERATURE:g}")
+    return f"kd:{tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT:g}:{tfkd.losses.DEFAULT_TEMPERATURE:g}"
 
 
 def section(results: dict, minutes: float) -> str:
     base = results["baseline"]
     rows = "\n".join(
-        f"| {setting} | " + " | ".join(
+        f"| {setting} | "
+        + " | ".join(
             f"{100 * results['kd'][t][setting]:.2f} "
             f"({100 * (results['kd'][t][setting] - base):+.2f})"
-            for t in ("strong", "weak")) + " |" for setting in FLAGS.settings)
-    mean_gain = {s: np.mean([results["kd"][t][s] - base for t in ("strong", "weak")])
-                 for s in FLAGS.settings}
+            for t in ("strong", "weak")
+        )
+        + " |"
+        for setting in FLAGS.settings
+    )
+    mean_gain = {
+        s: np.mean([results["kd"][t][s] - base for t in ("strong", "weak")]) for s in FLAGS.settings
+    }
     best = max(mean_gain, key=mean_gain.get)
     default = current_default()
     if default in mean_gain and best != default:
         margin = 100 * (mean_gain[best] - mean_gain[default])
-        decision = (f"`{best}` beats the current default `{default}` by {margin:.2f} points: "
-                    + ("more than the noise, a candidate for the new default." if margin > NOISE
-                       else f"within the noise ({NOISE:g} point), so the default stays."))
+        decision = f"`{best}` beats the current default `{default}` by {margin:.2f} points: " + (
+            "more than the noise, a candidate for the new default."
+            if margin > NOISE
+            else f"within the noise ({NOISE:g} point), so the default stays."
+        )
     elif best == default:
         decision = f"The current default `{default}` is the best: it stays."
     else:
@@ -157,8 +199,8 @@ def section(results: dict, minutes: float) -> str:
 {common.machine()}; {minutes:.0f} min; one seed ({FLAGS.seed}). {FLAGS.train_images} training
 images (flip + pad-crop), {FLAGS.test_images} test images (seeded samples). Teacher
 {FLAGS.teacher}: strong = {FLAGS.strong_epochs} epochs
-({100 * results['teachers']['strong']:.2f}%), weak = {FLAGS.weak_epochs} epochs
-({100 * results['teachers']['weak']:.2f}%). Student {FLAGS.student}, {FLAGS.student_epochs}
+({100 * results["teachers"]["strong"]:.2f}%), weak = {FLAGS.weak_epochs} epochs
+({100 * results["teachers"]["weak"]:.2f}%). Student {FLAGS.student}, {FLAGS.student_epochs}
 epochs from the same initial weights; alone: {100 * base:.2f}%. Accuracy % (gain over the
 student alone); settings are method:student_loss_weight:temperature (`:std` logit
 standardization, `:mixup`/`:cutmix` consistent teaching with half the examples mixed; the

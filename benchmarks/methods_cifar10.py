@@ -23,8 +23,7 @@ from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
-flags.DEFINE_integer("train_images", 10000,
-                     "Training images (a seeded sample of every class).")
+flags.DEFINE_integer("train_images", 10000, "Training images (a seeded sample of every class).")
 flags.DEFINE_integer("test_images", 10000, "Test images.")
 flags.DEFINE_string("teacher", "resnet20", "Teacher model.")
 flags.DEFINE_string("student", "resnet8", "Student model.")
@@ -35,17 +34,29 @@ flags.DEFINE_list("methods", ["alone", "kd", "dkd", "dist", "kd+hint"], "Methods
 flags.DEFINE_string("teacher_layer", "stage2_block2_out", "Teacher layer of the hint.")
 flags.DEFINE_string("student_layer", "stage2_block0_out", "Student layer of the hint.")
 flags.DEFINE_float("hint_weight", 1.0, "Weight of the hint next to KD.")
-flags.DEFINE_float("dkd_beta", 8.0, "DKD's non-target weight (8 for resnet32x4->resnet8x4, 2 for "
-                   "resnet56->resnet20 in the DKD authors' CIFAR-100 configurations).")
+flags.DEFINE_float(
+    "dkd_beta",
+    8.0,
+    "DKD's non-target weight (8 for resnet32x4->resnet8x4, 2 for "
+    "resnet56->resnet20 in the DKD authors' CIFAR-100 configurations).",
+)
 flags.DEFINE_string("name", "methods_cifar10", "Results file and RESULTS.md section name.")
 
 STUDENT_LOSS_WEIGHT = 0.5
 
 
 LEARNING_RATE = 2e-3
-SMOKE = {"data": common.CIFAR_SAMPLE, "train_images": 64, "test_images": 20,
-         "teacher": "resnet8", "teacher_epochs": 1, "student_epochs": 1, "seeds": ["0"],
-         "methods": ["alone", "kd"], "name": "methods_smoke"}
+SMOKE = {
+    "data": common.CIFAR_SAMPLE,
+    "train_images": 64,
+    "test_images": 20,
+    "teacher": "resnet8",
+    "teacher_epochs": 1,
+    "student_epochs": 1,
+    "seeds": ["0"],
+    "methods": ["alone", "kd"],
+    "name": "methods_smoke",
+}
 
 
 def _optimizer(steps):
@@ -54,24 +65,39 @@ def _optimizer(steps):
 
 def _distiller(method, student, teacher, steps_per_epoch):
     if method == "kd":
-        return tfkd.Distiller(student, teacher, loss=tfkd.losses.KD(temperature=4.0),
-                              student_loss_weight=STUDENT_LOSS_WEIGHT)
+        return tfkd.Distiller(
+            student,
+            teacher,
+            loss=tfkd.losses.KD(temperature=4.0),
+            student_loss_weight=STUDENT_LOSS_WEIGHT,
+        )
     if method == "dkd":
         # The paper warms up over 20 of 240 epochs; one of our 10 is the same share, rounded up.
-        return tfkd.Distiller(student, teacher,
-                              loss=tfkd.losses.DKD(alpha=1.0, beta=FLAGS.dkd_beta,
-                                                   temperature=4.0),
-                              student_loss_weight=STUDENT_LOSS_WEIGHT,
-                              distillation_warmup_steps=steps_per_epoch)
+        return tfkd.Distiller(
+            student,
+            teacher,
+            loss=tfkd.losses.DKD(alpha=1.0, beta=FLAGS.dkd_beta, temperature=4.0),
+            student_loss_weight=STUDENT_LOSS_WEIGHT,
+            distillation_warmup_steps=steps_per_epoch,
+        )
     if method == "dist":
-        return tfkd.Distiller(student, teacher,
-                              loss=tfkd.losses.DIST(beta=2.0, gamma=2.0, temperature=4.0),
-                              student_loss_weight=STUDENT_LOSS_WEIGHT)
+        return tfkd.Distiller(
+            student,
+            teacher,
+            loss=tfkd.losses.DIST(beta=2.0, gamma=2.0, temperature=4.0),
+            student_loss_weight=STUDENT_LOSS_WEIGHT,
+        )
     if method == "kd+hint":
-        hint = tfkd.features.FeaturePair(FLAGS.teacher_layer, FLAGS.student_layer,
-                                         tfkd.losses.Hint(), FLAGS.hint_weight)
-        return tfkd.Distiller(student, teacher, loss=tfkd.losses.KD(temperature=4.0),
-                              student_loss_weight=STUDENT_LOSS_WEIGHT, features=[hint])
+        hint = tfkd.features.FeaturePair(
+            FLAGS.teacher_layer, FLAGS.student_layer, tfkd.losses.Hint(), FLAGS.hint_weight
+        )
+        return tfkd.Distiller(
+            student,
+            teacher,
+            loss=tfkd.losses.KD(temperature=4.0),
+            student_loss_weight=STUDENT_LOSS_WEIGHT,
+            features=[hint],
+        )
     raise ValueError(f"Unknown method {method!r}")
 
 
@@ -87,8 +113,14 @@ def main(argv):
     test = tfkd.data.batches(test_images, prep, 256)
 
     def train_batches(seed):
-        return tfkd.data.batches(subset, prep, 128, shuffle=True, seed=seed,
-                                 augmentation=tfkd.data.Augmentation(flip=True, pad_crop=4))
+        return tfkd.data.batches(
+            subset,
+            prep,
+            128,
+            shuffle=True,
+            seed=seed,
+            augmentation=tfkd.data.Augmentation(flip=True, pad_crop=4),
+        )
 
     steps = int(train_batches(0).cardinality())
     shape, classes = prep.input_shape, splits.num_classes
@@ -116,12 +148,31 @@ def main(argv):
             print(method, seed, accuracy, flush=True)
 
     minutes = (time.time() - started) / 60
-    common.write_json(FLAGS.name,
-                      {**results, "minutes": minutes, "machine": common.machine(),
-                       "flags": {f: FLAGS[f].value for f in (
-                           "train_images", "test_images", "teacher", "student", "teacher_epochs",
-                           "student_epochs", "seeds", "methods", "teacher_layer",
-                           "student_layer", "hint_weight", "dkd_beta")}})
+    common.write_json(
+        FLAGS.name,
+        {
+            **results,
+            "minutes": minutes,
+            "machine": common.machine(),
+            "flags": {
+                f: FLAGS[f].value
+                for f in (
+                    "train_images",
+                    "test_images",
+                    "teacher",
+                    "student",
+                    "teacher_epochs",
+                    "student_epochs",
+                    "seeds",
+                    "methods",
+                    "teacher_layer",
+                    "student_layer",
+                    "hint_weight",
+                    "dkd_beta",
+                )
+            },
+        },
+    )
     common.write_section(FLAGS.name, _section(results, minutes))
 
 
@@ -132,17 +183,20 @@ def _section(results, minutes):
     for method in FLAGS.methods:
         values = np.array([accuracy[method][s] for s in FLAGS.seeds])
         gains = values - alone
-        rows.append(f"| {method} | {100 * values.mean():.2f} ± {100 * values.std():.2f} | "
-                    f"{100 * gains.mean():+.2f} | "
-                    + " ".join(f"{100 * v:.2f}" for v in values) + " |")
+        rows.append(
+            f"| {method} | {100 * values.mean():.2f} ± {100 * values.std():.2f} | "
+            f"{100 * gains.mean():+.2f} | " + " ".join(f"{100 * v:.2f}" for v in values) + " |"
+        )
     mean = {m: np.mean([accuracy[m][s] for s in FLAGS.seeds]) for m in FLAGS.methods}
+
     def verdict(ok):
         return "met" if ok else "not met"
 
     checks = []
     if "alone" in mean:
-        checks.append(f"every method ≥ alone: "
-                      f"{verdict(all(mean[m] >= mean['alone'] for m in mean))}")
+        checks.append(
+            f"every method ≥ alone: {verdict(all(mean[m] >= mean['alone'] for m in mean))}"
+        )
     if "kd" in mean:
         for method in ("dkd", "dist"):
             if method in mean:
@@ -153,9 +207,9 @@ def _section(results, minutes):
 {common.machine()}; {minutes:.0f} min. {FLAGS.train_images} training images (flip + pad-crop),
 {FLAGS.test_images} test images, seeded samples (one image = {100 / FLAGS.test_images:.2f}
 points).
-Teacher {FLAGS.teacher}, {FLAGS.teacher_epochs} epochs: {100 * results['teacher']:.2f}%.
+Teacher {FLAGS.teacher}, {FLAGS.teacher_epochs} epochs: {100 * results["teacher"]:.2f}%.
 Student {FLAGS.student}, {FLAGS.student_epochs} epochs, Adam 2e-3 cosine, student_loss_weight
-{STUDENT_LOSS_WEIGHT}; seeds {', '.join(FLAGS.seeds)} (per seed: same initial weights and
+{STUDENT_LOSS_WEIGHT}; seeds {", ".join(FLAGS.seeds)} (per seed: same initial weights and
 batches for every method). KD T=4; DKD alpha=1, beta={FLAGS.dkd_beta:g}, T=4, one warm-up
 epoch; DIST beta=gamma=2, T=4; KD+hint adds FitNets MSE between `{FLAGS.teacher_layer}` and
 `{FLAGS.student_layer}` (1x1-conv adapter, weight {FLAGS.hint_weight}).
@@ -164,7 +218,7 @@ epoch; DIST beta=gamma=2, T=4; KD+hint adds FitNets MSE between `{FLAGS.teacher_
 |---|---|---|---|
 {chr(10).join(rows)}
 
-Targets from the issue: {'; '.join(checks) or 'none applies to this subset'}. A short
+Targets from the issue: {"; ".join(checks) or "none applies to this subset"}. A short
 schedule on a 10k subset, not the papers' 240 epochs on full CIFAR-100: the published ordering
 (DKD, DIST > KD > scratch) is what is being checked, not the published numbers.
 """

@@ -22,8 +22,9 @@ from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
-flags.DEFINE_integer("train_images", 10000,
-                     "Training images used (a seeded sample of every class).")
+flags.DEFINE_integer(
+    "train_images", 10000, "Training images used (a seeded sample of every class)."
+)
 flags.DEFINE_integer("test_images", 2000, "Test images used.")
 flags.DEFINE_string("teacher", "resnet20", "Teacher model.")
 flags.DEFINE_string("student", "resnet8", "Student model.")
@@ -33,14 +34,22 @@ flags.DEFINE_integer("qat_epochs", 3, "Fine-tuning epochs of QAT and of QAD.")
 flags.DEFINE_float("temperature", 4.0, "KD temperature.")
 flags.DEFINE_float("student_loss_weight", 0.5, "Hard-label weight.")
 flags.DEFINE_integer("seed", 0, "Seed.")
-flags.DEFINE_string("work_dir", None, "Where the .tflite files go (default: a temporary "
-                    "directory).")
+flags.DEFINE_string(
+    "work_dir", None, "Where the .tflite files go (default: a temporary directory)."
+)
 flags.DEFINE_integer("representative_size", 200, "Calibration images of PTQ int8.")
 
 
-SMOKE = {"data": common.CIFAR_SAMPLE, "train_images": 64, "test_images": 20,
-         "teacher": "resnet8", "teacher_epochs": 1, "student_epochs": 1, "qat_epochs": 1,
-         "representative_size": 10}
+SMOKE = {
+    "data": common.CIFAR_SAMPLE,
+    "train_images": 64,
+    "test_images": 20,
+    "teacher": "resnet8",
+    "teacher_epochs": 1,
+    "student_epochs": 1,
+    "qat_epochs": 1,
+    "representative_size": 10,
+}
 
 
 def _optimizer(learning_rate, steps):
@@ -56,8 +65,9 @@ def main(argv):
     prep = splits.preprocessing
     subset = common.shuffled(splits.train).take(FLAGS.train_images).cache()
     augmentation = tfkd.data.Augmentation(flip=True, pad_crop=4)
-    train = tfkd.data.batches(subset, prep, 128, shuffle=True, augmentation=augmentation,
-                              seed=FLAGS.seed)
+    train = tfkd.data.batches(
+        subset, prep, 128, shuffle=True, augmentation=augmentation, seed=FLAGS.seed
+    )
     test_images = common.shuffled(splits.test).take(FLAGS.test_images).cache()
     test = tfkd.data.batches(test_images, prep, 256)
     steps = int(train.cardinality())
@@ -72,8 +82,9 @@ def main(argv):
 
     student = tfkd.models.build(FLAGS.student, shape, classes)
     loss = tfkd.losses.KD(FLAGS.temperature)
-    distiller = tfkd.Distiller(student, teacher, loss=loss,
-                               student_loss_weight=FLAGS.student_loss_weight)
+    distiller = tfkd.Distiller(
+        student, teacher, loss=loss, student_loss_weight=FLAGS.student_loss_weight
+    )
     distiller.compile(optimizer=_optimizer(2e-3, steps * FLAGS.student_epochs))
     distiller.fit(train, epochs=FLAGS.student_epochs, verbose=2)
     float_weights = student.get_weights()
@@ -94,34 +105,61 @@ def main(argv):
     representative = export.representative_set(splits, FLAGS.representative_size)
     out = FLAGS.work_dir or tempfile.mkdtemp(prefix="tfkd_qad_cifar10_")
     common_args = dict(preprocessing=prep, class_names=splits.class_names)
-    export.export(student, out, ["float32", "int8"], representative=representative,
-                  name="kd", **common_args)
+    export.export(
+        student, out, ["float32", "int8"], representative=representative, name="kd", **common_args
+    )
     export.export(qat_student, out, ["int8"], name="qat", **common_args)
     card = export.export(qad_student, out, ["int8"], name="qad", **common_args)
-    rows = {"teacher (keras)": (teacher_accuracy, None),
-            "KD student (keras)": (evaluate.keras_accuracy(student, test), None)}
-    for variant, label in (("kd_float32", "KD student float32 .tflite"),
-                           ("kd_int8", "PTQ int8 .tflite"), ("qat_int8", "QAT int8 .tflite"),
-                           ("qad_int8", "QAD int8 .tflite")):
+    rows = {
+        "teacher (keras)": (teacher_accuracy, None),
+        "KD student (keras)": (evaluate.keras_accuracy(student, test), None),
+    }
+    for variant, label in (
+        ("kd_float32", "KD student float32 .tflite"),
+        ("kd_int8", "PTQ int8 .tflite"),
+        ("qat_int8", "QAT int8 .tflite"),
+        ("qad_int8", "QAD int8 .tflite"),
+    ):
         entry = card["variants"][variant]
-        accuracy = evaluate.tflite_accuracy(os.path.join(out, entry["file"]),
-                                            test.as_numpy_iterator())
+        accuracy = evaluate.tflite_accuracy(
+            os.path.join(out, entry["file"]), test.as_numpy_iterator()
+        )
         rows[label] = (accuracy, entry["size_bytes"])
     minutes = (time.time() - started) / 60
-    payload = {"flags": {f: FLAGS[f].value for f in (
-        "train_images", "test_images", "teacher", "student", "teacher_epochs", "student_epochs",
-        "qat_epochs", "temperature", "student_loss_weight", "seed")},
+    payload = {
+        "flags": {
+            f: FLAGS[f].value
+            for f in (
+                "train_images",
+                "test_images",
+                "teacher",
+                "student",
+                "teacher_epochs",
+                "student_epochs",
+                "qat_epochs",
+                "temperature",
+                "student_loss_weight",
+                "seed",
+            )
+        },
         "accuracy": {k: v[0] for k, v in rows.items()},
         "size_bytes": {k: v[1] for k, v in rows.items() if v[1]},
-        "minutes": minutes, "machine": common.machine()}
+        "minutes": minutes,
+        "machine": common.machine(),
+    }
     common.write_json("qad_cifar10", payload)
     base = rows["KD student float32 .tflite"][0]
     table = "\n".join(
         f"| {name} | {100 * acc:.2f} | {100 * (acc - base):+.2f} | "
-        f"{'' if size is None else f'{size / 1024:.1f}'} |" for name, (acc, size) in rows.items())
-    qad, qat, ptq = (rows[k][0] for k in ("QAD int8 .tflite", "QAT int8 .tflite",
-                                          "PTQ int8 .tflite"))
-    common.write_section("qad_cifar10", f"""
+        f"{'' if size is None else f'{size / 1024:.1f}'} |"
+        for name, (acc, size) in rows.items()
+    )
+    qad, qat, ptq = (
+        rows[k][0] for k in ("QAD int8 .tflite", "QAT int8 .tflite", "PTQ int8 .tflite")
+    )
+    common.write_section(
+        "qad_cifar10",
+        f"""
 ## Quantization-aware distillation on CIFAR-10 (`benchmarks/qad_cifar10.py`)
 
 {common.machine()}; {minutes:.0f} min. CIFAR-10 JPEGs, a subset:
@@ -138,10 +176,11 @@ each `.tflite` file through the LiteRT interpreter, seed {FLAGS.seed}. Far from 
 {table}
 
 Target QAD int8 within 0.5 points of the float KD student: \
-{'met' if base - qad <= 0.005 else 'not met'}
-({100 * (qad - base):+.2f}). Ordering QAD ≥ QAT ≥ PTQ: {'met' if qad >= qat >= ptq else 'not met'}
+{"met" if base - qad <= 0.005 else "not met"}
+({100 * (qad - base):+.2f}). Ordering QAD ≥ QAT ≥ PTQ: {"met" if qad >= qat >= ptq else "not met"}
 (QAD {100 * qad:.2f}, QAT {100 * qat:.2f}, PTQ {100 * ptq:.2f}).
-""")
+""",
+    )
 
 
 if __name__ == "__main__":

@@ -33,14 +33,22 @@ flags.DEFINE_string("student", "resnet8", "Student model.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("epochs", 4, "Epochs per variant; all but the first are timed.")
 flags.DEFINE_integer("views", 2, "Augmented views in the cache variant.")
-flags.DEFINE_list("variants", ["keras_io", "tfkd", "tfkd_jit", "tfkd_cache", "alone"],
-                  "Variants to run.")
+flags.DEFINE_list(
+    "variants", ["keras_io", "tfkd", "tfkd_jit", "tfkd_cache", "alone"], "Variants to run."
+)
 flags.DEFINE_string("name", "train_speed", "Results file and RESULTS.md section name.")
 flags.DEFINE_string("variant", None, "Internal: run one variant on --images_file and print JSON.")
 flags.DEFINE_string("images_file", None, "Internal: the .npz subset written by the parent.")
 
-SMOKE = {"data": common.CIFAR_SAMPLE, "images": 64, "teacher": "resnet8", "batch_size": 32,
-         "epochs": 2, "variants": ["keras_io", "tfkd_cache"], "name": "train_speed_smoke"}
+SMOKE = {
+    "data": common.CIFAR_SAMPLE,
+    "images": 64,
+    "teacher": "resnet8",
+    "batch_size": 32,
+    "epochs": 2,
+    "variants": ["keras_io", "tfkd_cache"],
+    "name": "train_speed_smoke",
+}
 
 DESCRIPTIONS = {
     "keras_io": "(a) keras.io Distiller recipe: teacher forward every step, no XLA",
@@ -60,8 +68,15 @@ def _keras_io_distiller(keras, tf):
             self.teacher = teacher
             self.student = student
 
-        def compile(self, optimizer, metrics, student_loss_fn, distillation_loss_fn, alpha=0.1,
-                    temperature=3):
+        def compile(
+            self,
+            optimizer,
+            metrics,
+            student_loss_fn,
+            distillation_loss_fn,
+            alpha=0.1,
+            temperature=3,
+        ):
             super().compile(optimizer=optimizer, metrics=metrics)
             self.student_loss_fn = student_loss_fn
             self.distillation_loss_fn = distillation_loss_fn
@@ -74,10 +89,13 @@ def _keras_io_distiller(keras, tf):
             with tf.GradientTape() as tape:
                 student_predictions = self.student(x, training=True)
                 student_loss = self.student_loss_fn(y, student_predictions)
-                distillation_loss = self.distillation_loss_fn(
-                    tf.nn.softmax(teacher_predictions / self.temperature, axis=1),
-                    tf.nn.softmax(student_predictions / self.temperature, axis=1),
-                ) * self.temperature**2
+                distillation_loss = (
+                    self.distillation_loss_fn(
+                        tf.nn.softmax(teacher_predictions / self.temperature, axis=1),
+                        tf.nn.softmax(student_predictions / self.temperature, axis=1),
+                    )
+                    * self.temperature**2
+                )
                 loss = self.alpha * student_loss + (1 - self.alpha) * distillation_loss
             trainable_vars = self.student.trainable_variables
             gradients = tape.gradient(loss, trainable_vars)
@@ -104,16 +122,22 @@ def run_variant(variant: str, images_file: str) -> dict:
     augmentation = tfkd.data.Augmentation(flip=True, pad_crop=4)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     student = tfkd.models.build(FLAGS.student, prep.input_shape, 10)
-    teacher = (None if variant == "alone"
-               else tfkd.models.build(FLAGS.teacher, prep.input_shape, 10))
+    teacher = None if variant == "alone" else tfkd.models.build(FLAGS.teacher, prep.input_shape, 10)
     optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     result = {"variant": variant, "description": DESCRIPTIONS[variant]}
     rss_before = benchmark.reset_peak_rss()
     if variant == "tfkd_cache":
         started = time.perf_counter()
-        cache = teacher_cache.build(teacher, dataset, prep, augmentation=augmentation,
-                                    views=FLAGS.views, seed=0, batch_size=256)
+        cache = teacher_cache.build(
+            teacher,
+            dataset,
+            prep,
+            augmentation=augmentation,
+            views=FLAGS.views,
+            seed=0,
+            batch_size=256,
+        )
         result["cache_build_seconds"] = time.perf_counter() - started
         result["views"] = FLAGS.views
         del teacher
@@ -121,12 +145,14 @@ def run_variant(variant: str, images_file: str) -> dict:
         trainer = tfkd.Distiller(student, None)
         trainer.compile(optimizer)
     else:
-        data = tfkd.data.batches(dataset, prep, FLAGS.batch_size, shuffle=True,
-                                 augmentation=augmentation)
+        data = tfkd.data.batches(
+            dataset, prep, FLAGS.batch_size, shuffle=True, augmentation=augmentation
+        )
         if variant == "keras_io":
             trainer = _keras_io_distiller(keras, tf)(student, teacher)
-            trainer.compile(optimizer, ["accuracy"], ce, keras.losses.KLDivergence(),
-                            alpha=0.1, temperature=10)
+            trainer.compile(
+                optimizer, ["accuracy"], ce, keras.losses.KLDivergence(), alpha=0.1, temperature=10
+            )
         elif variant in ("tfkd", "tfkd_jit"):
             trainer = tfkd.Distiller(student, teacher)
             trainer.compile(optimizer, jit_compile=variant == "tfkd_jit")
@@ -136,7 +162,8 @@ def run_variant(variant: str, images_file: str) -> dict:
     starts, seconds = [], []
     timer = keras.callbacks.LambdaCallback(
         on_epoch_begin=lambda epoch, logs: starts.append(time.perf_counter()),
-        on_epoch_end=lambda epoch, logs: seconds.append(time.perf_counter() - starts[-1]))
+        on_epoch_end=lambda epoch, logs: seconds.append(time.perf_counter() - starts[-1]),
+    )
     trainer.fit(data, epochs=FLAGS.epochs, callbacks=[timer], verbose=0)
     result["epoch_seconds"] = seconds
     result["samples_per_second"] = len(labels) / float(np.median(seconds[1:]))
@@ -173,19 +200,31 @@ def main(argv):
         images_file = os.path.join(tmp, "subset.npz")
         np.savez(images_file, images=np.stack(images), labels=np.array(labels))
         for variant in FLAGS.variants:
-            command = [sys.executable, "-m", "benchmarks.train_speed", f"--variant={variant}",
-                       f"--images_file={images_file}"] + [
-                f"--{name}={FLAGS[name].value}" for name in (
-                    "teacher", "student", "batch_size", "epochs", "views")]
+            command = [
+                sys.executable,
+                "-m",
+                "benchmarks.train_speed",
+                f"--variant={variant}",
+                f"--images_file={images_file}",
+            ] + [
+                f"--{name}={FLAGS[name].value}"
+                for name in ("teacher", "student", "batch_size", "epochs", "views")
+            ]
             completed = subprocess.run(command, capture_output=True, text=True, check=False)
             lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
             if completed.returncode or not lines:
                 raise RuntimeError(f"Variant {variant} failed:\n{completed.stderr[-3000:]}")
-            results[variant] = json.loads(lines[-1][len("RESULT "):])
+            results[variant] = json.loads(lines[-1][len("RESULT ") :])
             print(variant, results[variant], flush=True)
-    payload = {"variants": results, "macs": macs, "machine": common.machine(),
-               "flags": {f: FLAGS[f].value for f in ("images", "teacher", "student",
-                                                     "batch_size", "epochs", "views")}}
+    payload = {
+        "variants": results,
+        "macs": macs,
+        "machine": common.machine(),
+        "flags": {
+            f: FLAGS[f].value
+            for f in ("images", "teacher", "student", "batch_size", "epochs", "views")
+        },
+    }
     common.write_json(FLAGS.name, payload)
     common.write_section(FLAGS.name, _section(payload))
 
@@ -203,28 +242,35 @@ def _section(payload: dict) -> str:
         f"| {r['description']} | {r['samples_per_second']:.0f} | "
         f"{_ratio(rate[v], reference['keras_io'], 'x')} | {_ratio(rate[v], reference['alone'])} | "
         f"{r['peak_rss_bytes'] / 2**20:.0f} | {r['peak_growth_bytes'] / 2**20:.0f} |"
-        for v, r in results.items())
+        for v, r in results.items()
+    )
     cache = results.get("tfkd_cache", {})
     checks = []
     if cache and reference["keras_io"] and reference["alone"]:
         c_a, c_d = rate["tfkd_cache"] / rate["keras_io"], rate["tfkd_cache"] / rate["alone"]
-        checks = [f"(c)/(a) = {c_a:.2f} (target ≥ 3: {'met' if c_a >= 3 else 'not met'})",
-                  f"(c)/(d) = {c_d:.2f} (target ≥ 0.9: {'met' if c_d >= 0.9 else 'not met'})"]
-        checks.append(f"(d)/(a) = {rate['alone'] / rate['keras_io']:.2f} is the ceiling of "
-                      "(c)/(a): the cache cannot make distillation faster than training the "
-                      "student alone")
+        checks = [
+            f"(c)/(a) = {c_a:.2f} (target ≥ 3: {'met' if c_a >= 3 else 'not met'})",
+            f"(c)/(d) = {c_d:.2f} (target ≥ 0.9: {'met' if c_d >= 0.9 else 'not met'})",
+        ]
+        checks.append(
+            f"(d)/(a) = {rate['alone'] / rate['keras_io']:.2f} is the ceiling of "
+            "(c)/(a): the cache cannot make distillation faster than training the "
+            "student alone"
+        )
         build = cache["cache_build_seconds"]
-        checks.append(f"building the cache ({cache['views']} views) took {build:.1f} s once, "
-                      f"{build / (payload['flags']['images'] / rate['keras_io']):.2f} of an "
-                      "(a) epoch")
+        checks.append(
+            f"building the cache ({cache['views']} views) took {build:.1f} s once, "
+            f"{build / (payload['flags']['images'] / rate['keras_io']):.2f} of an "
+            "(a) epoch"
+        )
     return f"""
 ## Distillation speed (`benchmarks/train_speed.py`, `{FLAGS.name}`)
 
-{payload['machine']}. {payload['flags']['images']} CIFAR-10 training images, batch
-{payload['flags']['batch_size']}, flip + pad-crop, SGD; teacher {payload['flags']['teacher']}
-({macs['teacher'] / 1e6:.1f} M MACs), student {payload['flags']['student']}
-({macs['student'] / 1e6:.1f} M MACs; the teacher costs {macs['teacher'] / macs['student']:.1f}x).
-Samples per second: median over epochs 2–{payload['flags']['epochs']} (the first includes
+{payload["machine"]}. {payload["flags"]["images"]} CIFAR-10 training images, batch
+{payload["flags"]["batch_size"]}, flip + pad-crop, SGD; teacher {payload["flags"]["teacher"]}
+({macs["teacher"] / 1e6:.1f} M MACs), student {payload["flags"]["student"]}
+({macs["student"] / 1e6:.1f} M MACs; the teacher costs {macs["teacher"] / macs["student"]:.1f}x).
+Samples per second: median over epochs 2–{payload["flags"]["epochs"]} (the first includes
 tracing), each
 variant in its own process. Peak RSS: the process's peak resident set from just before the
 cache/training starts (TensorFlow runtime, data and models included); growth: that peak minus
@@ -234,7 +280,7 @@ the resident set at that moment.
 |---|---|---|---|---|---|
 {rows}
 
-{'; '.join(checks)}.
+{"; ".join(checks)}.
 """
 
 

@@ -9,7 +9,6 @@ import dataclasses
 import functools
 import os
 import typing
-from typing import Optional
 
 import tensorflow as tf
 from absl import flags
@@ -24,15 +23,29 @@ TEACHER_CACHES = ("off", "memory", "disk")
 TEACHER_FILE_SUFFIXES = (".keras", ".h5", ".tflite")
 
 
-def setting(default, help: str, *, choices: Optional[tuple] = None, at_least=None,
-            above=None, hint: str = "", affects_results: bool = True):
+def setting(
+    default,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    at_least=None,
+    above=None,
+    hint: str = "",
+    affects_results: bool = True,
+):
     """A `Config` field: its default, its flag's help, and the range it is checked against.
 
     `affects_results=False` marks settings that change how or where a run happens but not
     what it computes (a run directory is tied only to the others).
     """
-    metadata = {"help": help, "choices": choices, "at_least": at_least, "above": above,
-                "hint": hint, "affects_results": affects_results}
+    metadata = {
+        "help": help,
+        "choices": choices,
+        "at_least": at_least,
+        "above": above,
+        "hint": hint,
+        "affects_results": affects_results,
+    }
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -41,182 +54,280 @@ class Config:
     """Everything a run depends on; written to the run directory as config.json."""
 
     dataset: str = setting("digits", "digits, folder:PATH or tfds:NAME.")
-    data_dir: Optional[str] = setting(None, "Where tfds datasets live.")
+    data_dir: str | None = setting(None, "Where tfds datasets live.")
     image_size: tuple[int, ...] = setting(
-        (), "H,W of the student's input (e.g. 128,128). Default: the images' own size when they "
-        "all share one, else 224,224.")
+        (),
+        "H,W of the student's input (e.g. 128,128). Default: the images' own size when they "
+        "all share one, else 224,224.",
+    )
     teacher_image_size: tuple[int, ...] = setting(
-        (), "H,W the teacher sees (the same images at its own, usually higher, resolution). "
-        "Default: --image_size.")
+        (),
+        "H,W the teacher sees (the same images at its own, usually higher, resolution). "
+        "Default: --image_size.",
+    )
     resize: str = setting(
-        "stretch", "How images of another aspect ratio reach the input size: stretch, crop (the "
+        "stretch",
+        "How images of another aspect ratio reach the input size: stretch, crop (the "
         "centre) or pad (black bars). Recorded in the model card.",
-        choices=tfkd.data.RESIZE_POLICIES)
+        choices=tfkd.data.RESIZE_POLICIES,
+    )
     data_cache: str = setting(
-        "auto", "Where decoded images are kept: memory, disk (reused by later runs on the same "
+        "auto",
+        "Where decoded images are kept: memory, disk (reused by later runs on the same "
         "files; $TFKD_CACHE or ~/.cache/tfkd) or auto (memory up to 1 GiB).",
-        choices=tfkd.data.DATA_CACHES, affects_results=False)
+        choices=tfkd.data.DATA_CACHES,
+        affects_results=False,
+    )
     label_fraction: float = setting(
-        1.0, "Keep the labels of this stratified share of the training split and hide the "
+        1.0,
+        "Keep the labels of this stratified share of the training split and hide the "
         "others (for experiments with few labels): the teacher and the student alone learn from "
-        "the labeled images, the distilled student from the teacher on every image.", above=0)
+        "the labeled images, the distilled student from the teacher on every image.",
+        above=0,
+    )
     unlabeled: str = setting(
-        "", "folder:PATH of extra images without labels (any layout), e.g. all the photos "
+        "",
+        "folder:PATH of extra images without labels (any layout), e.g. all the photos "
         "nobody labeled: the distilled student learns from the teacher's soft targets on them "
-        "(the teacher cache covers them too).")
+        "(the teacher cache covers them too).",
+    )
     teacher: str = setting(
-        "cnn_large", "Teacher: a registered model name to train, keras_applications:NAME (a "
+        "cnn_large",
+        "Teacher: a registered model name to train, keras_applications:NAME (a "
         "keras.applications backbone with a new head, fine-tuned), or a trained teacher to "
-        "load: a .keras file (tf_keras or Keras 3), an .h5 file or a SavedModel directory.")
+        "load: a .keras file (tf_keras or Keras 3), an .h5 file or a SavedModel directory.",
+    )
     teacher_input: str = setting(
-        tfkd.teacher_input.AUTO, "The pixel values a teacher file expects: auto (each "
+        tfkd.teacher_input.AUTO,
+        "The pixel values a teacher file expects: auto (each "
         "convention measured on validation, the best kept), student (tfkd's normalisation), "
         "raw (0-255, e.g. an in-model Rescaling), unit (0-1), symmetric (-1..1) or caffe (BGR, "
-        "ImageNet mean subtracted).", choices=(tfkd.teacher_input.AUTO,
-                                                *tfkd.teacher_input.CONVENTIONS))
+        "ImageNet mean subtracted).",
+        choices=(tfkd.teacher_input.AUTO, *tfkd.teacher_input.CONVENTIONS),
+    )
     teacher_weights: str = setting(
-        "", "Starting weights of a teacher built by name: imagenet (keras_applications "
-        "teachers) or an .h5 weights file, matched by layer name. Empty: random.")
+        "",
+        "Starting weights of a teacher built by name: imagenet (keras_applications "
+        "teachers) or an .h5 weights file, matched by layer name. Empty: random.",
+    )
     teacher_head_epochs: int = setting(
-        2, "With --teacher_weights: epochs training only the new head (backbone frozen) before "
+        2,
+        "With --teacher_weights: epochs training only the new head (backbone frozen) before "
         "--teacher_epochs of fine-tuning the whole network at --finetune_learning_rate.",
-        at_least=0, hint="0 fine-tunes everything from the start")
+        at_least=0,
+        hint="0 fine-tunes everything from the start",
+    )
     finetune_learning_rate: float = setting(
-        1e-4, "Peak learning rate when fine-tuning a pretrained teacher's whole network.",
-        above=0)
+        1e-4, "Peak learning rate when fine-tuning a pretrained teacher's whole network.", above=0
+    )
     teacher_cache: str = setting(
-        "off", "Run the teacher once and train on its stored logits (tfkd.teacher_cache): "
+        "off",
+        "Run the teacher once and train on its stored logits (tfkd.teacher_cache): "
         "memory, or disk (kept in the run directory and reused by reruns).",
-        choices=TEACHER_CACHES)
+        choices=TEACHER_CACHES,
+    )
     teacher_cache_views: int = setting(
-        1, "Augmented views cached per training image when --flip/--pad_crop are on (one "
-        "teacher pass each); must be 1 without augmentation.", at_least=1)
+        1,
+        "Augmented views cached per training image when --flip/--pad_crop are on (one "
+        "teacher pass each); must be 1 without augmentation.",
+        at_least=1,
+    )
     teacher_cache_dir: str = setting(
-        "", "Where --teacher_cache=disk keeps the logits; empty: RUN/teacher_cache. Runs may "
+        "",
+        "Where --teacher_cache=disk keeps the logits; empty: RUN/teacher_cache. Runs may "
         "share one (a search's trials do): the first builds it, the others reuse it.",
-        affects_results=False)
+        affects_results=False,
+    )
     student: str = setting(
-        "cnn_small", "Student: a registered model name, or your own model as a .keras file "
+        "cnn_small",
+        "Student: a registered model name, or your own model as a .keras file "
         "(Keras 2 or 3), an .h5 file or a Keras SavedModel directory; its weights are the "
-        "starting point of the distilled student and of the student alone.")
+        "starting point of the distilled student and of the student alone.",
+    )
     student_weights: str = setting(
-        "", "Starting weights of the student: imagenet (keras.applications students, e.g. "
-        "mobilenet_v3_small) or an .h5 weights file, matched by layer name. Empty: random.")
+        "",
+        "Starting weights of the student: imagenet (keras.applications students, e.g. "
+        "mobilenet_v3_small) or an .h5 weights file, matched by layer name. Empty: random.",
+    )
     teacher_epochs: int = setting(30, "Epochs of teacher training.", at_least=1)
     student_epochs: int = setting(30, "Epochs of the baseline and of distillation.", at_least=1)
     batch_size: int = setting(64, "Global batch size.", at_least=1)
-    optimizer: str = setting(training.DEFAULT_OPTIMIZER, "Optimizer of every training stage.",
-                             choices=training.OPTIMIZERS)
-    learning_rate: float = setting(training.DEFAULT_LEARNING_RATE,
-                                   "Peak learning rate (cosine decay to 0).", above=0)
+    optimizer: str = setting(
+        training.DEFAULT_OPTIMIZER,
+        "Optimizer of every training stage.",
+        choices=training.OPTIMIZERS,
+    )
+    learning_rate: float = setting(
+        training.DEFAULT_LEARNING_RATE, "Peak learning rate (cosine decay to 0).", above=0
+    )
     loss: str = setting(
-        tfkd.calibration.DEFAULT_LOSS, "Distillation loss: kd, dkd, dist, logit_mse "
+        tfkd.calibration.DEFAULT_LOSS,
+        "Distillation loss: kd, dkd, dist, logit_mse "
         "(tfkd.losses.available()) with the settings you give, other parameters at the paper's "
         "defaults; or auto: probes of three recipes (a sixth of --student_epochs each) choose "
-        "the loss, --temperature and --student_loss_weight on validation (docs/pipeline.md).")
+        "the loss, --temperature and --student_loss_weight on validation (docs/pipeline.md).",
+    )
     loss_params: tuple[str, ...] = setting(
-        (), "Other parameters of --loss as key=value, e.g. alpha=1,beta=8 for dkd, "
+        (),
+        "Other parameters of --loss as key=value, e.g. alpha=1,beta=8 for dkd, "
         "beta=1,gamma=2 for dist, or standardize=true for any logit loss (z-scored logits, "
-        "Sun et al. 2024).")
-    temperature: float = setting(tfkd.losses.DEFAULT_TEMPERATURE,
-                                 "Temperature of the distillation loss (> 0).")
+        "Sun et al. 2024).",
+    )
+    temperature: float = setting(
+        tfkd.losses.DEFAULT_TEMPERATURE, "Temperature of the distillation loss (> 0)."
+    )
     features: tuple[str, ...] = setting(
-        (), "Feature distillation pairs teacher_layer:student_layer:loss:weight with a feature "
-        "loss (hint, attention, rkd), e.g. stage1_block0_out:stage1_block0_out:attention:1000.")
+        (),
+        "Feature distillation pairs teacher_layer:student_layer:loss:weight with a feature "
+        "loss (hint, attention, rkd), e.g. stage1_block0_out:stage1_block0_out:attention:1000.",
+    )
     student_loss_weight: float = setting(
         tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
         "Weight of the hard-label loss, in [0, 1] (default measured in "
-        "benchmarks/kd_defaults_cifar10.py).")
+        "benchmarks/kd_defaults_cifar10.py).",
+    )
     distillation_warmup_epochs: int = setting(
-        0, "Ramp the distillation term up from 0 over this many epochs (0 = none).",
-        at_least=0, hint="0 turns it off")
+        0,
+        "Ramp the distillation term up from 0 over this many epochs (0 = none).",
+        at_least=0,
+        hint="0 turns it off",
+    )
     early_stopping_patience: int = setting(
-        0, "Stop a training stage after this many epochs without a better validation accuracy "
-        "and keep its best weights (0 = off).", at_least=0, hint="0 turns it off")
+        0,
+        "Stop a training stage after this many epochs without a better validation accuracy "
+        "and keep its best weights (0 = off).",
+        at_least=0,
+        hint="0 turns it off",
+    )
     flip: bool = setting(False, "Random horizontal flip in training (natural images only).")
-    pad_crop: int = setting(0, "Random pad-and-crop by this many pixels in training; 0 = off.",
-                            at_least=0, hint="0 turns it off")
+    pad_crop: int = setting(
+        0,
+        "Random pad-and-crop by this many pixels in training; 0 = off.",
+        at_least=0,
+        hint="0 turns it off",
+    )
     augment: str = setting(
-        "none", "Consistent teaching (Beyer et al. 2022): the teacher and the distilled student "
+        "none",
+        "Consistent teaching (Beyer et al. 2022): the teacher and the distilled student "
         "see the same mixture of two training images, mixup or cutmix; a mixed image is taught "
         "by the teacher alone. Distillation only; with --teacher_cache the cached views are "
         "mixed (more --teacher_cache_views, more mixtures).",
-        choices=("none",) + tfkd.mixing.KINDS)
+        choices=("none",) + tfkd.mixing.KINDS,
+    )
     mix_fraction: float = setting(
-        tfkd.mixing.DEFAULT_FRACTION, "Share of the distillation examples --augment mixes; the "
-        "others keep their label.", above=0)
+        tfkd.mixing.DEFAULT_FRACTION,
+        "Share of the distillation examples --augment mixes; the others keep their label.",
+        above=0,
+    )
     seed: int = setting(0, "Seed of data splits, shuffling and initialisation.")
     out_dir: str = setting("runs/default", "Run directory.", affects_results=False)
-    overwrite: bool = setting(False, "Replace a run directory made with different settings.",
-                              affects_results=False)
+    overwrite: bool = setting(
+        False, "Replace a run directory made with different settings.", affects_results=False
+    )
     stages: tuple[str, ...] = setting(
-        ("all",), f"Stages to run, from {list(STAGE_NAMES)}, or 'all' (which skips finished "
-        "stages; named stages always run again).", affects_results=False)
+        ("all",),
+        f"Stages to run, from {list(STAGE_NAMES)}, or 'all' (which skips finished "
+        "stages; named stages always run again).",
+        affects_results=False,
+    )
     # A run may resume on another cluster: the strategy changes speed, not the result.
     strategy: str = setting(
-        "default", "tf.distribute strategy of the training stages: mirrored = every local GPU, "
+        "default",
+        "tf.distribute strategy of the training stages: mirrored = every local GPU, "
         "multi_worker = the cluster in TF_CONFIG (run the same command on every worker), tpu. "
-        "--batch_size stays the global batch.", choices=tfkd.distribute.STRATEGIES,
-        affects_results=False)
+        "--batch_size stays the global batch.",
+        choices=tfkd.distribute.STRATEGIES,
+        affects_results=False,
+    )
     collective_timeout: int = setting(
-        600, "Multi-worker: seconds a worker waits for the others before failing (so a dead "
+        600,
+        "Multi-worker: seconds a worker waits for the others before failing (so a dead "
         "worker stops the run, which then resumes from its backup when restarted).",
-        at_least=1, affects_results=False)
+        at_least=1,
+        affects_results=False,
+    )
     isolate_stages: bool = setting(
-        False, "Run each training stage and the export in a fresh process (the program "
+        False,
+        "Run each training stage and the export in a fresh process (the program "
         "re-executes itself and skips finished stages): a run's peak memory is then its largest "
         "stage's, not the sum of what earlier stages left behind. For photo-sized data; each "
         "restart costs a TensorFlow import and a data load (use --data_cache=disk and "
-        "--teacher_cache=disk).", affects_results=False)
+        "--teacher_cache=disk).",
+        affects_results=False,
+    )
     mixed_precision: str = setting(
-        "auto", "Train the teacher, the baseline and the distilled student in mixed_float16: "
+        "auto",
+        "Train the teacher, the baseline and the distilled student in mixed_float16: "
         "auto = only when a GPU is visible. Saved and exported models are float32; QAD always "
-        "trains in float32 (TF-MOT's fake-quant layers are float32).", choices=AUTO_CHOICES)
+        "trains in float32 (TF-MOT's fake-quant layers are float32).",
+        choices=AUTO_CHOICES,
+    )
     jit_compile: str = setting(
-        "auto", "Compile training steps with XLA: auto = only when a GPU is visible (on 2 CPU "
+        "auto",
+        "Compile training steps with XLA: auto = only when a GPU is visible (on 2 CPU "
         "cores XLA made distillation slower: benchmarks/RESULTS.md, distillation speed).",
-        choices=AUTO_CHOICES)
-    qat_epochs: int = setting(5, "Epochs of quantization-aware distillation; 0 skips it.",
-                              at_least=0, hint="0 skips QAD")
-    qat_learning_rate: float = setting(1e-4,
-                                       "Peak learning rate of quantization-aware distillation.",
-                                       above=0)
+        choices=AUTO_CHOICES,
+    )
+    qat_epochs: int = setting(
+        5, "Epochs of quantization-aware distillation; 0 skips it.", at_least=0, hint="0 skips QAD"
+    )
+    qat_learning_rate: float = setting(
+        1e-4, "Peak learning rate of quantization-aware distillation.", above=0
+    )
     modes: tuple[str, ...] = setting(
         ("float32", "float16", "dynamic", "int8", "int8_io_uint8"),
         f"Export modes of the float student, from {list(export.MODES)}; the QAD student is "
-        "exported in the integer ones among them.")
+        "exported in the integer ones among them.",
+    )
     export_output: str = setting(
-        "probabilities", "What exported students output: probabilities (a softmax folded into "
+        "probabilities",
+        "What exported students output: probabilities (a softmax folded into "
         "the graph, what MediaPipe Tasks and Android apps expect) or logits. The teacher's file "
-        "keeps logits.", choices=tfkd.export.OUTPUTS)
+        "keeps logits.",
+        choices=tfkd.export.OUTPUTS,
+    )
     select: str = setting(
-        "best", "Which student to quantize and ship: the distilled student unless the "
+        "best",
+        "Which student to quantize and ship: the distilled student unless the "
         "student alone is better beyond noise on validation (best, see --select_alpha), or "
         "always one of them.",
-        choices=policy.SELECTIONS)
+        choices=policy.SELECTIONS,
+    )
     select_alpha: float = setting(
-        policy.DEFAULT_SELECT_ALPHA, "Significance level of the paired tests (McNemar's exact "
+        policy.DEFAULT_SELECT_ALPHA,
+        "Significance level of the paired tests (McNemar's exact "
         "test on the same validation images) behind --select=best and the teacher check: the "
-        "student alone ships only when it is better at this level.", above=0)
+        "student alone ships only when it is better at this level.",
+        above=0,
+    )
     teacher_margin_points: float = setting(
         policy.DEFAULT_TEACHER_MARGIN_POINTS,
         "Warn when the teacher is not this many points better than the student alone.",
-        at_least=0)
-    representative_size: int = setting(export.DEFAULT_REPRESENTATIVE_SIZE,
-                                       "Calibration images for post-training int8.", at_least=1)
+        at_least=0,
+    )
+    representative_size: int = setting(
+        export.DEFAULT_REPRESENTATIVE_SIZE, "Calibration images for post-training int8.", at_least=1
+    )
     max_drop_points: float = setting(
         evaluate.DEFAULT_MAX_DROP_POINTS,
         "Largest accuracy drop (points) allowed from the float student to a .tflite.",
-        at_least=0)
-    threads: tuple[int, ...] = setting((1,), "Thread counts of the latency benchmark.",
-                                       affects_results=False)
-    benchmark_runs: int = setting(benchmark.DEFAULT_RUNS,
-                                  "Timed runs of the latency benchmark.", at_least=1,
-                                  affects_results=False)
-    serial: Optional[str] = setting(None, "adb serial of a phone for the device stage.",
-                                    affects_results=False)
-    benchmark_binary: Optional[str] = setting(None, "Host path of Android benchmark_model.",
-                                              affects_results=False)
+        at_least=0,
+    )
+    threads: tuple[int, ...] = setting(
+        (1,), "Thread counts of the latency benchmark.", affects_results=False
+    )
+    benchmark_runs: int = setting(
+        benchmark.DEFAULT_RUNS,
+        "Timed runs of the latency benchmark.",
+        at_least=1,
+        affects_results=False,
+    )
+    serial: str | None = setting(
+        None, "adb serial of a phone for the device stage.", affects_results=False
+    )
+    benchmark_binary: str | None = setting(
+        None, "Host path of Android benchmark_model.", affects_results=False
+    )
 
     def __post_init__(self):
         self._validate()
@@ -224,18 +335,19 @@ class Config:
     @property
     def teacher_is_file(self) -> bool:
         return not tfkd.pretrained.is_application(self.teacher) and (
-            self.teacher.endswith(TEACHER_FILE_SUFFIXES) or os.path.sep in self.teacher)
+            self.teacher.endswith(TEACHER_FILE_SUFFIXES) or os.path.sep in self.teacher
+        )
 
     @property
     def student_is_file(self) -> bool:
         return tfkd.models.is_model_file(self.student)
 
     @property
-    def student_size(self) -> Optional[tuple[int, int]]:
+    def student_size(self) -> tuple[int, int] | None:
         return tuple(self.image_size) if self.image_size else None
 
     @property
-    def teacher_size(self) -> Optional[tuple[int, int]]:
+    def teacher_size(self) -> tuple[int, int] | None:
         return tuple(self.teacher_image_size) if self.teacher_image_size else self.student_size
 
     @staticmethod
@@ -254,21 +366,24 @@ class Config:
         return self._on(self.jit_compile)
 
     @property
-    def augmentation(self) -> Optional[tfkd.data.Augmentation]:
+    def augmentation(self) -> tfkd.data.Augmentation | None:
         if not (self.flip or self.pad_crop):
             return None
         return tfkd.data.Augmentation(flip=self.flip, pad_crop=self.pad_crop)
 
     @property
-    def mixing(self) -> Optional[tfkd.mixing.Mixing]:
+    def mixing(self) -> tfkd.mixing.Mixing | None:
         if self.augment == "none":
             return None
         return tfkd.mixing.Mixing(self.augment, self.mix_fraction)
 
     def results_settings(self) -> dict:
         """The settings that change results (a run directory is tied to them)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.metadata["affects_results"]}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.metadata["affects_results"]
+        }
 
     def selected_stages(self) -> list[str]:
         if tuple(self.stages) == ("all",):
@@ -281,7 +396,7 @@ class Config:
         return self.loss == tfkd.calibration.AUTO
 
     @functools.cached_property
-    def distillation_loss(self) -> Optional[tfkd.losses.LogitLoss]:
+    def distillation_loss(self) -> tfkd.losses.LogitLoss | None:
         """--loss with --temperature (when it takes one) and --loss_params; None with
         --loss=auto, whose loss the student stage chooses."""
         if self.calibrated:
@@ -315,50 +430,64 @@ class Config:
                 except ValueError as error:
                     raise ValueError(f"--{name}={','.join(map(str, value))}: {error}") from error
         if self.label_fraction > 1.0:
-            raise ValueError(f"--label_fraction must be in (0, 1]. Received: "
-                             f"{self.label_fraction}")
+            raise ValueError(f"--label_fraction must be in (0, 1]. Received: {self.label_fraction}")
         if self.unlabeled and not self.unlabeled.startswith("folder:"):
-            raise ValueError(f"--unlabeled={self.unlabeled}: give folder:PATH, a folder of "
-                             "images without labels.")
+            raise ValueError(
+                f"--unlabeled={self.unlabeled}: give folder:PATH, a folder of "
+                "images without labels."
+            )
         if self.teacher_image_size and not self.image_size:
-            raise ValueError("--teacher_image_size needs --image_size too (the student's size), "
-                             "e.g. --image_size=128,128 --teacher_image_size=224,224.")
+            raise ValueError(
+                "--teacher_image_size needs --image_size too (the student's size), "
+                "e.g. --image_size=128,128 --teacher_image_size=224,224."
+            )
         self._validate_teacher_and_student()
         if self.strategy == "tpu" and self.qat_epochs:
-            raise ValueError("Quantization-aware training (TF-MOT) does not run on TPU: pass "
-                             "--qat_epochs=0 on TPU and run the qad stage on CPU/GPU (--stages="
-                             "qad,export,... --strategy=default with the same --out_dir).")
+            raise ValueError(
+                "Quantization-aware training (TF-MOT) does not run on TPU: pass "
+                "--qat_epochs=0 on TPU and run the qad stage on CPU/GPU (--stages="
+                "qad,export,... --strategy=default with the same --out_dir)."
+            )
         if self.select_alpha >= 1.0:
             raise ValueError(f"--select_alpha must be in (0, 1). Received: {self.select_alpha}")
         if self.mix_fraction > 1.0:
             raise ValueError(f"--mix_fraction must be in (0, 1]. Received: {self.mix_fraction}")
         if self.teacher_cache != "off":
-            if (self.augmentation is None and self.mixing is None
-                    and self.teacher_cache_views != 1):
-                raise ValueError(f"--teacher_cache_views={self.teacher_cache_views} without "
-                                 "--flip/--pad_crop/--augment would cache the same image "
-                                 "repeatedly; use 1.")
+            if self.augmentation is None and self.mixing is None and self.teacher_cache_views != 1:
+                raise ValueError(
+                    f"--teacher_cache_views={self.teacher_cache_views} without "
+                    "--flip/--pad_crop/--augment would cache the same image "
+                    "repeatedly; use 1."
+                )
             if self.features:
-                raise ValueError("--features needs the teacher's forward pass every step; the "
-                                 "teacher cache stores logits only. Drop --teacher_cache or "
-                                 "--features.")
+                raise ValueError(
+                    "--features needs the teacher's forward pass every step; the "
+                    "teacher cache stores logits only. Drop --teacher_cache or "
+                    "--features."
+                )
         # Building them here fails fast; the built objects are kept for the run.
-        self.distillation_loss
-        self.feature_pairs
+        _ = self.distillation_loss, self.feature_pairs
         if not 0.0 <= self.student_loss_weight <= 1.0:
-            raise ValueError("--student_loss_weight must be in [0, 1]. "
-                             f"Received: {self.student_loss_weight}")
+            raise ValueError(
+                f"--student_loss_weight must be in [0, 1]. Received: {self.student_loss_weight}"
+            )
         if self.calibrated:
-            given = [f"--{name}={getattr(self, name)}" for name, default in (
-                ("temperature", tfkd.losses.DEFAULT_TEMPERATURE),
-                ("student_loss_weight", tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT))
-                if getattr(self, name) != default]
+            given = [
+                f"--{name}={getattr(self, name)}"
+                for name, default in (
+                    ("temperature", tfkd.losses.DEFAULT_TEMPERATURE),
+                    ("student_loss_weight", tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT),
+                )
+                if getattr(self, name) != default
+            ]
             if self.loss_params:
                 given.append(f"--loss_params={','.join(self.loss_params)}")
             if given:
-                raise ValueError(f"--loss=auto chooses the loss, temperature and hard-label "
-                                 f"weight itself, so {' '.join(given)} would be ignored. Fix: "
-                                 "name the loss too (e.g. --loss=kd), or drop them.")
+                raise ValueError(
+                    f"--loss=auto chooses the loss, temperature and hard-label "
+                    f"weight itself, so {' '.join(given)} would be ignored. Fix: "
+                    "name the loss too (e.g. --loss=kd), or drop them."
+                )
         if not self.modes:
             raise ValueError(f"--modes is empty. Choose from {list(export.MODES)}")
         for mode in self.modes:
@@ -367,64 +496,88 @@ class Config:
             raise ValueError(f"--threads must list thread counts >= 1. Received: {self.threads}")
         unknown = [s for s in self.stages if s not in STAGE_NAMES and s != "all"]
         if unknown or ("all" in self.stages and len(self.stages) > 1):
-            raise ValueError(f"--stages={','.join(self.stages)}: give 'all' or stages from "
-                             f"{list(STAGE_NAMES)}.")
+            raise ValueError(
+                f"--stages={','.join(self.stages)}: give 'all' or stages from {list(STAGE_NAMES)}."
+            )
         if "device" in self.stages and not self.serial:
             raise ValueError("--stages includes device but no --serial was given.")
 
     def _validate_teacher_and_student(self) -> None:
         if self.teacher_is_file:
             if not os.path.exists(self.teacher):
-                raise ValueError(f"--teacher={self.teacher} does not exist. Give a .keras/.h5 "
-                                 "file, a SavedModel directory or a registered model name.")
+                raise ValueError(
+                    f"--teacher={self.teacher} does not exist. Give a .keras/.h5 "
+                    "file, a SavedModel directory or a registered model name."
+                )
             if self.teacher.endswith(".tflite"):
                 raise ValueError(
                     f"--teacher={self.teacher}: a .tflite teacher can only teach through the "
                     "teacher cache of the library (tfkd.teacher_cache with teacher=None); the "
                     "pipeline also evaluates and exports its teacher, which needs a model. Give "
-                    "the .keras/.h5/SavedModel it was converted from.")
+                    "the .keras/.h5/SavedModel it was converted from."
+                )
             if self.teacher_weights:
-                raise ValueError(f"--teacher_weights applies to a teacher built by name; "
-                                 f"--teacher={self.teacher} is a trained model already. Drop "
-                                 "--teacher_weights.")
+                raise ValueError(
+                    f"--teacher_weights applies to a teacher built by name; "
+                    f"--teacher={self.teacher} is a trained model already. Drop "
+                    "--teacher_weights."
+                )
         elif self.teacher_input not in (tfkd.teacher_input.AUTO, tfkd.teacher_input.STUDENT):
-            raise ValueError(f"--teacher_input={self.teacher_input} applies to a teacher file; "
-                             f"--teacher={self.teacher} is built and trained by tfkd on its own "
-                             "normalisation. Drop --teacher_input.")
+            raise ValueError(
+                f"--teacher_input={self.teacher_input} applies to a teacher file; "
+                f"--teacher={self.teacher} is built and trained by tfkd on its own "
+                "normalisation. Drop --teacher_input."
+            )
         elif tfkd.pretrained.is_application(self.teacher):
             try:
                 tfkd.pretrained.application_name(self.teacher)
             except ValueError as error:
                 raise ValueError(f"--teacher={self.teacher}: {error}") from error
         elif self.teacher not in tfkd.models.available():
-            raise ValueError(f"--teacher={self.teacher} is not a registered model nor a .keras "
-                             f"file. Available models: {tfkd.models.available()}, or "
-                             "keras_applications:NAME.")
+            raise ValueError(
+                f"--teacher={self.teacher} is not a registered model nor a .keras "
+                f"file. Available models: {tfkd.models.available()}, or "
+                "keras_applications:NAME."
+            )
         elif self.teacher_weights == tfkd.pretrained.IMAGENET:
-            raise ValueError(f"--teacher_weights=imagenet: --teacher={self.teacher} has no "
-                             "ImageNet weights. Use a keras_applications:NAME teacher, or give "
-                             "an .h5 weights file.")
+            raise ValueError(
+                f"--teacher_weights=imagenet: --teacher={self.teacher} has no "
+                "ImageNet weights. Use a keras_applications:NAME teacher, or give "
+                "an .h5 weights file."
+            )
         if self.student_is_file:
             if not os.path.exists(self.student):
-                raise ValueError(f"--student={self.student} does not exist. Give a .keras/.h5 "
-                                 "file, a Keras SavedModel directory or a registered model name.")
+                raise ValueError(
+                    f"--student={self.student} does not exist. Give a .keras/.h5 "
+                    "file, a Keras SavedModel directory or a registered model name."
+                )
             if self.student_weights:
-                raise ValueError(f"--student_weights applies to a student built by name; "
-                                 f"--student={self.student} brings its own weights. Drop "
-                                 "--student_weights.")
+                raise ValueError(
+                    f"--student_weights applies to a student built by name; "
+                    f"--student={self.student} brings its own weights. Drop "
+                    "--student_weights."
+                )
         elif self.student not in tfkd.models.available():
-            raise ValueError(f"--student={self.student} is not a registered model nor a model "
-                             f"file. Available: {tfkd.models.available()}")
-        if (self.student_weights == tfkd.pretrained.IMAGENET
-                and self.student not in tfkd.models.with_imagenet_weights()):
-            raise ValueError(f"--student_weights=imagenet: --student={self.student} has no "
-                             "ImageNet weights. Students with them: "
-                             f"{tfkd.models.with_imagenet_weights()}; or give an .h5 file.")
+            raise ValueError(
+                f"--student={self.student} is not a registered model nor a model "
+                f"file. Available: {tfkd.models.available()}"
+            )
+        if (
+            self.student_weights == tfkd.pretrained.IMAGENET
+            and self.student not in tfkd.models.with_imagenet_weights()
+        ):
+            raise ValueError(
+                f"--student_weights=imagenet: --student={self.student} has no "
+                "ImageNet weights. Students with them: "
+                f"{tfkd.models.with_imagenet_weights()}; or give an .h5 file."
+            )
         for name in ("teacher_weights", "student_weights"):
             value = getattr(self, name)
             if value and value != tfkd.pretrained.IMAGENET and not os.path.isfile(value):
-                raise ValueError(f"--{name}={value} does not exist. Give imagenet or an .h5 "
-                                 "weights file (model.save_weights('....h5')).")
+                raise ValueError(
+                    f"--{name}={value} does not exist. Give imagenet or an .h5 "
+                    "weights file (model.save_weights('....h5'))."
+                )
 
 
 def _check_range(field: dataclasses.Field, value) -> None:
@@ -456,11 +609,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
             continue
         element = element_type(field)
         if element is not None:
-            flags.DEFINE_list(name, [str(v) for v in default], meta["help"],
-                              flag_values=flag_values)
+            flags.DEFINE_list(
+                name, [str(v) for v in default], meta["help"], flag_values=flag_values
+            )
         elif meta["choices"] is not None:
-            flags.DEFINE_enum(name, default, list(meta["choices"]), meta["help"],
-                              flag_values=flag_values)
+            flags.DEFINE_enum(
+                name, default, list(meta["choices"]), meta["help"], flag_values=flag_values
+            )
         elif field.type is bool:
             flags.DEFINE_bool(name, default, meta["help"], flag_values=flag_values)
         elif field.type is int:

@@ -11,7 +11,6 @@ import os
 import sys
 import tempfile
 import time
-from typing import Optional
 
 _native_startup = b""
 
@@ -63,8 +62,9 @@ def _divert_native_stderr() -> None:
     if _native_sink is not None or sys.stderr is not sys.__stderr__:
         return
     sys.stderr.flush()
-    terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding,
-                         errors="backslashreplace")
+    terminal = os.fdopen(
+        os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace"
+    )
     _native_sink = tempfile.TemporaryFile()
     os.dup2(_native_sink.fileno(), 2)
     sys.stderr = terminal
@@ -104,7 +104,7 @@ class RunLog:
 
     def __init__(self, path: str):
         self.path = path
-        self._handler: Optional[std_logging.Handler] = None
+        self._handler: std_logging.Handler | None = None
         self._verbosity = logging.INFO
         self._native = None  # the run log opened as file descriptor 2, in a quiet program
 
@@ -122,8 +122,11 @@ class RunLog:
             self._native = open(self.path, "ab", buffering=0)
             os.dup2(self._native.fileno(), 2)
         self._handler = std_logging.FileHandler(self.path, encoding="utf-8")
-        self._handler.setFormatter(std_logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s"))
+        self._handler.setFormatter(
+            std_logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s"
+            )
+        )
         for logger in _logged():
             logger.addHandler(self._handler)
         # absl's verbosity grows with detail: below INFO would keep INFO lines out of the log.
@@ -170,12 +173,13 @@ class CountProgress:
             return
         self._shown = now
         if done >= total:
-            self.stream.write(f"{chr(13) if self.terminal else ''}  {self.label}: {total:,} in "
-                              f"{elapsed:.0f} s{' ' * 20}\n")
+            self.stream.write(
+                f"{chr(13) if self.terminal else ''}  {self.label}: {total:,} in "
+                f"{elapsed:.0f} s{' ' * 20}\n"
+            )
         else:
             eta = _eta(elapsed / max(done, 1) * (total - done))
-            self.stream.write(f"\r  {self.label} {_bar(done, total)} {done:,}/{total:,}  "
-                              f"ETA {eta}")
+            self.stream.write(f"\r  {self.label} {_bar(done, total)} {done:,}/{total:,}  ETA {eta}")
         self.stream.flush()
 
 
@@ -206,16 +210,22 @@ class EpochProgress(keras.callbacks.Callback):
         eta = _eta(per_epoch * (total - done))
         metrics = "  ".join(f"{k} {logs[k]:.4f}" for k in self.METRICS if k in (logs or {}))
         if self.terminal:
-            line = (f"\r  {self.label} {_bar(done, total)} epoch {done}/"
-                    f"{total}  {metrics}  ETA {eta}")
+            line = (
+                f"\r  {self.label} {_bar(done, total)} epoch {done}/{total}  {metrics}  ETA {eta}"
+            )
             self.stream.write(line + ("\n" if done == total else ""))
         else:
-            self.stream.write(f"  {self.label} epoch {done}/{total}  {metrics}  "
-                              f"{per_epoch:.1f} s/epoch\n")
+            self.stream.write(
+                f"  {self.label} epoch {done}/{total}  {metrics}  {per_epoch:.1f} s/epoch\n"
+            )
         self.stream.flush()
 
     def on_train_end(self, logs=None):
-        if self.terminal and self.params.get("epochs") and self._epochs_here and \
-                self.model.stop_training:
+        if (
+            self.terminal
+            and self.params.get("epochs")
+            and self._epochs_here
+            and self.model.stop_training
+        ):
             self.stream.write("\n")
             self.stream.flush()

@@ -2,7 +2,7 @@
 loaded from the run directory when a stage needs them."""
 
 import os
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 from absl import logging
@@ -29,7 +29,7 @@ DISTILLATION_SEED = 2
 class Context:
     """The data, the run directory and the models of one run."""
 
-    def __init__(self, config: "Config", strategy: Optional[tf.distribute.Strategy] = None):
+    def __init__(self, config: "Config", strategy: tf.distribute.Strategy | None = None):
         self.config = config
         self.strategy = strategy or tf.distribute.get_strategy()
         self.chief = workers.is_chief(self.strategy)
@@ -37,49 +37,67 @@ class Context:
         # directory is read.
         teacher_size = config.teacher_size
         self.splits = tfkd.data.load(
-            config.dataset, data_dir=config.data_dir, seed=config.seed,
-            image_size=config.student_size, extra_sizes=[teacher_size] if teacher_size else [],
-            resize=config.resize, cache=config.data_cache,
-            progress=console.CountProgress("decoding images"))
+            config.dataset,
+            data_dir=config.data_dir,
+            seed=config.seed,
+            image_size=config.student_size,
+            extra_sizes=[teacher_size] if teacher_size else [],
+            resize=config.resize,
+            cache=config.data_cache,
+            progress=console.CountProgress("decoding images"),
+        )
         if config.label_fraction < 1.0:
             self.splits = tfkd.data.hide_labels(self.splits, config.label_fraction, config.seed)
         if config.unlabeled:
             self.splits = tfkd.data.with_unlabeled(
-                self.splits, config.unlabeled.removeprefix("folder:"), cache=config.data_cache,
-                progress=console.CountProgress("decoding unlabeled images"))
+                self.splits,
+                config.unlabeled.removeprefix("folder:"),
+                cache=config.data_cache,
+                progress=console.CountProgress("decoding unlabeled images"),
+            )
         self.teacher_splits = self.splits.at(teacher_size) if teacher_size else self.splits
         # The teacher sees its own resolution: it gets both images in each batch.
         self.paired = self.teacher_splits is not self.splits
         student_size = tuple(self.splits.preprocessing.image_size)
         if self.paired and min(teacher_size) < min(student_size):
-            logging.warning("--teacher_image_size=%s is smaller than the student's %s: the "
-                            "teacher sees less detail than the student. Usually the teacher "
-                            "gets the higher resolution.", "x".join(map(str, teacher_size)),
-                            "x".join(map(str, student_size)))
+            logging.warning(
+                "--teacher_image_size=%s is smaller than the student's %s: the "
+                "teacher sees less detail than the student. Usually the teacher "
+                "gets the higher resolution.",
+                "x".join(map(str, teacher_size)),
+                "x".join(map(str, student_size)),
+            )
         self.teacher_file = None
-        self.teacher_input: Optional[dict] = None
+        self.teacher_input: dict | None = None
         if config.teacher_is_file:
             self.teacher_file, self.teacher_input = self._load_teacher_file(config.teacher)
         self._check_weights()
         self.representative_size = self._representative_size()
-        self.directory = RunDirectory(config.out_dir, config.results_settings(),
-                                      config.overwrite, writable=self.chief)
+        self.directory = RunDirectory(
+            config.out_dir, config.results_settings(), config.overwrite, writable=self.chief
+        )
         # Evaluation in training-sized batches: a large model at photo resolution holds a whole
         # batch of activations (and a .tflite interpreter sizes its arena for one), so a batch of
         # 256 was a run's memory peak.
         batch = config.batch_size
-        self.validation = self._sharded(tfkd.data.batches(
-            self.splits.validation, self.splits.preprocessing, batch))
+        self.validation = self._sharded(
+            tfkd.data.batches(self.splits.validation, self.splits.preprocessing, batch)
+        )
         self.test = tfkd.data.batches(self.splits.test, self.splits.preprocessing, batch)
         self.teacher_validation, self.teacher_test = self.validation, self.test
         self.distill_validation = self.validation
         if self.paired:
-            self.teacher_validation = self._sharded(tfkd.data.batches(
-                self.teacher_splits.validation, self.teacher_splits.preprocessing, batch))
-            self.teacher_test = tfkd.data.batches(self.teacher_splits.test,
-                                                  self.teacher_splits.preprocessing, batch)
-            self.distill_validation = self._sharded(tfkd.data.paired_batches(
-                self.splits, self.teacher_splits, "validation", batch))
+            self.teacher_validation = self._sharded(
+                tfkd.data.batches(
+                    self.teacher_splits.validation, self.teacher_splits.preprocessing, batch
+                )
+            )
+            self.teacher_test = tfkd.data.batches(
+                self.teacher_splits.test, self.teacher_splits.preprocessing, batch
+            )
+            self.distill_validation = self._sharded(
+                tfkd.data.paired_batches(self.splits, self.teacher_splits, "validation", batch)
+            )
         self._models: dict[str, keras.Model] = {}
         self._teacher_cache = None
 
@@ -94,11 +112,16 @@ class Context:
             raise ValueError(f"--teacher={path}: {error}") from error
         if config.teacher_input != tfkd.teacher_input.AUTO:
             convention = config.teacher_input
-            chosen = {"convention": convention, "message": f"Teacher input: '{convention}' "
-                      "(--teacher_input)."}
+            chosen = {
+                "convention": convention,
+                "message": f"Teacher input: '{convention}' (--teacher_input).",
+            }
         else:
-            choice = tfkd.teacher_input.choose(teacher, prep, tfkd.data.batches(
-                self.teacher_splits.validation, prep, config.batch_size))
+            choice = tfkd.teacher_input.choose(
+                teacher,
+                prep,
+                tfkd.data.batches(self.teacher_splits.validation, prep, config.batch_size),
+            )
             convention, chosen = choice.convention, choice.to_dict()
         return tfkd.teacher_input.with_input(teacher, convention, prep), chosen
 
@@ -111,18 +134,28 @@ class Context:
         if not any(m in tfkd.export.INTEGER_MODES for m in config.modes):
             return wanted
         largest = tfkd.export.largest_representative_size(
-            tfkd.data.train_labels(self.splits), self.splits.num_classes)
+            tfkd.data.train_labels(self.splits), self.splits.num_classes
+        )
         if wanted <= largest:
             return wanted
         if largest == 0:
-            raise ValueError(f"--modes={','.join(config.modes)}: integer modes calibrate on at "
-                             "least one training image per class, and some class has none.")
+            raise ValueError(
+                f"--modes={','.join(config.modes)}: integer modes calibrate on at "
+                "least one training image per class, and some class has none."
+            )
         if wanted != tfkd.export.DEFAULT_REPRESENTATIVE_SIZE:
-            raise ValueError(f"--representative_size={wanted}: the training split can fill a "
-                             f"class-balanced representative set of at most {largest} images. "
-                             f"Fix: --representative_size={largest} or fewer.")
-        logging.warning("--representative_size: the training split fills at most %d of the "
-                        "default %d class-balanced images; using %d.", largest, wanted, largest)
+            raise ValueError(
+                f"--representative_size={wanted}: the training split can fill a "
+                f"class-balanced representative set of at most {largest} images. "
+                f"Fix: --representative_size={largest} or fewer."
+            )
+        logging.warning(
+            "--representative_size: the training split fills at most %d of the "
+            "default %d class-balanced images; using %d.",
+            largest,
+            wanted,
+            largest,
+        )
         return largest
 
     @staticmethod
@@ -137,14 +170,12 @@ class Context:
             try:
                 self.build_teacher()
             except ValueError as error:
-                raise ValueError(f"--teacher_weights={config.teacher_weights}: "
-                                 f"{error}") from error
+                raise ValueError(f"--teacher_weights={config.teacher_weights}: {error}") from error
         if config.student_weights:
             try:
                 self.build(config.student)
             except ValueError as error:
-                raise ValueError(f"--student_weights={config.student_weights}: "
-                                 f"{error}") from error
+                raise ValueError(f"--student_weights={config.student_weights}: {error}") from error
         if config.student_is_file:
             self._check_student_file()
 
@@ -156,11 +187,15 @@ class Context:
             student = self.build(config.student)
             self.splits.check_model(student, role="student")
             last = student.layers[-1]
-            if isinstance(last, keras.layers.Softmax) or \
-                    last.get_config().get("activation") == "softmax":
-                raise ValueError(f"its last layer '{last.name}' applies a softmax; tfkd trains "
-                                 "on logits and adds the softmax at export. Fix: save the "
-                                 "student without the final softmax.")
+            if (
+                isinstance(last, keras.layers.Softmax)
+                or last.get_config().get("activation") == "softmax"
+            ):
+                raise ValueError(
+                    f"its last layer '{last.name}' applies a softmax; tfkd trains "
+                    "on logits and adds the softmax at export. Fix: save the "
+                    "student without the final softmax."
+                )
             if config.qat_epochs:
                 tfkd.quantize.doctor(student).raise_if_blocked()
         except (ValueError, OSError) as error:
@@ -172,19 +207,24 @@ class Context:
         """The student `architecture` with --student_weights, or loaded from its file."""
         if tfkd.models.is_model_file(architecture):
             return tfkd.models.load(architecture)
-        return tfkd.models.build(architecture, self.splits.preprocessing.input_shape,
-                                 self.splits.num_classes,
-                                 weights=self.config.student_weights or None)
+        return tfkd.models.build(
+            architecture,
+            self.splits.preprocessing.input_shape,
+            self.splits.num_classes,
+            weights=self.config.student_weights or None,
+        )
 
     def build_teacher(self) -> keras.Model:
         """The teacher built by name, at its resolution, with --teacher_weights."""
         config, prep = self.config, self.teacher_splits.preprocessing
         weights = config.teacher_weights or None
         if tfkd.pretrained.is_application(config.teacher):
-            return tfkd.pretrained.build(config.teacher, prep.input_shape,
-                                         self.splits.num_classes, prep, weights=weights)
-        return tfkd.models.build(config.teacher, prep.input_shape, self.splits.num_classes,
-                                 weights=weights)
+            return tfkd.pretrained.build(
+                config.teacher, prep.input_shape, self.splits.num_classes, prep, weights=weights
+            )
+        return tfkd.models.build(
+            config.teacher, prep.input_shape, self.splits.num_classes, weights=weights
+        )
 
     def teacher_fit_options(self, stage: str) -> dict:
         return dict(self.fit_options(stage), validation=self.teacher_validation)
@@ -192,8 +232,11 @@ class Context:
     def model(self, name: str) -> keras.Model:
         if name in self._models:
             return self._models[name]
-        source = (self.directory.metrics("teacher").get("source")
-                  if name == "teacher" and self.directory.done("teacher") else None)
+        source = (
+            self.directory.metrics("teacher").get("source")
+            if name == "teacher" and self.directory.done("teacher")
+            else None
+        )
         if source:
             model = self._load_foreign_teacher(source)
         else:
@@ -204,15 +247,21 @@ class Context:
     def _load_foreign_teacher(self, source: str) -> keras.Model:
         """A SavedModel or Keras 3 teacher, used from where it is (it has no tf_keras copy):
         the one this run already loaded to check it, or the recorded source."""
-        same_file = (self.teacher_file is not None
-                     and os.path.abspath(self.config.teacher) == source)
+        same_file = self.teacher_file is not None and os.path.abspath(self.config.teacher) == source
         convention = self.directory.metrics("teacher")["input"]["convention"]
-        teacher = self.teacher_file if same_file else tfkd.teacher_input.with_input(
-            tfkd.teachers.load(source), convention, self.teacher_splits.preprocessing)
+        teacher = (
+            self.teacher_file
+            if same_file
+            else tfkd.teacher_input.with_input(
+                tfkd.teachers.load(source), convention, self.teacher_splits.preprocessing
+            )
+        )
         if tfkd.teachers.fingerprint(teacher) != self.directory.metrics("teacher")["fingerprint"]:
-            raise ValueError(f"The teacher {source} changed since this run's teacher stage, so "
-                             "the stages after it are stale. Rerun with --stages=all "
-                             "--overwrite, or point --out_dir to a new run.")
+            raise ValueError(
+                f"The teacher {source} changed since this run's teacher stage, so "
+                "the stages after it are stale. Rerun with --stages=all "
+                "--overwrite, or point --out_dir to a new run."
+            )
         return teacher
 
     def use(self, name: str, model: keras.Model) -> None:
@@ -247,9 +296,12 @@ class Context:
 
     def accuracies(self, model: keras.Model) -> dict:
         teacher = self.at_teacher_size(model)
-        return {"accuracy": keras_accuracy(model, self.teacher_test if teacher else self.test),
-                "val_accuracy": keras_accuracy(
-                    model, self.teacher_validation if teacher else self.validation)}
+        return {
+            "accuracy": keras_accuracy(model, self.teacher_test if teacher else self.test),
+            "val_accuracy": keras_accuracy(
+                model, self.teacher_validation if teacher else self.validation
+            ),
+        }
 
     # Training -------------------------------------------------------------------------------
 
@@ -262,45 +314,72 @@ class Context:
         # the teacher sees at its own resolution.
         base_size = self.splits.preprocessing.image_size if self.paired else None
         if distilled and config.teacher_cache != "off":
-            batches = tfkd.teacher_cache.batches(self.teacher_cache(), self.splits.train,
-                                                 self.splits.preprocessing, config.batch_size,
-                                                 shuffle=True, seed=seed)
+            batches = tfkd.teacher_cache.batches(
+                self.teacher_cache(),
+                self.splits.train,
+                self.splits.preprocessing,
+                config.batch_size,
+                shuffle=True,
+                seed=seed,
+            )
         elif distilled and self.paired:
-            batches = tfkd.data.paired_batches(self.splits, self.teacher_splits, "train",
-                                               config.batch_size, shuffle=True,
-                                               augmentation=config.augmentation, seed=seed,
-                                               mixing=config.mixing)
+            batches = tfkd.data.paired_batches(
+                self.splits,
+                self.teacher_splits,
+                "train",
+                config.batch_size,
+                shuffle=True,
+                augmentation=config.augmentation,
+                seed=seed,
+                mixing=config.mixing,
+            )
         else:
             # Without the teacher only labels teach: the labeled images, as many steps an epoch.
             train = tfkd.data.labeled_train(self.splits) if not distilled else self.splits.train
-            batches = tfkd.data.batches(train, self.splits.preprocessing,
-                                        config.batch_size, shuffle=True,
-                                        augmentation=config.augmentation, seed=seed,
-                                        base_size=base_size,
-                                        mixing=config.mixing if distilled else None)
+            batches = tfkd.data.batches(
+                train,
+                self.splits.preprocessing,
+                config.batch_size,
+                shuffle=True,
+                augmentation=config.augmentation,
+                seed=seed,
+                base_size=base_size,
+                mixing=config.mixing if distilled else None,
+            )
         return tfkd.distribute.shard_by_data(batches)
 
     def teacher_batches(self) -> tf.data.Dataset:
         """The teacher's training batches, at its resolution."""
         config = self.config
-        return tfkd.distribute.shard_by_data(tfkd.data.batches(
-            tfkd.data.labeled_train(self.teacher_splits), self.teacher_splits.preprocessing,
-            config.batch_size,
-            shuffle=True, augmentation=config.augmentation, seed=config.seed + TEACHER_DATA))
+        return tfkd.distribute.shard_by_data(
+            tfkd.data.batches(
+                tfkd.data.labeled_train(self.teacher_splits),
+                self.teacher_splits.preprocessing,
+                config.batch_size,
+                shuffle=True,
+                augmentation=config.augmentation,
+                seed=config.seed + TEACHER_DATA,
+            )
+        )
 
     def teacher_cache(self) -> "tfkd.teacher_cache.TeacherCache":
         """The teacher's logits on the training set, built once (reused from disk if kept)."""
         if self._teacher_cache is None:
             config = self.config
             self._teacher_cache = tfkd.teacher_cache.build(
-                self.model("teacher"), self.teacher_splits.train,
+                self.model("teacher"),
+                self.teacher_splits.train,
                 self.teacher_splits.preprocessing,
-                augmentation=config.augmentation, views=config.teacher_cache_views,
-                seed=config.seed, mixing=config.mixing, batch_size=config.batch_size,
+                augmentation=config.augmentation,
+                views=config.teacher_cache_views,
+                seed=config.seed,
+                mixing=config.mixing,
+                batch_size=config.batch_size,
                 base_size=self.splits.preprocessing.image_size if self.paired else None,
                 progress=console.CountProgress("teacher logits"),
                 directory=self.teacher_cache_dir if config.teacher_cache == "disk" else None,
-                writable=self.chief)
+                writable=self.chief,
+            )
         return self._teacher_cache
 
     @property
@@ -314,9 +393,12 @@ class Context:
         return dict(
             validation=self.distill_validation if distilled else self.validation,
             optimizer_name=self.config.optimizer,
-            jit_compile=self.config.use_xla, verbose=0,
+            jit_compile=self.config.use_xla,
+            verbose=0,
             callbacks=training.callbacks(
                 backup_dir=self.directory.file("checkpoints", *(backup or stage).split("/")),
                 log_dir=self.directory.file("logs", stage),
-                early_stopping_patience=self.config.early_stopping_patience)
-            + [console.EpochProgress(stage)])
+                early_stopping_patience=self.config.early_stopping_patience,
+            )
+            + [console.EpochProgress(stage)],
+        )

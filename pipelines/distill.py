@@ -28,8 +28,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config, results, strategy = scheduler.run_from_flags()
     if not workers.is_chief(strategy):
-        print(f"Worker {workers.worker_label(strategy)}: training stages done; the chief writes "
-              "the artifacts.")
+        print(
+            f"Worker {workers.worker_label(strategy)}: training stages done; the chief writes "
+            "the artifacts."
+        )
         return 0
     files.write_text(os.path.join(config.out_dir, "flags.txt"), FLAGS.flags_into_string())
     failure = results.get("verify", {}).get("failure")

@@ -6,7 +6,6 @@ one image never decides: on the digits recipe's 143 validation images one image 
 """
 
 import dataclasses
-from typing import Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -22,8 +21,10 @@ SELECTIONS = ("best", "distilled", "baseline")
 
 def _points(comparison: dict) -> str:
     low, high = (100 * v for v in comparison["interval"])
-    return (f"{100 * comparison['difference']:+.2f} points, 95% interval {low:+.2f} to "
-            f"{high:+.2f}, McNemar p={comparison['p_value']:.2g}, {comparison['images']} images")
+    return (
+        f"{100 * comparison['difference']:+.2f} points, 95% interval {low:+.2f} to "
+        f"{high:+.2f}, McNemar p={comparison['p_value']:.2g}, {comparison['images']} images"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,51 +41,75 @@ class TeacherCheck:
     @property
     def weak(self) -> list[str]:
         """Teachers not at least `margin_points` above the baseline, or not beyond noise."""
-        return [name for name, c in self.comparisons.items()
-                if 100.0 * c["difference"] < self.margin_points or c["p_value"] >= self.alpha]
+        return [
+            name
+            for name, c in self.comparisons.items()
+            if 100.0 * c["difference"] < self.margin_points or c["p_value"] >= self.alpha
+        ]
 
     @property
     def ok(self) -> bool:
         return not self.weak
 
     def message(self) -> str:
-        scores = "; ".join(f"{n} {100 * self.teacher_accuracy[n]:.2f}% ({_points(c)})"
-                           for n, c in self.comparisons.items())
+        scores = "; ".join(
+            f"{n} {100 * self.teacher_accuracy[n]:.2f}% ({_points(c)})"
+            for n, c in self.comparisons.items()
+        )
         if self.ok:
-            return (f"Teacher check passed: {scores} against the student alone "
-                    f"{100 * self.baseline_accuracy:.2f}% on validation.")
-        return (f"Teacher check: {', '.join(self.weak)} not {self.margin_points:.1f} points "
-                f"better than the student alone beyond noise on validation ({scores}; student "
-                f"alone {100 * self.baseline_accuracy:.2f}%). Distillation may make the student "
-                "worse. What to do: train the teacher longer or use a stronger one; with a named "
-                "--loss, raise --student_loss_weight and lower --temperature (--loss=auto keeps "
-                "KD at hard-label weight 0.9 unless another recipe wins beyond noise); the "
-                "student alone is shipped if it is better beyond noise (--select=best).")
+            return (
+                f"Teacher check passed: {scores} against the student alone "
+                f"{100 * self.baseline_accuracy:.2f}% on validation."
+            )
+        return (
+            f"Teacher check: {', '.join(self.weak)} not {self.margin_points:.1f} points "
+            f"better than the student alone beyond noise on validation ({scores}; student "
+            f"alone {100 * self.baseline_accuracy:.2f}%). Distillation may make the student "
+            "worse. What to do: train the teacher longer or use a stronger one; with a named "
+            "--loss, raise --student_loss_weight and lower --temperature (--loss=auto keeps "
+            "KD at hard-label weight 0.9 unless another recipe wins beyond noise); the "
+            "student alone is shipped if it is better beyond noise (--select=best)."
+        )
 
     def to_dict(self) -> dict:
-        return {"teacher_accuracy": self.teacher_accuracy,
-                "baseline_accuracy": self.baseline_accuracy,
-                "margin_points": self.margin_points, "alpha": self.alpha,
-                "comparisons": self.comparisons, "ok": self.ok, "weak": self.weak,
-                "message": self.message()}
+        return {
+            "teacher_accuracy": self.teacher_accuracy,
+            "baseline_accuracy": self.baseline_accuracy,
+            "margin_points": self.margin_points,
+            "alpha": self.alpha,
+            "comparisons": self.comparisons,
+            "ok": self.ok,
+            "weak": self.weak,
+            "message": self.message(),
+        }
 
 
-def check_teachers(teachers: Union[keras.Model, list], baseline_correct: np.ndarray,
-                   batches: tf.data.Dataset, margin_points: float = DEFAULT_TEACHER_MARGIN_POINTS,
-                   alpha: float = DEFAULT_SELECT_ALPHA) -> TeacherCheck:
+def check_teachers(
+    teachers: keras.Model | list,
+    baseline_correct: np.ndarray,
+    batches: tf.data.Dataset,
+    margin_points: float = DEFAULT_TEACHER_MARGIN_POINTS,
+    alpha: float = DEFAULT_SELECT_ALPHA,
+) -> TeacherCheck:
     """Each teacher on `batches` (validation) against the student alone's per-image results
     `baseline_correct` on the same images."""
     members = teachers if isinstance(teachers, (list, tuple)) else [teachers]
     correct = {t.name: correct_predictions(t, batches) for t in members}
-    return TeacherCheck({n: float(np.mean(c)) for n, c in correct.items()},
-                        float(np.mean(baseline_correct)), margin_points,
-                        {n: stats.paired_difference(c, baseline_correct)
-                         for n, c in correct.items()}, alpha)
+    return TeacherCheck(
+        {n: float(np.mean(c)) for n, c in correct.items()},
+        float(np.mean(baseline_correct)),
+        margin_points,
+        {n: stats.paired_difference(c, baseline_correct) for n, c in correct.items()},
+        alpha,
+    )
 
 
-def select_student(policy: str, distilled_correct: Optional[np.ndarray],
-                   baseline_correct: Optional[np.ndarray],
-                   alpha: float = DEFAULT_SELECT_ALPHA) -> tuple[str, str, Optional[dict]]:
+def select_student(
+    policy: str,
+    distilled_correct: np.ndarray | None,
+    baseline_correct: np.ndarray | None,
+    alpha: float = DEFAULT_SELECT_ALPHA,
+) -> tuple[str, str, dict | None]:
     """Which student to ship (`"student"` or `"baseline"`), why, and the paired comparison of
     distilled minus alone on validation.
 
@@ -101,8 +126,20 @@ def select_student(policy: str, distilled_correct: Optional[np.ndarray],
         return "baseline", "--select=baseline", None
     comparison = stats.paired_difference(distilled_correct, baseline_correct)
     if comparison["difference"] < 0 and comparison["p_value"] < alpha:
-        return "baseline", ("the student alone is better than the distilled student beyond "
-                            f"noise on validation ({_points(comparison)})"), comparison
+        return (
+            "baseline",
+            (
+                "the student alone is better than the distilled student beyond "
+                f"noise on validation ({_points(comparison)})"
+            ),
+            comparison,
+        )
     verdict = "within noise" if comparison["p_value"] >= alpha else "better beyond noise"
-    return "student", (f"the distilled student is not worse than the student alone beyond "
-                       f"noise on validation ({verdict}: {_points(comparison)})"), comparison
+    return (
+        "student",
+        (
+            f"the distilled student is not worse than the student alone beyond "
+            f"noise on validation ({verdict}: {_points(comparison)})"
+        ),
+        comparison,
+    )

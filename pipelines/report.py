@@ -4,9 +4,7 @@ headline, `pareto.png`, and what a run prints at its end."""
 import dataclasses
 import json
 import os
-from typing import Optional, Sequence
-
-import numpy as np
+from collections.abc import Sequence
 
 import tfkd
 from tfkd import files, quantize
@@ -16,23 +14,43 @@ FORMATS = ("keras", "tflite")
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 
 
-def model_entry(name: str, format: str, quantization: Optional[str], accuracy: float,
-                params: Optional[int], size_bytes: Optional[int],
-                latency: Optional[dict] = None, threads: Optional[int] = None, **extra) -> dict:
+def model_entry(
+    name: str,
+    format: str,
+    quantization: str | None,
+    accuracy: float,
+    params: int | None,
+    size_bytes: int | None,
+    latency: dict | None = None,
+    threads: int | None = None,
+    **extra,
+) -> dict:
     """One `models` entry of report.json; `latency` is a `LatencyStats.to_dict()` or None."""
     if format not in FORMATS:
         raise ValueError(f"`format` must be one of {FORMATS}. Received: {format!r}")
     if quantization not in QUANTIZATIONS:
-        raise ValueError(f"`quantization` must be one of {QUANTIZATIONS}. Received: "
-                         f"{quantization!r}")
-    latency_ms = None if latency is None else {
-        key: latency[f"{key}_ms"] for key in ("mean", "p50", "p90", "p99")}
-    return {"name": name, "format": format, "quantization": quantization, "accuracy": accuracy,
-            "params": params, "size_bytes": size_bytes, "latency_ms": latency_ms,
-            "threads": threads, **extra}
+        raise ValueError(
+            f"`quantization` must be one of {QUANTIZATIONS}. Received: {quantization!r}"
+        )
+    latency_ms = (
+        None
+        if latency is None
+        else {key: latency[f"{key}_ms"] for key in ("mean", "p50", "p90", "p99")}
+    )
+    return {
+        "name": name,
+        "format": format,
+        "quantization": quantization,
+        "accuracy": accuracy,
+        "params": params,
+        "size_bytes": size_bytes,
+        "latency_ms": latency_ms,
+        "threads": threads,
+        **extra,
+    }
 
 
-def _points(value: Optional[float]) -> str:
+def _points(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:+.2f} points"
 
 
@@ -44,13 +62,15 @@ def _quantization_label(entry: dict) -> str:
     return entry["quantization"] or "float"
 
 
-def _gain_noise(test: Optional[dict]) -> str:
+def _gain_noise(test: dict | None) -> str:
     """The paired test behind a gain, and whether the gain is beyond its noise."""
     if not test:
         return ""
-    return (f" ± {100 * test['standard_error']:.2f} (paired standard error over the "
-            f"{test['images']} test images; {_interval(test)}; McNemar "
-            f"p={test['p_value']:.2g}: {test['verdict']})")
+    return (
+        f" ± {100 * test['standard_error']:.2f} (paired standard error over the "
+        f"{test['images']} test images; {_interval(test)}; McNemar "
+        f"p={test['p_value']:.2g}: {test['verdict']})"
+    )
 
 
 def _interval(test: dict) -> str:
@@ -63,22 +83,34 @@ def markdown(report: dict) -> str:
     lines = [f"# tfkd report: {report['dataset']}", ""]
     lines += [f"- {line}" for line in report.get("headline", [])]
     summary = report.get("summary", {})
-    lines += ["", f"- Distillation gain over the student trained alone: "
-              f"{_points(summary.get('kd_gain'))}" + _gain_noise(summary.get("kd_gain_test")),
-              f"- QAD int8 over PTQ int8 of the shipped student: "
-              f"{_points(summary.get('qad_gain_over_ptq'))}"]
+    lines += [
+        "",
+        f"- Distillation gain over the student trained alone: "
+        f"{_points(summary.get('kd_gain'))}" + _gain_noise(summary.get("kd_gain_test")),
+        f"- QAD int8 over PTQ int8 of the shipped student: "
+        f"{_points(summary.get('qad_gain_over_ptq'))}",
+    ]
     parity = summary.get("parity")
     if parity:
         failures = parity.get("failures") or {}
-        verdict = ("passed" if not failures else
-                   "FAILED for " + ", ".join(f"{k} ({v:+.2f})" for k, v in failures.items()))
-        lines.append(f"- Parity gate (max drop {parity['max_drop_points']:.2f} points against "
-                     f"the float Keras student): {verdict}")
+        verdict = (
+            "passed"
+            if not failures
+            else "FAILED for " + ", ".join(f"{k} ({v:+.2f})" for k, v in failures.items())
+        )
+        lines.append(
+            f"- Parity gate (max drop {parity['max_drop_points']:.2f} points against "
+            f"the float Keras student): {verdict}"
+        )
     where = summary.get("measured_on")
     if where:
         lines.append(f"- Latency measured on: {where}")
-    lines += ["", "| model | format | quantization | accuracy % | params | size KiB | p50 ms | "
-              "p90 ms | threads |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| model | format | quantization | accuracy % | params | size KiB | p50 ms | "
+        "p90 ms | threads |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for m in report["models"]:
         latency = m["latency_ms"] or {}
 
@@ -92,7 +124,8 @@ def markdown(report: dict) -> str:
             f"{cell(m['params'], ',d')} | "
             f"{cell(m['size_bytes'] / 1024 if m['size_bytes'] else None, '.1f')} | "
             f"{cell(latency.get('p50'), '.4g')} | {cell(latency.get('p90'), '.4g')} | "
-            f"{cell(m['threads'], 'd')} |")
+            f"{cell(m['threads'], 'd')} |"
+        )
     if os.path.exists(report.get("pareto_png") or ""):
         lines += ["", f"![accuracy vs latency]({os.path.basename(report['pareto_png'])})"]
     return "\n".join(lines) + "\n"
@@ -113,17 +146,29 @@ def pareto_plot(report: dict, path: str) -> None:
     # Numbers on the points and names in the legend: variants of one student crowd together.
     for number, m in enumerate(points, 1):
         x, y = m["latency_ms"]["p50"], 100 * m["accuracy"]
-        axes.scatter(x, y, s=30 + 600 * m["size_bytes"] / largest, alpha=0.55,
-                     label=f"{number}: {m['name']} ({m['size_bytes'] / 1024:.0f} KiB)")
-        axes.annotate(str(number), (x, y), fontsize=8, textcoords="offset points",
-                      xytext=(5, 5 if number % 2 else -11))
-    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), markerscale=0.4,
-                frameon=False)
+        axes.scatter(
+            x,
+            y,
+            s=30 + 600 * m["size_bytes"] / largest,
+            alpha=0.55,
+            label=f"{number}: {m['name']} ({m['size_bytes'] / 1024:.0f} KiB)",
+        )
+        axes.annotate(
+            str(number),
+            (x, y),
+            fontsize=8,
+            textcoords="offset points",
+            xytext=(5, 5 if number % 2 else -11),
+        )
+    axes.legend(
+        fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), markerscale=0.4, frameon=False
+    )
     axes.set_xscale("log")
     axes.set_xlabel(f"p50 latency, ms (log scale; {points[0]['threads']} thread(s))")
     axes.set_ylabel("test accuracy, %")
-    axes.set_title(f"{report['dataset']}: accuracy vs latency (marker area ~ file size)",
-                   fontsize=9)
+    axes.set_title(
+        f"{report['dataset']}: accuracy vs latency (marker area ~ file size)", fontsize=9
+    )
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     with files.atomic_path(path) as tmp:
@@ -131,16 +176,23 @@ def pareto_plot(report: dict, path: str) -> None:
     plt.close(figure)
 
 
-def write(run_dir: str, dataset: str, models: Sequence[dict], summary: dict,
-          headline: Sequence[str] = ()) -> dict:
+def write(
+    run_dir: str, dataset: str, models: Sequence[dict], summary: dict, headline: Sequence[str] = ()
+) -> dict:
     """Writes report.json, pareto.png (when latencies exist) and report.md into `run_dir`."""
-    report = {"dataset": dataset, "models": list(models), "summary": summary,
-              "headline": list(headline), "pareto_png": None}
+    report = {
+        "dataset": dataset,
+        "models": list(models),
+        "summary": summary,
+        "headline": list(headline),
+        "pareto_png": None,
+    }
     if any(m["latency_ms"] for m in models):
         report["pareto_png"] = os.path.join(run_dir, "pareto.png")
         pareto_plot(report, report["pareto_png"])
-    files.write_text(os.path.join(run_dir, "report.json"),
-                     json.dumps(report, indent=2, sort_keys=True))
+    files.write_text(
+        os.path.join(run_dir, "report.json"), json.dumps(report, indent=2, sort_keys=True)
+    )
     files.write_text(os.path.join(run_dir, "report.md"), markdown(report))
     return report
 
@@ -159,27 +211,46 @@ def measured_on() -> str:
     return f"this host's CPU ({os.cpu_count()} cores), LiteRT interpreter with XNNPACK"
 
 
-def summarize(accuracy: dict, verify: dict, selection: dict, teacher_check: Optional[dict],
-              test_images: int, max_drop_points: float, measured: bool,
-              kd_gain_test: Optional[dict] = None, alpha: float = 0.05) -> dict:
+def summarize(
+    accuracy: dict,
+    verify: dict,
+    selection: dict,
+    teacher_check: dict | None,
+    test_images: int,
+    max_drop_points: float,
+    measured: bool,
+    kd_gain_test: dict | None = None,
+    alpha: float = 0.05,
+) -> dict:
     """The findings of a run from the accuracies of its models (by name); `kd_gain_test` is
     `tfkd.stats.paired_difference(distilled, alone)` on the test images."""
     summary = {
-        "kd_gain": (accuracy["student"] - accuracy["baseline"]
-                    if {"student", "baseline"} <= set(accuracy) else None),
-        "qad_gain_over_ptq": (accuracy["student_qad_int8"] - accuracy["student_int8"]
-                              if {"student_qad_int8", "student_int8"} <= set(accuracy) else None),
-        "parity": {"max_drop_points": max_drop_points, "drops": verify["drops"],
-                   "failures": {k: v for k, v in verify["drops"].items()
-                                if v > max_drop_points}},
+        "kd_gain": (
+            accuracy["student"] - accuracy["baseline"]
+            if {"student", "baseline"} <= set(accuracy)
+            else None
+        ),
+        "qad_gain_over_ptq": (
+            accuracy["student_qad_int8"] - accuracy["student_int8"]
+            if {"student_qad_int8", "student_int8"} <= set(accuracy)
+            else None
+        ),
+        "parity": {
+            "max_drop_points": max_drop_points,
+            "drops": verify["drops"],
+            "failures": {k: v for k, v in verify["drops"].items() if v > max_drop_points},
+        },
         "measured_on": measured_on() if measured else None,
         "teacher_check": teacher_check,
         "selection": selection,
         "test_images": test_images,
         "kd_gain_standard_error": kd_gain_test["standard_error"] if kd_gain_test else None,
-        "kd_gain_test": kd_gain_test and dict(
-            kd_gain_test, verdict=("within noise" if kd_gain_test["p_value"] >= alpha else
-                                   "beyond noise"), alpha=alpha),
+        "kd_gain_test": kd_gain_test
+        and dict(
+            kd_gain_test,
+            verdict=("within noise" if kd_gain_test["p_value"] >= alpha else "beyond noise"),
+            alpha=alpha,
+        ),
     }
     if summary["kd_gain"] is not None:
         p = accuracy["student"]
@@ -193,8 +264,10 @@ def headline(summary: dict, accuracy: dict, select_policy: str) -> list[str]:
     lines = []
     selection = summary["selection"]
     if selection["shipped"] == "baseline" and select_policy == "best":
-        lines.append(f"Distillation did not help: {selection['reason']}; the student alone "
-                     "was quantized and exported instead (--select=best).")
+        lines.append(
+            f"Distillation did not help: {selection['reason']}; the student alone "
+            "was quantized and exported instead (--select=best)."
+        )
     else:
         shipped = "distilled student" if selection["shipped"] == "student" else "student alone"
         lines.append(f"Shipped the {shipped}: {selection['reason']}.")
@@ -204,79 +277,125 @@ def headline(summary: dict, accuracy: dict, select_policy: str) -> list[str]:
     if calibration:
         params = "".join(f", {k}={v:g}" for k, v in calibration["params"].items())
         cost = calibration["added_seconds"] / max(calibration["distillation_seconds"], 1e-9)
-        lines.append(f"Distillation settings (--loss=auto): {calibration['loss']}"
-                     f"{params}, T={calibration['temperature']:g}, hard-label weight "
-                     f"{calibration['student_loss_weight']:g}, because "
-                     f"{calibration['reason']}; the race's losing probes added "
-                     f"{calibration['added_seconds']:.0f} s, {100 * cost:.0f}% of the "
-                     "chosen recipe's distillation time (the winner continued from its probe).")
+        lines.append(
+            f"Distillation settings (--loss=auto): {calibration['loss']}"
+            f"{params}, T={calibration['temperature']:g}, hard-label weight "
+            f"{calibration['student_loss_weight']:g}, because "
+            f"{calibration['reason']}; the race's losing probes added "
+            f"{calibration['added_seconds']:.0f} s, {100 * cost:.0f}% of the "
+            "chosen recipe's distillation time (the winner continued from its probe)."
+        )
     keras3_student = summary.get("keras3_student") or {}
     if keras3_student.get("file"):
-        lines.append(f"Keras 3 copy of the shipped float student: tflite/{keras3_student['file']} "
-                     "(keras.saving.load_model; takes the card's normalised inputs, emits "
-                     "logits).")
+        lines.append(
+            f"Keras 3 copy of the shipped float student: tflite/{keras3_student['file']} "
+            "(keras.saving.load_model; takes the card's normalised inputs, emits "
+            "logits)."
+        )
     check = summary["teacher_check"]
     if check and not check["ok"]:
         lines.insert(0, f"WARNING: {check['message']}")
     if summary["kd_gain"] is not None:
         tested = summary["test_images"]
-        teacher = (f" vs teacher {100 * accuracy['teacher']:.2f}%" if "teacher" in accuracy
-                   else "")
+        teacher = f" vs teacher {100 * accuracy['teacher']:.2f}%" if "teacher" in accuracy else ""
         lines.append(
             f"Distilled student {100 * accuracy['student']:.2f}% vs student alone "
             f"{100 * accuracy['baseline']:.2f}%{teacher} on {tested} test images (one image = "
             f"{100 / tested:.2f} points; binomial standard "
-            f"error of an accuracy here ±{100 * summary['standard_error']:.2f} points).")
+            f"error of an accuracy here ±{100 * summary['standard_error']:.2f} points)."
+        )
         test = summary.get("kd_gain_test")
         if test:
-            lines.append(f"Distillation gain on test: {100 * test['difference']:+.2f} points "
-                         f"({_interval(test)}, McNemar p={test['p_value']:.2g}): "
-                         f"{test['verdict']}.")
+            lines.append(
+                f"Distillation gain on test: {100 * test['difference']:+.2f} points "
+                f"({_interval(test)}, McNemar p={test['p_value']:.2g}): "
+                f"{test['verdict']}."
+            )
     return lines
 
 
-def build_and_write(run_dir: str, dataset: str, keras_models: Sequence[KerasModel], card: dict,
-                    verify: dict, host: Optional[dict], threads: int, selection: dict,
-                    teacher_check: Optional[dict], test_images: int, max_drop_points: float,
-                    select_policy: str, kd_gain_test: Optional[dict] = None,
-                    alpha: float = 0.05) -> list[str]:
+def build_and_write(
+    run_dir: str,
+    dataset: str,
+    keras_models: Sequence[KerasModel],
+    card: dict,
+    verify: dict,
+    host: dict | None,
+    threads: int,
+    selection: dict,
+    teacher_check: dict | None,
+    test_images: int,
+    max_drop_points: float,
+    select_policy: str,
+    kd_gain_test: dict | None = None,
+    alpha: float = 0.05,
+) -> list[str]:
     """Writes the report of a run; returns the files written (relative to `run_dir`).
 
     `kd_gain_test`: the distillation gain's paired test over the test images
     (`tfkd.stats.paired_difference`), judged at `alpha`."""
     fine_tuned_from = {k.name: k.metrics.get("from") for k in keras_models}
-    models = [model_entry(
-        k.name, "keras", None, k.metrics["accuracy"], k.model.count_params(), k.size_bytes,
-        quantization_aware=quantize.is_quantization_aware(k.model),
-        fine_tuned_from=k.metrics.get("from")) for k in keras_models]
+    models = [
+        model_entry(
+            k.name,
+            "keras",
+            None,
+            k.metrics["accuracy"],
+            k.model.count_params(),
+            k.size_bytes,
+            quantization_aware=quantize.is_quantization_aware(k.model),
+            fine_tuned_from=k.metrics.get("from"),
+        )
+        for k in keras_models
+    ]
     host = host or {}
     for name, entry in card["variants"].items():
         latency = host.get(name, {}).get(str(threads))
-        models.append(model_entry(
-            name, "tflite", entry["quantization"], verify["accuracy"][name],
-            latency["cost"]["params"] if latency else None, entry["size_bytes"],
-            latency["latency"] if latency else None, threads if latency else None,
-            mode=entry["mode"], quantization_aware=entry["quantization_aware"],
-            # Variants are named `<exported model>_<mode>`.
-            fine_tuned_from=fine_tuned_from.get(name[:-len(entry["mode"]) - 1])))
+        models.append(
+            model_entry(
+                name,
+                "tflite",
+                entry["quantization"],
+                verify["accuracy"][name],
+                latency["cost"]["params"] if latency else None,
+                entry["size_bytes"],
+                latency["latency"] if latency else None,
+                threads if latency else None,
+                mode=entry["mode"],
+                quantization_aware=entry["quantization_aware"],
+                # Variants are named `<exported model>_<mode>`.
+                fine_tuned_from=fine_tuned_from.get(name[: -len(entry["mode"]) - 1]),
+            )
+        )
     accuracy = {m["name"]: m["accuracy"] for m in models}
-    summary = summarize(accuracy, verify, selection, teacher_check, test_images,
-                        max_drop_points, measured=bool(host), kd_gain_test=kd_gain_test,
-                        alpha=alpha)
+    summary = summarize(
+        accuracy,
+        verify,
+        selection,
+        teacher_check,
+        test_images,
+        max_drop_points,
+        measured=bool(host),
+        kd_gain_test=kd_gain_test,
+        alpha=alpha,
+    )
     # A teacher file's input convention, as found (or forced) before training.
-    summary["teacher_input"] = next((k.metrics.get("input") for k in keras_models
-                                     if k.name == "teacher"), None)
+    summary["teacher_input"] = next(
+        (k.metrics.get("input") for k in keras_models if k.name == "teacher"), None
+    )
     summary["keras3_student"] = card.get("keras3")
     student_metrics = next((k.metrics for k in keras_models if k.name == "student"), {})
     calibration = student_metrics.get("calibration")
     summary["calibration"] = calibration and dict(
-        calibration, distillation_seconds=student_metrics["distillation_seconds"],
-        added_seconds=tfkd.calibration.Calibration.from_dict(calibration).added_seconds())
+        calibration,
+        distillation_seconds=student_metrics["distillation_seconds"],
+        added_seconds=tfkd.calibration.Calibration.from_dict(calibration).added_seconds(),
+    )
     written = write(run_dir, dataset, models, summary, headline(summary, accuracy, select_policy))
     return ["report.json", "report.md"] + (["pareto.png"] if written["pareto_png"] else [])
 
 
-def terminal_summary(out_dir: str, failure: Optional[str]) -> str:
+def terminal_summary(out_dir: str, failure: str | None) -> str:
     """What a run prints at its end: the report, the parity failure if any, and where it is."""
     lines = []
     report_md = os.path.join(os.path.abspath(out_dir), "report.md")
@@ -285,6 +404,8 @@ def terminal_summary(out_dir: str, failure: Optional[str]) -> str:
             lines.append(f.read())
     if failure:
         lines.append(f"Parity gate failed:\n{failure}")
-    lines.append(f"Run directory: {os.path.abspath(out_dir)} (report.md, report.json, "
-                 "pareto.png, tflite/, manifest.json)")
+    lines.append(
+        f"Run directory: {os.path.abspath(out_dir)} (report.md, report.json, "
+        "pareto.png, tflite/, manifest.json)"
+    )
     return "\n".join(lines)

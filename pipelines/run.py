@@ -12,7 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 from tfkd import files, quantize
 from tfkd.keras import keras
@@ -30,8 +30,10 @@ def check_location(path: str) -> None:
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out_dir={path}: {existing} is not writable (read-only file system "
-                         "or no permission). Pick another --out_dir.")
+        raise ValueError(
+            f"--out_dir={path}: {existing} is not writable (read-only file system "
+            "or no permission). Pick another --out_dir."
+        )
 
 
 class RunLock:
@@ -56,7 +58,8 @@ class RunLock:
             if error.errno in (errno.EAGAIN, errno.EACCES):
                 raise ValueError(
                     f"Another run (pid {holder}) is writing to --out_dir={self.path}. Wait for "
-                    "it to finish, or use another --out_dir.") from error
+                    "it to finish, or use another --out_dir."
+                ) from error
             raise
         handle.seek(0)
         handle.truncate()
@@ -94,12 +97,12 @@ class RunDirectory:
             manifest to take the same decisions, and keeps what it records in memory.
     """
 
-    def __init__(self, path: str, settings: dict, overwrite: bool = False,
-                 writable: bool = True):
+    def __init__(self, path: str, settings: dict, overwrite: bool = False, writable: bool = True):
         self.writable = writable
         self.path = path
         self.settings_hash = hashlib.sha256(
-            json.dumps(settings, sort_keys=True).encode()).hexdigest()
+            json.dumps(settings, sort_keys=True).encode()
+        ).hexdigest()
         manifest_path = os.path.join(path, MANIFEST)
         self.manifest = {"settings_hash": self.settings_hash, "stages": {}}
         if os.path.exists(manifest_path):
@@ -139,7 +142,7 @@ class RunDirectory:
     def metrics(self, stage: str) -> dict:
         return self.manifest["stages"][stage]["metrics"]
 
-    def record(self, stage: str, outputs: Iterable[str], metrics: Optional[dict] = None) -> None:
+    def record(self, stage: str, outputs: Iterable[str], metrics: dict | None = None) -> None:
         """Marks `stage` finished with its output files (files or folders, relative paths)."""
         if self.writable:
             listed = [f for relative in outputs for f in _files_under(self.path, relative)]
@@ -149,7 +152,7 @@ class RunDirectory:
         self.manifest["stages"][stage] = {
             "outputs": hashed,
             "metrics": metrics or {},
-            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "finished": datetime.datetime.now(datetime.UTC).isoformat(),
         }
         self._save()
 
@@ -159,10 +162,11 @@ class RunDirectory:
         """The file holding model `name`, relative to the run directory: `.keras`, or HDF5
         weights for quantization-aware models (TF-MOT's wrappers do not survive `.keras`)."""
         weights = os.path.join(name, f"{name}_weights.h5")
-        return weights if os.path.exists(self.file(weights)) else os.path.join(name,
-                                                                                f"{name}.keras")
+        return (
+            weights if os.path.exists(self.file(weights)) else os.path.join(name, f"{name}.keras")
+        )
 
-    def save_model(self, name: str, model: keras.Model, root: Optional[str] = None) -> str:
+    def save_model(self, name: str, model: keras.Model, root: str | None = None) -> str:
         """Saves `model` atomically as `name` (under `root` instead of the run directory, for a
         worker that does not write here); returns its path relative to the run directory."""
         weights_only = quantize.is_quantization_aware(model)

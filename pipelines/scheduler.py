@@ -8,11 +8,9 @@ import os
 import signal
 import sys
 import time
-from typing import Optional
-
-from absl import flags, logging
 
 import tensorflow as tf
+from absl import flags, logging
 
 import tfkd
 from pipelines import config as config_lib
@@ -42,7 +40,7 @@ def _check_raw_byte_input(ctx: Context) -> None:
             raise ValueError(f"--modes={','.join(ctx.config.modes)}: {error}") from error
 
 
-def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -> dict:
+def execute(config: Config, strategy: tf.distribute.Strategy | None = None) -> dict:
     """Runs the selected stages and returns every finished stage's metrics by stage name.
 
     Training stages run in `strategy`'s scope (made from --strategy unless given). In a
@@ -61,18 +59,21 @@ def execute(config: Config, strategy: Optional[tf.distribute.Strategy] = None) -
     for stage in STAGES:
         missing = [n for n in stage.needs if n not in selected and not ctx.directory.done(n)]
         if stage.name in selected and missing:
-            raise ValueError(f"Stage {stage.name} needs {missing}: run them first or add them "
-                             "to --stages.")
+            raise ValueError(
+                f"Stage {stage.name} needs {missing}: run them first or add them to --stages."
+            )
     if not ctx.chief:
         return _run_stages(ctx, selected)
-    with run.RunLock(config.out_dir), \
-            console.RunLog(ctx.directory.file("logs", "run.log")):
+    with run.RunLock(config.out_dir), console.RunLog(ctx.directory.file("logs", "run.log")):
         stale = ctx.directory.remove_stale_temporaries()
         if stale:
-            logging.info("Removed %d temporary file(s) an interrupted run left: %s", len(stale),
-                         stale)
-        files.write_text(ctx.directory.file("config.json"),
-                         json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
+            logging.info(
+                "Removed %d temporary file(s) an interrupted run left: %s", len(stale), stale
+            )
+        files.write_text(
+            ctx.directory.file("config.json"),
+            json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True),
+        )
         return _run_stages(ctx, selected)
 
 
@@ -107,13 +108,19 @@ def _describe(ctx: Context, stage) -> str:
     sizes = ctx.splits.sizes
     labeled = sizes.get("labeled", sizes["train"])
     # The teacher and the student alone learn from the labeled images only.
-    images = (f"{sizes['train']:,} training images" if labeled == sizes["train"] else
-              f"{labeled:,} labeled training images" if stage.name in ("teacher", "baseline")
-              else f"{sizes['train']:,} training images ({labeled:,} labeled)")
+    images = (
+        f"{sizes['train']:,} training images"
+        if labeled == sizes["train"]
+        else f"{labeled:,} labeled training images"
+        if stage.name in ("teacher", "baseline")
+        else f"{sizes['train']:,} training images ({labeled:,} labeled)"
+    )
     if config.mixing is not None and stage.name in ("student", "qad"):
         images += f", {config.mix_fraction:.0%} in {config.augment} views"
-    return (f"{stage.what}: {architecture} at {size[0]}x{size[1]}, {images}, "
-            f"{getattr(config, stage.epochs)} epoch(s)")
+    return (
+        f"{stage.what}: {architecture} at {size[0]}x{size[1]}, {images}, "
+        f"{getattr(config, stage.epochs)} epoch(s)"
+    )
 
 
 def _run_stage(ctx: Context, stage) -> tuple[list[str], dict]:
@@ -145,13 +152,17 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
                 console.banner(*position, stage.name, "finished earlier, files unchanged; skipped")
             continue
         if heavy_stage_ran and config.isolate_stages and not distributed and ctx.chief:
-            logging.info("Continuing the run in a fresh process from stage %s "
-                         "(--isolate_stages).", stage.name)
+            logging.info(
+                "Continuing the run in a fresh process from stage %s (--isolate_stages).",
+                stage.name,
+            )
             raise ContinueInFreshProcess()
         if not stage.trains and distributed:
             if not ctx.chief:
-                logging.info("Worker %s: training stages done; the chief writes the rest.",
-                             workers.worker_label(strategy))
+                logging.info(
+                    "Worker %s: training stages done; the chief writes the rest.",
+                    workers.worker_label(strategy),
+                )
                 break
             # Export and measurement run on this process alone, on plain (undistributed)
             # copies of the models, read back from the run directory.
@@ -170,7 +181,8 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
             raise ValueError(
                 f"Stage {stage.name}: {error}. The last finished epoch is kept in "
                 f"{ctx.directory.file('checkpoints', stage.name)}. Lower --learning_rate (or "
-                "look for broken inputs) and rerun with --overwrite.") from error
+                "look for broken inputs) and rerun with --overwrite."
+            ) from error
         metrics["seconds"] = time.time() - started
         # The stage's own peak: where a run's memory goes, stage by stage.
         metrics["peak_rss_mb"] = benchmark.peak_rss_bytes() / 2**20
@@ -196,9 +208,11 @@ def _reexecute():
 
 
 def _no_space(config: Config) -> str:
-    return (f"No space left on the device of --out_dir={config.out_dir}. Files are written "
-            "whole or not at all, so earlier artifacts are intact: free some space (or pick "
-            "another --out_dir) and rerun; finished stages are skipped.")
+    return (
+        f"No space left on the device of --out_dir={config.out_dir}. Files are written "
+        "whole or not at all, so earlier artifacts are intact: free some space (or pick "
+        "another --out_dir) and rerun; finished stages are skipped."
+    )
 
 
 def _exit(message: str, status: int):
@@ -237,9 +251,12 @@ def run_from_flags(**overrides) -> tuple[Config, dict, tf.distribute.Strategy]:
         _reexecute()
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, Terminated)
-        _exit(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}. Rerun the same "
-              "command to resume: finished stages are skipped and the training in progress "
-              f"continues from its last epoch in {config.out_dir}.", 143 if terminated else 130)
+        _exit(
+            f"{'terminated (SIGTERM)' if terminated else 'interrupted'}. Rerun the same "
+            "command to resume: finished stages are skipped and the training in progress "
+            f"continues from its last epoch in {config.out_dir}.",
+            143 if terminated else 130,
+        )
     except OSError as error:
         if error.errno == errno.ENOSPC:
             _exit(_no_space(config), 2)
@@ -251,7 +268,10 @@ def run_from_flags(**overrides) -> tuple[Config, dict, tf.distribute.Strategy]:
             _exit(_no_space(config), 2)
         if strategy is None or not tfkd.distribute.is_distributed(strategy):
             raise
-        _exit(f"a worker of the cluster failed or could not be reached ({error.message}). "
-              "Restart every worker with the same command: finished stages are skipped and the "
-              "interrupted one resumes from its last backup.", 3)
+        _exit(
+            f"a worker of the cluster failed or could not be reached ({error.message}). "
+            "Restart every worker with the same command: finished stages are skipped and the "
+            "interrupted one resumes from its last backup.",
+            3,
+        )
     return config, results, strategy

@@ -29,36 +29,47 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional
 
 # First: TensorFlow's native start-up lines go to the run log, not the terminal.
 from pipelines import console  # noqa: F401  (isort: skip)
 from absl import app, flags, logging
 
 from pipelines import config as config_lib
-from pipelines import report
+from pipelines import report, search_report, space
 from pipelines import run as run_lib
-from pipelines import search_report, space
 from pipelines.config import Config
 from tfkd import benchmark, export, files
 
 FLAGS = flags.FLAGS
 config_lib.define_flags()
 flags.DEFINE_string("space", None, "The search space file (docs/search.md).")
-flags.DEFINE_integer("trials", 12, "Trials to run (finished trials count when resuming).",
-                     lower_bound=1)
-flags.DEFINE_list("objective", ["accuracy", "latency_ms"],
-                  "accuracy and one or both of latency_ms, size_kb.")
-flags.DEFINE_float("latency_budget_ms", None, "Recommend the most accurate model under this "
-                   "p50 latency.")
-flags.DEFINE_float("size_budget_kb", None, "Recommend the most accurate model under this file "
-                   "size.")
-flags.DEFINE_string("address", None, "HOST:PORT of a running Ray cluster (`ray start --head`); "
-                    "default: Ray on this machine.")
-flags.DEFINE_integer("trial_cpus", 1, "CPUs each trial asks Ray for (its TensorFlow threads).",
-                     lower_bound=1)
-flags.DEFINE_float("trial_memory_gb", 2.0, "Memory each trial asks Ray for: with the CPUs it "
-                   "bounds how many trials run at once on a machine.", lower_bound=0.1)
+flags.DEFINE_integer(
+    "trials", 12, "Trials to run (finished trials count when resuming).", lower_bound=1
+)
+flags.DEFINE_list(
+    "objective", ["accuracy", "latency_ms"], "accuracy and one or both of latency_ms, size_kb."
+)
+flags.DEFINE_float(
+    "latency_budget_ms", None, "Recommend the most accurate model under this p50 latency."
+)
+flags.DEFINE_float(
+    "size_budget_kb", None, "Recommend the most accurate model under this file size."
+)
+flags.DEFINE_string(
+    "address",
+    None,
+    "HOST:PORT of a running Ray cluster (`ray start --head`); default: Ray on this machine.",
+)
+flags.DEFINE_integer(
+    "trial_cpus", 1, "CPUs each trial asks Ray for (its TensorFlow threads).", lower_bound=1
+)
+flags.DEFINE_float(
+    "trial_memory_gb",
+    2.0,
+    "Memory each trial asks Ray for: with the CPUs it "
+    "bounds how many trials run at once on a machine.",
+    lower_bound=0.1,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = "search"
@@ -105,23 +116,35 @@ def calibrated_settings(base: Config, layout: Layout) -> dict:
     if not base.calibrated:
         return {}
     chosen = _run_directory(layout.base, base).metrics("student")["calibration"]
-    return dict(loss=chosen["loss"],
-                loss_params=tuple(f"{k}={v}" for k, v in sorted(chosen["params"].items())),
-                temperature=chosen["temperature"],
-                student_loss_weight=chosen["student_loss_weight"])
+    return dict(
+        loss=chosen["loss"],
+        loss_params=tuple(f"{k}={v}" for k, v in sorted(chosen["params"].items())),
+        temperature=chosen["temperature"],
+        student_loss_weight=chosen["student_loss_weight"],
+    )
 
 
 def trial_overrides(base: Config, layout: Layout) -> dict:
     """What every trial changes besides its point: the shared teacher and its logits, the
     stages a search needs (no student alone: the search compares trials), one thread count,
     and the base run's calibrated distillation settings where the point does not set them."""
-    views = base.teacher_cache_views if base.teacher_cache != "off" else (
-        SHARED_CACHE_VIEWS if base.augmentation else 1)
-    return dict(teacher=shared_teacher(base, layout), teacher_weights="",
-                teacher_cache="disk", teacher_cache_views=views, select="distilled",
-                stages=tuple(s for s in config_lib.STAGE_NAMES
-                             if s != "baseline" and (s != "device" or base.serial)),
-                threads=base.threads[:1], overwrite=False)
+    views = (
+        base.teacher_cache_views
+        if base.teacher_cache != "off"
+        else (SHARED_CACHE_VIEWS if base.augmentation else 1)
+    )
+    return dict(
+        teacher=shared_teacher(base, layout),
+        teacher_weights="",
+        teacher_cache="disk",
+        teacher_cache_views=views,
+        select="distilled",
+        stages=tuple(
+            s for s in config_lib.STAGE_NAMES if s != "baseline" and (s != "device" or base.serial)
+        ),
+        threads=base.threads[:1],
+        overwrite=False,
+    )
 
 
 def teacher_input_size(layout: Layout) -> tuple[int, int]:
@@ -152,8 +175,10 @@ def objectives_of(run_dir: str, config: Config, mode: str) -> dict:
     entry = card["variants"][name]
     drop = _run_directory(run_dir, config).metrics("verify")["drops"].get(name, 0.0)
     if drop > config.max_drop_points:
-        raise TrialFailed(f"{name} lost {drop:.2f} accuracy points against its float student "
-                          f"(the parity gate allows --max_drop_points={config.max_drop_points:g})")
+        raise TrialFailed(
+            f"{name} lost {drop:.2f} accuracy points against its float student "
+            f"(the parity gate allows --max_drop_points={config.max_drop_points:g})"
+        )
     threads = str(config.threads[0])
     if config.serial:
         measured = _read_json(os.path.join(run_dir, "benchmark", "device.json"))["variants"]
@@ -162,9 +187,13 @@ def objectives_of(run_dir: str, config: Config, mode: str) -> dict:
     latency = measured[name][threads]["latency"]
     # A phone's benchmark_model may report no median; its mean stands in.
     p50 = latency["p50_ms"] if latency["p50_ms"] is not None else latency["mean_ms"]
-    return {"accuracy": entry["accuracy"]["value"], "latency_ms": p50,
-            "size_kb": entry["size_bytes"] / 1024, "file": os.path.join(tflite, entry["file"]),
-            "variant": name}
+    return {
+        "accuracy": entry["accuracy"]["value"],
+        "latency_ms": p50,
+        "size_kb": entry["size_bytes"] / 1024,
+        "file": os.path.join(tflite, entry["file"]),
+        "variant": name,
+    }
 
 
 def _read_json(path: str) -> dict:
@@ -186,20 +215,33 @@ def run_pipeline(config: Config, flagfile: str, log_path: str, cpus: int) -> Non
     unfinished = _unfinished(config)
     if not unfinished:
         return
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
-        TF_NUM_INTRAOP_THREADS=str(cpus), TF_NUM_INTEROP_THREADS="1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
+        TF_NUM_INTRAOP_THREADS=str(cpus),
+        TF_NUM_INTEROP_THREADS="1",
+    )
     with open(log_path, "a", encoding="utf-8") as log:
-        status = subprocess.run([sys.executable, "-m", "pipelines.distill",
-                                 f"--flagfile={flagfile}", f"--stages={','.join(unfinished)}"],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                check=False).returncode
+        status = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipelines.distill",
+                f"--flagfile={flagfile}",
+                f"--stages={','.join(unfinished)}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            check=False,
+        ).returncode
     # Status 1: the parity gate failed for some file; the caller checks the one it ships.
     if status not in (0, 1):
         raise TrialFailed(_last_error(log_path) or f"exit status {status} (see {log_path})")
 
 
-def _last_error(log_path: str) -> Optional[str]:
+def _last_error(log_path: str) -> str | None:
     with open(log_path, encoding="utf-8", errors="replace") as handle:
         lines = [line.strip() for line in handle if line.strip()]
     errors = [line for line in lines if line.startswith("error:") or "Error" in line[:40]]
@@ -211,9 +253,12 @@ def trial_config(base: Config, point: dict, layout: Layout, name: str) -> Config
     settings = {k: v for k, v in calibrated_settings(base, layout).items() if k not in point}
     if "loss" in point:  # the point's own loss keeps the paper's parameters unless searched
         settings.pop("loss_params", None)
-    config = space.trial_config(dataclasses.replace(base, **settings) if settings else base,
-                                point, out_dir=layout.trial(name),
-                                **trial_overrides(base, layout))
+    config = space.trial_config(
+        dataclasses.replace(base, **settings) if settings else base,
+        point,
+        out_dir=layout.trial(name),
+        **trial_overrides(base, layout),
+    )
     config = dataclasses.replace(config, teacher_cache_dir=layout.cache(config))
     if config.image_size:
         # The shared teacher keeps its own resolution whatever size the student searches.
@@ -231,8 +276,7 @@ def run_trial(point: dict, setup: dict) -> None:
     config = trial_config(Config(**setup["base"]), point, layout, name)
     # Ray forgets the point of a trial that failed before a kill; the report reads it here.
     files.write_text(layout.trial(name) + ".point.json", json.dumps(point, sort_keys=True))
-    run_pipeline(config, layout.trial(name) + ".flags", layout.trial(name) + ".log",
-                 setup["cpus"])
+    run_pipeline(config, layout.trial(name) + ".flags", layout.trial(name) + ".log", setup["cpus"])
     mode = config.modes[0]
     measured = objectives_of(layout.trial(name), config, mode)
     measured["node"] = ray.get_runtime_context().get_node_id()
@@ -249,7 +293,8 @@ def _check_address(address: str) -> None:
             f"--address={address}: no Ray cluster answers there ({error}). Start one with "
             "`ray start --head --port=PORT` on the head machine (and `ray start "
             "--address=HEAD:PORT` on each other machine), or drop --address to run on this "
-            "machine alone.") from error
+            "machine alone."
+        ) from error
 
 
 def latency_floor(base: Config, parameters: list) -> tuple[float, str]:
@@ -264,20 +309,35 @@ def latency_floor(base: Config, parameters: list) -> tuple[float, str]:
     sizes = choices("image_size", ",".join(map(str, base.image_size)))
     smallest = min(sizes, key=lambda s: _area(s))
     at_smallest = space.trial_config(base, {"image_size": smallest})
-    splits = tfkd.data.load(base.dataset, data_dir=base.data_dir, seed=base.seed,
-                            image_size=at_smallest.student_size, resize=base.resize,
-                            cache=base.data_cache)
+    splits = tfkd.data.load(
+        base.dataset,
+        data_dir=base.data_dir,
+        seed=base.seed,
+        image_size=at_smallest.student_size,
+        resize=base.resize,
+        cache=base.data_cache,
+    )
     best = (float("inf"), "")
     with tempfile.TemporaryDirectory() as scratch:
         for student in choices("student", base.student):
             for mode in choices("modes", base.modes[0]):
-                model = tfkd.models.build(student, splits.preprocessing.input_shape,
-                                          splits.num_classes)
-                representative = (export.representative_set(splits, max(16, splits.num_classes))
-                                  if mode in export.INTEGER_MODES else None)
-                card = export.export(model, scratch, [mode], preprocessing=splits.preprocessing,
-                                     class_names=splits.class_names,
-                                     representative=representative, name=f"{student}")
+                model = tfkd.models.build(
+                    student, splits.preprocessing.input_shape, splits.num_classes
+                )
+                representative = (
+                    export.representative_set(splits, max(16, splits.num_classes))
+                    if mode in export.INTEGER_MODES
+                    else None
+                )
+                card = export.export(
+                    model,
+                    scratch,
+                    [mode],
+                    preprocessing=splits.preprocessing,
+                    class_names=splits.class_names,
+                    representative=representative,
+                    name=f"{student}",
+                )
                 path = os.path.join(scratch, card["variants"][f"{student}_{mode}"]["file"])
                 p50 = benchmark.measure(path, threads=base.threads[0], runs=20).latency.p50_ms
                 if p50 < best[0]:
@@ -296,21 +356,27 @@ def _points(results, layout: Layout) -> tuple[list, list]:
     for result in results:
         # Ray names a trial's directory run_trial_<id>_<number>_<point>.
         from_path = re.match(r"run_trial_([0-9a-f]+)_", os.path.basename(result.path or ""))
-        trial = ((result.metrics or {}).get("trial_id")
-                 or (from_path.group(1) if from_path else "?"))
+        trial = (result.metrics or {}).get("trial_id") or (from_path.group(1) if from_path else "?")
         point = {k.removeprefix("config/"): v for k, v in (result.config or {}).items()}
         if not point and os.path.exists(layout.trial(trial) + ".point.json"):
             point = _read_json(layout.trial(trial) + ".point.json")
         if result.error is not None or not result.metrics or "accuracy" not in result.metrics:
-            failed.append({"name": trial, "params": point,
-                           "error": _error_text(result.error)})
+            failed.append({"name": trial, "params": point, "error": _error_text(result.error)})
             continue
         metrics = result.metrics
-        points.append({"name": trial, "params": point,
-                       "accuracy": metrics["accuracy"], "latency_ms": metrics["latency_ms"],
-                       "size_kb": metrics["size_kb"], "file": metrics["file"],
-                       "variant": metrics["variant"], "node": metrics.get("node"),
-                       "flagfile": layout.trial(trial) + ".flags"})
+        points.append(
+            {
+                "name": trial,
+                "params": point,
+                "accuracy": metrics["accuracy"],
+                "latency_ms": metrics["latency_ms"],
+                "size_kb": metrics["size_kb"],
+                "file": metrics["file"],
+                "variant": metrics["variant"],
+                "node": metrics.get("node"),
+                "flagfile": layout.trial(trial) + ".flags",
+            }
+        )
     return points, failed
 
 
@@ -325,7 +391,7 @@ def _error_text(error) -> str:
 REMEASURE_REPEATS = 3
 
 
-def _remeasure(points: list, threads: int, runs: int, serial: Optional[str]) -> float:
+def _remeasure(points: list, threads: int, runs: int, serial: str | None) -> float:
     """Trials measured latency while others trained; the front compares quiet measurements:
     every file measured `REMEASURE_REPEATS` times, interleaved, their median kept. Returns the
     largest relative spread of one file's repeats."""
@@ -334,8 +400,9 @@ def _remeasure(points: list, threads: int, runs: int, serial: Optional[str]) -> 
     repeats = [[] for _ in points]
     for _ in range(REMEASURE_REPEATS):
         for point, measured in zip(points, repeats):
-            measured.append(benchmark.measure(point["file"], threads=threads,
-                                              runs=runs).latency.p50_ms)
+            measured.append(
+                benchmark.measure(point["file"], threads=threads, runs=runs).latency.p50_ms
+            )
     spread = 0.0
     for point, measured in zip(points, repeats):
         values = sorted(measured)
@@ -354,9 +421,18 @@ def _base_points(base: Config, layout: Layout) -> list:
     return points
 
 
-def search(base: Config, parameters: list, trials: int, objectives: tuple, address: Optional[str],
-           latency_budget_ms: Optional[float], size_budget_kb: Optional[float],
-           trial_cpus: int = 1, trial_memory_gb: float = 2.0, quiet: bool = True) -> dict:
+def search(
+    base: Config,
+    parameters: list,
+    trials: int,
+    objectives: tuple,
+    address: str | None,
+    latency_budget_ms: float | None,
+    size_budget_kb: float | None,
+    trial_cpus: int = 1,
+    trial_memory_gb: float = 2.0,
+    quiet: bool = True,
+) -> dict:
     """Runs (or resumes) the search and writes its report; returns the report's summary."""
     # Ray Tune's own progress tables stay off (verbose=0 below): the banners say what runs.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -370,52 +446,75 @@ def search(base: Config, parameters: list, trials: int, objectives: tuple, addre
     # Everything is checked before anything is written or any trial starts.
     # With --loss=auto the trials take the base run's calibrated loss (not yet known): the
     # space is checked against the weak-teacher settings, which take every loss parameter kd does.
-    named = dict(loss="kd") if base.calibrated and "loss" not in {
-        p.name for p in parameters} else {}
-    space.check(parameters, base, **dict(overrides, teacher=base.teacher,
-                                        teacher_weights=base.teacher_weights, **named))
+    named = (
+        dict(loss="kd") if base.calibrated and "loss" not in {p.name for p in parameters} else {}
+    )
+    space.check(
+        parameters,
+        base,
+        **dict(overrides, teacher=base.teacher, teacher_weights=base.teacher_weights, **named),
+    )
     if address:
         _check_address(address)
     floor = None
     if latency_budget_ms is not None:
         floor = latency_floor(base, parameters)
         if floor[0] > latency_budget_ms:
-            print(f"warning: no candidate can meet --latency_budget_ms={latency_budget_ms:g}: "
-                  f"the fastest, {floor[1]}, takes {floor[0]:.4g} ms on this host. The search "
-                  "still runs and recommends its fastest model.", file=sys.stderr)
+            print(
+                f"warning: no candidate can meet --latency_budget_ms={latency_budget_ms:g}: "
+                f"the fastest, {floor[1]}, takes {floor[0]:.4g} ms on this host. The search "
+                "still runs and recommends its fastest model.",
+                file=sys.stderr,
+            )
     started = time.time()
     # "local": a Ray of this search's own, even when a cluster runs on this machine.
     try:
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
+        ray.init(
+            address=address or "local",
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+            runtime_env={"env_vars": {"PYTHONPATH": ROOT}},
+        )
     except (ConnectionError, ray.exceptions.RayError) as error:
         raise ValueError(
             f"--address={address}: cannot join the Ray cluster ({str(error).splitlines()[0]}). "
             "A cluster started with `ray start --head` checks a token: run the search with "
             "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, or ~/.ray/auth_token "
-            "copied from the head).") from error
+            "copied from the head)."
+        ) from error
     except Exception as error:  # Ray raises a bare Exception when its own processes fail
-        raise ValueError(f"Ray did not start on this machine ({str(error).splitlines()[0]}). "
-                         "Rerun; `ray stop --force` ends Ray processes another program left "
-                         "behind.") from error
+        raise ValueError(
+            f"Ray did not start on this machine ({str(error).splitlines()[0]}). "
+            "Rerun; `ray stop --force` ends Ray processes another program left "
+            "behind."
+        ) from error
     if quiet:
         # Ray logs each failed trial's traceback; the report lists failures with their errors.
         for name in ("ray", "ray.tune"):
             std_logging.getLogger(name).setLevel(std_logging.CRITICAL)
     try:
         os.makedirs(layout.root, exist_ok=True)
-        console.banner(1, 3, "base", f"the base recipe once, its teacher shared by every trial "
-                       f"({layout.base})")
+        console.banner(
+            1, 3, "base", f"the base recipe once, its teacher shared by every trial ({layout.base})"
+        )
         base_run = dataclasses.replace(base, out_dir=layout.base, teacher_cache_dir="")
-        run_pipeline(base_run, layout.path("base.flags"), layout.path("base.log"),
-                     os.cpu_count())
-        console.banner(2, 3, "trials", f"{trials} trial(s) on Ray "
-                       f"({int(ray.cluster_resources().get('CPU', 0))} CPU(s), "
-                       f"{len(ray.nodes())} node(s)); Optuna multi-objective TPE")
+        run_pipeline(base_run, layout.path("base.flags"), layout.path("base.log"), os.cpu_count())
+        console.banner(
+            2,
+            3,
+            "trials",
+            f"{trials} trial(s) on Ray "
+            f"({int(ray.cluster_resources().get('CPU', 0))} CPU(s), "
+            f"{len(ray.nodes())} node(s)); Optuna multi-objective TPE",
+        )
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, setup={
-                "root": layout.root, "base": dataclasses.asdict(base), "cpus": trial_cpus}),
-            {"cpu": trial_cpus, "memory": int(trial_memory_gb * 2**30)})
+            tune.with_parameters(
+                run_trial,
+                setup={"root": layout.root, "base": dataclasses.asdict(base), "cpus": trial_cpus},
+            ),
+            {"cpu": trial_cpus, "memory": int(trial_memory_gb * 2**30)},
+        )
         storage = layout.path("ray")
         experiment = os.path.join(storage, EXPERIMENT)
         if tune.Tuner.can_restore(experiment):
@@ -423,15 +522,24 @@ def search(base: Config, parameters: list, trials: int, objectives: tuple, addre
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True)
         else:
             sampler = optuna.samplers.TPESampler(
-                seed=base.seed, n_startup_trials=max(2, min(10, trials // 3)))
+                seed=base.seed, n_startup_trials=max(2, min(10, trials // 3))
+            )
             searcher = OptunaSearch(
                 space={p.name: p.distribution() for p in parameters},
-                metric=list(objectives), mode=[search_report.OBJECTIVES[o] for o in objectives],
-                sampler=sampler)
-            tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
-                search_alg=searcher, num_samples=trials),
-                run_config=tune.RunConfig(name=EXPERIMENT, storage_path=storage, verbose=0,
-                                          failure_config=tune.FailureConfig(max_failures=0)))
+                metric=list(objectives),
+                mode=[search_report.OBJECTIVES[o] for o in objectives],
+                sampler=sampler,
+            )
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trials),
+                run_config=tune.RunConfig(
+                    name=EXPERIMENT,
+                    storage_path=storage,
+                    verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=0),
+                ),
+            )
         results = tuner.fit()
     finally:
         ray.shutdown()
@@ -441,17 +549,25 @@ def search(base: Config, parameters: list, trials: int, objectives: tuple, addre
     references = _base_points(base, layout)
     spread = _remeasure(points + references, base.threads[0], base.benchmark_runs, base.serial)
     front_points = search_report.front(points, objectives)
-    recommended, sentence = search_report.recommend(front_points, latency_budget_ms,
-                                                    size_budget_kb)
+    recommended, sentence = search_report.recommend(front_points, latency_budget_ms, size_budget_kb)
     summary = {
-        "dataset": base.dataset, "objectives": list(objectives), "trials": trials,
-        "finished": len(points), "failed": failed, "points": points, "front": front_points,
-        "base": references, "recommended": recommended, "recommendation": sentence,
-        "recommended_dir": "recommended/", "latency_floor": floor,
-        "base_comparison": search_report.compare_with_base(front_points, references,
-                                                           objectives),
-        "seconds": time.time() - started, "measured_on": report.measured_on(),
-        "latency_spread": spread, "latency_tolerance": search_report.LATENCY_TOLERANCE,
+        "dataset": base.dataset,
+        "objectives": list(objectives),
+        "trials": trials,
+        "finished": len(points),
+        "failed": failed,
+        "points": points,
+        "front": front_points,
+        "base": references,
+        "recommended": recommended,
+        "recommendation": sentence,
+        "recommended_dir": "recommended/",
+        "latency_floor": floor,
+        "base_comparison": search_report.compare_with_base(front_points, references, objectives),
+        "seconds": time.time() - started,
+        "measured_on": report.measured_on(),
+        "latency_spread": spread,
+        "latency_tolerance": search_report.LATENCY_TOLERANCE,
         "budget": {"latency_ms": latency_budget_ms, "size_kb": size_budget_kb},
     }
     if recommended:
@@ -468,26 +584,41 @@ def main(argv):
     overrides = {} if FLAGS["out_dir"].present else {"out_dir": "runs/search"}
     try:
         if not FLAGS.space:
-            raise ValueError("--space is required: a search space file (docs/search.md), e.g. "
-                             "--space=pipelines/configs/digits.space.")
+            raise ValueError(
+                "--space is required: a search space file (docs/search.md), e.g. "
+                "--space=pipelines/configs/digits.space."
+            )
         base = config_lib.from_flags(**overrides)
         parameters = space.read(FLAGS.space)
         objectives = search_report.check_objectives(FLAGS.objective)
         for name in ("latency_budget_ms", "size_budget_kb"):
             if FLAGS[name].value is not None and not FLAGS[name].value > 0:
                 raise ValueError(f"--{name} must be > 0. Received: {FLAGS[name].value}")
-        summary = search(base, parameters, FLAGS.trials, objectives, FLAGS.address,
-                         FLAGS.latency_budget_ms, FLAGS.size_budget_kb, FLAGS.trial_cpus,
-                         FLAGS.trial_memory_gb, quiet=not flags.FLAGS["verbosity"].present)
+        summary = search(
+            base,
+            parameters,
+            FLAGS.trials,
+            objectives,
+            FLAGS.address,
+            FLAGS.latency_budget_ms,
+            FLAGS.size_budget_kb,
+            FLAGS.trial_cpus,
+            FLAGS.trial_memory_gb,
+            quiet=not flags.FLAGS["verbosity"].present,
+        )
     except (ValueError, TrialFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted. Rerun the same command to resume: finished trials are kept.",
-              file=sys.stderr)
+        print(
+            "error: interrupted. Rerun the same command to resume: finished trials are kept.",
+            file=sys.stderr,
+        )
         return 130
-    print(f"{summary['recommendation']}\nReport: "
-          f"{os.path.join(os.path.abspath(base.out_dir), 'report.md')}")
+    print(
+        f"{summary['recommendation']}\nReport: "
+        f"{os.path.join(os.path.abspath(base.out_dir), 'report.md')}"
+    )
     return 0
 
 

@@ -7,7 +7,7 @@ another when it is no worse in every objective and better in one.
 import json
 import os
 import shutil
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from tfkd import files
 
@@ -18,8 +18,10 @@ def check_objectives(names: Sequence[str]) -> tuple[str, ...]:
     names = tuple(names)
     unknown = [n for n in names if n not in OBJECTIVES]
     if unknown or len(set(names)) != len(names) or "accuracy" not in names or len(names) < 2:
-        raise ValueError(f"--objective={','.join(names)}: give accuracy and one or both of "
-                         f"latency_ms, size_kb, each once (from {list(OBJECTIVES)}).")
+        raise ValueError(
+            f"--objective={','.join(names)}: give accuracy and one or both of "
+            f"latency_ms, size_kb, each once (from {list(OBJECTIVES)})."
+        )
     return names
 
 
@@ -38,33 +40,42 @@ def _compare(name: str, a: float, b: float, latency_tolerance: float) -> int:
     return 1 if (a > b) == (OBJECTIVES[name] == "max") else -1
 
 
-def dominates(a: dict, b: dict, objectives: Sequence[str],
-              latency_tolerance: float = LATENCY_TOLERANCE) -> bool:
+def dominates(
+    a: dict, b: dict, objectives: Sequence[str], latency_tolerance: float = LATENCY_TOLERANCE
+) -> bool:
     """Whether point `a` is no worse than `b` in every objective and better in one (latencies
     within `latency_tolerance` of each other being equal)."""
     signs = [_compare(n, a[n], b[n], latency_tolerance) for n in objectives]
     return min(signs) >= 0 and max(signs) > 0
 
 
-def front(points: Sequence[dict], objectives: Sequence[str],
-          latency_tolerance: float = LATENCY_TOLERANCE) -> list[dict]:
+def front(
+    points: Sequence[dict], objectives: Sequence[str], latency_tolerance: float = LATENCY_TOLERANCE
+) -> list[dict]:
     """The points no other point dominates, fastest first."""
-    kept = [p for p in points
-            if not any(dominates(q, p, objectives, latency_tolerance) for q in points)]
-    return sorted(kept, key=lambda p: tuple(p[n] if OBJECTIVES[n] == "min" else -p[n]
-                                            for n in reversed(objectives)))
+    kept = [
+        p for p in points if not any(dominates(q, p, objectives, latency_tolerance) for q in points)
+    ]
+    return sorted(
+        kept,
+        key=lambda p: tuple(
+            p[n] if OBJECTIVES[n] == "min" else -p[n] for n in reversed(objectives)
+        ),
+    )
 
 
-def recommend(points: Sequence[dict], latency_budget_ms: Optional[float],
-              size_budget_kb: Optional[float]) -> tuple[Optional[dict], str]:
+def recommend(
+    points: Sequence[dict], latency_budget_ms: float | None, size_budget_kb: float | None
+) -> tuple[dict | None, str]:
     """The most accurate point within the budgets (the faster one on a tie), or, when none
     meets them, the fastest point; with the sentence saying which."""
     if not points:
         return None, "No trial finished: nothing to recommend."
 
     def fits(p):
-        return ((latency_budget_ms is None or p["latency_ms"] <= latency_budget_ms)
-                and (size_budget_kb is None or p["size_kb"] <= size_budget_kb))
+        return (latency_budget_ms is None or p["latency_ms"] <= latency_budget_ms) and (
+            size_budget_kb is None or p["size_kb"] <= size_budget_kb
+        )
 
     fitting = [p for p in points if fits(p)]
     budget = _budget_text(latency_budget_ms, size_budget_kb)
@@ -72,19 +83,28 @@ def recommend(points: Sequence[dict], latency_budget_ms: Optional[float],
         best = max(fitting, key=lambda p: (p["accuracy"], -p["latency_ms"]))
         return best, f"The most accurate model {budget}: {best['name']}."
     fastest = min(points, key=lambda p: (p["latency_ms"], -p["accuracy"]))
-    return fastest, (f"No model met the budget ({budget.removeprefix('within ')}); the fastest "
-                     f"is recommended instead: {fastest['name']}.")
+    return fastest, (
+        f"No model met the budget ({budget.removeprefix('within ')}); the fastest "
+        f"is recommended instead: {fastest['name']}."
+    )
 
 
 def _budget_text(latency_budget_ms, size_budget_kb) -> str:
-    parts = [f"{latency_budget_ms:g} ms" if latency_budget_ms is not None else "",
-             f"{size_budget_kb:g} KiB" if size_budget_kb is not None else ""]
+    parts = [
+        f"{latency_budget_ms:g} ms" if latency_budget_ms is not None else "",
+        f"{size_budget_kb:g} KiB" if size_budget_kb is not None else "",
+    ]
     parts = [p for p in parts if p]
     return "within " + " and ".join(parts) if parts else "found (no budget given)"
 
 
-def plot(points: Sequence[dict], front_points: Sequence[dict], references: Sequence[dict],
-         path: str, title: str) -> None:
+def plot(
+    points: Sequence[dict],
+    front_points: Sequence[dict],
+    references: Sequence[dict],
+    path: str,
+    title: str,
+) -> None:
     """Accuracy against latency; marker area ~ file size; the front joined and highlighted;
     the base recipe's models as crosses."""
     import matplotlib
@@ -97,19 +117,39 @@ def plot(points: Sequence[dict], front_points: Sequence[dict], references: Seque
     on_front = {p["name"] for p in front_points}
     for p in points:
         highlighted = p["name"] in on_front
-        axes.scatter(p["latency_ms"], 100 * p["accuracy"], s=30 + 500 * p["size_kb"] / largest,
-                     color="tab:orange" if highlighted else "tab:gray",
-                     alpha=0.8 if highlighted else 0.35, edgecolors="black" if highlighted
-                     else "none")
-        axes.annotate(p["name"], (p["latency_ms"], 100 * p["accuracy"]), fontsize=7,
-                      textcoords="offset points", xytext=(5, 4))
+        axes.scatter(
+            p["latency_ms"],
+            100 * p["accuracy"],
+            s=30 + 500 * p["size_kb"] / largest,
+            color="tab:orange" if highlighted else "tab:gray",
+            alpha=0.8 if highlighted else 0.35,
+            edgecolors="black" if highlighted else "none",
+        )
+        axes.annotate(
+            p["name"],
+            (p["latency_ms"], 100 * p["accuracy"]),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(5, 4),
+        )
     line = sorted(front_points, key=lambda p: p["latency_ms"])
-    axes.step([p["latency_ms"] for p in line], [100 * p["accuracy"] for p in line],
-              where="post", color="tab:orange", label="Pareto front (search)")
+    axes.step(
+        [p["latency_ms"] for p in line],
+        [100 * p["accuracy"] for p in line],
+        where="post",
+        color="tab:orange",
+        label="Pareto front (search)",
+    )
     for r in references:
         axes.scatter(r["latency_ms"], 100 * r["accuracy"], marker="x", color="tab:blue", s=50)
-        axes.annotate(r["name"], (r["latency_ms"], 100 * r["accuracy"]), fontsize=7,
-                      color="tab:blue", textcoords="offset points", xytext=(5, -10))
+        axes.annotate(
+            r["name"],
+            (r["latency_ms"], 100 * r["accuracy"]),
+            fontsize=7,
+            color="tab:blue",
+            textcoords="offset points",
+            xytext=(5, -10),
+        )
     if references:
         axes.scatter([], [], marker="x", color="tab:blue", label="base recipe")
     axes.set_xscale("log")
@@ -125,37 +165,54 @@ def plot(points: Sequence[dict], front_points: Sequence[dict], references: Seque
 
 
 def _row(p: dict) -> str:
-    cells = [p["name"], f"{100 * p['accuracy']:.2f}", f"{p['latency_ms']:.4g}",
-             f"{p['size_kb']:.1f}"]
+    cells = [
+        p["name"],
+        f"{100 * p['accuracy']:.2f}",
+        f"{p['latency_ms']:.4g}",
+        f"{p['size_kb']:.1f}",
+    ]
     params = _settings(p.get("params", {}))
     return "| " + " | ".join(cells + [params or "(base flags)"]) + " |"
 
 
 def _settings(params: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in sorted(params.items()))
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items())
+    )
 
 
-HEADER = ("| model | accuracy, % | p50 latency, ms | size, KiB | settings |\n"
-          "|---|---:|---:|---:|---|")
+HEADER = (
+    "| model | accuracy, % | p50 latency, ms | size, KiB | settings |\n|---|---:|---:|---:|---|"
+)
 
 
 def markdown(summary: dict) -> str:
-    lines = [f"# Search: {summary['dataset']}", "",
-             f"{summary['finished']} of {summary['trials']} trial(s) finished, "
-             f"{len(summary['failed'])} failed; {summary['seconds'] / 60:.1f} min on "
-             f"{summary['measured_on']}. Objectives: "
-             + ", ".join(f"{n} ({OBJECTIVES[n]})" for n in summary["objectives"]) + ".", "",
-             "Latencies are measured again after the search, one model at a time, three times "
-             "each (the median is shown; trials measured theirs while others trained). "
-             f"Repeats of one file differed by up to {100 * summary['latency_spread']:.1f}%; "
-             f"latencies within {100 * summary['latency_tolerance']:.0f}% count as equal in "
-             "the front.", "",
-             "## Recommended", "", summary["recommendation"]]
+    lines = [
+        f"# Search: {summary['dataset']}",
+        "",
+        f"{summary['finished']} of {summary['trials']} trial(s) finished, "
+        f"{len(summary['failed'])} failed; {summary['seconds'] / 60:.1f} min on "
+        f"{summary['measured_on']}. Objectives: "
+        + ", ".join(f"{n} ({OBJECTIVES[n]})" for n in summary["objectives"])
+        + ".",
+        "",
+        "Latencies are measured again after the search, one model at a time, three times "
+        "each (the median is shown; trials measured theirs while others trained). "
+        f"Repeats of one file differed by up to {100 * summary['latency_spread']:.1f}%; "
+        f"latencies within {100 * summary['latency_tolerance']:.0f}% count as equal in "
+        "the front.",
+        "",
+        "## Recommended",
+        "",
+        summary["recommendation"],
+    ]
     if summary["recommended"]:
-        lines += ["", f"Files: `{summary['recommended_dir']}` (the .tflite with its metadata, "
-                  "labels.txt, model_card.json). Rerun it alone: `python -m pipelines.distill "
-                  f"--flagfile={summary['recommended']['flagfile']}`."]
+        lines += [
+            "",
+            f"Files: `{summary['recommended_dir']}` (the .tflite with its metadata, "
+            "labels.txt, model_card.json). Rerun it alone: `python -m pipelines.distill "
+            f"--flagfile={summary['recommended']['flagfile']}`.",
+        ]
     lines += ["", "## Pareto front", "", HEADER]
     lines += [_row(p) for p in summary["front"]]
     lines += ["", "![Pareto front](pareto.png)", "", "## Against the base recipe", ""]
@@ -165,48 +222,75 @@ def markdown(summary: dict) -> str:
     lines += [_row(p) for p in summary["points"]]
     if summary["failed"]:
         lines += ["", "## Failed trials", ""]
-        lines += [f"- {f['name']} ({_settings(f['params'])}): {f['error']}"
-                  for f in summary["failed"]]
-    lines += ["", "Each trial's flags are in `trials/<name>.flags` (rerun one alone with "
-              "`python -m pipelines.distill --flagfile=...`); its run directory is "
-              "`trials/<name>/`, its output `trials/<name>.log`."]
+        lines += [
+            f"- {f['name']} ({_settings(f['params'])}): {f['error']}" for f in summary["failed"]
+        ]
+    lines += [
+        "",
+        "Each trial's flags are in `trials/<name>.flags` (rerun one alone with "
+        "`python -m pipelines.distill --flagfile=...`); its run directory is "
+        "`trials/<name>/`, its output `trials/<name>.log`.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def against(front_points: Sequence[dict], reference: dict, objectives: Sequence[str],
-            latency_tolerance: float = LATENCY_TOLERANCE) -> dict:
+def against(
+    front_points: Sequence[dict],
+    reference: dict,
+    objectives: Sequence[str],
+    latency_tolerance: float = LATENCY_TOLERANCE,
+) -> dict:
     """The front models that dominate `reference`, and those that equal it in every objective
     (latencies within the tolerance): whether the search beat a given model."""
-    dominating = [p["name"] for p in front_points
-                  if dominates(p, reference, objectives, latency_tolerance)]
-    equal = [p["name"] for p in front_points
-             if all(_compare(n, p[n], reference[n], latency_tolerance) == 0 for n in objectives)]
+    dominating = [
+        p["name"] for p in front_points if dominates(p, reference, objectives, latency_tolerance)
+    ]
+    equal = [
+        p["name"]
+        for p in front_points
+        if all(_compare(n, p[n], reference[n], latency_tolerance) == 0 for n in objectives)
+    ]
     return {"dominating": dominating, "equal": equal, "met": bool(dominating or equal)}
 
 
-def compare_with_base(front_points: Sequence[dict], references: Sequence[dict],
-                      objectives: Sequence[str],
-                      latency_tolerance: float = LATENCY_TOLERANCE) -> list[str]:
+def compare_with_base(
+    front_points: Sequence[dict],
+    references: Sequence[dict],
+    objectives: Sequence[str],
+    latency_tolerance: float = LATENCY_TOLERANCE,
+) -> list[str]:
     """For each model of the base recipe, a sentence: the front models that dominate or
     equal it."""
     lines = []
     for r in references:
         found = against(front_points, r, objectives, latency_tolerance)
-        what = (f"dominated by {', '.join(found['dominating'])}" if found["dominating"] else
-                f"equalled by {', '.join(found['equal'])}" if found["equal"] else
-                "not dominated by any trial")
-        lines.append(f"{r['name']} ({100 * r['accuracy']:.2f}%, {r['latency_ms']:.4g} ms, "
-                     f"{r['size_kb']:.1f} KiB): {what}.")
+        what = (
+            f"dominated by {', '.join(found['dominating'])}"
+            if found["dominating"]
+            else f"equalled by {', '.join(found['equal'])}"
+            if found["equal"]
+            else "not dominated by any trial"
+        )
+        lines.append(
+            f"{r['name']} ({100 * r['accuracy']:.2f}%, {r['latency_ms']:.4g} ms, "
+            f"{r['size_kb']:.1f} KiB): {what}."
+        )
     return lines
 
 
 def write(search_dir: str, summary: dict) -> None:
     """report.json, report.md and pareto.png into `search_dir`."""
     if summary["points"]:
-        plot(summary["points"], summary["front"], summary["base"],
-             os.path.join(search_dir, "pareto.png"), f"{summary['dataset']}: search")
-    files.write_text(os.path.join(search_dir, "report.json"),
-                     json.dumps(summary, indent=2, sort_keys=True))
+        plot(
+            summary["points"],
+            summary["front"],
+            summary["base"],
+            os.path.join(search_dir, "pareto.png"),
+            f"{summary['dataset']}: search",
+        )
+    files.write_text(
+        os.path.join(search_dir, "report.json"), json.dumps(summary, indent=2, sort_keys=True)
+    )
     files.write_text(os.path.join(search_dir, "report.md"), markdown(summary))
 
 
@@ -214,8 +298,10 @@ def export_recommended(point: dict, directory: str) -> None:
     """The recommended model's .tflite (metadata inside), labels and model card, together."""
     tflite_dir = os.path.dirname(point["file"])
     os.makedirs(directory, exist_ok=True)
-    for source in (point["file"], os.path.join(tflite_dir, "labels.txt"),
-                   os.path.join(tflite_dir, "model_card.json")):
+    for source in (
+        point["file"],
+        os.path.join(tflite_dir, "labels.txt"),
+        os.path.join(tflite_dir, "model_card.json"),
+    ):
         with files.atomic_path(os.path.join(directory, os.path.basename(source))) as tmp:
             shutil.copyfile(source, tmp)
-

@@ -16,7 +16,6 @@ choice: the file a trial ships and is measured by.
 
 import dataclasses
 import math
-from typing import Union
 
 import optuna
 
@@ -24,12 +23,26 @@ from pipelines import config as config_lib
 from pipelines.config import Config
 
 # What a trial may change: the student, its resolution, the distillation and the export mode.
-SEARCHABLE = ("student", "student_weights", "image_size", "loss", "loss_params", "temperature",
-              "student_loss_weight", "distillation_warmup_epochs", "student_epochs",
-              "batch_size", "optimizer", "learning_rate", "early_stopping_patience",
-              "qat_epochs", "qat_learning_rate", "modes")
+SEARCHABLE = (
+    "student",
+    "student_weights",
+    "image_size",
+    "loss",
+    "loss_params",
+    "temperature",
+    "student_loss_weight",
+    "distillation_warmup_epochs",
+    "student_epochs",
+    "batch_size",
+    "optimizer",
+    "learning_rate",
+    "early_stopping_patience",
+    "qat_epochs",
+    "qat_learning_rate",
+    "modes",
+)
 CHOICE_SEPARATOR, RANGE_SEPARATOR, LOG = "|", "..", "log"
-Value = Union[str, int, float]
+Value = str | int | float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +60,7 @@ class Parameter:
         if self.choices:
             return optuna.distributions.CategoricalDistribution(self.choices)
         if self.integer:
-            return optuna.distributions.IntDistribution(int(self.low), int(self.high),
-                                                        log=self.log)
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log)
         return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log)
 
     def ends(self) -> tuple[Value, ...]:
@@ -71,10 +83,15 @@ def parse(text: str, source: str = "the space file") -> list[Parameter]:
             raise ValueError(f"{where}: write `flag: a | b | c` or `flag: low .. high`.")
         if name not in SEARCHABLE:
             fields = {f.name for f in dataclasses.fields(Config)}
-            why = ("it shapes the teacher or the run, which every trial shares: set it in the "
-                   "base flags" if name in fields else "it is not a pipeline flag")
-            raise ValueError(f"{where}: --{name} cannot be searched ({why}). Searchable: "
-                             f"{list(SEARCHABLE)}.")
+            why = (
+                "it shapes the teacher or the run, which every trial shares: set it in the "
+                "base flags"
+                if name in fields
+                else "it is not a pipeline flag"
+            )
+            raise ValueError(
+                f"{where}: --{name} cannot be searched ({why}). Searchable: {list(SEARCHABLE)}."
+            )
         if name in seen:
             raise ValueError(f"{where}: --{name} appears twice; give it one line.")
         seen.add(name)
@@ -105,8 +122,10 @@ def _parameter(name: str, values: str, where: str) -> Parameter:
     if len(set(choices)) != len(choices):
         raise ValueError(f"{where}: a choice appears twice.")
     if name == "modes" and any("," in c for c in choices):
-        raise ValueError(f"{where}: each choice of modes is one export mode (the file a trial "
-                         "ships), e.g. `modes: int8 | float16`.")
+        raise ValueError(
+            f"{where}: each choice of modes is one export mode (the file a trial "
+            "ships), e.g. `modes: int8 | float16`."
+        )
     return Parameter(name, choices=choices)
 
 
@@ -120,12 +139,16 @@ def read(path: str) -> list[Parameter]:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as error:
-        raise ValueError(f"--space={path} cannot be read ({error.strerror}). Give a space file "
-                         "(docs/search.md describes the format).") from error
+        raise ValueError(
+            f"--space={path} cannot be read ({error.strerror}). Give a space file "
+            "(docs/search.md describes the format)."
+        ) from error
     parameters = parse(text, source=f"--space={path}")
     if not parameters:
-        raise ValueError(f"--space={path} is empty: name at least one flag to search, e.g. "
-                         "`student: cnn_tiny | cnn_small` (docs/search.md).")
+        raise ValueError(
+            f"--space={path} is empty: name at least one flag to search, e.g. "
+            "`student: cnn_tiny | cnn_small` (docs/search.md)."
+        )
     return parameters
 
 

@@ -10,8 +10,8 @@ import json
 import os
 import shutil
 import time
-
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from absl import logging
@@ -37,8 +37,11 @@ def teacher(ctx: "Context") -> StageResult:
             # A SavedModel or Keras 3 model cannot be re-saved as tf_keras: record where it is.
             ctx.use("teacher", model)
             metrics = ctx.accuracies(model)
-            metrics.update(source=os.path.abspath(config.teacher), input=ctx.teacher_input,
-                           fingerprint=tfkd.teachers.fingerprint(model))
+            metrics.update(
+                source=os.path.abspath(config.teacher),
+                input=ctx.teacher_input,
+                fingerprint=tfkd.teachers.fingerprint(model),
+            )
             return [], metrics
     else:
         keras.utils.set_random_seed(config.seed)
@@ -48,8 +51,12 @@ def teacher(ctx: "Context") -> StageResult:
             _train_teacher_head(ctx, model)
             learning_rate = config.finetune_learning_rate
         training.train_classifier(
-            model, ctx.teacher_batches(), epochs=config.teacher_epochs,
-            learning_rate=learning_rate, **ctx.teacher_fit_options("teacher"))
+            model,
+            ctx.teacher_batches(),
+            epochs=config.teacher_epochs,
+            learning_rate=learning_rate,
+            **ctx.teacher_fit_options("teacher"),
+        )
     # Accuracies of what was kept: the float32 copy when training used mixed precision.
     kept = ctx.keep("teacher", model)
     metrics = ctx.accuracies(ctx.model("teacher"))
@@ -72,21 +79,30 @@ def _train_teacher_head(ctx: "Context", model: keras.Model) -> None:
         model.load_weights(done)
     elif config.teacher_head_epochs:
         training.train_classifier(
-            model, ctx.teacher_batches(), epochs=config.teacher_head_epochs,
-            learning_rate=config.learning_rate, **ctx.teacher_fit_options("teacher_head"))
+            model,
+            ctx.teacher_batches(),
+            epochs=config.teacher_head_epochs,
+            learning_rate=config.learning_rate,
+            **ctx.teacher_fit_options("teacher_head"),
+        )
         if ctx.chief:
             with files.atomic_path(done) as tmp:  # keeps the .h5 extension: HDF5 weights
                 model.save_weights(tmp)
     for layer in body:
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization) and (
-            layer.name != tfkd.pretrained.INPUT_ADAPTER)
+            layer.name != tfkd.pretrained.INPUT_ADAPTER
+        )
 
 
 def baseline(ctx: "Context") -> StageResult:
     config = ctx.config
     model = training.train_classifier(
-        ctx.fresh_student(), ctx.train_batches(STUDENT_DATA), epochs=config.student_epochs,
-        learning_rate=config.learning_rate, **ctx.fit_options("baseline"))
+        ctx.fresh_student(),
+        ctx.train_batches(STUDENT_DATA),
+        epochs=config.student_epochs,
+        learning_rate=config.learning_rate,
+        **ctx.fit_options("baseline"),
+    )
     kept = ctx.keep("baseline", model)
     return [kept], ctx.accuracies(ctx.model("baseline"))
 
@@ -96,9 +112,12 @@ def student(ctx: "Context") -> StageResult:
     check = None
     if ctx.directory.done("baseline"):
         check = policy.check_teachers(
-            ctx.model("teacher"), evaluate.correct_predictions(ctx.model("baseline"),
-                                                               ctx.validation),
-            ctx.teacher_validation, config.teacher_margin_points, config.select_alpha)
+            ctx.model("teacher"),
+            evaluate.correct_predictions(ctx.model("baseline"), ctx.validation),
+            ctx.teacher_validation,
+            config.teacher_margin_points,
+            config.select_alpha,
+        )
         (logging.info if check.ok else logging.warning)("%s", check.message())
     calibration = _race(ctx) if config.calibrated else None
     loss, weight = _distillation_settings(config, calibration)
@@ -108,17 +127,29 @@ def student(ctx: "Context") -> StageResult:
     # With --loss=auto the winner's probe is the first part of this very run: its backup holds
     # the probe's last epoch, from which BackupAndRestore carries on.
     training.distill(
-        model, ctx.model("teacher"), ctx.train_batches(STUDENT_DATA, distilled=True),
-        epochs=config.student_epochs, loss=loss, student_loss_weight=weight,
-        features=config.feature_pairs, warmup_epochs=config.distillation_warmup_epochs,
+        model,
+        ctx.model("teacher"),
+        ctx.train_batches(STUDENT_DATA, distilled=True),
+        epochs=config.student_epochs,
+        loss=loss,
+        student_loss_weight=weight,
+        features=config.feature_pairs,
+        warmup_epochs=config.distillation_warmup_epochs,
         learning_rate=config.learning_rate,
-        **ctx.fit_options("student", distilled=True,
-                          backup=_probe_backup(calibration.candidate) if calibration else ""))
+        **ctx.fit_options(
+            "student",
+            distilled=True,
+            backup=_probe_backup(calibration.candidate) if calibration else "",
+        ),
+    )
     kept = ctx.keep("student", model)
     metrics = ctx.accuracies(ctx.model("student"))
     metrics["teacher_check"] = check.to_dict() if check else None
-    metrics["distillation_seconds"] = time.time() - started + (
-        calibration.probe_seconds[calibration.candidate] if calibration else 0.0)
+    metrics["distillation_seconds"] = (
+        time.time()
+        - started
+        + (calibration.probe_seconds[calibration.candidate] if calibration else 0.0)
+    )
     metrics["calibration"] = calibration.to_dict() if calibration else None
     if calibration and ctx.chief:
         shutil.rmtree(ctx.directory.file("checkpoints", PROBES), ignore_errors=True)
@@ -156,24 +187,39 @@ def _race(ctx: "Context") -> "tfkd.calibration.Calibration":
             keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
             started = time.time()
             training.distill(
-                probe, ctx.model("teacher"), ctx.train_batches(STUDENT_DATA, distilled=True),
-                epochs=config.student_epochs, loss=loss, student_loss_weight=weight,
-                features=config.feature_pairs, warmup_epochs=config.distillation_warmup_epochs,
-                learning_rate=config.learning_rate, optimizer_name=config.optimizer,
-                jit_compile=config.use_xla, verbose=0,
+                probe,
+                ctx.model("teacher"),
+                ctx.train_batches(STUDENT_DATA, distilled=True),
+                epochs=config.student_epochs,
+                loss=loss,
+                student_loss_weight=weight,
+                features=config.feature_pairs,
+                warmup_epochs=config.distillation_warmup_epochs,
+                learning_rate=config.learning_rate,
+                optimizer_name=config.optimizer,
+                jit_compile=config.use_xla,
+                verbose=0,
                 callbacks=training.callbacks(
-                    backup_dir=ctx.directory.file("checkpoints", PROBES, name), keep_backup=True)
-                + [training.StopAfterEpochs(probe_epochs),
-                   console.EpochProgress(f"student (probe: {name})", epochs=probe_epochs)])
-            result = {"correct": [bool(hit) for hit in
-                                  evaluate.correct_predictions(probe, ctx.validation)],
-                      "seconds": time.time() - started}
+                    backup_dir=ctx.directory.file("checkpoints", PROBES, name), keep_backup=True
+                )
+                + [
+                    training.StopAfterEpochs(probe_epochs),
+                    console.EpochProgress(f"student (probe: {name})", epochs=probe_epochs),
+                ],
+            )
+            result = {
+                "correct": [
+                    bool(hit) for hit in evaluate.correct_predictions(probe, ctx.validation)
+                ],
+                "seconds": time.time() - started,
+            }
             if ctx.chief:
                 files.write_text(result_file, json.dumps(result))
         correct[name] = np.array(result["correct"])
         seconds[name] = result["seconds"]
-    chosen = dataclasses.replace(tfkd.calibration.choose(correct, config.select_alpha),
-                                 probe_seconds=seconds)
+    chosen = dataclasses.replace(
+        tfkd.calibration.choose(correct, config.select_alpha), probe_seconds=seconds
+    )
     logging.info("Distillation settings (--loss=auto): %s: %s.", chosen.candidate, chosen.reason)
     if ctx.chief:
         files.write_text(done, json.dumps(chosen.to_dict(), indent=2, sort_keys=True))
@@ -190,15 +236,25 @@ def _distillation_settings(config, calibration):
 def select(ctx: "Context") -> StageResult:
     """Chooses the student that is quantized and shipped (--select)."""
     config = ctx.config
-    correct = {name: evaluate.correct_predictions(ctx.model(name), ctx.validation)
-               for name in ("student", "baseline")
-               if ctx.directory.done(name) and config.select != "distilled"}
+    correct = {
+        name: evaluate.correct_predictions(ctx.model(name), ctx.validation)
+        for name in ("student", "baseline")
+        if ctx.directory.done(name) and config.select != "distilled"
+    }
     shipped, reason, comparison = policy.select_student(
-        config.select, correct.get("student"), correct.get("baseline"), config.select_alpha)
-    logging.info("Shipping the %s: %s.", "distilled student" if shipped == "student" else
-                 "student alone (baseline)", reason)
-    return [], {"shipped": shipped, "reason": reason, "policy": config.select,
-                "validation": comparison}
+        config.select, correct.get("student"), correct.get("baseline"), config.select_alpha
+    )
+    logging.info(
+        "Shipping the %s: %s.",
+        "distilled student" if shipped == "student" else "student alone (baseline)",
+        reason,
+    )
+    return [], {
+        "shipped": shipped,
+        "reason": reason,
+        "policy": config.select,
+        "validation": comparison,
+    }
 
 
 def qad(ctx: "Context") -> StageResult:
@@ -213,15 +269,24 @@ def qad(ctx: "Context") -> StageResult:
     start.set_weights(float_student.get_weights())
     model = quantize.quantize_student(start)
     # QAD keeps teaching as the student stage did (select needs it, so it has finished).
-    loss, weight = _distillation_settings(config, tfkd.calibration.Calibration.from_dict(
-        ctx.directory.metrics("student")["calibration"]) if config.calibrated else None)
+    loss, weight = _distillation_settings(
+        config,
+        tfkd.calibration.Calibration.from_dict(ctx.directory.metrics("student")["calibration"])
+        if config.calibrated
+        else None,
+    )
     keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
     training.distill(
-        model, ctx.model("teacher"), ctx.train_batches(QAD_DATA, distilled=True),
-        epochs=config.qat_epochs, loss=loss,
+        model,
+        ctx.model("teacher"),
+        ctx.train_batches(QAD_DATA, distilled=True),
+        epochs=config.qat_epochs,
+        loss=loss,
         # A student shipped because distillation did not help is fine-tuned on labels alone.
         student_loss_weight=weight if shipped == "student" else 1.0,
-        learning_rate=config.qat_learning_rate, **ctx.fit_options("student_qad", distilled=True))
+        learning_rate=config.qat_learning_rate,
+        **ctx.fit_options("student_qad", distilled=True),
+    )
     metrics = ctx.accuracies(model)
     metrics["from"] = shipped
     return [ctx.keep("student_qad", model)], metrics
@@ -229,41 +294,64 @@ def qad(ctx: "Context") -> StageResult:
 
 def has_qad_student(ctx: "Context") -> bool:
     """The qad stage finished and produced a student (it records no accuracy when skipped)."""
-    return (ctx.directory.done("qad")
-            and ctx.directory.metrics("qad").get("accuracy") is not None)
+    return ctx.directory.done("qad") and ctx.directory.metrics("qad").get("accuracy") is not None
 
 
 def export_models(ctx: "Context") -> StageResult:
     config, splits = ctx.config, ctx.splits
     out = ctx.directory.file("tflite")
     integer_modes = [m for m in config.modes if m in export.INTEGER_MODES]
-    representative = (export.representative_set(splits, ctx.representative_size)
-                      if integer_modes else None)
+    representative = (
+        export.representative_set(splits, ctx.representative_size) if integer_modes else None
+    )
     # The run's name, not its path: the card ships inside apps.
-    common = dict(preprocessing=splits.preprocessing, class_names=splits.class_names,
-                  source_run=os.path.basename(os.path.abspath(config.out_dir)))
+    common = dict(
+        preprocessing=splits.preprocessing,
+        class_names=splits.class_names,
+        source_run=os.path.basename(os.path.abspath(config.out_dir)),
+    )
     # The `student_*` files hold the shipped student (distilled, or alone if it was better).
     # Exported first: the card's preprocessing is the student's (what an app applies).
     selection = ctx.directory.metrics("select")
-    card = export.export(ctx.model(selection["shipped"]), out, config.modes,
-                         representative=representative, name="student",
-                         output=config.export_output, **common)
+    card = export.export(
+        ctx.model(selection["shipped"]),
+        out,
+        config.modes,
+        representative=representative,
+        name="student",
+        output=config.export_output,
+        **common,
+    )
     if has_qad_student(ctx) and integer_modes:
-        card = export.export(ctx.model("student_qad"), out, integer_modes, name="student_qad",
-                             output=config.export_output, **common)
+        card = export.export(
+            ctx.model("student_qad"),
+            out,
+            integer_modes,
+            name="student_qad",
+            output=config.export_output,
+            **common,
+        )
     # The teacher's file keeps logits: it can teach again (a .tflite teacher) through the cache.
-    card = export.export(ctx.model("teacher"), out, ["float32"], name="teacher",
-                         output="logits", **dict(common,
-                                                 preprocessing=ctx.teacher_splits.preprocessing))
+    card = export.export(
+        ctx.model("teacher"),
+        out,
+        ["float32"],
+        name="teacher",
+        output="logits",
+        **dict(common, preprocessing=ctx.teacher_splits.preprocessing),
+    )
     card["shipped"] = {"model": selection["shipped"], "reason": selection["reason"]}
     card["keras3"] = _keras3_student(ctx.model(selection["shipped"]), out)
-    files.write_text(os.path.join(out, "model_card.json"),
-                     json.dumps(card, indent=2, sort_keys=True))
+    files.write_text(
+        os.path.join(out, "model_card.json"), json.dumps(card, indent=2, sort_keys=True)
+    )
     # The model card is the verify stage's output: it fills in the accuracies.
-    keras3_file = [os.path.join("tflite", card["keras3"]["file"])] if card["keras3"]["file"] \
-        else []
-    return ([os.path.join("tflite", e["file"]) for e in card["variants"].values()]
-            + [os.path.join("tflite", "labels.txt")] + keras3_file), {}
+    keras3_file = [os.path.join("tflite", card["keras3"]["file"])] if card["keras3"]["file"] else []
+    return (
+        [os.path.join("tflite", e["file"]) for e in card["variants"].values()]
+        + [os.path.join("tflite", "labels.txt")]
+        + keras3_file
+    ), {}
 
 
 KERAS3_STUDENT = "student_float_keras3.keras"
@@ -277,8 +365,11 @@ def _keras3_student(model: keras.Model, out: str) -> dict:
         # Recorded in the card and logged: the .tflite files, the product, do not depend on it.
         logging.warning("No Keras 3 copy of the shipped student: %s", error)
         return {"file": None, "reason": str(error)}
-    return {"file": KERAS3_STUDENT, "inputs": "normalised as the card's preprocessing says",
-            "outputs": "logits"}
+    return {
+        "file": KERAS3_STUDENT,
+        "inputs": "normalised as the card's preprocessing says",
+        "outputs": "logits",
+    }
 
 
 def verify(ctx: "Context") -> StageResult:
@@ -287,24 +378,30 @@ def verify(ctx: "Context") -> StageResult:
     card = export.read_card(out)
     accuracies = {}
     for name, entry in card["variants"].items():
-        accuracy = evaluate.tflite_accuracy(os.path.join(out, entry["file"]),
-                                            _test_for(ctx, entry).as_numpy_iterator())
+        accuracy = evaluate.tflite_accuracy(
+            os.path.join(out, entry["file"]), _test_for(ctx, entry).as_numpy_iterator()
+        )
         entry["accuracy"] = {"split": "test", "value": accuracy}
         accuracies[name] = accuracy
         logging.info("%s: test accuracy %.4f", name, accuracy)
-    files.write_text(os.path.join(out, "model_card.json"),
-                     json.dumps(card, indent=2, sort_keys=True))
+    files.write_text(
+        os.path.join(out, "model_card.json"), json.dumps(card, indent=2, sort_keys=True)
+    )
     shipped = ctx.directory.metrics("select")["shipped"]
     reference = ctx.directory.metrics(shipped)["accuracy"]
     students = {k: v for k, v in accuracies.items() if not k.startswith("teacher")}
     failure = None
     try:
-        drops = evaluate.parity_gate(reference, students, ctx.config.max_drop_points,
-                                     reference_name="float Keras student")
+        drops = evaluate.parity_gate(
+            reference, students, ctx.config.max_drop_points, reference_name="float Keras student"
+        )
     except evaluate.ParityError as error:
         drops, failure = error.drops, str(error)
     return [os.path.join("tflite", "model_card.json")], {
-        "accuracy": accuracies, "drops": drops, "failure": failure}
+        "accuracy": accuracies,
+        "drops": drops,
+        "failure": failure,
+    }
 
 
 def _measure_variants(ctx: "Context", measure: Callable[[str, int, dict], dict]) -> dict:
@@ -315,7 +412,8 @@ def _measure_variants(ctx: "Context", measure: Callable[[str, int, dict], dict])
     for name, entry in card["variants"].items():
         for threads in ctx.config.threads:
             results.setdefault(name, {})[str(threads)] = measure(
-                os.path.join(out, entry["file"]), threads, entry)
+                os.path.join(out, entry["file"]), threads, entry
+            )
     return results
 
 
@@ -332,15 +430,23 @@ def host_benchmark(ctx: "Context") -> StageResult:
         test = _test_for(ctx, entry)
         if id(test) not in first_batches:
             first_batches[id(test)] = next(iter(test))[0].numpy()
-        m = benchmark.measure(path, threads=threads, warmup=10, runs=ctx.config.benchmark_runs,
-                              inputs=first_batches[id(test)])
-        logging.info("%s, %d thread(s): p50 %.3f ms", os.path.basename(path), threads,
-                     m.latency.p50_ms)
+        m = benchmark.measure(
+            path,
+            threads=threads,
+            warmup=10,
+            runs=ctx.config.benchmark_runs,
+            inputs=first_batches[id(test)],
+        )
+        logging.info(
+            "%s, %d thread(s): p50 %.3f ms", os.path.basename(path), threads, m.latency.p50_ms
+        )
         return m.to_dict()
 
     path = os.path.join("benchmark", "host.json")
-    files.write_text(ctx.directory.file(path),
-                     json.dumps(_measure_variants(ctx, measure), indent=2, sort_keys=True))
+    files.write_text(
+        ctx.directory.file(path),
+        json.dumps(_measure_variants(ctx, measure), indent=2, sort_keys=True),
+    )
     return [path], {}
 
 
@@ -353,8 +459,9 @@ def device_benchmark(ctx: "Context") -> StageResult:
         del entry  # the phone feeds its own inputs
         common = dict(threads=threads, runs=config.benchmark_runs, info=info)
         if config.benchmark_binary:
-            return device.benchmark_model_on_device(phone, path, config.benchmark_binary,
-                                                    **common).to_dict()
+            return device.benchmark_model_on_device(
+                phone, path, config.benchmark_binary, **common
+            ).to_dict()
         return device.app_benchmark_on_device(phone, path, **common).to_dict()
 
     path = os.path.join("benchmark", "device.json")
@@ -365,23 +472,41 @@ def device_benchmark(ctx: "Context") -> StageResult:
 
 def write_report(ctx: "Context") -> StageResult:
     directory = ctx.directory
-    trained = [s for s in STAGES if s.model and directory.done(s.name)
-               and (s.name != "qad" or has_qad_student(ctx))]
+    trained = [
+        s
+        for s in STAGES
+        if s.model and directory.done(s.name) and (s.name != "qad" or has_qad_student(ctx))
+    ]
     keras_models = [
-        report.KerasModel(name=s.model, model=ctx.model(s.model),
-                          size_bytes=_kept_size(directory, s.model),
-                          metrics=directory.metrics(s.name))
-        for s in trained]
+        report.KerasModel(
+            name=s.model,
+            model=ctx.model(s.model),
+            size_bytes=_kept_size(directory, s.model),
+            metrics=directory.metrics(s.name),
+        )
+        for s in trained
+    ]
     host_path = directory.file("benchmark", "host.json")
     host = None
     if os.path.exists(host_path):
         with open(host_path, encoding="utf-8") as f:
             host = json.load(f)
     written = report.build_and_write(
-        directory.path, ctx.splits.name, keras_models, export.read_card(directory.file("tflite")),
-        directory.metrics("verify"), host, ctx.config.threads[0], directory.metrics("select"),
-        directory.metrics("student").get("teacher_check"), ctx.splits.sizes["test"],
-        ctx.config.max_drop_points, ctx.config.select, _kd_gain(ctx), ctx.config.select_alpha)
+        directory.path,
+        ctx.splits.name,
+        keras_models,
+        export.read_card(directory.file("tflite")),
+        directory.metrics("verify"),
+        host,
+        ctx.config.threads[0],
+        directory.metrics("select"),
+        directory.metrics("student").get("teacher_check"),
+        ctx.splits.sizes["test"],
+        ctx.config.max_drop_points,
+        ctx.config.select,
+        _kd_gain(ctx),
+        ctx.config.select_alpha,
+    )
     return written, {}
 
 
@@ -398,7 +523,8 @@ def _kd_gain(ctx: "Context"):
         return None
     return tfkd.stats.paired_difference(
         evaluate.correct_predictions(ctx.model("student"), ctx.test),
-        evaluate.correct_predictions(ctx.model("baseline"), ctx.test))
+        evaluate.correct_predictions(ctx.model("baseline"), ctx.test),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -428,16 +554,47 @@ class Stage:
 
 
 STAGES = (
-    Stage("teacher", (), True, teacher, "train or load the teacher", model="teacher",
-          epochs="teacher_epochs", mixed_precision=True),
-    Stage("baseline", (), True, baseline, "train the student alone", model="baseline",
-          epochs="student_epochs", mixed_precision=True),
-    Stage("student", ("teacher",), True, student, "distil the student", model="student",
-          epochs="student_epochs", mixed_precision=True),
+    Stage(
+        "teacher",
+        (),
+        True,
+        teacher,
+        "train or load the teacher",
+        model="teacher",
+        epochs="teacher_epochs",
+        mixed_precision=True,
+    ),
+    Stage(
+        "baseline",
+        (),
+        True,
+        baseline,
+        "train the student alone",
+        model="baseline",
+        epochs="student_epochs",
+        mixed_precision=True,
+    ),
+    Stage(
+        "student",
+        ("teacher",),
+        True,
+        student,
+        "distil the student",
+        model="student",
+        epochs="student_epochs",
+        mixed_precision=True,
+    ),
     Stage("select", ("student",), True, select, "choose the student to ship"),
     # TF-MOT's fake-quant layers are float32: QAD never uses mixed precision.
-    Stage("qad", ("teacher", "select"), True, qad, "quantization-aware distillation",
-          model="student_qad", epochs="qat_epochs"),
+    Stage(
+        "qad",
+        ("teacher", "select"),
+        True,
+        qad,
+        "quantization-aware distillation",
+        model="student_qad",
+        epochs="qat_epochs",
+    ),
     Stage("export", ("teacher", "select"), False, export_models, "export .tflite files"),
     Stage("verify", ("export",), False, verify, "accuracy of every .tflite (parity gate)"),
     Stage("benchmark", ("export",), False, host_benchmark, "latency on this host"),

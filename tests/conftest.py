@@ -47,10 +47,18 @@ def mirrored_strategy():
 # two-minute file alone at the end (longest-processing-time-first scheduling). Only the order
 # depends on these figures.
 HEAVIEST_FILES_SECONDS = {
-    "test_pipeline.py": 312, "test_search.py": 180, "test_pipeline_kills.py": 177,
-    "test_models.py": 141, "test_benchmarks.py": 103, "test_distribute.py": 90,
-    "test_photos_pipeline.py": 77, "test_export.py": 72, "test_stage_isolation.py": 46,
-    "test_metadata.py": 27, "test_readme.py": 26, "test_failures.py": 25,
+    "test_pipeline.py": 312,
+    "test_search.py": 180,
+    "test_pipeline_kills.py": 177,
+    "test_models.py": 141,
+    "test_benchmarks.py": 103,
+    "test_distribute.py": 90,
+    "test_photos_pipeline.py": 77,
+    "test_export.py": 72,
+    "test_stage_isolation.py": 46,
+    "test_metadata.py": 27,
+    "test_readme.py": 26,
+    "test_failures.py": 25,
     "test_few_labels.py": 14,
 }
 

@@ -33,16 +33,22 @@ def tiny(tmp_path_factory):
     inputs = keras.Input((6, 6, 3))
     # Equal, non-zero biases: the converter stores them once, the cost counts each use.
     x = layers.Conv2D(4, 3, padding="same", bias_initializer="ones", name="conv")(inputs)
-    x = layers.DepthwiseConv2D(3, strides=2, padding="same", bias_initializer="ones",
-                               name="dw")(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", bias_initializer="ones", name="dw")(x)
     x = layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, layers.Dense(5, bias_initializer="ones", name="fc")(x))
     out = tmp_path_factory.mktemp("tiny")
     prep = tfkd.data.Preprocessing((6, 6), 3, 1 / 255, (0.5,) * 3, (0.5,) * 3)
     images = np.random.default_rng(0).normal(size=(20, 6, 6, 3)).astype(np.float32)
     representative = export.RepresentativeSet(images, np.arange(20) % 5)
-    export.export(model, str(out), ["float32", "int8_io_uint8"], preprocessing=prep,
-                  class_names=list("abcde"), representative=representative, name="tiny")
+    export.export(
+        model,
+        str(out),
+        ["float32", "int8_io_uint8"],
+        preprocessing=prep,
+        class_names=list("abcde"),
+        representative=representative,
+        name="tiny",
+    )
     return out, model, images
 
 
@@ -50,8 +56,9 @@ def test_stats_exclude_warmup_and_use_numpy_percentiles(tiny):
     out, _, _ = tiny
     timed = [0.002, 0.004, 0.003, 0.010, 0.001]
     durations = [0.050] + [0.020] * 3 + timed  # first run, 3 warm-up runs, 5 timed runs
-    m = benchmark.measure(str(out / "tiny_float32.tflite"), warmup=3, runs=5,
-                          clock=FakeClock(durations))
+    m = benchmark.measure(
+        str(out / "tiny_float32.tflite"), warmup=3, runs=5, clock=FakeClock(durations)
+    )
     ms = np.array(timed) * 1000
     assert m.latency.runs == 5
     assert m.latency.mean_ms == pytest.approx(ms.mean())
@@ -97,8 +104,11 @@ def test_inputs_are_quantized_as_the_model_expects(tiny, monkeypatch):
     from ai_edge_litert import interpreter as litert
 
     original = litert.Interpreter.set_tensor
-    monkeypatch.setattr(litert.Interpreter, "set_tensor",
-                        lambda self, i, v: (fed.append(v.copy()), original(self, i, v))[1])
+    monkeypatch.setattr(
+        litert.Interpreter,
+        "set_tensor",
+        lambda self, i, v: (fed.append(v.copy()), original(self, i, v))[1],
+    )
     benchmark.measure(str(out / "tiny_int8_io_uint8.tflite"), warmup=0, runs=1, inputs=images)
     benchmark.measure(str(out / "tiny_float32.tflite"), warmup=0, runs=1, inputs=images)
     card = export.read_card(str(out))["variants"]["tiny_int8_io_uint8"]["input"]
@@ -115,8 +125,7 @@ def test_random_inputs_match_the_input_dtype(tiny):
     assert m.input_source == "random"
 
 
-@pytest.mark.parametrize("kwargs", [{"threads": 0}, {"runs": 0}, {"warmup": -1},
-                                    {"threads": 1.5}])
+@pytest.mark.parametrize("kwargs", [{"threads": 0}, {"runs": 0}, {"warmup": -1}, {"threads": 1.5}])
 def test_bad_arguments_are_rejected(tiny, kwargs):
     out, _, _ = tiny
     with pytest.raises(ValueError, match="must be an integer"):
@@ -138,14 +147,29 @@ def test_benchmark_cli_measures_many_files_at_several_thread_counts(tiny, tmp_pa
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     report = tmp_path / "latency.json"
     result = subprocess.run(
-        [sys.executable, "tools/benchmark_tflite.py", str(out / "tiny_float32.tflite"),
-         str(out / "tiny_int8_io_uint8.tflite"), "--threads=1,2", "--runs=5", "--warmup=1",
-         f"--json={report}"], cwd=root, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        [
+            sys.executable,
+            "tools/benchmark_tflite.py",
+            str(out / "tiny_float32.tflite"),
+            str(out / "tiny_int8_io_uint8.tflite"),
+            "--threads=1,2",
+            "--runs=5",
+            "--warmup=1",
+            f"--json={report}",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(report.read_text())
     assert [(os.path.basename(r["model"]), r["threads"]) for r in rows] == [
-        ("tiny_float32.tflite", 1), ("tiny_float32.tflite", 2),
-        ("tiny_int8_io_uint8.tflite", 1), ("tiny_int8_io_uint8.tflite", 2)]
+        ("tiny_float32.tflite", 1),
+        ("tiny_float32.tflite", 2),
+        ("tiny_int8_io_uint8.tflite", 1),
+        ("tiny_int8_io_uint8.tflite", 2),
+    ]
     assert all(r["latency"]["runs"] == 5 and r["where"] == "host" for r in rows)
     assert result.stdout.count("host") == 4 and "p50 ms" in result.stdout

@@ -36,9 +36,17 @@ def smoke_runs(tmp_path_factory):
     for script in SCRIPTS:
         out = tmp_path_factory.mktemp(script)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TFKD_SMOKE_DIR=str(out))
-        processes[script] = (out, subprocess.Popen(
-            [sys.executable, "-m", f"benchmarks.{script}", "--smoke"], cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        processes[script] = (
+            out,
+            subprocess.Popen(
+                [sys.executable, "-m", f"benchmarks.{script}", "--smoke"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
     finished = {}
     for script, (out, process) in processes.items():
         stdout, stderr = process.communicate(timeout=600)
@@ -61,21 +69,33 @@ def test_benchmark_script_runs_in_smoke_mode(script, smoke_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script, results, title", [
-    ("default_run", "default_run.json", "The default run over seeds"),
-])
+@pytest.mark.parametrize(
+    "script, results, title",
+    [
+        ("default_run", "default_run.json", "The default run over seeds"),
+    ],
+)
 def test_pipeline_benchmarks_run_in_smoke_mode(tmp_path, script, results, title):
     """In the slow suite: a smoke run is a whole pipeline run, beyond the fast suite's budget.
     (benchmarks/search.py's smoke, a whole search, is what tests/test_search.py runs already;
     its verdict is search_report.against, tested in tests/test_search_report.py.)"""
     before = _digest(RESULTS_MD)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TFKD_SMOKE_DIR=str(tmp_path),
-               RAY_USAGE_STATS_ENABLED="0")
-    result = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", "--smoke"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=900)
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        TFKD_SMOKE_DIR=str(tmp_path),
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{script}", "--smoke"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads((tmp_path / results).read_text())
     assert payload
     assert title in (tmp_path / "RESULTS.md").read_text()
     assert _digest(RESULTS_MD) == before
-

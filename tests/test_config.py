@@ -63,9 +63,16 @@ def test_every_field_has_a_flag_with_its_default_and_help():
 
 
 def test_flags_become_typed_settings():
-    values = _parsed("--threads=1,4", "--modes=int8", "--flip", "--pad_crop=2",
-                     "--loss=kd", "--student_loss_weight=0.5", "--select=distilled",
-                     "--stages=teacher")
+    values = _parsed(
+        "--threads=1,4",
+        "--modes=int8",
+        "--flip",
+        "--pad_crop=2",
+        "--loss=kd",
+        "--student_loss_weight=0.5",
+        "--select=distilled",
+        "--stages=teacher",
+    )
     config = config_lib.from_flags(values)
     assert config.threads == (1, 4) and config.modes == ("int8",) and config.stages == ("teacher",)
     assert config.flip is True and config.pad_crop == 2 and config.student_loss_weight == 0.5
@@ -76,9 +83,19 @@ def test_flags_become_typed_settings():
 
 
 def test_flag_lines_of_a_config_make_the_same_config():
-    config = Config(image_size=(16, 16), flip=True, pad_crop=2, modes=("int8",), threads=(1, 2),
-                    loss="dkd", loss_params=("alpha=1", "beta=8"), temperature=2.5,
-                    serial=None, teacher_cache="disk", teacher_cache_dir="shared")
+    config = Config(
+        image_size=(16, 16),
+        flip=True,
+        pad_crop=2,
+        modes=("int8",),
+        threads=(1, 2),
+        loss="dkd",
+        loss_params=("alpha=1", "beta=8"),
+        temperature=2.5,
+        serial=None,
+        teacher_cache="disk",
+        teacher_cache_dir="shared",
+    )
     assert config_lib.from_flags(_parsed(*config_lib.to_flags(config))) == config
     assert config_lib.from_flags(_parsed(*config_lib.to_flags(Config()))) == Config()
 
@@ -90,8 +107,14 @@ def test_an_unknown_choice_is_refused_when_flags_are_parsed():
 
 def test_only_settings_that_change_results_tie_a_run_directory():
     base = Config().results_settings()
-    for change in ({"out_dir": "elsewhere"}, {"threads": (2,)}, {"benchmark_runs": 7},
-                   {"strategy": "mirrored"}, {"overwrite": True}, {"stages": ("report",)}):
+    for change in (
+        {"out_dir": "elsewhere"},
+        {"threads": (2,)},
+        {"benchmark_runs": 7},
+        {"strategy": "mirrored"},
+        {"overwrite": True},
+        {"stages": ("report",)},
+    ):
         assert dataclasses.replace(Config(), **change).results_settings() == base, change
     for change in ({"seed": 1}, {"loss": "kd", "temperature": 2.0}, {"modes": ("int8",)}):
         assert dataclasses.replace(Config(), **change).results_settings() != base, change
@@ -100,63 +123,68 @@ def test_only_settings_that_change_results_tie_a_run_directory():
 def test_validation_runs_once_per_config(monkeypatch):
     calls = []
     original = tfkd.losses.from_spec
-    monkeypatch.setattr(tfkd.losses, "from_spec",
-                        lambda *a, **k: calls.append(a) or original(*a, **k))
+    monkeypatch.setattr(
+        tfkd.losses, "from_spec", lambda *a, **k: calls.append(a) or original(*a, **k)
+    )
     config = Config(loss="dkd")
     for _ in range(3):
-        config.distillation_loss
+        _ = config.distillation_loss
     assert len(calls) == 1
 
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"student": "resnet19"}, "--student=resnet19 is not a registered model"),
-     ({"teacher": "no_such_net"}, "--teacher=no_such_net is not a registered model nor"),
-     ({"teacher": "/nowhere/teacher.keras"}, "--teacher=/nowhere/teacher.keras does not exist"),
-     ({"teacher_epochs": 0}, "--teacher_epochs must be >= 1"),
-     ({"temperature": 0.0}, "temperature"),
-     ({"loss": "kld"}, r"Unknown loss 'kld'. Available: \["),
-     ({"optimizer": "adagrad"}, "--optimizer=adagrad is unknown"),
-     ({"student_loss_weight": 1.5}, r"--student_loss_weight must be in \[0, 1\]"),
-     ({"learning_rate": -1.0}, "--learning_rate must be > 0"),
-     ({"pad_crop": -2}, "--pad_crop must be >= 0"),
-     ({"qat_epochs": -1}, "--qat_epochs must be >= 0"),
-     ({"modes": ("float32", "int4")}, r"Unknown quantization mode 'int4'. Available"),
-     ({"max_drop_points": -0.5}, "--max_drop_points must be >= 0"),
-     ({"threads": (0,)}, "--threads must list"),
-     ({"stages": ("teacher", "train")}, "--stages=teacher,train: give 'all' or stages"),
-     ({"stages": ("device",)}, "no --serial"),
-     ({"select": "worst"}, "--select=worst is unknown"),
-     ({"features": ("a:b:hint",)}, "expected teacher_layer:student_layer:loss:weight"),
-     ({"features": ("a:b:kd:1",)}, "'kd' is a logit loss"),
-     ({"features": ("a:b:hint:x",)}, "weight 'x' is not a number"),
-     ({"early_stopping_patience": -1}, "--early_stopping_patience must be >= 0"),
-     ({"distillation_warmup_epochs": -2}, "--distillation_warmup_epochs must be >= 0"),
-     ({"loss": "dkd", "loss_params": ("gamma=2",)}, "'gamma=2' is not a key=value parameter of"),
-     ({"loss": "dkd", "loss_params": ("beta=x",)}, "'x' is not a number"),
-     ({"loss": "kd", "loss_params": ("temperature=2",)}, r"temperature is given separately"),
-     ({"loss": "auto", "temperature": 2.0},
-      r"--loss=auto chooses .* so --temperature=2.0 would be ignored"),
-     ({"loss": "auto", "loss_params": ("beta=2",)}, r"--loss_params=beta=2 would be ignored"),
-     ({"max_drop_points": float("nan")}, "--max_drop_points must be >= 0"),
-     ({"representative_size": 0}, "--representative_size must be >= 1"),
-     ({"benchmark_runs": 0}, "--benchmark_runs must be >= 1"),
-     ({"collective_timeout": 0}, "--collective_timeout must be >= 1"),
-     ({"strategy": "tpu"}, "does not run on TPU"),
-     ({"teacher_margin_points": -1.0}, "--teacher_margin_points must be >= 0"),
-     ({"teacher_cache": "ram"}, "--teacher_cache=ram is unknown"),
-     ({"label_fraction": 0.0}, "--label_fraction must be > 0"),
-     ({"label_fraction": 1.5}, r"--label_fraction must be in \(0, 1\]"),
-     ({"unlabeled": "/photos"}, "--unlabeled=/photos: give folder:PATH"),
-     ({"loss": "kd", "loss_params": ("standardize=maybe",)}, "standardize takes true or false"),
-     ({"teacher_cache": "memory", "teacher_cache_views": 2}, "without --flip/--pad_crop"),
-     ({"augment": "mixin"}, "--augment=mixin is unknown"),
-     ({"mix_fraction": 0.0}, "--mix_fraction must be > 0"),
-     ({"mix_fraction": 1.5}, r"--mix_fraction must be in \(0, 1\]"),
-     ({"teacher_cache": "memory", "features": ("a:b:hint:1",)}, "stores logits only"),
-     ({"teacher_cache_views": 0}, "--teacher_cache_views must be >= 1"),
-     ({"jit_compile": "yes"}, "--jit_compile=yes is unknown"),
-     ({"mixed_precision": "fp16"}, "--mixed_precision=fp16 is unknown")],
+    [
+        ({"student": "resnet19"}, "--student=resnet19 is not a registered model"),
+        ({"teacher": "no_such_net"}, "--teacher=no_such_net is not a registered model nor"),
+        ({"teacher": "/nowhere/teacher.keras"}, "--teacher=/nowhere/teacher.keras does not exist"),
+        ({"teacher_epochs": 0}, "--teacher_epochs must be >= 1"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"loss": "kld"}, r"Unknown loss 'kld'. Available: \["),
+        ({"optimizer": "adagrad"}, "--optimizer=adagrad is unknown"),
+        ({"student_loss_weight": 1.5}, r"--student_loss_weight must be in \[0, 1\]"),
+        ({"learning_rate": -1.0}, "--learning_rate must be > 0"),
+        ({"pad_crop": -2}, "--pad_crop must be >= 0"),
+        ({"qat_epochs": -1}, "--qat_epochs must be >= 0"),
+        ({"modes": ("float32", "int4")}, r"Unknown quantization mode 'int4'. Available"),
+        ({"max_drop_points": -0.5}, "--max_drop_points must be >= 0"),
+        ({"threads": (0,)}, "--threads must list"),
+        ({"stages": ("teacher", "train")}, "--stages=teacher,train: give 'all' or stages"),
+        ({"stages": ("device",)}, "no --serial"),
+        ({"select": "worst"}, "--select=worst is unknown"),
+        ({"features": ("a:b:hint",)}, "expected teacher_layer:student_layer:loss:weight"),
+        ({"features": ("a:b:kd:1",)}, "'kd' is a logit loss"),
+        ({"features": ("a:b:hint:x",)}, "weight 'x' is not a number"),
+        ({"early_stopping_patience": -1}, "--early_stopping_patience must be >= 0"),
+        ({"distillation_warmup_epochs": -2}, "--distillation_warmup_epochs must be >= 0"),
+        ({"loss": "dkd", "loss_params": ("gamma=2",)}, "'gamma=2' is not a key=value parameter of"),
+        ({"loss": "dkd", "loss_params": ("beta=x",)}, "'x' is not a number"),
+        ({"loss": "kd", "loss_params": ("temperature=2",)}, r"temperature is given separately"),
+        (
+            {"loss": "auto", "temperature": 2.0},
+            r"--loss=auto chooses .* so --temperature=2.0 would be ignored",
+        ),
+        ({"loss": "auto", "loss_params": ("beta=2",)}, r"--loss_params=beta=2 would be ignored"),
+        ({"max_drop_points": float("nan")}, "--max_drop_points must be >= 0"),
+        ({"representative_size": 0}, "--representative_size must be >= 1"),
+        ({"benchmark_runs": 0}, "--benchmark_runs must be >= 1"),
+        ({"collective_timeout": 0}, "--collective_timeout must be >= 1"),
+        ({"strategy": "tpu"}, "does not run on TPU"),
+        ({"teacher_margin_points": -1.0}, "--teacher_margin_points must be >= 0"),
+        ({"teacher_cache": "ram"}, "--teacher_cache=ram is unknown"),
+        ({"label_fraction": 0.0}, "--label_fraction must be > 0"),
+        ({"label_fraction": 1.5}, r"--label_fraction must be in \(0, 1\]"),
+        ({"unlabeled": "/photos"}, "--unlabeled=/photos: give folder:PATH"),
+        ({"loss": "kd", "loss_params": ("standardize=maybe",)}, "standardize takes true or false"),
+        ({"teacher_cache": "memory", "teacher_cache_views": 2}, "without --flip/--pad_crop"),
+        ({"augment": "mixin"}, "--augment=mixin is unknown"),
+        ({"mix_fraction": 0.0}, "--mix_fraction must be > 0"),
+        ({"mix_fraction": 1.5}, r"--mix_fraction must be in \(0, 1\]"),
+        ({"teacher_cache": "memory", "features": ("a:b:hint:1",)}, "stores logits only"),
+        ({"teacher_cache_views": 0}, "--teacher_cache_views must be >= 1"),
+        ({"jit_compile": "yes"}, "--jit_compile=yes is unknown"),
+        ({"mixed_precision": "fp16"}, "--mixed_precision=fp16 is unknown"),
+    ],
 )
 def test_bad_configuration_is_rejected_before_training(change, message):
     with pytest.raises(ValueError, match=message):
@@ -164,17 +192,21 @@ def test_bad_configuration_is_rejected_before_training(change, message):
 
 
 def test_mixing_comes_from_flags_and_lets_the_cache_keep_several_views():
-    config = Config(augment="cutmix", mix_fraction=0.25, teacher_cache="memory",
-                    teacher_cache_views=4)
+    config = Config(
+        augment="cutmix", mix_fraction=0.25, teacher_cache="memory", teacher_cache_views=4
+    )
     assert config.mixing == tfkd.mixing.Mixing("cutmix", fraction=0.25)
     assert Config().mixing is None and Config().mix_fraction == tfkd.mixing.DEFAULT_FRACTION
 
 
 def test_loss_and_its_parameters_come_from_flags():
-    loss = Config(loss="dkd", loss_params=("alpha=2", "beta=4"),
-                  temperature=3.0).distillation_loss
-    assert loss.get_config() == {"alpha": 2.0, "beta": 4.0, "temperature": 3.0,
-                                 "standardize": False}
+    loss = Config(loss="dkd", loss_params=("alpha=2", "beta=4"), temperature=3.0).distillation_loss
+    assert loss.get_config() == {
+        "alpha": 2.0,
+        "beta": 4.0,
+        "temperature": 3.0,
+        "standardize": False,
+    }
     assert Config(loss="logit_mse").distillation_loss.get_config() == {"standardize": False}
 
 

@@ -22,11 +22,11 @@ class _Stream(io.StringIO):
 def _fit(stream, epochs=3):
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
-    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        "sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     x, y = np.zeros((8, 4), np.float32), np.zeros(8, np.int64)
-    model.fit(x, y, epochs=epochs, verbose=0, callbacks=[console.EpochProgress("teacher",
-                                                                               stream)])
+    model.fit(x, y, epochs=epochs, verbose=0, callbacks=[console.EpochProgress("teacher", stream)])
 
 
 def test_one_line_per_epoch_outside_a_terminal():
@@ -34,7 +34,10 @@ def test_one_line_per_epoch_outside_a_terminal():
     _fit(stream)
     lines = stream.getvalue().splitlines()
     assert [line.split("  ")[1] for line in lines] == [
-        "teacher epoch 1/3", "teacher epoch 2/3", "teacher epoch 3/3"]
+        "teacher epoch 1/3",
+        "teacher epoch 2/3",
+        "teacher epoch 3/3",
+    ]
     assert all("loss" in line and "accuracy" in line for line in lines)
 
 

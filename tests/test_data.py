@@ -12,7 +12,16 @@ from tests.conftest import CIFAR_SAMPLE
 from tfkd.keras import keras
 
 CIFAR_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 
 
@@ -93,7 +102,7 @@ def test_pad_crop_gives_a_window_of_the_zero_padded_image():
     shifted = 0
     for o, i in zip(out.numpy(), images):
         padded = np.pad(i, ((2, 2), (2, 2), (0, 0)))
-        windows = [padded[r:r + 6, c:c + 6] for r in range(5) for c in range(5)]
+        windows = [padded[r : r + 6, c : c + 6] for r in range(5) for c in range(5)]
         assert any(np.array_equal(o, w) for w in windows)
         shifted += not np.array_equal(o, i)
     assert shifted > 8
@@ -134,8 +143,10 @@ def test_folder_without_test_split_carves_disjoint_stratified_splits(tmp_path):
     splits = tfkd.data.load(f"folder:{tmp_path}", validation_fraction=0.25, seed=1)
     # 2 of 8 per class go to test, then round(6 * 0.25) = 2 of the remaining 6 to validation.
     assert splits.sizes == {"test": 20, "validation": 20, "train": 40}
-    seen = [as_arrays(getattr(splits, s))[0].reshape(-1, 32 * 32 * 3) for s in
-            ("train", "validation", "test")]
+    seen = [
+        as_arrays(getattr(splits, s))[0].reshape(-1, 32 * 32 * 3)
+        for s in ("train", "validation", "test")
+    ]
     rows = {row.tobytes() for part in seen for row in part}
     assert len(rows) == 80  # nothing appears in two splits
 
@@ -161,9 +172,11 @@ def test_empty_train_folder_is_rejected(tmp_path):
 def test_unreadable_image_is_named_before_training(tmp_path, corruption):
     shutil.copytree(CIFAR_SAMPLE, tmp_path / "data")
     good = tmp_path / "data" / "train" / "cat" / sorted(os.listdir(tmp_path / "data/train/cat"))[0]
-    content = {"garbage": b"not an image at all",
-               "truncated": good.read_bytes()[:200],
-               "empty": b""}[corruption]
+    content = {
+        "garbage": b"not an image at all",
+        "truncated": good.read_bytes()[:200],
+        "empty": b"",
+    }[corruption]
     (tmp_path / "data" / "train" / "cat" / "broken.jpg").write_bytes(content)
     with pytest.raises(ValueError, match=r"1 image\(s\).*broken\.jpg"):
         tfkd.data.load(f"folder:{tmp_path / 'data'}")
@@ -175,8 +188,15 @@ def test_unknown_dataset_names_list_the_choices():
             tfkd.data.load(name)
 
 
-@pytest.mark.parametrize("kwargs", [{"validation_fraction": 0}, {"test_fraction": 1.0},
-                                    {"image_size": (0, 4)}, {"image_size": (16, 16)}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"validation_fraction": 0},
+        {"test_fraction": 1.0},
+        {"image_size": (0, 4)},
+        {"image_size": (16, 16)},
+    ],
+)
 def test_bad_loader_arguments_are_rejected(kwargs):
     with pytest.raises(ValueError):
         tfkd.data.load("digits", **kwargs)
@@ -203,10 +223,12 @@ class TfkdTinyImages(tfds.core.GeneratorBasedBuilder):
 
     def _info(self):
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(6, 6, 3)),
-                "label": tfds.features.ClassLabel(names=["left", "right"]),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(6, 6, 3)),
+                    "label": tfds.features.ClassLabel(names=["left", "right"]),
+                }
+            ),
             supervised_keys=("image", "label"),
         )
 
@@ -219,8 +241,9 @@ class TfkdTinyImages(tfds.core.GeneratorBasedBuilder):
 
 
 def test_tfds_source_loads_a_prepared_dataset(tmp_path):
-    splits = tfkd.data.load("tfds:tfkd_tiny_images", data_dir=str(tmp_path),
-                            validation_fraction=0.1)
+    splits = tfkd.data.load(
+        "tfds:tfkd_tiny_images", data_dir=str(tmp_path), validation_fraction=0.1
+    )
     assert splits.class_names == ("left", "right")
     assert splits.sizes == {"train": 18, "validation": 2, "test": 6}
     images, labels = as_arrays(splits.test)
@@ -251,8 +274,15 @@ def _splits_at_two_sizes(count=12):
 
     def splits(images, size):
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
-        return tfkd.data.Splits("pairs", ("a", "b"), prep.at(size), ds, ds, ds,
-                                {"train": count, "validation": count, "test": count})
+        return tfkd.data.Splits(
+            "pairs",
+            ("a", "b"),
+            prep.at(size),
+            ds,
+            ds,
+            ds,
+            {"train": count, "validation": count, "test": count},
+        )
 
     return splits(small, (16, 16)), splits(big, (32, 32))
 
@@ -260,20 +290,25 @@ def _splits_at_two_sizes(count=12):
 def test_paired_batches_show_the_teacher_and_the_student_one_view():
     student, teacher = _splits_at_two_sizes()
     augmentation = tfkd.data.Augmentation(flip=True, pad_crop=3)
-    batches = tfkd.data.paired_batches(student, teacher, "train", 4, shuffle=True,
-                                       augmentation=augmentation, seed=5)
+    batches = tfkd.data.paired_batches(
+        student, teacher, "train", 4, shuffle=True, augmentation=augmentation, seed=5
+    )
     differs_from_input = 0
-    for epoch in range(2):
-        for inputs, labels in batches:
+    for _epoch in range(2):
+        for inputs, _labels in batches:
             s, t = inputs["image"].numpy(), inputs[tfkd.data.TEACHER_IMAGE].numpy()
             assert s.shape[1:] == (16, 16, 3) and t.shape[1:] == (32, 32, 3)
             # Every other pixel of the teacher's view is the student's view, exactly: one flip
             # and one (scaled) shift.
             np.testing.assert_array_equal(t[:, ::2, ::2], s)
-            differs_from_input += int(not np.array_equal(
-                s, student.preprocessing.normalize(
-                    np.stack([x for x, _ in student.train.as_numpy_iterator()])[:len(s)]
-                ).numpy()))
+            differs_from_input += int(
+                not np.array_equal(
+                    s,
+                    student.preprocessing.normalize(
+                        np.stack([x for x, _ in student.train.as_numpy_iterator()])[: len(s)]
+                    ).numpy(),
+                )
+            )
     assert differs_from_input > 0, "the augmentation did something"
 
 
@@ -288,7 +323,7 @@ def test_a_distiller_teaches_at_the_teachers_own_resolution():
     assert np.isfinite(history.history["distillation_loss"]).all()
     # The KD term of a step is computed from the teacher on the big images and the student on
     # the small ones: recomputed with numpy.
-    (inputs, labels), = batches.take(1)
+    ((inputs, labels),) = batches.take(1)
     got = distiller.evaluate(batches.take(1), return_dict=True, verbose=0)
     t = teacher.predict(inputs[tfkd.data.TEACHER_IMAGE], verbose=0) / 4.0
     s = student.predict(inputs["image"], verbose=0) / 4.0
@@ -318,8 +353,9 @@ def test_hidden_labels_keep_a_stratified_share_and_the_images():
     np.testing.assert_array_equal(before, after)
     assert all(label >= 0 for _, label in hidden.test.as_numpy_iterator())
     # Reproducible by seed.
-    np.testing.assert_array_equal(kept, tfkd.data.train_labels(
-        tfkd.data.hide_labels(splits, 0.1, seed=3)))
+    np.testing.assert_array_equal(
+        kept, tfkd.data.train_labels(tfkd.data.hide_labels(splits, 0.1, seed=3))
+    )
 
 
 def test_labeled_train_repeats_the_labeled_images_to_a_full_epoch():
@@ -340,14 +376,16 @@ def test_unlabeled_folder_joins_the_training_split_at_every_resolution(tmp_path)
     rng = np.random.default_rng(0)
     for i in range(5):
         Image.fromarray(rng.integers(0, 255, (40 + i, 60, 3), np.uint8)).save(
-            unlabeled / f"u{i}.jpg")
+            unlabeled / f"u{i}.jpg"
+        )
     labeled = tmp_path / "labeled"
     for split in ("train", "val"):
         for name in ("cat", "dog"):
             (labeled / split / name).mkdir(parents=True)
             for i in range(2):
                 Image.fromarray(rng.integers(0, 255, (30, 30, 3), np.uint8)).save(
-                    labeled / split / name / f"{i}.png")
+                    labeled / split / name / f"{i}.png"
+                )
     splits = tfkd.data.load(f"folder:{labeled}", image_size=(24, 24), extra_sizes=[(32, 32)])
     joined = tfkd.data.with_unlabeled(splits, str(tmp_path / "unlabeled"))
     assert joined.sizes["train"] == splits.sizes["train"] + 5

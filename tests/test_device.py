@@ -61,11 +61,16 @@ def fake_adb(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_ADB_SCENARIO", str(scenario_path))
 
     def configure(**changes):
-        scenario = {"devices": {"emulator-5554": "device"},
-                    "getprop": os.path.join(ADB_FIXTURES, "getprop.txt"),
-                    "benchmark_output": os.path.join(ADB_FIXTURES, "benchmark_model.txt"),
-                    "app_result": {"latency_ms": [2.0, 1.0, 3.0, 4.0], "init_ms": 12.5,
-                                   "first_run_ms": 6.0}}
+        scenario = {
+            "devices": {"emulator-5554": "device"},
+            "getprop": os.path.join(ADB_FIXTURES, "getprop.txt"),
+            "benchmark_output": os.path.join(ADB_FIXTURES, "benchmark_model.txt"),
+            "app_result": {
+                "latency_ms": [2.0, 1.0, 3.0, 4.0],
+                "init_ms": 12.5,
+                "first_run_ms": 6.0,
+            },
+        }
         scenario.update(changes)
         scenario_path.write_text(json.dumps(scenario))
 
@@ -98,10 +103,12 @@ def test_parse_benchmark_model_reads_the_timed_runs_not_the_warmup():
 
 
 def test_parse_benchmark_model_older_format_without_percentiles():
-    text = ("count=50 first=249042 curr=250889 min=247067 max=254474 avg=249684 std=1442\n"
-            "Inference timings in us: Init: 16242, First inference: 360262, Warmup (avg): "
-            "304586, Inference (avg): 249684\n"
-            "Peak memory footprint (MB): init=4.92969 overall=138.809\n")
+    text = (
+        "count=50 first=249042 curr=250889 min=247067 max=254474 avg=249684 std=1442\n"
+        "Inference timings in us: Init: 16242, First inference: 360262, Warmup (avg): "
+        "304586, Inference (avg): 249684\n"
+        "Peak memory footprint (MB): init=4.92969 overall=138.809\n"
+    )
     parsed = device.parse_benchmark_model(text)
     assert parsed["latency"].mean_ms == pytest.approx(249.684)
     assert parsed["latency"].p50_ms is None
@@ -116,10 +123,17 @@ def test_parse_benchmark_model_failure_shows_the_tail():
 def test_getprop_parsing_and_fingerprint(fake_adb):
     info = device.fingerprint(device.connect())
     assert info == {
-        "manufacturer": "Google", "model": "Pixel 7", "soc_manufacturer": "Google", "soc": "GS201",
-        "board": "gs201", "abi": "arm64-v8a", "android": "14", "sdk": "34",
+        "manufacturer": "Google",
+        "model": "Pixel 7",
+        "soc_manufacturer": "Google",
+        "soc": "GS201",
+        "board": "gs201",
+        "abi": "arm64-v8a",
+        "android": "14",
+        "sdk": "34",
         "build": "google/panther/panther:14/UQ1A.240205.004/11269751:user/release-keys",
-        "serial": "emulator-5554", "cpu_governor": "schedutil",
+        "serial": "emulator-5554",
+        "cpu_governor": "schedutil",
     }
 
 
@@ -128,20 +142,33 @@ def test_benchmark_model_run_pushes_once_and_sends_argument_lists(fake_adb, file
     model, binary = files
     slept = []
     result = device.benchmark_model_on_device(
-        device.connect("emulator-5554"), model, binary, threads=4, warmup=10, runs=50,
-        cpu_mask="f0", repeats=3, cooldown_s=7.5, sleep=slept.append)
+        device.connect("emulator-5554"),
+        model,
+        binary,
+        threads=4,
+        warmup=10,
+        runs=50,
+        cpu_mask="f0",
+        repeats=3,
+        cooldown_s=7.5,
+        sleep=slept.append,
+    )
     assert result.latency.mean_ms == pytest.approx(1.2046) and len(result.repeats) == 3
     assert result.device["model"] == "Pixel 7" and result.cpu_mask == "f0"
     assert slept == [7.5, 7.5]  # a cool-down between repeats, not before the first
     made = calls()
     pushes = [c for c in made if "push" in c]
-    assert [c[-1] for c in pushes] == ["/data/local/tmp/tfkd/benchmark_model",
-                                       "/data/local/tmp/tfkd/student_int8.tflite"]
+    assert [c[-1] for c in pushes] == [
+        "/data/local/tmp/tfkd/benchmark_model",
+        "/data/local/tmp/tfkd/student_int8.tflite",
+    ]
     runs = [c for c in made if c[:3] == ["-s", "emulator-5554", "shell"] and "--graph=" in c[3]]
     assert len(runs) == 3
-    assert runs[0][3] == ("taskset f0 /data/local/tmp/tfkd/benchmark_model "
-                          "--graph=/data/local/tmp/tfkd/student_int8.tflite --num_threads=4 "
-                          "--warmup_runs=10 --num_runs=50 --min_secs=0 --use_xnnpack=true")
+    assert runs[0][3] == (
+        "taskset f0 /data/local/tmp/tfkd/benchmark_model "
+        "--graph=/data/local/tmp/tfkd/student_int8.tflite --num_threads=4 "
+        "--warmup_runs=10 --num_runs=50 --min_secs=0 --use_xnnpack=true"
+    )
     assert all(c[:2] == ["-s", "emulator-5554"] for c in made if c != ["devices"])
 
 
@@ -156,8 +183,9 @@ def test_device_shell_words_are_quoted(fake_adb, files, tmp_path):
 
 def test_app_benchmark_mode_starts_the_activity_and_reads_result_json(fake_adb, files):
     _, calls = fake_adb
-    result = device.app_benchmark_on_device(device.connect(), files[0], threads=2, runs=4,
-                                            sleep=lambda s: None)
+    result = device.app_benchmark_on_device(
+        device.connect(), files[0], threads=2, runs=4, sleep=lambda s: None
+    )
     assert result.runner == "app"
     assert result.latency.runs == 4 and result.latency.p50_ms == pytest.approx(2.5)
     start = [c for c in calls() if "am start" in " ".join(c)][0][3]
@@ -169,8 +197,9 @@ def test_app_that_writes_no_result_times_out_clearly(fake_adb, files):
     configure(no_result=True)
     waits = []
     with pytest.raises(device.DeviceError, match="wrote no .*result.json within 3 s.*installDebug"):
-        device.app_benchmark_on_device(device.connect(), files[0], timeout_s=3, poll_s=1,
-                                       sleep=waits.append, info={})
+        device.app_benchmark_on_device(
+            device.connect(), files[0], timeout_s=3, poll_s=1, sleep=waits.append, info={}
+        )
     assert waits == [1, 1, 1]
 
 
@@ -216,15 +245,27 @@ def _tool(name, *args):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, f"tools/{name}.py", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, f"tools/{name}.py", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_android_benchmark_cli_prints_device_and_table_and_writes_json(fake_adb, files, tmp_path):
     model, binary = files
     out = tmp_path / "device.json"
-    result = _tool("android_benchmark", model, f"--benchmark_binary={binary}", "--threads=4",
-                   "--repeats=2", f"--json={out}")
+    result = _tool(
+        "android_benchmark",
+        model,
+        f"--benchmark_binary={binary}",
+        "--threads=4",
+        "--repeats=2",
+        f"--json={out}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Google Pixel 7 (GS201, arm64-v8a, Android 14, governor schedutil)" in result.stdout
     assert "student_int8.tflite" in result.stdout and "1.190" in result.stdout

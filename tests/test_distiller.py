@@ -175,8 +175,9 @@ def test_sample_weights_apply_to_both_losses():
     student, teacher = mlp("student"), mlp("teacher", seed=1)
     distiller = tfkd.Distiller(student, teacher, loss=tfkd.losses.KD(2.0), student_loss_weight=0.5)
     distiller.compile(optimizer="sgd")
-    got = distiller.evaluate(x, y, sample_weight=weights, batch_size=16, return_dict=True,
-                             verbose=0)
+    got = distiller.evaluate(
+        x, y, sample_weight=weights, batch_size=16, return_dict=True, verbose=0
+    )
     s, t = student.predict(x, verbose=0), teacher.predict(x, verbose=0)
     assert got["student_loss"] == pytest.approx(
         np.sum(weights * numpy_cross_entropy(s, y)) / 16, rel=1e-5
@@ -311,15 +312,19 @@ def test_distillation_warmup_ramps_the_distillation_term_from_zero():
     student, teacher = mlp("student"), mlp("teacher", seed=1)
     s, t = student.predict(x, verbose=0), teacher.predict(x, verbose=0)
     ce, kd = numpy_cross_entropy(s, y).mean(), numpy_kd(t, s, 4.0).mean()
-    distiller = tfkd.Distiller(student, teacher, student_loss_weight=0.5,
-                               distillation_warmup_steps=4)
+    distiller = tfkd.Distiller(
+        student, teacher, student_loss_weight=0.5, distillation_warmup_steps=4
+    )
     distiller.compile(optimizer=keras.optimizers.SGD(0.0))  # lr 0: the weights stay put
-    losses = [distiller.train_on_batch(x, y, return_dict=True, reset_metrics=True)["loss"]
-              for _ in range(6)]
+    losses = [
+        distiller.train_on_batch(x, y, return_dict=True, reset_metrics=True)["loss"]
+        for _ in range(6)
+    ]
     expected = [0.5 * ce + 0.5 * min(1.0, step / 4) * kd for step in range(6)]
     np.testing.assert_allclose(losses, expected, rtol=1e-5)
-    assert distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)["loss"] == \
-        pytest.approx(0.5 * ce + 0.5 * kd, rel=1e-5)
+    assert distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)[
+        "loss"
+    ] == pytest.approx(0.5 * ce + 0.5 * kd, rel=1e-5)
     with pytest.raises(ValueError, match="distillation_warmup_steps"):
         tfkd.Distiller(mlp("s"), mlp("t"), distillation_warmup_steps=-1)
 
@@ -329,11 +334,20 @@ def conv_net(name, widths, seed=0):
     inputs = keras.Input((6, 6, 2))
     x = inputs
     for i, width in enumerate(widths):
-        x = layers.Conv2D(width, 3, padding="same", activation="relu",
-                          kernel_initializer=initializer, name=f"{name}_conv{i}")(x)
+        x = layers.Conv2D(
+            width,
+            3,
+            padding="same",
+            activation="relu",
+            kernel_initializer=initializer,
+            name=f"{name}_conv{i}",
+        )(x)
     x = layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
-    return keras.Model(inputs, layers.Dense(NUM_CLASSES, kernel_initializer=initializer,
-                                            name=f"{name}_logits")(x), name=name)
+    return keras.Model(
+        inputs,
+        layers.Dense(NUM_CLASSES, kernel_initializer=initializer, name=f"{name}_logits")(x),
+        name=name,
+    )
 
 
 def images(n=16, seed=0):
@@ -355,13 +369,14 @@ def test_hint_adds_a_trained_adapter_that_never_joins_the_student(tmp_path):
         _, (student_features,) = distiller._student(x, training=True)
         _, (teacher_features,) = distiller._teacher(x)
         value = distiller.taps.loss([teacher_features], [student_features], y, None)
-    grads = tape.gradient(value, student.trainable_variables + adapter.trainable_variables
-                          + teacher.weights)
+    grads = tape.gradient(
+        value, student.trainable_variables + adapter.trainable_variables + teacher.weights
+    )
     n_student = len(student.trainable_variables)
     n_adapter = len(adapter.trainable_variables)
-    assert all(g is not None for g in grads[:n_student - 2])  # conv layers feed the feature
-    assert all(g is not None for g in grads[n_student:n_student + n_adapter])
-    assert all(g is None for g in grads[n_student + n_adapter:])
+    assert all(g is not None for g in grads[: n_student - 2])  # conv layers feed the feature
+    assert all(g is not None for g in grads[n_student : n_student + n_adapter])
+    assert all(g is None for g in grads[n_student + n_adapter :])
     projected = adapter(student_features).numpy()
     expected = 2.0 * np.mean((projected - teacher_features.numpy()) ** 2)
     assert float(value) == pytest.approx(expected, rel=1e-5)
@@ -384,20 +399,26 @@ def test_attention_transfer_needs_no_adapter_and_joins_the_distillation_loss():
     from tfkd.features import FeaturePair
 
     teacher, student = conv_net("teacher", (8, 8), seed=1), conv_net("student", (4, 4))
-    pair = FeaturePair("teacher_conv0", "student_conv0", tfkd.losses.AttentionTransfer(),
-                       weight=1000.0)
-    distiller = tfkd.Distiller(student, teacher, loss=[(tfkd.losses.KD(4.0), 1.0)],
-                               features=[pair])
+    pair = FeaturePair(
+        "teacher_conv0", "student_conv0", tfkd.losses.AttentionTransfer(), weight=1000.0
+    )
+    distiller = tfkd.Distiller(student, teacher, loss=[(tfkd.losses.KD(4.0), 1.0)], features=[pair])
     assert distiller.taps.adapters == [None]
     distiller.compile(optimizer="sgd")
     x, y = images()
     got = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
     feature = lambda m, n: keras.Model(m.inputs, m.get_layer(n).output).predict(x, verbose=0)  # noqa: E731
-    at = np.mean((numpy_attention(feature(student, "student_conv0"))
-                  - numpy_attention(feature(teacher, "teacher_conv0"))) ** 2)
+    at = np.mean(
+        (
+            numpy_attention(feature(student, "student_conv0"))
+            - numpy_attention(feature(teacher, "teacher_conv0"))
+        )
+        ** 2
+    )
     s, t = student.predict(x, verbose=0), teacher.predict(x, verbose=0)
-    assert got["distillation_loss"] == pytest.approx(numpy_kd(t, s, 4.0).mean() + 1000 * at,
-                                                     rel=1e-4)
+    assert got["distillation_loss"] == pytest.approx(
+        numpy_kd(t, s, 4.0).mean() + 1000 * at, rel=1e-4
+    )
 
 
 def test_feature_pairs_are_validated():
@@ -405,26 +426,37 @@ def test_feature_pairs_are_validated():
 
     teacher, student = conv_net("teacher", (8, 8), seed=1), conv_net("student", (4, 4))
     with pytest.raises(ValueError, match=r"no layer 'conv9'. Its layers: \[.*'student_conv0'"):
-        tfkd.Distiller(student, teacher,
-                       features=[FeaturePair("teacher_conv0", "conv9", tfkd.losses.Hint())])
+        tfkd.Distiller(
+            student, teacher, features=[FeaturePair("teacher_conv0", "conv9", tfkd.losses.Hint())]
+        )
     with pytest.raises(ValueError, match="have different ranks"):
-        tfkd.Distiller(student, teacher,
-                       features=[FeaturePair("teacher_conv0", "student_pool",
-                                             tfkd.losses.Hint())])
+        tfkd.Distiller(
+            student,
+            teacher,
+            features=[FeaturePair("teacher_conv0", "student_pool", tfkd.losses.Hint())],
+        )
     inputs = keras.Input((6, 6, 2))
     x = layers.Conv2D(4, 3, strides=2, padding="same", name="strided")(inputs)
     strided = keras.Model(inputs, layers.Dense(NUM_CLASSES)(layers.GlobalAveragePooling2D()(x)))
     message = r"spatial sizes differ \(student \(3, 3\), teacher \(6, 6\)"
     with pytest.raises(ValueError, match=message):
-        tfkd.Distiller(strided, teacher,
-                       features=[FeaturePair("teacher_conv0", "strided", tfkd.losses.Hint())])
+        tfkd.Distiller(
+            strided, teacher, features=[FeaturePair("teacher_conv0", "strided", tfkd.losses.Hint())]
+        )
     with pytest.raises(TypeError, match="feature loss"):
-        tfkd.Distiller(student, teacher,
-                       features=[FeaturePair("teacher_conv0", "student_conv0", tfkd.losses.KD())])
+        tfkd.Distiller(
+            student,
+            teacher,
+            features=[FeaturePair("teacher_conv0", "student_conv0", tfkd.losses.KD())],
+        )
     with pytest.raises(ValueError, match="one teacher"):
-        tfkd.Distiller(student, [teacher, conv_net("t2", (8, 8))],
-                       features=[FeaturePair("teacher_conv0", "student_conv0",
-                                             tfkd.losses.AttentionTransfer())])
+        tfkd.Distiller(
+            student,
+            [teacher, conv_net("t2", (8, 8))],
+            features=[
+                FeaturePair("teacher_conv0", "student_conv0", tfkd.losses.AttentionTransfer())
+            ],
+        )
 
 
 def test_rkd_on_pooled_embeddings_trains_and_round_trips_its_config():
@@ -473,23 +505,26 @@ def test_unlabeled_examples_learn_from_the_teacher_only():
     teacher = rng.normal(0, 2, (6, 4)).astype(np.float32)
     student = rng.normal(0, 1, (6, 4)).astype(np.float32)
     labels = np.array([0, -1, 2, -1, 3, 1])
-    distiller = tfkd.Distiller(student=keras.Sequential([keras.layers.Dense(4, input_shape=(4,))]),
-                               teacher=None, loss=tfkd.losses.DKD(temperature=2.0),
-                               student_loss_weight=0.3)
-    total, hard, soft = distiller._compute_losses(tf.constant(labels), tf.constant(student),
-                                                  tf.constant(teacher), None)
+    distiller = tfkd.Distiller(
+        student=keras.Sequential([keras.layers.Dense(4, input_shape=(4,))]),
+        teacher=None,
+        loss=tfkd.losses.DKD(temperature=2.0),
+        student_loss_weight=0.3,
+    )
+    total, hard, soft = distiller._compute_losses(
+        tf.constant(labels), tf.constant(student), tf.constant(teacher), None
+    )
     labeled = labels >= 0
     log_p = student - np.log(np.exp(student).sum(-1, keepdims=True))
     expected_hard = -np.mean(log_p[labeled, labels[labeled]])
     filled = np.where(labeled, labels, teacher.argmax(-1))
-    expected_soft = numpy_dkd(teacher.astype(np.float64), student.astype(np.float64), filled,
-                              1.0, 8.0, 2.0).mean()
+    expected_soft = numpy_dkd(
+        teacher.astype(np.float64), student.astype(np.float64), filled, 1.0, 8.0, 2.0
+    ).mean()
     np.testing.assert_allclose(float(hard), expected_hard, rtol=1e-5)
     np.testing.assert_allclose(float(soft), expected_soft, rtol=1e-5)
-    np.testing.assert_allclose(float(total), 0.3 * expected_hard + 0.7 * expected_soft,
-                               rtol=1e-5)
+    np.testing.assert_allclose(float(total), 0.3 * expected_hard + 0.7 * expected_soft, rtol=1e-5)
     distiller.compile(optimizer="adam", metrics=["accuracy"])
     distiller._update_trackers(tf.constant(labels), tf.constant(student), None, total, hard, soft)
     accuracy = [m for m in distiller.metrics if m.name == "accuracy"][0].result()
-    assert float(accuracy) == pytest.approx(np.mean(student[labeled].argmax(-1) ==
-                                                    labels[labeled]))
+    assert float(accuracy) == pytest.approx(np.mean(student[labeled].argmax(-1) == labels[labeled]))

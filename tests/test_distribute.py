@@ -25,8 +25,9 @@ def conv_net(name, seed):
     """No batch norm: per-replica batch statistics would differ from one device by design."""
     initializer = keras.initializers.GlorotUniform(seed=seed)
     inputs = keras.Input(SHAPE)
-    x = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=initializer,
-                            name=f"{name}_conv")(inputs)
+    x = keras.layers.Conv2D(
+        4, 3, activation="relu", kernel_initializer=initializer, name=f"{name}_conv"
+    )(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(3, kernel_initializer=initializer, name=f"{name}_logits")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -80,12 +81,17 @@ def test_mirrored_on_two_devices_matches_one_device(variant, mirrored_strategy):
 
 @pytest.mark.parametrize(
     "tf_config, message",
-    [(None, "needs the cluster in the TF_CONFIG"),
-     ("{not json", "not valid JSON"),
-     ('{"cluster": {}, "task": {"type": "worker", "index": 0}}', "no workers"),
-     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "task type 'ps'"),
-     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}',
-      "task index 3")])
+    [
+        (None, "needs the cluster in the TF_CONFIG"),
+        ("{not json", "not valid JSON"),
+        ('{"cluster": {}, "task": {"type": "worker", "index": 0}}', "no workers"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "task type 'ps'"),
+        (
+            '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}',
+            "task index 3",
+        ),
+    ],
+)
 def test_multi_worker_configuration_errors_show_an_example(monkeypatch, tf_config, message):
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -117,15 +123,34 @@ def _start_workers(out_dir, extra, ports):
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     processes = []
     for index in reversed(range(len(ports))):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        env = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        )
         log = open(os.path.join(os.path.dirname(out_dir), f"worker{index}.log"), "w")
-        command = [sys.executable, "-m", "pipelines.distill", "--strategy=multi_worker",
-                   f"--out_dir={out_dir}", "--teacher_epochs=2", "--qat_epochs=1",
-                   "--modes=float32", "--max_drop_points=100", "--benchmark_runs=3",
-                   "--collective_timeout=30", "--batch_size=128", *extra]
-        processes.insert(0, (subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
-                                              stderr=subprocess.STDOUT), log))
+        command = [
+            sys.executable,
+            "-m",
+            "pipelines.distill",
+            "--strategy=multi_worker",
+            f"--out_dir={out_dir}",
+            "--teacher_epochs=2",
+            "--qat_epochs=1",
+            "--modes=float32",
+            "--max_drop_points=100",
+            "--benchmark_runs=3",
+            "--collective_timeout=30",
+            "--batch_size=128",
+            *extra,
+        ]
+        processes.insert(
+            0,
+            (
+                subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT),
+                log,
+            ),
+        )
     return processes
 
 
@@ -146,8 +171,12 @@ def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_
     """Two worker processes on loopback ports distil with a disk teacher cache; one is killed
     mid-distillation; restarted, the run resumes from its backup and the chief alone writes."""
     out = tmp_path / "run"
-    extra = ["--student_epochs=8", "--teacher_cache=disk", "--pad_crop=1",
-             "--teacher_cache_views=2"]
+    extra = [
+        "--student_epochs=8",
+        "--teacher_cache=disk",
+        "--pad_crop=1",
+        "--teacher_cache_views=2",
+    ]
     processes = _start_workers(str(out), extra, _free_ports(2))
     backup = out / "checkpoints" / "student"
     deadline = time.time() + 600
@@ -170,8 +199,7 @@ def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_
     epochs = [line for line in chief.splitlines() if line.strip().startswith("student epoch ")]
     assert epochs and "epoch 1/8 " not in epochs[0], "distillation restarted instead of resuming"
     manifest = json.loads((out / "manifest.json").read_text())
-    assert {"teacher", "baseline", "student", "qad", "export", "report"} <= set(
-        manifest["stages"])
+    assert {"teacher", "baseline", "student", "qad", "export", "report"} <= set(manifest["stages"])
     assert (out / "report.md").exists() and (out / "teacher_cache" / "teacher_logits.npy").exists()
     assert "the chief writes the artifacts" in _log(tmp_path, 1)
     # Only the chief's files: no worker scratch or temporary checkpoint directories remain.

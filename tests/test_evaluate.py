@@ -14,8 +14,9 @@ def setting():
     train = tfkd.data.batches(digits.train, digits.preprocessing, 64, shuffle=True)
     test = tfkd.data.batches(digits.test, digits.preprocessing, 128)
     student = tfkd.models.build("cnn_small", (8, 8, 1), 10)
-    student.compile(keras.optimizers.Adam(3e-3),
-                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    student.compile(
+        keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     student.fit(train, epochs=8, verbose=0)
     damaged = keras.models.clone_model(student)
     damaged.set_weights(student.get_weights())
@@ -35,22 +36,33 @@ def images_and_labels(batches):
 
 def test_float32_tflite_accuracy_equals_keras_accuracy(setting, tmp_path):
     digits, test, student, _ = setting
-    export.export(student, str(tmp_path), ["float32"], preprocessing=digits.preprocessing,
-                  class_names=digits.class_names)
+    export.export(
+        student,
+        str(tmp_path),
+        ["float32"],
+        preprocessing=digits.preprocessing,
+        class_names=digits.class_names,
+    )
     keras_accuracy = evaluate.keras_accuracy(student, test)
     images, labels = images_and_labels(test)
     expected = np.mean(student.predict(images, verbose=0).argmax(1) == labels)
     assert keras_accuracy == pytest.approx(expected)
-    tflite = evaluate.tflite_accuracy(str(tmp_path / "student_float32.tflite"),
-                                      test.as_numpy_iterator())
+    tflite = evaluate.tflite_accuracy(
+        str(tmp_path / "student_float32.tflite"), test.as_numpy_iterator()
+    )
     assert tflite == pytest.approx(keras_accuracy, abs=1 / len(labels) + 1e-9)
 
 
 def test_quantized_io_is_fed_with_the_models_own_scale_and_zero_point(setting, tmp_path):
     digits, test, student, _ = setting
-    card = export.export(student, str(tmp_path), ["int8_io_uint8"],
-                         preprocessing=digits.preprocessing, class_names=digits.class_names,
-                         representative=export.representative_set(digits, 100))
+    card = export.export(
+        student,
+        str(tmp_path),
+        ["int8_io_uint8"],
+        preprocessing=digits.preprocessing,
+        class_names=digits.class_names,
+        representative=export.representative_set(digits, 100),
+    )
     entry = card["variants"]["student_int8_io_uint8"]
     classifier = evaluate.TFLiteClassifier(str(tmp_path / entry["file"]))
     images, labels = images_and_labels(test)
@@ -84,12 +96,19 @@ def test_parity_gate_passes_a_good_int8_model_and_fires_on_a_damaged_one(setting
     representative = export.representative_set(digits, 100)
     accuracies = {}
     for model, name in ((student, "good"), (damaged, "damaged")):
-        export.export(model, str(tmp_path / name), ["int8"], preprocessing=digits.preprocessing,
-                      class_names=digits.class_names, representative=representative)
+        export.export(
+            model,
+            str(tmp_path / name),
+            ["int8"],
+            preprocessing=digits.preprocessing,
+            class_names=digits.class_names,
+            representative=representative,
+        )
         accuracies[name] = (
             evaluate.keras_accuracy(model, test),
-            evaluate.tflite_accuracy(str(tmp_path / name / "student_int8.tflite"),
-                                     test.as_numpy_iterator()),
+            evaluate.tflite_accuracy(
+                str(tmp_path / name / "student_int8.tflite"), test.as_numpy_iterator()
+            ),
         )
     evaluate.parity_gate(accuracies["good"][0], {"int8": accuracies["good"][1]})
     with pytest.raises(evaluate.ParityError, match="lost more than 1.00 accuracy points"):
@@ -98,12 +117,19 @@ def test_parity_gate_passes_a_good_int8_model_and_fires_on_a_damaged_one(setting
 
 def test_localize_drop_names_the_damaged_layer(setting, tmp_path):
     digits, test, _, damaged = setting
-    export.export(damaged, str(tmp_path), ["float32", "int8"], preprocessing=digits.preprocessing,
-                  class_names=digits.class_names, output="logits",
-                  representative=export.representative_set(digits, 100))
+    export.export(
+        damaged,
+        str(tmp_path),
+        ["float32", "int8"],
+        preprocessing=digits.preprocessing,
+        class_names=digits.class_names,
+        output="logits",
+        representative=export.representative_set(digits, 100),
+    )
     images, _ = images_and_labels(test)
-    errors = evaluate.localize_drop(str(tmp_path / "student_float32.tflite"),
-                                    str(tmp_path / "student_int8.tflite"), images[:64])
+    errors = evaluate.localize_drop(
+        str(tmp_path / "student_float32.tflite"), str(tmp_path / "student_int8.tflite"), images[:64]
+    )
     assert "block1" in errors[0].tensor
     assert errors[0].added_error > 5 * max(e.added_error for e in errors[1:])
 
@@ -118,8 +144,13 @@ def test_corrupt_or_truncated_tflite_gives_a_clear_error(tmp_path, content):
 
 def test_truncated_real_model_gives_a_clear_error(setting, tmp_path):
     digits, _, student, _ = setting
-    export.export(student, str(tmp_path), ["float32"], preprocessing=digits.preprocessing,
-                  class_names=digits.class_names)
+    export.export(
+        student,
+        str(tmp_path),
+        ["float32"],
+        preprocessing=digits.preprocessing,
+        class_names=digits.class_names,
+    )
     content = (tmp_path / "student_float32.tflite").read_bytes()
     (tmp_path / "half.tflite").write_bytes(content[: len(content) // 2])
     with pytest.raises(ValueError, match="truncated or corrupt"):

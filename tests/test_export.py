@@ -40,11 +40,14 @@ def integer_ops_report(path):
 
     interpreter = Interpreter(
         model_path=path,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
     interpreter.allocate_tensors()
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    return [(op["op_name"], [np.dtype(tensors[i]["dtype"]).name for i in op["outputs"]])
-            for op in interpreter._get_ops_details()]
+    return [
+        (op["op_name"], [np.dtype(tensors[i]["dtype"]).name for i in op["outputs"]])
+        for op in interpreter._get_ops_details()
+    ]
 
 
 def test_representative_set_is_class_balanced_and_deterministic(digits):
@@ -64,12 +67,15 @@ def test_largest_representative_size_is_the_largest_set_that_can_be_filled(per_c
 
     import tensorflow as tf
 
-    labels = np.concatenate([np.full(n, c) for c, n in enumerate(per_class)]
-                            + [np.full(hidden, tfkd.data.UNLABELED)]).astype(np.int64)
+    labels = np.concatenate(
+        [np.full(n, c) for c, n in enumerate(per_class)] + [np.full(hidden, tfkd.data.UNLABELED)]
+    ).astype(np.int64)
     images = np.zeros((labels.size, 8, 8, 1), np.uint8)
     splits = dataclasses.replace(
-        tfkd.data.load("digits"), class_names=("a", "b", "c"),
-        train=tf.data.Dataset.from_tensor_slices((images, labels)))
+        tfkd.data.load("digits"),
+        class_names=("a", "b", "c"),
+        train=tf.data.Dataset.from_tensor_slices((images, labels)),
+    )
     largest = export.largest_representative_size(labels, 3)
     # The real thing decides: the largest size fills, one more does not.
     assert len(export.representative_set(splits, largest).labels) == largest
@@ -100,27 +106,44 @@ def test_unknown_mode_lists_the_valid_ones(trained):
 
 def test_qat_int8_tflite_matches_the_qat_keras_model(trained, digits, tmp_path):
     _, qat = trained
-    card = export.export(qat, str(tmp_path), ["int8"], preprocessing=digits.preprocessing,
-                         class_names=digits.class_names, name="qat", output="logits")
+    card = export.export(
+        qat,
+        str(tmp_path),
+        ["int8"],
+        preprocessing=digits.preprocessing,
+        class_names=digits.class_names,
+        name="qat",
+        output="logits",
+    )
     entry = card["variants"]["qat_int8"]
     images, _ = normalized_test_split(digits, 128)
     tflite = evaluate.TFLiteClassifier(str(tmp_path / entry["file"])).predict(images)
     keras_logits = qat(images, training=False).numpy()
     # Same fake-quantized arithmetic; integer kernels round differently by a few output steps.
-    low, high = [float(w.numpy()) for w in qat.get_layer("quant_logits").weights
-                 if "post_activation_m" in w.name]
+    low, high = [
+        float(w.numpy())
+        for w in qat.get_layer("quant_logits").weights
+        if "post_activation_m" in w.name
+    ]
     output_step = (high - low) / 255
     np.testing.assert_allclose(tflite, keras_logits, atol=3 * output_step + 1e-5)
     assert np.mean(tflite.argmax(1) == keras_logits.argmax(1)) >= 0.98
 
 
 @pytest.mark.parametrize("mode", export.INTEGER_MODES)
-def test_integer_models_hold_only_integer_ops_apart_from_requested_float_io(trained, digits, mode,
-                                                                           tmp_path):
+def test_integer_models_hold_only_integer_ops_apart_from_requested_float_io(
+    trained, digits, mode, tmp_path
+):
     for model, name in ((trained[0], "ptq"), (trained[1], "qat")):
-        card = export.export(model, str(tmp_path), [mode], preprocessing=digits.preprocessing,
-                             class_names=digits.class_names,
-                             representative=export.representative_set(digits, 50), name=name)
+        card = export.export(
+            model,
+            str(tmp_path),
+            [mode],
+            preprocessing=digits.preprocessing,
+            class_names=digits.class_names,
+            representative=export.representative_set(digits, 50),
+            name=name,
+        )
         ops = integer_ops_report(str(tmp_path / card["variants"][f"{name}_{mode}"]["file"]))
         float_ops = [(op, dtypes) for op, dtypes in ops if "float32" in dtypes]
         if mode == "int8":  # float I/O: exactly one DEQUANTIZE back to float at the end
@@ -133,12 +156,19 @@ def test_integer_models_hold_only_integer_ops_apart_from_requested_float_io(trai
 
 def test_int8_and_uint8_io_predict_like_float_io_on_real_images(trained, digits, tmp_path):
     modes = ["int8", "int8_io_int8", "int8_io_uint8"]
-    card = export.export(trained[1], str(tmp_path), modes, preprocessing=digits.preprocessing,
-                         class_names=digits.class_names, name="qat")
+    card = export.export(
+        trained[1],
+        str(tmp_path),
+        modes,
+        preprocessing=digits.preprocessing,
+        class_names=digits.class_names,
+        name="qat",
+    )
     images, labels = normalized_test_split(digits)
     files = {m: str(tmp_path / card["variants"][f"qat_{m}"]["file"]) for m in modes}
-    predictions = {m: evaluate.TFLiteClassifier(f).predict(images).argmax(1)
-                   for m, f in files.items()}
+    predictions = {
+        m: evaluate.TFLiteClassifier(f).predict(images).argmax(1) for m, f in files.items()
+    }
     assert np.mean(predictions["int8_io_int8"] == predictions["int8"]) >= 0.99
     assert np.mean(predictions["int8_io_uint8"] == predictions["int8"]) >= 0.99
     assert np.mean(predictions["int8"] == labels) > 0.85
@@ -149,11 +179,24 @@ def test_int8_and_uint8_io_predict_like_float_io_on_real_images(trained, digits,
 
 def test_every_mode_writes_file_labels_and_a_card_that_checks_out(trained, digits, tmp_path):
     representative = export.representative_set(digits, 50)
-    card = export.export(trained[0], str(tmp_path), export.MODES,
-                         preprocessing=digits.preprocessing, class_names=digits.class_names,
-                         representative=representative, name="float", source_run="runs/x")
-    export.export(trained[1], str(tmp_path), ["int8_io_uint8"], preprocessing=digits.preprocessing,
-                  class_names=digits.class_names, name="qat")
+    card = export.export(
+        trained[0],
+        str(tmp_path),
+        export.MODES,
+        preprocessing=digits.preprocessing,
+        class_names=digits.class_names,
+        representative=representative,
+        name="float",
+        source_run="runs/x",
+    )
+    export.export(
+        trained[1],
+        str(tmp_path),
+        ["int8_io_uint8"],
+        preprocessing=digits.preprocessing,
+        class_names=digits.class_names,
+        name="qat",
+    )
     card = json.loads((tmp_path / "model_card.json").read_text())
     assert set(card["variants"]) == {f"float_{m}" for m in export.MODES} | {"qat_int8_io_uint8"}
     assert (tmp_path / "labels.txt").read_text().split() == list(digits.class_names)
@@ -170,31 +213,52 @@ def test_every_mode_writes_file_labels_and_a_card_that_checks_out(trained, digit
 
 
 def test_a_replaced_file_no_longer_matches_its_card(trained, digits, tmp_path):
-    export.export(trained[0], str(tmp_path), ["float32", "dynamic"],
-                  preprocessing=digits.preprocessing, class_names=digits.class_names)
+    export.export(
+        trained[0],
+        str(tmp_path),
+        ["float32", "dynamic"],
+        preprocessing=digits.preprocessing,
+        class_names=digits.class_names,
+    )
     (tmp_path / "student_float32.tflite").write_bytes(
-        (tmp_path / "student_dynamic.tflite").read_bytes())
+        (tmp_path / "student_dynamic.tflite").read_bytes()
+    )
     with pytest.raises(ValueError, match="does not match model_card.json"):
         export.check_card(str(tmp_path))
 
 
 def test_labels_must_match_the_model(trained, digits, tmp_path):
     with pytest.raises(ValueError, match="emits 10 logits but 3 labels"):
-        export.export(trained[0], str(tmp_path), ["float32"], preprocessing=digits.preprocessing,
-                      class_names=["a", "b", "c"])
+        export.export(
+            trained[0],
+            str(tmp_path),
+            ["float32"],
+            preprocessing=digits.preprocessing,
+            class_names=["a", "b", "c"],
+        )
 
 
 def test_a_failed_write_leaves_no_file(trained, digits, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("converter crashed")
 
-    export.export(trained[0], str(tmp_path), ["float32"], preprocessing=digits.preprocessing,
-                  class_names=digits.class_names)
+    export.export(
+        trained[0],
+        str(tmp_path),
+        ["float32"],
+        preprocessing=digits.preprocessing,
+        class_names=digits.class_names,
+    )
     before = sorted(os.listdir(tmp_path))
     monkeypatch.setattr(export, "convert", crash)
     with pytest.raises(RuntimeError):
-        export.export(trained[0], str(tmp_path), ["dynamic"], preprocessing=digits.preprocessing,
-                      class_names=digits.class_names)
+        export.export(
+            trained[0],
+            str(tmp_path),
+            ["dynamic"],
+            preprocessing=digits.preprocessing,
+            class_names=digits.class_names,
+        )
     assert sorted(os.listdir(tmp_path)) == before
     with pytest.raises(ValueError, match="not a valid .tflite"):
         export.write_tflite(str(tmp_path / "bad.tflite"), b"TFL3" + b"\0" * 64)
@@ -203,8 +267,15 @@ def test_a_failed_write_leaves_no_file(trained, digits, tmp_path, monkeypatch):
 
 # Deeper members of a family repeat the blocks of the shallow one (converting resnet110 alone takes
 # minutes on 2 cores); test_deeper_models_only_repeat_converted_structures keeps that true.
-CONVERTED = ("cnn_tiny", "cnn_small", "cnn_large", "resnet8", "resnet14", "resnet8x4",
-             "mobilenetv2")
+CONVERTED = (
+    "cnn_tiny",
+    "cnn_small",
+    "cnn_large",
+    "resnet8",
+    "resnet14",
+    "resnet8x4",
+    "mobilenetv2",
+)
 
 
 def _shape(name):
@@ -213,8 +284,14 @@ def _shape(name):
 
 def _layer_kinds(name):
     model = tfkd.models.build(name, _shape(name), 10)
-    return {(type(layer).__name__, str(layer.get_config().get("strides")),
-             str(layer.get_config().get("max_value"))) for layer in model.layers}
+    return {
+        (
+            type(layer).__name__,
+            str(layer.get_config().get("strides")),
+            str(layer.get_config().get("max_value")),
+        )
+        for layer in model.layers
+    }
 
 
 def test_deeper_models_only_repeat_converted_structures():

@@ -20,6 +20,7 @@ def test_few_labels_and_an_unlabeled_folder_teach_the_student_on_every_image(tmp
     labeled images; the teacher's logits cover every image, labeled or not (in cutmix views:
     --augment with the teacher cache)."""
     from PIL import Image
+
     from tests.conftest import CIFAR_SAMPLE
 
     unlabeled = tmp_path / "unlabeled"
@@ -27,11 +28,20 @@ def test_few_labels_and_an_unlabeled_folder_teach_the_student_on_every_image(tmp
     rng = np.random.default_rng(0)
     for i in range(6):
         Image.fromarray(rng.integers(0, 255, (40, 50, 3), np.uint8)).save(unlabeled / f"{i}.png")
-    config = Config(out_dir=str(tmp_path / "run"), dataset=f"folder:{CIFAR_SAMPLE}",
-                    image_size=(24, 24), teacher="cnn_small", student="cnn_tiny",
-                    label_fraction=0.5, unlabeled=f"folder:{unlabeled}", teacher_cache="disk",
-                    augment="cutmix", teacher_cache_views=2, representative_size=10,
-                    **dict(TINY, qat_epochs=0, modes=("float32",)))
+    config = Config(
+        out_dir=str(tmp_path / "run"),
+        dataset=f"folder:{CIFAR_SAMPLE}",
+        image_size=(24, 24),
+        teacher="cnn_small",
+        student="cnn_tiny",
+        label_fraction=0.5,
+        unlabeled=f"folder:{unlabeled}",
+        teacher_cache="disk",
+        augment="cutmix",
+        teacher_cache_views=2,
+        representative_size=10,
+        **dict(TINY, qat_epochs=0, modes=("float32",)),
+    )
     results = scheduler.execute(config)
     context = Context(config)
     sizes = context.splits.sizes

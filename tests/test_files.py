@@ -16,10 +16,9 @@ def test_write_text_replaces_atomically(tmp_path):
 def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
     path = tmp_path / "model.tflite"
     path.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with files.atomic_path(str(path)) as tmp:
-            open(tmp, "wb").write(b"half")
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), files.atomic_path(str(path)) as tmp:
+        open(tmp, "wb").write(b"half")
+        raise RuntimeError("crash")
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["model.tflite"]
 
 

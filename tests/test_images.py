@@ -16,8 +16,9 @@ RNG = np.random.default_rng(0)
 def _picture(height=36, width=60):
     """A smooth picture with distinct corners, so a wrong rotation or flip is obvious."""
     y, x = np.mgrid[0:height, 0:width]
-    return np.stack([255 * x / width, 255 * y / height, 255 * (x + y) / (width + height)],
-                    axis=-1).astype(np.uint8)
+    return np.stack(
+        [255 * x / width, 255 * y / height, 255 * (x + y) / (width + height)], axis=-1
+    ).astype(np.uint8)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -40,8 +41,9 @@ def test_a_rotated_phone_jpeg_comes_out_upright(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "turn 90 degrees clockwise to display"
     path = tmp_path / "phone.jpg"
-    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(path, quality=98,
-                                                                       exif=exif.tobytes())
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(
+        path, quality=98, exif=exif.tobytes()
+    )
     decoded = images.decode_files([str(path)], [(48, 64)]).images[(48, 64)][0]
     assert np.abs(decoded.astype(int) - upright).mean() < 3
     # Ignoring the tag would give the picture on its side, squeezed: far off.
@@ -49,9 +51,19 @@ def test_a_rotated_phone_jpeg_comes_out_upright(tmp_path):
     assert np.abs(sideways.astype(int) - upright).mean() > 20
 
 
-@pytest.mark.parametrize("mode, fmt", [("L", "PNG"), ("P", "PNG"), ("RGBA", "PNG"),
-                                       ("LA", "PNG"), ("RGB", "BMP"), ("RGB", "WEBP"),
-                                       ("CMYK", "JPEG"), ("RGB", "GIF")])
+@pytest.mark.parametrize(
+    "mode, fmt",
+    [
+        ("L", "PNG"),
+        ("P", "PNG"),
+        ("RGBA", "PNG"),
+        ("LA", "PNG"),
+        ("RGB", "BMP"),
+        ("RGB", "WEBP"),
+        ("CMYK", "JPEG"),
+        ("RGB", "GIF"),
+    ],
+)
 def test_colour_modes_and_formats_become_rgb(tmp_path, mode, fmt):
     picture = _picture()
     path = tmp_path / f"image.{fmt.lower()}"
@@ -99,8 +111,9 @@ def test_large_jpegs_are_decoded_at_reduced_scale_with_the_same_result(tmp_path)
     assert images._JPEG_RATIOS[images._jpeg_ratio_index(header, [(96, 128)])] == 8
     assert images._jpeg_ratio_index(header, [(600, 800)]) == 0
     fast = images.decode_files([str(path)], [(96, 128)], headers=[header]).images[(96, 128)][0]
-    full = images.decode_files([str(path)], [(96, 128)],
-                               headers=[images.Header(1280, 960, 1, False)]).images[(96, 128)][0]
+    full = images.decode_files(
+        [str(path)], [(96, 128)], headers=[images.Header(1280, 960, 1, False)]
+    ).images[(96, 128)][0]
     assert np.abs(fast.astype(int) - full.astype(int)).mean() < 2
 
 
@@ -115,14 +128,16 @@ def test_disk_cache_is_written_once_and_reused_until_a_file_changes(tmp_path):
     assert isinstance(first.images[(16, 16)], np.memmap)
     assert sorted(os.listdir(cache)) == ["train.json", "train_16x16.npy", "train_24x24.npy"]
     calls = []
-    again = images.decode_files(paths, [(16, 16), (24, 24)], directory=str(cache), name="train",
-                                progress=calls.append)
+    again = images.decode_files(
+        paths, [(16, 16), (24, 24)], directory=str(cache), name="train", progress=calls.append
+    )
     assert calls == []  # nothing decoded
     np.testing.assert_array_equal(again.images[(24, 24)], first.images[(24, 24)])
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(paths[1])
     os.utime(paths[1], ns=(1, 1))
-    changed = images.decode_files(paths, [(16, 16), (24, 24)], directory=str(cache),
-                                  name="train", progress=calls.append)
+    changed = images.decode_files(
+        paths, [(16, 16), (24, 24)], directory=str(cache), name="train", progress=calls.append
+    )
     assert calls and changed.images[(16, 16)][1].max() == 0
 
 
@@ -130,8 +145,9 @@ def test_an_undecodable_file_is_named_and_nothing_is_cached(tmp_path):
     good, bad = tmp_path / "good.png", tmp_path / "bad.jpg"
     Image.fromarray(_picture()).save(good)
     bad.write_bytes(b"\xff\xd8 truncated")
-    result = images.decode_files([str(good), str(bad)], [(16, 16)],
-                                 directory=str(tmp_path / "cache"))
+    result = images.decode_files(
+        [str(good), str(bad)], [(16, 16)], directory=str(tmp_path / "cache")
+    )
     assert result.bad == [str(bad)]
     assert not [n for n in os.listdir(tmp_path / "cache") if not n.startswith(".")]
 
@@ -150,13 +166,16 @@ def _photo_folder(root, sizes=((120, 90), (64, 200), (300, 160))):
 
 def test_a_folder_at_two_resolutions_holds_the_same_images_in_the_same_order(tmp_path):
     root = _photo_folder(tmp_path / "photos")
-    splits = tfkd.data.load(f"folder:{root}", image_size=(32, 32), extra_sizes=[(64, 48)],
-                            resize="crop")
+    splits = tfkd.data.load(
+        f"folder:{root}", image_size=(32, 32), extra_sizes=[(64, 48)], resize="crop"
+    )
     assert splits.preprocessing.image_size == (32, 32)
     assert splits.preprocessing.resize == "crop"
     big = splits.at((64, 48))
-    assert big.preprocessing.image_size == (64, 48) and big.preprocessing.mean == \
-        splits.preprocessing.mean
+    assert (
+        big.preprocessing.image_size == (64, 48)
+        and big.preprocessing.mean == splits.preprocessing.mean
+    )
     small_x, small_y = zip(*splits.train.as_numpy_iterator())
     big_x, big_y = zip(*big.train.as_numpy_iterator())
     assert small_y == big_y
@@ -168,8 +187,7 @@ def test_a_folder_at_two_resolutions_holds_the_same_images_in_the_same_order(tmp
         splits.at((20, 20))
 
 
-def test_a_folder_of_mixed_sizes_defaults_to_224_and_uniform_small_images_keep_theirs(
-        tmp_path):
+def test_a_folder_of_mixed_sizes_defaults_to_224_and_uniform_small_images_keep_theirs(tmp_path):
     mixed = tfkd.data.load(f"folder:{_photo_folder(tmp_path / 'mixed')}")
     assert mixed.preprocessing.image_size == tfkd.data.DEFAULT_IMAGE_SIZE
     uniform = tfkd.data.load(f"folder:{_photo_folder(tmp_path / 'uniform', sizes=((40, 30),))}")
@@ -185,13 +203,23 @@ def test_bad_image_sizes_are_refused(tmp_path, size):
 
 def test_disk_data_cache_goes_to_the_cache_dir_and_memory_writes_nothing(tmp_path):
     root = _photo_folder(tmp_path / "photos")
-    tfkd.data.load(f"folder:{root}", image_size=(16, 16), cache="memory",
-                   cache_dir=str(tmp_path / "cache"))
+    tfkd.data.load(
+        f"folder:{root}", image_size=(16, 16), cache="memory", cache_dir=str(tmp_path / "cache")
+    )
     assert not (tmp_path / "cache").exists()
-    splits = tfkd.data.load(f"folder:{root}", image_size=(16, 16), cache="disk",
-                            cache_dir=str(tmp_path / "cache"))
+    splits = tfkd.data.load(
+        f"folder:{root}", image_size=(16, 16), cache="disk", cache_dir=str(tmp_path / "cache")
+    )
     written = [f for _, _, fs in os.walk(tmp_path / "cache") for f in fs]
-    assert sorted(written) == sorted(["train.json", "train_16x16.npy", "validation.json",
-                                      "validation_16x16.npy", "test.json", "test_16x16.npy"])
+    assert sorted(written) == sorted(
+        [
+            "train.json",
+            "train_16x16.npy",
+            "validation.json",
+            "validation_16x16.npy",
+            "test.json",
+            "test_16x16.npy",
+        ]
+    )
     x, _ = next(iter(splits.train.batch(100)))
     assert x.shape == (len(x), 16, 16, 3)

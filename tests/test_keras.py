@@ -21,8 +21,15 @@ def _run(code, legacy=None):
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     if legacy is not None:
         env["TF_USE_LEGACY_KERAS"] = legacy
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=120, check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+        check=True,
+    ).stdout.strip()
 
 
 def test_importing_tensorflow_first_does_not_change_tfkd_keras():
@@ -44,7 +51,8 @@ _USER_VIEW = (
     "import tensorflow as tf\n"
     "import keras\n"
     "from tensorflow_model_optimization.python.core.keras.compat import keras as mot_keras\n"
-    "print(tf.keras.__name__.split('.')[0], keras.__version__[0], os.environ.get('TF_USE_LEGACY_KERAS'),\n"
+    "print(tf.keras.__name__.split('.')[0], keras.__version__[0],\n"
+    "      os.environ.get('TF_USE_LEGACY_KERAS'),\n"
     "      mot_keras.layers.Dense is tfkd.keras.layers.Dense)\n"
 )
 
@@ -59,8 +67,11 @@ def test_a_user_who_asks_for_legacy_keras_keeps_it():
 
 
 def test_nothing_else_imports_keras_directly():
-    pattern = re.compile(r"^\s*(import keras\b|from keras\b|import tf_keras\b|from tf_keras\b)"
-                         r"|\btf\.keras\b", re.M)
+    pattern = re.compile(
+        r"^\s*(import keras\b|from keras\b|import tf_keras\b|from tf_keras\b)"
+        r"|\btf\.keras\b",
+        re.M,
+    )
     offenders = []
     for folder in ("tfkd", "pipelines", "tools"):
         for path in (ROOT / folder).rglob("*.py"):

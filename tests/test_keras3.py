@@ -16,8 +16,9 @@ def _randomized_batch_norm(model):
     rng = np.random.default_rng(1)
     for layer in model.layers:
         if type(layer).__name__ == "BatchNormalization":
-            layer.set_weights([w + 0.5 * rng.random(w.shape).astype("float32")
-                               for w in layer.get_weights()])
+            layer.set_weights(
+                [w + 0.5 * rng.random(w.shape).astype("float32") for w in layer.get_weights()]
+            )
     return model
 
 
@@ -51,8 +52,9 @@ def _every_layer_model():
 def _agree(reference, twin, shape, scale=1.0):
     images = (np.random.default_rng(2).random((3, *shape)) * scale).astype("float32")
     expected = np.asarray(reference(images, training=False))
-    np.testing.assert_allclose(np.asarray(twin(images, training=False)), expected,
-                               atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(twin(images, training=False)), expected, atol=TOLERANCE, rtol=0
+    )
     return images, expected
 
 
@@ -64,35 +66,53 @@ def test_every_supported_layer_family_converts_to_keras_2_and_back_with_the_same
     images, expected = _agree(model, twin, (12, 12, 3), scale=255.0)
     back = convert.to_keras3(twin)
     assert isinstance(back, k3.Model)
-    np.testing.assert_allclose(np.asarray(back(images, training=False)), expected,
-                               atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(back(images, training=False)), expected, atol=TOLERANCE, rtol=0
+    )
     # Trainable, not frozen: the twin owns copies of the weights.
     assert twin.trainable_weights and len(twin.get_weights()) >= len(model.get_weights())
 
 
 def test_a_sequential_model_converts():
-    model = k3.Sequential([k3.Input((8, 8, 1)), k3.layers.Conv2D(4, 3, activation="relu"),
-                           k3.layers.GlobalAveragePooling2D(), k3.layers.Dense(3)])
+    model = k3.Sequential(
+        [
+            k3.Input((8, 8, 1)),
+            k3.layers.Conv2D(4, 3, activation="relu"),
+            k3.layers.GlobalAveragePooling2D(),
+            k3.layers.Dense(3),
+        ]
+    )
     _agree(model, convert.to_keras2(model), (8, 8, 1))
 
 
-@pytest.mark.parametrize("build", [
-    lambda: k3.applications.MobileNetV2(input_shape=(32, 32, 3), weights=None, classes=4,
-                                        alpha=0.35, classifier_activation=None),
-    lambda: k3.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, classes=4,
-                                             classifier_activation=None),
-], ids=["mobilenetv2", "mobilenetv3small"])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: k3.applications.MobileNetV2(
+            input_shape=(32, 32, 3), weights=None, classes=4, alpha=0.35, classifier_activation=None
+        ),
+        lambda: k3.applications.MobileNetV3Small(
+            input_shape=(32, 32, 3), weights=None, classes=4, classifier_activation=None
+        ),
+    ],
+    ids=["mobilenetv2", "mobilenetv3small"],
+)
 def test_keras_applications_mobile_nets_built_in_keras_3_convert(build):
     model = _randomized_batch_norm(build())
     twin = convert.to_keras2(model)
     images, expected = _agree(model, twin, (32, 32, 3), scale=255.0)
-    np.testing.assert_allclose(np.asarray(convert.to_keras3(twin)(images, training=False)),
-                               expected, atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(convert.to_keras3(twin)(images, training=False)),
+        expected,
+        atol=TOLERANCE,
+        rtol=0,
+    )
 
 
 def test_a_nested_backbone_is_inlined_so_the_twin_quantizes():
-    base = k3.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None,
-                                            include_top=False, include_preprocessing=False)
+    base = k3.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), weights=None, include_top=False, include_preprocessing=False
+    )
     inputs = k3.Input((32, 32, 3))
     outputs = k3.layers.Dense(3)(k3.layers.GlobalAveragePooling2D()(base(inputs)))
     model = k3.Model(inputs, outputs)
@@ -117,10 +137,14 @@ class _Subclassed(k3.Model):
         return self.dense(x)
 
 
-@pytest.mark.parametrize("make, named", [
-    (lambda i: k3.layers.Lambda(lambda t: t + 1.0, name="shift")(i), r"shift \(Lambda\)"),
-    (lambda i: _Custom(name="doubler")(i), r"doubler \(_Custom\)"),
-], ids=["lambda", "custom"])
+@pytest.mark.parametrize(
+    "make, named",
+    [
+        (lambda i: k3.layers.Lambda(lambda t: t + 1.0, name="shift")(i), r"shift \(Lambda\)"),
+        (lambda i: _Custom(name="doubler")(i), r"doubler \(_Custom\)"),
+    ],
+    ids=["lambda", "custom"],
+)
 def test_a_layer_without_a_twin_is_refused_by_name_and_class(make, named):
     inputs = k3.Input((4,))
     model = k3.Model(inputs, k3.layers.Dense(2)(make(inputs)))
@@ -158,8 +182,9 @@ def test_the_distiller_and_quantize_student_take_a_keras_3_student():
     distiller = tfkd.Distiller(student, teacher)
     assert isinstance(distiller.student, keras.Model) and distiller.student.name == "my_student"
     images = next(iter(train))[0].numpy()
-    np.testing.assert_allclose(distiller.student(images).numpy(), np.asarray(student(images)),
-                               atol=TOLERANCE)
+    np.testing.assert_allclose(
+        distiller.student(images).numpy(), np.asarray(student(images)), atol=TOLERANCE
+    )
     distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
     before = [w.copy() for w in distiller.student.get_weights()]
     distiller.fit(train, epochs=1, verbose=0)
@@ -187,5 +212,9 @@ def test_every_registered_student_has_a_keras_3_twin(name):
     images = np.random.default_rng(2).random((3, *shape)).astype("float32")
     expected = model(images, training=False).numpy()
     # Relative to the logits' scale: a random 110-layer ResNet's reach the hundreds.
-    np.testing.assert_allclose(np.asarray(twin(images, training=False)), expected,
-                               atol=TOLERANCE * max(1.0, float(np.abs(expected).max())), rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(twin(images, training=False)),
+        expected,
+        atol=TOLERANCE * max(1.0, float(np.abs(expected).max())),
+        rtol=0,
+    )

@@ -158,15 +158,17 @@ def numpy_dist(teacher, student, beta, gamma, temperature):
     return temperature**2 * (beta * inter + gamma * intra)
 
 
-@pytest.mark.parametrize("alpha, beta, temperature", [(1.0, 8.0, 4.0), (0.5, 2.0, 1.0),
-                                                      (2.0, 0.0, 2.0)])
+@pytest.mark.parametrize(
+    "alpha, beta, temperature", [(1.0, 8.0, 4.0), (0.5, 2.0, 1.0), (2.0, 0.0, 2.0)]
+)
 @pytest.mark.parametrize("shape", [(3, 4), (16, 10), (8, 100)])
 def test_dkd_matches_numpy_reference(alpha, beta, temperature, shape):
     rng = np.random.default_rng(shape[1])
     teacher, student = rng.normal(scale=2.0, size=(2, *shape))
     labels = rng.integers(0, shape[1], size=shape[0])
-    got = tfkd.losses.DKD(alpha, beta, temperature)(teacher.astype(np.float32),
-                                                    student.astype(np.float32), labels)
+    got = tfkd.losses.DKD(alpha, beta, temperature)(
+        teacher.astype(np.float32), student.astype(np.float32), labels
+    )
     expected = numpy_dkd(teacher, student, labels, alpha, beta, temperature).mean()
     np.testing.assert_allclose(got, expected, rtol=2e-4)
 
@@ -179,8 +181,9 @@ def test_dkd_with_equal_weights_and_one_temperature_relates_to_kd():
     tckd = numpy_dkd(teacher, student, labels, 1.0, 0.0, 1.0)
     nckd = numpy_dkd(teacher, student, labels, 0.0, 1.0, 1.0)
     p_gt = numpy_softmax(teacher)[np.arange(6), labels]
-    kd = tfkd.losses.KD(1.0).per_example(tf.constant(teacher, tf.float32),
-                                         tf.constant(student, tf.float32))
+    kd = tfkd.losses.KD(1.0).per_example(
+        tf.constant(teacher, tf.float32), tf.constant(student, tf.float32)
+    )
     np.testing.assert_allclose(kd, tckd + (1 - p_gt) * nckd, rtol=1e-4)
 
 
@@ -195,23 +198,27 @@ def test_dkd_needs_labels_and_checks_weights():
 def test_dist_matches_numpy_reference(beta, gamma, temperature):
     rng = np.random.default_rng(int(temperature))
     teacher, student = rng.normal(scale=2.0, size=(2, 12, 7))
-    got = tfkd.losses.DIST(beta, gamma, temperature)(teacher.astype(np.float32),
-                                                     student.astype(np.float32))
-    np.testing.assert_allclose(got, numpy_dist(teacher, student, beta, gamma, temperature),
-                               rtol=1e-4)
+    got = tfkd.losses.DIST(beta, gamma, temperature)(
+        teacher.astype(np.float32), student.astype(np.float32)
+    )
+    np.testing.assert_allclose(
+        got, numpy_dist(teacher, student, beta, gamma, temperature), rtol=1e-4
+    )
 
 
 def test_dist_refuses_sample_weights():
     with pytest.raises(ValueError, match="no sample weights"):
-        tfkd.losses.DIST()(np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32),
-                           sample_weight=np.ones(2))
+        tfkd.losses.DIST()(
+            np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32), sample_weight=np.ones(2)
+        )
 
 
 def test_logit_mse_matches_numpy():
     rng = np.random.default_rng(9)
     teacher, student = rng.normal(size=(2, 5, 4)).astype(np.float32)
-    np.testing.assert_allclose(tfkd.losses.LogitMSE()(teacher, student),
-                               np.mean((student - teacher) ** 2), rtol=1e-6)
+    np.testing.assert_allclose(
+        tfkd.losses.LogitMSE()(teacher, student), np.mean((student - teacher) ** 2), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("name", tfkd.losses.available())
@@ -220,8 +227,11 @@ def test_every_registered_loss_is_the_same_in_tf_function_and_trains_the_student
     teacher, student, labels = contract_inputs(loss, 5)
     teacher, student = tf.constant(teacher), tf.Variable(student)
     labels = tf.constant(labels)
-    np.testing.assert_allclose(loss(teacher, student, labels),
-                               tf.function(loss.__call__)(teacher, student, labels), rtol=1e-5)
+    np.testing.assert_allclose(
+        loss(teacher, student, labels),
+        tf.function(loss.__call__)(teacher, student, labels),
+        rtol=1e-5,
+    )
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(teacher)
         value = loss(teacher, student, labels)
@@ -231,8 +241,9 @@ def test_every_registered_loss_is_the_same_in_tf_function_and_trains_the_student
 def test_hint_is_the_mean_squared_feature_difference():
     rng = np.random.default_rng(11)
     teacher, student = rng.normal(size=(2, 3, 4, 4, 2)).astype(np.float32)
-    np.testing.assert_allclose(tfkd.losses.Hint()(teacher, student),
-                               np.mean((student - teacher) ** 2), rtol=1e-6)
+    np.testing.assert_allclose(
+        tfkd.losses.Hint()(teacher, student), np.mean((student - teacher) ** 2), rtol=1e-6
+    )
 
 
 def numpy_attention(features, p=2.0):
@@ -246,8 +257,9 @@ def test_attention_transfer_matches_the_authors_formula(p):
     teacher = rng.normal(size=(4, 5, 5, 8)).astype(np.float32)
     student = rng.normal(size=(4, 5, 5, 3)).astype(np.float32)  # channels may differ
     expected = np.mean((numpy_attention(student, p) - numpy_attention(teacher, p)) ** 2)
-    np.testing.assert_allclose(tfkd.losses.AttentionTransfer(p)(teacher, student), expected,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        tfkd.losses.AttentionTransfer(p)(teacher, student), expected, rtol=1e-5
+    )
 
 
 def numpy_rkd(teacher, student, distance_weight, angle_weight):
@@ -266,17 +278,20 @@ def numpy_rkd(teacher, student, distance_weight, angle_weight):
         return np.mean(np.where(d < 1, 0.5 * d**2, d - 0.5))
 
     t, s = teacher.reshape(len(teacher), -1), student.reshape(len(student), -1)
-    return (distance_weight * huber(distances(s), distances(t))
-            + angle_weight * huber(angles(s), angles(t)))
+    return distance_weight * huber(distances(s), distances(t)) + angle_weight * huber(
+        angles(s), angles(t)
+    )
 
 
 def test_rkd_matches_numpy_reference():
     rng = np.random.default_rng(13)
     teacher = rng.normal(size=(7, 6)).astype(np.float32)
     student = rng.normal(size=(7, 3)).astype(np.float32)  # embedding sizes may differ
-    np.testing.assert_allclose(tfkd.losses.RKD(25.0, 50.0)(teacher, student),
-                               numpy_rkd(teacher.astype(np.float64), student.astype(np.float64),
-                                         25.0, 50.0), rtol=1e-4)
+    np.testing.assert_allclose(
+        tfkd.losses.RKD(25.0, 50.0)(teacher, student),
+        numpy_rkd(teacher.astype(np.float64), student.astype(np.float64), 25.0, 50.0),
+        rtol=1e-4,
+    )
     with pytest.raises(ValueError, match="no sample"):
         tfkd.losses.RKD()(teacher, student, sample_weight=np.ones(7))
 
@@ -286,26 +301,41 @@ def numpy_standardized(z):
     return (z - z.mean(-1, keepdims=True)) / (z.std(-1, ddof=1, keepdims=True) + 1e-7)
 
 
-@pytest.mark.parametrize("name, kwargs, reference", [
-    ("kd", {"temperature": 2.0}, lambda t, s, y: numpy_kd(t, s, 2.0)),
-    ("dkd", {"alpha": 1.0, "beta": 8.0, "temperature": 4.0},
-     lambda t, s, y: numpy_dkd(t, s, y, 1.0, 8.0, 4.0)),
-    ("dist", {"beta": 1.0, "gamma": 2.0, "temperature": 1.0},
-     lambda t, s, y: numpy_dist(t, s, 1.0, 2.0, 1.0)),
-    ("logit_mse", {}, lambda t, s, y: np.mean((s - t) ** 2)),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, reference",
+    [
+        ("kd", {"temperature": 2.0}, lambda t, s, y: numpy_kd(t, s, 2.0)),
+        (
+            "dkd",
+            {"alpha": 1.0, "beta": 8.0, "temperature": 4.0},
+            lambda t, s, y: numpy_dkd(t, s, y, 1.0, 8.0, 4.0),
+        ),
+        (
+            "dist",
+            {"beta": 1.0, "gamma": 2.0, "temperature": 1.0},
+            lambda t, s, y: numpy_dist(t, s, 1.0, 2.0, 1.0),
+        ),
+        ("logit_mse", {}, lambda t, s, y: np.mean((s - t) ** 2)),
+    ],
+)
 def test_logit_standardization_matches_numpy_reference(name, kwargs, reference):
     rng = np.random.default_rng(3)
     teacher = rng.normal(0, 6, (8, 10)).astype(np.float32) + 3.0
     student = rng.normal(0, 1, (8, 10)).astype(np.float32)
     labels = rng.integers(0, 10, 8)
     loss = tfkd.losses.get(name, standardize=True, **kwargs)
-    expected = reference(numpy_standardized(teacher.astype(np.float64)),
-                         numpy_standardized(student.astype(np.float64)), labels)
+    expected = reference(
+        numpy_standardized(teacher.astype(np.float64)),
+        numpy_standardized(student.astype(np.float64)),
+        labels,
+    )
     value = float(loss(tf.constant(teacher), tf.constant(student), tf.constant(labels)))
     np.testing.assert_allclose(value, np.mean(expected), rtol=1e-4, atol=1e-6)
-    plain = float(tfkd.losses.get(name, **kwargs)(tf.constant(teacher), tf.constant(student),
-                                                 tf.constant(labels)))
+    plain = float(
+        tfkd.losses.get(name, **kwargs)(
+            tf.constant(teacher), tf.constant(student), tf.constant(labels)
+        )
+    )
     assert abs(plain - value) > 1e-3  # the option changes the loss
 
 
@@ -319,8 +349,9 @@ def test_standardized_kd_ignores_the_scale_and_shift_of_either_logits():
     assert float(loss(teacher, 0.1 * student - 7.0)) == pytest.approx(base, rel=1e-4)
     # Without it, the teacher's scale changes the target.
     plain = tfkd.losses.KD(temperature=4.0)
-    assert float(plain(5.0 * teacher, student)) != pytest.approx(float(plain(teacher, student)),
-                                                                 rel=1e-2)
+    assert float(plain(5.0 * teacher, student)) != pytest.approx(
+        float(plain(teacher, student)), rel=1e-2
+    )
 
 
 def test_standardize_comes_from_loss_params_and_survives_serialization():

@@ -24,8 +24,9 @@ LABELS = ["cat", "dog", "bird"]
 
 
 def _info(**change):
-    values = dict(name="m", description="d", version="1", labels=LABELS, mean=[127.0] * 3,
-                  std=[64.0] * 3)
+    values = dict(
+        name="m", description="d", version="1", labels=LABELS, mean=[127.0] * 3, std=[64.0] * 3
+    )
     values.update(change)
     return metadata.ImageClassifierInfo(**values)
 
@@ -44,12 +45,15 @@ def test_written_metadata_reads_back_and_the_model_still_runs(float_model):
     assert read["inputs"][0]["normalization"] == {"mean": [127.0] * 3, "std": [64.0] * 3}
     assert read["outputs"][0]["name"] == "probabilities"
     assert read["outputs"][0]["associated_files"] == [
-        {"name": "labels.txt", "type": schema.AssociatedFileType.TENSOR_AXIS_LABELS}]
+        {"name": "labels.txt", "type": schema.AssociatedFileType.TENSOR_AXIS_LABELS}
+    ]
     assert read["associated_files"] == {"labels.txt": "cat\ndog\nbird\n"}
     # LiteRT ignores metadata and the appended archive: same outputs as without them.
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
-    np.testing.assert_array_equal(evaluate.TFLiteClassifier(written).predict(x),
-                                  evaluate.TFLiteClassifier(float_model).predict(x))
+    np.testing.assert_array_equal(
+        evaluate.TFLiteClassifier(written).predict(x),
+        evaluate.TFLiteClassifier(float_model).predict(x),
+    )
     assert metadata.read(float_model) is None
 
 
@@ -60,22 +64,24 @@ def test_metadata_is_replaced_not_duplicated(float_model):
     evaluate.load_interpreter(twice)  # still a valid model
     from tensorflow.lite.tools import flatbuffer_utils
 
-    flat = twice[:metadata._archive_start(twice)]
-    names = [m.name for m in flatbuffer_utils.read_model_from_bytearray(
-        bytearray(flat)).metadata]
+    flat = twice[: metadata._archive_start(twice)]
+    names = [m.name for m in flatbuffer_utils.read_model_from_bytearray(bytearray(flat)).metadata]
     assert names.count(b"TFLITE_METADATA") == 1
     with zipfile.ZipFile(io.BytesIO(twice)) as archive:
         assert archive.namelist() == ["labels.txt"]
     assert metadata.write_image_classifier(twice, _info(version="1")) == once
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"labels": ["cat", "d\nog", "bird"]}, "on one line each"),
-    ({"labels": ["cat", "dog"]}, "outputs 3 classes but 2 labels"),
-    ({"output": "scores"}, "`output` must be one of"),
-    ({"mean": [1.0], "std": [1.0]}, "3 channel"),
-    ({"std": [64.0, 0.0, 64.0]}, "std > 0"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"labels": ["cat", "d\nog", "bird"]}, "on one line each"),
+        ({"labels": ["cat", "dog"]}, "outputs 3 classes but 2 labels"),
+        ({"output": "scores"}, "`output` must be one of"),
+        ({"mean": [1.0], "std": [1.0]}, "3 channel"),
+        ({"std": [64.0, 0.0, 64.0]}, "std > 0"),
+    ],
+)
 def test_bad_metadata_is_refused_with_the_reason(float_model, change, message):
     with pytest.raises(ValueError, match=message):
         metadata.write_image_classifier(float_model, _info(**change))
@@ -110,8 +116,9 @@ def test_uint8_input_quantization_is_the_normalisation():
     scale, zero_point = export.raw_byte_quantization(prep)
     assert zero_point == 128 and scale == pytest.approx(1 / 255 / 0.25)
     raw = np.arange(256, dtype=np.float32)
-    np.testing.assert_allclose((raw - zero_point) * scale,
-                               prep.normalize(raw[:, None])[:, 0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        (raw - zero_point) * scale, prep.normalize(raw[:, None])[:, 0].numpy(), atol=1e-5
+    )
     per_channel = tfkd.data.Preprocessing((8, 8), 3, 1 / 255, (0.4, 0.5, 0.6), (0.2,) * 3)
     with pytest.raises(ValueError, match="one mean and one std for every channel"):
         export.raw_byte_quantization(per_channel)
@@ -133,32 +140,56 @@ def _cifar_sample():
 @pytest.fixture(scope="module")
 def mediapipe_results(tmp_path_factory):
     """Every mode of a briefly trained 3-channel student, classified by MediaPipe."""
-    python = os.environ.get("TFKD_MEDIAPIPE_PYTHON",
-                            os.path.join(ROOT, ".venv-mediapipe", "bin", "python"))
+    python = os.environ.get(
+        "TFKD_MEDIAPIPE_PYTHON", os.path.join(ROOT, ".venv-mediapipe", "bin", "python")
+    )
     if not os.path.exists(python):
-        pytest.fail(f"No MediaPipe client at {python}: ./scripts/test creates it "
-                    "(.venv-mediapipe), or set TFKD_MEDIAPIPE_PYTHON.")
+        pytest.fail(
+            f"No MediaPipe client at {python}: ./scripts/test creates it "
+            "(.venv-mediapipe), or set TFKD_MEDIAPIPE_PYTHON."
+        )
     out = tmp_path_factory.mktemp("mediapipe")
     images, labels, classes = _cifar_sample()
     prep = tfkd.data.photo_preprocessing((32, 32), 3)  # what folder:PATH datasets get
     keras.utils.set_random_seed(0)
     student = tfkd.models.build("resnet8", prep.input_shape, len(classes))
     normalized = prep.normalize(images).numpy()
-    train = tf.data.Dataset.from_tensor_slices((normalized, labels)).shuffle(
-        len(labels), seed=0).batch(16)
+    train = (
+        tf.data.Dataset.from_tensor_slices((normalized, labels))
+        .shuffle(len(labels), seed=0)
+        .batch(16)
+    )
     tfkd.training.train_classifier(student, train, epochs=30, learning_rate=3e-3, verbose=0)
     representative = export.RepresentativeSet(normalized[:40], labels[:40])
-    card = export.export(student, str(out), MODES, preprocessing=prep, class_names=classes,
-                         representative=representative)
+    card = export.export(
+        student,
+        str(out),
+        MODES,
+        preprocessing=prep,
+        class_names=classes,
+        representative=representative,
+    )
     np.save(out / "images.npy", images)
     results = {}
     for mode in MODES:
         entry = card["variants"][f"student_{mode}"]
-        subprocess.run([python, CLIENT, str(out / entry["file"]), str(out / "images.npy"),
-                        str(out / f"{mode}.json")], check=True, capture_output=True,
-                       timeout=300)
-        results[mode] = (json.loads((out / f"{mode}.json").read_text()),
-                         str(out / entry["file"]), entry)
+        subprocess.run(
+            [
+                python,
+                CLIENT,
+                str(out / entry["file"]),
+                str(out / "images.npy"),
+                str(out / f"{mode}.json"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        results[mode] = (
+            json.loads((out / f"{mode}.json").read_text()),
+            str(out / entry["file"]),
+            entry,
+        )
     return results, normalized, labels, classes
 
 
@@ -203,8 +234,9 @@ def test_uint8_model_takes_raw_bytes_like_the_float_model(mediapipe_results):
     for image in raw:
         interpreter.set_tensor(detail["index"], image[None])
         interpreter.invoke()
-        top1.append(int(interpreter.get_tensor(
-            interpreter.get_output_details()[0]["index"]).argmax()))
+        top1.append(
+            int(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).argmax())
+        )
     # Raw bytes are what tfkd's own path (normalise, then quantize with the model's scale and
     # zero point) feeds this model.
     quantized_path = evaluate.TFLiteClassifier(uint8_path)
@@ -217,6 +249,8 @@ def test_uint8_model_takes_raw_bytes_like_the_float_model(mediapipe_results):
     int8_top1 = evaluate.TFLiteClassifier(int8_path).predict(normalized).argmax(axis=1)
     assert np.mean(np.array(top1) == int8_top1) >= 0.99
     float_top1 = evaluate.TFLiteClassifier(float_path).predict(normalized).argmax(axis=1)
-    evaluate.parity_gate(np.mean(float_top1 == labels),
-                         {"uint8, raw bytes": np.mean(np.array(top1) == labels)},
-                         max_drop_points=100 * 3 / len(labels))
+    evaluate.parity_gate(
+        np.mean(float_top1 == labels),
+        {"uint8, raw bytes": np.mean(np.array(top1) == labels)},
+        max_drop_points=100 * 3 / len(labels),
+    )

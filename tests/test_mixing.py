@@ -45,7 +45,7 @@ def test_cutmix_pastes_the_partner_inside_a_box_of_the_drawn_size():
         np.testing.assert_array_equal(out.numpy()[i], np.where(box[..., None], b[i], a[i]))
         unclipped = np.all(centre[i] - side / 2 >= 0) and np.all(centre[i] + side / 2 <= 1)
         if unclipped:  # the pasted share is 1 - λ, up to a pixel row and column
-            assert abs(box.mean() - (1 - ratio[i])) <= 2 * side / size + 1 / size ** 2
+            assert abs(box.mean() - (1 - ratio[i])) <= 2 * side / size + 1 / size**2
 
 
 def test_cutmix_covers_the_same_part_of_the_image_at_every_resolution():
@@ -87,12 +87,15 @@ def test_partner_offsets_are_fixed_per_view_and_never_the_example_itself():
         partner_offset(0, 0, 1)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(kind="mixin"), "mixup, cutmix"),
-    (dict(fraction=0.0), "fraction"),
-    (dict(fraction=1.5), "fraction"),
-    (dict(alpha=0.0), "alpha"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kind="mixin"), "mixup, cutmix"),
+        (dict(fraction=0.0), "fraction"),
+        (dict(fraction=1.5), "fraction"),
+        (dict(alpha=0.0), "alpha"),
+    ],
+)
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Mixing(**kwargs)
@@ -108,8 +111,7 @@ def test_live_batches_mix_each_example_with_its_neighbour_and_hide_its_label():
     y = np.arange(48) % 5
     dataset = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
     plain = list(tfkd.data.batches(dataset, PREP, 16, shuffle=True, seed=4))
-    mixed = list(tfkd.data.batches(dataset, PREP, 16, shuffle=True, seed=4,
-                                   mixing=Mixing("mixup")))
+    mixed = list(tfkd.data.batches(dataset, PREP, 16, shuffle=True, seed=4, mixing=Mixing("mixup")))
     count = 0
     for (raw, labels), (out, out_labels) in zip(plain, mixed):
         raw, out = raw.numpy().astype(np.float64), out.numpy().astype(np.float64)
@@ -121,8 +123,7 @@ def test_live_batches_mix_each_example_with_its_neighbour_and_hide_its_label():
                 diff = raw[k] - partner[k]
                 lam = np.sum((out[k] - partner[k]) * diff) / np.sum(diff * diff)
                 assert 0 <= lam <= 1
-                np.testing.assert_allclose(out[k], lam * raw[k] + (1 - lam) * partner[k],
-                                           atol=0.6)
+                np.testing.assert_allclose(out[k], lam * raw[k] + (1 - lam) * partner[k], atol=0.6)
             else:
                 assert out_labels[k] == labels[k]
                 np.testing.assert_array_equal(out[k], raw[k])
@@ -132,11 +133,11 @@ def test_live_batches_mix_each_example_with_its_neighbour_and_hide_its_label():
 def test_paired_batches_mix_both_resolutions_alike():
     from tests.conftest import CIFAR_SAMPLE
 
-    splits = tfkd.data.load(f"folder:{CIFAR_SAMPLE}", image_size=(16, 16),
-                            extra_sizes=[(32, 32)])
+    splits = tfkd.data.load(f"folder:{CIFAR_SAMPLE}", image_size=(16, 16), extra_sizes=[(32, 32)])
     teacher_splits = splits.at((32, 32))
-    batches = tfkd.data.paired_batches(splits, teacher_splits, "train", 32, shuffle=True,
-                                       mixing=Mixing("cutmix"))
+    batches = tfkd.data.paired_batches(
+        splits, teacher_splits, "train", 32, shuffle=True, mixing=Mixing("cutmix")
+    )
     x, labels = next(iter(batches))
     student, teacher = x["image"].numpy(), x[tfkd.data.TEACHER_IMAGE].numpy()
     assert (labels.numpy() == UNLABELED).any() and (labels.numpy() != UNLABELED).any()

@@ -1,17 +1,26 @@
 import numpy as np
 import pytest
-from tfkd.keras import tfmot
 
 import tfkd
-from tfkd.keras import keras
+from tfkd.keras import keras, tfmot
 
 FORBIDDEN_LAYERS = ("Rescaling", "Normalization", "Softmax", "Lambda", "TFOpLambda")
 
 
 def test_registry_lists_the_families_from_the_papers():
     names = tfkd.models.available()
-    for expected in ("cnn_tiny", "cnn_small", "cnn_large", "resnet8", "resnet20", "resnet56",
-                     "resnet110", "resnet8x4", "resnet32x4", "mobilenetv2"):
+    for expected in (
+        "cnn_tiny",
+        "cnn_small",
+        "cnn_large",
+        "resnet8",
+        "resnet20",
+        "resnet56",
+        "resnet110",
+        "resnet8x4",
+        "resnet32x4",
+        "mobilenetv2",
+    ):
         assert expected in names
 
 
@@ -27,8 +36,12 @@ def test_duplicate_registration_is_rejected():
 
 @pytest.mark.parametrize(
     "shape, classes, match",
-    [((32, 32), 10, "input_shape"), ((32, 0, 3), 10, "input_shape"),
-     ((32, 32, 3), 1, "num_classes"), ((32, 32, 3), 10.0, "num_classes")],
+    [
+        ((32, 32), 10, "input_shape"),
+        ((32, 0, 3), 10, "input_shape"),
+        ((32, 32, 3), 1, "num_classes"),
+        ((32, 32, 3), 10.0, "num_classes"),
+    ],
 )
 def test_bad_shapes_and_class_counts_are_rejected(shape, classes, match):
     with pytest.raises(ValueError, match=match):
@@ -40,13 +53,19 @@ def test_resnet_depth_must_be_6n_plus_2():
         tfkd.models.cifar_resnet((32, 32, 3), 10, depth=21, widths=(16, 16, 32, 64), name="bad")
 
 
-@pytest.mark.parametrize("name, classes, params", [
-    # He et al. 2016, Table 6 (CIFAR-10).
-    ("resnet20", 10, 0.27e6), ("resnet32", 10, 0.46e6), ("resnet56", 10, 0.85e6),
-    pytest.param("resnet110", 10, 1.7e6, marks=pytest.mark.slow),
-    # RepDistiller / CRD (CIFAR-100).
-    ("resnet8x4", 100, 1.23e6), ("resnet32x4", 100, 7.43e6),
-])
+@pytest.mark.parametrize(
+    "name, classes, params",
+    [
+        # He et al. 2016, Table 6 (CIFAR-10).
+        ("resnet20", 10, 0.27e6),
+        ("resnet32", 10, 0.46e6),
+        ("resnet56", 10, 0.85e6),
+        pytest.param("resnet110", 10, 1.7e6, marks=pytest.mark.slow),
+        # RepDistiller / CRD (CIFAR-100).
+        ("resnet8x4", 100, 1.23e6),
+        ("resnet32x4", 100, 7.43e6),
+    ],
+)
 def test_resnet_sizes_match_the_papers(name, classes, params):
     model = tfkd.models.build(name, (32, 32, 3), classes)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
@@ -64,21 +83,29 @@ def test_mobilenetv2_width_multiplier_shrinks_the_model():
 
 # Deeper members of a family repeat its blocks: the fast tests cover the shallowest of each.
 # The largest of the rest (10 s or more each) also run in the slow suite only.
-DEEP = {"resnet32", "resnet44", "resnet56", "resnet110", "resnet32x4", "mobilenetv2",
-        "cnn_large"}
+DEEP = {"resnet32", "resnet44", "resnet56", "resnet110", "resnet32x4", "mobilenetv2", "cnn_large"}
 # The mobile families (tested through tfkd's QAT and an int8 conversion below).
 MOBILE = {n for n in tfkd.models.available() if n.startswith(("mobilenet_", "efficientnet_"))}
 # MobileNetV3's hard-swish is built by keras.applications from raw TF ops.
 HARD_SWISH = {"mobilenet_v3_small", "mobilenet_v3_large"}
 # One member of each mobile family goes through QAT and int8 conversion; the others only repeat
 # its layer structures (test_other_mobile_models_only_repeat_tested_structures).
-MOBILE_TESTED = ("mobilenet_v3_small_minimalistic", "mobilenet_v3_small", "mobilenet_v2_0.35",
-                 "efficientnet_lite0")
+MOBILE_TESTED = (
+    "mobilenet_v3_small_minimalistic",
+    "mobilenet_v3_small",
+    "mobilenet_v2_0.35",
+    "efficientnet_lite0",
+)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n
-    for n in tfkd.models.available() if n not in MOBILE])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n
+        for n in tfkd.models.available()
+        if n not in MOBILE
+    ],
+)
 def test_every_model_is_functional_emits_logits_and_survives_qat(name):
     shape = (8, 8, 1) if name.startswith("cnn") else (32, 32, 3)
     model = tfkd.models.build(name, shape, 10)
@@ -89,18 +116,27 @@ def test_every_model_is_functional_emits_logits_and_survives_qat(name):
     assert not kinds & set(FORBIDDEN_LAYERS), f"{name} contains {kinds & set(FORBIDDEN_LAYERS)}"
     x = np.random.default_rng(0).normal(size=(16, *shape)).astype(np.float32)
     quantized = tfmot.quantization.keras.quantize_model(model)
-    wrapped = [layer for layer in quantized.layers
-               if type(layer).__name__.startswith("QuantizeWrapper")]
-    assert len(wrapped) >= sum(type(layer).__name__ in ("Conv2D", "Dense")
-                               for layer in model.layers) // 2
+    wrapped = [
+        layer for layer in quantized.layers if type(layer).__name__.startswith("QuantizeWrapper")
+    ]
+    assert (
+        len(wrapped)
+        >= sum(type(layer).__name__ in ("Conv2D", "Dense") for layer in model.layers) // 2
+    )
     outputs = quantized(x, training=False).numpy()
     assert outputs.shape == (16, 10) and np.all(np.isfinite(outputs))
 
 
 def _structures(name):
     model = tfkd.models.build(name, (32, 32, 3), 10)
-    return {(type(layer).__name__, str(layer.get_config().get("strides")),
-             str(layer.get_config().get("max_value"))) for layer in model.layers}
+    return {
+        (
+            type(layer).__name__,
+            str(layer.get_config().get("strides")),
+            str(layer.get_config().get("max_value")),
+        )
+        for layer in model.layers
+    }
 
 
 @pytest.mark.slow
@@ -137,10 +173,13 @@ def test_mobile_students_pass_the_qat_doctor_and_convert_to_int8(name):
     out_scale, out_zero = out_detail["quantization"]
     agree = 0
     for image, expected in zip(x, reference):
-        interpreter.set_tensor(detail["index"],
-                               np.clip(np.round(image / scale + zero), 0, 255)[None].astype(np.uint8))
+        interpreter.set_tensor(
+            detail["index"], np.clip(np.round(image / scale + zero), 0, 255)[None].astype(np.uint8)
+        )
         interpreter.invoke()
-        got = (interpreter.get_tensor(out_detail["index"]).astype(np.float32) - out_zero) * out_scale
+        got = (
+            interpreter.get_tensor(out_detail["index"]).astype(np.float32) - out_zero
+        ) * out_scale
         agree += int(np.argmax(got) == np.argmax(expected))
     assert agree >= 6, f"int8 top-1 agrees with the QAT model on {agree}/8 inputs"
 
@@ -152,13 +191,26 @@ def test_batch_normalisation_follows_a_small_dataset(name):
     values after a few thousand photos: inference-mode predictions then collapse to one
     class (seen: validation accuracy at chance while training accuracy rose)."""
     model = tfkd.models.build(name, (32, 32, 3), 5)
-    momenta = {layer.momentum for layer in model.layers
-               if isinstance(layer, keras.layers.BatchNormalization)}
+    momenta = {
+        layer.momentum
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
     assert momenta and max(momenta) <= 0.99, momenta
-    teacher = tfkd.pretrained.build("keras_applications:MobileNetV3Small", (32, 32, 3), 5,
-                                    tfkd.data.photo_preprocessing((32, 32), 3))
-    assert max(layer.momentum for layer in teacher.layers
-               if isinstance(layer, keras.layers.BatchNormalization)) <= 0.99
+    teacher = tfkd.pretrained.build(
+        "keras_applications:MobileNetV3Small",
+        (32, 32, 3),
+        5,
+        tfkd.data.photo_preprocessing((32, 32), 3),
+    )
+    assert (
+        max(
+            layer.momentum
+            for layer in teacher.layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+        )
+        <= 0.99
+    )
 
 
 def test_imagenet_weights_are_only_offered_where_they_exist(tmp_path, monkeypatch):
@@ -168,8 +220,11 @@ def test_imagenet_weights_are_only_offered_where_they_exist(tmp_path, monkeypatc
         tfkd.models.build("cnn_small", (16, 16, 3), 5, weights="imagenet")
     # No network here: the error says which file to put where.
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    with pytest.raises(ValueError, match=r"could not be downloaded.*weights_mobilenet_v3_small"
-                       r"_minimalistic.*\.h5 .*keras_home/models/"):
+    with pytest.raises(
+        ValueError,
+        match=r"could not be downloaded.*weights_mobilenet_v3_small"
+        r"_minimalistic.*\.h5 .*keras_home/models/",
+    ):
         tfkd.models.build("mobilenet_v3_small_minimalistic", (96, 96, 3), 5, weights="imagenet")
 
 
@@ -181,8 +236,11 @@ def test_student_weights_file_loads_by_layer_name_and_refuses_other_shapes(tmp_p
     for a, b in zip(source.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
     # Same architecture, other class count: the head does not fit, and the message says where.
-    with pytest.raises(ValueError, match=r"layer 'logits' has weights of shapes "
-                       r"\[\(32, 7\), \(7,\)\] but the file holds \[\(32, 5\), \(5,\)\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"layer 'logits' has weights of shapes "
+        r"\[\(32, 7\), \(7,\)\] but the file holds \[\(32, 5\), \(5,\)\]",
+    ):
         tfkd.models.build("cnn_small", (16, 16, 3), 7, weights=path)
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="unrelated")])
     other.save_weights(str(tmp_path / "other.h5"))

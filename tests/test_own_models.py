@@ -51,21 +51,27 @@ def keras3_teacher():
 def _own_test_accuracy(predict, splits, normalized: bool) -> float:
     """A teacher's test accuracy as its own framework measures it on tfkd's test images."""
     images, labels = (np.stack(a) for a in zip(*splits.test.as_numpy_iterator()))
-    inputs = splits.preprocessing.normalize(images).numpy() if normalized else \
-        images.astype("float32")
+    inputs = (
+        splits.preprocessing.normalize(images).numpy() if normalized else images.astype("float32")
+    )
     return float(np.mean(np.argmax(predict(inputs), -1) == labels))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tf_keras_on_tfkd_inputs", "saved_model_raw_pixels"])
-def test_teacher_files_are_measured_as_their_own_framework_measures_them(tmp_path, kind,
-                                                                         keras3_teacher):
+def test_teacher_files_are_measured_as_their_own_framework_measures_them(
+    tmp_path, kind, keras3_teacher
+):
     splits = tfkd.data.load("digits")
     if kind == "tf_keras_on_tfkd_inputs":
         tfkd.keras.utils.set_random_seed(0)
         model = tfkd.models.build("cnn_small", (8, 8, 1), 10)
-        tfkd.training.train_classifier(model, tfkd.data.batches(
-            splits.train, splits.preprocessing, 64, shuffle=True), epochs=5, verbose=0)
+        tfkd.training.train_classifier(
+            model,
+            tfkd.data.batches(splits.train, splits.preprocessing, 64, shuffle=True),
+            epochs=5,
+            verbose=0,
+        )
         path, convention = str(tmp_path / "teacher.keras"), "student"
         model.save(path)
         own = _own_test_accuracy(lambda x: model.predict(x, verbose=0), splits, True)
@@ -73,8 +79,9 @@ def test_teacher_files_are_measured_as_their_own_framework_measures_them(tmp_pat
         path, convention = str(tmp_path / "saved"), "raw"
         keras3_teacher.export(path, verbose=False)  # a SavedModel: serving_default signature
         own = _own_test_accuracy(lambda x: keras3_teacher.predict(x, verbose=0), splits, False)
-    results = scheduler.execute(Config(out_dir=str(tmp_path / "run"), teacher=path,
-                                       stages=("teacher",)))
+    results = scheduler.execute(
+        Config(out_dir=str(tmp_path / "run"), teacher=path, stages=("teacher",))
+    )
     assert results["teacher"]["input"]["convention"] == convention
     assert abs(results["teacher"]["accuracy"] - own) <= 0.01, (results["teacher"], own)
     assert own > 0.8
@@ -87,13 +94,23 @@ def test_keras3_teacher_and_student_files_go_end_to_end(tmp_path, keras3_teacher
     teacher.save(tmp_path / "teacher.keras")
     _keras3_student().save(tmp_path / "student.keras")
     test_images, test_labels = (np.stack(a) for a in zip(*splits.test.as_numpy_iterator()))
-    own = float(np.mean(np.argmax(teacher.predict(test_images.astype("float32"), verbose=0),
-                                  -1) == test_labels))
+    own = float(
+        np.mean(
+            np.argmax(teacher.predict(test_images.astype("float32"), verbose=0), -1) == test_labels
+        )
+    )
     run = tmp_path / "run"
-    config = Config(out_dir=str(run), teacher=str(tmp_path / "teacher.keras"),
-                    student=str(tmp_path / "student.keras"), student_epochs=3, qat_epochs=1,
-                    modes=("float32", "int8"), max_drop_points=100.0, benchmark_runs=2,
-                    threads=(1,))
+    config = Config(
+        out_dir=str(run),
+        teacher=str(tmp_path / "teacher.keras"),
+        student=str(tmp_path / "student.keras"),
+        student_epochs=3,
+        qat_epochs=1,
+        modes=("float32", "int8"),
+        max_drop_points=100.0,
+        benchmark_runs=2,
+        threads=(1,),
+    )
     results = scheduler.execute(config)
 
     # The teacher: raw pixels found by measurement, its accuracy as Keras 3 measures it.
@@ -112,25 +129,42 @@ def test_keras3_teacher_and_student_files_go_end_to_end(tmp_path, keras3_teacher
 
     # The Keras 3 copy loads where tfkd was never imported and computes the shipped student.
     shipped = results["select"]["shipped"]
-    float_student = tfkd.keras.models.load_model(run / shipped / f"{shipped}.keras",
-                                                 safe_mode=True)
+    float_student = tfkd.keras.models.load_model(run / shipped / f"{shipped}.keras", safe_mode=True)
     inputs = splits.preprocessing.normalize(test_images[:16]).numpy()
     np.save(tmp_path / "inputs.npy", inputs)
-    code = ("import sys, numpy as np, keras\n"
-            "m = keras.saving.load_model(sys.argv[1])\n"
-            "np.save(sys.argv[3], np.asarray(m(np.load(sys.argv[2]))))\n"
-            "assert 'tfkd' not in sys.modules and 'tf_keras' not in sys.modules\n")
+    code = (
+        "import sys, numpy as np, keras\n"
+        "m = keras.saving.load_model(sys.argv[1])\n"
+        "np.save(sys.argv[3], np.asarray(m(np.load(sys.argv[2]))))\n"
+        "assert 'tfkd' not in sys.modules and 'tf_keras' not in sys.modules\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    subprocess.run([sys.executable, "-c", code, str(run / "tflite" / card["keras3"]["file"]),
-                    str(tmp_path / "inputs.npy"), str(tmp_path / "outputs.npy")],
-                   check=True, capture_output=True, timeout=300, cwd=ROOT, env=env)
-    np.testing.assert_allclose(np.load(tmp_path / "outputs.npy"),
-                               float_student(inputs, training=False).numpy(), atol=1e-5)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(run / "tflite" / card["keras3"]["file"]),
+            str(tmp_path / "inputs.npy"),
+            str(tmp_path / "outputs.npy"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    np.testing.assert_allclose(
+        np.load(tmp_path / "outputs.npy"), float_student(inputs, training=False).numpy(), atol=1e-5
+    )
 
 
-@pytest.mark.parametrize("student, message", [
-    ("missing.keras", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "student, message",
+    [
+        ("missing.keras", "does not exist"),
+    ],
+)
 def test_a_bad_student_file_is_named_before_anything_is_written(tmp_path, student, message):
     with pytest.raises(ValueError, match=f"--student={student}.*{message}"):
         Config(out_dir=str(tmp_path / "run"), student=student)
@@ -150,19 +184,41 @@ def _student_file(tmp_path, name, last):
     return str(path)
 
 
-@pytest.mark.parametrize("name, last, message", [
-    ("soft", lambda x: k3.layers.Dense(10, activation="softmax")(k3.layers.Flatten()(x)),
-     "last layer .* applies a softmax"),
-    ("grouped", lambda x: k3.layers.Dense(10)(k3.layers.Flatten()(
-        k3.layers.GroupNormalization(groups=1, name="gn")(k3.layers.Conv2D(4, 3)(x)))),
-     r"without an exact twin in the other Keras: gn \(GroupNormalization\)"),
-    ("shifted", lambda x: k3.layers.Dense(10)(k3.layers.Flatten()(
-        k3.layers.Lambda(lambda t: t + 1.0, name="shift")(x))), "[Ll]ambda"),
-    ("custom", lambda x: k3.layers.Dense(10)(k3.layers.Flatten()(_Doubler(name="twice")(x))),
-     r"Student .* holds custom objects .*_Doubler"),
-], ids=["softmax", "layer_without_a_twin", "lambda", "custom_layer"])
-def test_a_student_file_that_cannot_be_trained_is_refused_before_training(tmp_path, name, last,
-                                                                            message):
+@pytest.mark.parametrize(
+    "name, last, message",
+    [
+        (
+            "soft",
+            lambda x: k3.layers.Dense(10, activation="softmax")(k3.layers.Flatten()(x)),
+            "last layer .* applies a softmax",
+        ),
+        (
+            "grouped",
+            lambda x: k3.layers.Dense(10)(
+                k3.layers.Flatten()(
+                    k3.layers.GroupNormalization(groups=1, name="gn")(k3.layers.Conv2D(4, 3)(x))
+                )
+            ),
+            r"without an exact twin in the other Keras: gn \(GroupNormalization\)",
+        ),
+        (
+            "shifted",
+            lambda x: k3.layers.Dense(10)(
+                k3.layers.Flatten()(k3.layers.Lambda(lambda t: t + 1.0, name="shift")(x))
+            ),
+            "[Ll]ambda",
+        ),
+        (
+            "custom",
+            lambda x: k3.layers.Dense(10)(k3.layers.Flatten()(_Doubler(name="twice")(x))),
+            r"Student .* holds custom objects .*_Doubler",
+        ),
+    ],
+    ids=["softmax", "layer_without_a_twin", "lambda", "custom_layer"],
+)
+def test_a_student_file_that_cannot_be_trained_is_refused_before_training(
+    tmp_path, name, last, message
+):
     config = Config(out_dir=str(tmp_path / "run"), student=_student_file(tmp_path, name, last))
     with pytest.raises(ValueError, match=f"--student=.*{name}.keras: .*{message}"):
         scheduler.execute(config)
@@ -177,36 +233,60 @@ def test_a_keras3_student_on_photos_ships_an_int8_file_mediapipe_loads(tmp_path)
     from tests.conftest import CIFAR_SAMPLE
     from tests.test_metadata import CLIENT, _cifar_sample
 
-    python = os.environ.get("TFKD_MEDIAPIPE_PYTHON",
-                            os.path.join(ROOT, ".venv-mediapipe", "bin", "python"))
+    python = os.environ.get(
+        "TFKD_MEDIAPIPE_PYTHON", os.path.join(ROOT, ".venv-mediapipe", "bin", "python")
+    )
     inputs = k3.Input((32, 32, 3))
     x = k3.layers.Conv2D(16, 3, strides=2, padding="same")(inputs)
     x = k3.layers.Activation("hard_swish")(k3.layers.BatchNormalization()(x))
     x = k3.layers.GlobalAveragePooling2D()(x)
     k3.Model(inputs, k3.layers.Dense(10)(x), name="rgb_student").save(tmp_path / "s.keras")
     run = tmp_path / "run"
-    config = Config(out_dir=str(run), dataset=f"folder:{CIFAR_SAMPLE}", teacher="resnet8",
-                    student=str(tmp_path / "s.keras"), loss="kd", teacher_epochs=1,
-                    student_epochs=1, qat_epochs=1, modes=("int8_io_uint8",),
-                    representative_size=10, max_drop_points=100.0, benchmark_runs=2,
-                    threads=(1,), stages=("teacher", "baseline", "student", "select", "qad",
-                                          "export", "verify"))
+    config = Config(
+        out_dir=str(run),
+        dataset=f"folder:{CIFAR_SAMPLE}",
+        teacher="resnet8",
+        student=str(tmp_path / "s.keras"),
+        loss="kd",
+        teacher_epochs=1,
+        student_epochs=1,
+        qat_epochs=1,
+        modes=("int8_io_uint8",),
+        representative_size=10,
+        max_drop_points=100.0,
+        benchmark_runs=2,
+        threads=(1,),
+        stages=("teacher", "baseline", "student", "select", "qad", "export", "verify"),
+    )
     scheduler.execute(config)
     card = json.loads((run / "tflite" / "model_card.json").read_text())
     entry = card["variants"]["student_qad_int8_io_uint8"]
     images, _, classes = _cifar_sample()
     np.save(tmp_path / "images.npy", images)
-    subprocess.run([python, CLIENT, str(run / "tflite" / entry["file"]),
-                    str(tmp_path / "images.npy"), str(tmp_path / "out.json")], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            python,
+            CLIENT,
+            str(run / "tflite" / entry["file"]),
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "out.json"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     result = json.loads((tmp_path / "out.json").read_text())
     assert "error" not in result, result.get("error")
     mediapipe_top1 = [max(c, key=lambda c: c["score"])["index"] for c in result["images"]]
-    assert all(sorted(c["name"] for c in categories) == sorted(classes)
-               for categories in result["images"])
+    assert all(
+        sorted(c["name"] for c in categories) == sorted(classes) for categories in result["images"]
+    )
     normalized = tfkd.data.load(f"folder:{CIFAR_SAMPLE}").preprocessing.normalize(images)
-    tfkd_top1 = tfkd.evaluate.TFLiteClassifier(str(run / "tflite" / entry["file"])).predict(
-        normalized.numpy()).argmax(axis=1)
+    tfkd_top1 = (
+        tfkd.evaluate.TFLiteClassifier(str(run / "tflite" / entry["file"]))
+        .predict(normalized.numpy())
+        .argmax(axis=1)
+    )
     assert np.mean(np.array(mediapipe_top1) == tfkd_top1) >= 0.99
 
 

@@ -15,26 +15,36 @@ def test_photos_at_two_resolutions_with_a_pretrained_application_teacher(tmp_pat
     """The photos path end to end on a tiny photo-like folder: EXIF-rotated JPEGs of varying
     size, a keras_applications teacher from a weights file at 48x48, a mobile student at 32x32,
     the per-step path and then the teacher cache."""
+    from tests.conftest import CIFAR_SAMPLE
     from tools.make_photo_folder import make_photo_folder
 
-    from tests.conftest import CIFAR_SAMPLE
     photos = tmp_path / "photos"
-    made = make_photo_folder(CIFAR_SAMPLE, str(photos), ["cat", "dog"], 10, 4,
-                             rotated_fraction=0.5)
+    made = make_photo_folder(CIFAR_SAMPLE, str(photos), ["cat", "dog"], 10, 4, rotated_fraction=0.5)
     assert made["rotated"] > 0
     prep = tfkd.data.photo_preprocessing((48, 48), 3)
     pretrained = tfkd.pretrained.build("keras_applications:MobileNetV3Small", (48, 48, 3), 2, prep)
     backbone = keras.Model(pretrained.input, pretrained.get_layer("head_dropout").input)
     backbone.save_weights(str(tmp_path / "backbone.h5"))
     run = tmp_path / "run"
-    common = ("--dataset=folder:" + str(photos), "--image_size=32,32",
-              "--teacher_image_size=48,48", "--resize=crop",
-              "--teacher=keras_applications:MobileNetV3Small",
-              f"--teacher_weights={tmp_path / 'backbone.h5'}", "--teacher_head_epochs=1",
-              "--teacher_epochs=1", "--student=mobilenet_v3_small_minimalistic",
-              "--student_epochs=1", "--qat_epochs=0", "--modes=float32", "--flip",
-              "--pad_crop=2", "--benchmark_runs=2", "--max_drop_points=100",
-              f"--out_dir={run}")
+    common = (
+        "--dataset=folder:" + str(photos),
+        "--image_size=32,32",
+        "--teacher_image_size=48,48",
+        "--resize=crop",
+        "--teacher=keras_applications:MobileNetV3Small",
+        f"--teacher_weights={tmp_path / 'backbone.h5'}",
+        "--teacher_head_epochs=1",
+        "--teacher_epochs=1",
+        "--student=mobilenet_v3_small_minimalistic",
+        "--student_epochs=1",
+        "--qat_epochs=0",
+        "--modes=float32",
+        "--flip",
+        "--pad_crop=2",
+        "--benchmark_runs=2",
+        "--max_drop_points=100",
+        f"--out_dir={run}",
+    )
     result = _main(*common)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run / "checkpoints" / "teacher_head" / "head.h5").exists()
@@ -49,14 +59,21 @@ def test_photos_at_two_resolutions_with_a_pretrained_application_teacher(tmp_pat
     # Its .tflite was verified at its own size: the same accuracy as the Keras teacher there.
     manifest = json.loads((run / "manifest.json").read_text())
     keras_teacher = manifest["stages"]["teacher"]["metrics"]["accuracy"]
-    assert variants["teacher_float32"]["accuracy"]["value"] == pytest.approx(keras_teacher,
-                                                                            abs=1e-9)
+    assert variants["teacher_float32"]["accuracy"]["value"] == pytest.approx(
+        keras_teacher, abs=1e-9
+    )
     report = json.loads((run / "report.json").read_text())
     assert report["summary"]["kd_gain_standard_error"] is not None
     # The same run through the teacher cache (logits of the teacher's own views, mixed with
     # cutmix: one box at both resolutions).
-    cached = _main(*common[:-1], f"--out_dir={tmp_path / 'cached'}", "--teacher_cache=disk",
-                   "--teacher_cache_views=2", "--augment=cutmix", "--stages=teacher,student")
+    cached = _main(
+        *common[:-1],
+        f"--out_dir={tmp_path / 'cached'}",
+        "--teacher_cache=disk",
+        "--teacher_cache_views=2",
+        "--augment=cutmix",
+        "--stages=teacher,student",
+    )
     assert cached.returncode == 0, cached.stderr[-3000:]
     key = json.loads((tmp_path / "cached" / "teacher_cache" / "teacher_logits.json").read_text())
     assert key["base_size"] == [32, 32] and key["mixing"]["kind"] == "cutmix"

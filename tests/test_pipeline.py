@@ -14,8 +14,14 @@ from pipelines.stages import STAGE_NAMES
 from tfkd.keras import keras
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(teacher_epochs=2, student_epochs=2, qat_epochs=1, modes=("float32", "int8"),
-            max_drop_points=100.0, benchmark_runs=3)
+TINY = dict(
+    teacher_epochs=2,
+    student_epochs=2,
+    qat_epochs=1,
+    modes=("float32", "int8"),
+    max_drop_points=100.0,
+    benchmark_runs=3,
+)
 
 
 def _main(*args, **popen):
@@ -23,8 +29,7 @@ def _main(*args, **popen):
     command = [sys.executable, "-m", "pipelines.distill", *args]
     if popen:
         return subprocess.Popen(command, cwd=ROOT, env=env, **popen)
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow
@@ -32,35 +37,66 @@ def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path, c
     config = Config(out_dir=str(tmp_path), loss="auto", **TINY)
     results = scheduler.execute(config)
     assert set(results) == set(STAGE_NAMES) - {"device"}
-    for relative in ("manifest.json", "config.json", "teacher/teacher.keras",
-                     "baseline/baseline.keras", "student/student.keras",
-                     "student_qad/student_qad_weights.h5", "tflite/labels.txt",
-                     "tflite/model_card.json", "tflite/student_float32.tflite",
-                     "tflite/student_int8.tflite", "tflite/student_qad_int8.tflite",
-                     "tflite/teacher_float32.tflite", "benchmark/host.json", "report.json",
-                     "report.md", "pareto.png"):
+    for relative in (
+        "manifest.json",
+        "config.json",
+        "teacher/teacher.keras",
+        "baseline/baseline.keras",
+        "student/student.keras",
+        "student_qad/student_qad_weights.h5",
+        "tflite/labels.txt",
+        "tflite/model_card.json",
+        "tflite/student_float32.tflite",
+        "tflite/student_int8.tflite",
+        "tflite/student_qad_int8.tflite",
+        "tflite/teacher_float32.tflite",
+        "benchmark/host.json",
+        "report.json",
+        "report.md",
+        "pareto.png",
+    ):
         assert (tmp_path / relative).is_file(), relative
     assert any((tmp_path / "logs" / "student").rglob("events.out.tfevents.*"))
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["dataset"] == "digits"
     names = {m["name"] for m in report["models"]}
-    assert names == {"teacher", "baseline", "student", "student_qad", "teacher_float32",
-                     "student_float32", "student_int8", "student_qad_int8"}
+    assert names == {
+        "teacher",
+        "baseline",
+        "student",
+        "student_qad",
+        "teacher_float32",
+        "student_float32",
+        "student_int8",
+        "student_qad_int8",
+    }
     for m in report["models"]:
-        assert set(m) >= {"name", "format", "quantization", "accuracy", "params", "size_bytes",
-                          "latency_ms", "threads"}
+        assert set(m) >= {
+            "name",
+            "format",
+            "quantization",
+            "accuracy",
+            "params",
+            "size_bytes",
+            "latency_ms",
+            "threads",
+        }
         assert m["format"] in ("keras", "tflite")
         assert m["quantization"] in (None, "float16", "dynamic", "int8")
         # Each accuracy is the one its stage measured, not recomputed or defaulted.
-        measured = (results["verify"]["accuracy"][m["name"]] if m["format"] == "tflite" else
-                    results["qad" if m["name"] == "student_qad" else m["name"]]["accuracy"])
+        measured = (
+            results["verify"]["accuracy"][m["name"]]
+            if m["format"] == "tflite"
+            else results["qad" if m["name"] == "student_qad" else m["name"]]["accuracy"]
+        )
         assert m["accuracy"] == measured, m["name"]
         if m["format"] == "tflite":
             assert set(m["latency_ms"]) == {"mean", "p50", "p90", "p99"} and m["threads"] == 1
     accuracy = {m["name"]: m["accuracy"] for m in report["models"]}
     assert report["summary"]["kd_gain"] == pytest.approx(accuracy["student"] - accuracy["baseline"])
     assert report["summary"]["qad_gain_over_ptq"] == pytest.approx(
-        accuracy["student_qad_int8"] - accuracy["student_int8"])
+        accuracy["student_qad_int8"] - accuracy["student_int8"]
+    )
     markdown = (tmp_path / "report.md").read_text()
     assert "| student_int8 | tflite | int8 |" in markdown and "pareto.png" in markdown
     selection = report["summary"]["selection"]
@@ -72,11 +108,15 @@ def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path, c
     assert calibration["candidate"] in ("kd", best)
     assert calibration["candidate"] == "kd" or calibration["comparison"]["p_value"] < 0.05
     assert set(calibration["probe_seconds"]) == set(tfkd.calibration.CANDIDATES)
-    assert 0 < min(calibration["probe_seconds"].values())
-    assert results["student"]["distillation_seconds"] > calibration["probe_seconds"][
-        calibration["candidate"]]
-    assert any(line.startswith("Distillation settings (--loss=auto)") and "losing probes added"
-               in line for line in report["headline"])
+    assert min(calibration["probe_seconds"].values()) > 0
+    assert (
+        results["student"]["distillation_seconds"]
+        > calibration["probe_seconds"][calibration["candidate"]]
+    )
+    assert any(
+        line.startswith("Distillation settings (--loss=auto)") and "losing probes added" in line
+        for line in report["headline"]
+    )
     # The winner went on from its probe (epoch 1 of 2) instead of starting again, and the
     # probes' backups are gone once the stage is done.
     printed = capsys.readouterr().out
@@ -125,8 +165,8 @@ def test_same_seed_same_report_and_other_settings_are_refused(tmp_path):
 @pytest.mark.slow
 def _epoch_scalars(log_dir):
     """{tag: {epoch: value}} of the epoch-level scalars TensorBoard logged in `log_dir`."""
-    from tensorflow.python.summary.summary_iterator import summary_iterator
     import tensorflow as tf
+    from tensorflow.python.summary.summary_iterator import summary_iterator
 
     scalars = {}
     for events in log_dir.glob("events.out.tfevents.*"):
@@ -134,14 +174,20 @@ def _epoch_scalars(log_dir):
             for value in event.summary.value:
                 if value.tag.startswith("epoch_"):
                     scalars.setdefault(value.tag, {})[event.step] = float(
-                        tf.make_ndarray(value.tensor))
+                        tf.make_ndarray(value.tensor)
+                    )
     return scalars
 
 
 @pytest.mark.slow
 def test_early_stopping_ends_a_stage_that_stops_improving(tmp_path):
-    config = Config(out_dir=str(tmp_path), stages=("teacher",), teacher_epochs=30,
-                    early_stopping_patience=1, learning_rate=0.5)
+    config = Config(
+        out_dir=str(tmp_path),
+        stages=("teacher",),
+        teacher_epochs=30,
+        early_stopping_patience=1,
+        learning_rate=0.5,
+    )
     # A learning rate this high stops improving at once: early stopping must end the stage.
     scheduler.execute(config)
     epochs = _epoch_scalars(tmp_path / "logs" / "teacher" / "validation")["epoch_accuracy"]
@@ -151,17 +197,25 @@ def test_early_stopping_ends_a_stage_that_stops_improving(tmp_path):
 @pytest.mark.slow
 def test_distillation_warmup_ramps_the_distillation_term_in_the_first_epochs(tmp_path):
     weight = 0.5
-    config = Config(out_dir=str(tmp_path), stages=("teacher", "student"), teacher_epochs=3,
-                    student_epochs=2, distillation_warmup_epochs=1, loss="kd",
-                    student_loss_weight=weight)
+    config = Config(
+        out_dir=str(tmp_path),
+        stages=("teacher", "student"),
+        teacher_epochs=3,
+        student_epochs=2,
+        distillation_warmup_epochs=1,
+        loss="kd",
+        student_loss_weight=weight,
+    )
     scheduler.execute(config)
     train = _epoch_scalars(tmp_path / "logs" / "student" / "train")
 
     def shortfall(epoch):
         """How far the logged total loss falls below the unramped weighted sum of its parts
         (the total is linear in the parts, so epoch means keep the identity)."""
-        full = (weight * train["epoch_student_loss"][epoch]
-                + (1 - weight) * train["epoch_distillation_loss"][epoch])
+        full = (
+            weight * train["epoch_student_loss"][epoch]
+            + (1 - weight) * train["epoch_distillation_loss"][epoch]
+        )
         return full - train["epoch_loss"][epoch]
 
     # Epoch 0 ramps the term from 0 to 1 (about half of it missing); epoch 1 has all of it.
@@ -171,8 +225,13 @@ def test_distillation_warmup_ramps_the_distillation_term_in_the_first_epochs(tmp
 
 @pytest.mark.slow
 def test_feature_distillation_runs_in_the_pipeline_and_exports_the_plain_student(tmp_path):
-    config = Config(out_dir=str(tmp_path), stages=("teacher", "student"), loss="kd",
-                    features=("block1_relu:block1_relu:hint:1",), **TINY)
+    config = Config(
+        out_dir=str(tmp_path),
+        stages=("teacher", "student"),
+        loss="kd",
+        features=("block1_relu:block1_relu:hint:1",),
+        **TINY,
+    )
     scheduler.execute(config)
     student = keras.models.load_model(tmp_path / "student" / "student.keras", safe_mode=True)
     assert student.count_params() == tfkd.models.build("cnn_small", (8, 8, 1), 10).count_params()
@@ -217,8 +276,12 @@ def test_training_stages_run_under_a_two_replica_mirrored_strategy(tmp_path, mir
 
 @pytest.mark.slow
 def test_mixed_precision_training_saves_float32_models(tmp_path):
-    config = Config(out_dir=str(tmp_path), mixed_precision="on",
-                            stages=("teacher", "baseline", "student"), **TINY)
+    config = Config(
+        out_dir=str(tmp_path),
+        mixed_precision="on",
+        stages=("teacher", "baseline", "student"),
+        **TINY,
+    )
     results = scheduler.execute(config)
     assert keras.mixed_precision.global_policy().name == "float32"
     for name in ("teacher", "baseline", "student"):
@@ -236,9 +299,16 @@ def test_saved_model_teacher_with_a_disk_cache_reused_by_a_rerun(tmp_path):
 
     teacher = tfkd.models.build("cnn_tiny", (8, 8, 1), 10)
     tf.saved_model.save(teacher, str(tmp_path / "saved"))
-    config = Config(out_dir=str(tmp_path / "run"), teacher=str(tmp_path / "saved"),
-                            teacher_cache="disk", teacher_cache_views=2, pad_crop=1,
-                            stages=("teacher", "student"), loss="kd", **TINY)
+    config = Config(
+        out_dir=str(tmp_path / "run"),
+        teacher=str(tmp_path / "saved"),
+        teacher_cache="disk",
+        teacher_cache_views=2,
+        pad_crop=1,
+        stages=("teacher", "student"),
+        loss="kd",
+        **TINY,
+    )
     results = scheduler.execute(config)
     assert results["teacher"]["source"] == str(tmp_path / "saved")
     assert not (tmp_path / "run" / "teacher").exists()  # the SavedModel is used where it is
@@ -260,15 +330,25 @@ def test_saved_model_teacher_with_a_disk_cache_reused_by_a_rerun(tmp_path):
 
 @pytest.mark.slow
 def test_main_with_the_readme_flagfile_prints_the_report(tmp_path):
-    result = _main("--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=1",
-                   "--student_epochs=1", "--qat_epochs=1", "--modes=float32,int8_io_uint8",
-                   "--max_drop_points=100", "--benchmark_runs=3", f"--out_dir={tmp_path}")
+    result = _main(
+        "--flagfile=pipelines/configs/digits.flags",
+        "--teacher_epochs=1",
+        "--student_epochs=1",
+        "--qat_epochs=1",
+        "--modes=float32,int8_io_uint8",
+        "--max_drop_points=100",
+        "--benchmark_runs=3",
+        f"--out_dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     shipped = json.loads((tmp_path / "report.json").read_text())["summary"]["selection"]["shipped"]
     method = "QAD" if shipped == "student" else "QAT"
-    for text in ("# tfkd report: digits", "Distillation gain over the student trained alone",
-                 f"| student_qad_int8_io_uint8 | tflite | int8 ({method}) |",
-                 f"Run directory: {tmp_path}"):
+    for text in (
+        "# tfkd report: digits",
+        "Distillation gain over the student trained alone",
+        f"| student_qad_int8_io_uint8 | tflite | int8 ({method}) |",
+        f"Run directory: {tmp_path}",
+    ):
         assert text in result.stdout
     flags_text = (tmp_path / "flags.txt").read_text()
     assert "--teacher_epochs=1" in flags_text and f"--out_dir={tmp_path}" in flags_text
@@ -278,11 +358,21 @@ def test_main_with_the_readme_flagfile_prints_the_report(tmp_path):
 def test_cifar10_flagfile_runs_on_the_real_image_sample(tmp_path):
     from tests.conftest import CIFAR_SAMPLE
 
-    result = _main("--flagfile=pipelines/configs/cifar10.flags", f"--dataset=folder:{CIFAR_SAMPLE}",
-                   "--teacher=resnet8", "--student=resnet8", "--teacher_epochs=1",
-                   "--student_epochs=1", "--qat_epochs=1", "--modes=int8_io_uint8",
-                   "--representative_size=10", "--max_drop_points=100", "--threads=1",
-                   "--benchmark_runs=2", f"--out_dir={tmp_path}")
+    result = _main(
+        "--flagfile=pipelines/configs/cifar10.flags",
+        f"--dataset=folder:{CIFAR_SAMPLE}",
+        "--teacher=resnet8",
+        "--student=resnet8",
+        "--teacher_epochs=1",
+        "--student_epochs=1",
+        "--qat_epochs=1",
+        "--modes=int8_io_uint8",
+        "--representative_size=10",
+        "--max_drop_points=100",
+        "--threads=1",
+        "--benchmark_runs=2",
+        f"--out_dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["dataset"].startswith("folder:") and len(report["models"]) == 7
@@ -293,20 +383,43 @@ def test_cifar10_flagfile_runs_on_the_real_image_sample(tmp_path):
 @pytest.mark.slow
 def test_train_teacher_and_benchmark_entry_points(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    run = [sys.executable, "-m", "pipelines.train_teacher", "--teacher_epochs=1",
-           f"--out_dir={tmp_path / 'teacher_run'}"]
+    run = [
+        sys.executable,
+        "-m",
+        "pipelines.train_teacher",
+        "--teacher_epochs=1",
+        f"--out_dir={tmp_path / 'teacher_run'}",
+    ]
     result = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     teacher = tmp_path / "teacher_run" / "teacher" / "teacher.keras"
     assert f"saved to {teacher}" in result.stdout
     # With a QAD student, so the report stage of the second process must rebuild it from disk.
-    flags = (f"--teacher={teacher}", "--student_epochs=1", "--qat_epochs=1", "--modes=float32,int8",
-             "--max_drop_points=100", f"--out_dir={tmp_path / 'run'}")
+    flags = (
+        f"--teacher={teacher}",
+        "--student_epochs=1",
+        "--qat_epochs=1",
+        "--modes=float32,int8",
+        "--max_drop_points=100",
+        f"--out_dir={tmp_path / 'run'}",
+    )
     full = _main(*flags, "--benchmark_runs=2")
     assert full.returncode == 0, full.stderr[-3000:]
-    again = subprocess.run([sys.executable, "-m", "pipelines.benchmark", *flags,
-                            "--benchmark_runs=4", "--threads=1,2"], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.benchmark",
+            *flags,
+            "--benchmark_runs=4",
+            "--threads=1,2",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     # Only the benchmark and report stages ran.
     assert "] teacher:" not in again.stdout and "] benchmark: latency on this host" in again.stdout
@@ -321,8 +434,10 @@ def _validation_accuracy(run_dir, variant):
     splits = tfkd.data.load("digits")
     batches = tfkd.data.batches(splits.validation, splits.preprocessing, 256)
     from tfkd import evaluate
-    return evaluate.tflite_accuracy(str(run_dir / "tflite" / f"{variant}.tflite"),
-                                    batches.as_numpy_iterator())
+
+    return evaluate.tflite_accuracy(
+        str(run_dir / "tflite" / f"{variant}.tflite"), batches.as_numpy_iterator()
+    )
 
 
 @pytest.mark.slow
@@ -330,10 +445,13 @@ def test_an_untrained_teacher_is_flagged_and_never_ships_a_worse_student(tmp_pat
     keras.utils.set_random_seed(3)
     path = str(tmp_path / "random_teacher.keras")
     tfkd.models.build("cnn_large", (8, 8, 1), 10).save(path)
-    config = Config(out_dir=str(tmp_path / "run"), teacher=path, student_epochs=4,
-                            stages=("teacher", "baseline", "student", "select", "export",
-                                    "verify", "report"), **{k: v for k, v in TINY.items()
-                                                            if k != "student_epochs"})
+    config = Config(
+        out_dir=str(tmp_path / "run"),
+        teacher=path,
+        student_epochs=4,
+        stages=("teacher", "baseline", "student", "select", "export", "verify", "report"),
+        **{k: v for k, v in TINY.items() if k != "student_epochs"},
+    )
     results = scheduler.execute(config)
     check = results["student"]["teacher_check"]
     assert check["ok"] is False and "not 1.0 points better" in check["message"]
@@ -342,12 +460,12 @@ def test_an_untrained_teacher_is_flagged_and_never_ships_a_worse_student(tmp_pat
     # The student alone ships exactly when it is better beyond noise on validation.
     alone_better = paired["difference"] < 0 and paired["p_value"] < 0.05
     assert shipped == ("baseline" if alone_better else "student")
-    assert paired["difference"] == pytest.approx(results["student"]["val_accuracy"]
-                                                 - baseline_val)
+    assert paired["difference"] == pytest.approx(results["student"]["val_accuracy"] - baseline_val)
     # What was exported is the shipped student.
     shipped_val = results[shipped if shipped == "baseline" else "student"]["val_accuracy"]
     assert _validation_accuracy(tmp_path / "run", "student_float32") == pytest.approx(
-        shipped_val, abs=0.02)
+        shipped_val, abs=0.02
+    )
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["headline"][0].startswith("WARNING: Teacher check")
     assert report["summary"]["selection"]["shipped"] == shipped
@@ -359,9 +477,15 @@ def test_an_untrained_teacher_is_flagged_and_never_ships_a_worse_student(tmp_pat
 @pytest.mark.slow
 def test_a_good_teacher_passes_the_check_and_selection_follows_validation(tmp_path):
     stages = ("teacher", "baseline", "student", "select")
-    config = Config(out_dir=str(tmp_path), teacher_epochs=15, student_epochs=2,
-                            stages=stages, loss="kd", student_loss_weight=0.5,
-                            temperature=1.0)
+    config = Config(
+        out_dir=str(tmp_path),
+        teacher_epochs=15,
+        student_epochs=2,
+        stages=stages,
+        loss="kd",
+        student_loss_weight=0.5,
+        temperature=1.0,
+    )
     results = scheduler.execute(config)
     assert results["student"]["teacher_check"]["ok"] is True
     distilled, alone = results["student"]["val_accuracy"], results["baseline"]["val_accuracy"]
@@ -370,7 +494,14 @@ def test_a_good_teacher_passes_the_check_and_selection_follows_validation(tmp_pa
     assert distilled > alone
     assert results["select"]["shipped"] == "student"
     assert "not worse than the student alone beyond noise" in results["select"]["reason"]
-    forced = scheduler.execute(dataclasses.replace(config, select="distilled", teacher_epochs=1,
-                                             student_epochs=1, out_dir=str(tmp_path / "forced")))
+    forced = scheduler.execute(
+        dataclasses.replace(
+            config,
+            select="distilled",
+            teacher_epochs=1,
+            student_epochs=1,
+            out_dir=str(tmp_path / "forced"),
+        )
+    )
     assert forced["select"]["shipped"] == "student"
     assert forced["select"]["reason"] == "--select=distilled"

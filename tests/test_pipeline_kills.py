@@ -18,9 +18,16 @@ from tests.test_pipeline import ROOT, _main
 
 @pytest.mark.slow
 def test_killed_during_distillation_resumes_and_skips_finished_stages(tmp_path):
-    args = ("--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=2",
-            "--student_epochs=20", "--qat_epochs=1", "--modes=float32", "--max_drop_points=100",
-            "--benchmark_runs=3", f"--out_dir={tmp_path}")
+    args = (
+        "--flagfile=pipelines/configs/digits.flags",
+        "--teacher_epochs=2",
+        "--student_epochs=20",
+        "--qat_epochs=1",
+        "--modes=float32",
+        "--max_drop_points=100",
+        "--benchmark_runs=3",
+        f"--out_dir={tmp_path}",
+    )
     process = _main(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     backup = tmp_path / "checkpoints" / "student"
     deadline = time.time() + 600
@@ -38,8 +45,9 @@ def test_killed_during_distillation_resumes_and_skips_finished_stages(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "teacher: finished earlier, files unchanged; skipped" in result.stdout
     assert "baseline: finished earlier, files unchanged; skipped" in result.stdout
-    first_epoch = next(line for line in result.stdout.splitlines()
-                       if line.strip().startswith("student epoch "))
+    first_epoch = next(
+        line for line in result.stdout.splitlines() if line.strip().startswith("student epoch ")
+    )
     assert "epoch 1/40 " not in first_epoch, "distillation restarted instead of resuming"
     # The full log, INFO lines and TensorFlow's start-up included, is in the run directory.
     log = (tmp_path / "logs" / "run.log").read_text()
@@ -47,18 +55,37 @@ def test_killed_during_distillation_resumes_and_skips_finished_stages(tmp_path):
     assert (tmp_path / "report.md").exists()
 
 
-KILL_FLAGS = ("--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=1",
-              "--student_epochs=1", "--qat_epochs=1", "--modes=float32,int8_io_uint8",
-              "--max_drop_points=100", "--benchmark_runs=3")
+KILL_FLAGS = (
+    "--flagfile=pipelines/configs/digits.flags",
+    "--teacher_epochs=1",
+    "--student_epochs=1",
+    "--qat_epochs=1",
+    "--modes=float32,int8_io_uint8",
+    "--max_drop_points=100",
+    "--benchmark_runs=3",
+)
 
 
 def _killed_run(out, target, nth, *options, flags=()):
     """The pipeline, SIGKILLed at the `nth` call of `target` (tests/helpers/kill_at.py)."""
     result = subprocess.run(
-        [sys.executable, os.path.join("tests", "helpers", "kill_at.py"), target, str(nth),
-         *options, "--", *KILL_FLAGS, *flags, f"--out_dir={out}"], cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True,
-        timeout=900)
+        [
+            sys.executable,
+            os.path.join("tests", "helpers", "kill_at.py"),
+            target,
+            str(nth),
+            *options,
+            "--",
+            *KILL_FLAGS,
+            *flags,
+            f"--out_dir={out}",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     return result.returncode, result.stderr
 
 
@@ -85,14 +112,18 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
     # Each process finishes one more stage's work and dies just before recording it.
     recorded = []
     for attempt in range(len(STAGE_NAMES) + 1):
-        status, err = _killed_run(out, "pipelines.run.RunDirectory.record", 1 if attempt == 0
-                                  else 2)
+        status, err = _killed_run(
+            out, "pipelines.run.RunDirectory.record", 1 if attempt == 0 else 2
+        )
         if status == 0:
             break
         assert status == -signal.SIGKILL, err[-3000:]
         _assert_whole(out)
-        recorded.append(len(json.loads((out / "manifest.json").read_text())["stages"])
-                        if (out / "manifest.json").exists() else 0)
+        recorded.append(
+            len(json.loads((out / "manifest.json").read_text())["stages"])
+            if (out / "manifest.json").exists()
+            else 0
+        )
     assert status == 0, err[-3000:]
     assert recorded == sorted(recorded) and len(recorded) >= len(STAGE_NAMES) - 2
     assert (out / "report.md").exists()
@@ -100,38 +131,47 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
     again = ("--stages=export,verify,benchmark,report",)
     assert _killed_run(out, "tfkd.export.write_tflite", 2, flags=again)[0] == -signal.SIGKILL
     _assert_whole(out)
-    assert _killed_run(out, "tfkd.files.atomic_path", 1, "--after_write",
-                       flags=again)[0] == -signal.SIGKILL
+    assert (
+        _killed_run(out, "tfkd.files.atomic_path", 1, "--after_write", flags=again)[0]
+        == -signal.SIGKILL
+    )
     _assert_whole(out)
     assert list(out.rglob(".*.tmp*")), "the kill left the temporary file it was writing"
-    status, err = _killed_run(out, "os.getpid", 10 ** 9, flags=again)
+    status, err = _killed_run(out, "os.getpid", 10**9, flags=again)
     assert status == 0, err[-3000:]
     assert not list(out.rglob(".*.tmp*")), "the next run removes what the killed one left"
     # Mid-report.
     report_only = ("--stages=report",)
-    assert _killed_run(out, "tfkd.files.atomic_path", 1, "--after_write",
-                       flags=report_only)[0] == -signal.SIGKILL
+    assert (
+        _killed_run(out, "tfkd.files.atomic_path", 1, "--after_write", flags=report_only)[0]
+        == -signal.SIGKILL
+    )
     _assert_whole(out)
-    assert _killed_run(out, "os.getpid", 10 ** 9, flags=report_only)[0] == 0
+    assert _killed_run(out, "os.getpid", 10**9, flags=report_only)[0] == 0
     _assert_whole(out)
     assert json.loads((out / "report.json").read_text())["models"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target, nth, where", [
-    ("pipelines.console.EpochProgress.on_epoch_end", 2, "training"),
-    ("tfkd.export.convert", 2, "export"),
-])
+@pytest.mark.parametrize(
+    "target, nth, where",
+    [
+        ("pipelines.console.EpochProgress.on_epoch_end", 2, "training"),
+        ("tfkd.export.convert", 2, "export"),
+    ],
+)
 def test_sigterm_says_how_to_resume_and_the_rerun_completes(tmp_path, target, nth, where):
     out = tmp_path / "run"
-    status, err = _killed_run(out, target, nth, "--term",
-                              flags=("--teacher_epochs=2", "--modes=float32,int8"))
+    status, err = _killed_run(
+        out, target, nth, "--term", flags=("--teacher_epochs=2", "--modes=float32,int8")
+    )
     assert status == 143, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: terminated (SIGTERM). Rerun the same command to resume")
     assert "Traceback" not in err, where
     _assert_whole(out)
-    status, err = _killed_run(out, target, 10 ** 6, flags=("--teacher_epochs=2",
-                                                          "--modes=float32,int8"))
+    status, err = _killed_run(
+        out, target, 10**6, flags=("--teacher_epochs=2", "--modes=float32,int8")
+    )
     assert status == 0, err[-3000:]
     assert (out / "report.md").exists()

@@ -22,10 +22,17 @@ def _comparison(a, b):
 def test_teacher_check_flags_members_within_the_margin_or_the_noise():
     baseline = _results(150)  # 75%
     strong, close, noisy = _results(190), _results(151), _results(156, offset=40)
-    comparisons = {"strong": _comparison(strong, baseline), "close": _comparison(close, baseline),
-                   "noisy": _comparison(noisy, baseline)}
-    check = policy.TeacherCheck({"strong": 0.95, "close": 0.755, "noisy": 0.78}, 0.75,
-                                margin_points=1.0, comparisons=comparisons)
+    comparisons = {
+        "strong": _comparison(strong, baseline),
+        "close": _comparison(close, baseline),
+        "noisy": _comparison(noisy, baseline),
+    }
+    check = policy.TeacherCheck(
+        {"strong": 0.95, "close": 0.755, "noisy": 0.78},
+        0.75,
+        margin_points=1.0,
+        comparisons=comparisons,
+    )
     # close: 0.5 points, under the margin; noisy: 3 points over it, but p >= 0.05.
     assert comparisons["noisy"]["p_value"] >= 0.05 and comparisons["strong"]["p_value"] < 0.05
     assert check.weak == ["close", "noisy"] and not check.ok
@@ -49,14 +56,18 @@ def test_check_teachers_evaluates_each_ensemble_member_on_the_same_images():
     assert policy.check_teachers(student, hopeless, test, margin_points=1.0).ok
 
 
-@pytest.mark.parametrize("distilled, alone, shipped, verdict", [
-    (_results(140), _results(160), "baseline", "beyond noise"),   # 10 points, p < 0.05
-    (_results(158), _results(160), "student", "within noise"),    # one image in 100 is noise
-    (_results(160), _results(160), "student", "within noise"),
-    (_results(180), _results(150), "student", "better beyond noise"),
-])
-def test_best_ships_the_student_alone_only_when_it_is_better_beyond_noise(distilled, alone,
-                                                                          shipped, verdict):
+@pytest.mark.parametrize(
+    "distilled, alone, shipped, verdict",
+    [
+        (_results(140), _results(160), "baseline", "beyond noise"),  # 10 points, p < 0.05
+        (_results(158), _results(160), "student", "within noise"),  # one image in 100 is noise
+        (_results(160), _results(160), "student", "within noise"),
+        (_results(180), _results(150), "student", "better beyond noise"),
+    ],
+)
+def test_best_ships_the_student_alone_only_when_it_is_better_beyond_noise(
+    distilled, alone, shipped, verdict
+):
     chosen, reason, comparison = policy.select_student("best", distilled, alone)
     assert chosen == shipped and verdict in reason
     assert comparison == tfkd.stats.paired_difference(distilled, alone)

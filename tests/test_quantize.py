@@ -84,7 +84,9 @@ def test_upsampling_bilinear_and_conv_transpose_are_warned_about():
     report = quantize.doctor(keras.Model(inputs, layers.Dense(2)(x)))
     assert report.ok
     assert {f.layer: f.action for f in report.findings} == {
-        "up": quantize.WARNING, "deconv": quantize.WARNING}
+        "up": quantize.WARNING,
+        "deconv": quantize.WARNING,
+    }
 
 
 def test_raw_tf_ops_of_hard_swish_stay_float_and_the_model_still_quantizes():
@@ -126,8 +128,9 @@ def test_quantize_student_starts_from_the_float_weights():
     qat = quantize.quantize_student(student)
     assert quantize.is_quantization_aware(qat) and not quantize.is_quantization_aware(student)
     float_kernel = student.get_layer("block0_conv").kernel.numpy()
-    qat_kernels = [w.numpy() for w in qat.weights
-                   if "block0_conv" in w.name and "kernel:" in w.name]
+    qat_kernels = [
+        w.numpy() for w in qat.weights if "block0_conv" in w.name and "kernel:" in w.name
+    ]
     np.testing.assert_array_equal(qat_kernels[0], float_kernel)
 
 
@@ -145,12 +148,18 @@ def quantization_aware_distillation(seed: int):
     teacher_weights = [w.copy() for w in teacher.get_weights()]
     qat_student = quantize.quantize_student(tfkd.models.build("cnn_tiny", (8, 8, 1), 10))
     before = tfkd.evaluate.keras_accuracy(qat_student, test)
-    distiller = tfkd.Distiller(qat_student, teacher, loss=tfkd.losses.KD(temperature=1.0),
-                               student_loss_weight=0.0)
+    distiller = tfkd.Distiller(
+        qat_student, teacher, loss=tfkd.losses.KD(temperature=1.0), student_loss_weight=0.0
+    )
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
     distiller.fit(train, epochs=10, verbose=0)
-    return before, tfkd.evaluate.keras_accuracy(qat_student, test), teacher_weights, teacher, \
-        qat_student
+    return (
+        before,
+        tfkd.evaluate.keras_accuracy(qat_student, test),
+        teacher_weights,
+        teacher,
+        qat_student,
+    )
 
 
 def test_quantization_aware_distillation_trains_the_qat_student_with_a_float_teacher():

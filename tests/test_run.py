@@ -19,8 +19,7 @@ def test_opening_a_run_directory_writes_nothing_until_a_stage_records(tmp_path):
     (path / "a.txt").write_text("A")
     directory.record("teacher", ["a.txt"], {"accuracy": 0.5})
     manifest = json.loads((path / MANIFEST).read_text())
-    assert manifest["stages"]["teacher"]["outputs"] == {
-        "a.txt": hashlib.sha256(b"A").hexdigest()}
+    assert manifest["stages"]["teacher"]["outputs"] == {"a.txt": hashlib.sha256(b"A").hexdigest()}
     assert directory.metrics("teacher") == {"accuracy": 0.5}
 
 
@@ -81,7 +80,8 @@ def test_models_are_saved_whole_and_quantization_aware_ones_as_weights(tmp_path)
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype(np.float32)
     loaded = directory.load_model("student", lambda: None)
     np.testing.assert_array_equal(loaded(x), float_model(x))
-    rebuilt = directory.load_model("student_qad",
-                                   lambda: tfkd.models.build("cnn_tiny", (8, 8, 1), 10))
+    rebuilt = directory.load_model(
+        "student_qad", lambda: tfkd.models.build("cnn_tiny", (8, 8, 1), 10)
+    )
     assert quantize.is_quantization_aware(rebuilt)
     np.testing.assert_allclose(rebuilt(x), qat(x), atol=1e-6)

@@ -19,13 +19,27 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "pipelines", "configs", "digits.flags")
 # One epoch each, no QAD, one export mode: a trial is its process start and a few seconds.
-TINY = ["--teacher_epochs=1", "--student_epochs=1", "--qat_epochs=0", "--modes=float32",
-        "--benchmark_runs=3", "--trial_memory_gb=0.5"]
+TINY = [
+    "--teacher_epochs=1",
+    "--student_epochs=1",
+    "--qat_epochs=0",
+    "--modes=float32",
+    "--benchmark_runs=3",
+    "--trial_memory_gb=0.5",
+]
 
 
 def _command(out_dir, space_path, *extra):
-    return [sys.executable, "-m", "pipelines.search", f"--flagfile={DIGITS}",
-            f"--space={space_path}", f"--out_dir={out_dir}", *TINY, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "pipelines.search",
+        f"--flagfile={DIGITS}",
+        f"--space={space_path}",
+        f"--out_dir={out_dir}",
+        *TINY,
+        *extra,
+    ]
 
 
 def _env(**extra):
@@ -39,8 +53,10 @@ def _space(tmp_path, text):
 
 
 def _finished_trials(out_dir):
-    return sorted(os.path.basename(os.path.dirname(p))
-                  for p in glob.glob(os.path.join(out_dir, "trials", "*", "report.md")))
+    return sorted(
+        os.path.basename(os.path.dirname(p))
+        for p in glob.glob(os.path.join(out_dir, "trials", "*", "report.md"))
+    )
 
 
 @pytest.mark.slow
@@ -50,11 +66,20 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     out = str(tmp_path / "search")
     # A learning rate of 1e30 makes the loss non-finite: those trials fail, the others go on.
     # And a budget no candidate meets: the search warns first, then recommends the fastest.
-    command = _command(out, _space(tmp_path, "learning_rate: 0.001 | 1e30\n"
-                                             "temperature: 1.0 .. 4.0\n"), "--trials=4",
-                       "--latency_budget_ms=0.000001")
-    first = subprocess.Popen(command, cwd=ROOT, env=_env(), start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = _command(
+        out,
+        _space(tmp_path, "learning_rate: 0.001 | 1e30\ntemperature: 1.0 .. 4.0\n"),
+        "--trials=4",
+        "--latency_budget_ms=0.000001",
+    )
+    first = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not _finished_trials(out) and time.time() < deadline and first.poll() is None:
         time.sleep(1)
@@ -63,11 +88,14 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     time.sleep(3)  # Ray Tune saves its experiment state every few seconds
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    logs = {name: os.path.getsize(os.path.join(out, "trials", f"{name}.log"))
-            for name in _finished_trials(out)}
+    logs = {
+        name: os.path.getsize(os.path.join(out, "trials", f"{name}.log"))
+        for name in _finished_trials(out)
+    }
 
-    second = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True,
-                            timeout=600)
+    second = subprocess.run(
+        command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert "no candidate can meet --latency_budget_ms=1e-06" in second.stderr
     for name, size in logs.items():
@@ -76,8 +104,10 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     assert report["finished"] + len(report["failed"]) == 4
     assert len(glob.glob(os.path.join(out, "trials", "*.flags"))) == 4
     assert all(p["params"]["learning_rate"] == "0.001" for p in report["points"])
-    assert all(f["params"]["learning_rate"] == "1e30" and "loss became nan" in f["error"]
-               for f in report["failed"])
+    assert all(
+        f["params"]["learning_rate"] == "1e30" and "loss became nan" in f["error"]
+        for f in report["failed"]
+    )
     assert set(logs) <= {p["name"] for p in report["points"]}
     # The recommendation is on the front and was exported with its card.
     recommended = report["recommended"]
@@ -102,17 +132,43 @@ def test_two_node_cluster_on_loopback_runs_trials_on_both_nodes(tmp_path):
     # Ray clusters authenticate with a token every node and driver shares.
     env = _env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     try:
-        subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=1",
-                        "--include-dashboard=false", "--disable-usage-stats"], env=env,
-                       check=True, capture_output=True, timeout=120)
-        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1"], env=env,
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                ray,
+                "start",
+                "--head",
+                f"--port={port}",
+                "--num-cpus=1",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        subprocess.run(
+            [ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         out = str(tmp_path / "search")
         # Each node has one CPU and each trial asks for one: two trials run, one per node.
         search = subprocess.run(
-            _command(out, _space(tmp_path, "temperature: 1.0 .. 4.0\n"), "--trials=2",
-                     f"--address=127.0.0.1:{port}"),
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+            _command(
+                out,
+                _space(tmp_path, "temperature: 1.0 .. 4.0\n"),
+                "--trials=2",
+                f"--address=127.0.0.1:{port}",
+            ),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert search.returncode == 0, search.stderr[-3000:]
         report = json.loads(open(os.path.join(out, "report.json")).read())
         assert report["finished"] == 2
@@ -125,15 +181,23 @@ def test_two_node_cluster_on_loopback_runs_trials_on_both_nodes(tmp_path):
 # refused by the functions the program calls: tests/test_space.py, test_search_report.py. These
 # start the program (a TensorFlow import each): in the slow suite, beside the other Ray tests.
 @pytest.mark.slow
-@pytest.mark.parametrize("space_text, extra, message", [
-    ("# nothing\n", [], "is empty"),
-    ("temperature: 1 .. 4\n", ["--address=127.0.0.1:1"], "no Ray cluster answers there"),
-])
-def test_bad_input_stops_before_any_trial_and_writes_nothing(tmp_path, space_text, extra,
-                                                             message):
+@pytest.mark.parametrize(
+    "space_text, extra, message",
+    [
+        ("# nothing\n", [], "is empty"),
+        ("temperature: 1 .. 4\n", ["--address=127.0.0.1:1"], "no Ray cluster answers there"),
+    ],
+)
+def test_bad_input_stops_before_any_trial_and_writes_nothing(tmp_path, space_text, extra, message):
     out = tmp_path / "search"
-    result = subprocess.run(_command(str(out), _space(tmp_path, space_text), *extra), cwd=ROOT,
-                            env=_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        _command(str(out), _space(tmp_path, space_text), *extra),
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
@@ -161,21 +225,33 @@ def _fake_run(run_dir, drop=0.0):
     """A finished run's files as objectives_of reads them: card, verify drops, latencies."""
     (run_dir / "tflite").mkdir(parents=True)
     (run_dir / "benchmark").mkdir()
-    card = {"variants": {
-        "student_qad_int8": {"file": "student_qad_int8.tflite", "size_bytes": 20480,
-                             "accuracy": {"split": "test", "value": 0.93}},
-        "student_int8": {"file": "student_int8.tflite", "size_bytes": 20000,
-                         "accuracy": {"split": "test", "value": 0.90}}}}
+    card = {
+        "variants": {
+            "student_qad_int8": {
+                "file": "student_qad_int8.tflite",
+                "size_bytes": 20480,
+                "accuracy": {"split": "test", "value": 0.93},
+            },
+            "student_int8": {
+                "file": "student_int8.tflite",
+                "size_bytes": 20000,
+                "accuracy": {"split": "test", "value": 0.90},
+            },
+        }
+    }
     (run_dir / "tflite" / "model_card.json").write_text(json.dumps(card))
     from pipelines.config import Config
     from pipelines.run import RunDirectory
 
     RunDirectory(str(run_dir), Config().results_settings()).record(
-        "verify", [], {"drops": {"student_qad_int8": drop, "student_int8": 3.0}})
+        "verify", [], {"drops": {"student_qad_int8": drop, "student_int8": 3.0}}
+    )
     host = {"student_qad_int8": {"1": {"latency": {"p50_ms": 0.5, "mean_ms": 0.6}}}}
     (run_dir / "benchmark" / "host.json").write_text(json.dumps(host))
-    device = {"device": {}, "variants": {
-        "student_qad_int8": {"1": {"latency": {"p50_ms": None, "mean_ms": 2.5}}}}}
+    device = {
+        "device": {},
+        "variants": {"student_qad_int8": {"1": {"latency": {"p50_ms": None, "mean_ms": 2.5}}}},
+    }
     (run_dir / "benchmark" / "device.json").write_text(json.dumps(device))
 
 
@@ -188,10 +264,15 @@ def test_objectives_come_from_the_shipped_file_on_the_host_or_the_phone(tmp_path
     _fake_run(tmp_path / "run")
     config = Config(threads=(1,))
     host = search.objectives_of(str(tmp_path / "run"), config, "int8")
-    assert (host["variant"], host["accuracy"], host["latency_ms"], host["size_kb"]) == \
-        ("student_qad_int8", 0.93, 0.5, 20.0)
-    phone = search.objectives_of(str(tmp_path / "run"), dataclasses.replace(config,
-                                                                            serial="abc"), "int8")
+    assert (host["variant"], host["accuracy"], host["latency_ms"], host["size_kb"]) == (
+        "student_qad_int8",
+        0.93,
+        0.5,
+        20.0,
+    )
+    phone = search.objectives_of(
+        str(tmp_path / "run"), dataclasses.replace(config, serial="abc"), "int8"
+    )
     assert phone["latency_ms"] == 2.5  # no median from the phone: its mean
     # The parity gate of the shipped file decides; another file's failure does not.
     _fake_run(tmp_path / "bad", drop=2.5)

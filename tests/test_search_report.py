@@ -11,10 +11,16 @@ from pipelines import search_report
 
 def _points(rng, count):
     # Rounded so that ties (equal objectives) occur and are handled.
-    return [{"name": f"t{i}", "accuracy": float(np.round(rng.uniform(0.5, 1.0), 2)),
-             "latency_ms": float(np.round(rng.uniform(0.1, 2.0), 1)),
-             "size_kb": float(np.round(rng.uniform(10, 100), -1)), "params": {"i": i}}
-            for i in range(count)]
+    return [
+        {
+            "name": f"t{i}",
+            "accuracy": float(np.round(rng.uniform(0.5, 1.0), 2)),
+            "latency_ms": float(np.round(rng.uniform(0.1, 2.0), 1)),
+            "size_kb": float(np.round(rng.uniform(10, 100), -1)),
+            "params": {"i": i},
+        }
+        for i in range(count)
+    ]
 
 
 def _front_by_matrix(points, objectives):
@@ -27,9 +33,10 @@ def _front_by_matrix(points, objectives):
     return {points[j]["name"] for j in range(len(points)) if not dominated[j]}
 
 
-@pytest.mark.parametrize("objectives", [("accuracy", "latency_ms"),
-                                        ("accuracy", "latency_ms", "size_kb"),
-                                        ("accuracy", "size_kb")])
+@pytest.mark.parametrize(
+    "objectives",
+    [("accuracy", "latency_ms"), ("accuracy", "latency_ms", "size_kb"), ("accuracy", "size_kb")],
+)
 @pytest.mark.parametrize("seed", range(5))
 def test_front_matches_a_vectorised_dominance_check(objectives, seed):
     points = _points(np.random.default_rng(seed), 25)
@@ -44,24 +51,28 @@ def test_latencies_within_the_tolerance_count_as_equal():
     assert not search_report.dominates(a, b, ["accuracy", "latency_ms"], latency_tolerance=0.0)
     c = {"accuracy": 0.95, "latency_ms": 1.30}  # 15% faster: a real difference
     assert not search_report.dominates(a, c, ["accuracy", "latency_ms"])
-    assert {p["latency_ms"] for p in search_report.front([a, b, c],
-                                                         ["accuracy", "latency_ms"])} == {1.52,
-                                                                                          1.30}
+    assert {
+        p["latency_ms"] for p in search_report.front([a, b, c], ["accuracy", "latency_ms"])
+    } == {1.52, 1.30}
 
 
 def test_dominance_needs_one_strictly_better_objective():
     a = {"accuracy": 0.9, "latency_ms": 1.0}
     assert not search_report.dominates(a, dict(a), ["accuracy", "latency_ms"])
-    assert search_report.dominates(a, {"accuracy": 0.9, "latency_ms": 1.5},
-                                   ["accuracy", "latency_ms"])
-    assert not search_report.dominates(a, {"accuracy": 0.95, "latency_ms": 1.5},
-                                       ["accuracy", "latency_ms"])
+    assert search_report.dominates(
+        a, {"accuracy": 0.9, "latency_ms": 1.5}, ["accuracy", "latency_ms"]
+    )
+    assert not search_report.dominates(
+        a, {"accuracy": 0.95, "latency_ms": 1.5}, ["accuracy", "latency_ms"]
+    )
 
 
 def test_recommendation_is_the_most_accurate_within_the_budget_else_the_fastest():
-    points = [{"name": "slow", "accuracy": 0.95, "latency_ms": 3.0, "size_kb": 90},
-              {"name": "mid", "accuracy": 0.90, "latency_ms": 1.0, "size_kb": 40},
-              {"name": "fast", "accuracy": 0.80, "latency_ms": 0.5, "size_kb": 20}]
+    points = [
+        {"name": "slow", "accuracy": 0.95, "latency_ms": 3.0, "size_kb": 90},
+        {"name": "mid", "accuracy": 0.90, "latency_ms": 1.0, "size_kb": 40},
+        {"name": "fast", "accuracy": 0.80, "latency_ms": 0.5, "size_kb": 20},
+    ]
     best, sentence = search_report.recommend(points, 1.5, None)
     assert best["name"] == "mid" and "within 1.5 ms" in sentence
     best, _ = search_report.recommend(points, None, 30)
@@ -75,15 +86,19 @@ def test_recommendation_is_the_most_accurate_within_the_budget_else_the_fastest(
 
 def test_comparison_with_the_base_recipe_names_who_dominates():
     front = [{"name": "a", "accuracy": 0.96, "latency_ms": 1.0, "size_kb": 10}]
-    base = [{"name": "base int8", "accuracy": 0.95, "latency_ms": 1.0, "size_kb": 10},
-            {"name": "base float", "accuracy": 0.97, "latency_ms": 2.0, "size_kb": 40}]
+    base = [
+        {"name": "base int8", "accuracy": 0.95, "latency_ms": 1.0, "size_kb": 10},
+        {"name": "base float", "accuracy": 0.97, "latency_ms": 2.0, "size_kb": 40},
+    ]
     lines = search_report.compare_with_base(front, base, ["accuracy", "latency_ms"])
     assert lines[0].endswith("dominated by a.")
     assert lines[1].endswith("not dominated by any trial.")
 
 
-@pytest.mark.parametrize("names", [["accuracy"], ["latency_ms", "size_kb"],
-                                   ["accuracy", "accuracy"], ["accuracy", "flops"]])
+@pytest.mark.parametrize(
+    "names",
+    [["accuracy"], ["latency_ms", "size_kb"], ["accuracy", "accuracy"], ["accuracy", "flops"]],
+)
 def test_bad_objectives_are_refused(names):
     with pytest.raises(ValueError, match="--objective"):
         search_report.check_objectives(names)
@@ -92,13 +107,30 @@ def test_bad_objectives_are_refused(names):
 def test_report_files_are_written(tmp_path):
     points = _points(np.random.default_rng(0), 6)
     front = search_report.front(points, ["accuracy", "latency_ms"])
-    summary = {"latency_spread": 0.02, "latency_tolerance": 0.05,"dataset": "digits", "objectives": ["accuracy", "latency_ms"], "trials": 7,
-               "finished": 6, "failed": [{"name": "x", "params": {"learning_rate": 1e30},
-                                          "error": "TrialFailed: non-finite loss"}],
-               "points": points, "front": front, "base": [dict(points[0], name="base int8")],
-               "recommended": None, "recommendation": "No trial finished.",
-               "recommended_dir": "recommended/", "seconds": 60.0, "measured_on": "a CPU",
-               "base_comparison": ["base int8: not dominated by any trial."]}
+    summary = {
+        "latency_spread": 0.02,
+        "latency_tolerance": 0.05,
+        "dataset": "digits",
+        "objectives": ["accuracy", "latency_ms"],
+        "trials": 7,
+        "finished": 6,
+        "failed": [
+            {
+                "name": "x",
+                "params": {"learning_rate": 1e30},
+                "error": "TrialFailed: non-finite loss",
+            }
+        ],
+        "points": points,
+        "front": front,
+        "base": [dict(points[0], name="base int8")],
+        "recommended": None,
+        "recommendation": "No trial finished.",
+        "recommended_dir": "recommended/",
+        "seconds": 60.0,
+        "measured_on": "a CPU",
+        "base_comparison": ["base int8: not dominated by any trial."],
+    }
     search_report.write(str(tmp_path), summary)
     text = (tmp_path / "report.md").read_text()
     assert "## Pareto front" in text and "learning_rate=1e+30" in text
@@ -111,11 +143,18 @@ def test_report_files_are_written(tmp_path):
 def test_against_names_the_front_models_that_beat_or_equal_a_reference():
     shipped = {"name": "base", "accuracy": 0.95, "latency_ms": 1.50, "size_kb": 21.6}
     objectives = ["accuracy", "latency_ms"]
-    front = [dict(shipped, name="a", accuracy=0.96, latency_ms=1.52),  # within 5%: dominates
-             dict(shipped, name="b", accuracy=0.99, latency_ms=4.0)]
+    front = [
+        dict(shipped, name="a", accuracy=0.96, latency_ms=1.52),  # within 5%: dominates
+        dict(shipped, name="b", accuracy=0.99, latency_ms=4.0),
+    ]
     assert search_report.against(front, shipped, objectives) == {
-        "dominating": ["a"], "equal": [], "met": True}
-    assert search_report.against([dict(shipped, name="c", latency_ms=1.51)], shipped,
-                                 objectives)["equal"] == ["c"]
-    assert not search_report.against([dict(shipped, name="d", accuracy=0.9, latency_ms=1.0)],
-                                     shipped, objectives)["met"]
+        "dominating": ["a"],
+        "equal": [],
+        "met": True,
+    }
+    assert search_report.against([dict(shipped, name="c", latency_ms=1.51)], shipped, objectives)[
+        "equal"
+    ] == ["c"]
+    assert not search_report.against(
+        [dict(shipped, name="d", accuracy=0.9, latency_ms=1.0)], shipped, objectives
+    )["met"]

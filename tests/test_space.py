@@ -19,8 +19,14 @@ modes: int8 | float16
 
 def test_parse_reads_choices_ranges_and_scales():
     parameters = {p.name: p for p in space.parse(SPACE)}
-    assert list(parameters) == ["student", "image_size", "temperature", "learning_rate",
-                                "student_epochs", "modes"]
+    assert list(parameters) == [
+        "student",
+        "image_size",
+        "temperature",
+        "learning_rate",
+        "student_epochs",
+        "modes",
+    ]
     assert parameters["student"].choices == ("cnn_tiny", "cnn_small")
     assert parameters["image_size"].choices == ("16,16", "24,24")
     temperature = parameters["temperature"].distribution()
@@ -35,9 +41,17 @@ def test_parse_reads_choices_ranges_and_scales():
 
 def test_trial_config_types_values_as_the_flags_do():
     base = Config(loss="kd")
-    config = space.trial_config(base, {"image_size": "16,16", "temperature": 2.5,
-                                       "student_epochs": 12, "modes": "int8",
-                                       "student": "cnn_tiny"}, out_dir="elsewhere")
+    config = space.trial_config(
+        base,
+        {
+            "image_size": "16,16",
+            "temperature": 2.5,
+            "student_epochs": 12,
+            "modes": "int8",
+            "student": "cnn_tiny",
+        },
+        out_dir="elsewhere",
+    )
     assert config.image_size == (16, 16)
     assert config.temperature == 2.5 and isinstance(config.temperature, float)
     assert config.student_epochs == 12 and config.modes == ("int8",)
@@ -46,22 +60,25 @@ def test_trial_config_types_values_as_the_flags_do():
     assert config.teacher == base.teacher and config.batch_size == base.batch_size
 
 
-@pytest.mark.parametrize("text, message", [
-    ("teacher: cnn_large | resnet8", "shapes the teacher or the run"),
-    ("seed: 0 | 1", "shapes the teacher or the run"),
-    ("colour: red | blue", "not a pipeline flag"),
-    ("temperature 1 .. 2", "write `flag: a | b | c`"),
-    ("temperature:", "write `flag: a | b | c`"),
-    ("temperature: 4 .. 1", "finite low < high"),
-    ("temperature: 1 .. nan", "finite low < high"),
-    ("temperature: one .. two", "two numbers"),
-    ("learning_rate: 0 .. 1 log", "log range needs low > 0"),
-    ("temperature: 1 .. 2 cubic", "only `log`"),
-    ("student: cnn_tiny | | cnn_small", "empty choice"),
-    ("student: cnn_tiny | cnn_tiny", "appears twice"),
-    ("modes: int8,float16 | float32", "one export mode"),
-    ("loss: kd\nloss: dkd", "appears twice"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("teacher: cnn_large | resnet8", "shapes the teacher or the run"),
+        ("seed: 0 | 1", "shapes the teacher or the run"),
+        ("colour: red | blue", "not a pipeline flag"),
+        ("temperature 1 .. 2", "write `flag: a | b | c`"),
+        ("temperature:", "write `flag: a | b | c`"),
+        ("temperature: 4 .. 1", "finite low < high"),
+        ("temperature: 1 .. nan", "finite low < high"),
+        ("temperature: one .. two", "two numbers"),
+        ("learning_rate: 0 .. 1 log", "log range needs low > 0"),
+        ("temperature: 1 .. 2 cubic", "only `log`"),
+        ("student: cnn_tiny | | cnn_small", "empty choice"),
+        ("student: cnn_tiny | cnn_tiny", "appears twice"),
+        ("modes: int8,float16 | float32", "one export mode"),
+        ("loss: kd\nloss: dkd", "appears twice"),
+    ],
+)
 def test_bad_lines_are_named(text, message):
     with pytest.raises(ValueError, match="line") as error:
         space.parse(text)

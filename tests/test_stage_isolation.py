@@ -14,8 +14,13 @@ def test_isolated_stages_run_in_fresh_processes_with_the_same_results(tmp_path):
     """--isolate_stages: the program re-executes itself after each training stage (and the
     export: the photos benchmark's run covers it); every banner shows once, and each stage's
     result is the one it has in one process."""
-    flags = ["--flagfile=pipelines/configs/digits.flags", "--teacher_epochs=1",
-             "--student_epochs=1", "--qat_epochs=1", "--stages=teacher,baseline,student,select,qad"]
+    flags = [
+        "--flagfile=pipelines/configs/digits.flags",
+        "--teacher_epochs=1",
+        "--student_epochs=1",
+        "--qat_epochs=1",
+        "--stages=teacher,baseline,student,select,qad",
+    ]
     isolated = _main(*flags, "--isolate_stages", f"--out_dir={tmp_path / 'isolated'}")
     assert isolated.returncode == 0, isolated.stderr[-3000:]
     for index, name in enumerate(("teacher", "baseline", "student", "select", "qad"), 1):
@@ -25,8 +30,11 @@ def test_isolated_stages_run_in_fresh_processes_with_the_same_results(tmp_path):
     assert log.count("Continuing the run in a fresh process") == 3
     single = _main(*flags, f"--out_dir={tmp_path / 'single'}")
     assert single.returncode == 0, single.stderr[-3000:]
-    manifests = [json.loads((tmp_path / run / "manifest.json").read_text())["stages"]
-                 for run in ("isolated", "single")]
+    manifests = [
+        json.loads((tmp_path / run / "manifest.json").read_text())["stages"]
+        for run in ("isolated", "single")
+    ]
     for stage in ("teacher", "baseline", "student", "qad"):
-        assert manifests[0][stage]["metrics"]["accuracy"] == \
-            manifests[1][stage]["metrics"]["accuracy"], stage
+        assert (
+            manifests[0][stage]["metrics"]["accuracy"] == manifests[1][stage]["metrics"]["accuracy"]
+        ), stage

@@ -67,8 +67,10 @@ def test_a_representative_set_larger_than_the_split_is_named_before_training(tmp
     # The default adapts to a small split (CIFAR-10 sample: a few images per class).
     from tests.conftest import CIFAR_SAMPLE
 
-    ctx = Context(Config(out_dir=str(tmp_path / "small"), dataset=f"folder:{CIFAR_SAMPLE}",
-                         modes=("int8",)))
+    ctx = Context(
+        Config(out_dir=str(tmp_path / "small"), dataset=f"folder:{CIFAR_SAMPLE}", modes=("int8",))
+    )
     assert 10 <= ctx.representative_size < 200
     assert ctx.representative_size == tfkd.export.largest_representative_size(
-        tfkd.data.train_labels(ctx.splits), ctx.splits.num_classes)
+        tfkd.data.train_labels(ctx.splits), ctx.splits.num_classes
+    )

@@ -8,12 +8,14 @@ from tfkd import stats
 
 
 @pytest.mark.parametrize("only_a, only_b, both", [(0, 0, 5), (7, 1, 20), (3, 12, 0), (30, 18, 50)])
-def test_mcnemar_exact_is_the_two_sided_binomial_test_on_the_discordant_images(only_a, only_b,
-                                                                               both):
+def test_mcnemar_exact_is_the_two_sided_binomial_test_on_the_discordant_images(
+    only_a, only_b, both
+):
     a = np.array([True] * only_a + [False] * only_b + [True] * both + [False] * 4)
     b = np.array([False] * only_a + [True] * only_b + [True] * both + [False] * 4)
-    expected = 1.0 if only_a + only_b == 0 else scipy_stats.binomtest(
-        only_a, only_a + only_b, 0.5).pvalue
+    expected = (
+        1.0 if only_a + only_b == 0 else scipy_stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
+    )
     assert stats.mcnemar_exact(a, b) == pytest.approx(expected, rel=1e-12)
     assert stats.discordant(a, b) == (only_a, only_b)
 
@@ -42,12 +44,13 @@ def test_paired_standard_error_against_the_discordant_pair_formula():
     correct_a = np.array([True] * only_a + [False] * only_b + [True] * 100 + [False] * 58)
     correct_b = np.array([False] * only_a + [True] * only_b + [True] * 100 + [False] * 58)
     mean = (only_a - only_b) / n
-    variance = (only_a + only_b - n * mean ** 2) / (n - 1)  # per-image difference, ddof=1
+    variance = (only_a + only_b - n * mean**2) / (n - 1)  # per-image difference, ddof=1
     expected = (variance / n) ** 0.5
     result = stats.paired_difference(correct_a, correct_b)
     assert result["standard_error"] == pytest.approx(expected, rel=1e-12)
     # Concordant images do not count: the same pair with 1,000 more both-right images has the
     # same discordant counts and a smaller error.
-    wider = stats.paired_difference(np.r_[correct_a, [True] * 1000],
-                                    np.r_[correct_b, [True] * 1000])
+    wider = stats.paired_difference(
+        np.r_[correct_a, [True] * 1000], np.r_[correct_b, [True] * 1000]
+    )
     assert wider["standard_error"] < expected and wider["p_value"] == result["p_value"]

@@ -46,11 +46,15 @@ def test_cached_and_uncached_distillation_agree_on_the_first_batch():
     def one_step(with_cache):
         student = tiny(1)
         student.set_weights(initial)
-        distiller = tfkd.Distiller(student, None if with_cache else teacher,
-                                   student_loss_weight=0.5)
+        distiller = tfkd.Distiller(
+            student, None if with_cache else teacher, student_loss_weight=0.5
+        )
         distiller.compile(keras.optimizers.SGD(0.1))
-        data = (teacher_cache.batches(cache, dataset, PREP, 16) if with_cache
-                else tfkd.data.batches(dataset, PREP, 16))
+        data = (
+            teacher_cache.batches(cache, dataset, PREP, 16)
+            if with_cache
+            else tfkd.data.batches(dataset, PREP, 16)
+        )
         x, y = next(iter(data))
         logs = distiller.train_on_batch(x, y, return_dict=True)
         return logs, student.get_weights()
@@ -67,25 +71,29 @@ def test_every_training_batch_carries_the_logits_of_the_image_it_shows():
     """With augmentation and shuffling: the cached logits are the teacher's for that very view."""
     dataset, _, _ = raw_data()
     teacher = tiny()
-    cache = teacher_cache.build(teacher, dataset, PREP, augmentation=Augmentation(flip=True,
-                                pad_crop=2), views=3, seed=7)
+    cache = teacher_cache.build(
+        teacher, dataset, PREP, augmentation=Augmentation(flip=True, pad_crop=2), views=3, seed=7
+    )
     data = teacher_cache.batches(cache, dataset, PREP, 16, shuffle=True, seed=3)
     for _ in range(2):  # two epochs
         for x, _ in data:
-            np.testing.assert_allclose(x["teacher_logits"].numpy(),
-                                       teacher(x["image"]).numpy(), atol=1e-5)
+            np.testing.assert_allclose(
+                x["teacher_logits"].numpy(), teacher(x["image"]).numpy(), atol=1e-5
+            )
     # The views really differ: augmentation is not silently switched off.
     assert not np.allclose(cache.logits[0], cache.logits[1])
 
 
 def test_views_are_drawn_anew_each_epoch():
     dataset, _, _ = raw_data(n=64)
-    cache = teacher_cache.build(tiny(), dataset, PREP, augmentation=Augmentation(pad_crop=2),
-                                views=2)
+    cache = teacher_cache.build(
+        tiny(), dataset, PREP, augmentation=Augmentation(pad_crop=2), views=2
+    )
     data = teacher_cache.batches(cache, dataset, PREP, 64, seed=0)
     epochs = [next(iter(data))[0]["teacher_logits"].numpy() for _ in range(2)]
-    used = [np.all(np.isclose(e[:, None, :], cache.logits.transpose(1, 0, 2)), axis=-1)
-            for e in epochs]
+    used = [
+        np.all(np.isclose(e[:, None, :], cache.logits.transpose(1, 0, 2)), axis=-1) for e in epochs
+    ]
     # Every example shows one of its own views, and the choice changes between epochs.
     assert all(u.any(axis=-1).all() for u in used)
     assert not np.array_equal(used[0], used[1])
@@ -109,26 +117,36 @@ def test_disk_cache_is_reused_and_rebuilt_when_its_inputs_change(tmp_path):
 
     other_data, _, _ = raw_data(seed=1)
     assert not teacher_cache.build(changed, other_data, PREP, directory=str(tmp_path)).reused
-    other_prep = Preprocessing(image_size=(8, 8), channels=1, scale=1 / 255, mean=(0.0,),
-                               std=(1.0,))
-    assert not teacher_cache.build(changed, other_data, other_prep,
-                                   directory=str(tmp_path)).reused
-    assert not teacher_cache.build(changed, other_data, other_prep, directory=str(tmp_path),
-                                   augmentation=Augmentation(pad_crop=1)).reused
-    assert teacher_cache.build(changed, other_data, other_prep, directory=str(tmp_path),
-                               augmentation=Augmentation(pad_crop=1)).reused
+    other_prep = Preprocessing(
+        image_size=(8, 8), channels=1, scale=1 / 255, mean=(0.0,), std=(1.0,)
+    )
+    assert not teacher_cache.build(changed, other_data, other_prep, directory=str(tmp_path)).reused
+    assert not teacher_cache.build(
+        changed,
+        other_data,
+        other_prep,
+        directory=str(tmp_path),
+        augmentation=Augmentation(pad_crop=1),
+    ).reused
+    assert teacher_cache.build(
+        changed,
+        other_data,
+        other_prep,
+        directory=str(tmp_path),
+        augmentation=Augmentation(pad_crop=1),
+    ).reused
 
 
 def test_a_large_disk_cache_is_read_through_a_memory_map(tmp_path):
     dataset, _, _ = raw_data()
     teacher = tiny()
     teacher_cache.build(teacher, dataset, PREP, directory=str(tmp_path))
-    cache = teacher_cache.build(teacher, dataset, PREP, directory=str(tmp_path),
-                                in_memory_limit=0)
+    cache = teacher_cache.build(teacher, dataset, PREP, directory=str(tmp_path), in_memory_limit=0)
     assert cache.reused and isinstance(cache.logits, np.memmap)
     for x, _ in teacher_cache.batches(cache, dataset, PREP, 16, shuffle=True):
-        np.testing.assert_allclose(x["teacher_logits"].numpy(), teacher(x["image"]).numpy(),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            x["teacher_logits"].numpy(), teacher(x["image"]).numpy(), atol=1e-5
+        )
 
 
 def test_ensemble_cache_holds_the_mean_of_its_members():
@@ -138,8 +156,7 @@ def test_ensemble_cache_holds_the_mean_of_its_members():
     cache = teacher_cache.build(members, dataset, PREP)
     np.testing.assert_allclose(cache.logits[0], (outputs[0] + outputs[1]) / 2, atol=1e-5)
     weighted = teacher_cache.build(members, dataset, PREP, teacher_weights=[1.0, 3.0])
-    np.testing.assert_allclose(weighted.logits[0], 0.25 * outputs[0] + 0.75 * outputs[1],
-                               atol=1e-5)
+    np.testing.assert_allclose(weighted.logits[0], 0.25 * outputs[0] + 0.75 * outputs[1], atol=1e-5)
 
 
 def test_a_tflite_teacher_teaches_through_the_cache(tmp_path):
@@ -215,8 +232,7 @@ def test_mixed_views_carry_the_teachers_logits_for_the_mixture_they_show(kind):
     dataset, images, labels = raw_data()
     teacher = tiny()
     views, seed = 3, 7
-    cache = teacher_cache.build(teacher, dataset, PREP, mixing=Mixing(kind), views=views,
-                                seed=seed)
+    cache = teacher_cache.build(teacher, dataset, PREP, mixing=Mixing(kind), views=views, seed=seed)
     offsets = [partner_offset(seed, v, len(images)) for v in range(views)]
     pairs = [(i, (i + k) % len(images)) for i in range(len(images)) for k in offsets]
     data = teacher_cache.batches(cache, dataset, PREP, 16, shuffle=True, seed=3)
@@ -224,8 +240,9 @@ def test_mixed_views_carry_the_teachers_logits_for_the_mixture_they_show(kind):
     mixed_count = 0
     for _ in range(2):
         for x, y in data:
-            np.testing.assert_allclose(x["teacher_logits"].numpy(), teacher(x["image"]).numpy(),
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                x["teacher_logits"].numpy(), teacher(x["image"]).numpy(), atol=1e-5
+            )
             shown = x["image"].numpy() * 0.25 + 0.5  # undo PREP, written out
             shown = np.round(shown * 255)
             for image, label in zip(shown, y.numpy()):
@@ -255,8 +272,9 @@ def test_a_disk_cache_is_rebuilt_when_the_mixing_changes(tmp_path):
     teacher = tiny()
 
     def build(mixing):
-        return teacher_cache.build(teacher, dataset, PREP, mixing=mixing, views=2,
-                                   directory=str(tmp_path))
+        return teacher_cache.build(
+            teacher, dataset, PREP, mixing=mixing, views=2, directory=str(tmp_path)
+        )
 
     first = build(Mixing("mixup"))
     assert build(Mixing("mixup")).reused
@@ -272,13 +290,19 @@ def test_an_ensemble_of_teachers_with_their_own_input_conventions_is_cached_memb
     adapter, the cache holds the mean of what each computes on the pixels it expects."""
     dataset, images, _ = raw_data()
     raw_member, own_member = tiny(0), tiny(1)
-    members = [tfkd.teacher_input.with_input(raw_member, "raw", PREP),
-               tfkd.teacher_input.with_input(own_member, "student", PREP)]
-    expected = (raw_member(images.astype(np.float32)).numpy()
-                + own_member(normalized(images)).numpy()) / 2
+    members = [
+        tfkd.teacher_input.with_input(raw_member, "raw", PREP),
+        tfkd.teacher_input.with_input(own_member, "student", PREP),
+    ]
+    expected = (
+        raw_member(images.astype(np.float32)).numpy() + own_member(normalized(images)).numpy()
+    ) / 2
     cache = teacher_cache.build(members, dataset, PREP)
     np.testing.assert_allclose(cache.logits[0], expected, rtol=1e-4, atol=1e-3)
     distiller = tfkd.Distiller(tiny(2), members)
     np.testing.assert_allclose(
-        np.mean([t(normalized(images)).numpy() for t in distiller.teachers], axis=0), expected,
-        rtol=1e-4, atol=1e-3)
+        np.mean([t(normalized(images)).numpy() for t in distiller.teachers], axis=0),
+        expected,
+        rtol=1e-4,
+        atol=1e-3,
+    )

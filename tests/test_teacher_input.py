@@ -13,8 +13,12 @@ CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68])
 
 def _expected(convention, raw):
     """What each convention feeds a model, from raw RGB pixels, written out independently."""
-    return {"raw": raw, "unit": raw / 255.0, "symmetric": raw / 127.5 - 1.0,
-            "caffe": raw[..., ::-1] - CAFFE_MEAN_BGR}[convention]
+    return {
+        "raw": raw,
+        "unit": raw / 255.0,
+        "symmetric": raw / 127.5 - 1.0,
+        "caffe": raw[..., ::-1] - CAFFE_MEAN_BGR,
+    }[convention]
 
 
 @pytest.mark.parametrize("convention", ["raw", "unit", "symmetric", "caffe"])
@@ -31,8 +35,9 @@ def test_the_adapter_turns_normalised_images_into_the_conventions_values(convent
 
 def test_tfkds_own_convention_adds_nothing():
     model = tfkd.models.build("cnn_tiny", (8, 8, 1), 10)
-    assert teacher_input.with_input(model, "student", tfkd.data.load("digits").preprocessing) \
-        is model
+    assert (
+        teacher_input.with_input(model, "student", tfkd.data.load("digits").preprocessing) is model
+    )
 
 
 def _nearest_centroid(splits, prep, raw_space: bool) -> keras.Model:
@@ -46,8 +51,9 @@ def _nearest_centroid(splits, prep, raw_space: bool) -> keras.Model:
     inputs = keras.Input(prep.input_shape)
     dense = keras.layers.Dense(10)
     model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)), name="centroids")
-    dense.set_weights([2 * centroids.T.astype(np.float32),
-                       -(centroids ** 2).sum(1).astype(np.float32)])
+    dense.set_weights(
+        [2 * centroids.T.astype(np.float32), -(centroids**2).sum(1).astype(np.float32)]
+    )
     return model, centroids
 
 
@@ -68,8 +74,11 @@ def test_a_raw_pixel_teacher_is_found_and_measured_as_its_own_framework_would():
 def test_a_teacher_trained_on_tfkds_normalisation_keeps_it():
     splits = tfkd.data.load("digits")
     teacher, _ = _nearest_centroid(splits, splits.preprocessing, raw_space=False)
-    choice = teacher_input.choose(teacher, splits.preprocessing,
-                                  tfkd.data.batches(splits.validation, splits.preprocessing, 64))
+    choice = teacher_input.choose(
+        teacher,
+        splits.preprocessing,
+        tfkd.data.batches(splits.validation, splits.preprocessing, 64),
+    )
     assert choice.convention == "student"
     assert choice.accuracy["student"] >= max(choice.accuracy.values()) - 0.05
 

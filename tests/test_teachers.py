@@ -25,10 +25,17 @@ def keras3_model(seed=0):
     import keras as keras3
 
     keras3.utils.set_random_seed(seed)
-    return keras3.Sequential([
-        keras3.Input(SHAPE), keras3.layers.Conv2D(4, 3), keras3.layers.BatchNormalization(),
-        keras3.layers.ReLU(), keras3.layers.GlobalAveragePooling2D(), keras3.layers.Dense(CLASSES)
-    ], name="k3")
+    return keras3.Sequential(
+        [
+            keras3.Input(SHAPE),
+            keras3.layers.Conv2D(4, 3),
+            keras3.layers.BatchNormalization(),
+            keras3.layers.ReLU(),
+            keras3.layers.GlobalAveragePooling2D(),
+            keras3.layers.Dense(CLASSES),
+        ],
+        name="k3",
+    )
 
 
 def reference(model, x):
@@ -152,10 +159,14 @@ def test_fingerprint_follows_the_weights():
 def test_ensemble_prediction_is_the_weighted_mean_of_members():
     members, x = [tiny(seed=0), tiny(seed=1)], images()
     outputs = [reference(m, x) for m in members]
-    np.testing.assert_allclose(teachers.ensemble_predict(members, x), np.mean(outputs, axis=0),
-                               atol=1e-6)
-    np.testing.assert_allclose(teachers.ensemble_predict(members, x, [3.0, 1.0]),
-                               0.75 * outputs[0] + 0.25 * outputs[1], atol=1e-6)
+    np.testing.assert_allclose(
+        teachers.ensemble_predict(members, x), np.mean(outputs, axis=0), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        teachers.ensemble_predict(members, x, [3.0, 1.0]),
+        0.75 * outputs[0] + 0.25 * outputs[1],
+        atol=1e-6,
+    )
 
 
 def test_bad_sources_say_what_to_give(tmp_path):

@@ -16,9 +16,14 @@ def exported(tmp_path_factory):
     digits = tfkd.data.load("digits")
     model = tfkd.models.build("cnn_small", (8, 8, 1), 10)
     out = tmp_path_factory.mktemp("tflite")
-    export.export(model, str(out), ["float32", "dynamic", "int8_io_int8"],
-                  preprocessing=digits.preprocessing, class_names=digits.class_names,
-                  representative=export.representative_set(digits, 20))
+    export.export(
+        model,
+        str(out),
+        ["float32", "dynamic", "int8_io_int8"],
+        preprocessing=digits.preprocessing,
+        class_names=digits.class_names,
+        representative=export.representative_set(digits, 20),
+    )
     return out
 
 
@@ -39,8 +44,14 @@ def test_float_model_lists_every_op_as_float(exported):
 
 def _inspect(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "tools/tflite_inspect.py", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "tools/tflite_inspect.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_prints_tables_writes_json_and_checks_integer_only(exported, tmp_path):
@@ -50,15 +61,17 @@ def test_cli_prints_tables_writes_json_and_checks_integer_only(exported, tmp_pat
     bare.write_bytes(export.convert(tfkd.models.build("cnn_tiny", (8, 8, 1), 10), "float32"))
     # Two processes (each imports TensorFlow): a float model fails --require_integer, an
     # integer-only one passes.
-    result = _inspect("--require_integer", f"--json={tmp_path / 'out.json'}", int8, dynamic,
-                      str(bare))
+    result = _inspect(
+        "--require_integer", f"--json={tmp_path / 'out.json'}", int8, dynamic, str(bare)
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     assert "integer-only" in result.stdout and "compute in float" in result.stdout
     described = json.loads((tmp_path / "out.json").read_text())
     assert described[int8]["integer_only"] and not described[dynamic]["integer_only"]
     # The metadata inside each file, and a file without it reported as such.
     assert described[int8]["metadata"]["associated_files"]["labels.txt"].split() == [
-        str(d) for d in range(10)]
+        str(d) for d in range(10)
+    ]
     assert "metadata: student v2" in result.stdout and "file labels.txt: 10 lines" in result.stdout
     assert described[str(bare)]["metadata"] is None and "metadata: none" in result.stdout
     assert _inspect("--require_integer", int8).returncode == 0

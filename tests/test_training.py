@@ -16,8 +16,9 @@ def _batches(n=64, seed=0):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
 
 
-@pytest.mark.parametrize("name, kind", [("adam", keras.optimizers.Adam),
-                                        ("sgd", keras.optimizers.SGD)])
+@pytest.mark.parametrize(
+    "name, kind", [("adam", keras.optimizers.Adam), ("sgd", keras.optimizers.SGD)]
+)
 def test_optimizer_decays_from_the_peak_to_zero(name, kind):
     optimizer = training.optimizer(name, 0.1, steps=10)
     assert isinstance(optimizer, kind)
@@ -47,21 +48,27 @@ def test_train_classifier_and_distill_lower_their_losses():
     history = teacher.history.history["loss"]
     assert history[-1] < history[0]
     student = tfkd.models.build("cnn_tiny", (8, 8, 1), 10)
-    trained = training.distill(student, teacher, data, epochs=3, learning_rate=1e-2,
-                               student_loss_weight=0.0, verbose=0)
+    trained = training.distill(
+        student, teacher, data, epochs=3, learning_rate=1e-2, student_loss_weight=0.0, verbose=0
+    )
     assert trained is student
     # With weight 0 on the labels the student learns the teacher's outputs.
     kd = tfkd.losses.KD()
     x = next(iter(data))[0]
-    assert float(kd(teacher(x), student(x))) < float(kd(teacher(x), tfkd.models.build(
-        "cnn_tiny", (8, 8, 1), 10)(x)))
+    assert float(kd(teacher(x), student(x))) < float(
+        kd(teacher(x), tfkd.models.build("cnn_tiny", (8, 8, 1), 10)(x))
+    )
 
 
 def test_callbacks_are_only_the_ones_asked_for(tmp_path):
     assert [type(c).__name__ for c in training.callbacks()] == ["StopOnNonFiniteLoss"]
     chosen = training.callbacks(str(tmp_path / "b"), str(tmp_path / "l"), 3)
-    assert [type(c).__name__ for c in chosen] == ["StopOnNonFiniteLoss", "BackupAndRestore",
-                                                  "TensorBoard", "EarlyStopping"]
+    assert [type(c).__name__ for c in chosen] == [
+        "StopOnNonFiniteLoss",
+        "BackupAndRestore",
+        "TensorBoard",
+        "EarlyStopping",
+    ]
     assert chosen[3].patience == 3 and chosen[3].restore_best_weights
     with pytest.raises(ValueError, match="early_stopping_patience"):
         training.callbacks(early_stopping_patience=-1)

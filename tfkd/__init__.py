@@ -3,16 +3,50 @@
 The public modules are listed in `__all__`; docs/architecture.md says what each owns.
 """
 
-from tfkd.keras import keras  # noqa: F401  (Keras 2 for tfkd, TF-MOT imported without side effects)
-from tfkd import calibration, data, distribute, evaluate, export, features, keras3  # noqa: E402
-from tfkd import losses, models  # noqa: E402
-from tfkd import images, mixing, pretrained, quantize, stats, teacher_cache, teacher_input  # noqa: E402
-from tfkd import teachers  # noqa: E402
-from tfkd import training  # noqa: E402
+from tfkd import (  # noqa: E402  # noqa: E402  # noqa: E402
+    calibration,
+    data,
+    distribute,
+    evaluate,
+    export,
+    features,
+    images,
+    keras3,
+    losses,
+    mixing,
+    models,
+    pretrained,
+    quantize,
+    stats,
+    teacher_cache,
+    teacher_input,
+    teachers,  # noqa: E402
+    training,  # noqa: E402
+)
 from tfkd.distiller import Distiller  # noqa: E402
+from tfkd.keras import keras  # noqa: F401  (Keras 2 for tfkd, TF-MOT imported without side effects)
 
 __version__ = "0.1.0"
 
-__all__ = ["Distiller", "calibration", "data", "distribute", "evaluate", "export", "features", "images",
-           "keras", "keras3", "losses", "mixing", "models", "pretrained", "quantize", "stats",
-           "teacher_cache", "teacher_input", "teachers", "training"]
+__all__ = [
+    "Distiller",
+    "calibration",
+    "data",
+    "distribute",
+    "evaluate",
+    "export",
+    "features",
+    "images",
+    "keras",
+    "keras3",
+    "losses",
+    "mixing",
+    "models",
+    "pretrained",
+    "quantize",
+    "stats",
+    "teacher_cache",
+    "teacher_input",
+    "teachers",
+    "training",
+]

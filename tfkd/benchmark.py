@@ -9,7 +9,7 @@ run counts, input source) so that host and device figures can be compared line b
 import dataclasses
 import os
 import time
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -30,9 +30,9 @@ class LatencyStats:
     mean_ms: float
     std_ms: float
     min_ms: float
-    p50_ms: Optional[float]
-    p90_ms: Optional[float]
-    p99_ms: Optional[float]
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
     max_ms: float
 
     @classmethod
@@ -41,8 +41,16 @@ class LatencyStats:
         if samples.size == 0:
             raise ValueError("No timed runs to summarise; `runs` must be >= 1.")
         p50, p90, p99 = np.percentile(samples, [50, 90, 99])
-        return cls(int(samples.size), float(samples.mean()), float(samples.std()),
-                   float(samples.min()), float(p50), float(p90), float(p99), float(samples.max()))
+        return cls(
+            int(samples.size),
+            float(samples.mean()),
+            float(samples.std()),
+            float(samples.min()),
+            float(p50),
+            float(p90),
+            float(p99),
+            float(samples.max()),
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -74,7 +82,10 @@ class Measurement:
     where: str = "host"
 
     @property
-    def gmacs_per_second(self) -> float:
+    def gmacs_per_second(self) -> float | None:
+        """Multiply-accumulates per second at the median latency (None without a median)."""
+        if self.latency.p50_ms is None:
+            return None
         return self.cost.macs / (self.latency.p50_ms / 1000.0) / 1e9
 
     def to_dict(self) -> dict:
@@ -107,8 +118,9 @@ def model_cost(model: str) -> ModelCost:
         if op.name in _LAYER_OPS:
             params += sum(int(np.prod(t.shape)) for t in constants)
         else:
-            other_constants.update({t.index: int(np.prod(t.shape)) for t in constants
-                                    if t.dtype != "int32"})
+            other_constants.update(
+                {t.index: int(np.prod(t.shape)) for t in constants if t.dtype != "int32"}
+            )
         if op.name not in _LAYER_OPS[:3] or len(op.inputs) < 2:
             continue
         out_shape, weights = op.outputs[0].shape, op.inputs[1].shape
@@ -143,15 +155,17 @@ def peak_rss_bytes() -> int:
     return _status_bytes("VmHWM")
 
 
-def _input_batch(classifier: TFLiteClassifier, inputs: Optional[np.ndarray], seed: int):
+def _input_batch(classifier: TFLiteClassifier, inputs: np.ndarray | None, seed: int):
     """One example, quantized as the model expects: real data when given, else random."""
     detail = classifier.interpreter.get_input_details()[0]
     if inputs is not None:
         example = np.asarray(inputs[:1], np.float32)
         expected = tuple(int(d) for d in detail["shape"][1:])
         if example.shape[1:] != expected:
-            raise ValueError(f"`inputs` have shape {example.shape[1:]} per example but the "
-                             f"model takes {expected}.")
+            raise ValueError(
+                f"`inputs` have shape {example.shape[1:]} per example but the "
+                f"model takes {expected}."
+            )
         return classifier.quantize(example), "data"
     rng = np.random.default_rng(seed)
     shape = [1, *detail["shape"][1:]]
@@ -167,7 +181,7 @@ def measure(
     threads: int = 1,
     warmup: int = 10,
     runs: int = DEFAULT_RUNS,
-    inputs: Optional[np.ndarray] = None,
+    inputs: np.ndarray | None = None,
     xnnpack: bool = True,
     seed: int = 0,
     clock: Clock = time.perf_counter,
@@ -189,8 +203,11 @@ def measure(
             raise ValueError(f"`{name}` must be an integer >= {low}. Received: {name}={value!r}")
     from ai_edge_litert.interpreter import OpResolverType
 
-    options = {} if xnnpack else {
-        "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    options = (
+        {}
+        if xnnpack
+        else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    )
     rss_before = reset_peak_rss()
     started = clock()
     classifier = TFLiteClassifier(model, num_threads=threads, **options)
@@ -229,13 +246,18 @@ def measure(
 
 def format_table(measurements: Sequence) -> str:
     """A plain-text table of host or device measurements (anything with `latency`)."""
-    lines = [f"{'model':<34} {'where':<7} {'thr':>3} {'KiB':>8} {'p50 ms':>8} {'p90 ms':>8} "
-             f"{'mean ms':>8} {'runs':>5}"]
+    lines = [
+        f"{'model':<34} {'where':<7} {'thr':>3} {'KiB':>8} {'p50 ms':>8} {'p90 ms':>8} "
+        f"{'mean ms':>8} {'runs':>5}"
+    ]
     for m in measurements:
+
         def ms(value):
             return f"{value:8.3f}" if value is not None else f"{'-':>8}"
 
-        lines.append(f"{os.path.basename(m.model):<34} {m.where:<7} {m.threads:>3} "
-                     f"{m.size_bytes / 1024:>8.1f} {ms(m.latency.p50_ms)} {ms(m.latency.p90_ms)} "
-                     f"{ms(m.latency.mean_ms)} {m.latency.runs:>5}")
+        lines.append(
+            f"{os.path.basename(m.model):<34} {m.where:<7} {m.threads:>3} "
+            f"{m.size_bytes / 1024:>8.1f} {ms(m.latency.p50_ms)} {ms(m.latency.p90_ms)} "
+            f"{ms(m.latency.mean_ms)} {m.latency.runs:>5}"
+        )
     return "\n".join(lines)

@@ -25,7 +25,6 @@ moves a run off the safe recipe.
 """
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 
@@ -37,11 +36,26 @@ DEFAULT_LOSS = AUTO
 # so the other two add 2 x 0.2 = 40% to the stage (the issue's ceiling is 50%; the rest is left
 # for the probes' validation passes).
 PROBE_SHARE = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A candidate: the loss's registry name and parameters, its temperature and the weight of
+    the hard-label loss."""
+
+    loss: str
+    params: dict
+    temperature: float
+    student_loss_weight: float
+
+    def build_loss(self) -> losses.LogitLoss:
+        return losses.get(self.loss, temperature=self.temperature, **self.params)
+
+
 CANDIDATES = {
-    "kd": dict(loss="kd", params={}, temperature=4.0, student_loss_weight=0.9),
-    "keras_io": dict(loss="kd", params={}, temperature=4.0, student_loss_weight=0.1),
-    "dist": dict(loss="dist", params={"beta": 2.0, "gamma": 2.0}, temperature=4.0,
-                 student_loss_weight=0.5),
+    "kd": Recipe("kd", {}, 4.0, 0.9),
+    "keras_io": Recipe("kd", {}, 4.0, 0.1),
+    "dist": Recipe("dist", {"beta": 2.0, "gamma": 2.0}, 4.0, 0.5),
 }
 SAFE = "kd"
 
@@ -57,18 +71,23 @@ class Calibration:
     temperature: float
     student_loss_weight: float
     probe_accuracy: dict
-    comparison: Optional[dict]  # tfkd.stats.paired_difference(best probe, safe probe)
+    comparison: dict | None  # tfkd.stats.paired_difference(best probe, safe probe)
     reason: str
-    probe_seconds: Optional[dict] = None  # candidate -> seconds of its probe, when measured
+    probe_seconds: dict | None = None  # candidate -> seconds of its probe, when measured
 
     def added_seconds(self) -> float:
         """What the race added to the distillation: the losing probes' time (the winner's probe
         is the start of the distillation itself)."""
-        return sum(seconds for name, seconds in (self.probe_seconds or {}).items()
-                   if name != self.candidate)
+        return sum(
+            seconds
+            for name, seconds in (self.probe_seconds or {}).items()
+            if name != self.candidate
+        )
 
     def build_loss(self) -> losses.LogitLoss:
-        return _loss(self.loss, self.temperature, self.params)
+        return Recipe(
+            self.loss, self.params, self.temperature, self.student_loss_weight
+        ).build_loss()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -97,41 +116,58 @@ def choose(probe_correct: dict, alpha: float) -> Calibration:
     noise at `alpha`."""
     unknown = sorted(set(probe_correct) - set(CANDIDATES))
     if unknown or SAFE not in probe_correct:
-        raise ValueError(f"Probes must include '{SAFE}' and come from {sorted(CANDIDATES)}. "
-                         f"Received: {sorted(probe_correct)}")
+        raise ValueError(
+            f"Probes must include '{SAFE}' and come from {sorted(CANDIDATES)}. "
+            f"Received: {sorted(probe_correct)}"
+        )
     accuracy = {name: float(np.mean(hits)) for name, hits in probe_correct.items()}
     best = max(accuracy, key=lambda name: (accuracy[name], name == SAFE))
     comparison = None
-    chosen = SAFE
     scores = ", ".join(f"{n} {100 * a:.2f}%" for n, a in accuracy.items())
     images = len(probe_correct[SAFE])
-    if best != SAFE:
-        comparison = stats.paired_difference(probe_correct[best], probe_correct[SAFE])
-        if comparison["p_value"] < alpha:
-            chosen = best
-    if chosen == SAFE:
-        why = (f"no probe beat KD at hard-label weight 0.9 beyond noise on {images} validation "
-               f"images ({scores}"
-               + (f"; {best} vs kd McNemar p={comparison['p_value']:.2g}" if comparison else "")
-               + ")")
+    if best == SAFE:
+        chosen = SAFE
+        why = f"no probe beat KD at hard-label weight 0.9 on {images} validation images ({scores})"
     else:
-        why = (f"its probe beat KD at hard-label weight 0.9 beyond noise on {images} validation "
-               f"images ({scores}; McNemar p={comparison['p_value']:.2g})")
+        comparison = stats.paired_difference(probe_correct[best], probe_correct[SAFE])
+        p_value = comparison["p_value"]
+        chosen = best if p_value < alpha else SAFE
+        why = (
+            f"its probe beat KD at hard-label weight 0.9 beyond noise on {images} validation "
+            f"images ({scores}; McNemar p={p_value:.2g})"
+            if chosen == best
+            else f"no probe beat KD at hard-label weight 0.9 beyond noise on {images} validation "
+            f"images ({scores}; {best} vs kd McNemar p={p_value:.2g})"
+        )
     recipe = CANDIDATES[chosen]
-    return Calibration(chosen, recipe["loss"], dict(recipe["params"]), recipe["temperature"],
-                       recipe["student_loss_weight"], accuracy, comparison, why)
+    return Calibration(
+        chosen,
+        recipe.loss,
+        dict(recipe.params),
+        recipe.temperature,
+        recipe.student_loss_weight,
+        accuracy,
+        comparison,
+        why,
+    )
 
 
 def candidate_loss(name: str) -> tuple[losses.LogitLoss, float]:
     """The loss and hard-label weight of candidate `name`, for its probe."""
     recipe = CANDIDATES[name]
-    return _loss(recipe["loss"], recipe["temperature"], recipe["params"]), \
-        recipe["student_loss_weight"]
+    return recipe.build_loss(), recipe.student_loss_weight
 
 
-def _loss(name: str, temperature: float, params: dict) -> losses.LogitLoss:
-    return losses.get(name, temperature=temperature, **params)
-
-
-__all__ = ["AUTO", "CANDIDATES", "Calibration", "DEFAULT_LOSS", "PROBE_SHARE", "SAFE",
-           "added_share", "candidate_loss", "choose", "probe_steps"]
+__all__ = [
+    "AUTO",
+    "CANDIDATES",
+    "Calibration",
+    "Recipe",
+    "DEFAULT_LOSS",
+    "PROBE_SHARE",
+    "SAFE",
+    "added_share",
+    "candidate_loss",
+    "choose",
+    "probe_steps",
+]

@@ -14,16 +14,18 @@ labels; `Preprocessing.normalize` turns raw pixels into model inputs, in trainin
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfkd import images, mixing as mixing_lib
+from tfkd import images
+from tfkd import mixing as mixing_lib
 from tfkd.keras import keras
 from tfkd.mixing import Mixing
 
@@ -78,16 +80,19 @@ class Preprocessing:
 
     def at(self, image_size: Sequence[int]) -> "Preprocessing":
         """The same normalisation for images of another size."""
-        return dataclasses.replace(self, image_size=tuple(int(s) for s in image_size))
+        height, width = (int(s) for s in image_size)
+        return dataclasses.replace(self, image_size=(height, width))
 
 
-def photo_preprocessing(image_size: tuple[int, int], channels: int,
-                        resize: str = "stretch") -> Preprocessing:
+def photo_preprocessing(
+    image_size: tuple[int, int], channels: int, resize: str = "stretch"
+) -> Preprocessing:
     """Photos' normalisation to about [-1, 1]. The mean is 128/255, not 0.5, so that the
     zero point 128 is exact and a uint8 model takes raw camera bytes without rounding
     (`tfkd.export.raw_byte_quantization`)."""
-    return Preprocessing(image_size, channels, 1.0 / 255.0, (128.0 / 255.0,) * channels,
-                         (0.5,) * channels, resize)
+    return Preprocessing(
+        image_size, channels, 1.0 / 255.0, (128.0 / 255.0,) * channels, (0.5,) * channels, resize
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +121,9 @@ class Augmentation:
             images = tf.image.stateless_random_crop(padded, tf.shape(images), crop_seed)
         return images
 
-    def apply_scaled(self, image: tf.Tensor, seed: tf.Tensor,
-                     base_size: Sequence[int]) -> tf.Tensor:
+    def apply_scaled(
+        self, image: tf.Tensor, seed: tf.Tensor, base_size: Sequence[int]
+    ) -> tf.Tensor:
         """The augmentation drawn for an image of `base_size`, applied to `image` of any size
         with the shift scaled: one seed gives the same flip and the same relative shift at
         every resolution, so a teacher and a student at their own sizes see one view."""
@@ -127,8 +133,10 @@ class Augmentation:
         if self.pad_crop:
             height, width = int(image.shape[0]), int(image.shape[1])
             scale_y, scale_x = height / base_size[0], width / base_size[1]
-            shift = tf.random.stateless_uniform([2], crop_seed, 0, 2 * self.pad_crop + 1,
-                                                tf.int32) - self.pad_crop
+            shift = (
+                tf.random.stateless_uniform([2], crop_seed, 0, 2 * self.pad_crop + 1, tf.int32)
+                - self.pad_crop
+            )
             dy = tf.cast(tf.round(tf.cast(shift[0], tf.float32) * scale_y), tf.int32)
             dx = tf.cast(tf.round(tf.cast(shift[1], tf.float32) * scale_x), tf.int32)
             pad_y, pad_x = round(self.pad_crop * scale_y), round(self.pad_crop * scale_x)
@@ -162,11 +170,18 @@ class Splits:
         if size == tuple(self.preprocessing.image_size):
             return self
         if size not in self.resolutions:
-            raise ValueError(f"Dataset '{self.name}' was loaded at {list(self.resolutions)}, "
-                             f"not {size}: load it with extra_sizes=[{size}].")
+            raise ValueError(
+                f"Dataset '{self.name}' was loaded at {list(self.resolutions)}, "
+                f"not {size}: load it with extra_sizes=[{size}]."
+            )
         train, validation, test = self.resolutions[size]
-        return dataclasses.replace(self, preprocessing=self.preprocessing.at(size), train=train,
-                                   validation=validation, test=test)
+        return dataclasses.replace(
+            self,
+            preprocessing=self.preprocessing.at(size),
+            train=train,
+            validation=validation,
+            test=test,
+        )
 
     def check_model(self, model: keras.Model, role: str = "model") -> None:
         """Raises `ValueError` when `model` does not fit this dataset's inputs or classes."""
@@ -262,8 +277,9 @@ def _folder_split_files(split_dir: bytes, class_names: Sequence[str]) -> tuple[l
 
 
 def _class_folders(split_dir: bytes) -> list[str]:
-    return sorted(os.fsdecode(n) for n in os.listdir(split_dir)
-                  if os.path.isdir(os.path.join(split_dir, n)))
+    return sorted(
+        os.fsdecode(n) for n in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, n))
+    )
 
 
 def _folder_layout_error(root: str, found: list[str]) -> ValueError:
@@ -278,13 +294,13 @@ def _load_folder(
     root: str,
     validation_fraction: float,
     seed: int,
-    image_size: Optional[tuple[int, int]],
+    image_size: tuple[int, int] | None,
     extra_sizes: Sequence[tuple[int, int]],
     resize: str,
     cache: str,
-    cache_dir: Optional[str],
+    cache_dir: str | None,
     memory_budget: int,
-    progress: Optional[Callable[[int, int], None]],
+    progress: Callable[[int, int], None] | None,
 ) -> Splits:
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
@@ -298,16 +314,20 @@ def _load_folder(
     root_bytes = os.fsencode(root)
     class_names = tuple(_class_folders(os.path.join(root_bytes, b"train")))
     for split in subfolders:
-        unknown = sorted(set(_class_folders(os.path.join(root_bytes, os.fsencode(split))))
-                         - set(class_names))
+        unknown = sorted(
+            set(_class_folders(os.path.join(root_bytes, os.fsencode(split)))) - set(class_names)
+        )
         if unknown and split in _SPLIT_FOLDERS:
             raise ValueError(
                 f"{root}/{split} has classes that train/ does not: {unknown}. The model can only "
                 f"learn classes it trains on. Fix: add {root}/train/<class>/ images for them, "
-                f"or remove them from {split}/.")
-    files = {split: _folder_split_files(os.path.join(root_bytes, os.fsencode(split)),
-                                        class_names)
-             for split in subfolders if split == "train" or split in _SPLIT_FOLDERS}
+                f"or remove them from {split}/."
+            )
+    files = {
+        split: _folder_split_files(os.path.join(root_bytes, os.fsencode(split)), class_names)
+        for split in subfolders
+        if split == "train" or split in _SPLIT_FOLDERS
+    }
     train_paths, train_labels = files["train"]
     if not train_paths:
         raise ValueError(
@@ -320,8 +340,9 @@ def _load_folder(
             f"Classes {empty} have no training images in {root}/train. Fix: add images or "
             "remove those class folders from every split."
         )
-    held_from_train = [split for split, folders in HELD_OUT_FOLDERS.items()
-                       if not any(f in files for f in folders)]
+    held_from_train = [
+        split for split, folders in HELD_OUT_FOLDERS.items() if not any(f in files for f in folders)
+    ]
     needed = 1 + len(held_from_train)
     counts = np.bincount(train_labels, minlength=len(class_names))
     few = {class_names[c]: int(n) for c, n in enumerate(counts) if n < needed}
@@ -331,7 +352,8 @@ def _load_folder(
             f"Class '{name}' has {count} training image(s) ({few}); each class needs at least "
             f"{needed}: one for training and one for each split carved from train/ "
             f"({held_from_train}). Fix: add images, or give {root} its own "
-            f"{'/ and '.join(held_from_train)}/ folder(s).")
+            f"{'/ and '.join(held_from_train)}/ folder(s)."
+        )
     chosen = {}
     for split, folders in HELD_OUT_FOLDERS.items():
         present = next((f for f in folders if f in files), None)
@@ -344,7 +366,11 @@ def _load_folder(
         keep = keep[kept]
         logging.info(
             "%s: no %s/ folder; held out %d training images (%.0f%% per class, seed %d).",
-            root, split, len(held), 100 * validation_fraction, seed + offset,
+            root,
+            split,
+            len(held),
+            100 * validation_fraction,
+            seed + offset,
         )
     chosen["train"] = ([train_paths[i] for i in keep], train_labels[keep])
     for split, (paths, _) in chosen.items():
@@ -355,8 +381,14 @@ def _load_folder(
             )
 
     headers = {split: images.read_headers(paths) for split, (paths, _) in chosen.items()}
-    _refuse_oversized(root, [(path, h) for split, (paths, _) in chosen.items()
-                             for path, h in zip(paths, headers[split])])
+    _refuse_oversized(
+        root,
+        [
+            (path, h)
+            for split, (paths, _) in chosen.items()
+            for path, h in zip(paths, headers[split])
+        ],
+    )
     if image_size is None:
         image_size = _default_image_size(root, [h for hs in headers.values() for h in hs])
     sizes = [image_size] + [s for s in dict.fromkeys(extra_sizes) if s != image_size]
@@ -364,22 +396,41 @@ def _load_folder(
     total = sum(len(p) for p, _ in chosen.values())
     pixel_bytes = total * sum(h * w for h, w in sizes) * channels
     directory = _cache_directory(root_bytes, pixel_bytes, cache, cache_dir, memory_budget)
-    logging.info("%s: %d images decoded once at %s (%s), %.0f MB of pixels kept in %s.", root,
-                 total, ", ".join(f"{h}x{w}" for h, w in sizes), resize, pixel_bytes / 2**20,
-                 directory or "memory")
+    logging.info(
+        "%s: %d images decoded once at %s (%s), %.0f MB of pixels kept in %s.",
+        root,
+        total,
+        ", ".join(f"{h}x{w}" for h, w in sizes),
+        resize,
+        pixel_bytes / 2**20,
+        directory or "memory",
+    )
     decoded, bad, offset = {}, [], 0
     for split, (paths, _) in chosen.items():
         result = images.decode_files(
-            paths, sizes, resize, channels=channels, headers=headers[split],
-            directory=directory, name=split,
-            progress=progress and (lambda done, o=offset: progress(o + done, total)))
+            paths,
+            sizes,
+            resize,
+            channels=channels,
+            headers=headers[split],
+            directory=directory,
+            name=split,
+            progress=None
+            if progress is None
+            else functools.partial(_shifted, progress, offset, total),
+        )
         offset += len(paths)
         decoded[split] = result.images
         bad += result.bad
     _refuse_undecodable(root, bad)
 
-    resolutions = {size: tuple(images.dataset(decoded[split][size], chosen[split][1])
-                               for split in ("train", "validation", "test")) for size in sizes}
+    resolutions = {
+        size: tuple(
+            images.dataset(decoded[split][size], chosen[split][1])
+            for split in ("train", "validation", "test")
+        )
+        for size in sizes
+    }
     train, validation, test = resolutions[image_size]
     return Splits(
         name=f"folder:{root}",
@@ -393,14 +444,16 @@ def _load_folder(
     )
 
 
-def _cache_directory(root: bytes, pixel_bytes: int, cache: str, cache_dir: Optional[str],
-                     memory_budget: int) -> Optional[str]:
+def _cache_directory(
+    root: bytes, pixel_bytes: int, cache: str, cache_dir: str | None, memory_budget: int
+) -> str | None:
     """Where the decoded images of the folder `root` are kept: None for memory (`cache` memory,
     or auto within `memory_budget`), else a directory of the disk cache named by the folder."""
     if cache == "memory" or (cache == "auto" and pixel_bytes <= memory_budget):
         return None
-    return os.path.join(cache_dir or default_cache_dir(), "images",
-                        hashlib.sha256(root).hexdigest()[:16])
+    return os.path.join(
+        cache_dir or default_cache_dir(), "images", hashlib.sha256(root).hexdigest()[:16]
+    )
 
 
 def _refuse_oversized(root: str, files: Sequence[tuple]) -> None:
@@ -413,7 +466,8 @@ def _refuse_oversized(root: str, files: Sequence[tuple]) -> None:
             f"{os.fsdecode(path)} is {header.width}x{header.height} "
             f"({header.width * header.height / 1e6:.0f} megapixels; the limit is "
             f"{images.MAX_IMAGE_PIXELS / 1e6:.0f}). Fix: downscale them (they are resized to "
-            "the model's input anyway).")
+            "the model's input anyway)."
+        )
 
 
 def _refuse_undecodable(root: str, bad: Sequence) -> None:
@@ -431,18 +485,21 @@ UNLABELED = -1
 
 def train_labels(splits: Splits) -> np.ndarray:
     """The training split's labels, in order (`UNLABELED` for examples without one)."""
-    return np.fromiter(splits.train.map(lambda image, label: label).as_numpy_iterator(),
-                       np.int64)
+    return np.fromiter(splits.train.map(lambda image, label: label).as_numpy_iterator(), np.int64)
 
 
-def _relabel(splits: Splits, train_for: Callable[[tf.data.Dataset, tuple], tf.data.Dataset],
-             sizes: dict) -> Splits:
+def _relabel(
+    splits: Splits, train_for: Callable[[tf.data.Dataset, tuple], tf.data.Dataset], sizes: dict
+) -> Splits:
     """`splits` with `train_for(train, size)` as the training split at every resolution."""
-    resolutions = {size: (train_for(train, size), validation, test)
-                   for size, (train, validation, test) in splits.resolutions.items()}
+    resolutions = {
+        size: (train_for(train, size), validation, test)
+        for size, (train, validation, test) in splits.resolutions.items()
+    }
     own = tuple(splits.preprocessing.image_size)
-    return dataclasses.replace(splits, train=resolutions[own][0], resolutions=resolutions,
-                               sizes=sizes)
+    return dataclasses.replace(
+        splits, train=resolutions[own][0], resolutions=resolutions, sizes=sizes
+    )
 
 
 def hide_labels(splits: Splits, fraction: float, seed: int = 0) -> Splits:
@@ -452,8 +509,10 @@ def hide_labels(splits: Splits, fraction: float, seed: int = 0) -> Splits:
     _check_fraction("fraction", fraction)
     labels = train_labels(splits)
     if np.any(labels == UNLABELED):
-        raise ValueError("The training split already has unlabeled examples: hide labels first, "
-                         "then add unlabeled images.")
+        raise ValueError(
+            "The training split already has unlabeled examples: hide labels first, "
+            "then add unlabeled images."
+        )
     _, labeled = stratified_split(labels, fraction, seed)
     keep = np.zeros(len(labels), bool)
     keep[labeled] = True
@@ -462,12 +521,20 @@ def hide_labels(splits: Splits, fraction: float, seed: int = 0) -> Splits:
     def hidden(train, size):
         del size
         return train.enumerate().map(
-            lambda index, example: (example[0], tf.where(keep[index], example[1],
-                                                         tf.constant(UNLABELED, tf.int64))),
-            num_parallel_calls=AUTOTUNE)
+            lambda index, example: (
+                example[0],
+                tf.where(keep[index], example[1], tf.constant(UNLABELED, tf.int64)),
+            ),
+            num_parallel_calls=AUTOTUNE,
+        )
 
-    logging.info("Kept the labels of %d of %d training examples (%.0f%% per class, seed %d).",
-                 len(labeled), len(labels), 100 * fraction, seed)
+    logging.info(
+        "Kept the labels of %d of %d training examples (%.0f%% per class, seed %d).",
+        len(labeled),
+        len(labels),
+        100 * fraction,
+        seed,
+    )
     return _relabel(splits, hidden, dict(splits.sizes, labeled=len(labeled)))
 
 
@@ -476,37 +543,56 @@ def with_unlabeled(
     root: str,
     *,
     cache: str = "auto",
-    cache_dir: Optional[str] = None,
+    cache_dir: str | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET_BYTES,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Splits:
     """`splits` whose training split also holds every image under `root` (any layout, any
     depth), marked `UNLABELED`, at every resolution the splits were loaded at: a transfer set
     the teacher labels with its soft targets. Decoded once, as a folder dataset's images."""
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"Unlabeled image folder {root} does not exist. Pass "
-                                "folder:PATH with PATH holding images (any layout).")
+        raise FileNotFoundError(
+            f"Unlabeled image folder {root} does not exist. Pass "
+            "folder:PATH with PATH holding images (any layout)."
+        )
     channels = splits.preprocessing.channels
     if channels != 3:
-        raise ValueError(f"Unlabeled images join RGB photo datasets; '{splits.name}' has "
-                         f"{channels} channel(s). Fix: use --label_fraction to hide labels of "
-                         "its own images instead.")
-    paths = sorted(os.path.join(os.fsencode(directory), name)
-                   for directory, _, names in os.walk(root) for name in map(os.fsencode, names)
-                   if os.fsdecode(name).lower().endswith(IMAGE_EXTENSIONS))
+        raise ValueError(
+            f"Unlabeled images join RGB photo datasets; '{splits.name}' has "
+            f"{channels} channel(s). Fix: use --label_fraction to hide labels of "
+            "its own images instead."
+        )
+    paths = sorted(
+        os.path.join(os.fsencode(directory), name)
+        for directory, _, names in os.walk(root)
+        for name in map(os.fsencode, names)
+        if os.fsdecode(name).lower().endswith(IMAGE_EXTENSIONS)
+    )
     if not paths:
-        raise ValueError(f"Unlabeled image folder {root} holds no images "
-                         f"({', '.join(IMAGE_EXTENSIONS)}).")
+        raise ValueError(
+            f"Unlabeled image folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})."
+        )
     headers = images.read_headers(paths)
     _refuse_oversized(root, list(zip(paths, headers)))
     sizes = list(splits.resolutions)
-    directory = _cache_directory(os.fsencode(root),
-                                 len(paths) * sum(h * w for h, w in sizes) * channels, cache,
-                                 cache_dir, memory_budget)
-    result = images.decode_files(paths, sizes, splits.preprocessing.resize, channels=channels,
-                                 headers=headers, directory=directory, name="unlabeled",
-                                 progress=progress and (lambda done: progress(done, len(paths))))
+    directory = _cache_directory(
+        os.fsencode(root),
+        len(paths) * sum(h * w for h, w in sizes) * channels,
+        cache,
+        cache_dir,
+        memory_budget,
+    )
+    result = images.decode_files(
+        paths,
+        sizes,
+        splits.preprocessing.resize,
+        channels=channels,
+        headers=headers,
+        directory=directory,
+        name="unlabeled",
+        progress=None if progress is None else functools.partial(_shifted, progress, 0, len(paths)),
+    )
     _refuse_undecodable(root, result.bad)
     extra = np.full(len(paths), UNLABELED, np.int64)
 
@@ -514,10 +600,17 @@ def with_unlabeled(
         return train.concatenate(images.dataset(result.images[size], extra))
 
     labeled = splits.sizes.get("labeled", splits.sizes["train"])
-    logging.info("Added %d unlabeled images from %s to the %d training examples.", len(paths),
-                 root, splits.sizes["train"])
-    return _relabel(splits, joined, dict(splits.sizes, train=splits.sizes["train"] + len(paths),
-                                         labeled=labeled))
+    logging.info(
+        "Added %d unlabeled images from %s to the %d training examples.",
+        len(paths),
+        root,
+        splits.sizes["train"],
+    )
+    return _relabel(
+        splits,
+        joined,
+        dict(splits.sizes, train=splits.sizes["train"] + len(paths), labeled=labeled),
+    )
 
 
 def labeled_train(splits: Splits) -> tf.data.Dataset:
@@ -529,7 +622,8 @@ def labeled_train(splits: Splits) -> tf.data.Dataset:
     if labeled == total:
         return splits.train
     kept = splits.train.filter(lambda image, label: label != UNLABELED).apply(
-        tf.data.experimental.assert_cardinality(labeled))
+        tf.data.experimental.assert_cardinality(labeled)
+    )
     return kept.repeat(max(1, int(round(total / labeled))))
 
 
@@ -548,18 +642,22 @@ def _default_image_size(root: str, headers) -> tuple[int, int]:
     found = {h.upright_size for h in headers if h.width}
     if len(found) == 1 and max(next(iter(found))) <= 512:
         return next(iter(found))
-    logging.warning("%s: images of %d different sizes (largest %s); training at %dx%d. Set "
-                    "the size with image_size (--image_size=H,W).", root, len(found),
-                    max(found, key=lambda s: s[0] * s[1]) if found else None,
-                    *DEFAULT_IMAGE_SIZE)
+    logging.warning(
+        "%s: images of %d different sizes (largest %s); training at %dx%d. Set "
+        "the size with image_size (--image_size=H,W).",
+        root,
+        len(found),
+        max(found, key=lambda s: s[0] * s[1]) if found else None,
+        *DEFAULT_IMAGE_SIZE,
+    )
     return DEFAULT_IMAGE_SIZE
 
 
 def _load_tfds(
     name: str,
-    data_dir: Optional[str],
+    data_dir: str | None,
     validation_fraction: float,
-    image_size: Optional[tuple[int, int]],
+    image_size: tuple[int, int] | None,
     extra_sizes: Sequence[tuple[int, int]],
     resize: str,
     download: bool,
@@ -618,9 +716,10 @@ def _load_tfds(
             num_parallel_calls=AUTOTUNE,
         )
 
-    resolutions = {size: tuple(load(split, size)
-                               for split in (train_split, validation_split, test_split))
-                   for size in dict.fromkeys([image_size, *extra_sizes])}
+    resolutions = {
+        size: tuple(load(split, size) for split in (train_split, validation_split, test_split))
+        for size in dict.fromkeys([image_size, *extra_sizes])
+    }
     train, validation, test = resolutions[image_size]
     return Splits(
         name=f"tfds:{name}",
@@ -651,18 +750,18 @@ def _unknown_dataset(name: str) -> ValueError:
 def load(
     name: str,
     *,
-    data_dir: Optional[str] = None,
+    data_dir: str | None = None,
     validation_fraction: float = 0.1,
     test_fraction: float = 0.2,
     seed: int = 0,
-    image_size: Optional[Sequence[int]] = None,
+    image_size: Sequence[int] | None = None,
     extra_sizes: Sequence[Sequence[int]] = (),
     resize: str = "stretch",
     cache: str = "auto",
-    cache_dir: Optional[str] = None,
+    cache_dir: str | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET_BYTES,
     download: bool = True,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Splits:
     """Loads dataset `name` as train/validation/test splits of raw `(image, label)` pairs.
 
@@ -692,22 +791,46 @@ def load(
         raise ValueError(f"Unknown data cache '{cache}'. Available: {list(DATA_CACHES)}")
     if image_size is not None:
         image_size = check_image_size(image_size)
-    extra_sizes = [check_image_size(s) for s in extra_sizes]
+    other_sizes = [check_image_size(s) for s in extra_sizes]
     if name == "digits":
-        if {image_size, *extra_sizes} - {None, (8, 8)}:
-            raise ValueError("digits images are 8x8; other image sizes are not supported. "
-                             "Fix: leave the image size unset for digits.")
+        if {image_size, *other_sizes} - {None, (8, 8)}:
+            raise ValueError(
+                "digits images are 8x8; other image sizes are not supported. "
+                "Fix: leave the image size unset for digits."
+            )
         splits = _load_digits(validation_fraction, test_fraction, seed)
     elif name.startswith("folder:"):
-        splits = _load_folder(name[len("folder:"):], validation_fraction, seed, image_size,
-                              extra_sizes, resize, cache, cache_dir, memory_budget, progress)
+        splits = _load_folder(
+            name[len("folder:") :],
+            validation_fraction,
+            seed,
+            image_size,
+            other_sizes,
+            resize,
+            cache,
+            cache_dir,
+            memory_budget,
+            progress,
+        )
     elif name.startswith("tfds:") or (name and ":" not in name and "/" not in name):
-        splits = _load_tfds(name.removeprefix("tfds:"), data_dir, validation_fraction,
-                            image_size, extra_sizes, resize, download)
+        splits = _load_tfds(
+            name.removeprefix("tfds:"),
+            data_dir,
+            validation_fraction,
+            image_size,
+            other_sizes,
+            resize,
+            download,
+        )
     else:
         raise _unknown_dataset(name)
     logging.info("Loaded %s", splits.describe())
     return splits
+
+
+def _shifted(progress: Callable[[int, int], None], offset: int, total: int, done: int) -> None:
+    """Reports `done` images of one part as `offset + done` of `total` over all parts."""
+    progress(offset + done, total)
 
 
 def check_image_size(image_size: Sequence) -> tuple[int, int]:
@@ -717,9 +840,11 @@ def check_image_size(image_size: Sequence) -> tuple[int, int]:
     except (TypeError, ValueError):
         size = ()
     if len(size) != 2 or min(size) < MIN_IMAGE_SIDE:
-        raise ValueError(f"An image size must be two numbers H,W of at least {MIN_IMAGE_SIDE} "
-                         f"pixels, e.g. 128,128. Received: {image_size}")
-    return size
+        raise ValueError(
+            f"An image size must be two numbers H,W of at least {MIN_IMAGE_SIDE} "
+            f"pixels, e.g. 128,128. Received: {image_size}"
+        )
+    return size[0], size[1]
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -740,7 +865,8 @@ def _with_example_seeds(dataset: tf.data.Dataset, seed: int, augment) -> tf.data
     `seed` and different every epoch, reproducibly."""
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     return tf.data.Dataset.zip((dataset, seeds)).map(
-        lambda example, s: (augment(example[0], s), example[1]), num_parallel_calls=AUTOTUNE)
+        lambda example, s: (augment(example[0], s), example[1]), num_parallel_calls=AUTOTUNE
+    )
 
 
 def batches(
@@ -749,10 +875,10 @@ def batches(
     batch_size: int,
     *,
     shuffle: bool = False,
-    augmentation: Optional[Augmentation] = None,
+    augmentation: Augmentation | None = None,
     seed: int = 0,
-    base_size: Optional[Sequence[int]] = None,
-    mixing: Optional[Mixing] = None,
+    base_size: Sequence[int] | None = None,
+    mixing: Mixing | None = None,
 ) -> tf.data.Dataset:
     """Normalised, batched, prefetched `(inputs, labels)` for `fit`/`evaluate`.
 
@@ -765,6 +891,7 @@ def batches(
     if shuffle:
         dataset = reshuffled(dataset, seed)
     if augmentation is not None:
+
         def augment(image, s):
             if base_size is None:
                 return augmentation.apply(image, s)
@@ -785,8 +912,9 @@ def _mixed_in_batch(dataset: tf.data.Dataset, mixing: Mixing, seed: int) -> tf.d
     """Batches whose examples are mixed with their neighbour in the batch (the batch rolled by
     one; shuffled batches give new partners every epoch), mixed ones marked `UNLABELED`. A tuple
     of images (one example at two resolutions) gets the same mixing in each."""
-    seeds = tf.data.Dataset.random(seed=seed + MIXING_SEED_OFFSET,
-                                   rerandomize_each_iteration=True).batch(2)
+    seeds = tf.data.Dataset.random(
+        seed=seed + MIXING_SEED_OFFSET, rerandomize_each_iteration=True
+    ).batch(2)
 
     def mix(batch, s):
         images, labels = batch
@@ -794,8 +922,10 @@ def _mixed_in_batch(dataset: tf.data.Dataset, mixing: Mixing, seed: int) -> tf.d
         mixed_group = [mixing.apply(im, tf.roll(im, 1, axis=0), s) for im in group]
         mixed = mixed_group[0][1]
         out = tuple(im for im, _ in mixed_group)
-        return (out if isinstance(images, tuple) else out[0],
-                mixing_lib.label_mixed(labels, mixed, UNLABELED))
+        return (
+            out if isinstance(images, tuple) else out[0],
+            mixing_lib.label_mixed(labels, mixed, UNLABELED),
+        )
 
     return tf.data.Dataset.zip((dataset, seeds)).map(mix, num_parallel_calls=AUTOTUNE)
 
@@ -810,9 +940,9 @@ def paired_batches(
     batch_size: int,
     *,
     shuffle: bool = False,
-    augmentation: Optional[Augmentation] = None,
+    augmentation: Augmentation | None = None,
     seed: int = 0,
-    mixing: Optional[Mixing] = None,
+    mixing: Mixing | None = None,
 ) -> tf.data.Dataset:
     """`({"image": student_images, "teacher_image": teacher_images}, labels)` batches: each
     example at the student's and at the teacher's resolution (`Splits.at`), with one
@@ -826,18 +956,29 @@ def paired_batches(
     check_batch_size(batch_size)
     base_size = tuple(student.preprocessing.image_size)
     pairs = tf.data.Dataset.zip((getattr(student, split), getattr(teacher, split))).map(
-        lambda s, t: ((s[0], t[0]), s[1]))
+        lambda s, t: ((s[0], t[0]), s[1])
+    )
     if shuffle:
         pairs = reshuffled(pairs, seed)
     if augmentation is not None:
-        pairs = _with_example_seeds(pairs, seed, lambda images, s: (
-            augmentation.apply_scaled(images[0], s, base_size),
-            augmentation.apply_scaled(images[1], s, base_size)))
+        pairs = _with_example_seeds(
+            pairs,
+            seed,
+            lambda images, s: (
+                augmentation.apply_scaled(images[0], s, base_size),
+                augmentation.apply_scaled(images[1], s, base_size),
+            ),
+        )
     pairs = pairs.batch(batch_size)
     if mixing is not None:
         pairs = _mixed_in_batch(pairs, mixing, seed)
     return pairs.map(
-        lambda images, labels: ({"image": student.preprocessing.normalize(images[0]),
-                                 TEACHER_IMAGE: teacher.preprocessing.normalize(images[1])},
-                                labels),
-        num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+        lambda images, labels: (
+            {
+                "image": student.preprocessing.normalize(images[0]),
+                TEACHER_IMAGE: teacher.preprocessing.normalize(images[1]),
+            },
+            labels,
+        ),
+        num_parallel_calls=AUTOTUNE,
+    ).prefetch(AUTOTUNE)

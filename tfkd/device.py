@@ -18,7 +18,7 @@ import re
 import shlex
 import subprocess
 import time
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 from tfkd.benchmark import LatencyStats
 
@@ -59,8 +59,9 @@ class Adb:
 
 def _run_adb(adb: str, args: Sequence[str], timeout_s: float = 600.0) -> str:
     try:
-        result = subprocess.run([adb, *args], capture_output=True, text=True, timeout=timeout_s,
-                                check=False)
+        result = subprocess.run(
+            [adb, *args], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
     except FileNotFoundError as error:
         raise DeviceError(
             f"adb not found ('{adb}'). Install Android platform-tools and put adb on PATH, or "
@@ -86,7 +87,7 @@ def attached_devices(adb: str = "adb") -> dict[str, str]:
     return devices
 
 
-def connect(serial: Optional[str] = None, adb: str = "adb") -> Adb:
+def connect(serial: str | None = None, adb: str = "adb") -> Adb:
     """The device to measure on; `DeviceError` explains why none can be used."""
     devices = attached_devices(adb)
     if not devices:
@@ -96,8 +97,9 @@ def connect(serial: Optional[str] = None, adb: str = "adb") -> Adb:
         )
     if serial is None:
         if len(devices) > 1:
-            raise DeviceError(f"Several devices attached: {sorted(devices)}. Choose one by its "
-                              "serial.")
+            raise DeviceError(
+                f"Several devices attached: {sorted(devices)}. Choose one by its serial."
+            )
         serial = next(iter(devices))
     if serial not in devices:
         raise DeviceError(f"Device '{serial}' is not attached. Attached: {sorted(devices)}.")
@@ -136,17 +138,24 @@ def push(device: Adb, local: str, remote: str) -> None:
     try:
         device.run("push", local, remote)
     except DeviceError as error:
-        raise DeviceError(f"Could not push {local} to {device.serial}:{remote}. Check free "
-                          f"space and that {os.path.dirname(remote)} is writable. ({error})"
-                          ) from error
+        raise DeviceError(
+            f"Could not push {local} to {device.serial}:{remote}. Check free "
+            f"space and that {os.path.dirname(remote)} is writable. ({error})"
+        ) from error
 
 
-_STATS_LINE = re.compile(r"count=(\d+) first=\S+ curr=\S+ min=(\S+) max=(\S+) avg=(\S+) std=(\S+)"
-                         r"(?: p5=\S+ median=(\S+) p95=\S+)?")
-_TIMINGS_LINE = re.compile(r"Inference timings in us: Init: (\S+), First inference: (\S+), "
-                           r"Warmup \(avg\): (\S+), Inference \(avg\): (\S+)")
-_MEMORY_LINE = re.compile(r"(?:Memory footprint delta from the start of the tool|"
-                          r"Peak memory footprint) \(MB\): init=(\S+) overall=(\S+)")
+_STATS_LINE = re.compile(
+    r"count=(\d+) first=\S+ curr=\S+ min=(\S+) max=(\S+) avg=(\S+) std=(\S+)"
+    r"(?: p5=\S+ median=(\S+) p95=\S+)?"
+)
+_TIMINGS_LINE = re.compile(
+    r"Inference timings in us: Init: (\S+), First inference: (\S+), "
+    r"Warmup \(avg\): (\S+), Inference \(avg\): (\S+)"
+)
+_MEMORY_LINE = re.compile(
+    r"(?:Memory footprint delta from the start of the tool|"
+    r"Peak memory footprint) \(MB\): init=(\S+) overall=(\S+)"
+)
 
 
 def parse_benchmark_model(text: str) -> dict:
@@ -157,14 +166,23 @@ def parse_benchmark_model(text: str) -> dict:
     stats = _STATS_LINE.findall(text)
     timings = _TIMINGS_LINE.search(text)
     if not stats or not timings:
-        raise DeviceError("benchmark_model printed no timing summary; its output ends with:\n"
-                          + "\n".join(text.strip().splitlines()[-5:]))
+        raise DeviceError(
+            "benchmark_model printed no timing summary; its output ends with:\n"
+            + "\n".join(text.strip().splitlines()[-5:])
+        )
     count, low, high, avg, std, median = stats[-1]
     memory = _MEMORY_LINE.search(text)
     return {
-        "latency": LatencyStats(runs=int(count), mean_ms=float(avg) / 1e3, std_ms=float(std) / 1e3,
-                                min_ms=float(low) / 1e3, p50_ms=float(median) / 1e3 if median
-                                else None, p90_ms=None, p99_ms=None, max_ms=float(high) / 1e3),
+        "latency": LatencyStats(
+            runs=int(count),
+            mean_ms=float(avg) / 1e3,
+            std_ms=float(std) / 1e3,
+            min_ms=float(low) / 1e3,
+            p50_ms=float(median) / 1e3 if median else None,
+            p90_ms=None,
+            p99_ms=None,
+            max_ms=float(high) / 1e3,
+        ),
         "init_ms": float(timings.group(1)) / 1e3,
         "first_run_ms": float(timings.group(2)) / 1e3,
         "memory_overall_mb": float(memory.group(2)) if memory else None,
@@ -179,7 +197,7 @@ class DeviceMeasurement:
     threads: int
     xnnpack: bool
     warmup: int
-    cpu_mask: Optional[str]
+    cpu_mask: str | None
     repeats: list[dict]
     latency: LatencyStats
     device: dict
@@ -189,8 +207,12 @@ class DeviceMeasurement:
         return dataclasses.asdict(self)
 
 
-def _repeated(measure_once: Callable[[], dict], repeats: int, cooldown_s: float,
-              sleep: Callable[[float], None]) -> list[dict]:
+def _repeated(
+    measure_once: Callable[[], dict],
+    repeats: int,
+    cooldown_s: float,
+    sleep: Callable[[float], None],
+) -> list[dict]:
     """`repeats` measurements with a cool-down between them (not before the first)."""
     results = []
     for repeat in range(repeats):
@@ -200,15 +222,31 @@ def _repeated(measure_once: Callable[[], dict], repeats: int, cooldown_s: float,
     return results
 
 
-def _measurement(device: Adb, model: str, runner: str, results: list[dict], info, *, threads,
-                 xnnpack, warmup, cpu_mask=None) -> DeviceMeasurement:
+def _measurement(
+    device: Adb,
+    model: str,
+    runner: str,
+    results: list[dict],
+    info,
+    *,
+    threads,
+    xnnpack,
+    warmup,
+    cpu_mask=None,
+) -> DeviceMeasurement:
     # The repeat with the median mean latency: robust to one thermally throttled repeat.
     median = sorted(results, key=lambda r: r["latency"].mean_ms)[len(results) // 2]["latency"]
     return DeviceMeasurement(
-        model=os.path.abspath(model), size_bytes=os.path.getsize(model), runner=runner,
-        threads=threads, xnnpack=xnnpack, warmup=warmup, cpu_mask=cpu_mask,
+        model=os.path.abspath(model),
+        size_bytes=os.path.getsize(model),
+        runner=runner,
+        threads=threads,
+        xnnpack=xnnpack,
+        warmup=warmup,
+        cpu_mask=cpu_mask,
         repeats=[{**r, "latency": r["latency"].to_dict()} for r in results],
-        latency=median, device=info if info is not None else fingerprint(device),
+        latency=median,
+        device=info if info is not None else fingerprint(device),
     )
 
 
@@ -221,11 +259,11 @@ def benchmark_model_on_device(
     warmup: int = 10,
     runs: int = 50,
     xnnpack: bool = True,
-    cpu_mask: Optional[str] = None,
+    cpu_mask: str | None = None,
     repeats: int = 1,
     cooldown_s: float = 0.0,
     sleep: Callable[[float], None] = time.sleep,
-    info: Optional[dict] = None,
+    info: dict | None = None,
 ) -> DeviceMeasurement:
     """Pushes `binary` and `model`, runs `benchmark_model` `repeats` times with a cool-down.
 
@@ -239,13 +277,29 @@ def benchmark_model_on_device(
     device.shell("chmod", "755", remote_binary)
     push(device, model, remote_model)
     command = [] if cpu_mask is None else ["taskset", cpu_mask]
-    command += [remote_binary, f"--graph={remote_model}", f"--num_threads={threads}",
-                f"--warmup_runs={warmup}", f"--num_runs={runs}", "--min_secs=0",
-                f"--use_xnnpack={'true' if xnnpack else 'false'}"]
-    results = _repeated(lambda: parse_benchmark_model(device.shell(*command)), repeats,
-                        cooldown_s, sleep)
-    return _measurement(device, model, "benchmark_model", results, info, threads=threads,
-                        xnnpack=xnnpack, warmup=warmup, cpu_mask=cpu_mask)
+    command += [
+        remote_binary,
+        f"--graph={remote_model}",
+        f"--num_threads={threads}",
+        f"--warmup_runs={warmup}",
+        f"--num_runs={runs}",
+        "--min_secs=0",
+        f"--use_xnnpack={'true' if xnnpack else 'false'}",
+    ]
+    results = _repeated(
+        lambda: parse_benchmark_model(device.shell(*command)), repeats, cooldown_s, sleep
+    )
+    return _measurement(
+        device,
+        model,
+        "benchmark_model",
+        results,
+        info,
+        threads=threads,
+        xnnpack=xnnpack,
+        warmup=warmup,
+        cpu_mask=cpu_mask,
+    )
 
 
 def parse_app_result(text: str) -> dict:
@@ -254,10 +308,15 @@ def parse_app_result(text: str) -> dict:
         result = json.loads(text)
         samples = result["latency_ms"]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise DeviceError(f"The app's result.json is not what tfkd expects ({error}): "
-                          f"{text[:200]!r}") from error
-    return {"latency": LatencyStats.from_samples(samples), "init_ms": result.get("init_ms"),
-            "first_run_ms": result.get("first_run_ms"), "memory_overall_mb": None}
+        raise DeviceError(
+            f"The app's result.json is not what tfkd expects ({error}): {text[:200]!r}"
+        ) from error
+    return {
+        "latency": LatencyStats.from_samples(samples),
+        "init_ms": result.get("init_ms"),
+        "first_run_ms": result.get("first_run_ms"),
+        "memory_overall_mb": None,
+    }
 
 
 def app_benchmark_on_device(
@@ -274,7 +333,7 @@ def app_benchmark_on_device(
     poll_s: float = 1.0,
     timeout_s: float = 300.0,
     sleep: Callable[[float], None] = time.sleep,
-    info: Optional[dict] = None,
+    info: dict | None = None,
 ) -> DeviceMeasurement:
     """Runs the android_demo app's BenchmarkActivity and pulls its `result.json`."""
     app_dir = f"/sdcard/Android/data/{package}/files"
@@ -285,19 +344,40 @@ def app_benchmark_on_device(
 
     def measure_once() -> dict:
         device.shell("rm", "-f", result_path)
-        device.shell("am", "start", "-W", "-n", f"{package}/.BenchmarkActivity",
-                     "--es", "model", remote_model, "--ei", "threads", str(threads),
-                     "--ei", "warmup", str(warmup), "--ei", "runs", str(runs),
-                     "--ez", "xnnpack", "true" if xnnpack else "false")
+        device.shell(
+            "am",
+            "start",
+            "-W",
+            "-n",
+            f"{package}/.BenchmarkActivity",
+            "--es",
+            "model",
+            remote_model,
+            "--ei",
+            "threads",
+            str(threads),
+            "--ei",
+            "warmup",
+            str(warmup),
+            "--ei",
+            "runs",
+            str(runs),
+            "--ez",
+            "xnnpack",
+            "true" if xnnpack else "false",
+        )
         waited = 0.0
         while "result.json" not in device.shell("ls", app_dir).split():
             if waited >= timeout_s:
-                raise DeviceError(f"The app wrote no {result_path} within {timeout_s:.0f} s. Is "
-                                  f"{package} installed (./gradlew installDebug)?")
+                raise DeviceError(
+                    f"The app wrote no {result_path} within {timeout_s:.0f} s. Is "
+                    f"{package} installed (./gradlew installDebug)?"
+                )
             sleep(poll_s)
             waited += poll_s
         return parse_app_result(device.shell("cat", result_path))
 
     results = _repeated(measure_once, repeats, cooldown_s, sleep)
-    return _measurement(device, model, "app", results, info, threads=threads, xnnpack=xnnpack,
-                        warmup=warmup)
+    return _measurement(
+        device, model, "app", results, info, threads=threads, xnnpack=xnnpack, warmup=warmup
+    )

@@ -1,16 +1,18 @@
 """`Distiller`: trains a student on hard labels and on a frozen teacher's outputs."""
 
 import math
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tfkd import keras3 as keras3_lib, losses as losses_lib, teachers as teachers_lib
+from tfkd import keras3 as keras3_lib
+from tfkd import losses as losses_lib
+from tfkd import teachers as teachers_lib
 from tfkd.data import TEACHER_IMAGE, UNLABELED
 from tfkd.features import FeaturePair, FeatureTaps
 from tfkd.keras import keras
 
-LossSpec = Union[losses_lib.LogitLoss, Sequence[tuple[losses_lib.LogitLoss, float]]]
+LossSpec = losses_lib.LogitLoss | Sequence[tuple[losses_lib.LogitLoss, float]]
 
 
 def _num_outputs(model: keras.Model, role: str) -> int:
@@ -33,7 +35,8 @@ def _check_model(model, role: str) -> keras.Model:
         raise TypeError(
             f"A .tflite {role} runs outside TensorFlow and can only teach through the teacher "
             "cache: build one with tfkd.teacher_cache.build(...), train on "
-            "tfkd.teacher_cache.batches(...), and pass teacher=None.")
+            "tfkd.teacher_cache.batches(...), and pass teacher=None."
+        )
     if keras3_lib.is_keras3_model(model):
         # A Keras 3 student trains as its tf_keras twin (`Distiller.student`); a Keras 3
         # teacher is only called, through the frozen adapter.
@@ -58,8 +61,11 @@ def _split_inputs(x):
     if not isinstance(x, dict):
         return x, x, None
     cached = x.get(CACHED_LOGITS)
-    return (x["image"], x.get(TEACHER_IMAGE, x["image"]),
-            None if cached is None else tf.cast(cached, tf.float32))
+    return (
+        x["image"],
+        x.get(TEACHER_IMAGE, x["image"]),
+        None if cached is None else tf.cast(cached, tf.float32),
+    )
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -73,7 +79,7 @@ def _check_fraction(name: str, value: float) -> float:
     return float(value)
 
 
-def _loss_terms(loss: Optional[LossSpec]) -> list[tuple[losses_lib.LogitLoss, float]]:
+def _loss_terms(loss: LossSpec | None) -> list[tuple[losses_lib.LogitLoss, float]]:
     if loss is None:
         return [(losses_lib.KD(), 1.0)]
     if callable(loss):
@@ -129,11 +135,11 @@ class Distiller(keras.Model):
     def __init__(
         self,
         student: keras.Model,
-        teacher: Union[None, keras.Model, Sequence[keras.Model]],
-        loss: Optional[LossSpec] = None,
+        teacher: None | keras.Model | Sequence[keras.Model],
+        loss: LossSpec | None = None,
         student_loss_weight: float = DEFAULT_STUDENT_LOSS_WEIGHT,
-        student_loss: Optional[keras.losses.Loss] = None,
-        teacher_weights: Optional[Sequence[float]] = None,
+        student_loss: keras.losses.Loss | None = None,
+        teacher_weights: Sequence[float] | None = None,
         distillation_warmup_steps: int = 0,
         features: Sequence[FeaturePair] = (),
         name: str = "distiller",
@@ -142,22 +148,32 @@ class Distiller(keras.Model):
         super().__init__(name=name, **kwargs)
         self.student = _check_model(student, "student")
         self._ensemble = isinstance(teacher, (list, tuple))
-        teachers = list(teacher) if self._ensemble else [] if teacher is None else [teacher]
+        if isinstance(teacher, (list, tuple)):
+            teachers = list(teacher)
+        else:
+            teachers = [] if teacher is None else [teacher]
         if self._ensemble and not teachers:
             raise ValueError("`teacher` is an empty list; give at least one teacher model.")
         self.teachers = [_check_model(t, "teacher") for t in teachers]
         self.student_loss_weight = _check_fraction("student_loss_weight", student_loss_weight)
         if not self.teachers and (teacher_weights is not None or features):
-            raise ValueError("Without a teacher model (teacher=None, logits from the cache) there "
-                             "are no features to tap and no members to weight: give "
-                             "teacher_weights to tfkd.teacher_cache.build, and a teacher model "
-                             "for feature distillation.")
+            raise ValueError(
+                "Without a teacher model (teacher=None, logits from the cache) there "
+                "are no features to tap and no members to weight: give "
+                "teacher_weights to tfkd.teacher_cache.build, and a teacher model "
+                "for feature distillation."
+            )
         self.teacher_weights = teachers_lib.normalized_weights(teacher_weights, len(self.teachers))
         self.distillation_terms = _loss_terms(loss)
-        if (isinstance(distillation_warmup_steps, bool)
-                or not isinstance(distillation_warmup_steps, int) or distillation_warmup_steps < 0):
-            raise ValueError("`distillation_warmup_steps` must be an integer >= 0. Received: "
-                             f"distillation_warmup_steps={distillation_warmup_steps!r}")
+        if (
+            isinstance(distillation_warmup_steps, bool)
+            or not isinstance(distillation_warmup_steps, int)
+            or distillation_warmup_steps < 0
+        ):
+            raise ValueError(
+                "`distillation_warmup_steps` must be an integer >= 0. Received: "
+                f"distillation_warmup_steps={distillation_warmup_steps!r}"
+            )
         self.distillation_warmup_steps = distillation_warmup_steps
         self.student_loss = student_loss or keras.losses.SparseCategoricalCrossentropy(
             from_logits=True
@@ -177,8 +193,10 @@ class Distiller(keras.Model):
         self.taps = None
         if features:
             if self._ensemble:
-                raise ValueError("Feature distillation takes one teacher; use an ensemble with "
-                                 "logit losses only.")
+                raise ValueError(
+                    "Feature distillation takes one teacher; use an ensemble with "
+                    "logit losses only."
+                )
             self.taps = FeatureTaps(self.teachers[0], self.student, features)
             # Tracked as an attribute so the adapters' weights are saved in checkpoints.
             self.adapters = [a for a in self.taps.adapters if a is not None]
@@ -188,7 +206,7 @@ class Distiller(keras.Model):
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
 
     @property
-    def teacher(self) -> Union[keras.Model, list[keras.Model]]:
+    def teacher(self) -> keras.Model | list[keras.Model]:
         """The teacher as given: one model, the list of ensemble members, or None."""
         if self._ensemble:
             return list(self.teachers)
@@ -214,9 +232,11 @@ class Distiller(keras.Model):
     def teacher_logits(self, x) -> tf.Tensor:
         """The (ensemble-averaged) teacher logits for `x`, without gradient."""
         if not self.teachers:
-            raise ValueError("This Distiller has no teacher model (teacher=None), so every batch "
-                             "must carry cached teacher logits: train and validate on "
-                             "tfkd.teacher_cache.batches(...), or pass the teacher.")
+            raise ValueError(
+                "This Distiller has no teacher model (teacher=None), so every batch "
+                "must carry cached teacher logits: train and validate on "
+                "tfkd.teacher_cache.batches(...), or pass the teacher."
+            )
         outputs = [tf.cast(t(x, training=False), tf.float32) for t in self.teachers]
         if len(outputs) == 1:
             logits = outputs[0]
@@ -230,9 +250,11 @@ class Distiller(keras.Model):
         """Teacher logits and tapped features, without gradient."""
         if cached_logits is not None:
             if self.taps is not None:
-                raise ValueError("Feature distillation needs the teacher's forward pass; the "
-                                 "teacher cache stores logits only. Train feature pairs on "
-                                 "tfkd.data.batches, without the cache.")
+                raise ValueError(
+                    "Feature distillation needs the teacher's forward pass; the "
+                    "teacher cache stores logits only. Train feature pairs on "
+                    "tfkd.data.batches, without the cache."
+                )
             return cached_logits, []
         if self.taps is None:
             return self.teacher_logits(x), []
@@ -259,8 +281,16 @@ class Distiller(keras.Model):
         stand_in = tf.cast(tf.argmax(teacher_logits, axis=-1), flat.dtype)
         return tf.where(labeled, flat, stand_in), labeled
 
-    def _compute_losses(self, y, student_logits, teacher_logits, sample_weight, ramp=1.0,
-                        teacher_features=(), student_features=()):
+    def _compute_losses(
+        self,
+        y,
+        student_logits,
+        teacher_logits,
+        sample_weight,
+        ramp=1.0,
+        teacher_features=(),
+        student_features=(),
+    ):
         y, labeled = self._labels(y, teacher_logits)
         per_example = tf.cast(self.student_loss.call(y, student_logits), tf.float32)
         # The hard-label loss is the mean over the examples that have a label (every example,
@@ -268,8 +298,9 @@ class Distiller(keras.Model):
         weights = tf.cast(labeled, tf.float32)
         if sample_weight is not None:
             weights *= tf.reshape(tf.cast(sample_weight, tf.float32), tf.shape(weights))
-        student_loss = tf.math.divide_no_nan(tf.reduce_sum(per_example * weights),
-                                             tf.reduce_sum(tf.cast(labeled, tf.float32)))
+        student_loss = tf.math.divide_no_nan(
+            tf.reduce_sum(per_example * weights), tf.reduce_sum(tf.cast(labeled, tf.float32))
+        )
         distillation_loss = tf.add_n(
             [
                 weight * loss(teacher_logits, student_logits, y, sample_weight)
@@ -277,8 +308,9 @@ class Distiller(keras.Model):
             ]
         )
         if self.taps is not None:
-            distillation_loss += self.taps.loss(teacher_features, student_features, y,
-                                                sample_weight)
+            distillation_loss += self.taps.loss(
+                teacher_features, student_features, y, sample_weight
+            )
         total = (
             self.student_loss_weight * student_loss
             + (1.0 - self.student_loss_weight) * ramp * distillation_loss
@@ -313,8 +345,13 @@ class Distiller(keras.Model):
         with tf.GradientTape() as tape:
             student_logits, student_features = self._student(x, training=True)
             total, student_loss, kd_loss = self._compute_losses(
-                y, student_logits, teacher_logits, sample_weight, ramp,
-                teacher_features, student_features
+                y,
+                student_logits,
+                teacher_logits,
+                sample_weight,
+                ramp,
+                teacher_features,
+                student_features,
             )
             # Replica gradients are summed by the optimizer: scale each replica's mean by the
             # replica count so the step equals one over the global batch (as Keras' own losses do).
@@ -332,8 +369,14 @@ class Distiller(keras.Model):
         teacher_logits, teacher_features = self._teacher(teacher_x, cached_logits)
         student_logits, student_features = self._student(x, training=False)
         total, student_loss, kd_loss = self._compute_losses(
-            y, student_logits, teacher_logits, sample_weight, 1.0, teacher_features,
-            student_features)
+            y,
+            student_logits,
+            teacher_logits,
+            sample_weight,
+            1.0,
+            teacher_features,
+            student_features,
+        )
         return self._update_trackers(y, student_logits, sample_weight, total, student_loss, kd_loss)
 
     def get_config(self) -> dict:
@@ -349,8 +392,12 @@ class Distiller(keras.Model):
             "teacher_weights": self.teacher_weights,
             "distillation_warmup_steps": self.distillation_warmup_steps,
             "features": [
-                {"teacher_layer": p.teacher_layer, "student_layer": p.student_layer,
-                 "loss": serialize(p.loss), "weight": p.weight}
+                {
+                    "teacher_layer": p.teacher_layer,
+                    "student_layer": p.student_layer,
+                    "loss": serialize(p.loss),
+                    "weight": p.weight,
+                }
                 for p in (self.taps.pairs if self.taps is not None else [])
             ],
         }
@@ -369,6 +416,7 @@ class Distiller(keras.Model):
         config["student"] = deserialize(config["student"])
         config["loss"] = [(deserialize(loss), weight) for loss, weight in config["loss"]]
         config["student_loss"] = deserialize(config["student_loss"])
-        config["features"] = [FeaturePair(**{**p, "loss": deserialize(p["loss"])})
-                              for p in config.get("features", [])]
+        config["features"] = [
+            FeaturePair(**{**p, "loss": deserialize(p["loss"])}) for p in config.get("features", [])
+        ]
         return cls(**config)

@@ -10,41 +10,49 @@ Multi-worker: every worker runs the same program with its own `TF_CONFIG`.
 
 import json
 import os
-from typing import Optional
 
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
-TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
-                     '"task": {"type": "worker", "index": 0}}\'')
+TF_CONFIG_EXAMPLE = (
+    'TF_CONFIG=\'{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
+    '"task": {"type": "worker", "index": 0}}\''
+)
 
 
 def _tf_config() -> dict:
     text = os.environ.get("TF_CONFIG")
     if not text:
-        raise ValueError("A multi-worker strategy needs the cluster in the TF_CONFIG environment "
-                         f"variable of every worker, e.g. {TF_CONFIG_EXAMPLE} (index 1 on the "
-                         "second machine).")
+        raise ValueError(
+            "A multi-worker strategy needs the cluster in the TF_CONFIG environment "
+            f"variable of every worker, e.g. {TF_CONFIG_EXAMPLE} (index 1 on the "
+            "second machine)."
+        )
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({error}). Example: "
-                         f"{TF_CONFIG_EXAMPLE}") from error
+        raise ValueError(
+            f"TF_CONFIG is not valid JSON ({error}). Example: {TF_CONFIG_EXAMPLE}"
+        ) from error
     cluster, task = config.get("cluster", {}), config.get("task", {})
     if not cluster.get("worker") and not cluster.get("chief"):
         raise ValueError(f"TF_CONFIG has no workers in its cluster. Example: {TF_CONFIG_EXAMPLE}")
     if task.get("type") not in ("chief", "worker"):
-        raise ValueError(f"TF_CONFIG task type {task.get('type')!r}: tfkd runs on 'chief' and "
-                         f"'worker' tasks. Example: {TF_CONFIG_EXAMPLE}")
+        raise ValueError(
+            f"TF_CONFIG task type {task.get('type')!r}: tfkd runs on 'chief' and "
+            f"'worker' tasks. Example: {TF_CONFIG_EXAMPLE}"
+        )
     members = cluster.get(task["type"], [])
     if not isinstance(task.get("index"), int) or not 0 <= task["index"] < len(members):
-        raise ValueError(f"TF_CONFIG task index {task.get('index')!r} is not in the cluster's "
-                         f"{len(members)} {task['type']} address(es).")
+        raise ValueError(
+            f"TF_CONFIG task index {task.get('index')!r} is not in the cluster's "
+            f"{len(members)} {task['type']} address(es)."
+        )
     return config
 
 
-def make(name: str, timeout_seconds: Optional[int] = 600) -> tf.distribute.Strategy:
+def make(name: str, timeout_seconds: int | None = 600) -> tf.distribute.Strategy:
     """The strategy called `name` (one of `STRATEGIES`).
 
     Must be called before the program runs any other TensorFlow op (a multi-worker strategy
@@ -65,17 +73,24 @@ def make(name: str, timeout_seconds: Optional[int] = 600) -> tf.distribute.Strat
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, tf.errors.OpError) as error:
-            raise ValueError(f"No TPU was found ({error}). Run on a TPU VM or pick the "
-                             "mirrored or multi_worker strategy.") from error
+            raise ValueError(
+                f"No TPU was found ({error}). Run on a TPU VM or pick the "
+                "mirrored or multi_worker strategy."
+            ) from error
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"Unknown strategy '{name}'. Available: {list(STRATEGIES)}")
 
 
 def is_distributed(strategy: tf.distribute.Strategy) -> bool:
     """Whether `strategy` mirrors variables (anything but the default strategy)."""
-    return isinstance(strategy, (tf.distribute.MirroredStrategy,
-                                 tf.distribute.MultiWorkerMirroredStrategy,
-                                 tf.distribute.TPUStrategy))
+    return isinstance(
+        strategy,
+        (
+            tf.distribute.MirroredStrategy,
+            tf.distribute.MultiWorkerMirroredStrategy,
+            tf.distribute.TPUStrategy,
+        ),
+    )
 
 
 def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:

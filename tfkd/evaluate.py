@@ -2,7 +2,7 @@
 
 import dataclasses
 import os
-from typing import Iterable, Mapping, Optional, Union
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -15,8 +15,10 @@ DEFAULT_MAX_DROP_POINTS = 1.0
 def correct_predictions(model: keras.Model, batches) -> np.ndarray:
     """Whether `model`'s top-1 class is the label, per example of batched `(inputs, labels)`,
     in order: what paired tests (`tfkd.stats`) compare between two models."""
-    hits = [np.argmax(model(inputs, training=False), axis=-1) == np.asarray(labels)
-            for inputs, labels in batches]
+    hits = [
+        np.argmax(model(inputs, training=False), axis=-1) == np.asarray(labels)
+        for inputs, labels in batches
+    ]
     if not hits:
         raise ValueError("Cannot measure accuracy on an empty dataset.")
     return np.concatenate(hits)
@@ -38,7 +40,7 @@ def keras_accuracy(model: keras.Model, batches: tf.data.Dataset) -> float:
     return correct / total
 
 
-def load_interpreter(model: Union[str, bytes], num_threads: Optional[int] = None, **kwargs):
+def load_interpreter(model: str | bytes, num_threads: int | None = None, **kwargs):
     """A LiteRT interpreter for a `.tflite` path or flatbuffer, with a clear error if invalid."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -64,7 +66,7 @@ class TFLiteClassifier:
     outputs dequantized, so callers always pass and get float values.
     """
 
-    def __init__(self, model: Union[str, bytes], num_threads: Optional[int] = None, **kwargs):
+    def __init__(self, model: str | bytes, num_threads: int | None = None, **kwargs):
         self.interpreter = load_interpreter(model, num_threads, **kwargs)
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
@@ -102,12 +104,10 @@ class TFLiteClassifier:
         images = np.asarray(images, np.float32)
         if self._resizable:
             return self._run(images)
-        return np.concatenate([self._run(images[i:i + 1]) for i in range(len(images))])
+        return np.concatenate([self._run(images[i : i + 1]) for i in range(len(images))])
 
 
-def tflite_accuracy(
-    model: Union[str, bytes], batches: Iterable, num_threads: Optional[int] = None
-) -> float:
+def tflite_accuracy(model: str | bytes, batches: Iterable, num_threads: int | None = None) -> float:
     """Top-1 accuracy of a `.tflite` classifier over batched `(normalised images, labels)`."""
     classifier = TFLiteClassifier(model, num_threads)
     correct = total = 0
@@ -150,8 +150,10 @@ def parity_gate(
     drops = {name: 100.0 * (reference_accuracy - acc) for name, acc in accuracies.items()}
     failing = {name: drop for name, drop in drops.items() if drop > max_drop_points}
     if failing:
-        lines = [f"  {name}: {100 * accuracies[name]:.2f}% ({drop:+.2f} points drop)"
-                 for name, drop in sorted(failing.items())]
+        lines = [
+            f"  {name}: {100 * accuracies[name]:.2f}% ({drop:+.2f} points drop)"
+            for name, drop in sorted(failing.items())
+        ]
         raise ParityError(
             f"{len(failing)} .tflite model(s) lost more than {max_drop_points:.2f} accuracy points "
             f"against the {reference_name} ({100 * reference_accuracy:.2f}%):\n"
@@ -190,7 +192,7 @@ class TensorError:
 
 
 def localize_drop(
-    float_model: Union[str, bytes], quantized_model: Union[str, bytes], images: np.ndarray
+    float_model: str | bytes, quantized_model: str | bytes, images: np.ndarray
 ) -> list[TensorError]:
     """Compares every intermediate tensor of two conversions of one model on the same input.
 
@@ -242,6 +244,8 @@ def localize_drop(
             errors_by_index[index] = error
             results.append(TensorError(name, op["op_name"], error, error - input_error))
     if not results:
-        raise ValueError("The two models share no tensor names; they are not conversions of "
-                         "the same Keras model.")
+        raise ValueError(
+            "The two models share no tensor names; they are not conversions of "
+            "the same Keras model."
+        )
     return sorted(results, key=lambda r: r.added_error, reverse=True)

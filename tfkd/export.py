@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -36,15 +36,21 @@ from tfkd.quantize import is_quantization_aware
 
 MODES = ("float32", "float16", "dynamic", "int8", "int8_io_int8", "int8_io_uint8")
 INTEGER_MODES = ("int8", "int8_io_int8", "int8_io_uint8")
-_QUANTIZATION = {"float32": None, "float16": "float16", "dynamic": "dynamic", "int8": "int8",
-                 "int8_io_int8": "int8", "int8_io_uint8": "int8"}
+_QUANTIZATION = {
+    "float32": None,
+    "float16": "float16",
+    "dynamic": "dynamic",
+    "int8": "int8",
+    "int8_io_int8": "int8",
+    "int8_io_uint8": "int8",
+}
 _IO_TYPES = {"int8_io_int8": tf.int8, "int8_io_uint8": tf.uint8}
 CARD_VERSION = 2
 OUTPUTS = metadata.OUTPUTS
 DEFAULT_REPRESENTATIVE_SIZE = 200
 
 
-def check_mode(mode: str, model: Optional[keras.Model] = None) -> str:
+def check_mode(mode: str, model: keras.Model | None = None) -> str:
     """Returns `mode` if it is valid (for `model`), else raises `ValueError` listing the choices."""
     if mode not in MODES:
         raise ValueError(f"Unknown quantization mode '{mode}'. Available: {list(MODES)}")
@@ -69,13 +75,18 @@ class RepresentativeSet:
 
     def describe(self) -> dict:
         labeled = self.labels[self.labels != data_lib.UNLABELED]
-        return {"size": int(len(self.images)), "sha256": self.sha256, "split": "train",
-                "per_class": np.bincount(labeled).tolist(),
-                "unlabeled": int(len(self.labels) - len(labeled))}
+        return {
+            "size": int(len(self.images)),
+            "sha256": self.sha256,
+            "split": "train",
+            "per_class": np.bincount(labeled).tolist(),
+            "unlabeled": int(len(self.labels) - len(labeled)),
+        }
 
 
-def representative_set(splits: data_lib.Splits, size: int = DEFAULT_REPRESENTATIVE_SIZE
-                       ) -> RepresentativeSet:
+def representative_set(
+    splits: data_lib.Splits, size: int = DEFAULT_REPRESENTATIVE_SIZE
+) -> RepresentativeSet:
     """The first `size` training images in a class-balanced round robin, normalised.
 
     Deterministic because the training split's order is; balanced so that no class's activation
@@ -133,7 +144,7 @@ def largest_representative_size(labels: np.ndarray, num_classes: int) -> int:
 
 
 def convert(
-    model: keras.Model, mode: str, representative: Optional[RepresentativeSet] = None
+    model: keras.Model, mode: str, representative: RepresentativeSet | None = None
 ) -> bytes:
     """Converts `model` to a `.tflite` flatbuffer in `mode`."""
     check_mode(mode, model)
@@ -151,8 +162,9 @@ def convert(
                     "representative set (tfkd.export.representative_set(splits))."
                 )
             images = representative.images
-            converter.representative_dataset = lambda: ([images[i:i + 1]] for i in
-                                                        range(len(images)))
+            converter.representative_dataset = lambda: (
+                [images[i : i + 1]] for i in range(len(images))
+            )
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if mode in _IO_TYPES:
             converter.inference_input_type = _IO_TYPES[mode]
@@ -162,8 +174,9 @@ def convert(
 
 def with_probabilities(model: keras.Model) -> keras.Model:
     """`model` followed by a softmax: an app gets probabilities, not logits."""
-    return keras.Model(model.inputs, keras.layers.Softmax(name="probabilities")(model.outputs[0]),
-                       name=model.name)
+    return keras.Model(
+        model.inputs, keras.layers.Softmax(name="probabilities")(model.outputs[0]), name=model.name
+    )
 
 
 def raw_byte_quantization(preprocessing: data_lib.Preprocessing) -> tuple[float, int]:
@@ -177,11 +190,14 @@ def raw_byte_quantization(preprocessing: data_lib.Preprocessing) -> tuple[float,
         raise ValueError(
             "int8_io_uint8 takes raw camera bytes, which needs one mean and one std for every "
             f"channel; this preprocessing has mean={list(preprocessing.mean)}, "
-            f"std={list(preprocessing.std)}. Export `int8` (float input) instead.")
+            f"std={list(preprocessing.std)}. Export `int8` (float input) instead."
+        )
     zero_point = int(round(preprocessing.mean[0] / preprocessing.scale))
     if not 0 <= zero_point <= 255:
-        raise ValueError(f"The normalisation's zero point {zero_point} is outside uint8; export "
-                         "`int8` (float input) instead.")
+        raise ValueError(
+            f"The normalisation's zero point {zero_point} is outside uint8; export "
+            "`int8` (float input) instead."
+        )
     return preprocessing.scale / preprocessing.std[0], zero_point
 
 
@@ -194,14 +210,20 @@ def _set_input_quantization(content: bytes, scale: float, zero_point: int) -> by
     subgraph = model.subgraphs[0]
     index = subgraph.inputs[0]
     consumers = [op for op in subgraph.operators if index in list(op.inputs)]
-    codes = [max(model.operatorCodes[op.opcodeIndex].builtinCode,
-                 model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)
-             for op in consumers]
+    codes = [
+        max(
+            model.operatorCodes[op.opcodeIndex].builtinCode,
+            model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode,
+        )
+        for op in consumers
+    ]
     quantize = flatbuffer_utils.schema_fb.BuiltinOperator.QUANTIZE
     if codes != [quantize]:
-        raise ValueError("The converted model does not requantize its uint8 input in one "
-                         f"QUANTIZE op (its consumers have builtin codes {codes}); cannot make "
-                         "it take raw bytes.")
+        raise ValueError(
+            "The converted model does not requantize its uint8 input in one "
+            f"QUANTIZE op (its consumers have builtin codes {codes}); cannot make "
+            "it take raw bytes."
+        )
     quantization = subgraph.tensors[index].quantization
     quantization.scale = [float(scale)]
     quantization.zeroPoint = [int(zero_point)]
@@ -227,11 +249,10 @@ def write_tflite(path: str, content: bytes) -> dict:
     Returns the file's entry for the model card (hash, size, input and output tensors).
     """
     interpreter = load_interpreter(content)
-    with files.atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
+    with files.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
     return {
         "file": os.path.basename(path),
         "sha256": hashlib.sha256(content).hexdigest(),
@@ -248,9 +269,9 @@ def export(
     *,
     preprocessing: data_lib.Preprocessing,
     class_names: Sequence[str],
-    representative: Optional[RepresentativeSet] = None,
+    representative: RepresentativeSet | None = None,
     name: str = "student",
-    source_run: Optional[str] = None,
+    source_run: str | None = None,
     output: str = "probabilities",
     description: str = "",
 ) -> dict:
@@ -276,14 +297,20 @@ def export(
         )
     os.makedirs(out_dir, exist_ok=True)
     card_path = os.path.join(out_dir, "model_card.json")
-    card = read_card(out_dir) if os.path.exists(card_path) else {
-        "format_version": CARD_VERSION,
-        "labels_file": "labels.txt",
-        "labels": list(class_names),
-        "preprocessing": {**preprocessing.to_dict(),
-                          "formula": "input = (raw_pixel * scale - mean) / std, per channel"},
-        "variants": {},
-    }
+    card: dict = (
+        read_card(out_dir)
+        if os.path.exists(card_path)
+        else {
+            "format_version": CARD_VERSION,
+            "labels_file": "labels.txt",
+            "labels": list(class_names),
+            "preprocessing": {
+                **preprocessing.to_dict(),
+                "formula": "input = (raw_pixel * scale - mean) / std, per channel",
+            },
+            "variants": {},
+        }
+    )
     if card["labels"] != list(class_names) or card["preprocessing"]["scale"] != preprocessing.scale:
         raise ValueError(
             f"{card_path} was written for other labels or preprocessing; export into a new "
@@ -292,22 +319,30 @@ def export(
     card["source_run"] = source_run
     if representative is not None:
         card["representative_set"] = representative.describe()
-    raw = raw_byte_quantization(preprocessing) if "int8_io_uint8" in modes else None
     info = metadata.ImageClassifierInfo(
-        name=name, description=description or f"Image classifier exported by tfkd ({name}).",
-        version=str(CARD_VERSION), labels=list(class_names),
+        name=name,
+        description=description or f"Image classifier exported by tfkd ({name}).",
+        version=str(CARD_VERSION),
+        labels=list(class_names),
         mean=[m / preprocessing.scale for m in preprocessing.mean],
-        std=[s / preprocessing.scale for s in preprocessing.std], output=output)
+        std=[s / preprocessing.scale for s in preprocessing.std],
+        output=output,
+    )
     converted = with_probabilities(model) if output == "probabilities" else model
     files.write_text(os.path.join(out_dir, "labels.txt"), "\n".join(class_names) + "\n")
     for mode in modes:
         path = os.path.join(out_dir, f"{name}_{mode}.tflite")
         content = convert(converted, mode, representative)
         if mode == "int8_io_uint8":
-            content = _set_input_quantization(content, *raw)
+            content = _set_input_quantization(content, *raw_byte_quantization(preprocessing))
         entry = write_tflite(path, metadata.write_image_classifier(content, info))
-        entry.update(quantization=_QUANTIZATION[mode], mode=mode, output_kind=output,
-                     quantization_aware=is_quantization_aware(model), accuracy=None)
+        entry.update(
+            quantization=_QUANTIZATION[mode],
+            mode=mode,
+            output_kind=output,
+            quantization_aware=is_quantization_aware(model),
+            accuracy=None,
+        )
         card["variants"][f"{name}_{mode}"] = entry
     files.write_text(card_path, json.dumps(card, indent=2, sort_keys=True))
     return card
@@ -325,7 +360,7 @@ def read_card(out_dir: str) -> dict:
 def check_card(out_dir: str) -> None:
     """Raises `ValueError` when a `.tflite` file does not match its model card entry."""
     card = read_card(out_dir)
-    for variant, entry in card["variants"].items():
+    for _variant, entry in card["variants"].items():
         path = os.path.join(out_dir, entry["file"])
         with open(path, "rb") as f:
             content = f.read()
@@ -335,8 +370,10 @@ def check_card(out_dir: str) -> None:
                 "after export. Re-export, or restore the file."
             )
         interpreter = load_interpreter(content)
-        for kind, details in (("input", interpreter.get_input_details()[0]),
-                              ("output", interpreter.get_output_details()[0])):
+        for kind, details in (
+            ("input", interpreter.get_input_details()[0]),
+            ("output", interpreter.get_output_details()[0]),
+        ):
             actual = tensor_card(details)
             if actual != entry[kind]:
                 raise ValueError(

@@ -2,12 +2,12 @@
 lock for directories that several processes fill."""
 
 import contextlib
-import hashlib
 import errno
 import fcntl
+import hashlib
 import os
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 
 @contextlib.contextmanager
@@ -59,9 +59,8 @@ def locked(directory: str) -> Iterator[None]:
 
 def write_text(path: str, text: str) -> None:
     """Writes `text` to `path` atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def hash_path(digest, path: str) -> None:

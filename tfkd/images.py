@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -59,9 +59,14 @@ def read_headers(paths: Sequence) -> list[Header]:
             try:
                 with Image.open(path) as image:
                     orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-                    headers.append(Header(image.size[0], image.size[1],
-                                          orientation if 1 <= orientation <= 8 else 1,
-                                          image.format == "JPEG"))
+                    headers.append(
+                        Header(
+                            image.size[0],
+                            image.size[1],
+                            orientation if 1 <= orientation <= 8 else 1,
+                            image.format == "JPEG",
+                        )
+                    )
             except Exception:  # noqa: BLE001 (unreadable files are named by the decoding pass)
                 headers.append(Header())
     finally:
@@ -72,14 +77,14 @@ def read_headers(paths: Sequence) -> list[Header]:
 def upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
     """`image` as the EXIF `orientation` (1-8) says it should be displayed."""
     branches = [
-        lambda: image,                                           # 1
-        lambda: tf.image.flip_left_right(image),                 # 2
-        lambda: tf.image.rot90(image, 2),                        # 3
-        lambda: tf.image.flip_up_down(image),                    # 4
-        lambda: tf.image.transpose(image),                       # 5
-        lambda: tf.image.rot90(image, 3),                        # 6: turn 90 degrees clockwise
-        lambda: tf.image.rot90(tf.image.transpose(image), 2),    # 7
-        lambda: tf.image.rot90(image, 1),                        # 8: turn 90 counter-clockwise
+        lambda: image,  # 1
+        lambda: tf.image.flip_left_right(image),  # 2
+        lambda: tf.image.rot90(image, 2),  # 3
+        lambda: tf.image.flip_up_down(image),  # 4
+        lambda: tf.image.transpose(image),  # 5
+        lambda: tf.image.rot90(image, 3),  # 6: turn 90 degrees clockwise
+        lambda: tf.image.rot90(tf.image.transpose(image), 2),  # 7
+        lambda: tf.image.rot90(image, 1),  # 8: turn 90 counter-clockwise
     ]
     index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
     return tf.switch_case(index, branches)
@@ -104,8 +109,9 @@ def resize(image: tf.Tensor, size: Sequence[int], policy: str = "stretch") -> tf
         crop_w = tf.minimum(shape[1], tf.round(shape[0] * width / height))
         top = tf.cast((shape[0] - crop_h) // 2, tf.int32)
         left = tf.cast((shape[1] - crop_w) // 2, tf.int32)
-        image = tf.image.crop_to_bounding_box(image, top, left, tf.cast(crop_h, tf.int32),
-                                              tf.cast(crop_w, tf.int32))
+        image = tf.image.crop_to_bounding_box(
+            image, top, left, tf.cast(crop_h, tf.int32), tf.cast(crop_w, tf.int32)
+        )
     if policy == "pad":
         out = tf.image.resize_with_pad(image, height, width)
     else:
@@ -132,6 +138,7 @@ def _jpeg_ratio_index(header: Header, sizes: Sequence[Sequence[int]]) -> int:
 
 def _decode(contents: tf.Tensor, ratio_index: tf.Tensor, channels: int) -> tf.Tensor:
     """RGB (or `channels`) pixels; JPEGs at 1/`_JPEG_RATIOS[ratio_index]` scale."""
+
     def general():
         return tf.io.decode_image(contents, channels=channels, expand_animations=False)
 
@@ -155,15 +162,21 @@ def _cache_key(paths: Sequence, sizes, policy: str, channels: int) -> dict:
     for path in paths:
         stat = os.stat(path)
         digest.update(os.fsencode(path) + b"\0" + f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return {"version": _CACHE_VERSION, "files": digest.hexdigest(), "count": len(paths),
-            "sizes": [list(s) for s in sizes], "policy": policy, "channels": channels}
+    return {
+        "version": _CACHE_VERSION,
+        "files": digest.hexdigest(),
+        "count": len(paths),
+        "sizes": [list(s) for s in sizes],
+        "policy": policy,
+        "channels": channels,
+    }
 
 
 def _cache_files(directory: str, name: str, sizes) -> dict:
     return {tuple(s): os.path.join(directory, f"{name}_{s[0]}x{s[1]}.npy") for s in sizes}
 
 
-def _read_cache(directory: str, name: str, key: dict) -> Optional[dict]:
+def _read_cache(directory: str, name: str, key: dict) -> dict | None:
     key_path = os.path.join(directory, f"{name}.json")
     if not os.path.exists(key_path):
         return None
@@ -173,7 +186,15 @@ def _read_cache(directory: str, name: str, key: dict) -> Optional[dict]:
     paths = _cache_files(directory, name, key["sizes"])
     if not all(os.path.exists(p) for p in paths.values()):
         return None
-    return {size: np.load(path, mmap_mode="r") for size, path in paths.items()}
+    return _map_cache(directory, name, key["sizes"])
+
+
+def _map_cache(directory: str, name: str, sizes) -> dict:
+    """The cached arrays by size, memory-mapped read-only."""
+    return {
+        size: np.load(path, mmap_mode="r")
+        for size, path in _cache_files(directory, name, sizes).items()
+    }
 
 
 def decode_files(
@@ -182,8 +203,8 @@ def decode_files(
     policy: str = "stretch",
     *,
     channels: int = 3,
-    headers: Optional[Sequence[Header]] = None,
-    directory: Optional[str] = None,
+    headers: Sequence[Header] | None = None,
+    directory: str | None = None,
     name: str = "images",
     progress=None,
 ) -> Decoded:
@@ -201,7 +222,8 @@ def decode_files(
     """
     check_policy(policy)
     sizes = [tuple(int(v) for v in s) for s in sizes]
-    key = _cache_key(paths, sizes, policy, channels) if directory is not None else None
+    # Only a cache on disk has a key to match.
+    key = _cache_key(paths, sizes, policy, channels) if directory is not None else {}
     if directory is not None:
         stored = _read_cache(directory, name, key)
         if stored is not None:
@@ -213,11 +235,19 @@ def decode_files(
         image = upright(_decode(tf.io.read_file(path), ratio_index, channels), orientation)
         return (index, *[resize(image, s, policy) for s in sizes])
 
-    dataset = tf.data.Dataset.from_tensor_slices((
-        np.arange(count, dtype=np.int64), [os.fsencode(p) for p in paths],
-        np.array([h.orientation for h in headers], np.int32),
-        np.array([_jpeg_ratio_index(h, sizes) for h in headers], np.int32),
-    )).map(load, num_parallel_calls=AUTOTUNE).ignore_errors().prefetch(AUTOTUNE)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(
+            (
+                np.arange(count, dtype=np.int64),
+                [os.fsencode(p) for p in paths],
+                np.array([h.orientation for h in headers], np.int32),
+                np.array([_jpeg_ratio_index(h, sizes) for h in headers], np.int32),
+            )
+        )
+        .map(load, num_parallel_calls=AUTOTUNE)
+        .ignore_errors()
+        .prefetch(AUTOTUNE)
+    )
 
     def fill(arrays: dict) -> list:
         """Decodes into `arrays`; returns the paths that could not be decoded."""
@@ -228,7 +258,7 @@ def decode_files(
                 arrays[size][index] = image
             if progress is not None:
                 progress(done)
-        return [paths[i] for i in np.flatnonzero(~seen)]
+        return [paths[int(i)] for i in np.flatnonzero(~seen)]
 
     if directory is None:
         arrays = {s: np.zeros((count, *s, channels), np.uint8) for s in sizes}
@@ -237,21 +267,26 @@ def decode_files(
         with contextlib.ExitStack() as stack:
             # Written straight to disk (a large set need not fit in memory), each array under
             # its final name only if every file decoded.
-            arrays = {s: np.lib.format.open_memmap(
-                stack.enter_context(files.atomic_path(target)), mode="w+", dtype=np.uint8,
-                shape=(count, *s, channels)) for s, target in _cache_files(directory, name,
-                                                                           sizes).items()}
-            bad = fill(arrays)
-            for array in arrays.values():
+            maps = {
+                s: np.lib.format.open_memmap(
+                    stack.enter_context(files.atomic_path(target)),
+                    mode="w+",
+                    dtype=np.uint8,
+                    shape=(count, *s, channels),
+                )
+                for s, target in _cache_files(directory, name, sizes).items()
+            }
+            bad = fill(maps)
+            for array in maps.values():
                 array.flush()
-            arrays.clear()
+            maps.clear()
             if bad:
                 raise _Undecodable(bad)
     except _Undecodable as error:
         return Decoded({}, error.paths)
     # The key is written last: arrays without a matching key are never read.
     files.write_text(os.path.join(directory, f"{name}.json"), json.dumps(key, sort_keys=True))
-    return Decoded(_read_cache(directory, name, key), [])
+    return Decoded(_map_cache(directory, name, sizes), [])
 
 
 class _Undecodable(Exception):

@@ -11,8 +11,9 @@ Where the two Kerases differ, the twin is exact, not approximate:
 - Keras 3's `hard_sigmoid` is relu6(x + 3) / 6, tf_keras' is clip(0.2 x + 0.5): it becomes
   `Rescaling(1/6, offset=0.5)` then `ReLU(max_value=1)`; `hard_silu`/`hard_swish` multiply that
   by x; `relu6` is `ReLU(max_value=6)`. All built-in layers, so the twin converts back.
-- Settings one Keras has and the other lacks are dropped only at their neutral value (None, Keras 3's
-  `synchronized=False`, tf_keras' `groups=1` on DepthwiseConv2D); any other value is refused.
+- Settings one Keras has and the other lacks are dropped only at their neutral value (None,
+  Keras 3's `synchronized=False`, tf_keras' `groups=1` on DepthwiseConv2D); any other value is
+  refused.
 
 A layer without a twin (custom classes, `Lambda`, TF op layers other than tf_keras' `x + c` and
 `x * c`) or a subclassed model is refused
@@ -22,7 +23,8 @@ with `UnsupportedModelError`, naming the layer and its class, before anything is
 import dataclasses
 import inspect
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -31,25 +33,72 @@ from tfkd import files
 from tfkd.keras import keras, keras3
 
 # Layers with a twin of the same name and meaning in both Kerases.
-SUPPORTED_LAYERS = frozenset({
-    "InputLayer", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose",
-    "Dense", "BatchNormalization", "LayerNormalization", "Activation", "ReLU", "Softmax", "ELU",
-    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
-    "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
-    "Rescaling", "Normalization", "Reshape", "Flatten", "Permute", "Dropout", "SpatialDropout2D",
-    "ZeroPadding2D", "Cropping2D", "UpSampling2D",
-})
+SUPPORTED_LAYERS = frozenset(
+    {
+        "InputLayer",
+        "Conv1D",
+        "Conv2D",
+        "DepthwiseConv2D",
+        "SeparableConv2D",
+        "Conv2DTranspose",
+        "Dense",
+        "BatchNormalization",
+        "LayerNormalization",
+        "Activation",
+        "ReLU",
+        "Softmax",
+        "ELU",
+        "Add",
+        "Subtract",
+        "Multiply",
+        "Average",
+        "Maximum",
+        "Minimum",
+        "Concatenate",
+        "MaxPooling2D",
+        "AveragePooling2D",
+        "GlobalAveragePooling2D",
+        "GlobalMaxPooling2D",
+        "Rescaling",
+        "Normalization",
+        "Reshape",
+        "Flatten",
+        "Permute",
+        "Dropout",
+        "SpatialDropout2D",
+        "ZeroPadding2D",
+        "Cropping2D",
+        "UpSampling2D",
+    }
+)
 # Settings dropped when the other Keras has no such argument, at the value that means "off"
 # (None always does: an unset regularizer, constraint, LoRA rank or seed).
-_NEUTRAL = {"synchronized": False, "groups": 1, "renorm": False, "renorm_momentum": 0.99,
-            "rms_scaling": False}
+_NEUTRAL = {
+    "synchronized": False,
+    "groups": 1,
+    "renorm": False,
+    "renorm_momentum": 0.99,
+    "rms_scaling": False,
+}
 _BASE_ARGUMENTS = ("name", "trainable", "dtype")
 # Activations with the same formula under the same name in both Kerases ("silu" is Keras 3's
 # name for tf_keras' "swish").
-_SAME_ACTIVATIONS = {"linear": "linear", "relu": "relu", "sigmoid": "sigmoid",
-                     "softmax": "softmax", "tanh": "tanh", "elu": "elu", "selu": "selu",
-                     "softplus": "softplus", "softsign": "softsign", "exponential": "exponential",
-                     "gelu": "gelu", "mish": "mish", "swish": "swish", "silu": "swish"}
+_SAME_ACTIVATIONS = {
+    "linear": "linear",
+    "relu": "relu",
+    "sigmoid": "sigmoid",
+    "softmax": "softmax",
+    "tanh": "tanh",
+    "elu": "elu",
+    "selu": "selu",
+    "softplus": "softplus",
+    "softsign": "softsign",
+    "exponential": "exponential",
+    "gelu": "gelu",
+    "mish": "mish",
+    "swish": "swish",
+    "silu": "swish",
+}
 _REBUILT_ACTIVATIONS = ("relu6", "hard_sigmoid", "hard_silu", "hard_swish")
 
 
@@ -73,28 +122,40 @@ class _Side:
 
 def _keras3_side():
     k3 = keras3()
-    return _Side(k3.layers, k3.Input, k3.Model, lambda v: isinstance(v, k3.KerasTensor),
-                 lambda node: node.operation,
-                 lambda node: (node.arguments.args, node.arguments.kwargs) if node.arguments
-                 else ((), {}),
-                 {**_SAME_ACTIVATIONS, **{name: name for name in _REBUILT_ACTIVATIONS}},
-                 # tf_keras names such as MobileNetV3's "Conv/BatchNorm" are refused by Keras 3.
-                 lambda name: name.replace("/", "_"))
+    return _Side(
+        k3.layers,
+        k3.Input,
+        k3.Model,
+        lambda v: isinstance(v, k3.KerasTensor),
+        lambda node: node.operation,
+        lambda node: (node.arguments.args, node.arguments.kwargs) if node.arguments else ((), {}),
+        {**_SAME_ACTIVATIONS, **{name: name for name in _REBUILT_ACTIVATIONS}},
+        # tf_keras names such as MobileNetV3's "Conv/BatchNorm" are refused by Keras 3.
+        lambda name: name.replace("/", "_"),
+    )
 
 
 def _keras2_side():
-    return _Side(keras.layers, keras.Input, keras.Model,
-                 # is_keras_tensor raises on a number (the 3.0 of `x + 3.0`) instead of saying no.
-                 lambda v: tf.is_tensor(v) and keras.backend.is_keras_tensor(v),
-                 lambda node: node.layer,
-                 lambda node: (node.call_args, node.call_kwargs),
-                 {name: name for name in set(_SAME_ACTIVATIONS.values())}, lambda name: name)
+    return _Side(
+        keras.layers,
+        keras.Input,
+        keras.Model,
+        # is_keras_tensor raises on a number (the 3.0 of `x + 3.0`) instead of saying no.
+        lambda v: tf.is_tensor(v) and keras.backend.is_keras_tensor(v),
+        lambda node: node.layer,
+        lambda node: (node.call_args, node.call_kwargs),
+        {name: name for name in set(_SAME_ACTIVATIONS.values())},
+        lambda name: name,
+    )
 
 
 def is_keras3_model(obj) -> bool:
     """Whether `obj` is a Keras 3 model (without importing Keras 3 when it is not one)."""
-    return type(obj).__module__.split(".")[0] == "keras" and hasattr(obj, "get_weights") \
+    return (
+        type(obj).__module__.split(".")[0] == "keras"
+        and hasattr(obj, "get_weights")
         and not isinstance(obj, keras.Model)
+    )
 
 
 def to_keras2(model) -> keras.Model:
@@ -138,7 +199,8 @@ def unsupported_layers(model) -> list[str]:
         if _is_model(layer):
             found += unsupported_layers(layer)
         elif _arithmetic(layer) is None and (
-                type(layer).__name__ not in SUPPORTED_LAYERS or _is_keras3_operation(layer)):
+            type(layer).__name__ not in SUPPORTED_LAYERS or _is_keras3_operation(layer)
+        ):
             found.append(f"{layer.name} ({type(layer).__name__})")
     return found
 
@@ -153,8 +215,12 @@ def _is_keras3_operation(op) -> bool:
 
 
 # tf_keras records `x + 3.0` as a TFOpLambda layer calling these TensorFlow functions.
-_TF_ARITHMETIC = {"__operators__.add": "Add", "math.add": "Add", "math.multiply": "Multiply",
-                  "math.subtract": "Subtract"}
+_TF_ARITHMETIC = {
+    "__operators__.add": "Add",
+    "math.add": "Add",
+    "math.multiply": "Multiply",
+    "math.subtract": "Subtract",
+}
 
 
 def _arithmetic(op):
@@ -171,8 +237,11 @@ def _graph(model):
     """The functional graph of `model` (a built Sequential's inner functional), or None."""
     if getattr(model, "_functional", None) is not None:
         return model._functional  # a built Keras 3 Sequential
-    if hasattr(model, "_nodes_by_depth") and getattr(model, "_is_graph_network", True) \
-            and getattr(model, "inputs", None):
+    if (
+        hasattr(model, "_nodes_by_depth")
+        and getattr(model, "_is_graph_network", True)
+        and getattr(model, "inputs", None)
+    ):
         return model
     return None
 
@@ -184,19 +253,25 @@ def _refuse(model) -> None:
         raise UnsupportedModelError(
             f"Model '{model.name}' has layers without an exact twin in the other Keras: "
             f"{listed}. Supported: built-in {', '.join(sorted(SUPPORTED_LAYERS))}. Fix: "
-            "rebuild the model as a functional model of those layers.")
+            "rebuild the model as a functional model of those layers."
+        )
 
 
 def _convert(model, source: _Side, target: _Side):
     _refuse(model)
     graph = _graph(model)
-    inputs = [target.Input(shape=tuple(tensor.shape[1:]),
-                           dtype=getattr(tensor.dtype, "name", tensor.dtype),
-                           name=target.name(_history_layer(tensor).name))
-              for tensor in graph.inputs]
+    inputs = [
+        target.Input(
+            shape=tuple(tensor.shape[1:]),
+            dtype=getattr(tensor.dtype, "name", tensor.dtype),
+            name=target.name(_history_layer(tensor).name),
+        )
+        for tensor in graph.inputs
+    ]
     outputs = _walk(graph, inputs, source, target)
-    return target.Model(inputs, outputs if len(outputs) > 1 else outputs[0],
-                        name=target.name(model.name))
+    return target.Model(
+        inputs, outputs if len(outputs) > 1 else outputs[0], name=target.name(model.name)
+    )
 
 
 def _walk(graph, inputs: list, source: _Side, target: _Side) -> list:
@@ -217,16 +292,18 @@ def _walk(graph, inputs: list, source: _Side, target: _Side) -> list:
                 return tensors[id(value)] if source.is_tensor(value) else value
 
             args = tf.nest.map_structure(mapped, tuple(args))
-            kwargs = {k: tf.nest.map_structure(mapped, v) for k, v in kwargs.items()
-                      if k not in ("training", "mask", "name")}
+            kwargs = {
+                k: tf.nest.map_structure(mapped, v)
+                for k, v in kwargs.items()
+                if k not in ("training", "mask", "name")
+            }
             if _is_model(layer):
                 outputs = _walk(_graph(layer), tf.nest.flatten(args), source, target)
             else:
                 if id(layer) not in twins:
                     twins[id(layer)] = _twin(layer, source, target)
                 outputs = twins[id(layer)](*args, **kwargs)
-            for original, created in zip(tf.nest.flatten(node.outputs),
-                                         tf.nest.flatten(outputs)):
+            for original, created in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs)):
                 tensors[id(original)] = created
     return [tensors[id(t)] for t in graph.outputs]
 
@@ -254,8 +331,7 @@ def _twin(layer, source: _Side, target: _Side) -> Callable:
         return _rebuilt_activation(config["activation"], name, target)
     after = None
     if rebuilt:  # a layer with a built-in activation tf_keras lacks: linear, then the rebuild
-        after = _rebuilt_activation(config["activation"], f"{name}_{config['activation']}",
-                                    target)
+        after = _rebuilt_activation(config["activation"], f"{name}_{config['activation']}", target)
         config["activation"] = "linear"
     created = getattr(target.layers, class_name).from_config(config)
     weights = layer.get_weights()
@@ -278,8 +354,11 @@ def _arithmetic_twin(kind: str, name: str, target: _Side) -> Callable:
             tensor, number = (a, float(b)) if not isinstance(a, (int, float)) else (b, float(a))
             if kind == "Subtract" and tensor is b:
                 return target.layers.Rescaling(-1.0, offset=number, name=name)(tensor)
-            scale, offset = {"Add": (1.0, number), "Multiply": (number, 0.0),
-                             "Subtract": (1.0, -number)}[kind]
+            scale, offset = {
+                "Add": (1.0, number),
+                "Multiply": (number, 0.0),
+                "Subtract": (1.0, -number),
+            }[kind]
             return target.layers.Rescaling(scale, offset=offset, name=name)(tensor)
         return getattr(target.layers, kind)(name=name)([a, b])
 
@@ -306,7 +385,8 @@ def _copy_weights(layer, created, weights) -> None:
     if expected != found:
         raise UnsupportedModelError(
             f"Layer {layer.name} ({type(layer).__name__}): its weights {found} do not fit the "
-            f"twin's {expected}.")
+            f"twin's {expected}."
+        )
     created.set_weights(weights)
     if hasattr(created, "finalize_state"):
         # An adapted Normalization computes from values derived from its variables at the end
@@ -342,22 +422,37 @@ def _config_for(layer, target_class, source: _Side) -> dict:
         if not isinstance(activation, str) or activation not in source.activations:
             raise UnsupportedModelError(
                 f"Layer {layer.name} ({type(layer).__name__}): activation {activation!r} has no "
-                f"exact twin. Supported: {sorted(source.activations)}.")
+                f"exact twin. Supported: {sorted(source.activations)}."
+            )
         config["activation"] = source.activations[activation]
-    if type(layer).__name__ == "BatchNormalization" and isinstance(config["axis"], list) \
-            and len(config["axis"]) == 1:
+    if (
+        type(layer).__name__ == "BatchNormalization"
+        and isinstance(config["axis"], list)
+        and len(config["axis"]) == 1
+    ):
         config["axis"] = config["axis"][0]  # tf_keras keeps a list, Keras 3 takes one int
     accepted = set(inspect.signature(target_class.__init__).parameters) | set(_BASE_ARGUMENTS)
     for key in sorted(set(config) - accepted):
         value = config.pop(key)
         # An initializer never changes what the twin computes: its weights are copied in.
-        if value is not None and not key.endswith("_initializer") and (
-                key not in _NEUTRAL or value != _NEUTRAL[key]):
+        if (
+            value is not None
+            and not key.endswith("_initializer")
+            and (key not in _NEUTRAL or value != _NEUTRAL[key])
+        ):
             raise UnsupportedModelError(
                 f"Layer {layer.name} ({type(layer).__name__}): setting {key}={value!r} has no "
-                "twin in the other Keras.")
+                "twin in the other Keras."
+            )
     return config
 
 
-__all__ = ["SUPPORTED_LAYERS", "UnsupportedModelError", "is_keras3_model", "save_keras3",
-           "to_keras2", "to_keras3", "unsupported_layers"]
+__all__ = [
+    "SUPPORTED_LAYERS",
+    "UnsupportedModelError",
+    "is_keras3_model",
+    "save_keras3",
+    "to_keras2",
+    "to_keras3",
+    "unsupported_layers",
+]

@@ -7,7 +7,8 @@ sample weights the way Keras treats them for its own losses (weighted sum / batc
 """
 
 import math
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -42,7 +43,7 @@ def takes(name: str, argument: str) -> bool:
     """Whether the loss registered as `name` has the constructor argument `argument`."""
     import inspect
 
-    return argument in inspect.signature(_REGISTRY.get(name).__init__).parameters
+    return argument in inspect.signature(_REGISTRY.get(name)).parameters
 
 
 def available() -> list[str]:
@@ -50,8 +51,9 @@ def available() -> list[str]:
     return _REGISTRY.names()
 
 
-def from_spec(name: str, params: Sequence[str] = (), temperature: Optional[float] = None
-              ) -> "LogitLoss":
+def from_spec(
+    name: str, params: Sequence[str] = (), temperature: float | None = None
+) -> "LogitLoss":
     """The loss `name` built from `key=value` strings, e.g. `from_spec("dkd", ["beta=2"])` or
     `from_spec("kd", ["standardize=true"])`.
 
@@ -64,8 +66,10 @@ def from_spec(name: str, params: Sequence[str] = (), temperature: Optional[float
     for item in params:
         key, _, value = item.partition("=")
         if not value or not takes(name, key) or (key == "temperature" and temperature is not None):
-            raise ValueError(f"'{item}' is not a key=value parameter of loss '{name}' (temperature "
-                             "is given separately).")
+            raise ValueError(
+                f"'{item}' is not a key=value parameter of loss '{name}' (temperature "
+                "is given separately)."
+            )
         if key == "standardize":
             if value.lower() not in BOOLEANS:
                 raise ValueError(f"'{item}': standardize takes true or false.")
@@ -78,7 +82,7 @@ def from_spec(name: str, params: Sequence[str] = (), temperature: Optional[float
     return get(name, **kwargs)
 
 
-def weighted_batch_mean(values: tf.Tensor, sample_weight: Optional[tf.Tensor] = None) -> tf.Tensor:
+def weighted_batch_mean(values: tf.Tensor, sample_weight: tf.Tensor | None = None) -> tf.Tensor:
     """Mean of per-example `values` (shape `(batch,)`), weighted as Keras does.
 
     Keras' SUM_OVER_BATCH_SIZE divides the weighted sum by the batch size, not by the sum of
@@ -135,7 +139,7 @@ class LogitLoss:
     standardize = False
 
     def per_example(
-        self, teacher_logits: tf.Tensor, student_logits: tf.Tensor, labels: Optional[tf.Tensor]
+        self, teacher_logits: tf.Tensor, student_logits: tf.Tensor, labels: tf.Tensor | None
     ) -> tf.Tensor:
         """Loss of each example, shape `(batch,)`."""
         raise NotImplementedError
@@ -144,8 +148,8 @@ class LogitLoss:
         self,
         teacher_logits: tf.Tensor,
         student_logits: tf.Tensor,
-        labels: Optional[tf.Tensor] = None,
-        sample_weight: Optional[tf.Tensor] = None,
+        labels: tf.Tensor | None = None,
+        sample_weight: tf.Tensor | None = None,
     ) -> tf.Tensor:
         teacher_logits, student_logits = self._prepared(teacher_logits, student_logits)
         return weighted_batch_mean(
@@ -206,8 +210,12 @@ class KD(LogitLoss):
 
 
 def _check_nonnegative(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
     return float(value)
 
@@ -235,8 +243,13 @@ class DKD(LogitLoss):
         standardize: z-score both logit rows first (see `LogitLoss`).
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0,
-                 temperature: float = DEFAULT_TEMPERATURE, standardize: bool = False):
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        temperature: float = DEFAULT_TEMPERATURE,
+        standardize: bool = False,
+    ):
         self.alpha = _check_nonnegative("alpha", alpha)
         self.beta = _check_nonnegative("beta", beta)
         self.temperature = _check_temperature(temperature)
@@ -261,8 +274,12 @@ class DKD(LogitLoss):
         return (t**2) * (self.alpha * tckd + self.beta * nckd)
 
     def get_config(self) -> dict:
-        return {"alpha": self.alpha, "beta": self.beta, "temperature": self.temperature,
-                "standardize": self.standardize}
+        return {
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "temperature": self.temperature,
+            "standardize": self.standardize,
+        }
 
 
 def _pearson_distance(a: tf.Tensor, b: tf.Tensor, axis: int) -> tf.Tensor:
@@ -291,8 +308,13 @@ class DIST(LogitLoss):
         standardize: z-score both logit rows first (see `LogitLoss`).
     """
 
-    def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0,
-                 standardize: bool = False):
+    def __init__(
+        self,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        temperature: float = 1.0,
+        standardize: bool = False,
+    ):
         self.beta = _check_nonnegative("beta", beta)
         self.gamma = _check_nonnegative("gamma", gamma)
         self.temperature = _check_temperature(temperature)
@@ -308,8 +330,10 @@ class DIST(LogitLoss):
 
     def __call__(self, teacher_logits, student_logits, labels=None, sample_weight=None):
         if sample_weight is not None:
-            raise ValueError("DIST's intra-class term is defined over the whole batch and takes "
-                             "no sample weights; drop sample_weight or use KD/DKD.")
+            raise ValueError(
+                "DIST's intra-class term is defined over the whole batch and takes "
+                "no sample weights; drop sample_weight or use KD/DKD."
+            )
         teacher_logits, student_logits = self._prepared(teacher_logits, student_logits)
         inter = tf.reduce_mean(self.per_example(teacher_logits, student_logits))
         y_t, y_s = self._probabilities(teacher_logits, student_logits)
@@ -317,8 +341,12 @@ class DIST(LogitLoss):
         return inter + (self.temperature**2) * self.gamma * intra
 
     def get_config(self) -> dict:
-        return {"beta": self.beta, "gamma": self.gamma, "temperature": self.temperature,
-                "standardize": self.standardize}
+        return {
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "temperature": self.temperature,
+            "standardize": self.standardize,
+        }
 
 
 @register("logit_mse")
@@ -393,8 +421,10 @@ class AttentionTransfer(FeatureLoss):
 
     def per_example(self, teacher_logits, student_logits, labels=None):
         if student_logits.shape.rank != 4:
-            raise ValueError("AttentionTransfer needs (batch, height, width, channels) features; "
-                             f"got rank {student_logits.shape.rank}.")
+            raise ValueError(
+                "AttentionTransfer needs (batch, height, width, channels) features; "
+                f"got rank {student_logits.shape.rank}."
+            )
         difference = _attention_map(student_logits, self.p) - _attention_map(teacher_logits, self.p)
         return tf.reduce_mean(tf.square(difference), axis=-1)
 
@@ -438,8 +468,10 @@ class RKD(FeatureLoss):
 
     def __call__(self, teacher_logits, student_logits, labels=None, sample_weight=None):
         if sample_weight is not None:
-            raise ValueError("RKD compares examples with each other and takes no sample "
-                             "weights; drop sample_weight.")
+            raise ValueError(
+                "RKD compares examples with each other and takes no sample "
+                "weights; drop sample_weight."
+            )
         batch = tf.shape(student_logits)[0]
         t = tf.reshape(tf.cast(teacher_logits, tf.float32), [batch, -1])
         s = tf.reshape(tf.cast(student_logits, tf.float32), [batch, -1])

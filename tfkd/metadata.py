@@ -10,7 +10,7 @@ populator writes and MediaPipe reads). LiteRT ignores both.
 import dataclasses
 import io
 import zipfile
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from tensorflow.lite.tools import flatbuffer_utils
@@ -53,11 +53,15 @@ class ImageClassifierInfo:
             raise ValueError(f"`output` must be one of {list(OUTPUTS)}. Received: {self.output!r}")
         bad = [label for label in self.labels if "\n" in label or "\r" in label or not label]
         if bad:
-            raise ValueError(f"Labels must be non-empty and on one line each (the label file has "
-                             f"one per line). Received: {bad!r}")
+            raise ValueError(
+                f"Labels must be non-empty and on one line each (the label file has "
+                f"one per line). Received: {bad!r}"
+            )
         if len(self.mean) != len(self.std) or not all(s > 0 for s in self.std):
-            raise ValueError(f"`mean` and `std` need one value per channel and std > 0. "
-                             f"Received: mean={list(self.mean)}, std={list(self.std)}")
+            raise ValueError(
+                f"`mean` and `std` need one value per channel and std > 0. "
+                f"Received: mean={list(self.mean)}, std={list(self.std)}"
+            )
 
 
 def _archive_start(model: bytes) -> int:
@@ -83,12 +87,16 @@ def _split(model: bytes) -> tuple[bytes, dict[str, bytes]]:
 def _image_input(model_object) -> tuple[int, ...]:
     subgraph = model_object.subgraphs[0]
     if len(subgraph.inputs) != 1:
-        raise ValueError(f"Image classifier metadata needs a model with one input; this one has "
-                         f"{len(subgraph.inputs)}.")
+        raise ValueError(
+            f"Image classifier metadata needs a model with one input; this one has "
+            f"{len(subgraph.inputs)}."
+        )
     shape = tuple(int(d) for d in subgraph.tensors[subgraph.inputs[0]].shape)
     if len(shape) != 4 or shape[-1] not in (1, 3):
-        raise ValueError(f"Image classifier metadata needs an image input (batch, height, width, "
-                         f"1 or 3 channels); this model's input has shape {list(shape)}.")
+        raise ValueError(
+            f"Image classifier metadata needs an image input (batch, height, width, "
+            f"1 or 3 channels); this model's input has shape {list(shape)}."
+        )
     return shape
 
 
@@ -105,12 +113,14 @@ def _input_quantization(model_object) -> str:
     if q is None or q.scale is None or len(q.scale) == 0:
         return ""
     dtype = {3: "uint8", 9: "int8"}.get(int(tensor.type), f"type {int(tensor.type)}")
-    return (f" Quantized {dtype} input: value = (q - {int(q.zeroPoint[0])}) * "
-            f"{float(q.scale[0]):.9g}.")
+    return (
+        f" Quantized {dtype} input: value = (q - {int(q.zeroPoint[0])}) * {float(q.scale[0]):.9g}."
+    )
 
 
-def _metadata_object(info: ImageClassifierInfo, channels: int,
-                     quantization: str = "") -> "schema.ModelMetadataT":
+def _metadata_object(
+    info: ImageClassifierInfo, channels: int, quantization: str = ""
+) -> "schema.ModelMetadataT":
     normalization = schema.ProcessUnitT()
     normalization.optionsType = schema.ProcessUnitOptions.NormalizationOptions
     normalization.options = schema.NormalizationOptionsT()
@@ -119,14 +129,20 @@ def _metadata_object(info: ImageClassifierInfo, channels: int,
 
     image = schema.TensorMetadataT()
     image.name = "image"
-    image.description = ("Input image, RGB" if channels == 3 else "Input image, grayscale") + (
-        f"; input = (pixel - {list(info.mean)}) / {list(info.std)} per channel, pixel as stored "
-        "(0-255 for photos).") + quantization
+    image.description = (
+        ("Input image, RGB" if channels == 3 else "Input image, grayscale")
+        + (
+            f"; input = (pixel - {list(info.mean)}) / {list(info.std)} per channel, pixel as "
+            "stored (0-255 for photos)."
+        )
+        + quantization
+    )
     image.content = schema.ContentT()
     image.content.contentPropertiesType = schema.ContentProperties.ImageProperties
     image.content.contentProperties = schema.ImagePropertiesT()
     image.content.contentProperties.colorSpace = (
-        schema.ColorSpaceType.RGB if channels == 3 else schema.ColorSpaceType.GRAYSCALE)
+        schema.ColorSpaceType.RGB if channels == 3 else schema.ColorSpaceType.GRAYSCALE
+    )
     image.processUnits = [normalization]
 
     labels = schema.AssociatedFileT()
@@ -136,10 +152,11 @@ def _metadata_object(info: ImageClassifierInfo, channels: int,
 
     scores = schema.TensorMetadataT()
     scores.name = info.output
-    scores.description = (f"Probabilities of the {len(info.labels)} classes (softmax applied)."
-                          if info.output == "probabilities" else
-                          f"Logits of the {len(info.labels)} classes (apply softmax for "
-                          "probabilities).")
+    scores.description = (
+        f"Probabilities of the {len(info.labels)} classes (softmax applied)."
+        if info.output == "probabilities"
+        else f"Logits of the {len(info.labels)} classes (apply softmax for probabilities)."
+    )
     scores.content = schema.ContentT()
     scores.content.contentPropertiesType = schema.ContentProperties.FeatureProperties
     scores.content.contentProperties = schema.FeaturePropertiesT()
@@ -174,15 +191,19 @@ def min_parser_version(metadata: "schema.ModelMetadataT") -> str:
         for tensor in tensors:
             files += tensor.associatedFiles or []
             content = tensor.content
-            if content and content.contentPropertiesType == \
-                    schema.ContentProperties.AudioProperties:
+            if (
+                content
+                and content.contentPropertiesType == schema.ContentProperties.AudioProperties
+            ):
                 versions.append((1, 3, 0))
             units = tensor.processUnits or []
             versions += [_unit_version(u) for u in units]
         if subgraph.inputProcessUnits or subgraph.outputProcessUnits:
             versions.append((1, 1, 0))
-            versions += [_unit_version(u) for u in (subgraph.inputProcessUnits or []) +
-                         (subgraph.outputProcessUnits or [])]
+            versions += [
+                _unit_version(u)
+                for u in (subgraph.inputProcessUnits or []) + (subgraph.outputProcessUnits or [])
+            ]
         if subgraph.inputTensorGroups or subgraph.outputTensorGroups:
             versions.append((1, 2, 0))
         if subgraph.customMetadata:
@@ -199,9 +220,11 @@ def min_parser_version(metadata: "schema.ModelMetadataT") -> str:
 
 def _unit_version(unit) -> tuple[int, int, int]:
     options = schema.ProcessUnitOptions
-    return {options.BertTokenizerOptions: (1, 1, 0),
-            options.SentencePieceTokenizerOptions: (1, 1, 0),
-            options.RegexTokenizerOptions: (1, 2, 1)}.get(unit.optionsType, _BASE_PARSER_VERSION)
+    return {
+        options.BertTokenizerOptions: (1, 1, 0),
+        options.SentencePieceTokenizerOptions: (1, 1, 0),
+        options.RegexTokenizerOptions: (1, 2, 1),
+    }.get(unit.optionsType, _BASE_PARSER_VERSION)
 
 
 def write_image_classifier(model: bytes, info: ImageClassifierInfo) -> bytes:
@@ -217,18 +240,20 @@ def write_image_classifier(model: bytes, info: ImageClassifierInfo) -> bytes:
     shape = _image_input(model_object)
     classes = _output_classes(model_object)
     if classes != len(info.labels):
-        raise ValueError(f"The model outputs {classes} classes but {len(info.labels)} labels "
-                         "were given.")
+        raise ValueError(
+            f"The model outputs {classes} classes but {len(info.labels)} labels were given."
+        )
     if len(info.mean) != shape[-1]:
-        raise ValueError(f"The input has {shape[-1]} channel(s) but the normalization has "
-                         f"{len(info.mean)} value(s).")
+        raise ValueError(
+            f"The input has {shape[-1]} channel(s) but the normalization has "
+            f"{len(info.mean)} value(s)."
+        )
     builder = schema.flatbuffers.Builder(1024)
     content = _metadata_object(info, shape[-1], _input_quantization(model_object))
     builder.Finish(content.Pack(builder), file_identifier=b"M001")
     payload = np.frombuffer(bytes(builder.Output()), np.uint8)
 
-    existing = [m for m in (model_object.metadata or [])
-                if _name(m.name) == METADATA_NAME]
+    existing = [m for m in (model_object.metadata or []) if _name(m.name) == METADATA_NAME]
     if existing:
         model_object.buffers[existing[0].buffer].data = payload
         for duplicate in existing[1:]:
@@ -253,7 +278,7 @@ def _name(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def read(model: bytes) -> Optional[dict]:
+def read(model: bytes) -> dict | None:
     """The metadata of `model` as a plain dict, or None when it has none."""
     flat, files = _split(bytes(model))
     model_object = flatbuffer_utils.read_model_from_bytearray(bytearray(flat))
@@ -262,26 +287,36 @@ def read(model: bytes) -> Optional[dict]:
         return None
     payload = bytes(np.asarray(model_object.buffers[entries[0].buffer].data, np.uint8))
     if not schema.ModelMetadata.ModelMetadataBufferHasIdentifier(payload, 0):
-        raise ValueError(f"The {METADATA_NAME} buffer is not TFLite metadata (no M001 "
-                         "identifier).")
+        raise ValueError(f"The {METADATA_NAME} buffer is not TFLite metadata (no M001 identifier).")
     metadata = schema.ModelMetadataT.InitFromPackedBuf(payload, 0)
 
     def tensor(t):
-        units = [u.options for u in t.processUnits or []
-                 if u.optionsType == schema.ProcessUnitOptions.NormalizationOptions]
-        return {"name": _name(t.name), "description": _name(t.description),
-                "normalization": ({"mean": [float(v) for v in units[0].mean],
-                                   "std": [float(v) for v in units[0].std]} if units else None),
-                "associated_files": [{"name": _name(f.name), "type": int(f.type)}
-                                     for f in t.associatedFiles or []]}
+        units = [
+            u.options
+            for u in t.processUnits or []
+            if u.optionsType == schema.ProcessUnitOptions.NormalizationOptions
+        ]
+        return {
+            "name": _name(t.name),
+            "description": _name(t.description),
+            "normalization": (
+                {"mean": [float(v) for v in units[0].mean], "std": [float(v) for v in units[0].std]}
+                if units
+                else None
+            ),
+            "associated_files": [
+                {"name": _name(f.name), "type": int(f.type)} for f in t.associatedFiles or []
+            ],
+        }
 
     subgraph = metadata.subgraphMetadata[0]
     return {
-        "name": _name(metadata.name), "description": _name(metadata.description),
-        "version": _name(metadata.version), "author": _name(metadata.author),
+        "name": _name(metadata.name),
+        "description": _name(metadata.description),
+        "version": _name(metadata.version),
+        "author": _name(metadata.author),
         "min_parser_version": _name(metadata.minParserVersion),
         "inputs": [tensor(t) for t in subgraph.inputTensorMetadata or []],
         "outputs": [tensor(t) for t in subgraph.outputTensorMetadata or []],
-        "associated_files": {name: data.decode("utf-8", "replace")
-                             for name, data in files.items()},
+        "associated_files": {name: data.decode("utf-8", "replace") for name, data in files.items()},
     }

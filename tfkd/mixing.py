@@ -52,7 +52,8 @@ class Mixing:
         """For `batch` examples: which are mixed (bool), their ratio λ (the example's own
         share) and, for cutmix, the box centre (relative y, x)."""
         share_seed, gamma_seed, other_seed, centre_seed = tf.unstack(
-            tf.random.experimental.stateless_split(seed, 4))
+            tf.random.experimental.stateless_split(seed, 4)
+        )
         mixed = tf.random.stateless_uniform([batch], share_seed) < self.fraction
         # λ ~ Beta(alpha, alpha) as a ratio of two Gamma(alpha) draws.
         first = tf.random.stateless_gamma([batch], gamma_seed, self.alpha)
@@ -61,8 +62,9 @@ class Mixing:
         centre = tf.random.stateless_uniform([batch, 2], centre_seed)
         return mixed, ratio, centre
 
-    def apply(self, images: tf.Tensor, partners: tf.Tensor,
-              seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def apply(
+        self, images: tf.Tensor, partners: tf.Tensor, seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """`images` mixed with `partners` (both `(batch, H, W, C)`, any size and dtype), and
         which examples were mixed."""
         mixed, ratio, centre = self.draw(tf.shape(images)[0], seed)
@@ -80,8 +82,9 @@ class Mixing:
         return tf.cast(out, images.dtype), mixed
 
 
-def _box_mask(height: tf.Tensor, width: tf.Tensor, ratio: tf.Tensor,
-              centre: tf.Tensor) -> tf.Tensor:
+def _box_mask(
+    height: tf.Tensor, width: tf.Tensor, ratio: tf.Tensor, centre: tf.Tensor
+) -> tf.Tensor:
     """`(batch, H, W)` True inside each example's cutmix box: sides sqrt(1 - λ) of the image's,
     centred at `centre` (relative), clipped to the image. Pixels are tested by their centres in
     relative coordinates, so the box covers the same part of the image at any resolution."""

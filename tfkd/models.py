@@ -7,10 +7,11 @@ layers TF-MOT can quantize: normalisation lives in the input pipeline (`tfkd.dat
 
 import math
 import os
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 from tfkd import keras3, pretrained, teachers
-from tfkd.keras import keras, keras3 as keras3_package
+from tfkd.keras import keras
+from tfkd.keras import keras3 as keras3_package
 from tfkd.registry import Registry
 
 layers = keras.layers
@@ -31,8 +32,7 @@ def available() -> list[str]:
 
 
 def build(
-    name: str, input_shape: Sequence[int], num_classes: int, weights: Optional[str] = None,
-    **kwargs
+    name: str, input_shape: Sequence[int], num_classes: int, weights: str | None = None, **kwargs
 ) -> keras.Model:
     """Builds the registered model `name` for images of `input_shape` (H, W, C).
 
@@ -56,8 +56,10 @@ def build(
         raise ValueError(f"`num_classes` must be an integer >= 2. Received: {num_classes!r}")
     if weights == pretrained.IMAGENET:
         if name not in _IMAGENET_BUILDERS:
-            raise ValueError(f"'{name}' has no ImageNet weights. Models with ImageNet weights: "
-                             f"{with_imagenet_weights()}; or give an .h5 weights file.")
+            raise ValueError(
+                f"'{name}' has no ImageNet weights. Models with ImageNet weights: "
+                f"{with_imagenet_weights()}; or give an .h5 weights file."
+            )
         return builder(input_shape, num_classes, weights=pretrained.IMAGENET, **kwargs)
     model = builder(input_shape, num_classes, **kwargs)
     if weights is not None:
@@ -117,9 +119,9 @@ def _basic_block(x, filters, strides, name):
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(y)
     y = layers.BatchNormalization(name=f"{name}_b_bn")(y)
     if strides != 1 or shortcut.shape[-1] != filters:
-        shortcut = layers.Conv2D(
-            filters, 1, strides, use_bias=False, name=f"{name}_proj_conv"
-        )(shortcut)
+        shortcut = layers.Conv2D(filters, 1, strides, use_bias=False, name=f"{name}_proj_conv")(
+            shortcut
+        )
         shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(name=f"{name}_out")(y)
@@ -172,8 +174,9 @@ def _inverted_residual(x, expansion, filters, strides, name, kernel_size=3):
         y = layers.Conv2D(in_channels * expansion, 1, use_bias=False, name=f"{name}_expand")(y)
         y = layers.BatchNormalization(name=f"{name}_expand_bn")(y)
         y = layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
-    y = layers.DepthwiseConv2D(kernel_size, strides, padding="same", use_bias=False,
-                               name=f"{name}_dw")(y)
+    y = layers.DepthwiseConv2D(
+        kernel_size, strides, padding="same", use_bias=False, name=f"{name}_dw"
+    )(y)
     y = layers.BatchNormalization(name=f"{name}_dw_bn")(y)
     y = layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
     y = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(y)
@@ -207,8 +210,12 @@ def mobilenet_v2(input_shape, num_classes, alpha: float = 1.0):
     small_input = min(input_shape[:2]) <= 64
     inputs = keras.Input(input_shape, name="image")
     x = layers.Conv2D(
-        _make_divisible(32 * alpha), 3, 1 if small_input else 2, padding="same",
-        use_bias=False, name="stem_conv",
+        _make_divisible(32 * alpha),
+        3,
+        1 if small_input else 2,
+        padding="same",
+        use_bias=False,
+        name="stem_conv",
     )(inputs)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
@@ -217,7 +224,10 @@ def mobilenet_v2(input_shape, num_classes, alpha: float = 1.0):
             stride = 1
         for i in range(repeats):
             x = _inverted_residual(
-                x, expansion, _make_divisible(channels * alpha), stride if i == 0 else 1,
+                x,
+                expansion,
+                _make_divisible(channels * alpha),
+                stride if i == 0 else 1,
                 name=f"stage{stage}_block{i}",
             )
     head = _make_divisible(1280 * max(alpha, 1.0))
@@ -228,15 +238,17 @@ def mobilenet_v2(input_shape, num_classes, alpha: float = 1.0):
     return keras.Model(inputs, _classifier(x, num_classes), name=name)
 
 
-def _application_student(app: str, input_shape, num_classes, name: str,
-                         weights: Optional[str] = None, **app_kwargs) -> keras.Model:
+def _application_student(
+    app: str, input_shape, num_classes, name: str, weights: str | None = None, **app_kwargs
+) -> keras.Model:
     """A `keras.applications` backbone (no top, no preprocessing layer) with a new head, as one
     flat graph: the layers keep the published names, so ImageNet weights load."""
     inputs = keras.Input(input_shape, name="image")
     backbone = pretrained.backbone(app, inputs, weights, name, **app_kwargs)
     x = layers.Dropout(pretrained.DEFAULT_HEAD_DROPOUT, name="head_dropout")(backbone.output)
     return pretrained.follow_small_data(
-        keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name=name))
+        keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name=name)
+    )
 
 
 def _register_application_student(name: str, app: str, doc: str, **app_kwargs):
@@ -259,13 +271,17 @@ for _size in ("small", "large"):
             f"MobileNetV3{_size.title()}",
             f"MobileNetV3-{_size.title()}{' (minimalistic)' if _minimalistic else ''}, "
             "keras.applications backbone; ImageNet weights available.",
-            minimalistic=_minimalistic, include_preprocessing=False)
+            minimalistic=_minimalistic,
+            include_preprocessing=False,
+        )
 # MobileNetV2 at the published widths (the ImageNet strides; see `mobilenetv2` for CIFAR).
 for _alpha in (0.35, 0.5, 0.75, 1.0):
     _register_application_student(
-        f"mobilenet_v2_{_alpha:g}", "MobileNetV2",
-        f"MobileNetV2, width {_alpha:g}, keras.applications backbone; ImageNet weights "
-        "available.", alpha=_alpha)
+        f"mobilenet_v2_{_alpha:g}",
+        "MobileNetV2",
+        f"MobileNetV2, width {_alpha:g}, keras.applications backbone; ImageNet weights available.",
+        alpha=_alpha,
+    )
 
 
 # EfficientNet-B0's blocks (Tan & Le 2019): (expansion, kernel, channels, repeats, stride).
@@ -289,14 +305,18 @@ def efficientnet_lite(input_shape, num_classes, width: float, depth: float, name
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
     last = len(_EFFICIENTNET_B0_BLOCKS) - 1
-    for stage, (expansion, kernel, channels, repeats, stride) in enumerate(
-            _EFFICIENTNET_B0_BLOCKS):
+    for stage, (expansion, kernel, channels, repeats, stride) in enumerate(_EFFICIENTNET_B0_BLOCKS):
         # Lite keeps the first and last stages' depth when scaling.
         repeats = repeats if stage in (0, last) else int(math.ceil(repeats * depth))
         for i in range(repeats):
-            x = _inverted_residual(x, expansion, _make_divisible(channels * width),
-                                   stride if i == 0 else 1, name=f"stage{stage}_block{i}",
-                                   kernel_size=kernel)
+            x = _inverted_residual(
+                x,
+                expansion,
+                _make_divisible(channels * width),
+                stride if i == 0 else 1,
+                name=f"stage{stage}_block{i}",
+                kernel_size=kernel,
+            )
     x = layers.Conv2D(1280, 1, use_bias=False, name="head_conv")(x)
     x = layers.BatchNormalization(name="head_bn")(x)
     x = layers.ReLU(6.0, name="head_relu")(x)
@@ -304,12 +324,16 @@ def efficientnet_lite(input_shape, num_classes, width: float, depth: float, name
 
 
 # (width, depth) of EfficientNet-Lite0..2.
-for _index, (_width, _depth) in enumerate(((1.0, 1.0), (1.0, 1.1), (1.1, 1.2))):
-    def _lite(input_shape, num_classes, _width=_width, _depth=_depth, _index=_index):
-        return efficientnet_lite(input_shape, num_classes, _width, _depth,
-                                 f"efficientnet_lite{_index}")
+for _index, (_lite_width, _lite_depth) in enumerate(((1.0, 1.0), (1.0, 1.1), (1.1, 1.2))):
 
-    _lite.__doc__ = f"EfficientNet-Lite{_index}: width {_width}, depth {_depth}."
+    def _lite(
+        input_shape, num_classes, _lite_width=_lite_width, _lite_depth=_lite_depth, _index=_index
+    ):
+        return efficientnet_lite(
+            input_shape, num_classes, _lite_width, _lite_depth, f"efficientnet_lite{_index}"
+        )
+
+    _lite.__doc__ = f"EfficientNet-Lite{_index}: width {_lite_width}, depth {_lite_depth}."
     register(f"efficientnet_lite{_index}")(_lite)
 
 
@@ -329,24 +353,30 @@ def load(path: str) -> keras.Model:
         raise FileNotFoundError(f"Student {path} does not exist.")
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "keras_metadata.pb")):
-            raise ValueError(f"Student {path} is a directory without keras_metadata.pb: not a "
-                             "SavedModel that Keras saved, so it has no layers to train. Save "
-                             "the model with model.save('student.keras') instead.")
+            raise ValueError(
+                f"Student {path} is a directory without keras_metadata.pb: not a "
+                "SavedModel that Keras saved, so it has no layers to train. Save "
+                "the model with model.save('student.keras') instead."
+            )
         model = keras.models.load_model(path, compile=False)
     elif path.endswith(".keras"):
         teachers.refuse_custom_objects(path, role="student")
         if teachers.keras_file_version(path).startswith("3."):
             model = keras3.to_keras2(
-                keras3_package().saving.load_model(path, compile=False, safe_mode=True))
+                keras3_package().saving.load_model(path, compile=False, safe_mode=True)
+            )
         else:
             model = keras.models.load_model(path, compile=False, safe_mode=True)
     elif path.endswith((".h5", ".hdf5")):
         teachers.refuse_h5_lambda(path)
         model = keras.models.load_model(path, compile=False)
     else:
-        raise ValueError(f"Student {path}: unknown format. Give a .keras or .h5 file or a "
-                         "SavedModel directory.")
+        raise ValueError(
+            f"Student {path}: unknown format. Give a .keras or .h5 file or a SavedModel directory."
+        )
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
-        raise ValueError(f"Student {path} is not a functional or Sequential Keras model; tfkd "
-                         "quantizes and exports only those.")
+        raise ValueError(
+            f"Student {path} is not a functional or Sequential Keras model; tfkd "
+            "quantizes and exports only those."
+        )
     return model

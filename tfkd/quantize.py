@@ -12,14 +12,15 @@ Post-training quantization (dynamic-range, float16, full int8) needs no training
 """
 
 import dataclasses
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from tfkd import keras3
-from tfkd.keras import keras, tfmot  # imported there without a process-wide change
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
     default_8bit_quantize_configs,
     default_8bit_quantize_registry,
 )
+
+from tfkd import keras3
+from tfkd.keras import keras, tfmot  # imported there without a process-wide change
 
 layers = keras.layers
 
@@ -32,8 +33,16 @@ WARNING = "quantized, check accuracy"
 _FOLDED_AFTER = (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)
 # Element-wise TF ops whose output can simply be quantized (hard-swish, SE gates, scaling).
 _ELEMENTWISE_TF_OPS = (
-    "math.multiply", "__operators__.add", "math.add", "math.truediv", "math.subtract",
-    "nn.relu6", "nn.relu", "math.sigmoid", "nn.sigmoid", "math.scalar_mul",
+    "math.multiply",
+    "__operators__.add",
+    "math.add",
+    "math.truediv",
+    "math.subtract",
+    "nn.relu6",
+    "nn.relu",
+    "math.sigmoid",
+    "nn.sigmoid",
+    "math.scalar_mul",
 )
 
 
@@ -106,12 +115,16 @@ def _examine(layer, registry, leave_float: set[str]):
 
     if isinstance(layer, keras.Model):
         return Finding(
-            name, kind, "nested model: TF-MOT cannot look inside it",
+            name,
+            kind,
+            "nested model: TF-MOT cannot look inside it",
             "rebuild the student as one flat functional graph (call the inner model's layers "
-            "on the outer tensors)", BLOCKS,
+            "on the outer tensors)",
+            BLOCKS,
         )
     if isinstance(layer, layers.Rescaling) and not any(
-            isinstance(parent, layers.InputLayer) for parent in _inbound_layers(layer)):
+        isinstance(parent, layers.InputLayer) for parent in _inbound_layers(layer)
+    ):
         # Inside the network it is an element-wise affine step (x * scale + offset, as in
         # hard-swish's gate, tfkd.keras3): TFLite runs it as quantized MUL/ADD.
         return finding("element-wise scale inside the network", "none needed", OUTPUT_ONLY)
@@ -125,9 +138,11 @@ def _examine(layer, registry, leave_float: set[str]):
         # Not even leave_float helps: quantize_apply clones the model through its config, and
         # safe deserialization (rightly) refuses Python lambdas.
         return Finding(
-            name, kind, "Lambda layers hold arbitrary Python that TF-MOT can neither quantize "
-            "nor clone safely",
-            "replace it by a built-in layer (Cropping2D, Reshape, Multiply, ...)", BLOCKS,
+            name,
+            kind,
+            "Lambda layers hold arbitrary Python that TF-MOT can neither quantize nor clone safely",
+            "replace it by a built-in layer (Cropping2D, Reshape, Multiply, ...)",
+            BLOCKS,
         )
     if kind == "TFOpLambda":
         op = _tf_op_name(layer)
@@ -135,9 +150,12 @@ def _examine(layer, registry, leave_float: set[str]):
             # TF-MOT's annotation wrapper cannot call a TFOpLambda (it passes a list), so the
             # op runs in float during QAT and the converter quantizes it from its ranges.
             return Finding(
-                name, kind, f"raw TF op '{op}' (e.g. part of hard-swish) has no TF-MOT rule",
+                name,
+                kind,
+                f"raw TF op '{op}' (e.g. part of hard-swish) has no TF-MOT rule",
                 "nothing to do for QAT; for an integer-only model use Keras layers "
-                "(ReLU(6.0), Multiply, Activation) instead of raw TF ops", STAYS_FLOAT,
+                "(ReLU(6.0), Multiply, Activation) instead of raw TF ops",
+                STAYS_FLOAT,
             )
         return finding(
             f"raw TF op '{op}' (slicing or reshaping) has no quantization rule",
@@ -145,8 +163,11 @@ def _examine(layer, registry, leave_float: set[str]):
         )
     if isinstance(layer, layers.Multiply):
         return Finding(
-            name, kind, "Multiply (e.g. squeeze-excite gate) has no TF-MOT rule",
-            "nothing to do: tfkd quantizes its output", OUTPUT_ONLY,
+            name,
+            kind,
+            "Multiply (e.g. squeeze-excite gate) has no TF-MOT rule",
+            "nothing to do: tfkd quantizes its output",
+            OUTPUT_ONLY,
         )
     if isinstance(layer, layers.BatchNormalization):
         parents = _inbound_layers(layer)
@@ -160,15 +181,21 @@ def _examine(layer, registry, leave_float: set[str]):
     if isinstance(layer, layers.UpSampling2D):
         if layer.interpolation != "nearest":
             return Finding(
-                name, kind, f"{layer.interpolation} UpSampling2D: QAT does not model the "
+                name,
+                kind,
+                f"{layer.interpolation} UpSampling2D: QAT does not model the "
                 "requantization TFLite inserts, so int8 error is larger than QAT shows",
-                "use interpolation='nearest' if you can; check the .tflite parity", WARNING,
+                "use interpolation='nearest' if you can; check the .tflite parity",
+                WARNING,
             )
         return None
     if isinstance(layer, layers.Conv2DTranspose):
         return Finding(
-            name, kind, "Conv2DTranspose is quantized per-tensor only",
-            "expect a larger int8 drop; check the .tflite parity", WARNING,
+            name,
+            kind,
+            "Conv2DTranspose is quantized per-tensor only",
+            "expect a larger int8 drop; check the .tflite parity",
+            WARNING,
         )
     if isinstance(layer, layers.InputLayer) or registry.supports(layer):
         return None
@@ -193,9 +220,11 @@ def doctor(model: keras.Model, leave_float: Iterable[str] = ()) -> DoctorReport:
     leave_float = set(leave_float)
     if not getattr(model, "_is_graph_network", False):
         finding = Finding(
-            model.name, type(model).__name__,
+            model.name,
+            type(model).__name__,
             "subclassed model: TF-MOT only quantizes Sequential and Functional models",
-            "build the student with keras.Model(inputs, outputs) (see tfkd.models)", BLOCKS,
+            "build the student with keras.Model(inputs, outputs) (see tfkd.models)",
+            BLOCKS,
         )
         return DoctorReport(model.name, (finding,))
     names = {layer.name for layer in model.layers}
@@ -235,8 +264,8 @@ def quantize_student(student: keras.Model, leave_float: Sequence[str] = ()) -> k
 
     # Reusing the original layer objects keeps the trained float weights.
     annotated_model = keras.models.clone_model(student, clone_function=annotated)
-    scope = {"Default8BitOutputQuantizeConfig":
-             default_8bit_quantize_configs.Default8BitOutputQuantizeConfig}
+    output_config = default_8bit_quantize_configs.Default8BitOutputQuantizeConfig
+    scope = {"Default8BitOutputQuantizeConfig": output_config}
     with tfmot.quantization.keras.quantize_scope(scope):
         return tfmot.quantization.keras.quantize_apply(annotated_model)
 
@@ -246,8 +275,9 @@ def is_quantization_aware(model: keras.Model) -> bool:
     return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
 
 
-def load_quantized(float_student: keras.Model, weights_path: str,
-                   leave_float: Sequence[str] = ()) -> keras.Model:
+def load_quantized(
+    float_student: keras.Model, weights_path: str, leave_float: Sequence[str] = ()
+) -> keras.Model:
     """Rebuilds a QAT student saved with `model.save_weights(path)` in HDF5 (a `.h5` path).
 
     TF-MOT's wrappers do not round-trip through the `.keras` format (the quantize layer's

@@ -1,6 +1,7 @@
 """A named registry of builders, shared by models and losses (timm's `@register_model` idea)."""
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -18,8 +18,7 @@ def discordant(a_correct, b_correct) -> tuple[int, int]:
     """Images only `a` gets right, and images only `b` gets right."""
     a, b = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
     if a.shape != b.shape:
-        raise ValueError(f"Paired results need the same examples: shapes {a.shape} and "
-                         f"{b.shape}.")
+        raise ValueError(f"Paired results need the same examples: shapes {a.shape} and {b.shape}.")
     return int(np.sum(a & ~b)), int(np.sum(~a & b))
 
 
@@ -29,7 +28,7 @@ def mcnemar_exact(a_correct, b_correct) -> float:
     n = only_a + only_b
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2.0 ** n
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2.0**n
     return min(1.0, 2.0 * tail)
 
 
@@ -42,10 +41,15 @@ def paired_difference(a_correct, b_correct, z: float = 1.959964) -> dict:
     difference = float(np.mean(a) - np.mean(b))
     per_image = a - b
     standard_error = float(np.std(per_image, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
-    return {"difference": difference, "standard_error": standard_error,
-            "interval": [difference - z * standard_error, difference + z * standard_error],
-            "p_value": mcnemar_exact(a_correct, b_correct), "only_a": only_a, "only_b": only_b,
-            "images": int(n)}
+    return {
+        "difference": difference,
+        "standard_error": standard_error,
+        "interval": [difference - z * standard_error, difference + z * standard_error],
+        "p_value": mcnemar_exact(a_correct, b_correct),
+        "only_a": only_a,
+        "only_b": only_b,
+        "images": int(n),
+    }
 
 
 __all__ = ["DEFAULT_ALPHA", "discordant", "mcnemar_exact", "paired_difference"]

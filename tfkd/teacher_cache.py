@@ -29,13 +29,15 @@ import functools
 import hashlib
 import json
 import os
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfkd import files, mixing as mixing_lib, teachers as teachers_lib
+from tfkd import files
+from tfkd import mixing as mixing_lib
+from tfkd import teachers as teachers_lib
 from tfkd.data import UNLABELED, Augmentation, Preprocessing, check_batch_size, reshuffled
 from tfkd.mixing import Mixing
 
@@ -52,13 +54,13 @@ class TeacherCache:
 
     logits: np.ndarray
     key: dict
-    augmentation: Optional[Augmentation]
+    augmentation: Augmentation | None
     seed: int
-    mixing: Optional[Mixing] = None
+    mixing: Mixing | None = None
     reused: bool = False
 
     @property
-    def base_size(self) -> Optional[tuple[int, int]]:
+    def base_size(self) -> tuple[int, int] | None:
         """The student's image size when the teacher saw another resolution (augmentation
         drawn for this size and scaled, so both resolutions show one view); None when they
         share one."""
@@ -78,9 +80,14 @@ class TeacherCache:
         return int(self.logits.shape[2])
 
 
-def view_image(image: tf.Tensor, index: tf.Tensor, view: tf.Tensor,
-               augmentation: Optional[Augmentation], seed: int,
-               base_size: Optional[Sequence[int]] = None) -> tf.Tensor:
+def view_image(
+    image: tf.Tensor,
+    index: tf.Tensor,
+    view: tf.Tensor,
+    augmentation: Augmentation | None,
+    seed: int,
+    base_size: Sequence[int] | None = None,
+) -> tf.Tensor:
     """View `view` of example `index`: the same image when caching and when training (and, with
     `base_size`, the same view at every resolution)."""
     if augmentation is None:
@@ -93,13 +100,21 @@ def view_image(image: tf.Tensor, index: tf.Tensor, view: tf.Tensor,
 
 def _view_seed(seed: int, view: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
     """The stateless seed of view `view` of example `index`."""
-    return tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(view, tf.int64),
-                     tf.cast(index, tf.int64)])
+    return tf.stack(
+        [tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(view, tf.int64), tf.cast(index, tf.int64)]
+    )
 
 
-def mixed_view(image: tf.Tensor, partner: tf.Tensor, index: tf.Tensor, view: tf.Tensor,
-               augmentation: Optional[Augmentation], mixing: Mixing, seed: int,
-               base_size: Optional[Sequence[int]] = None) -> tuple[tf.Tensor, tf.Tensor]:
+def mixed_view(
+    image: tf.Tensor,
+    partner: tf.Tensor,
+    index: tf.Tensor,
+    view: tf.Tensor,
+    augmentation: Augmentation | None,
+    mixing: Mixing,
+    seed: int,
+    base_size: Sequence[int] | None = None,
+) -> tuple[tf.Tensor, tf.Tensor]:
     """View `view` of example `index` mixed with its partner for that view, and whether it was
     mixed: each image augmented with its own stateless seed, the mixing drawn from a third."""
     own = view_image(image, index, view, augmentation, seed, base_size)
@@ -115,8 +130,7 @@ def _partners(dataset: tf.data.Dataset, offsets: Sequence[int]) -> tf.data.Datas
     """`dataset`'s images rotated by each of `offsets`, zipped: element i holds the images of
     examples (i + offset) mod n."""
     images = dataset.map(lambda image, label: image)
-    return tf.data.Dataset.zip(tuple(images.skip(k).concatenate(images.take(k))
-                                     for k in offsets))
+    return tf.data.Dataset.zip(tuple(images.skip(k).concatenate(images.take(k)) for k in offsets))
 
 
 def _data_hash(dataset: tf.data.Dataset) -> tuple[str, int, int]:
@@ -133,32 +147,40 @@ def _data_hash(dataset: tf.data.Dataset) -> tuple[str, int, int]:
     return digest.hexdigest(), count, max_label
 
 
-def _check_views(views: int, augmentation: Optional[Augmentation],
-                 mixing: Optional[Mixing]) -> int:
+def _check_views(views: int, augmentation: Augmentation | None, mixing: Mixing | None) -> int:
     if isinstance(views, bool) or not isinstance(views, int) or views < 1:
         raise ValueError(f"`views` must be an integer >= 1. Received: views={views!r}")
     if augmentation is None and mixing is None and views != 1:
-        raise ValueError(f"views={views} without augmentation would store the same logits "
-                         f"{views} times. Use views=1, or pass the augmentation.")
+        raise ValueError(
+            f"views={views} without augmentation would store the same logits "
+            f"{views} times. Use views=1, or pass the augmentation."
+        )
     return views
 
 
-def _read(directory: str, key: dict, in_memory_limit: int) -> Optional[np.ndarray]:
-    key_path, logits_path = (os.path.join(directory, KEY_FILE),
-                             os.path.join(directory, LOGITS_FILE))
+def _read(directory: str, key: dict, in_memory_limit: int) -> np.ndarray | None:
+    key_path, logits_path = (
+        os.path.join(directory, KEY_FILE),
+        os.path.join(directory, LOGITS_FILE),
+    )
     if not (os.path.exists(key_path) and os.path.exists(logits_path)):
         return None
     with open(key_path, encoding="utf-8") as handle:
         stored = json.load(handle)
     if stored != key:
         changed = sorted(k for k in set(stored) | set(key) if stored.get(k) != key.get(k))
-        logging.info("Teacher cache in %s is stale (changed: %s); rebuilding.", directory,
-                     ", ".join(changed))
+        logging.info(
+            "Teacher cache in %s is stale (changed: %s); rebuilding.", directory, ", ".join(changed)
+        )
         return None
     logits = _open(logits_path, in_memory_limit)
     if logits.shape != _shape(key):
-        logging.warning("Teacher cache %s has shape %s, expected %s; rebuilding.", logits_path,
-                        logits.shape, _shape(key))
+        logging.warning(
+            "Teacher cache %s has shape %s, expected %s; rebuilding.",
+            logits_path,
+            logits.shape,
+            _shape(key),
+        )
         return None
     return logits
 
@@ -174,17 +196,17 @@ def build(
     dataset: tf.data.Dataset,
     preprocessing: Preprocessing,
     *,
-    augmentation: Optional[Augmentation] = None,
+    augmentation: Augmentation | None = None,
     views: int = 1,
     seed: int = 0,
-    mixing: Optional[Mixing] = None,
-    teacher_weights: Optional[Sequence[float]] = None,
-    directory: Optional[str] = None,
+    mixing: Mixing | None = None,
+    teacher_weights: Sequence[float] | None = None,
+    directory: str | None = None,
     batch_size: int = 256,
     in_memory_limit: int = IN_MEMORY_LIMIT_BYTES,
     writable: bool = True,
-    base_size: Optional[Sequence[int]] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
+    base_size: Sequence[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TeacherCache:
     """Teacher logits for every example (and view) of `dataset`, reused from `directory` when
     nothing they depend on changed.
@@ -220,36 +242,52 @@ def build(
     data_hash, count, max_label = _data_hash(dataset)
     # Checked before the teacher pass, which may take long.
     if max_label >= num_classes:
-        raise ValueError(f"The data has label {max_label} but the teacher emits {num_classes} "
-                         "logits: teacher and data do not have the same classes.")
+        raise ValueError(
+            f"The data has label {max_label} but the teacher emits {num_classes} "
+            "logits: teacher and data do not have the same classes."
+        )
     key = {
         "teachers": [teachers_lib.fingerprint(t) for t in members],
         "teacher_weights": teacher_weights,
-        "data": data_hash, "examples": count, "classes": num_classes,
+        "data": data_hash,
+        "examples": count,
+        "classes": num_classes,
         "preprocessing": preprocessing.to_dict(),
         "augmentation": None if augmentation is None else dataclasses.asdict(augmentation),
-        "views": views, "seed": int(seed), "base_size": base_size,
+        "views": views,
+        "seed": int(seed),
+        "base_size": base_size,
         "mixing": None if mixing is None else dataclasses.asdict(mixing),
     }
     key = json.loads(json.dumps(key))  # tuples become lists, as when read back from disk
-    fill = functools.partial(_fill, members=members, dataset=dataset,
-                             preprocessing=preprocessing, augmentation=augmentation, seed=seed,
-                             teacher_weights=teacher_weights, batch_size=batch_size,
-                             base_size=base_size, progress=progress, mixing=mixing)
-    make = functools.partial(TeacherCache, key=key, augmentation=augmentation, seed=seed,
-                             mixing=mixing)
+    fill = functools.partial(
+        _fill,
+        members=members,
+        dataset=dataset,
+        preprocessing=preprocessing,
+        augmentation=augmentation,
+        seed=seed,
+        teacher_weights=teacher_weights,
+        batch_size=batch_size,
+        base_size=base_size,
+        progress=progress,
+        mixing=mixing,
+    )
+    make = functools.partial(
+        TeacherCache, key=key, augmentation=augmentation, seed=seed, mixing=mixing
+    )
     if directory is None:
         return _in_memory(fill, key, make)
     if not writable:
         stored = _read(directory, key, in_memory_limit)
-        return (make(stored, reused=True) if stored is not None
-                else _in_memory(fill, key, make))
+        return make(stored, reused=True) if stored is not None else _in_memory(fill, key, make)
     # Runs sharing `directory` (a search's trials) build the cache once; the others wait for it.
     with files.locked(directory):
         stored = _read(directory, key, in_memory_limit)
         if stored is not None:
-            logging.info("Reusing the teacher cache in %s (%d examples x %d views).", directory,
-                         count, views)
+            logging.info(
+                "Reusing the teacher cache in %s (%d examples x %d views).", directory, count, views
+            )
             return make(stored, reused=True)
         return _write(directory, fill, key, make, in_memory_limit)
 
@@ -265,8 +303,9 @@ def _in_memory(fill: Callable, key: dict, make: Callable) -> TeacherCache:
     return make(logits)
 
 
-def _write(directory: str, fill: Callable, key: dict, make: Callable,
-           in_memory_limit: int) -> TeacherCache:
+def _write(
+    directory: str, fill: Callable, key: dict, make: Callable, in_memory_limit: int
+) -> TeacherCache:
     # A key left from an earlier cache must not vouch for the logits written below.
     key_path = os.path.join(directory, KEY_FILE)
     if os.path.exists(key_path):
@@ -283,8 +322,19 @@ def _write(directory: str, fill: Callable, key: dict, make: Callable,
     return make(_open(logits_path, in_memory_limit))
 
 
-def _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_weights,
-          batch_size, base_size, progress, mixing) -> None:
+def _fill(
+    logits,
+    members,
+    dataset,
+    preprocessing,
+    augmentation,
+    seed,
+    teacher_weights,
+    batch_size,
+    base_size,
+    progress,
+    mixing,
+) -> None:
     """Runs the teacher(s) over every view of every example into `logits[view, index]`."""
     views = logits.shape[0]
     total, done = views * logits.shape[1], 0
@@ -292,19 +342,43 @@ def _fill(logits, members, dataset, preprocessing, augmentation, seed, teacher_w
         if mixing is None:
             indexed = dataset.enumerate().map(
                 lambda index, example, v=view: (
-                    view_image(example[0], index, v, augmentation, seed, base_size), example[1],
-                    index),
-                num_parallel_calls=AUTOTUNE)
+                    view_image(example[0], index, v, augmentation, seed, base_size),
+                    example[1],
+                    index,
+                ),
+                num_parallel_calls=AUTOTUNE,
+            )
         else:
             offset = mixing_lib.partner_offset(seed, view, logits.shape[1])
-            indexed = tf.data.Dataset.zip((dataset, _partners(dataset, [offset]))).enumerate().map(
-                lambda index, example, v=view: (
-                    mixed_view(example[0][0], example[1][0], index, v, augmentation, mixing,
-                               seed, base_size)[0], example[0][1], index),
-                num_parallel_calls=AUTOTUNE)
-        indexed = indexed.batch(batch_size).map(
-            lambda images, labels, index: (preprocessing.normalize(images), labels, index),
-            num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+            indexed = (
+                tf.data.Dataset.zip((dataset, _partners(dataset, [offset])))
+                .enumerate()
+                .map(
+                    lambda index, example, v=view: (
+                        mixed_view(
+                            example[0][0],
+                            example[1][0],
+                            index,
+                            v,
+                            augmentation,
+                            mixing,
+                            seed,
+                            base_size,
+                        )[0],
+                        example[0][1],
+                        index,
+                    ),
+                    num_parallel_calls=AUTOTUNE,
+                )
+            )
+        indexed = (
+            indexed.batch(batch_size)
+            .map(
+                lambda images, labels, index: (preprocessing.normalize(images), labels, index),
+                num_parallel_calls=AUTOTUNE,
+            )
+            .prefetch(AUTOTUNE)
+        )
         for images, _, index in indexed.as_numpy_iterator():
             batch = teachers_lib.ensemble_predict(members, images, teacher_weights)
             _check_logits(batch)
@@ -318,9 +392,11 @@ def _check_logits(batch: np.ndarray) -> None:
     if not np.all(np.isfinite(batch)):
         raise ValueError("The teacher produced non-finite outputs (NaN or inf).")
     if np.all(batch >= 0) and np.allclose(batch.sum(axis=-1), 1.0, atol=1e-3):
-        raise ValueError("The teacher's outputs are probabilities (non-negative, rows sum to 1), "
-                         "not logits. Remove its final softmax, or wrap it so it returns "
-                         "log-probabilities (softmax of log p is p).")
+        raise ValueError(
+            "The teacher's outputs are probabilities (non-negative, rows sum to 1), "
+            "not logits. Remove its final softmax, or wrap it so it returns "
+            "log-probabilities (softmax of log p is p)."
+        )
 
 
 def _lookup(cache: TeacherCache):
@@ -357,45 +433,61 @@ def batches(
     check_batch_size(batch_size)
     size = int(dataset.cardinality())
     if size >= 0 and size != cache.num_examples:
-        raise ValueError(f"The dataset has {size} examples but the teacher cache holds "
-                         f"{cache.num_examples}: it was built from other data. Rebuild it.")
+        raise ValueError(
+            f"The dataset has {size} examples but the teacher cache holds "
+            f"{cache.num_examples}: it was built from other data. Rebuild it."
+        )
     choices = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
     lookup = _lookup(cache)
     augmentation, views, view_seed = cache.augmentation, cache.views, cache.seed
     if cache.base_size is not None and tuple(preprocessing.image_size) != cache.base_size:
-        raise ValueError(f"The teacher cache was built for a student at {cache.base_size}; "
-                         f"these images are {tuple(preprocessing.image_size)}.")
+        raise ValueError(
+            f"The teacher cache was built for a student at {cache.base_size}; "
+            f"these images are {tuple(preprocessing.image_size)}."
+        )
 
     def one_view(indexed_example, draw):
         index, (image, label) = indexed_example
         view = tf.cast(draw % views, tf.int64)
-        return (view_image(image, index, view, augmentation, view_seed, cache.base_size), label,
-                view, index)
+        return (
+            view_image(image, index, view, augmentation, view_seed, cache.base_size),
+            label,
+            view,
+            index,
+        )
 
     def to_batch(images, labels, view, index):
-        return ({"image": preprocessing.normalize(images),
-                 "teacher_logits": lookup(view, index)}, labels)
+        return (
+            {"image": preprocessing.normalize(images), "teacher_logits": lookup(view, index)},
+            labels,
+        )
 
     if cache.mixing is None:
         indexed = dataset.enumerate()
         if shuffle:
             indexed = reshuffled(indexed, seed)
         examples = tf.data.Dataset.zip((indexed, choices)).map(
-            one_view, num_parallel_calls=AUTOTUNE)
+            one_view, num_parallel_calls=AUTOTUNE
+        )
     else:
         examples = _mixed_examples(cache, dataset, choices, shuffle, seed)
-    return examples.batch(batch_size).map(
-        to_batch, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return examples.batch(batch_size).map(to_batch, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
-def _mixed_examples(cache: TeacherCache, dataset: tf.data.Dataset, choices: tf.data.Dataset,
-                    shuffle: bool, seed: int) -> tf.data.Dataset:
+def _mixed_examples(
+    cache: TeacherCache,
+    dataset: tf.data.Dataset,
+    choices: tf.data.Dataset,
+    shuffle: bool,
+    seed: int,
+) -> tf.data.Dataset:
     """`(image, label, view, index)` of mixed cached views: the view is drawn and its partner
     picked before shuffling, so the shuffle buffer holds two images per example, not one per
     view."""
     views, mixing = cache.views, cache.mixing
-    offsets = [mixing_lib.partner_offset(cache.seed, view, cache.num_examples)
-               for view in range(views)]
+    offsets = [
+        mixing_lib.partner_offset(cache.seed, view, cache.num_examples) for view in range(views)
+    ]
 
     def pick(indexed_example, draw):
         index, ((image, label), partners) = indexed_example
@@ -403,13 +495,14 @@ def _mixed_examples(cache: TeacherCache, dataset: tf.data.Dataset, choices: tf.d
         return index, image, label, tf.gather(tf.stack(partners), view), view
 
     def mix(index, image, label, partner, view):
-        mixed_image, mixed = mixed_view(image, partner, index, view, cache.augmentation, mixing,
-                                        cache.seed, cache.base_size)
+        mixed_image, mixed = mixed_view(
+            image, partner, index, view, cache.augmentation, mixing, cache.seed, cache.base_size
+        )
         return (mixed_image, mixing_lib.label_mixed(label, mixed, UNLABELED), view, index)
 
     picked = tf.data.Dataset.zip(
-        (tf.data.Dataset.zip((dataset, _partners(dataset, offsets))).enumerate(), choices)).map(
-        pick, num_parallel_calls=AUTOTUNE)
+        (tf.data.Dataset.zip((dataset, _partners(dataset, offsets))).enumerate(), choices)
+    ).map(pick, num_parallel_calls=AUTOTUNE)
     if shuffle:
         picked = reshuffled(picked, seed)
     return picked.map(mix, num_parallel_calls=AUTOTUNE)

@@ -35,8 +35,9 @@ ADAPTER_PREFIX = "teacher_input_"
 
 def check(convention: str) -> str:
     if convention not in CONVENTIONS + (AUTO,):
-        raise ValueError(f"Unknown teacher input convention '{convention}'. Available: "
-                         f"{[AUTO, *CONVENTIONS]}")
+        raise ValueError(
+            f"Unknown teacher input convention '{convention}'. Available: {[AUTO, *CONVENTIONS]}"
+        )
     return convention
 
 
@@ -75,8 +76,9 @@ def with_input(teacher: keras.Model, convention: str, preprocessing) -> keras.Mo
         return teacher
     kernel, bias = _kernel_and_bias(convention, preprocessing)
     inputs = keras.Input(tuple(preprocessing.input_shape), name="image")
-    adapter = keras.layers.Conv2D(preprocessing.channels, 1, name=ADAPTER_PREFIX + convention,
-                                  trainable=False)
+    adapter = keras.layers.Conv2D(
+        preprocessing.channels, 1, name=ADAPTER_PREFIX + convention, trainable=False
+    )
     outputs = teacher(adapter(inputs), training=False)
     adapter.set_weights([kernel, bias])
     model = keras.Model(inputs, outputs, name=teacher.name)
@@ -88,7 +90,7 @@ def convention_of(teacher: keras.Model) -> str:
     """The convention `with_input` gave `teacher` ("student" when it has no adapter)."""
     for layer in teacher.layers:
         if layer.name.startswith(ADAPTER_PREFIX):
-            return layer.name[len(ADAPTER_PREFIX):]
+            return layer.name[len(ADAPTER_PREFIX) :]
     return STUDENT
 
 
@@ -104,11 +106,15 @@ class Choice:
     def message(self) -> str:
         scores = ", ".join(f"{name} {100 * a:.2f}%" for name, a in self.accuracy.items())
         if self.convention == STUDENT:
-            return (f"Teacher input: tfkd's normalisation (other conventions not better beyond "
-                    f"noise on {self.images} validation images: {scores}).")
-        return (f"Teacher input: '{self.convention}' pixels, measured on {self.images} "
-                f"validation images ({scores}; McNemar p={self.p_value_against_student:.2g} "
-                "against tfkd's normalisation). Force one with --teacher_input.")
+            return (
+                f"Teacher input: tfkd's normalisation (other conventions not better beyond "
+                f"noise on {self.images} validation images: {scores})."
+            )
+        return (
+            f"Teacher input: '{self.convention}' pixels, measured on {self.images} "
+            f"validation images ({scores}; McNemar p={self.p_value_against_student:.2g} "
+            "against tfkd's normalisation). Force one with --teacher_input."
+        )
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "message": self.message()}
@@ -117,8 +123,10 @@ class Choice:
 def choose(teacher: keras.Model, preprocessing, batches, alpha: float = 0.05) -> Choice:
     """The convention under which `teacher` is most accurate on labelled `batches`; tfkd's own
     unless another is better beyond noise (McNemar's exact test at `alpha`)."""
-    correct = {c: correct_predictions(with_input(teacher, c, preprocessing), batches)
-               for c in candidates(preprocessing.channels)}
+    correct = {
+        c: correct_predictions(with_input(teacher, c, preprocessing), batches)
+        for c in candidates(preprocessing.channels)
+    }
     accuracy = {c: float(np.mean(hits)) for c, hits in correct.items()}
     best = max(accuracy, key=lambda c: (accuracy[c], c == STUDENT))
     p_value = stats.mcnemar_exact(correct[best], correct[STUDENT]) if best != STUDENT else 1.0
@@ -126,5 +134,13 @@ def choose(teacher: keras.Model, preprocessing, batches, alpha: float = 0.05) ->
     return Choice(chosen, accuracy, float(p_value), int(correct[STUDENT].size))
 
 
-__all__ = ["AUTO", "CONVENTIONS", "Choice", "candidates", "check", "choose", "convention_of",
-           "with_input"]
+__all__ = [
+    "AUTO",
+    "CONVENTIONS",
+    "Choice",
+    "candidates",
+    "check",
+    "choose",
+    "convention_of",
+    "with_input",
+]

@@ -17,21 +17,23 @@ import json
 import math
 import os
 import zipfile
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import TypeAlias
 
 import numpy as np
 import tensorflow as tf
 
 from tfkd import files
-from tfkd.keras3 import is_keras3_model
 from tfkd.evaluate import TFLiteClassifier
-from tfkd.keras import keras, keras3 as keras3_module
+from tfkd.keras import keras
+from tfkd.keras import keras3 as keras3_module
+from tfkd.keras3 import is_keras3_model
 
 
 class TFLiteTeacher:
     """A `.tflite` teacher: LiteRT on the host, numpy in and out. Use it through the cache."""
 
-    def __init__(self, path: str, num_threads: Optional[int] = None):
+    def __init__(self, path: str, num_threads: int | None = None):
         self.path = path
         self.name = os.path.splitext(os.path.basename(path))[0]
         self._classifier = TFLiteClassifier(path, num_threads)
@@ -45,7 +47,7 @@ class TFLiteTeacher:
         return self._classifier.predict(np.asarray(images, np.float32))
 
 
-Teacher = Union[keras.Model, TFLiteTeacher]
+Teacher: TypeAlias = keras.Model | TFLiteTeacher
 
 
 class _FrozenCall(keras.layers.Layer):
@@ -69,8 +71,9 @@ class _FrozenCall(keras.layers.Layer):
         return tf.TensorShape([input_shape[0], self._num_classes])
 
 
-def _wrap(function, input_shape, num_classes: int, name: str, fingerprint: str,
-          owner) -> keras.Model:
+def _wrap(
+    function, input_shape, num_classes: int, name: str, fingerprint: str, owner
+) -> keras.Model:
     inputs = keras.Input(tuple(input_shape), name="image")
     layer = _FrozenCall(function, num_classes, fingerprint, owner, name="frozen_call")
     model = keras.Model(inputs, layer(inputs), name=name)
@@ -78,7 +81,7 @@ def _wrap(function, input_shape, num_classes: int, name: str, fingerprint: str,
     return model
 
 
-def from_keras3(model, name: Optional[str] = None) -> keras.Model:
+def from_keras3(model, name: str | None = None) -> keras.Model:
     """The explicit adapter for a Keras 3 model: a frozen tf_keras model calling it.
 
     The student stays tf_keras; the Keras 3 model is only ever called (inference mode) and its
@@ -88,23 +91,28 @@ def from_keras3(model, name: Optional[str] = None) -> keras.Model:
     if not isinstance(model, keras3.Model):
         raise TypeError(f"from_keras3 takes a Keras 3 model; got {type(model).__name__}.")
     if keras3.backend.backend() != "tensorflow":
-        raise ValueError(f"The Keras 3 teacher uses the '{keras3.backend.backend()}' backend; "
-                         "tfkd calls it inside a TensorFlow graph. Set KERAS_BACKEND=tensorflow.")
+        raise ValueError(
+            f"The Keras 3 teacher uses the '{keras3.backend.backend()}' backend; "
+            "tfkd calls it inside a TensorFlow graph. Set KERAS_BACKEND=tensorflow."
+        )
     input_shape = tuple(model.inputs[0].shape[1:])
     num_classes = int(model.outputs[0].shape[-1])
     fingerprint_ = _weights_digest(
-        "keras3" + json.dumps(model.get_config(), sort_keys=True, default=str),
-        model.get_weights())
+        "keras3" + json.dumps(model.get_config(), sort_keys=True, default=str), model.get_weights()
+    )
+
     @tf.autograph.experimental.do_not_convert
     def call(images):
         return model(images, training=False)
 
-    return _wrap(call, input_shape, num_classes,
-                 name or f"{model.name}_keras3", fingerprint_, model)
+    return _wrap(
+        call, input_shape, num_classes, name or f"{model.name}_keras3", fingerprint_, model
+    )
 
 
-def from_saved_model(path: str, signature: str = "serving_default",
-                     output: Optional[str] = None) -> keras.Model:
+def from_saved_model(
+    path: str, signature: str = "serving_default", output: str | None = None
+) -> keras.Model:
     """A frozen tf_keras model calling a SavedModel's serving signature.
 
     Args:
@@ -114,23 +122,30 @@ def from_saved_model(path: str, signature: str = "serving_default",
     """
     loaded = tf.saved_model.load(path)
     if signature not in loaded.signatures:
-        raise ValueError(f"SavedModel {path} has no signature '{signature}'. Its signatures: "
-                         f"{sorted(loaded.signatures)}")
+        raise ValueError(
+            f"SavedModel {path} has no signature '{signature}'. Its signatures: "
+            f"{sorted(loaded.signatures)}"
+        )
     function = loaded.signatures[signature]
     inputs = function.structured_input_signature[1]
     if len(inputs) != 1:
-        raise ValueError(f"SavedModel {path} signature '{signature}' takes {sorted(inputs)}; a "
-                         "teacher takes exactly one image tensor.")
-    (input_name, spec), = inputs.items()
+        raise ValueError(
+            f"SavedModel {path} signature '{signature}' takes {sorted(inputs)}; a "
+            "teacher takes exactly one image tensor."
+        )
+    ((input_name, spec),) = inputs.items()
     outputs = function.structured_outputs
     if output is None:
         if len(outputs) != 1:
-            raise ValueError(f"SavedModel {path} signature '{signature}' has outputs "
-                             f"{sorted(outputs)}; pass output=<the logits key>.")
+            raise ValueError(
+                f"SavedModel {path} signature '{signature}' has outputs "
+                f"{sorted(outputs)}; pass output=<the logits key>."
+            )
         output = next(iter(outputs))
     elif output not in outputs:
-        raise ValueError(f"SavedModel {path} has no output '{output}'. Its outputs: "
-                         f"{sorted(outputs)}")
+        raise ValueError(
+            f"SavedModel {path} has no output '{output}'. Its outputs: {sorted(outputs)}"
+        )
     num_classes = int(outputs[output].shape[-1])
 
     @tf.autograph.experimental.do_not_convert
@@ -139,9 +154,14 @@ def from_saved_model(path: str, signature: str = "serving_default",
 
     digest = hashlib.sha256(f"saved_model:{signature}:{output}".encode())
     files.hash_path(digest, path)
-    return _wrap(call, spec.shape[1:], num_classes,
-                 os.path.basename(os.path.normpath(path)) or "saved_model", digest.hexdigest(),
-                 loaded)
+    return _wrap(
+        call,
+        spec.shape[1:],
+        num_classes,
+        os.path.basename(os.path.normpath(path)) or "saved_model",
+        digest.hexdigest(),
+        loaded,
+    )
 
 
 def keras_file_version(path: str) -> str:
@@ -157,15 +177,18 @@ def refuse_h5_lambda(path: str) -> None:
     with h5py.File(path, "r") as handle:
         config = handle.attrs.get("model_config")
     if config is None:
-        raise ValueError(f"{path} holds weights only (no model config). Build the model in code "
-                         "and call load_weights, then pass the model.")
+        raise ValueError(
+            f"{path} holds weights only (no model config). Build the model in code "
+            "and call load_weights, then pass the model."
+        )
     if isinstance(config, bytes):
         config = config.decode("utf-8")
     if '"class_name": "Lambda"' in config:
         raise ValueError(
             f"{path} contains a Lambda layer. Loading it would run Python bytecode stored in the "
             "file, which tfkd refuses for untrusted models. Fix: rebuild the model in code and "
-            "load only its weights, or re-save it as .keras without the Lambda.")
+            "load only its weights, or re-save it as .keras without the Lambda."
+        )
 
 
 _BUILT_IN_MODULES = ("keras", "tf_keras")
@@ -179,8 +202,9 @@ def _custom_classes(config) -> list[str]:
         module = config.get("module")
         registered = config.get("registered_name") or ""
         if "class_name" in config and (
-                (module and not str(module).split(".")[0] in _BUILT_IN_MODULES)
-                or ">" in str(registered)):
+            (module and str(module).split(".")[0] not in _BUILT_IN_MODULES)
+            or ">" in str(registered)
+        ):
             found.append(str(registered or config["class_name"]))
         for value in config.values():
             found += _custom_classes(value)
@@ -197,22 +221,36 @@ def refuse_custom_objects(path: str, role: str = "teacher") -> None:
         config = json.loads(archive.read("config.json"))
     custom = sorted(set(_custom_classes(config)))
     if custom:
-        fix = ("export it as a SavedModel directory and pass that" if role == "teacher" else
-               "rebuild it from built-in layers")
+        fix = (
+            "export it as a SavedModel directory and pass that"
+            if role == "teacher"
+            else "rebuild it from built-in layers"
+        )
         raise ValueError(
             f"{role.capitalize()} {path} cannot be loaded: it holds custom objects {custom}, and "
             f"{role}s are loaded in safe mode without custom code. Save it with built-in "
-            f"layers, or {fix}.")
+            f"layers, or {fix}."
+        )
 
 
 def _load_file(path: str) -> Teacher:
     if not os.path.exists(path):
-        raise FileNotFoundError(f"Teacher {path} does not exist. Give a .keras/.h5/.tflite file "
-                                "or a SavedModel directory.")
+        raise FileNotFoundError(
+            f"Teacher {path} does not exist. Give a .keras/.h5/.tflite file "
+            "or a SavedModel directory."
+        )
     try:
         return _load_existing_file(path)
-    except (zipfile.BadZipFile, OSError, KeyError, TypeError, ValueError, EOFError,
-            json.JSONDecodeError, tf.errors.OpError) as error:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        KeyError,
+        TypeError,
+        ValueError,
+        EOFError,
+        json.JSONDecodeError,
+        tf.errors.OpError,
+    ) as error:
         raise ValueError(_unloadable(path, error)) from error
 
 
@@ -222,19 +260,27 @@ def _unloadable(path: str, error: Exception) -> str:
     if text.startswith(f"Teacher {path}"):  # tfkd's own message about this file
         return text
     if isinstance(error, zipfile.BadZipFile):
-        reason = ("it is not a zip archive, so not a .keras file: it may be truncated, empty or "
-                  "something else saved under that name. Re-save or re-download it.")
+        reason = (
+            "it is not a zip archive, so not a .keras file: it may be truncated, empty or "
+            "something else saved under that name. Re-save or re-download it."
+        )
     elif "Lambda" in text:
-        reason = ("it holds a Lambda layer, which safe mode refuses because loading it would "
-                  "run code from the file. Rebuild the model without Lambda layers, or export it "
-                  "as a SavedModel directory.")
+        reason = (
+            "it holds a Lambda layer, which safe mode refuses because loading it would "
+            "run code from the file. Rebuild the model without Lambda layers, or export it "
+            "as a SavedModel directory."
+        )
     elif "locate" in text or "Unknown" in text or "custom" in text.lower():
-        reason = (f"it holds a custom layer or object tfkd cannot rebuild ({text[:160]}); "
-                  "teachers are loaded in safe mode without custom code. Save it with built-in "
-                  "layers, or export it as a SavedModel directory and pass that.")
+        reason = (
+            f"it holds a custom layer or object tfkd cannot rebuild ({text[:160]}); "
+            "teachers are loaded in safe mode without custom code. Save it with built-in "
+            "layers, or export it as a SavedModel directory and pass that."
+        )
     else:
-        reason = (f"{type(error).__name__}: {text[:200]}. It may be truncated or corrupt: "
-                  "re-save or re-download it.")
+        reason = (
+            f"{type(error).__name__}: {text[:200]}. It may be truncated or corrupt: "
+            "re-save or re-download it."
+        )
     return f"Teacher {path} cannot be loaded: {reason}"
 
 
@@ -254,8 +300,10 @@ def _load_existing_file(path: str) -> Teacher:
     if path.endswith((".h5", ".hdf5")):
         refuse_h5_lambda(path)
         return keras.models.load_model(path, compile=False)
-    raise ValueError(f"Teacher {path}: unknown format. Give a .keras, .h5, .tflite file or a "
-                     "SavedModel directory.")
+    raise ValueError(
+        f"Teacher {path}: unknown format. Give a .keras, .h5, .tflite file or a "
+        "SavedModel directory."
+    )
 
 
 def load(source) -> Teacher:
@@ -266,8 +314,10 @@ def load(source) -> Teacher:
         return _load_file(os.fspath(source))
     if is_keras3_model(source):
         return from_keras3(source)
-    raise TypeError(f"Cannot use a {type(source).__name__} as a teacher. Give a tf_keras model, "
-                    "a Keras 3 model, or a path to a .keras/.h5/.tflite file or SavedModel.")
+    raise TypeError(
+        f"Cannot use a {type(source).__name__} as a teacher. Give a tf_keras model, "
+        "a Keras 3 model, or a path to a .keras/.h5/.tflite file or SavedModel."
+    )
 
 
 def load_all(source) -> list[Teacher]:
@@ -282,8 +332,11 @@ def _frozen_calls(teacher: Teacher) -> list[_FrozenCall]:
     if not isinstance(teacher, keras.Model):
         return []
     # A teacher behind an input adapter (tfkd.teacher_input) holds the wrapped model inside.
-    return [found for layer in teacher.layers
-            for found in ([layer] if isinstance(layer, _FrozenCall) else _frozen_calls(layer))]
+    return [
+        found
+        for layer in teacher.layers
+        for found in ([layer] if isinstance(layer, _FrozenCall) else _frozen_calls(layer))
+    ]
 
 
 def is_foreign(teacher: Teacher) -> bool:
@@ -304,8 +357,9 @@ def predict(teacher: Teacher, images: np.ndarray) -> np.ndarray:
     return np.asarray(teacher(tf.convert_to_tensor(images), training=False), np.float32)
 
 
-def normalized_weights(weights: Optional[Sequence[float]],
-                       num_teachers: int) -> Optional[tuple[float, ...]]:
+def normalized_weights(
+    weights: Sequence[float] | None, num_teachers: int
+) -> tuple[float, ...] | None:
     """Ensemble weights checked (one per member, finite, >= 0, not all zero) and summing to 1;
     None (a plain mean) stays None."""
     if weights is None:
@@ -325,8 +379,9 @@ def normalized_weights(weights: Optional[Sequence[float]],
     return tuple(w / total for w in weights)
 
 
-def ensemble_predict(teachers: Sequence[Teacher], images: np.ndarray,
-                     weights: Optional[Sequence[float]] = None) -> np.ndarray:
+def ensemble_predict(
+    teachers: Sequence[Teacher], images: np.ndarray, weights: Sequence[float] | None = None
+) -> np.ndarray:
     """Members' logits averaged (weighted by `weights`, see `normalized_weights`), as the
     Distiller averages them."""
     outputs = [predict(t, images) for t in teachers]

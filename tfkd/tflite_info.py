@@ -1,7 +1,6 @@
 """What is inside a `.tflite` file: ops, tensor types, quantization, and what stayed float."""
 
 import dataclasses
-from typing import Optional, Union
 
 import numpy as np
 
@@ -16,8 +15,8 @@ class Tensor:
     name: str
     dtype: str
     shape: tuple[int, ...]
-    scale: Optional[float]
-    zero_point: Optional[int]
+    scale: float | None
+    zero_point: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +51,15 @@ class ModelInfo:
         return {
             "inputs": [dataclasses.asdict(t) for t in self.inputs],
             "outputs": [dataclasses.asdict(t) for t in self.outputs],
-            "ops": [{"index": op.index, "op": op.name,
-                     "inputs": [t.dtype for t in op.inputs],
-                     "outputs": [t.dtype for t in op.outputs]} for op in self.ops],
+            "ops": [
+                {
+                    "index": op.index,
+                    "op": op.name,
+                    "inputs": [t.dtype for t in op.inputs],
+                    "outputs": [t.dtype for t in op.outputs],
+                }
+                for op in self.ops
+            ],
             "float_ops": [f"{op.index}:{op.name}" for op in self.float_ops],
             "integer_only": self.integer_only,
         }
@@ -69,9 +74,12 @@ class ModelInfo:
         for kind, tensors in (("input", self.inputs), ("output", self.outputs)):
             for t in tensors:
                 lines.append(f"{kind}: {t.name} {t.dtype}{list(t.shape)}{_quant(t)}")
-        verdict = ("integer-only" if self.integer_only else
-                   f"{len(self.float_ops)} op(s) compute in float: "
-                   + ", ".join(f"{op.index}:{op.name}" for op in self.float_ops))
+        verdict = (
+            "integer-only"
+            if self.integer_only
+            else f"{len(self.float_ops)} op(s) compute in float: "
+            + ", ".join(f"{op.index}:{op.name}" for op in self.float_ops)
+        )
         lines.append(verdict)
         return "\n".join(lines)
 
@@ -80,25 +88,34 @@ def _quant(t: Tensor) -> str:
     return f" (scale={t.scale:.6g}, zero_point={t.zero_point})" if t.scale else ""
 
 
-def describe(model: Union[str, bytes]) -> ModelInfo:
+def describe(model: str | bytes) -> ModelInfo:
     """Reads ops and tensors of a `.tflite` path or flatbuffer, without delegates."""
     from ai_edge_litert.interpreter import OpResolverType
 
     interpreter = load_interpreter(
-        model, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        model, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
 
     def tensor(index: int) -> Tensor:
         d = details[index]
         scale, zero_point = d["quantization"]
-        return Tensor(index, d["name"], np.dtype(d["dtype"]).name,
-                      tuple(int(s) for s in d["shape"]),
-                      float(scale) if scale else None, int(zero_point) if scale else None)
+        return Tensor(
+            index,
+            d["name"],
+            np.dtype(d["dtype"]).name,
+            tuple(int(s) for s in d["shape"]),
+            float(scale) if scale else None,
+            int(zero_point) if scale else None,
+        )
 
     ops = tuple(
-        Op(op["index"], op["op_name"],
-           tuple(tensor(i) for i in op["inputs"] if i >= 0),
-           tuple(tensor(i) for i in op["outputs"]))
+        Op(
+            op["index"],
+            op["op_name"],
+            tuple(tensor(i) for i in op["inputs"] if i >= 0),
+            tuple(tensor(i) for i in op["outputs"]),
+        )
         for op in interpreter._get_ops_details()
     )
     return ModelInfo(

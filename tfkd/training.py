@@ -5,7 +5,7 @@ The pipeline, the benchmarks and library users train through these functions, so
 measured in `benchmarks/` is the recipe a run uses.
 """
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -21,8 +21,9 @@ DEFAULT_LEARNING_RATE = 1e-3
 SGD_MOMENTUM = 0.9
 
 
-def optimizer(name: str = DEFAULT_OPTIMIZER, learning_rate: float = DEFAULT_LEARNING_RATE,
-              steps: int = 1) -> keras.optimizers.Optimizer:
+def optimizer(
+    name: str = DEFAULT_OPTIMIZER, learning_rate: float = DEFAULT_LEARNING_RATE, steps: int = 1
+) -> keras.optimizers.Optimizer:
     """`name` (one of `OPTIMIZERS`) with a cosine decay from `learning_rate` to 0 over `steps`.
 
     SGD uses Nesterov momentum 0.9, the CIFAR ResNet recipe of He et al. and of the
@@ -35,8 +36,10 @@ def optimizer(name: str = DEFAULT_OPTIMIZER, learning_rate: float = DEFAULT_LEAR
     if int(steps) < 0:
         # tf.data reports -1/-2 for an infinite or unknown size: a schedule over it is no
         # schedule (the rate would drop to 0 after one step).
-        raise ValueError(f"`steps` must be >= 0. Received: steps={steps} (the cardinality of a "
-                         "dataset of unknown size? Count its batches instead).")
+        raise ValueError(
+            f"`steps` must be >= 0. Received: steps={steps} (the cardinality of a "
+            "dataset of unknown size? Count its batches instead)."
+        )
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(int(steps), 1))
     if name == "sgd":
         return keras.optimizers.SGD(schedule, momentum=SGD_MOMENTUM, nesterov=True)
@@ -81,56 +84,73 @@ class StopAfterEpochs(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def callbacks(backup_dir: Optional[str] = None, log_dir: Optional[str] = None,
-              early_stopping_patience: int = 0,
-              keep_backup: bool = False) -> list[keras.callbacks.Callback]:
+def callbacks(
+    backup_dir: str | None = None,
+    log_dir: str | None = None,
+    early_stopping_patience: int = 0,
+    keep_backup: bool = False,
+) -> list[keras.callbacks.Callback]:
     """Stop at a non-finite loss, then, each only when asked for: resumable training (a backup
     every epoch, deleted when `fit` ends unless `keep_backup`, so that another `fit` can carry
     on from it), TensorBoard logs and early stopping on validation accuracy (best weights
     kept)."""
     if early_stopping_patience < 0:
-        raise ValueError("`early_stopping_patience` must be >= 0 (0 turns it off). "
-                         f"Received: early_stopping_patience={early_stopping_patience}")
+        raise ValueError(
+            "`early_stopping_patience` must be >= 0 (0 turns it off). "
+            f"Received: early_stopping_patience={early_stopping_patience}"
+        )
     chosen: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss()]
     if backup_dir:
-        chosen.append(keras.callbacks.BackupAndRestore(backup_dir,
-                                                       delete_checkpoint=not keep_backup))
+        chosen.append(
+            keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=not keep_backup)
+        )
     if log_dir:
         chosen.append(keras.callbacks.TensorBoard(log_dir))
     if early_stopping_patience:
-        chosen.append(keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=early_stopping_patience,
-            restore_best_weights=True))
+        chosen.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy",
+                mode="max",
+                patience=early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
     return chosen
 
 
 def _steps_per_epoch(train: tf.data.Dataset) -> int:
     steps = int(train.cardinality())
     if steps < 1:
-        raise ValueError("The training dataset must be batched with a known, non-zero number of "
-                         f"batches (cardinality {steps}); build it with tfkd.data.batches.")
+        raise ValueError(
+            "The training dataset must be batched with a known, non-zero number of "
+            f"batches (cardinality {steps}); build it with tfkd.data.batches."
+        )
     return steps
 
 
 def train_classifier(
     model: keras.Model,
     train: tf.data.Dataset,
-    validation: Optional[tf.data.Dataset] = None,
+    validation: tf.data.Dataset | None = None,
     epochs: int = 1,
     *,
     optimizer_name: str = DEFAULT_OPTIMIZER,
     learning_rate: float = DEFAULT_LEARNING_RATE,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     jit_compile: bool = False,
-    verbose: Union[int, str] = "auto",
+    verbose: int | str = "auto",
 ) -> keras.Model:
     """Trains `model` (emitting logits) on the hard labels of `train`; returns it."""
     steps = epochs * _steps_per_epoch(train)
-    model.compile(optimizer=optimizer(optimizer_name, learning_rate, steps),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=jit_compile)
-    model.fit(train, validation_data=validation, epochs=epochs, callbacks=list(callbacks),
-              verbose=verbose)
+    model.compile(
+        optimizer=optimizer(optimizer_name, learning_rate, steps),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    model.fit(
+        train, validation_data=validation, epochs=epochs, callbacks=list(callbacks), verbose=verbose
+    )
     return model
 
 
@@ -138,10 +158,10 @@ def distill(
     student: keras.Model,
     teacher,
     train: tf.data.Dataset,
-    validation: Optional[tf.data.Dataset] = None,
+    validation: tf.data.Dataset | None = None,
     epochs: int = 1,
     *,
-    loss: Optional[losses_lib.LogitLoss] = None,
+    loss: losses_lib.LogitLoss | None = None,
     student_loss_weight: float = DEFAULT_STUDENT_LOSS_WEIGHT,
     features: Sequence[FeaturePair] = (),
     warmup_epochs: int = 0,
@@ -149,7 +169,7 @@ def distill(
     learning_rate: float = DEFAULT_LEARNING_RATE,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     jit_compile: bool = False,
-    verbose: Union[int, str] = "auto",
+    verbose: int | str = "auto",
 ) -> keras.Model:
     """Trains `student` (float or quantization-aware) against the frozen `teacher` (a model, a
     list of models, or None when `train` carries cached teacher logits); returns the student.
@@ -157,23 +177,32 @@ def distill(
     `warmup_epochs` ramps the distillation term up from 0 over that many epochs.
     """
     steps_per_epoch = _steps_per_epoch(train)
-    distiller = Distiller(student=student, teacher=teacher,
-                          loss=loss if loss is not None else losses_lib.KD(),
-                          features=features, student_loss_weight=student_loss_weight,
-                          distillation_warmup_steps=warmup_epochs * steps_per_epoch)
-    distiller.compile(optimizer=optimizer(optimizer_name, learning_rate,
-                                          epochs * steps_per_epoch),
-                      metrics=["accuracy"], jit_compile=jit_compile)
-    distiller.fit(train, validation_data=validation, epochs=epochs, callbacks=list(callbacks),
-                  verbose=verbose)
+    distiller = Distiller(
+        student=student,
+        teacher=teacher,
+        loss=loss if loss is not None else losses_lib.KD(),
+        features=features,
+        student_loss_weight=student_loss_weight,
+        distillation_warmup_steps=warmup_epochs * steps_per_epoch,
+    )
+    distiller.compile(
+        optimizer=optimizer(optimizer_name, learning_rate, epochs * steps_per_epoch),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    distiller.fit(
+        train, validation_data=validation, epochs=epochs, callbacks=list(callbacks), verbose=verbose
+    )
     return distiller.student
 
 
 def _float32_config(config):
     """A layer configuration with every mixed-precision dtype policy replaced by float32."""
     if isinstance(config, dict):
-        return {key: ("float32" if key == "dtype" and _is_policy(value) else
-                      _float32_config(value)) for key, value in config.items()}
+        return {
+            key: ("float32" if key == "dtype" and _is_policy(value) else _float32_config(value))
+            for key, value in config.items()
+        }
     if isinstance(config, list):
         return [_float32_config(item) for item in config]
     return config

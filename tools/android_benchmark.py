@@ -39,24 +39,34 @@ def main(argv):
         info = device.fingerprint(phone)
         results = []
         for model in models:
-            common = dict(threads=FLAGS.threads, warmup=FLAGS.warmup, runs=FLAGS.runs,
-                          xnnpack=FLAGS.xnnpack, repeats=FLAGS.repeats,
-                          cooldown_s=FLAGS.cooldown, info=info)
+            common = dict(
+                threads=FLAGS.threads,
+                warmup=FLAGS.warmup,
+                runs=FLAGS.runs,
+                xnnpack=FLAGS.xnnpack,
+                repeats=FLAGS.repeats,
+                cooldown_s=FLAGS.cooldown,
+                info=info,
+            )
             if FLAGS.benchmark_binary:
-                results.append(device.benchmark_model_on_device(
-                    phone, model, FLAGS.benchmark_binary, cpu_mask=FLAGS.cpu_mask, **common))
+                results.append(
+                    device.benchmark_model_on_device(
+                        phone, model, FLAGS.benchmark_binary, cpu_mask=FLAGS.cpu_mask, **common
+                    )
+                )
             else:
                 results.append(device.app_benchmark_on_device(phone, model, **common))
     except (device.DeviceError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"Device: {info['manufacturer']} {info['model']} ({info['soc']}, {info['abi']}, "
-          f"Android {info['android']}, governor {info['cpu_governor']})")
+    print(
+        f"Device: {info['manufacturer']} {info['model']} ({info['soc']}, {info['abi']}, "
+        f"Android {info['android']}, governor {info['cpu_governor']})"
+    )
     print(benchmark.format_table(results))
     if FLAGS.json:
         with open(FLAGS.json, "w", encoding="utf-8") as f:
-            json.dump({"device": info, "measurements": [r.to_dict() for r in results]}, f,
-                      indent=2)
+            json.dump({"device": info, "measurements": [r.to_dict() for r in results]}, f, indent=2)
     return 0
 
 

@@ -20,9 +20,12 @@ flags.DEFINE_integer("runs", 50, "Timed runs.")
 flags.DEFINE_bool("xnnpack", True, "Use the XNNPACK delegate (as apps do).")
 flags.DEFINE_string("json", None, "Write all measurements to this file.")
 flags.DEFINE_string("serial", None, "Also measure on this adb device.")
-flags.DEFINE_string("benchmark_binary", None,
-                    "Host path of the Android benchmark_model binary; without it the android_demo "
-                    "app's benchmark mode is used on the device.")
+flags.DEFINE_string(
+    "benchmark_binary",
+    None,
+    "Host path of the Android benchmark_model binary; without it the android_demo "
+    "app's benchmark mode is used on the device.",
+)
 
 
 def main(argv):
@@ -34,18 +37,33 @@ def main(argv):
     try:
         for model in models:
             for count in threads:
-                results.append(benchmark.measure(model, threads=count, warmup=FLAGS.warmup,
-                                                 runs=FLAGS.runs, xnnpack=FLAGS.xnnpack))
+                results.append(
+                    benchmark.measure(
+                        model,
+                        threads=count,
+                        warmup=FLAGS.warmup,
+                        runs=FLAGS.runs,
+                        xnnpack=FLAGS.xnnpack,
+                    )
+                )
         if FLAGS.serial:
             phone = device.connect(FLAGS.serial)
             info = device.fingerprint(phone)
             for model in models:
                 for count in threads:
-                    common = dict(threads=count, warmup=FLAGS.warmup, runs=FLAGS.runs,
-                                  xnnpack=FLAGS.xnnpack, info=info)
+                    common = dict(
+                        threads=count,
+                        warmup=FLAGS.warmup,
+                        runs=FLAGS.runs,
+                        xnnpack=FLAGS.xnnpack,
+                        info=info,
+                    )
                     if FLAGS.benchmark_binary:
-                        results.append(device.benchmark_model_on_device(
-                            phone, model, FLAGS.benchmark_binary, **common))
+                        results.append(
+                            device.benchmark_model_on_device(
+                                phone, model, FLAGS.benchmark_binary, **common
+                            )
+                        )
                     else:
                         results.append(device.app_benchmark_on_device(phone, model, **common))
     except (device.DeviceError, ValueError, FileNotFoundError) as error:

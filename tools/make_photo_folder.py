@@ -11,7 +11,7 @@ that ignores the tag sees the picture on its side. The result has train/ and val
 
 import os
 import random
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from absl import app, flags
 
@@ -23,16 +23,22 @@ _ASPECTS = ((4, 3), (3, 4), (1, 1), (16, 9), (9, 16))
 
 
 def _files(folder: str, limit: int, rng: random.Random) -> list[str]:
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpg", ".jpeg",
-                                                                         ".png")))
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpg", ".jpeg", ".png")))
     rng.shuffle(names)
     return [os.path.join(folder, n) for n in names[:limit]]
 
 
-def make_photo_folder(source: str, out: str, classes: Optional[Sequence[str]] = None,
-                      train_per_class: int = 600, val_per_class: int = 140,
-                      min_side: int = 150, max_side: int = 500, rotated_fraction: float = 0.2,
-                      seed: int = 0) -> dict:
+def make_photo_folder(
+    source: str,
+    out: str,
+    classes: Sequence[str] | None = None,
+    train_per_class: int = 600,
+    val_per_class: int = 140,
+    min_side: int = 150,
+    max_side: int = 500,
+    rotated_fraction: float = 0.2,
+    seed: int = 0,
+) -> dict:
     """Writes `out/{train,val}/<class>/*.jpg` from `source/{train,test}/<class>/`; returns the
     counts written and how many carry an EXIF rotation."""
     from PIL import Image  # noqa: PLC0415
@@ -40,8 +46,10 @@ def make_photo_folder(source: str, out: str, classes: Optional[Sequence[str]] = 
     rng = random.Random(seed)
     classes = list(classes or sorted(os.listdir(os.path.join(source, "train"))))
     counts = {"images": 0, "rotated": 0}
-    for split, source_split, limit in (("train", "train", train_per_class),
-                                       ("val", "test", val_per_class)):
+    for split, source_split, limit in (
+        ("train", "train", train_per_class),
+        ("val", "test", val_per_class),
+    ):
         for name in classes:
             target = os.path.join(out, split, name)
             os.makedirs(target, exist_ok=True)
@@ -50,8 +58,9 @@ def make_photo_folder(source: str, out: str, classes: Optional[Sequence[str]] = 
                     small = small.convert("RGB")
                 long_side = rng.randint(min_side, max_side)
                 a, b = rng.choice(_ASPECTS)
-                width, height = ((long_side, long_side * b // a) if a >= b
-                                 else (long_side * a // b, long_side))
+                width, height = (
+                    (long_side, long_side * b // a) if a >= b else (long_side * a // b, long_side)
+                )
                 photo = small.resize((width, height), Image.BICUBIC)
                 exif = Image.Exif()
                 if rng.random() < rotated_fraction:
@@ -60,19 +69,30 @@ def make_photo_folder(source: str, out: str, classes: Optional[Sequence[str]] = 
                     exif[0x0112] = orientation
                     counts["rotated"] += 1
                 stem = os.path.splitext(os.path.basename(path))[0]
-                photo.save(os.path.join(target, f"{stem}.jpg"), "JPEG", quality=90,
-                           exif=exif.tobytes())
+                photo.save(
+                    os.path.join(target, f"{stem}.jpg"), "JPEG", quality=90, exif=exif.tobytes()
+                )
                 counts["images"] += 1
     return counts
 
 
 def main(argv):
     del argv
-    counts = make_photo_folder(FLAGS.source, FLAGS.out, FLAGS.classes, FLAGS.train_per_class,
-                               FLAGS.val_per_class, FLAGS.min_side, FLAGS.max_side,
-                               FLAGS.rotated_fraction, FLAGS.seed)
-    print(f"Wrote {counts['images']} images ({counts['rotated']} with an EXIF rotation) to "
-          f"{FLAGS.out}")
+    counts = make_photo_folder(
+        FLAGS.source,
+        FLAGS.out,
+        FLAGS.classes,
+        FLAGS.train_per_class,
+        FLAGS.val_per_class,
+        FLAGS.min_side,
+        FLAGS.max_side,
+        FLAGS.rotated_fraction,
+        FLAGS.seed,
+    )
+    print(
+        f"Wrote {counts['images']} images ({counts['rotated']} with an EXIF rotation) to "
+        f"{FLAGS.out}"
+    )
 
 
 def _define_flags() -> None:

@@ -9,7 +9,6 @@ on a large related folder, then distil on your own photos:
         --out=backbone.h5
 """
 
-
 from pipelines import console  # noqa: I001  (first: imports TensorFlow quietly)
 
 from absl import app, flags
@@ -33,21 +32,35 @@ def main(argv):
     del argv
     splits = tfkd.data.load(FLAGS.dataset, image_size=FLAGS.image_size, seed=FLAGS.seed)
     keras.utils.set_random_seed(FLAGS.seed)
-    model = pretrained.build(FLAGS.model, splits.preprocessing.input_shape, splits.num_classes,
-                             splits.preprocessing)
-    batches = tfkd.data.batches(splits.train, splits.preprocessing, FLAGS.batch_size,
-                                shuffle=True, augmentation=tfkd.data.Augmentation(),
-                                seed=FLAGS.seed)
+    model = pretrained.build(
+        FLAGS.model, splits.preprocessing.input_shape, splits.num_classes, splits.preprocessing
+    )
+    batches = tfkd.data.batches(
+        splits.train,
+        splits.preprocessing,
+        FLAGS.batch_size,
+        shuffle=True,
+        augmentation=tfkd.data.Augmentation(),
+        seed=FLAGS.seed,
+    )
     validation = tfkd.data.batches(splits.validation, splits.preprocessing, FLAGS.batch_size)
-    training.train_classifier(model, batches, epochs=FLAGS.epochs,
-                              learning_rate=FLAGS.learning_rate, validation=validation,
-                              verbose=0, callbacks=[console.EpochProgress("pretrain")])
+    training.train_classifier(
+        model,
+        batches,
+        epochs=FLAGS.epochs,
+        learning_rate=FLAGS.learning_rate,
+        validation=validation,
+        verbose=0,
+        callbacks=[console.EpochProgress("pretrain")],
+    )
     accuracy = tfkd.evaluate.keras_accuracy(model, validation)
     backbone = keras.Model(model.input, model.get_layer(pretrained.HEAD_LAYERS[0]).input)
     with files.atomic_path(FLAGS.out) as tmp:  # keeps the .h5 extension: HDF5 weights
         backbone.save_weights(tmp)
-    print(f"{FLAGS.model}: validation accuracy {accuracy:.4f} on {splits.name}; backbone "
-          f"weights written to {FLAGS.out}")
+    print(
+        f"{FLAGS.model}: validation accuracy {accuracy:.4f} on {splits.name}; backbone "
+        f"weights written to {FLAGS.out}"
+    )
 
 
 if __name__ == "__main__":

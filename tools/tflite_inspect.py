@@ -20,12 +20,14 @@ flags.DEFINE_bool("require_integer", False, "Exit with status 1 if a model has f
 def _metadata_text(meta) -> str:
     if meta is None:
         return "metadata: none (MediaPipe Tasks and Android Studio cannot use this file as is)"
-    lines = [f"metadata: {meta['name']} v{meta['version']} (parser >= "
-             f"{meta['min_parser_version']}): {meta['description']}"]
+    lines = [
+        f"metadata: {meta['name']} v{meta['version']} (parser >= "
+        f"{meta['min_parser_version']}): {meta['description']}"
+    ]
     for kind in ("inputs", "outputs"):
         for tensor in meta[kind]:
             norm = tensor["normalization"]
-            extra = (f"; normalization mean={norm['mean']} std={norm['std']}" if norm else "")
+            extra = f"; normalization mean={norm['mean']} std={norm['std']}" if norm else ""
             lines.append(f"  {kind[:-1]} {tensor['name']}: {tensor['description']}{extra}")
     for name, text in meta["associated_files"].items():
         lines.append(f"  file {name}: {len(text.splitlines())} lines")

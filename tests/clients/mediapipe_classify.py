@@ -21,7 +21,8 @@ def main(model_path: str, images_path: str, out_path: str) -> None:
 
     images = np.load(images_path)
     options = vision.ImageClassifierOptions(
-        base_options=tasks.BaseOptions(model_asset_path=model_path), max_results=-1)
+        base_options=tasks.BaseOptions(model_asset_path=model_path), max_results=-1
+    )
     try:
         classifier = vision.ImageClassifier.create_from_options(options)
     except (ValueError, RuntimeError) as error:
@@ -30,11 +31,14 @@ def main(model_path: str, images_path: str, out_path: str) -> None:
         with classifier:
             result = {"images": []}
             for image in images:
-                frame = mp.Image(image_format=mp.ImageFormat.SRGB,
-                                 data=np.ascontiguousarray(image))
+                frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
                 categories = classifier.classify(frame).classifications[0].categories
-                result["images"].append([{"index": c.index, "name": c.category_name,
-                                          "score": c.score} for c in categories])
+                result["images"].append(
+                    [
+                        {"index": c.index, "name": c.category_name, "score": c.score}
+                        for c in categories
+                    ]
+                )
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump(result, f)
 

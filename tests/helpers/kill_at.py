@@ -41,17 +41,20 @@ def main() -> None:
             os.kill(os.getpid(), sent)
 
     if "--after_write" in options:
+
         @contextlib.contextmanager
         def patched(*args, **kwargs):
             with original(*args, **kwargs) as tmp:
                 yield tmp
                 kill_on_nth()
     else:
+
         def patched(*args, **kwargs):
             kill_on_nth()
             return original(*args, **kwargs)
+
     setattr(owner, attribute, patched)
-    sys.argv = ["distill", *sys.argv[split + 1:]]
+    sys.argv = ["distill", *sys.argv[split + 1 :]]
     runpy.run_module("pipelines.distill", run_name="__main__", alter_sys=True)
 
 
