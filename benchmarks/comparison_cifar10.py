@@ -362,7 +362,9 @@ def _race(fresh, cache, data, prep, seed: int, steps: int, validation):
         trainer.compile(optimizer=_optimizer(steps))
         started = time.time()
         trainer.fit(_cached(cache, data, prep, seed), epochs=1, steps_per_epoch=probe, verbose=0)
-        correct[name] = evaluate.correct_predictions(trainer.student, validation)
+        # Batch statistics of the probe's weights, not Keras' lagging moving averages.
+        measured = evaluate.precise_batch_norm(trainer.student, _cached(cache, data, prep, seed))
+        correct[name] = evaluate.correct_predictions(measured, validation)
         seconds[name] = time.time() - started
         trainers[name] = trainer
     chosen = dataclasses.replace(

@@ -207,9 +207,14 @@ def _race(ctx: "Context") -> "tfkd.calibration.Calibration":
                     console.EpochProgress(f"student (probe: {name})", epochs=probe_epochs),
                 ],
             )
+            # Measured with the batch statistics of its weights as they are: the moving
+            # averages still hold their start this early (tfkd.evaluate.precise_batch_norm).
+            measured = evaluate.precise_batch_norm(
+                probe, ctx.train_batches(STUDENT_DATA, distilled=True)
+            )
             result = {
                 "correct": [
-                    bool(hit) for hit in evaluate.correct_predictions(probe, ctx.validation)
+                    bool(hit) for hit in evaluate.correct_predictions(measured, ctx.validation)
                 ],
                 "seconds": time.time() - started,
             }

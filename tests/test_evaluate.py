@@ -160,3 +160,42 @@ def test_truncated_real_model_gives_a_clear_error(setting, tmp_path):
 def test_missing_tflite_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="No .tflite file"):
         evaluate.load_interpreter(str(tmp_path / "absent.tflite"))
+
+
+def test_precise_batch_norm_takes_the_statistics_of_the_weights_as_they_are():
+    """Early in training Keras' moving averages still hold their initial values; the copy's
+    statistics are the mean over batches of the batch statistics, computed here with numpy."""
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3, name="dense")(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="norm")(hidden))
+    batches = [rng.normal(5.0, 2.0, size=(32, 4)).astype("float32") for _ in range(4)]
+    copy = tfkd.evaluate.precise_batch_norm(model, iter(batches), batches=3)
+    kernel, bias = model.get_layer("dense").get_weights()
+    activations = [b @ kernel + bias for b in batches[:3]]  # the fourth is never read
+    norm = copy.get_layer("norm")
+    np.testing.assert_allclose(
+        norm.moving_mean.numpy(),
+        np.mean([a.mean(axis=0) for a in activations], axis=0),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    # Keras' batch variance is the biased one (divided by the batch size).
+    np.testing.assert_allclose(
+        norm.moving_variance.numpy(),
+        np.mean([a.var(axis=0) for a in activations], axis=0),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    # The model itself keeps its initial statistics; so does its own layer's momentum.
+    original = model.get_layer("norm")
+    np.testing.assert_array_equal(original.moving_mean.numpy(), np.zeros(3))
+    assert original.momentum == 0.99
+    # Distiller batches ({"image": ...}, labels) are read as images.
+    labelled = [({"image": b}, np.zeros(32)) for b in batches]
+    again = tfkd.evaluate.precise_batch_norm(model, labelled, batches=3)
+    np.testing.assert_allclose(
+        again.get_layer("norm").moving_mean.numpy(), norm.moving_mean.numpy(), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="empty"):
+        tfkd.evaluate.precise_batch_norm(model, [], batches=3)

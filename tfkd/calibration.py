@@ -12,8 +12,10 @@ student alone did not tell these apart; training each candidate on this run's da
 Why a race that continues (successive halving with one rung, as in Hyperband): every candidate
 trains from the same initial weights under the *whole* run's learning-rate schedule for its
 first `PROBE_SHARE` of the steps, so the probe is the first part of the very run it stands for,
-not a compressed imitation (compressed probes of a sixth of the budget sat at 11-17% on
-CIFAR-10 and told nothing). The winner's probe is then continued to the end of the schedule, so
+not a compressed imitation. A probe is measured with precise batch-norm statistics
+(`tfkd.evaluate.precise_batch_norm`): this early, Keras' moving averages still hold their
+initial values, which is why earlier probes sat at 11-17% on CIFAR-10 whatever they had
+learned. The winner's probe is then continued to the end of the schedule, so
 its probe steps are not repeated: the race adds (candidates - 1) x `PROBE_SHARE` = 40% of the
 distillation budget, and the chosen recipe trains for exactly the budget of a fixed recipe.
 
