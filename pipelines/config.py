@@ -85,6 +85,13 @@ class Config:
         "the labeled images, the distilled student from the teacher on every image.",
         above=0,
     )
+    teacher_pool: float = setting(
+        0.0,
+        "Set this stratified share of the training split aside for the teacher alone, all "
+        "labeled: a stand-in for a teacher pretrained on images you do not have. The students "
+        "(alone and distilled) never see them; --label_fraction applies to the rest. 0: the "
+        "teacher learns from the students' labeled images.",
+    )
     unlabeled: str = setting(
         "",
         "folder:PATH of extra images without labels (any layout), e.g. all the photos "
@@ -431,6 +438,17 @@ class Config:
                     raise ValueError(f"--{name}={','.join(map(str, value))}: {error}") from error
         if self.label_fraction > 1.0:
             raise ValueError(f"--label_fraction must be in (0, 1]. Received: {self.label_fraction}")
+        if not 0.0 <= self.teacher_pool < 1.0:
+            raise ValueError(
+                f"--teacher_pool must be in [0, 1): the share of the training images only the "
+                f"teacher learns from. Received: {self.teacher_pool}"
+            )
+        if self.teacher_pool and self.teacher_is_file:
+            raise ValueError(
+                f"--teacher_pool={self.teacher_pool} sets images aside for training the "
+                f"teacher, but --teacher={self.teacher} is a file that is not trained here. "
+                "Fix: drop --teacher_pool (your teacher's own training data plays its part)."
+            )
         if self.unlabeled and not self.unlabeled.startswith("folder:"):
             raise ValueError(
                 f"--unlabeled={self.unlabeled}: give folder:PATH, a folder of "

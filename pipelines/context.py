@@ -46,6 +46,13 @@ class Context:
             cache=config.data_cache,
             progress=console.CountProgress("decoding images"),
         )
+        # Images only the teacher learns from (a pretrained teacher's data): set aside before
+        # any label is hidden, so --label_fraction counts the students' share.
+        pool = None
+        if config.teacher_pool:
+            self.splits, pool = tfkd.data.set_aside(
+                self.splits, config.teacher_pool, config.seed + TEACHER_DATA
+            )
         if config.label_fraction < 1.0:
             self.splits = tfkd.data.hide_labels(self.splits, config.label_fraction, config.seed)
         if config.unlabeled:
@@ -56,6 +63,7 @@ class Context:
                 progress=console.CountProgress("decoding unlabeled images"),
             )
         self.teacher_splits = self.splits.at(teacher_size) if teacher_size else self.splits
+        self.teacher_pool = pool.at(teacher_size) if pool and teacher_size else pool
         # The teacher sees its own resolution: it gets both images in each batch.
         self.paired = self.teacher_splits is not self.splits
         student_size = tuple(self.splits.preprocessing.image_size)
@@ -353,7 +361,7 @@ class Context:
         config = self.config
         return tfkd.distribute.shard_by_data(
             tfkd.data.batches(
-                tfkd.data.labeled_train(self.teacher_splits),
+                tfkd.data.labeled_train(self.teacher_pool or self.teacher_splits),
                 self.teacher_splits.preprocessing,
                 config.batch_size,
                 shuffle=True,

@@ -139,7 +139,8 @@ def test_validation_runs_once_per_config(monkeypatch):
         ({"teacher": "no_such_net"}, "--teacher=no_such_net is not a registered model nor"),
         ({"teacher": "/nowhere/teacher.keras"}, "--teacher=/nowhere/teacher.keras does not exist"),
         ({"teacher_epochs": 0}, "--teacher_epochs must be >= 1"),
-        ({"temperature": 0.0}, "temperature"),
+        ({"loss": "kd", "temperature": 0.0}, "temperature"),
+        ({"teacher_pool": 1.0}, r"--teacher_pool must be in \[0, 1\)"),
         ({"loss": "kld"}, r"Unknown loss 'kld'. Available: \["),
         ({"optimizer": "adagrad"}, "--optimizer=adagrad is unknown"),
         ({"student_loss_weight": 1.5}, r"--student_loss_weight must be in \[0, 1\]"),
@@ -215,6 +216,13 @@ def test_a_tflite_teacher_file_is_sent_to_the_library_cache(tmp_path):
     path.write_bytes(b"\0")
     with pytest.raises(ValueError, match="tfkd.teacher_cache"):
         Config(teacher=str(path))
+
+
+def test_a_teacher_pool_is_refused_beside_a_teacher_file(tmp_path):
+    path = tmp_path / "teacher.keras"
+    path.write_bytes(b"\0")
+    with pytest.raises(ValueError, match="--teacher_pool=0.5 sets images aside .* drop"):
+        Config(teacher=str(path), teacher_pool=0.5)
 
 
 def test_xla_is_on_only_where_it_helps_unless_asked():

@@ -358,6 +358,36 @@ def test_hidden_labels_keep_a_stratified_share_and_the_images():
     )
 
 
+def test_set_aside_divides_the_training_split_by_class_and_keeps_the_rest():
+    splits = tfkd.data.load("digits", seed=0)
+    labels = tfkd.data.train_labels(splits)
+    images = np.stack([x for x, _ in splits.train.as_numpy_iterator()])
+    rest, aside = tfkd.data.set_aside(splits, 0.5, seed=4)
+    parts = {}
+    for name, part in (("rest", rest), ("aside", aside)):
+        pairs = list(part.at((8, 8)).train.as_numpy_iterator())
+        assert int(part.train.cardinality()) == part.sizes["train"] == len(pairs)
+        parts[name] = pairs
+    # Every training example is in exactly one part, with its own label, in the split's order.
+    index = {img.tobytes(): i for i, img in enumerate(images)}
+    positions = {n: [index[x.tobytes()] for x, _ in pairs] for n, pairs in parts.items()}
+    assert sorted(positions["rest"] + positions["aside"]) == list(range(len(labels)))
+    for name, pairs in parts.items():
+        assert positions[name] == sorted(positions[name])
+        np.testing.assert_array_equal([y for _, y in pairs], labels[positions[name]])
+    # Half of every class aside (numpy's count of the same rule).
+    for c in range(10):
+        members = int((labels == c).sum())
+        assert sum(labels[positions["aside"]] == c) == max(1, round(members * 0.5))
+    # Validation and test are the splits' own in both parts; hiding labels afterwards counts
+    # the rest only.
+    assert rest.validation is splits.validation and aside.test is splits.test
+    hidden = tfkd.data.hide_labels(rest, 0.1, seed=0)
+    assert hidden.sizes["train"] == len(parts["rest"]) and hidden.sizes["labeled"] < 80
+    with pytest.raises(ValueError, match="share"):
+        tfkd.data.set_aside(splits, 1.0)
+
+
 def test_labeled_train_repeats_the_labeled_images_to_a_full_epoch():
     hidden = tfkd.data.hide_labels(tfkd.data.load("digits", seed=0), 0.1, seed=0)
     labeled = tfkd.data.labeled_train(hidden)

@@ -502,6 +502,39 @@ def _relabel(
     )
 
 
+def set_aside(splits: Splits, share: float, seed: int = 0) -> tuple[Splits, Splits]:
+    """`(rest, aside)`: the training split divided, stratified, with `share` of every class in
+    `aside` and the others in `rest`, at every resolution and in their order; validation and
+    test are shared. What a teacher pretrained on images the students never see learns from."""
+    _check_fraction("share", share)
+    labels = train_labels(splits)
+    kept, held = stratified_split(labels, share, seed)
+    aside = np.zeros(len(labels), bool)
+    aside[held] = True
+    in_aside = tf.constant(aside)
+
+    def part(wanted: bool, count: int) -> Splits:
+        def train_for(train, size):
+            del size
+            return (
+                train.enumerate()
+                .filter(lambda index, example: tf.equal(in_aside[index], wanted))
+                .map(lambda index, example: example, num_parallel_calls=AUTOTUNE)
+                .apply(tf.data.experimental.assert_cardinality(count))
+            )
+
+        return _relabel(splits, train_for, dict(splits.sizes, train=count))
+
+    logging.info(
+        "Set aside %d of %d training examples (%.0f%% per class, seed %d).",
+        len(held),
+        len(labels),
+        100 * share,
+        seed,
+    )
+    return part(False, len(kept)), part(True, len(held))
+
+
 def hide_labels(splits: Splits, fraction: float, seed: int = 0) -> Splits:
     """`splits` whose training split keeps the labels of a stratified `fraction` of every class
     (at least one per class) and marks the others `UNLABELED`: an experiment with few labels
