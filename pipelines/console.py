@@ -189,14 +189,11 @@ class EpochProgress(keras.callbacks.Callback):
 
     METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
-    def __init__(self, label: str, stream=None, epochs: int = 0):
-        """`epochs`: where this fit will stop, when it stops before the epochs it was given
-        (a probe of a race); 0: those epochs."""
+    def __init__(self, label: str, stream=None):
         super().__init__()
         self.label = label
         self.stream = stream or sys.stdout
         self.terminal = self.stream.isatty()
-        self.epochs = epochs
 
     def on_train_begin(self, logs=None):
         self._started = time.time()
@@ -204,7 +201,7 @@ class EpochProgress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._epochs_here += 1
-        total = self.epochs or self.params.get("epochs") or epoch + 1
+        total = self.params.get("epochs") or epoch + 1
         done = epoch + 1
         per_epoch = (time.time() - self._started) / self._epochs_here
         eta = _eta(per_epoch * (total - done))

@@ -190,7 +190,8 @@ def _race(ctx: "Context") -> "tfkd.calibration.Calibration":
                 probe,
                 ctx.model("teacher"),
                 ctx.train_batches(STUDENT_DATA, distilled=True),
-                epochs=config.student_epochs,
+                epochs=probe_epochs,
+                schedule_epochs=config.student_epochs,
                 loss=loss,
                 student_loss_weight=weight,
                 features=config.feature_pairs,
@@ -202,10 +203,7 @@ def _race(ctx: "Context") -> "tfkd.calibration.Calibration":
                 callbacks=training.callbacks(
                     backup_dir=ctx.directory.file("checkpoints", PROBES, name), keep_backup=True
                 )
-                + [
-                    training.StopAfterEpochs(probe_epochs),
-                    console.EpochProgress(f"student (probe: {name})", epochs=probe_epochs),
-                ],
+                + [console.EpochProgress(f"student (probe: {name})")],
             )
             # Measured with the batch statistics of its weights as they are: the moving
             # averages still hold their start this early (tfkd.evaluate.precise_batch_norm).

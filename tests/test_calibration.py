@@ -67,9 +67,10 @@ def test_probes_are_the_first_fifth_of_the_budget_and_must_include_the_safe_reci
 
 
 def test_a_probe_continued_from_its_backup_is_the_uninterrupted_run(tmp_path):
-    """The race's winner goes on from its probe's last epoch (training.StopAfterEpochs and a
-    kept backup): the weights equal a run that was never stopped, so the probe's steps count
-    towards the budget instead of being repeated."""
+    """The race's winner goes on from its probe's last epoch (the first epochs of the whole
+    schedule, `schedule_epochs`, and a kept backup): the weights equal a run that was never
+    stopped, so the probe's steps count towards the budget instead of being repeated. A probe
+    resumed after its last epoch was saved trains no further."""
     images = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
     labels = np.arange(64) % 3
     teacher_logits = np.random.default_rng(1).normal(size=(64, 3)).astype("float32")
@@ -83,12 +84,13 @@ def test_a_probe_continued_from_its_backup_is_the_uninterrupted_run(tmp_path):
             [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
         )
 
-    def run(model, *callbacks):
+    def run(model, *callbacks, epochs=5):
         return tfkd.training.distill(
             model,
             None,
             data,
-            epochs=5,
+            epochs=epochs,
+            schedule_epochs=5,
             loss=tfkd.losses.DIST(),
             student_loss_weight=0.5,
             learning_rate=0.05,
@@ -98,12 +100,12 @@ def test_a_probe_continued_from_its_backup_is_the_uninterrupted_run(tmp_path):
 
     whole = run(fresh())
     backup = str(tmp_path / "probe")
-    probe = run(
-        fresh(),
-        *tfkd.training.callbacks(backup_dir=backup, keep_backup=True),
-        tfkd.training.StopAfterEpochs(2),
-    )
+    kept = tfkd.training.callbacks(backup_dir=backup, keep_backup=True)
+    probe = run(fresh(), *kept, epochs=2)
     after_probe = [w.copy() for w in probe.get_weights()]
+    rerun = run(fresh(), *tfkd.training.callbacks(backup_dir=backup, keep_backup=True), epochs=2)
+    for got, want in zip(rerun.get_weights(), after_probe):
+        np.testing.assert_array_equal(got, want)
     continued = run(fresh(), *tfkd.training.callbacks(backup_dir=backup))
     assert not all(np.allclose(a, b) for a, b in zip(after_probe, whole.get_weights()))
     for got, want in zip(continued.get_weights(), whole.get_weights()):

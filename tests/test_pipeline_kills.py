@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 import tfkd
@@ -175,3 +176,36 @@ def test_sigterm_says_how_to_resume_and_the_rerun_completes(tmp_path, target, nt
     )
     assert status == 0, err[-3000:]
     assert (out / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_killed_during_the_race_resumes_without_racing_again(tmp_path):
+    """--loss=auto killed while the second probe is being measured: the rerun keeps the first
+    probe's result, finishes the second from its backup without training it further, and the
+    winner continues from its probe."""
+    out = tmp_path / "run"
+    race = ("--loss=auto", "--student_loss_weight=0.9", "--student_epochs=5", "--qat_epochs=0")
+    status, err = _killed_run(out, "tfkd.evaluate.precise_batch_norm", 2, flags=race)
+    assert status == -signal.SIGKILL, err[-3000:]
+    probes = out / "checkpoints" / "student_probes"
+    assert (probes / "kd.json").exists() and not (probes / "calibration.json").exists()
+    first = json.loads((probes / "kd.json").read_text())
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.distill", *KILL_FLAGS, *race, f"--out_dir={out}"],
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout
+    # kd's probe is not trained again; the killed probe had finished its one epoch.
+    assert "student (probe: kd)" not in printed
+    assert "student (probe: keras_io) epoch" not in printed
+    assert "student (probe: dist) epoch 1/1" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    calibration = manifest["stages"]["student"]["metrics"]["calibration"]
+    assert calibration["probe_accuracy"]["kd"] == pytest.approx(np.mean(first["correct"]))
+    assert "  student epoch 2/5" in printed and "  student epoch 1/5" not in printed
+    assert not probes.exists()

@@ -68,22 +68,6 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             raise NonFiniteLoss(self._epoch + 1, batch + 1, float(loss))
 
 
-class StopAfterEpochs(keras.callbacks.Callback):
-    """Ends `fit` after `epochs` epochs while the optimizer's schedule runs over all the epochs
-    `fit` was given: the first part of a longer run, which can be continued later from its
-    backup (a race's probe, tfkd.calibration)."""
-
-    def __init__(self, epochs: int):
-        super().__init__()
-        if epochs < 1:
-            raise ValueError(f"`epochs` must be >= 1. Received: epochs={epochs}")
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 >= self.epochs:
-            self.model.stop_training = True
-
-
 def callbacks(
     backup_dir: str | None = None,
     log_dir: str | None = None,
@@ -165,6 +149,7 @@ def distill(
     student_loss_weight: float = DEFAULT_STUDENT_LOSS_WEIGHT,
     features: Sequence[FeaturePair] = (),
     warmup_epochs: int = 0,
+    schedule_epochs: int | None = None,
     optimizer_name: str = DEFAULT_OPTIMIZER,
     learning_rate: float = DEFAULT_LEARNING_RATE,
     callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -175,6 +160,9 @@ def distill(
     list of models, or None when `train` carries cached teacher logits); returns the student.
 
     `warmup_epochs` ramps the distillation term up from 0 over that many epochs.
+    `schedule_epochs` (default `epochs`) is the length of the learning-rate schedule, for a fit
+    that is only the first part of a longer run, continued later from its backup (a race's
+    probe, tfkd.calibration).
     """
     steps_per_epoch = _steps_per_epoch(train)
     distiller = Distiller(
@@ -186,7 +174,9 @@ def distill(
         distillation_warmup_steps=warmup_epochs * steps_per_epoch,
     )
     distiller.compile(
-        optimizer=optimizer(optimizer_name, learning_rate, epochs * steps_per_epoch),
+        optimizer=optimizer(
+            optimizer_name, learning_rate, (schedule_epochs or epochs) * steps_per_epoch
+        ),
         metrics=["accuracy"],
         jit_compile=jit_compile,
     )
