@@ -171,8 +171,9 @@ class Config:
         tfkd.calibration.DEFAULT_LOSS,
         "Distillation loss: kd, dkd, dist, logit_mse "
         "(tfkd.losses.available()) with the settings you give, other parameters at the paper's "
-        "defaults; or auto: probes of three recipes (a sixth of --student_epochs each) choose "
-        "the loss, --temperature and --student_loss_weight on validation (docs/pipeline.md).",
+        "defaults; or auto: KD (T=4, --student_loss_weight 0.9) and DIST (weight 0.5) race "
+        "over the first fifth of --student_epochs, compared on validation, and the winner "
+        "carries on (docs/pipeline.md).",
     )
     loss_params: tuple[str, ...] = setting(
         (),
