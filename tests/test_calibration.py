@@ -75,7 +75,7 @@ def test_a_probe_continued_from_its_backup_is_the_uninterrupted_run(tmp_path):
     labels = np.arange(64) % 3
     teacher_logits = np.random.default_rng(1).normal(size=(64, 3)).astype("float32")
     data = tf.data.Dataset.from_tensor_slices(
-        ({"image": images, tfkd.distiller.CACHED_LOGITS: teacher_logits}, labels)
+        (tfkd.data.schema.inputs(images, teacher_logits=teacher_logits), labels)
     ).batch(16)
 
     def fresh():

@@ -8,7 +8,7 @@ import tensorflow as tf
 from tfkd import keras3 as keras3_lib
 from tfkd import losses as losses_lib
 from tfkd import teachers as teachers_lib
-from tfkd.data import TEACHER_IMAGE, UNLABELED
+from tfkd.data.schema import UNLABELED, split_inputs
 from tfkd.features import FeaturePair, FeatureTaps
 from tfkd.keras import keras
 
@@ -50,22 +50,7 @@ def _check_model(model, role: str) -> keras.Model:
     return model
 
 
-CACHED_LOGITS = "teacher_logits"
 DEFAULT_STUDENT_LOSS_WEIGHT = 0.9
-
-
-def _split_inputs(x):
-    """The student's images, the teacher's (the same images at the teacher's own resolution,
-    from `tfkd.data.paired_batches`, else the student's) and, when the data comes from
-    `tfkd.teacher_cache.batches`, the cached logits."""
-    if not isinstance(x, dict):
-        return x, x, None
-    cached = x.get(CACHED_LOGITS)
-    return (
-        x["image"],
-        x.get(TEACHER_IMAGE, x["image"]),
-        None if cached is None else tf.cast(cached, tf.float32),
-    )
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -227,7 +212,7 @@ class Distiller(keras.Model):
         return trackers + (compiled.metrics if compiled is not None else [])
 
     def call(self, inputs, training=None):
-        return self.student(_split_inputs(inputs)[0], training=training)
+        return self.student(split_inputs(inputs)[0], training=training)
 
     def teacher_logits(self, x) -> tf.Tensor:
         """The (ensemble-averaged) teacher logits for `x`, without gradient."""
@@ -336,7 +321,7 @@ class Distiller(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, teacher_x, cached_logits = _split_inputs(x)
+        x, teacher_x, cached_logits = split_inputs(x)
         teacher_logits, teacher_features = self._teacher(teacher_x, cached_logits)
         ramp = 1.0
         if self.distillation_warmup_steps:
@@ -365,7 +350,7 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, teacher_x, cached_logits = _split_inputs(x)
+        x, teacher_x, cached_logits = split_inputs(x)
         teacher_logits, teacher_features = self._teacher(teacher_x, cached_logits)
         student_logits, student_features = self._student(x, training=False)
         total, student_loss, kd_loss = self._compute_losses(

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import tensorflow as tf
 
+from tfkd.data.schema import split_inputs
 from tfkd.keras import keras
 
 DEFAULT_MAX_DROP_POINTS = 1.0
@@ -43,7 +44,7 @@ def precise_batch_norm(model: keras.Model, images: Iterable, batches: int = 20) 
     seen = 0
     for batch in images:
         inputs = batch[0] if isinstance(batch, tuple) else batch
-        inputs = inputs["image"] if isinstance(inputs, Mapping) else inputs
+        inputs = split_inputs(inputs)[0]
         for norm in norms:
             # A running mean: batch k weighs 1 / (k + 1), the earlier ones the rest.
             norm.momentum = seen / (seen + 1)

@@ -38,7 +38,7 @@ from absl import logging
 from tfkd import files
 from tfkd import mixing as mixing_lib
 from tfkd import teachers as teachers_lib
-from tfkd.data import UNLABELED, Augmentation, Preprocessing, check_batch_size, reshuffled
+from tfkd.data import UNLABELED, Augmentation, Preprocessing, check_batch_size, reshuffled, schema
 from tfkd.mixing import Mixing
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -458,7 +458,7 @@ def batches(
 
     def to_batch(images, labels, view, index):
         return (
-            {"image": preprocessing.normalize(images), "teacher_logits": lookup(view, index)},
+            schema.inputs(preprocessing.normalize(images), teacher_logits=lookup(view, index)),
             labels,
         )
 
