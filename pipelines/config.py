@@ -85,6 +85,12 @@ class Config:
         "the labeled images, the distilled student from the teacher on every image.",
         above=0,
     )
+    validation_fraction: float = setting(
+        tfkd.data.DEFAULT_VALIDATION_FRACTION,
+        "Share of each class held out of the training images for validation where the "
+        "dataset has no validation split: the teacher check, the race of --loss=auto and "
+        "--select decide on it, so more images resolve smaller differences.",
+    )
     teacher_pool: float = setting(
         0.0,
         "Set this stratified share of the training split aside for the teacher alone, all "
@@ -439,6 +445,10 @@ class Config:
                     raise ValueError(f"--{name}={','.join(map(str, value))}: {error}") from error
         if self.label_fraction > 1.0:
             raise ValueError(f"--label_fraction must be in (0, 1]. Received: {self.label_fraction}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(
+                f"--validation_fraction must be in (0, 1). Received: {self.validation_fraction}"
+            )
         if not 0.0 <= self.teacher_pool < 1.0:
             raise ValueError(
                 f"--teacher_pool must be in [0, 1): the share of the training images only the "

@@ -39,6 +39,7 @@ class Context:
         self.splits = tfkd.data.load(
             config.dataset,
             data_dir=config.data_dir,
+            validation_fraction=config.validation_fraction,
             seed=config.seed,
             image_size=config.student_size,
             extra_sizes=[teacher_size] if teacher_size else [],

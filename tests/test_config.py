@@ -30,6 +30,8 @@ LIBRARY_DEFAULTS = {
     "teacher_margin_points": policy.DEFAULT_TEACHER_MARGIN_POINTS,
     "benchmark_runs": benchmark.DEFAULT_RUNS,
     "teacher_input": tfkd.teacher_input.AUTO,
+    "loss": tfkd.calibration.DEFAULT_LOSS,
+    "validation_fraction": tfkd.data.DEFAULT_VALIDATION_FRACTION,
 }
 
 
@@ -141,6 +143,7 @@ def test_validation_runs_once_per_config(monkeypatch):
         ({"teacher_epochs": 0}, "--teacher_epochs must be >= 1"),
         ({"loss": "kd", "temperature": 0.0}, "temperature"),
         ({"teacher_pool": 1.0}, r"--teacher_pool must be in \[0, 1\)"),
+        ({"validation_fraction": 0.0}, r"--validation_fraction must be in \(0, 1\)"),
         ({"loss": "kld"}, r"Unknown loss 'kld'. Available: \["),
         ({"optimizer": "adagrad"}, "--optimizer=adagrad is unknown"),
         ({"student_loss_weight": 1.5}, r"--student_loss_weight must be in \[0, 1\]"),

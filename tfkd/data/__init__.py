@@ -32,7 +32,7 @@ from tfkd.data.preprocessing import (
     photo_preprocessing,
 )
 from tfkd.data.schema import CACHED_LOGITS, IMAGE, TEACHER_IMAGE, UNLABELED
-from tfkd.data.sources import load
+from tfkd.data.sources import DEFAULT_VALIDATION_FRACTION, load
 from tfkd.data.splits import (
     Splits,
     hide_labels,
@@ -47,6 +47,7 @@ __all__ = [
     "DATA_CACHES",
     "DEFAULT_IMAGE_SIZE",
     "DEFAULT_MEMORY_BUDGET_BYTES",
+    "DEFAULT_VALIDATION_FRACTION",
     "HELD_OUT_FOLDERS",
     "IMAGE",
     "IMAGE_EXTENSIONS",

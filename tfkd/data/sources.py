@@ -23,6 +23,10 @@ from tfkd.data.folders import DATA_CACHES, DEFAULT_MEMORY_BUDGET_BYTES, _load_fo
 from tfkd.data.preprocessing import Preprocessing, check_image_size
 from tfkd.data.splits import Splits, _check_fraction, stratified_split
 
+# Share of each class held out of the training images for validation, where a source has no
+# validation split of its own.
+DEFAULT_VALIDATION_FRACTION = 0.1
+
 
 def _load_digits(validation_fraction: float, test_fraction: float, seed: int) -> Splits:
     from sklearn.datasets import load_digits
@@ -148,7 +152,7 @@ def load(
     name: str,
     *,
     data_dir: str | None = None,
-    validation_fraction: float = 0.1,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     test_fraction: float = 0.2,
     seed: int = 0,
     image_size: Sequence[int] | None = None,
