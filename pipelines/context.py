@@ -405,8 +405,8 @@ class Context:
             jit_compile=self.config.use_xla,
             verbose=0,
             callbacks=training.callbacks(
-                backup_dir=self.directory.file("checkpoints", *(backup or stage).split("/")),
-                log_dir=self.directory.file("logs", stage),
+                backup_dir=self.directory.checkpoints(*(backup or stage).split("/")),
+                log_dir=self.directory.logs(stage),
                 early_stopping_patience=self.config.early_stopping_patience,
             )
             + [console.EpochProgress(stage)],

@@ -9,14 +9,13 @@ stages and resumes an interrupted training from its last finished epoch. docs/pi
 describes the stages and the run directory.
 """
 
-import os
-
 # First: TensorFlow's native start-up lines go to the run log, not the terminal.
 from pipelines import console  # noqa: F401  (isort: skip)
 from absl import app, flags
 
 from pipelines import config as config_lib
 from pipelines import report, scheduler, workers
+from pipelines.run import RunLayout
 from tfkd import files
 
 FLAGS = flags.FLAGS
@@ -33,7 +32,7 @@ def main(argv):
             "the artifacts."
         )
         return 0
-    files.write_text(os.path.join(config.out_dir, "flags.txt"), FLAGS.flags_into_string())
+    files.write_text(RunLayout(config.out_dir).file(RunLayout.FLAGS), FLAGS.flags_into_string())
     failure = results.get("verify", {}).get("failure")
     print(report.terminal_summary(config.out_dir, failure))
     return 1 if failure else 0

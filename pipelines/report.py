@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 
 import tfkd
+from pipelines.run import MANIFEST, RunLayout
 from tfkd import files, quantize
 from tfkd.keras import keras
 
@@ -188,12 +189,12 @@ def write(
         "pareto_png": None,
     }
     if any(m["latency_ms"] for m in models):
-        report["pareto_png"] = os.path.join(run_dir, "pareto.png")
+        report["pareto_png"] = os.path.join(run_dir, RunLayout.PARETO_PNG)
         pareto_plot(report, report["pareto_png"])
     files.write_text(
-        os.path.join(run_dir, "report.json"), json.dumps(report, indent=2, sort_keys=True)
+        os.path.join(run_dir, RunLayout.REPORT_JSON), json.dumps(report, indent=2, sort_keys=True)
     )
-    files.write_text(os.path.join(run_dir, "report.md"), markdown(report))
+    files.write_text(os.path.join(run_dir, RunLayout.REPORT_MD), markdown(report))
     return report
 
 
@@ -392,20 +393,22 @@ def build_and_write(
         added_seconds=tfkd.calibration.Calibration.from_dict(calibration).added_seconds(),
     )
     written = write(run_dir, dataset, models, summary, headline(summary, accuracy, select_policy))
-    return ["report.json", "report.md"] + (["pareto.png"] if written["pareto_png"] else [])
+    return [RunLayout.REPORT_JSON, RunLayout.REPORT_MD] + (
+        [RunLayout.PARETO_PNG] if written["pareto_png"] else []
+    )
 
 
 def terminal_summary(out_dir: str, failure: str | None) -> str:
     """What a run prints at its end: the report, the parity failure if any, and where it is."""
     lines = []
-    report_md = os.path.join(os.path.abspath(out_dir), "report.md")
+    report_md = os.path.join(os.path.abspath(out_dir), RunLayout.REPORT_MD)
     if os.path.exists(report_md):
         with open(report_md, encoding="utf-8") as f:
             lines.append(f.read())
     if failure:
         lines.append(f"Parity gate failed:\n{failure}")
     lines.append(
-        f"Run directory: {os.path.abspath(out_dir)} (report.md, report.json, "
-        "pareto.png, tflite/, manifest.json)"
+        f"Run directory: {os.path.abspath(out_dir)} ({RunLayout.REPORT_MD}, "
+        f"{RunLayout.REPORT_JSON}, {RunLayout.PARETO_PNG}, {RunLayout.TFLITE}/, {MANIFEST})"
     )
     return "\n".join(lines)

@@ -21,6 +21,60 @@ MANIFEST = "manifest.json"
 LOCK = ".lock"
 
 
+class RunLayout:
+    """Where each artifact of a run lives: the only place the run directory's names are written
+    (docs/pipeline.md, "Run directory"). Paths only; nothing is read or written here.
+
+    Relative names (what the manifest records) are class attributes and static methods; full
+    paths are methods of a layout at `path`.
+    """
+
+    TFLITE = "tflite"
+    CHECKPOINTS = "checkpoints"
+    LOGS = "logs"
+    RUN_LOG = os.path.join(LOGS, "run.log")
+    HOST_BENCHMARK = os.path.join("benchmark", "host.json")
+    DEVICE_BENCHMARK = os.path.join("benchmark", "device.json")
+    REPORT_JSON = "report.json"
+    REPORT_MD = "report.md"
+    PARETO_PNG = "pareto.png"
+    CONFIG = "config.json"
+    FLAGS = "flags.txt"
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def file(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    @classmethod
+    def exported(cls, name: str) -> str:
+        """An exported file (`.tflite`, labels, model card), relative to the run directory."""
+        return os.path.join(cls.TFLITE, name)
+
+    @staticmethod
+    def model_files(name: str) -> tuple[str, str]:
+        """Model `name`'s `.keras` file and its HDF5 weights (quantization-aware models: TF-MOT's
+        wrappers do not survive `.keras`), relative to the run directory."""
+        return os.path.join(name, f"{name}.keras"), os.path.join(name, f"{name}_weights.h5")
+
+    def model_file(self, name: str) -> str:
+        """The file holding model `name`, relative to the run directory: its HDF5 weights when
+        they exist, else its `.keras` file."""
+        whole, weights = self.model_files(name)
+        return weights if os.path.exists(self.file(weights)) else whole
+
+    def export_dir(self) -> str:
+        return self.file(self.TFLITE)
+
+    def checkpoints(self, *parts: str) -> str:
+        """Backups of interrupted trainings (`parts`: the stage, then what it keeps)."""
+        return self.file(self.CHECKPOINTS, *parts)
+
+    def logs(self, *parts: str) -> str:
+        return self.file(self.LOGS, *parts)
+
+
 def check_location(path: str) -> None:
     """Raises `ValueError` when `path` cannot become a run directory: it is a file, or the
     nearest directory that exists is not writable. Writes nothing."""
@@ -85,7 +139,7 @@ def _files_under(root: str, relative: str) -> list[str]:
     return sorted(found)
 
 
-class RunDirectory:
+class RunDirectory(RunLayout):
     """Stages and their outputs in `path`, for one configuration (identified by its hash).
 
     Args:
@@ -98,8 +152,8 @@ class RunDirectory:
     """
 
     def __init__(self, path: str, settings: dict, overwrite: bool = False, writable: bool = True):
+        super().__init__(path)
         self.writable = writable
-        self.path = path
         self.settings_hash = hashlib.sha256(
             json.dumps(settings, sort_keys=True).encode()
         ).hexdigest()
@@ -116,9 +170,6 @@ class RunDirectory:
                 )
             if existing.get("settings_hash") == self.settings_hash:
                 self.manifest = existing
-
-    def file(self, *parts: str) -> str:
-        return os.path.join(self.path, *parts)
 
     def _save(self) -> None:
         if not self.writable:
@@ -158,19 +209,12 @@ class RunDirectory:
 
     # Models ---------------------------------------------------------------------------------
 
-    def model_file(self, name: str) -> str:
-        """The file holding model `name`, relative to the run directory: `.keras`, or HDF5
-        weights for quantization-aware models (TF-MOT's wrappers do not survive `.keras`)."""
-        weights = os.path.join(name, f"{name}_weights.h5")
-        return (
-            weights if os.path.exists(self.file(weights)) else os.path.join(name, f"{name}.keras")
-        )
-
     def save_model(self, name: str, model: keras.Model, root: str | None = None) -> str:
         """Saves `model` atomically as `name` (under `root` instead of the run directory, for a
         worker that does not write here); returns its path relative to the run directory."""
         weights_only = quantize.is_quantization_aware(model)
-        relative = os.path.join(name, f"{name}_weights.h5" if weights_only else f"{name}.keras")
+        whole, weights = self.model_files(name)
+        relative = weights if weights_only else whole
         with files.atomic_path(os.path.join(root or self.path, relative)) as tmp:
             model.save_weights(tmp) if weights_only else model.save(tmp)
         return relative

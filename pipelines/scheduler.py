@@ -64,14 +64,14 @@ def execute(config: Config, strategy: tf.distribute.Strategy | None = None) -> d
             )
     if not ctx.chief:
         return _run_stages(ctx, selected)
-    with run.RunLock(config.out_dir), console.RunLog(ctx.directory.file("logs", "run.log")):
+    with run.RunLock(config.out_dir), console.RunLog(ctx.directory.file(run.RunLayout.RUN_LOG)):
         stale = ctx.directory.remove_stale_temporaries()
         if stale:
             logging.info(
                 "Removed %d temporary file(s) an interrupted run left: %s", len(stale), stale
             )
         files.write_text(
-            ctx.directory.file("config.json"),
+            ctx.directory.file(run.RunLayout.CONFIG),
             json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True),
         )
         return _run_stages(ctx, selected)

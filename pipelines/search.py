@@ -107,7 +107,7 @@ def shared_teacher(base: Config, layout: Layout) -> str:
     """The teacher every trial uses: the base run's trained teacher, or the base flags' file."""
     if base.teacher_is_file:
         return os.path.abspath(base.teacher)
-    return os.path.join(layout.base, "teacher", "teacher.keras")
+    return run_lib.RunLayout(layout.base).file(run_lib.RunLayout.model_files("teacher")[0])
 
 
 def calibrated_settings(base: Config, layout: Layout) -> dict:
@@ -149,7 +149,7 @@ def trial_overrides(base: Config, layout: Layout) -> dict:
 
 def teacher_input_size(layout: Layout) -> tuple[int, int]:
     """The shared teacher's input (height, width), from the base run's model card."""
-    card = export.read_card(os.path.join(layout.base, "tflite"))
+    card = export.read_card(run_lib.RunLayout(layout.base).export_dir())
     shape = card["variants"]["teacher_float32"]["input"]["shape"]
     return int(shape[1]), int(shape[2])
 
@@ -169,7 +169,7 @@ def _run_directory(run_dir: str, config: Config) -> run_lib.RunDirectory:
 
 def objectives_of(run_dir: str, config: Config, mode: str) -> dict:
     """The measured objectives of the `mode` file a run shipped."""
-    tflite = os.path.join(run_dir, "tflite")
+    tflite = run_lib.RunLayout(run_dir).export_dir()
     card = export.read_card(tflite)
     name = shipped_variant(card, mode)
     entry = card["variants"][name]
@@ -181,9 +181,11 @@ def objectives_of(run_dir: str, config: Config, mode: str) -> dict:
         )
     threads = str(config.threads[0])
     if config.serial:
-        measured = _read_json(os.path.join(run_dir, "benchmark", "device.json"))["variants"]
+        measured = _read_json(run_lib.RunLayout(run_dir).file(run_lib.RunLayout.DEVICE_BENCHMARK))[
+            "variants"
+        ]
     else:
-        measured = _read_json(os.path.join(run_dir, "benchmark", "host.json"))
+        measured = _read_json(run_lib.RunLayout(run_dir).file(run_lib.RunLayout.HOST_BENCHMARK))
     latency = measured[name][threads]["latency"]
     # A phone's benchmark_model may report no median; its mean stands in.
     p50 = latency["p50_ms"] if latency["p50_ms"] is not None else latency["mean_ms"]

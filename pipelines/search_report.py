@@ -9,7 +9,7 @@ import os
 import shutil
 from collections.abc import Sequence
 
-from tfkd import files
+from tfkd import export, files
 
 OBJECTIVES = {"accuracy": "max", "latency_ms": "min", "size_kb": "min"}
 
@@ -300,8 +300,8 @@ def export_recommended(point: dict, directory: str) -> None:
     os.makedirs(directory, exist_ok=True)
     for source in (
         point["file"],
-        os.path.join(tflite_dir, "labels.txt"),
-        os.path.join(tflite_dir, "model_card.json"),
+        os.path.join(tflite_dir, export.LABELS_FILE),
+        os.path.join(tflite_dir, export.CARD_FILE),
     ):
         with files.atomic_path(os.path.join(directory, os.path.basename(source))) as tmp:
             shutil.copyfile(source, tmp)

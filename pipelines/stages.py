@@ -19,6 +19,7 @@ from absl import logging
 import tfkd
 from pipelines import console, policy, report
 from pipelines.context import DISTILLATION_SEED, QAD_DATA, STUDENT_DATA
+from pipelines.run import RunLayout
 from tfkd import benchmark, device, evaluate, export, files, quantize, training
 from tfkd.keras import keras
 
@@ -71,7 +72,7 @@ def _train_teacher_head(ctx: "Context", model: keras.Model) -> None:
     batch normalisation, which keeps its pretrained statistics (the small-data fine-tuning
     recipe of the Keras transfer-learning guide). Resumable: the trained head is kept."""
     config = ctx.config
-    done = ctx.directory.file("checkpoints", "teacher_head", "head.h5")
+    done = ctx.directory.checkpoints("teacher_head", "head.h5")
     body = tfkd.pretrained.backbone_layers(model)
     for layer in body:
         layer.trainable = False
@@ -152,7 +153,7 @@ def student(ctx: "Context") -> StageResult:
     )
     metrics["calibration"] = calibration.to_dict() if calibration else None
     if calibration and ctx.chief:
-        shutil.rmtree(ctx.directory.file("checkpoints", PROBES), ignore_errors=True)
+        shutil.rmtree(ctx.directory.checkpoints(PROBES), ignore_errors=True)
     return [kept], metrics
 
 
@@ -170,14 +171,14 @@ def _race(ctx: "Context") -> "tfkd.calibration.Calibration":
     student stage to continue. Each probe is resumable and kept once done, and so is the
     choice: a run killed later in the stage does not race again."""
     config = ctx.config
-    done = ctx.directory.file("checkpoints", PROBES, "calibration.json")
+    done = ctx.directory.checkpoints(PROBES, "calibration.json")
     if os.path.exists(done):
         with open(done, encoding="utf-8") as handle:
             return tfkd.calibration.Calibration.from_dict(json.load(handle))
     probe_epochs = tfkd.calibration.probe_steps(config.student_epochs)
     correct, seconds = {}, {}
     for name in tfkd.calibration.CANDIDATES:
-        result_file = ctx.directory.file("checkpoints", PROBES, f"{name}.json")
+        result_file = ctx.directory.checkpoints(PROBES, f"{name}.json")
         if os.path.exists(result_file):
             with open(result_file, encoding="utf-8") as handle:
                 result = json.load(handle)
@@ -201,7 +202,7 @@ def _race(ctx: "Context") -> "tfkd.calibration.Calibration":
                 jit_compile=config.use_xla,
                 verbose=0,
                 callbacks=training.callbacks(
-                    backup_dir=ctx.directory.file("checkpoints", PROBES, name), keep_backup=True
+                    backup_dir=ctx.directory.checkpoints(PROBES, name), keep_backup=True
                 )
                 + [console.EpochProgress(f"student (probe: {name})")],
             )
@@ -302,7 +303,7 @@ def has_qad_student(ctx: "Context") -> bool:
 
 def export_models(ctx: "Context") -> StageResult:
     config, splits = ctx.config, ctx.splits
-    out = ctx.directory.file("tflite")
+    out = ctx.directory.export_dir()
     integer_modes = [m for m in config.modes if m in export.INTEGER_MODES]
     representative = (
         export.representative_set(splits, ctx.representative_size) if integer_modes else None
@@ -346,13 +347,13 @@ def export_models(ctx: "Context") -> StageResult:
     card["shipped"] = {"model": selection["shipped"], "reason": selection["reason"]}
     card["keras3"] = _keras3_student(ctx.model(selection["shipped"]), out)
     files.write_text(
-        os.path.join(out, "model_card.json"), json.dumps(card, indent=2, sort_keys=True)
+        os.path.join(out, export.CARD_FILE), json.dumps(card, indent=2, sort_keys=True)
     )
     # The model card is the verify stage's output: it fills in the accuracies.
-    keras3_file = [os.path.join("tflite", card["keras3"]["file"])] if card["keras3"]["file"] else []
+    keras3_file = [RunLayout.exported(card["keras3"]["file"])] if card["keras3"]["file"] else []
     return (
-        [os.path.join("tflite", e["file"]) for e in card["variants"].values()]
-        + [os.path.join("tflite", "labels.txt")]
+        [RunLayout.exported(e["file"]) for e in card["variants"].values()]
+        + [RunLayout.exported(export.LABELS_FILE)]
         + keras3_file
     ), {}
 
@@ -377,7 +378,7 @@ def _keras3_student(model: keras.Model, out: str) -> dict:
 
 def verify(ctx: "Context") -> StageResult:
     """Accuracy of every `.tflite` (written into the model card) and the parity gate."""
-    out = ctx.directory.file("tflite")
+    out = ctx.directory.export_dir()
     card = export.read_card(out)
     accuracies = {}
     for name, entry in card["variants"].items():
@@ -388,7 +389,7 @@ def verify(ctx: "Context") -> StageResult:
         accuracies[name] = accuracy
         logging.info("%s: test accuracy %.4f", name, accuracy)
     files.write_text(
-        os.path.join(out, "model_card.json"), json.dumps(card, indent=2, sort_keys=True)
+        os.path.join(out, export.CARD_FILE), json.dumps(card, indent=2, sort_keys=True)
     )
     shipped = ctx.directory.metrics("select")["shipped"]
     reference = ctx.directory.metrics(shipped)["accuracy"]
@@ -400,7 +401,7 @@ def verify(ctx: "Context") -> StageResult:
         )
     except evaluate.ParityError as error:
         drops, failure = error.drops, str(error)
-    return [os.path.join("tflite", "model_card.json")], {
+    return [RunLayout.exported(export.CARD_FILE)], {
         "accuracy": accuracies,
         "drops": drops,
         "failure": failure,
@@ -409,7 +410,7 @@ def verify(ctx: "Context") -> StageResult:
 
 def _measure_variants(ctx: "Context", measure: Callable[[str, int, dict], dict]) -> dict:
     """`measure(path, threads, card_entry)` for every exported variant and thread count."""
-    out = ctx.directory.file("tflite")
+    out = ctx.directory.export_dir()
     card = export.read_card(out)
     results = {}
     for name, entry in card["variants"].items():
@@ -445,7 +446,7 @@ def host_benchmark(ctx: "Context") -> StageResult:
         )
         return m.to_dict()
 
-    path = os.path.join("benchmark", "host.json")
+    path = RunLayout.HOST_BENCHMARK
     files.write_text(
         ctx.directory.file(path),
         json.dumps(_measure_variants(ctx, measure), indent=2, sort_keys=True),
@@ -467,7 +468,7 @@ def device_benchmark(ctx: "Context") -> StageResult:
             ).to_dict()
         return device.app_benchmark_on_device(phone, path, **common).to_dict()
 
-    path = os.path.join("benchmark", "device.json")
+    path = RunLayout.DEVICE_BENCHMARK
     results = {"device": info, "variants": _measure_variants(ctx, measure)}
     files.write_text(ctx.directory.file(path), json.dumps(results, indent=2, sort_keys=True))
     return [path], {}
@@ -489,7 +490,7 @@ def write_report(ctx: "Context") -> StageResult:
         )
         for s in trained
     ]
-    host_path = directory.file("benchmark", "host.json")
+    host_path = directory.file(RunLayout.HOST_BENCHMARK)
     host = None
     if os.path.exists(host_path):
         with open(host_path, encoding="utf-8") as f:
@@ -498,7 +499,7 @@ def write_report(ctx: "Context") -> StageResult:
         directory.path,
         ctx.splits.name,
         keras_models,
-        export.read_card(directory.file("tflite")),
+        export.read_card(directory.export_dir()),
         directory.metrics("verify"),
         host,
         ctx.config.threads[0],

@@ -15,6 +15,7 @@ from absl import app
 
 from pipelines import config as config_lib
 from pipelines import scheduler
+from pipelines.run import RunLayout
 
 config_lib.define_flags()
 
@@ -23,7 +24,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config, results, _ = scheduler.run_from_flags(stages=("teacher",))
-    path = os.path.join(os.path.abspath(config.out_dir), "teacher", "teacher.keras")
+    path = RunLayout(os.path.abspath(config.out_dir)).file(RunLayout.model_files("teacher")[0])
     print(f"Teacher test accuracy {results['teacher']['accuracy']:.4f}; saved to {path}")
     return 0
 

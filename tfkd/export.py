@@ -50,6 +50,11 @@ OUTPUTS = metadata.OUTPUTS
 DEFAULT_REPRESENTATIVE_SIZE = 200
 
 
+# What an export directory holds beside its `.tflite` files.
+CARD_FILE = "model_card.json"
+LABELS_FILE = "labels.txt"
+
+
 def check_mode(mode: str, model: keras.Model | None = None) -> str:
     """Returns `mode` if it is valid (for `model`), else raises `ValueError` listing the choices."""
     if mode not in MODES:
@@ -296,13 +301,13 @@ def export(
             "labels were given."
         )
     os.makedirs(out_dir, exist_ok=True)
-    card_path = os.path.join(out_dir, "model_card.json")
+    card_path = os.path.join(out_dir, CARD_FILE)
     card: dict = (
         read_card(out_dir)
         if os.path.exists(card_path)
         else {
             "format_version": CARD_VERSION,
-            "labels_file": "labels.txt",
+            "labels_file": LABELS_FILE,
             "labels": list(class_names),
             "preprocessing": {
                 **preprocessing.to_dict(),
@@ -329,7 +334,7 @@ def export(
         output=output,
     )
     converted = with_probabilities(model) if output == "probabilities" else model
-    files.write_text(os.path.join(out_dir, "labels.txt"), "\n".join(class_names) + "\n")
+    files.write_text(os.path.join(out_dir, LABELS_FILE), "\n".join(class_names) + "\n")
     for mode in modes:
         path = os.path.join(out_dir, f"{name}_{mode}.tflite")
         content = convert(converted, mode, representative)
@@ -350,7 +355,7 @@ def export(
 
 def read_card(out_dir: str) -> dict:
     """Reads `model_card.json` from `out_dir`."""
-    path = os.path.join(out_dir, "model_card.json")
+    path = os.path.join(out_dir, CARD_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No model card at {path}; export the model first.")
     with open(path, encoding="utf-8") as f:

@@ -64,7 +64,7 @@ def export_assets(
     for stale in os.listdir(assets_dir):
         if stale.endswith(".tflite"):
             os.remove(os.path.join(assets_dir, stale))
-    for file_name in (card["variants"][name]["file"], card["labels_file"], "model_card.json"):
+    for file_name in (card["variants"][name]["file"], card["labels_file"], export.CARD_FILE):
         with files.atomic_path(os.path.join(assets_dir, file_name)) as tmp:
             shutil.copyfile(os.path.join(tflite_dir, file_name), tmp)
     if sample is not None:
