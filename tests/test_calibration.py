@@ -1,6 +1,7 @@
 """tfkd.calibration: the recipe chosen from the probes' results on the same validation images."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -20,12 +21,16 @@ def _hits(right: int, start: int = 0, images: int = 400) -> np.ndarray:
 @pytest.mark.parametrize(
     "probes, chosen",
     [
-        # dist 40 images ahead of kd, every discordant image dist's: far beyond noise.
+        # dist 40 images (10 points) ahead of kd, every discordant image dist's: far beyond
+        # noise and beyond the margin.
         ({"kd": _hits(200), "dist": _hits(240)}, "dist"),
-        # dist 6 images ahead, all discordant ones its own: p = 0.031.
-        ({"kd": _hits(200), "dist": _hits(206)}, "dist"),
-        # dist 6 images ahead but 16 against 10 discordant images: p = 0.33, noise: kd stays.
-        ({"kd": _hits(200), "dist": _hits(206, start=10)}, "kd"),
+        # 24 images (6 points) ahead, 34 against 10 discordant images: p = 0.0003.
+        ({"kd": _hits(200), "dist": _hits(224, start=10)}, "dist"),
+        # 16 images (4 points) ahead, all discordant ones its own (p = 3e-5), but under the
+        # 5-point margin: an early lead this size is what a teacher-leaning recipe shows anyway.
+        ({"kd": _hits(200), "dist": _hits(216)}, "kd"),
+        # 20 images (5 points) ahead but 120 against 100 discordant images: p = 0.2, noise.
+        ({"kd": _hits(200), "dist": _hits(220, start=100)}, "kd"),
         # kd best.
         ({"kd": _hits(250), "dist": _hits(240)}, "kd"),
         # A tie: the safe recipe.
@@ -35,6 +40,15 @@ def _hits(right: int, start: int = 0, images: int = 400) -> np.ndarray:
 def test_the_best_probe_wins_only_beyond_noise_against_the_safe_recipe(probes, chosen):
     result = calibration.choose(probes, alpha=0.05)
     assert result.candidate == chosen
+    # The rule, from an exact binomial sum written out here: DIST leads by the margin and
+    # McNemar's two-sided p is below alpha.
+    only_dist = int(np.sum(probes["dist"] & ~probes["kd"]))
+    only_kd = int(np.sum(probes["kd"] & ~probes["dist"]))
+    discordant = only_dist + only_kd
+    tail = sum(math.comb(discordant, i) for i in range(min(only_dist, only_kd) + 1))
+    p_value = min(1.0, 2 * tail / 2**discordant) if discordant else 1.0
+    lead = 100.0 * (only_dist - only_kd) / len(probes["kd"])
+    assert (chosen == "dist") == (lead >= calibration.LEAD_MARGIN_POINTS and p_value < 0.05)
     recipe = calibration.CANDIDATES[chosen]
     assert (result.loss, result.student_loss_weight, result.temperature) == (
         recipe.loss,
