@@ -11,7 +11,7 @@ from pipelines import console  # noqa: F401  (isort: skip)
 from absl import app, flags
 
 from pipelines import config as config_lib
-from pipelines import report, scheduler
+from pipelines import report, scheduler, stages
 
 FLAGS = flags.FLAGS
 config_lib.define_flags()
@@ -20,8 +20,7 @@ config_lib.define_flags()
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    stages = ("benchmark", "device", "report") if FLAGS.serial else ("benchmark", "report")
-    config, _, _ = scheduler.run_from_flags(stages=stages)
+    config, _, _ = scheduler.run_from_flags(stages=tuple(stages.measuring(FLAGS.serial)))
     print(report.terminal_summary(config.out_dir, failure=None))
     return 0
 

@@ -15,6 +15,7 @@ from absl import flags, logging
 import tfkd
 from pipelines import config as config_lib
 from pipelines import console, run, workers
+from pipelines import stages as stages_lib
 from pipelines.config import Config
 from pipelines.context import Context
 from pipelines.stages import STAGE_NAMES, STAGES
@@ -51,11 +52,11 @@ def execute(config: Config, strategy: tf.distribute.Strategy | None = None) -> d
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     # Everything is checked before anything is written: a failed start changes nothing.
+    selected = stages_lib.selected(config.stages, config.serial)
     run.check_location(config.out_dir)
     ctx = Context(config, strategy)
     _check_feature_layers(ctx)
     _check_raw_byte_input(ctx)
-    selected = config.selected_stages()
     for stage in STAGES:
         missing = [n for n in stage.needs if n not in selected and not ctx.directory.done(n)]
         if stage.name in selected and missing:

@@ -37,6 +37,7 @@ from absl import app, flags, logging
 from pipelines import config as config_lib
 from pipelines import report, search_report, space
 from pipelines import run as run_lib
+from pipelines import stages as stages_lib
 from pipelines.config import Config
 from tfkd import benchmark, export, files
 
@@ -139,9 +140,7 @@ def trial_overrides(base: Config, layout: Layout) -> dict:
         teacher_cache="disk",
         teacher_cache_views=views,
         select="distilled",
-        stages=tuple(
-            s for s in config_lib.STAGE_NAMES if s != "baseline" and (s != "device" or base.serial)
-        ),
+        stages=tuple(s for s in stages_lib.selected(("all",), base.serial) if s != "baseline"),
         threads=base.threads[:1],
         overwrite=False,
     )
@@ -207,7 +206,7 @@ def _unfinished(config: Config) -> list[str]:
     """The stages of `config` its run directory has not finished (a killed search's trials go
     on from there)."""
     directory = _run_directory(config.out_dir, config)
-    return [s for s in config.selected_stages() if not directory.done(s)]
+    return [s for s in stages_lib.selected(config.stages, config.serial) if not directory.done(s)]
 
 
 def run_pipeline(config: Config, flagfile: str, log_path: str, cpus: int) -> None:

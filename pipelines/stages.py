@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -606,3 +606,28 @@ STAGES = (
     Stage("report", ("verify",), False, write_report, "write the report"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+ALL = "all"
+# The one stage that needs a phone: it runs only where --serial names one.
+DEVICE = "device"
+
+
+def selected(requested: Sequence[str], serial: str | None) -> list[str]:
+    """The stages a run executes, in table order: every stage for 'all' (the phone's only with
+    `serial`), else the named ones. `ValueError` naming the flag for an unknown name, for 'all'
+    beside names, or for the phone's stage without a phone."""
+    unknown = [s for s in requested if s not in STAGE_NAMES and s != ALL]
+    if unknown or (ALL in requested and len(requested) > 1):
+        raise ValueError(
+            f"--stages={','.join(requested)}: give '{ALL}' or stages from {list(STAGE_NAMES)}."
+        )
+    if DEVICE in requested and not serial:
+        raise ValueError(f"--stages includes {DEVICE} but no --serial was given.")
+    if tuple(requested) == (ALL,):
+        return [s for s in STAGE_NAMES if s != DEVICE or serial]
+    return [s for s in STAGE_NAMES if s in requested]
+
+
+def measuring(serial: str | None) -> list[str]:
+    """The stages that measure a finished run again: the host, the phone with `serial`, and
+    the report."""
+    return selected(["benchmark", "report"] + ([DEVICE] if serial else []), serial)

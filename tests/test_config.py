@@ -153,8 +153,6 @@ def test_validation_runs_once_per_config(monkeypatch):
         ({"modes": ("float32", "int4")}, r"Unknown quantization mode 'int4'. Available"),
         ({"max_drop_points": -0.5}, "--max_drop_points must be >= 0"),
         ({"threads": (0,)}, "--threads must list"),
-        ({"stages": ("teacher", "train")}, "--stages=teacher,train: give 'all' or stages"),
-        ({"stages": ("device",)}, "no --serial"),
         ({"select": "worst"}, "--select=worst is unknown"),
         ({"features": ("a:b:hint",)}, "expected teacher_layer:student_layer:loss:weight"),
         ({"features": ("a:b:kd:1",)}, "'kd' is a logit loss"),

@@ -23,9 +23,24 @@ def test_the_table_is_consistent():
 
 
 def test_all_runs_every_stage_but_the_phone_without_a_serial():
-    assert Config().selected_stages() == [n for n in stages.STAGE_NAMES if n != "device"]
-    assert Config(serial="R58").selected_stages() == list(stages.STAGE_NAMES)
-    assert Config(stages=("report", "teacher")).selected_stages() == ["teacher", "report"]
+    assert stages.selected(("all",), None) == [n for n in stages.STAGE_NAMES if n != "device"]
+    assert stages.selected(("all",), "R58") == list(stages.STAGE_NAMES)
+    assert stages.selected(("report", "teacher"), None) == ["teacher", "report"]
+    assert stages.measuring(None) == ["benchmark", "report"]
+    assert stages.measuring("R58") == ["benchmark", "device", "report"]
+
+
+@pytest.mark.parametrize(
+    "requested, message",
+    [
+        (("teacher", "train"), "--stages=teacher,train: give 'all' or stages"),
+        (("all", "teacher"), "--stages=all,teacher: give 'all' or stages"),
+        (("device",), "--stages includes device but no --serial"),
+    ],
+)
+def test_a_bad_stage_selection_names_the_flag(requested, message):
+    with pytest.raises(ValueError, match=message):
+        stages.selected(requested, None)
 
 
 def test_a_stage_without_its_prerequisites_is_refused_before_anything_is_written(tmp_path):
