@@ -94,8 +94,10 @@ class Config:
         0.0,
         "Set this stratified share of the training split aside for the teacher alone, all "
         "labeled: a stand-in for a teacher pretrained on images you do not have. The students "
-        "(alone and distilled) never see them; --label_fraction applies to the rest. 0: the "
-        "teacher learns from the students' labeled images.",
+        "(alone and distilled) never see them; --label_fraction applies to the rest. With a "
+        "teacher file nobody trains on them (a search's trials, which share the base run's "
+        "teacher, keep the base's student data so). 0: the teacher learns from the students' "
+        "labeled images.",
     )
     unlabeled: str = setting(
         "",
@@ -447,12 +449,6 @@ class Config:
             raise ValueError(
                 f"--teacher_pool must be in [0, 1): the share of the training images only the "
                 f"teacher learns from. Received: {self.teacher_pool}"
-            )
-        if self.teacher_pool and self.teacher_is_file:
-            raise ValueError(
-                f"--teacher_pool={self.teacher_pool} sets images aside for training the "
-                f"teacher, but --teacher={self.teacher} is a file that is not trained here. "
-                "Fix: drop --teacher_pool (your teacher's own training data plays its part)."
             )
         if self.unlabeled and not self.unlabeled.startswith("folder:"):
             raise ValueError(

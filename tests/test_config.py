@@ -219,13 +219,6 @@ def test_a_tflite_teacher_file_is_sent_to_the_library_cache(tmp_path):
         Config(teacher=str(path))
 
 
-def test_a_teacher_pool_is_refused_beside_a_teacher_file(tmp_path):
-    path = tmp_path / "teacher.keras"
-    path.write_bytes(b"\0")
-    with pytest.raises(ValueError, match="--teacher_pool=0.5 sets images aside .* drop"):
-        Config(teacher=str(path), teacher_pool=0.5)
-
-
 def test_xla_is_on_only_where_it_helps_unless_asked():
     import tensorflow as tf
 

@@ -292,8 +292,10 @@ def test_a_trial_keeps_the_shared_teacher_at_its_resolution(tmp_path):
     (tmp_path / "base" / "tflite" / "model_card.json").write_text(json.dumps(card))
     (tmp_path / "base" / "teacher").mkdir()
     (tmp_path / "base" / "teacher" / "teacher.keras").write_text("stand-in")
-    base = Config(dataset="digits", out_dir=str(tmp_path), loss="kd")
+    base = Config(dataset="digits", out_dir=str(tmp_path), loss="kd", teacher_pool=0.5)
     config = search.trial_config(base, {"image_size": "24,24", "temperature": 2.0}, layout, "t1")
+    # The base's teacher, trained on its pool; the trial's students learn from the base's.
+    assert config.teacher_pool == 0.5
     assert config.image_size == (24, 24) and config.teacher_image_size == (32, 32)
     assert config.teacher == str(tmp_path / "base" / "teacher" / "teacher.keras")
     assert config.teacher_cache == "disk"
