@@ -282,12 +282,13 @@ def main(argv):
                 print("calibrated", chosen.candidate, chosen.reason, flush=True)
                 student = trainer.student
                 probe = tfkd.calibration.probe_steps(steps)
-                trainer.fit(
-                    _cached(cache_for(row), distilled_data, prep, seed, skip=probe),
-                    epochs=1,
-                    steps_per_epoch=steps - probe,
-                    verbose=2,
-                )
+                if steps > probe:  # a one-step budget is all probe
+                    trainer.fit(
+                        _cached(cache_for(row), distilled_data, prep, seed, skip=probe),
+                        epochs=1,
+                        steps_per_epoch=steps - probe,
+                        verbose=2,
+                    )
             elif settings is None:
                 trainer = student
                 trainer.compile(_optimizer(steps), ce)

@@ -178,9 +178,11 @@ def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_
         "--teacher_cache_views=2",
     ]
     processes = _start_workers(str(out), extra, _free_ports(2))
-    backup = out / "checkpoints" / "student"
+    # The distilled student's backups: its race's probes (--loss=auto, the default), then the
+    # winner carrying on from its probe.
+    checkpoints = out / "checkpoints"
     deadline = time.time() + 600
-    while not any(backup.rglob("*.index")):
+    while not any(checkpoints.glob("student*/**/*.index")):
         assert all(p.poll() is None for p, _ in processes), _log(tmp_path, 0)[-3000:]
         assert time.time() < deadline
         time.sleep(0.2)
