@@ -108,9 +108,12 @@ def _describe(ctx: Context, stage) -> str:
     size = (ctx.teacher_splits if teacher else ctx.splits).preprocessing.image_size
     sizes = ctx.splits.sizes
     labeled = sizes.get("labeled", sizes["train"])
-    # The teacher and the student alone learn from the labeled images only.
+    # The teacher and the student alone learn from the labeled images only; a teacher with a
+    # pool of its own (--teacher_pool) from that pool.
     images = (
-        f"{sizes['train']:,} training images"
+        f"{ctx.teacher_pool.sizes['train']:,} training images of its own (--teacher_pool)"
+        if stage.name == "teacher" and ctx.teacher_pool is not None
+        else f"{sizes['train']:,} training images"
         if labeled == sizes["train"]
         else f"{labeled:,} labeled training images"
         if stage.name in ("teacher", "baseline")

@@ -348,6 +348,9 @@ def test_main_with_the_readme_flagfile_prints_the_report(tmp_path):
         "Distillation gain over the student trained alone",
         f"| student_qad_int8_io_uint8 | tflite | int8 ({method}) |",
         f"Run directory: {tmp_path}",
+        # The recipe's teacher learns from its own pool, the students from the rest.
+        "cnn_large at 8x8, 539 training images of its own (--teacher_pool)",
+        "cnn_small at 8x8, 540 training images (55 labeled)",
     ):
         assert text in result.stdout
     flags_text = (tmp_path / "flags.txt").read_text()
