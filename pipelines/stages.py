@@ -122,21 +122,14 @@ def student(ctx: "Context") -> StageResult:
         (logging.info if check.ok else logging.warning)("%s", check.message())
     calibration = _race(ctx) if config.calibrated else None
     loss, weight = _distillation_settings(config, calibration)
-    model = ctx.fresh_student()
-    keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
     started = time.time()
     # With --loss=auto the winner's probe is the first part of this very run: its backup holds
     # the probe's last epoch, from which BackupAndRestore carries on.
-    training.distill(
-        model,
-        ctx.model("teacher"),
-        ctx.train_batches(STUDENT_DATA, distilled=True),
-        epochs=config.student_epochs,
-        loss=loss,
-        student_loss_weight=weight,
-        features=config.feature_pairs,
-        warmup_epochs=config.distillation_warmup_epochs,
-        learning_rate=config.learning_rate,
+    model = _distil_student(
+        ctx,
+        loss,
+        weight,
+        config.student_epochs,
         **ctx.fit_options(
             "student",
             distilled=True,
@@ -158,6 +151,28 @@ def student(ctx: "Context") -> StageResult:
 
 
 PROBES = "student_probes"
+
+
+def _distil_student(ctx: "Context", loss, weight: float, epochs: int, **fit) -> keras.Model:
+    """A fresh student distilled for the first `epochs` of the distillation's schedule (all of
+    them for the student stage, a fifth for a race's probe), from the same initial weights and
+    batches every time."""
+    config = ctx.config
+    model = ctx.fresh_student()
+    keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
+    return training.distill(
+        model,
+        ctx.model("teacher"),
+        ctx.train_batches(STUDENT_DATA, distilled=True),
+        epochs=epochs,
+        schedule_epochs=config.student_epochs,
+        loss=loss,
+        student_loss_weight=weight,
+        features=config.feature_pairs,
+        warmup_epochs=config.distillation_warmup_epochs,
+        learning_rate=config.learning_rate,
+        **fit,
+    )
 
 
 def _probe_backup(candidate: str) -> str:
@@ -183,21 +198,11 @@ def _race(ctx: "Context") -> "tfkd.calibration.Calibration":
             with open(result_file, encoding="utf-8") as handle:
                 result = json.load(handle)
         else:
-            loss, weight = tfkd.calibration.candidate_loss(name)
-            probe = ctx.fresh_student()
-            keras.utils.set_random_seed(config.seed + DISTILLATION_SEED)
             started = time.time()
-            training.distill(
-                probe,
-                ctx.model("teacher"),
-                ctx.train_batches(STUDENT_DATA, distilled=True),
-                epochs=probe_epochs,
-                schedule_epochs=config.student_epochs,
-                loss=loss,
-                student_loss_weight=weight,
-                features=config.feature_pairs,
-                warmup_epochs=config.distillation_warmup_epochs,
-                learning_rate=config.learning_rate,
+            probe = _distil_student(
+                ctx,
+                *tfkd.calibration.candidate_loss(name),
+                probe_epochs,
                 optimizer_name=config.optimizer,
                 jit_compile=config.use_xla,
                 verbose=0,
