@@ -21,16 +21,15 @@ with `UnsupportedModelError`, naming the layer and its class, before anything is
 """
 
 import dataclasses
-import inspect
 import os
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
-from tfkd import files
+from tfkd import files, keras3_config
 from tfkd.keras import keras, keras3
+from tfkd.keras3_config import UnsupportedModelError
 
 # Layers with a twin of the same name and meaning in both Kerases.
 SUPPORTED_LAYERS = frozenset(
@@ -71,16 +70,6 @@ SUPPORTED_LAYERS = frozenset(
         "UpSampling2D",
     }
 )
-# Settings dropped when the other Keras has no such argument, at the value that means "off"
-# (None always does: an unset regularizer, constraint, LoRA rank or seed).
-_NEUTRAL = {
-    "synchronized": False,
-    "groups": 1,
-    "renorm": False,
-    "renorm_momentum": 0.99,
-    "rms_scaling": False,
-}
-_BASE_ARGUMENTS = ("name", "trainable", "dtype")
 # Activations with the same formula under the same name in both Kerases ("silu" is Keras 3's
 # name for tf_keras' "swish").
 _SAME_ACTIVATIONS = {
@@ -100,10 +89,6 @@ _SAME_ACTIVATIONS = {
     "silu": "swish",
 }
 _REBUILT_ACTIVATIONS = ("relu6", "hard_sigmoid", "hard_silu", "hard_swish")
-
-
-class UnsupportedModelError(ValueError):
-    """A model or layer that has no exact twin in the other Keras."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,7 +309,7 @@ def _twin(layer, source: _Side, target: _Side) -> Callable:
     if _arithmetic(layer):
         return _arithmetic_twin(_arithmetic(layer), name, target)
     class_name = type(layer).__name__
-    config = _config_for(layer, getattr(target.layers, class_name), source)
+    config = keras3_config.config_for(layer, getattr(target.layers, class_name), source)
     config["name"] = name
     rebuilt = config.get("activation") in _REBUILT_ACTIVATIONS
     if class_name == "Activation" and rebuilt:
@@ -339,7 +324,7 @@ def _twin(layer, source: _Side, target: _Side) -> Callable:
     def call(*args, **kwargs):
         output = created(*args, **kwargs)
         if weights and not getattr(call, "copied", False):
-            _copy_weights(layer, created, weights)
+            keras3_config.copy_weights(layer, created, weights)
             call.copied = True
         return after(output) if after else output
 
@@ -377,74 +362,6 @@ def _rebuilt_activation(name: str, layer_name: str, target: _Side) -> Callable:
     if name == "hard_sigmoid":
         return lambda x: hard_sigmoid(x, "hard_sigmoid")
     return lambda x: layers.Multiply(name=layer_name)([x, hard_sigmoid(x, "gate")])
-
-
-def _copy_weights(layer, created, weights) -> None:
-    expected = [tuple(w.shape) for w in created.get_weights()]
-    found = [tuple(np.shape(w)) for w in weights]
-    if expected != found:
-        raise UnsupportedModelError(
-            f"Layer {layer.name} ({type(layer).__name__}): its weights {found} do not fit the "
-            f"twin's {expected}."
-        )
-    created.set_weights(weights)
-    if hasattr(created, "finalize_state"):
-        # An adapted Normalization computes from values derived from its variables at the end
-        # of `adapt`; weights set afterwards need the same step.
-        created.finalize_state()
-
-
-def _plain(value):
-    """A config value without Keras 3's serialisation wrappers: dtype policies become their
-    name, objects `{class_name, config}` as both Kerases deserialise them."""
-    if isinstance(value, dict):
-        if value.get("class_name") in ("DTypePolicy", "Policy") and "config" in value:
-            return value["config"]["name"]
-        if "class_name" in value and "config" in value:
-            # Initializers, regularizers, constraints: a None setting is the default in both
-            # Kerases, and Keras 3 adds some (input_axes) that tf_keras does not take.
-            inner = {k: v for k, v in _plain(value["config"]).items() if v is not None}
-            return {"class_name": value["class_name"], "config": inner}
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return tuple(_plain(v) for v in value)
-    if isinstance(value, list):  # also tf_keras' tracked ListWrapper
-        return [_plain(v) for v in value]
-    return value
-
-
-def _config_for(layer, target_class, source: _Side) -> dict:
-    config = _plain(layer.get_config())
-    if isinstance(config.get("dtype"), dict):
-        config["dtype"] = "float32"
-    activation = config.get("activation")
-    if activation is not None:
-        if not isinstance(activation, str) or activation not in source.activations:
-            raise UnsupportedModelError(
-                f"Layer {layer.name} ({type(layer).__name__}): activation {activation!r} has no "
-                f"exact twin. Supported: {sorted(source.activations)}."
-            )
-        config["activation"] = source.activations[activation]
-    if (
-        type(layer).__name__ == "BatchNormalization"
-        and isinstance(config["axis"], list)
-        and len(config["axis"]) == 1
-    ):
-        config["axis"] = config["axis"][0]  # tf_keras keeps a list, Keras 3 takes one int
-    accepted = set(inspect.signature(target_class.__init__).parameters) | set(_BASE_ARGUMENTS)
-    for key in sorted(set(config) - accepted):
-        value = config.pop(key)
-        # An initializer never changes what the twin computes: its weights are copied in.
-        if (
-            value is not None
-            and not key.endswith("_initializer")
-            and (key not in _NEUTRAL or value != _NEUTRAL[key])
-        ):
-            raise UnsupportedModelError(
-                f"Layer {layer.name} ({type(layer).__name__}): setting {key}={value!r} has no "
-                "twin in the other Keras."
-            )
-    return config
 
 
 __all__ = [

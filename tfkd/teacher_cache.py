@@ -28,22 +28,19 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfkd import files
+from tfkd import files, teacher_cache_store
 from tfkd import mixing as mixing_lib
 from tfkd import teachers as teachers_lib
 from tfkd.data import UNLABELED, Augmentation, Preprocessing, check_batch_size, reshuffled, schema
 from tfkd.mixing import Mixing
 
 AUTOTUNE = tf.data.AUTOTUNE
-LOGITS_FILE = "teacher_logits.npy"
-KEY_FILE = "teacher_logits.json"
 # Above this a disk cache is read through a memory map instead of being held in the input graph.
 IN_MEMORY_LIMIT_BYTES = 256 << 20
 
@@ -158,39 +155,6 @@ def _check_views(views: int, augmentation: Augmentation | None, mixing: Mixing |
     return views
 
 
-def _read(directory: str, key: dict, in_memory_limit: int) -> np.ndarray | None:
-    key_path, logits_path = (
-        os.path.join(directory, KEY_FILE),
-        os.path.join(directory, LOGITS_FILE),
-    )
-    if not (os.path.exists(key_path) and os.path.exists(logits_path)):
-        return None
-    with open(key_path, encoding="utf-8") as handle:
-        stored = json.load(handle)
-    if stored != key:
-        changed = sorted(k for k in set(stored) | set(key) if stored.get(k) != key.get(k))
-        logging.info(
-            "Teacher cache in %s is stale (changed: %s); rebuilding.", directory, ", ".join(changed)
-        )
-        return None
-    logits = _open(logits_path, in_memory_limit)
-    if logits.shape != _shape(key):
-        logging.warning(
-            "Teacher cache %s has shape %s, expected %s; rebuilding.",
-            logits_path,
-            logits.shape,
-            _shape(key),
-        )
-        return None
-    return logits
-
-
-def _open(logits_path: str, in_memory_limit: int) -> np.ndarray:
-    """The stored logits: a memory map when larger than `in_memory_limit`, else an array."""
-    logits = np.load(logits_path, mmap_mode="r")
-    return np.asarray(logits) if logits.nbytes <= in_memory_limit else logits
-
-
 def build(
     teachers,
     dataset: tf.data.Dataset,
@@ -279,47 +243,23 @@ def build(
     if directory is None:
         return _in_memory(fill, key, make)
     if not writable:
-        stored = _read(directory, key, in_memory_limit)
+        stored = teacher_cache_store.read(directory, key, in_memory_limit)
         return make(stored, reused=True) if stored is not None else _in_memory(fill, key, make)
     # Runs sharing `directory` (a search's trials) build the cache once; the others wait for it.
     with files.locked(directory):
-        stored = _read(directory, key, in_memory_limit)
+        stored = teacher_cache_store.read(directory, key, in_memory_limit)
         if stored is not None:
             logging.info(
                 "Reusing the teacher cache in %s (%d examples x %d views).", directory, count, views
             )
             return make(stored, reused=True)
-        return _write(directory, fill, key, make, in_memory_limit)
-
-
-def _shape(key: dict) -> tuple[int, int, int]:
-    """The logits' shape a cache key describes: (views, examples, classes)."""
-    return key["views"], key["examples"], key["classes"]
+        return make(teacher_cache_store.write(directory, fill, key, in_memory_limit))
 
 
 def _in_memory(fill: Callable, key: dict, make: Callable) -> TeacherCache:
-    logits = np.zeros(_shape(key), np.float32)
+    logits = np.zeros(teacher_cache_store.shape(key), np.float32)
     fill(logits)
     return make(logits)
-
-
-def _write(
-    directory: str, fill: Callable, key: dict, make: Callable, in_memory_limit: int
-) -> TeacherCache:
-    # A key left from an earlier cache must not vouch for the logits written below.
-    key_path = os.path.join(directory, KEY_FILE)
-    if os.path.exists(key_path):
-        os.remove(key_path)
-    logits_path = os.path.join(directory, LOGITS_FILE)
-    with files.atomic_path(logits_path) as tmp:
-        # Written straight to disk: a large set's logits need not fit in memory.
-        logits = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=_shape(key))
-        fill(logits)
-        logits.flush()
-        del logits
-    # The key is written last: a cache without a matching key is never read.
-    files.write_text(key_path, json.dumps(key, indent=2, sort_keys=True))
-    return make(_open(logits_path, in_memory_limit))
 
 
 def _fill(
@@ -411,7 +351,7 @@ def _lookup(cache: TeacherCache):
 
     def lookup(views, indices):
         out = tf.numpy_function(read, [views, indices], tf.float32, stateful=False)
-        return tf.ensure_shape(out, [None, cache.num_classes])
+        return tf.ensureteacher_cache_store.shape(out, [None, cache.num_classes])
 
     return lookup
 
