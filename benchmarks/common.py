@@ -7,6 +7,8 @@ import os
 import platform
 import re
 import tempfile
+import time
+from collections.abc import Sequence
 
 import tensorflow as tf
 from absl import app, flags
@@ -119,6 +121,22 @@ def fresh_students(name: str, input_shape, num_classes: int, seed: int):
         return student
 
     return fresh
+
+
+def write_results(name: str, results: dict, started: float, flag_names: Sequence[str]) -> float:
+    """Writes `results` with the minutes since `started`, the machine and the named flags'
+    values as benchmarks/results/<name>.json; returns the minutes."""
+    minutes = (time.time() - started) / 60
+    write_json(
+        name,
+        {
+            **results,
+            "minutes": minutes,
+            "machine": machine(),
+            "flags": {f: flags.FLAGS[f].value for f in flag_names},
+        },
+    )
+    return minutes
 
 
 def write_json(name: str, payload: dict) -> str:

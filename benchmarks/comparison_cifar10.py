@@ -318,34 +318,27 @@ def main(argv):
             )
             print(row, seed, accuracy, flush=True)
 
-    minutes = (time.time() - started) / 60
-    common.write_json(
+    minutes = common.write_results(
         FLAGS.name,
-        {
-            **results,
-            "minutes": minutes,
-            "machine": common.machine(),
-            "flags": {
-                f: FLAGS[f].value
-                for f in (
-                    "train_images",
-                    "label_fraction",
-                    "unlabeled_images",
-                    "test_images",
-                    "teacher",
-                    "student",
-                    "teacher_epochs",
-                    "student_epochs",
-                    "steps",
-                    "views",
-                    "seeds",
-                    "rows",
-                    "kd_weight",
-                    "validation_images",
-                    "distill_on",
-                )
-            },
-        },
+        results,
+        started,
+        (
+            "train_images",
+            "label_fraction",
+            "unlabeled_images",
+            "test_images",
+            "teacher",
+            "student",
+            "teacher_epochs",
+            "student_epochs",
+            "steps",
+            "views",
+            "seeds",
+            "rows",
+            "kd_weight",
+            "validation_images",
+            "distill_on",
+        ),
     )
     common.write_section(FLAGS.name, section(results, minutes))
 

@@ -134,28 +134,21 @@ def main(argv):
             distiller.fit(train_batches(mixing), epochs=FLAGS.student_epochs, verbose=2)
             results["kd"].setdefault(name, {})[setting] = evaluate.keras_accuracy(student, test)
             print(name, setting, results["kd"][name][setting], flush=True)
-    minutes = (time.time() - started) / 60
-    common.write_json(
+    minutes = common.write_results(
         FLAGS.name,
-        {
-            **results,
-            "minutes": minutes,
-            "machine": common.machine(),
-            "flags": {
-                f: FLAGS[f].value
-                for f in (
-                    "train_images",
-                    "test_images",
-                    "teacher",
-                    "student",
-                    "strong_epochs",
-                    "weak_epochs",
-                    "student_epochs",
-                    "seed",
-                    "settings",
-                )
-            },
-        },
+        results,
+        started,
+        (
+            "train_images",
+            "test_images",
+            "teacher",
+            "student",
+            "strong_epochs",
+            "weak_epochs",
+            "student_epochs",
+            "seed",
+            "settings",
+        ),
     )
     common.write_section(FLAGS.name, section(results, minutes))
 

@@ -147,31 +147,24 @@ def main(argv):
             results["accuracy"].setdefault(method, {})[seed_text] = accuracy
             print(method, seed, accuracy, flush=True)
 
-    minutes = (time.time() - started) / 60
-    common.write_json(
+    minutes = common.write_results(
         FLAGS.name,
-        {
-            **results,
-            "minutes": minutes,
-            "machine": common.machine(),
-            "flags": {
-                f: FLAGS[f].value
-                for f in (
-                    "train_images",
-                    "test_images",
-                    "teacher",
-                    "student",
-                    "teacher_epochs",
-                    "student_epochs",
-                    "seeds",
-                    "methods",
-                    "teacher_layer",
-                    "student_layer",
-                    "hint_weight",
-                    "dkd_beta",
-                )
-            },
-        },
+        results,
+        started,
+        (
+            "train_images",
+            "test_images",
+            "teacher",
+            "student",
+            "teacher_epochs",
+            "student_epochs",
+            "seeds",
+            "methods",
+            "teacher_layer",
+            "student_layer",
+            "hint_weight",
+            "dkd_beta",
+        ),
     )
     common.write_section(FLAGS.name, _section(results, minutes))
 

@@ -125,29 +125,27 @@ def main(argv):
             os.path.join(out, entry["file"]), test.as_numpy_iterator()
         )
         rows[label] = (accuracy, entry["size_bytes"])
-    minutes = (time.time() - started) / 60
-    payload = {
-        "flags": {
-            f: FLAGS[f].value
-            for f in (
-                "train_images",
-                "test_images",
-                "teacher",
-                "student",
-                "teacher_epochs",
-                "student_epochs",
-                "qat_epochs",
-                "temperature",
-                "student_loss_weight",
-                "seed",
-            )
-        },
+    results = {
         "accuracy": {k: v[0] for k, v in rows.items()},
         "size_bytes": {k: v[1] for k, v in rows.items() if v[1]},
-        "minutes": minutes,
-        "machine": common.machine(),
     }
-    common.write_json("qad_cifar10", payload)
+    minutes = common.write_results(
+        "qad_cifar10",
+        results,
+        started,
+        (
+            "train_images",
+            "test_images",
+            "teacher",
+            "student",
+            "teacher_epochs",
+            "student_epochs",
+            "qat_epochs",
+            "temperature",
+            "student_loss_weight",
+            "seed",
+        ),
+    )
     base = rows["KD student float32 .tflite"][0]
     table = "\n".join(
         f"| {name} | {100 * acc:.2f} | {100 * (acc - base):+.2f} | "
