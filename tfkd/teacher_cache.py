@@ -351,7 +351,7 @@ def _lookup(cache: TeacherCache):
 
     def lookup(views, indices):
         out = tf.numpy_function(read, [views, indices], tf.float32, stateful=False)
-        return tf.ensureteacher_cache_store.shape(out, [None, cache.num_classes])
+        return tf.ensure_shape(out, [None, cache.num_classes])
 
     return lookup
 
