@@ -27,8 +27,10 @@ from absl import app, flags
 
 import tfkd
 from benchmarks import common
-from tfkd import evaluate, training
+from tfkd.distill import training
 from tfkd.keras import keras
+from tfkd.measure import batch_norm
+from tfkd.tasks import classification
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
@@ -75,7 +77,7 @@ flags.DEFINE_list(
 )
 flags.DEFINE_float(
     "kd_weight",
-    tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
+    tfkd.distill.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
     "student_loss_weight of the rows built on tfkd's KD (kd, kd_std, mixup, cutmix, transfer).",
 )
 flags.DEFINE_string("name", "comparison_cifar10", "Results file and RESULTS.md section name.")
@@ -103,11 +105,17 @@ ROWS = {
     "kd": ("tfkd KD: T={T:g}, student_loss_weight {w:g}", dict(loss=tfkd.losses.KD())),
     "dkd": (
         "DKD alpha=1 beta=2 T=4, student_loss_weight 0.5, warm-up over a tenth",
-        dict(loss=tfkd.losses.DKD(alpha=1.0, beta=2.0, temperature=4.0), student_loss_weight=0.5),
+        dict(
+            loss=tfkd.losses.DKD(alpha=1.0, beta=2.0, temperature=4.0),
+            student_loss_weight=0.5,
+        ),
     ),
     "dist": (
         "DIST beta=gamma=2 T=4, student_loss_weight 0.5",
-        dict(loss=tfkd.losses.DIST(beta=2.0, gamma=2.0, temperature=4.0), student_loss_weight=0.5),
+        dict(
+            loss=tfkd.losses.DIST(beta=2.0, gamma=2.0, temperature=4.0),
+            student_loss_weight=0.5,
+        ),
     ),
     "kd_std": (
         "tfkd KD (T={T:g}, weight {w:g}) + logit standardization",
@@ -118,7 +126,10 @@ ROWS = {
     "kd_std_paper": (
         "KD + logit standardization, the paper's recipe: T=2, CE:KD weights 0.1:9 "
         "(student_loss_weight 0.011)",
-        dict(loss=tfkd.losses.KD(temperature=2.0, standardize=True), student_loss_weight=0.1 / 9.1),
+        dict(
+            loss=tfkd.losses.KD(temperature=2.0, standardize=True),
+            student_loss_weight=0.1 / 9.1,
+        ),
     ),
     "mixup": (
         "tfkd KD (T={T:g}, weight {w:g}) + consistent teaching, mixup (half the views mixed)",
@@ -132,7 +143,7 @@ ROWS = {
         "tfkd KD (T={T:g}, weight {w:g}) + the unlabeled images (transfer set)",
         dict(loss=tfkd.losses.KD()),
     ),
-    # Settings chosen per seed by tfkd.calibration's race on the validation images (the
+    # Settings chosen per seed by tfkd.distill.calibration's race on the validation images (the
     # pipeline's --loss=auto); the winner continues from its probe to the full budget.
     "calibrated": (
         "calibrated (--loss=auto: each candidate trains the first fifth of the "
@@ -236,7 +247,7 @@ def main(argv):
     teacher.compile(_optimizer(math.ceil(labeled_count / BATCH) * FLAGS.teacher_epochs), ce)
     teacher.fit(teacher_batches, epochs=FLAGS.teacher_epochs, verbose=2)
     results = {
-        "teacher": evaluate.keras_accuracy(teacher, test),
+        "teacher": classification.keras_accuracy(teacher, test),
         "accuracy": {},
         **sizes,
         "steps": steps,
@@ -249,13 +260,13 @@ def main(argv):
     def cache_for(row):
         key = (
             row
-            if row in (*tfkd.mixing.KINDS, "transfer")
+            if row in (*tfkd.data.mixing.KINDS, "transfer")
             else ("transfer" if FLAGS.distill_on == "all" else "plain")
         )
         if key not in caches:
-            mixing = tfkd.mixing.Mixing(key) if key in tfkd.mixing.KINDS else None
+            mixing = tfkd.data.mixing.Mixing(key) if key in tfkd.data.mixing.KINDS else None
             cache_started = time.time()
-            caches[key] = tfkd.teacher_cache.build(
+            caches[key] = tfkd.distill.teacher_cache.build(
                 teacher,
                 transfer_set if key == "transfer" else labeled,
                 prep,
@@ -281,7 +292,7 @@ def main(argv):
                 results.setdefault("calibration", {})[seed_text] = chosen.to_dict()
                 print("calibrated", chosen.candidate, chosen.reason, flush=True)
                 student = trainer.student
-                probe = tfkd.calibration.probe_steps(steps)
+                probe = tfkd.distill.calibration.probe_steps(steps)
                 if steps > probe:  # a one-step budget is all probe
                     trainer.fit(
                         _cached(cache_for(row), distilled_data, prep, seed, skip=probe),
@@ -311,7 +322,7 @@ def main(argv):
                     seed,
                 )
                 trainer.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=2)
-            accuracy = evaluate.keras_accuracy(student, test)
+            accuracy = classification.keras_accuracy(student, test)
             results["accuracy"].setdefault(row, {})[seed_text] = accuracy
             results.setdefault("row_seconds", {}).setdefault(row, {})[seed_text] = (
                 time.time() - row_started
@@ -344,25 +355,26 @@ def main(argv):
 
 
 def _race(fresh, cache, data, prep, seed: int, steps: int, validation):
-    """tfkd.calibration's race: each candidate trains the first `probe_steps(steps)` steps of the
-    whole budget's schedule from the row's initial weights, they are compared on the validation
-    images, and the winner's trainer (weights and optimizer) is returned to carry on. Returns
-    the calibration and the winner's Distiller."""
-    probe = tfkd.calibration.probe_steps(steps)
+    """tfkd.distill.calibration's race: each candidate trains the first `probe_steps(steps)`
+    steps of the whole budget's schedule from the row's initial weights, they are compared on the
+    validation images, and the winner's trainer (weights and optimizer) is returned to carry on.
+    Returns the calibration and the winner's Distiller."""
+    probe = tfkd.distill.calibration.probe_steps(steps)
     correct, seconds, trainers = {}, {}, {}
-    for name in tfkd.calibration.CANDIDATES:
-        loss, weight = tfkd.calibration.candidate_loss(name)
+    for name in tfkd.distill.calibration.CANDIDATES:
+        loss, weight = tfkd.distill.calibration.candidate_loss(name)
         trainer = tfkd.Distiller(fresh(), None, loss=loss, student_loss_weight=weight)
         trainer.compile(optimizer=_optimizer(steps))
         started = time.time()
         trainer.fit(_cached(cache, data, prep, seed), epochs=1, steps_per_epoch=probe, verbose=0)
         # Batch statistics of the probe's weights, not Keras' lagging moving averages.
-        measured = evaluate.precise_batch_norm(trainer.student, _cached(cache, data, prep, seed))
-        correct[name] = evaluate.correct_predictions(measured, validation)
+        measured = batch_norm.precise_batch_norm(trainer.student, _cached(cache, data, prep, seed))
+        correct[name] = classification.correct_predictions(measured, validation)
         seconds[name] = time.time() - started
         trainers[name] = trainer
     chosen = dataclasses.replace(
-        tfkd.calibration.choose(correct, tfkd.stats.DEFAULT_ALPHA), probe_seconds=seconds
+        tfkd.distill.calibration.choose(correct, tfkd.measure.stats.DEFAULT_ALPHA),
+        probe_seconds=seconds,
     )
     return chosen, trainers[chosen.candidate]
 
@@ -371,7 +383,7 @@ def _cached(cache, data, prep, seed: int, skip: int = 0) -> tf.data.Dataset:
     """The distilled rows' batches, repeated; `skip` batches in, to continue a probe where it
     stopped (the shuffle is seeded, so the continued row sees what the fixed row sees)."""
     return (
-        tfkd.teacher_cache.batches(cache, data, prep, BATCH, shuffle=True, seed=seed)
+        tfkd.distill.teacher_cache.batches(cache, data, prep, BATCH, shuffle=True, seed=seed)
         .repeat()
         .skip(skip)
     )
@@ -471,7 +483,7 @@ def section(results: dict, minutes: float, merged: dict | None = None) -> str:
     mixed = (
         "\n- Mixed views (consistent teaching) are taught by the teacher alone; the other "
         "half keep their labels."
-        if set(tfkd.mixing.KINDS) & set(FLAGS.rows)
+        if set(tfkd.data.mixing.KINDS) & set(FLAGS.rows)
         else ""
     )
     transfer = (
@@ -514,7 +526,7 @@ def race_cost(results: dict) -> str:
     for seed, chosen in sorted(results.get("calibration", {}).items()):
         if not chosen.get("probe_seconds"):
             continue  # results of the earlier probes, which did not time themselves
-        added = tfkd.calibration.Calibration.from_dict(chosen).added_seconds()
+        added = tfkd.distill.calibration.Calibration.from_dict(chosen).added_seconds()
         own = results["row_seconds"]["calibrated"][seed] - added
         costs.append(f"seed {seed}: {added:.0f} s, +{100 * added / own:.0f}%")
     return (

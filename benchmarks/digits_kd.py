@@ -16,9 +16,9 @@ from absl import app, flags
 
 import tfkd
 from benchmarks import common
-from tfkd import training
-from tfkd.evaluate import keras_accuracy
+from tfkd.distill import training
 from tfkd.keras import keras
+from tfkd.tasks.classification import keras_accuracy
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (data split, shuffling, initialisation).")

@@ -16,8 +16,9 @@ from absl import app, flags
 
 import tfkd
 from benchmarks import common
-from tfkd import evaluate, training
+from tfkd.distill import training
 from tfkd.keras import keras
+from tfkd.tasks import classification
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
@@ -64,14 +65,14 @@ def _optimizer(steps):
 def parse_setting(setting: str):
     """`method:weight:temperature[:std][:mixup|cutmix]` -> (loss, weight, mixing or None)."""
     method, weight, temperature, *extras = setting.split(":")
-    unknown = set(extras) - {"std", *tfkd.mixing.KINDS}
+    unknown = set(extras) - {"std", *tfkd.data.mixing.KINDS}
     if unknown:
         raise app.UsageError(
             f"--settings={setting}: unknown {sorted(unknown)}; append :std, :mixup or :cutmix."
         )
     loss = tfkd.losses.get(method, temperature=float(temperature), standardize="std" in extras)
-    kinds = [e for e in extras if e in tfkd.mixing.KINDS]
-    return loss, float(weight), tfkd.mixing.Mixing(kinds[0]) if kinds else None
+    kinds = [e for e in extras if e in tfkd.data.mixing.KINDS]
+    return loss, float(weight), tfkd.data.mixing.Mixing(kinds[0]) if kinds else None
 
 
 def main(argv):
@@ -121,8 +122,8 @@ def main(argv):
     baseline.compile(_optimizer(steps * FLAGS.student_epochs), ce)
     baseline.fit(train_batches(), epochs=FLAGS.student_epochs, verbose=2)
     results = {
-        "baseline": evaluate.keras_accuracy(baseline, test),
-        "teachers": {n: evaluate.keras_accuracy(t, test) for n, t in teachers.items()},
+        "baseline": classification.keras_accuracy(baseline, test),
+        "teachers": {n: classification.keras_accuracy(t, test) for n, t in teachers.items()},
         "kd": {},
     }
     for name, teacher in teachers.items():
@@ -132,7 +133,9 @@ def main(argv):
             distiller = tfkd.Distiller(student, teacher, loss=loss, student_loss_weight=weight)
             distiller.compile(optimizer=_optimizer(steps * FLAGS.student_epochs))
             distiller.fit(train_batches(mixing), epochs=FLAGS.student_epochs, verbose=2)
-            results["kd"].setdefault(name, {})[setting] = evaluate.keras_accuracy(student, test)
+            results["kd"].setdefault(name, {})[setting] = classification.keras_accuracy(
+                student, test
+            )
             print(name, setting, results["kd"][name][setting], flush=True)
     minutes = common.write_results(
         FLAGS.name,
@@ -155,7 +158,8 @@ def main(argv):
 
 def current_default() -> str:
     """tfkd's default, in this benchmark's setting notation."""
-    return f"kd:{tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT:g}:{tfkd.losses.DEFAULT_TEMPERATURE:g}"
+    weight = tfkd.distill.distiller.DEFAULT_STUDENT_LOSS_WEIGHT
+    return f"kd:{weight:g}:{tfkd.losses.DEFAULT_TEMPERATURE:g}"
 
 
 def section(results: dict, minutes: float) -> str:

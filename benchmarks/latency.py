@@ -4,7 +4,8 @@ r"""Host latency: float32 teacher vs float32 and int8 student, cross-checked wit
 
 Latency does not depend on the weights' values, so untrained models are exported (int8
 calibrated on random images); a pipeline run measures its own trained files in its benchmark
-stage (RUN/benchmark/host.json and report.md). Each file is measured with tfkd.benchmark (LiteRT
+stage (RUN/benchmark/host.json and report.md). Each file is measured with
+tfkd.measure.benchmark (LiteRT
 interpreter, XNNPACK) and with `litert-benchmark` (shipped in ai-edge-litert) at the same thread
 count, one after the other in this process. Writes benchmarks/results/latency.json and its
 section of RESULTS.md.
@@ -22,7 +23,8 @@ from absl import app, flags
 
 import tfkd
 from benchmarks import common
-from tfkd import benchmark, export
+from tfkd import export
+from tfkd.measure import benchmark
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("teacher", "resnet32x4", "Teacher model.")

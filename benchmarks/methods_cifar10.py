@@ -18,8 +18,9 @@ from absl import app, flags
 
 import tfkd
 from benchmarks import common
-from tfkd import evaluate, training
+from tfkd.distill import training
 from tfkd.keras import keras
+from tfkd.tasks import classification
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
@@ -88,7 +89,7 @@ def _distiller(method, student, teacher, steps_per_epoch):
             student_loss_weight=STUDENT_LOSS_WEIGHT,
         )
     if method == "kd+hint":
-        hint = tfkd.features.FeaturePair(
+        hint = tfkd.distill.features.FeaturePair(
             FLAGS.teacher_layer, FLAGS.student_layer, tfkd.losses.Hint(), FLAGS.hint_weight
         )
         return tfkd.Distiller(
@@ -128,7 +129,7 @@ def main(argv):
     teacher = tfkd.models.build(FLAGS.teacher, shape, classes)
     teacher.compile(_optimizer(steps * FLAGS.teacher_epochs), ce)
     teacher.fit(train_batches(0), epochs=FLAGS.teacher_epochs, verbose=2)
-    results = {"teacher": evaluate.keras_accuracy(teacher, test), "accuracy": {}}
+    results = {"teacher": classification.keras_accuracy(teacher, test), "accuracy": {}}
     print("teacher", results["teacher"], flush=True)
 
     for seed_text in FLAGS.seeds:
@@ -143,7 +144,7 @@ def main(argv):
                 trainer = _distiller(method, student, teacher, steps)
                 trainer.compile(optimizer=_optimizer(steps * FLAGS.student_epochs))
             trainer.fit(train_batches(seed), epochs=FLAGS.student_epochs, verbose=2)
-            accuracy = evaluate.keras_accuracy(student, test)
+            accuracy = classification.keras_accuracy(student, test)
             results["accuracy"].setdefault(method, {})[seed_text] = accuracy
             print(method, seed, accuracy, flush=True)
 

@@ -17,8 +17,10 @@ from absl import app, flags, logging
 
 import tfkd
 from benchmarks import common
-from tfkd import evaluate, export, quantize, training
+from tfkd import export, quantize
+from tfkd.distill import training
 from tfkd.keras import keras
+from tfkd.tasks import classification
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "CIFAR-10 image folder (train/<class>/*.jpg, test/...).")
@@ -77,7 +79,7 @@ def main(argv):
     teacher = tfkd.models.build(FLAGS.teacher, shape, classes)
     teacher.compile(_optimizer(2e-3, steps * FLAGS.teacher_epochs), ce)
     teacher.fit(train, epochs=FLAGS.teacher_epochs, verbose=2)
-    teacher_accuracy = evaluate.keras_accuracy(teacher, test)
+    teacher_accuracy = classification.keras_accuracy(teacher, test)
     logging.info("teacher %.4f", teacher_accuracy)
 
     student = tfkd.models.build(FLAGS.student, shape, classes)
@@ -112,7 +114,7 @@ def main(argv):
     card = export.export(qad_student, out, ["int8"], name="qad", **common_args)
     rows = {
         "teacher (keras)": (teacher_accuracy, None),
-        "KD student (keras)": (evaluate.keras_accuracy(student, test), None),
+        "KD student (keras)": (classification.keras_accuracy(student, test), None),
     }
     for variant, label in (
         ("kd_float32", "KD student float32 .tflite"),
@@ -121,7 +123,7 @@ def main(argv):
         ("qad_int8", "QAD int8 .tflite"),
     ):
         entry = card["variants"][variant]
-        accuracy = evaluate.tflite_accuracy(
+        accuracy = classification.tflite_accuracy(
             os.path.join(out, entry["file"]), test.as_numpy_iterator()
         )
         rows[label] = (accuracy, entry["size_bytes"])

@@ -22,7 +22,7 @@ import time
 from absl import app, flags
 
 from benchmarks import common
-from pipelines import search_report
+from pipelines.search import report as search_report
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "digits", ["digits", "cifar10"], "Which recipe to search.")

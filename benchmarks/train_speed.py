@@ -54,7 +54,7 @@ DESCRIPTIONS = {
     "keras_io": "(a) keras.io Distiller recipe: teacher forward every step, no XLA",
     "tfkd": "(b) tfkd.Distiller default: teacher forward every step",
     "tfkd_jit": "(b') tfkd.Distiller, jit_compile=True",
-    "tfkd_cache": "(c) tfkd.Distiller on tfkd.teacher_cache batches",
+    "tfkd_cache": "(c) tfkd.Distiller on tfkd.distill.teacher_cache batches",
     "alone": "(d) student alone (cross-entropy), the limit",
 }
 
@@ -112,8 +112,9 @@ def run_variant(variant: str, images_file: str) -> dict:
     import tensorflow as tf
 
     import tfkd
-    from tfkd import benchmark, teacher_cache
+    from tfkd.distill import teacher_cache
     from tfkd.keras import keras
+    from tfkd.measure import benchmark
 
     keras.utils.set_random_seed(0)
     arrays = np.load(images_file)
@@ -174,7 +175,8 @@ def run_variant(variant: str, images_file: str) -> dict:
 
 def _macs(name: str) -> int:
     import tfkd
-    from tfkd import benchmark, export
+    from tfkd import export
+    from tfkd.measure import benchmark
 
     model = tfkd.models.build(name, (32, 32, 3), 10)
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,9 @@ from absl import flags
 
 import tfkd
 from pipelines import policy
-from tfkd import benchmark, evaluate, export, training
+from tfkd import export
+from tfkd.distill import training
+from tfkd.measure import benchmark, parity
 
 AUTO_CHOICES = ("auto", "on", "off")
 TEACHER_CACHES = ("off", "memory", "disk")
@@ -112,12 +114,12 @@ class Config:
         "load: a .keras file (tf_keras or Keras 3), an .h5 file or a SavedModel directory.",
     )
     teacher_input: str = setting(
-        tfkd.teacher_input.AUTO,
+        tfkd.distill.teacher_input.AUTO,
         "The pixel values a teacher file expects: auto (each "
         "convention measured on validation, the best kept), student (tfkd's normalisation), "
         "raw (0-255, e.g. an in-model Rescaling), unit (0-1), symmetric (-1..1) or caffe (BGR, "
         "ImageNet mean subtracted).",
-        choices=(tfkd.teacher_input.AUTO, *tfkd.teacher_input.CONVENTIONS),
+        choices=(tfkd.distill.teacher_input.AUTO, *tfkd.distill.teacher_input.CONVENTIONS),
     )
     teacher_weights: str = setting(
         "",
@@ -136,7 +138,7 @@ class Config:
     )
     teacher_cache: str = setting(
         "off",
-        "Run the teacher once and train on its stored logits (tfkd.teacher_cache): "
+        "Run the teacher once and train on its stored logits (tfkd.distill.teacher_cache): "
         "memory, or disk (kept in the run directory and reused by reruns).",
         choices=TEACHER_CACHES,
     )
@@ -175,7 +177,7 @@ class Config:
         training.DEFAULT_LEARNING_RATE, "Peak learning rate (cosine decay to 0).", above=0
     )
     loss: str = setting(
-        tfkd.calibration.DEFAULT_LOSS,
+        tfkd.distill.calibration.DEFAULT_LOSS,
         "Distillation loss: kd, dkd, dist, logit_mse "
         "(tfkd.losses.available()) with the settings you give, other parameters at the paper's "
         "defaults; or auto: KD (T=4, --student_loss_weight 0.9) and DIST (weight 0.5) race "
@@ -197,7 +199,7 @@ class Config:
         "loss (hint, attention, rkd), e.g. stage1_block0_out:stage1_block0_out:attention:1000.",
     )
     student_loss_weight: float = setting(
-        tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
+        tfkd.distill.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
         "Weight of the hard-label loss, in [0, 1] (default measured in "
         "benchmarks/kd_defaults_cifar10.py).",
     )
@@ -227,10 +229,10 @@ class Config:
         "see the same mixture of two training images, mixup or cutmix; a mixed image is taught "
         "by the teacher alone. Distillation only; with --teacher_cache the cached views are "
         "mixed (more --teacher_cache_views, more mixtures).",
-        choices=("none",) + tfkd.mixing.KINDS,
+        choices=("none",) + tfkd.data.mixing.KINDS,
     )
     mix_fraction: float = setting(
-        tfkd.mixing.DEFAULT_FRACTION,
+        tfkd.data.mixing.DEFAULT_FRACTION,
         "Share of the distillation examples --augment mixes; the others keep their label.",
         above=0,
     )
@@ -251,7 +253,7 @@ class Config:
         "tf.distribute strategy of the training stages: mirrored = every local GPU, "
         "multi_worker = the cluster in TF_CONFIG (run the same command on every worker), tpu. "
         "--batch_size stays the global batch.",
-        choices=tfkd.distribute.STRATEGIES,
+        choices=tfkd.distill.distribute.STRATEGIES,
         affects_results=False,
     )
     collective_timeout: int = setting(
@@ -324,7 +326,7 @@ class Config:
         export.DEFAULT_REPRESENTATIVE_SIZE, "Calibration images for post-training int8.", at_least=1
     )
     max_drop_points: float = setting(
-        evaluate.DEFAULT_MAX_DROP_POINTS,
+        parity.DEFAULT_MAX_DROP_POINTS,
         "Largest accuracy drop (points) allowed from the float student to a .tflite.",
         at_least=0,
     )
@@ -349,7 +351,7 @@ class Config:
 
     @property
     def teacher_is_file(self) -> bool:
-        return not tfkd.pretrained.is_application(self.teacher) and (
+        return not tfkd.models.pretrained.is_application(self.teacher) and (
             self.teacher.endswith(TEACHER_FILE_SUFFIXES) or os.path.sep in self.teacher
         )
 
@@ -387,10 +389,10 @@ class Config:
         return tfkd.data.Augmentation(flip=self.flip, pad_crop=self.pad_crop)
 
     @property
-    def mixing(self) -> tfkd.mixing.Mixing | None:
+    def mixing(self) -> tfkd.data.mixing.Mixing | None:
         if self.augment == "none":
             return None
-        return tfkd.mixing.Mixing(self.augment, self.mix_fraction)
+        return tfkd.data.mixing.Mixing(self.augment, self.mix_fraction)
 
     def results_settings(self) -> dict:
         """The settings that change results (a run directory is tied to them)."""
@@ -403,7 +405,7 @@ class Config:
     @property
     def calibrated(self) -> bool:
         """Whether the distillation settings are chosen at the student stage (--loss=auto)."""
-        return self.loss == tfkd.calibration.AUTO
+        return self.loss == tfkd.distill.calibration.AUTO
 
     @functools.cached_property
     def distillation_loss(self) -> tfkd.losses.LogitLoss | None:
@@ -419,11 +421,12 @@ class Config:
 
     @functools.cached_property
     def feature_pairs(self) -> tuple:
-        """--features as `tfkd.features.FeaturePair`s (layer names are checked on the models)."""
+        """--features as `tfkd.distill.features.FeaturePair`s (layer names are checked on the
+        models)."""
         pairs = []
         for item in self.features:
             try:
-                pairs.append(tfkd.features.FeaturePair.parse(item))
+                pairs.append(tfkd.distill.features.FeaturePair.parse(item))
             except ValueError as error:
                 raise ValueError(f"--features: {error}") from error
         return tuple(pairs)
@@ -495,7 +498,7 @@ class Config:
                 f"--{name}={getattr(self, name)}"
                 for name, default in (
                     ("temperature", tfkd.losses.DEFAULT_TEMPERATURE),
-                    ("student_loss_weight", tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT),
+                    ("student_loss_weight", tfkd.distill.distiller.DEFAULT_STUDENT_LOSS_WEIGHT),
                 )
                 if getattr(self, name) != default
             ]
@@ -524,7 +527,8 @@ class Config:
             if self.teacher.endswith(".tflite"):
                 raise ValueError(
                     f"--teacher={self.teacher}: a .tflite teacher can only teach through the "
-                    "teacher cache of the library (tfkd.teacher_cache with teacher=None); the "
+                    "teacher cache of the library (tfkd.distill.teacher_cache with teacher=None); "
+                    "the "
                     "pipeline also evaluates and exports its teacher, which needs a model. Give "
                     "the .keras/.h5/SavedModel it was converted from."
                 )
@@ -534,15 +538,18 @@ class Config:
                     f"--teacher={self.teacher} is a trained model already. Drop "
                     "--teacher_weights."
                 )
-        elif self.teacher_input not in (tfkd.teacher_input.AUTO, tfkd.teacher_input.STUDENT):
+        elif self.teacher_input not in (
+            tfkd.distill.teacher_input.AUTO,
+            tfkd.distill.teacher_input.STUDENT,
+        ):
             raise ValueError(
                 f"--teacher_input={self.teacher_input} applies to a teacher file; "
                 f"--teacher={self.teacher} is built and trained by tfkd on its own "
                 "normalisation. Drop --teacher_input."
             )
-        elif tfkd.pretrained.is_application(self.teacher):
+        elif tfkd.models.pretrained.is_application(self.teacher):
             try:
-                tfkd.pretrained.application_name(self.teacher)
+                tfkd.models.pretrained.application_name(self.teacher)
             except ValueError as error:
                 raise ValueError(f"--teacher={self.teacher}: {error}") from error
         elif self.teacher not in tfkd.models.available():
@@ -551,7 +558,7 @@ class Config:
                 f"file. Available models: {tfkd.models.available()}, or "
                 "keras_applications:NAME."
             )
-        elif self.teacher_weights == tfkd.pretrained.IMAGENET:
+        elif self.teacher_weights == tfkd.models.pretrained.IMAGENET:
             raise ValueError(
                 f"--teacher_weights=imagenet: --teacher={self.teacher} has no "
                 "ImageNet weights. Use a keras_applications:NAME teacher, or give "
@@ -575,7 +582,7 @@ class Config:
                 f"file. Available: {tfkd.models.available()}"
             )
         if (
-            self.student_weights == tfkd.pretrained.IMAGENET
+            self.student_weights == tfkd.models.pretrained.IMAGENET
             and self.student not in tfkd.models.with_imagenet_weights()
         ):
             raise ValueError(
@@ -585,7 +592,7 @@ class Config:
             )
         for name in ("teacher_weights", "student_weights"):
             value = getattr(self, name)
-            if value and value != tfkd.pretrained.IMAGENET and not os.path.isfile(value):
+            if value and value != tfkd.models.pretrained.IMAGENET and not os.path.isfile(value):
                 raise ValueError(
                     f"--{name}={value} does not exist. Give imagenet or an .h5 "
                     "weights file (model.save_weights('....h5'))."

@@ -10,9 +10,9 @@ from absl import logging
 import tfkd
 from pipelines import console, workers
 from pipelines.run import RunDirectory
-from tfkd import training
-from tfkd.evaluate import keras_accuracy
+from tfkd.distill import training
 from tfkd.keras import keras
+from tfkd.tasks.classification import keras_accuracy
 
 if TYPE_CHECKING:
     from pipelines.config import Config
@@ -114,25 +114,25 @@ class Context:
         """The teacher file behind the adapter for its input convention (--teacher_input, or
         measured on validation), and what was chosen and measured."""
         config, prep = self.config, self.teacher_splits.preprocessing
-        teacher = tfkd.teachers.load(path)
+        teacher = tfkd.distill.teachers.load(path)
         try:
             self.teacher_splits.check_model(teacher, role="teacher")
         except ValueError as error:
             raise ValueError(f"--teacher={path}: {error}") from error
-        if config.teacher_input != tfkd.teacher_input.AUTO:
+        if config.teacher_input != tfkd.distill.teacher_input.AUTO:
             convention = config.teacher_input
             chosen = {
                 "convention": convention,
                 "message": f"Teacher input: '{convention}' (--teacher_input).",
             }
         else:
-            choice = tfkd.teacher_input.choose(
+            choice = tfkd.distill.teacher_input.choose(
                 teacher,
                 prep,
                 tfkd.data.batches(self.teacher_splits.validation, prep, config.batch_size),
             )
             convention, chosen = choice.convention, choice.to_dict()
-        return tfkd.teacher_input.with_input(teacher, convention, prep), chosen
+        return tfkd.distill.teacher_input.with_input(teacher, convention, prep), chosen
 
     def _representative_size(self) -> int:
         """--representative_size, checked against the training split before any training; the
@@ -169,7 +169,7 @@ class Context:
 
     @staticmethod
     def _sharded(batches: tf.data.Dataset) -> tf.data.Dataset:
-        return tfkd.distribute.shard_by_data(batches)
+        return tfkd.distill.distribute.shard_by_data(batches)
 
     def _check_weights(self) -> None:
         """Builds the models that start from weights once, so a missing download or a file of
@@ -227,8 +227,8 @@ class Context:
         """The teacher built by name, at its resolution, with --teacher_weights."""
         config, prep = self.config, self.teacher_splits.preprocessing
         weights = config.teacher_weights or None
-        if tfkd.pretrained.is_application(config.teacher):
-            return tfkd.pretrained.build(
+        if tfkd.models.pretrained.is_application(config.teacher):
+            return tfkd.models.pretrained.build(
                 config.teacher, prep.input_shape, self.splits.num_classes, prep, weights=weights
             )
         return tfkd.models.build(
@@ -261,11 +261,14 @@ class Context:
         teacher = (
             self.teacher_file
             if same_file
-            else tfkd.teacher_input.with_input(
-                tfkd.teachers.load(source), convention, self.teacher_splits.preprocessing
+            else tfkd.distill.teacher_input.with_input(
+                tfkd.distill.teachers.load(source), convention, self.teacher_splits.preprocessing
             )
         )
-        if tfkd.teachers.fingerprint(teacher) != self.directory.metrics("teacher")["fingerprint"]:
+        if (
+            tfkd.distill.teachers.fingerprint(teacher)
+            != self.directory.metrics("teacher")["fingerprint"]
+        ):
             raise ValueError(
                 f"The teacher {source} changed since this run's teacher stage, so "
                 "the stages after it are stale. Rerun with --stages=all "
@@ -323,7 +326,7 @@ class Context:
         # the teacher sees at its own resolution.
         base_size = self.splits.preprocessing.image_size if self.paired else None
         if distilled and config.teacher_cache != "off":
-            batches = tfkd.teacher_cache.batches(
+            batches = tfkd.distill.teacher_cache.batches(
                 self.teacher_cache(),
                 self.splits.train,
                 self.splits.preprocessing,
@@ -355,12 +358,12 @@ class Context:
                 base_size=base_size,
                 mixing=config.mixing if distilled else None,
             )
-        return tfkd.distribute.shard_by_data(batches)
+        return tfkd.distill.distribute.shard_by_data(batches)
 
     def teacher_batches(self) -> tf.data.Dataset:
         """The teacher's training batches, at its resolution."""
         config = self.config
-        return tfkd.distribute.shard_by_data(
+        return tfkd.distill.distribute.shard_by_data(
             tfkd.data.batches(
                 tfkd.data.labeled_train(self.teacher_pool or self.teacher_splits),
                 self.teacher_splits.preprocessing,
@@ -371,11 +374,11 @@ class Context:
             )
         )
 
-    def teacher_cache(self) -> "tfkd.teacher_cache.TeacherCache":
+    def teacher_cache(self) -> "tfkd.distill.teacher_cache.TeacherCache":
         """The teacher's logits on the training set, built once (reused from disk if kept)."""
         if self._teacher_cache is None:
             config = self.config
-            self._teacher_cache = tfkd.teacher_cache.build(
+            self._teacher_cache = tfkd.distill.teacher_cache.build(
                 self.model("teacher"),
                 self.teacher_splits.train,
                 self.teacher_splits.preprocessing,

@@ -1,7 +1,7 @@
 """What the pipeline decides from measurements: whether the teacher is good enough to teach
 (`check_teachers`) and which student is quantized and shipped (`select_student`).
 
-Both are paired tests on the same validation images (McNemar's exact test, `tfkd.stats`), so
+Both are paired tests on the same validation images (McNemar's exact test, `tfkd.measure.stats`), so
 one image never decides: on the digits recipe's 143 validation images one image is 0.7 points.
 """
 
@@ -10,9 +10,9 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tfkd import stats
-from tfkd.evaluate import correct_predictions
 from tfkd.keras import keras
+from tfkd.measure import stats
+from tfkd.tasks.classification import correct_predictions
 
 DEFAULT_TEACHER_MARGIN_POINTS = 1.0
 DEFAULT_SELECT_ALPHA = stats.DEFAULT_ALPHA
@@ -35,7 +35,9 @@ class TeacherCheck:
     teacher_accuracy: dict[str, float]
     baseline_accuracy: float
     margin_points: float
-    comparisons: dict[str, dict]  # teacher -> tfkd.stats.paired_difference(teacher, baseline)
+    comparisons: dict[
+        str, dict
+    ]  # teacher -> tfkd.measure.stats.paired_difference(teacher, baseline)
     alpha: float = DEFAULT_SELECT_ALPHA
 
     @property

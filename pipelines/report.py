@@ -224,7 +224,7 @@ def summarize(
     alpha: float = 0.05,
 ) -> dict:
     """The findings of a run from the accuracies of its models (by name); `kd_gain_test` is
-    `tfkd.stats.paired_difference(distilled, alone)` on the test images."""
+    `tfkd.measure.stats.paired_difference(distilled, alone)` on the test images."""
     summary = {
         "kd_gain": (
             accuracy["student"] - accuracy["baseline"]
@@ -334,7 +334,7 @@ def build_and_write(
     """Writes the report of a run; returns the files written (relative to `run_dir`).
 
     `kd_gain_test`: the distillation gain's paired test over the test images
-    (`tfkd.stats.paired_difference`), judged at `alpha`."""
+    (`tfkd.measure.stats.paired_difference`), judged at `alpha`."""
     fine_tuned_from = {k.name: k.metrics.get("from") for k in keras_models}
     models = [
         model_entry(
@@ -390,7 +390,7 @@ def build_and_write(
     summary["calibration"] = calibration and dict(
         calibration,
         distillation_seconds=student_metrics["distillation_seconds"],
-        added_seconds=tfkd.calibration.Calibration.from_dict(calibration).added_seconds(),
+        added_seconds=tfkd.distill.calibration.Calibration.from_dict(calibration).added_seconds(),
     )
     written = write(run_dir, dataset, models, summary, headline(summary, accuracy, select_policy))
     return [RunLayout.REPORT_JSON, RunLayout.REPORT_MD] + (

@@ -19,8 +19,10 @@ from pipelines import stages as stages_lib
 from pipelines.config import Config
 from pipelines.context import Context
 from pipelines.stages import STAGE_NAMES, STAGES
-from tfkd import benchmark, device, files, training
+from tfkd import files
+from tfkd.distill import training
 from tfkd.keras import keras
+from tfkd.measure import benchmark, device
 
 
 def _check_feature_layers(ctx: Context) -> None:
@@ -29,7 +31,7 @@ def _check_feature_layers(ctx: Context) -> None:
     if not config.feature_pairs:
         return
     teacher = ctx.teacher_file if config.teacher_is_file else ctx.build(config.teacher)
-    tfkd.features.FeatureTaps(teacher, ctx.build(config.student), config.feature_pairs)
+    tfkd.distill.features.FeatureTaps(teacher, ctx.build(config.student), config.feature_pairs)
 
 
 def _check_raw_byte_input(ctx: Context) -> None:
@@ -48,7 +50,7 @@ def execute(config: Config, strategy: tf.distribute.Strategy | None = None) -> d
     multi-worker run, non-chief workers stop after the training stages: the chief exports,
     verifies, benchmarks and reports alone. Everything logged goes to RUN/logs/run.log."""
     # A multi-worker strategy must exist before any other op runs.
-    strategy = strategy or tfkd.distribute.make(config.strategy, config.collective_timeout)
+    strategy = strategy or tfkd.distill.distribute.make(config.strategy, config.collective_timeout)
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     # Everything is checked before anything is written: a failed start changes nothing.
@@ -144,7 +146,7 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
     # Stages named in --stages run again; with --stages=all finished stages are skipped (and
     # always in a run continuing in a fresh process).
     rerun = set() if tuple(config.stages) == ("all",) or _continuing() else set(selected)
-    distributed = tfkd.distribute.is_distributed(strategy)
+    distributed = tfkd.distill.distribute.is_distributed(strategy)
     heavy_stage_ran = False
     for index, stage in enumerate(STAGES):
         if stage.name not in selected:
@@ -249,7 +251,7 @@ def run_from_flags(**overrides) -> tuple[Config, dict, tf.distribute.Strategy]:
     strategy = None
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        strategy = tfkd.distribute.make(config.strategy, config.collective_timeout)
+        strategy = tfkd.distill.distribute.make(config.strategy, config.collective_timeout)
         results = execute(config, strategy)
     except ContinueInFreshProcess:
         _reexecute()
@@ -270,7 +272,7 @@ def run_from_flags(**overrides) -> tuple[Config, dict, tf.distribute.Strategy]:
     except tf.errors.OpError as error:
         if "No space left" in (error.message or ""):
             _exit(_no_space(config), 2)
-        if strategy is None or not tfkd.distribute.is_distributed(strategy):
+        if strategy is None or not tfkd.distill.distribute.is_distributed(strategy):
             raise
         _exit(
             f"a worker of the cluster failed or could not be reached ({error.message}). "

@@ -20,8 +20,11 @@ import tfkd
 from pipelines import console, policy, report
 from pipelines.context import DISTILLATION_SEED, QAD_DATA, STUDENT_DATA
 from pipelines.run import RunLayout
-from tfkd import benchmark, device, evaluate, export, files, quantize, training
+from tfkd import export, files, quantize
+from tfkd.distill import training
 from tfkd.keras import keras
+from tfkd.measure import batch_norm, benchmark, device, parity
+from tfkd.tasks import classification
 
 if TYPE_CHECKING:
     from pipelines.context import Context
@@ -34,14 +37,14 @@ def teacher(ctx: "Context") -> StageResult:
     if config.teacher_is_file:
         model = ctx.teacher_file  # loaded, checked and its input convention found before
         logging.info("%s", ctx.teacher_input["message"])
-        if tfkd.teachers.is_foreign(model):
+        if tfkd.distill.teachers.is_foreign(model):
             # A SavedModel or Keras 3 model cannot be re-saved as tf_keras: record where it is.
             ctx.use("teacher", model)
             metrics = ctx.accuracies(model)
             metrics.update(
                 source=os.path.abspath(config.teacher),
                 input=ctx.teacher_input,
-                fingerprint=tfkd.teachers.fingerprint(model),
+                fingerprint=tfkd.distill.teachers.fingerprint(model),
             )
             return [], metrics
     else:
@@ -73,7 +76,7 @@ def _train_teacher_head(ctx: "Context", model: keras.Model) -> None:
     recipe of the Keras transfer-learning guide). Resumable: the trained head is kept."""
     config = ctx.config
     done = ctx.directory.checkpoints("teacher_head", "head.h5")
-    body = tfkd.pretrained.backbone_layers(model)
+    body = tfkd.models.pretrained.backbone_layers(model)
     for layer in body:
         layer.trainable = False
     if os.path.exists(done):
@@ -91,7 +94,7 @@ def _train_teacher_head(ctx: "Context", model: keras.Model) -> None:
                 model.save_weights(tmp)
     for layer in body:
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization) and (
-            layer.name != tfkd.pretrained.INPUT_ADAPTER
+            layer.name != tfkd.models.pretrained.INPUT_ADAPTER
         )
 
 
@@ -114,7 +117,7 @@ def student(ctx: "Context") -> StageResult:
     if ctx.directory.done("baseline"):
         check = policy.check_teachers(
             ctx.model("teacher"),
-            evaluate.correct_predictions(ctx.model("baseline"), ctx.validation),
+            classification.correct_predictions(ctx.model("baseline"), ctx.validation),
             ctx.teacher_validation,
             config.teacher_margin_points,
             config.select_alpha,
@@ -179,20 +182,20 @@ def _probe_backup(candidate: str) -> str:
     return f"{PROBES}/{candidate}"
 
 
-def _race(ctx: "Context") -> "tfkd.calibration.Calibration":
-    """--loss=auto: each candidate recipe trains the first `tfkd.calibration.PROBE_SHARE` of
+def _race(ctx: "Context") -> "tfkd.distill.calibration.Calibration":
+    """--loss=auto: each candidate recipe trains the first `tfkd.distill.calibration.PROBE_SHARE` of
     the distillation's epochs under the whole run's schedule, from the same weights; they are
-    compared on validation (tfkd.calibration.choose) and the winner's backup is kept for the
+    compared on validation (tfkd.distill.calibration.choose) and the winner's backup is kept for the
     student stage to continue. Each probe is resumable and kept once done, and so is the
     choice: a run killed later in the stage does not race again."""
     config = ctx.config
     done = ctx.directory.checkpoints(PROBES, "calibration.json")
     if os.path.exists(done):
         with open(done, encoding="utf-8") as handle:
-            return tfkd.calibration.Calibration.from_dict(json.load(handle))
-    probe_epochs = tfkd.calibration.probe_steps(config.student_epochs)
+            return tfkd.distill.calibration.Calibration.from_dict(json.load(handle))
+    probe_epochs = tfkd.distill.calibration.probe_steps(config.student_epochs)
     correct, seconds = {}, {}
-    for name in tfkd.calibration.CANDIDATES:
+    for name in tfkd.distill.calibration.CANDIDATES:
         result_file = ctx.directory.checkpoints(PROBES, f"{name}.json")
         if os.path.exists(result_file):
             with open(result_file, encoding="utf-8") as handle:
@@ -201,7 +204,7 @@ def _race(ctx: "Context") -> "tfkd.calibration.Calibration":
             started = time.time()
             probe = _distil_student(
                 ctx,
-                *tfkd.calibration.candidate_loss(name),
+                *tfkd.distill.calibration.candidate_loss(name),
                 probe_epochs,
                 optimizer_name=config.optimizer,
                 jit_compile=config.use_xla,
@@ -212,13 +215,14 @@ def _race(ctx: "Context") -> "tfkd.calibration.Calibration":
                 + [console.EpochProgress(f"student (probe: {name})")],
             )
             # Measured with the batch statistics of its weights as they are: the moving
-            # averages still hold their start this early (tfkd.evaluate.precise_batch_norm).
-            measured = evaluate.precise_batch_norm(
+            # averages still hold their start this early (tfkd.measure.batch_norm).
+            measured = batch_norm.precise_batch_norm(
                 probe, ctx.train_batches(STUDENT_DATA, distilled=True)
             )
             result = {
                 "correct": [
-                    bool(hit) for hit in evaluate.correct_predictions(measured, ctx.validation)
+                    bool(hit)
+                    for hit in classification.correct_predictions(measured, ctx.validation)
                 ],
                 "seconds": time.time() - started,
             }
@@ -227,7 +231,7 @@ def _race(ctx: "Context") -> "tfkd.calibration.Calibration":
         correct[name] = np.array(result["correct"])
         seconds[name] = result["seconds"]
     chosen = dataclasses.replace(
-        tfkd.calibration.choose(correct, config.select_alpha), probe_seconds=seconds
+        tfkd.distill.calibration.choose(correct, config.select_alpha), probe_seconds=seconds
     )
     logging.info("Distillation settings (--loss=auto): %s: %s.", chosen.candidate, chosen.reason)
     if ctx.chief:
@@ -246,7 +250,7 @@ def select(ctx: "Context") -> StageResult:
     """Chooses the student that is quantized and shipped (--select)."""
     config = ctx.config
     correct = {
-        name: evaluate.correct_predictions(ctx.model(name), ctx.validation)
+        name: classification.correct_predictions(ctx.model(name), ctx.validation)
         for name in ("student", "baseline")
         if ctx.directory.done(name) and config.select != "distilled"
     }
@@ -280,7 +284,9 @@ def qad(ctx: "Context") -> StageResult:
     # QAD keeps teaching as the student stage did (select needs it, so it has finished).
     loss, weight = _distillation_settings(
         config,
-        tfkd.calibration.Calibration.from_dict(ctx.directory.metrics("student")["calibration"])
+        tfkd.distill.calibration.Calibration.from_dict(
+            ctx.directory.metrics("student")["calibration"]
+        )
         if config.calibrated
         else None,
     )
@@ -369,8 +375,8 @@ KERAS3_STUDENT = "student_float_keras3.keras"
 def _keras3_student(model: keras.Model, out: str) -> dict:
     """The shipped float student as a Keras 3 file, for app teams whose code is Keras 3."""
     try:
-        tfkd.keras3.save_keras3(model, os.path.join(out, KERAS3_STUDENT))
-    except (tfkd.keras3.UnsupportedModelError, ValueError, TypeError) as error:
+        tfkd.models.keras3.save_keras3(model, os.path.join(out, KERAS3_STUDENT))
+    except (tfkd.models.keras3.UnsupportedModelError, ValueError, TypeError) as error:
         # Recorded in the card and logged: the .tflite files, the product, do not depend on it.
         logging.warning("No Keras 3 copy of the shipped student: %s", error)
         return {"file": None, "reason": str(error)}
@@ -387,7 +393,7 @@ def verify(ctx: "Context") -> StageResult:
     card = export.read_card(out)
     accuracies = {}
     for name, entry in card["variants"].items():
-        accuracy = evaluate.tflite_accuracy(
+        accuracy = classification.tflite_accuracy(
             os.path.join(out, entry["file"]), _test_for(ctx, entry).as_numpy_iterator()
         )
         entry["accuracy"] = {"split": "test", "value": accuracy}
@@ -401,10 +407,10 @@ def verify(ctx: "Context") -> StageResult:
     students = {k: v for k, v in accuracies.items() if not k.startswith("teacher")}
     failure = None
     try:
-        drops = evaluate.parity_gate(
+        drops = parity.parity_gate(
             reference, students, ctx.config.max_drop_points, reference_name="float Keras student"
         )
-    except evaluate.ParityError as error:
+    except parity.ParityError as error:
         drops, failure = error.drops, str(error)
     return [RunLayout.exported(export.CARD_FILE)], {
         "accuracy": accuracies,
@@ -527,12 +533,12 @@ def _kept_size(directory, model: str):
 
 
 def _kd_gain(ctx: "Context"):
-    """Distilled minus alone on the test images, paired (`tfkd.stats.paired_difference`)."""
+    """Distilled minus alone on the test images, paired (`tfkd.measure.stats.paired_difference`)."""
     if not (ctx.directory.done("student") and ctx.directory.done("baseline")):
         return None
-    return tfkd.stats.paired_difference(
-        evaluate.correct_predictions(ctx.model("student"), ctx.test),
-        evaluate.correct_predictions(ctx.model("baseline"), ctx.test),
+    return tfkd.measure.stats.paired_difference(
+        classification.correct_predictions(ctx.model("student"), ctx.test),
+        classification.correct_predictions(ctx.model("baseline"), ctx.test),
     )
 
 

@@ -15,7 +15,8 @@ import tensorflow as tf
 
 import tfkd
 from tests.conftest import CIFAR_SAMPLE
-from tfkd import device, evaluate, export
+from tfkd import export
+from tfkd.measure import device, runtime
 from tools import android_export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,7 +108,7 @@ def test_java_reads_the_model_and_preprocesses_like_python(
     # What the app reads from the file is what tfkd wrote into it.
     java_model = json.loads(read)
     with open(model_path, "rb") as f:
-        written = tfkd.metadata.read(f.read())
+        written = tfkd.export.metadata.read(f.read())
     assert java_model["labels"] == card["labels"]
     assert java_model["mean"] == pytest.approx(written["inputs"][0]["normalization"]["mean"])
     assert java_model["std"] == pytest.approx(written["inputs"][0]["normalization"]["std"])
@@ -123,7 +124,7 @@ def test_java_reads_the_model_and_preprocesses_like_python(
     java_input = np.fromfile(floats, dtype="<f4").reshape(PREP.input_shape)
     python_input = _python_input(png)
     np.testing.assert_allclose(java_input, python_input, rtol=0, atol=1e-6)
-    classifier = evaluate.TFLiteClassifier(model_path)
+    classifier = runtime.TFLiteClassifier(model_path)
     if variant.endswith("uint8"):
         java_bytes = np.fromfile(quantized, dtype=np.uint8).reshape(PREP.input_shape)
         np.testing.assert_array_equal(java_bytes, classifier.quantize(python_input[None])[0])
@@ -234,7 +235,7 @@ def test_the_bundled_assets_classify_their_sample_alike_in_java_and_python(tmp_p
         tf.io.read_file(os.path.join(assets, "sample.png")), channels=prep.channels
     )
     np.testing.assert_allclose(java_input, prep.normalize(image).numpy(), atol=1e-6)
-    classifier = evaluate.TFLiteClassifier(os.path.join(assets, variant["file"]))
+    classifier = runtime.TFLiteClassifier(os.path.join(assets, variant["file"]))
     labels = open(os.path.join(assets, card["labels_file"])).read().split()
     assert labels == card["labels"]
     assert classifier.predict(java_input[None]).shape == (1, len(labels))

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 import tfkd
-from tfkd import benchmark, export
+from tfkd import export
 from tfkd.keras import keras
+from tfkd.measure import benchmark
 
 layers = keras.layers
 

@@ -1,4 +1,5 @@
-"""tfkd.calibration: the recipe chosen from the probes' results on the same validation images."""
+"""tfkd.distill.calibration: the recipe chosen from the probes' results on the same validation
+images."""
 
 import dataclasses
 import math
@@ -8,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import tfkd
-from tfkd import calibration
+from tfkd.distill import calibration
 from tfkd.keras import keras
 
 
@@ -56,11 +57,12 @@ def test_the_best_probe_wins_only_beyond_noise_against_the_safe_recipe(probes, c
         recipe.temperature,
     )
     best = max(probes, key=lambda name: probes[name].mean())
-    if best != "kd":  # the test behind the verdict, against scipy-checked tfkd.stats
-        assert result.comparison == tfkd.stats.paired_difference(probes[best], probes["kd"])
+    if best != "kd":  # the test behind the verdict, against scipy-checked tfkd.measure.stats
+        assert result.comparison == tfkd.measure.stats.paired_difference(probes[best], probes["kd"])
     assert result.probe_accuracy == {n: float(h.mean()) for n, h in probes.items()}
     assert isinstance(
-        result.build_loss(), tfkd.losses.DIST if result.loss == "dist" else tfkd.losses.KD
+        result.build_loss(),
+        tfkd.losses.DIST if result.loss == "dist" else tfkd.losses.KD,
     )
     assert calibration.Calibration.from_dict(result.to_dict()) == result
 
@@ -99,7 +101,7 @@ def test_a_probe_continued_from_its_backup_is_the_uninterrupted_run(tmp_path):
         )
 
     def run(model, *callbacks, epochs=5):
-        return tfkd.training.distill(
+        return tfkd.distill.training.distill(
             model,
             None,
             data,
@@ -114,13 +116,15 @@ def test_a_probe_continued_from_its_backup_is_the_uninterrupted_run(tmp_path):
 
     whole = run(fresh())
     backup = str(tmp_path / "probe")
-    kept = tfkd.training.callbacks(backup_dir=backup, keep_backup=True)
+    kept = tfkd.distill.training.callbacks(backup_dir=backup, keep_backup=True)
     probe = run(fresh(), *kept, epochs=2)
     after_probe = [w.copy() for w in probe.get_weights()]
-    rerun = run(fresh(), *tfkd.training.callbacks(backup_dir=backup, keep_backup=True), epochs=2)
+    rerun = run(
+        fresh(), *tfkd.distill.training.callbacks(backup_dir=backup, keep_backup=True), epochs=2
+    )
     for got, want in zip(rerun.get_weights(), after_probe):
         np.testing.assert_array_equal(got, want)
-    continued = run(fresh(), *tfkd.training.callbacks(backup_dir=backup))
+    continued = run(fresh(), *tfkd.distill.training.callbacks(backup_dir=backup))
     assert not all(np.allclose(a, b) for a, b in zip(after_probe, whole.get_weights()))
     for got, want in zip(continued.get_weights(), whole.get_weights()):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -9,7 +9,9 @@ import tfkd
 from pipelines import config as config_lib
 from pipelines import policy
 from pipelines.config import Config
-from tfkd import benchmark, evaluate, export, training
+from tfkd import export
+from tfkd.distill import training
+from tfkd.measure import benchmark, parity
 
 
 def _parsed(*argv):
@@ -24,13 +26,13 @@ LIBRARY_DEFAULTS = {
     "optimizer": training.DEFAULT_OPTIMIZER,
     "learning_rate": training.DEFAULT_LEARNING_RATE,
     "temperature": tfkd.losses.DEFAULT_TEMPERATURE,
-    "student_loss_weight": tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
+    "student_loss_weight": tfkd.distill.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
     "representative_size": export.DEFAULT_REPRESENTATIVE_SIZE,
-    "max_drop_points": evaluate.DEFAULT_MAX_DROP_POINTS,
+    "max_drop_points": parity.DEFAULT_MAX_DROP_POINTS,
     "teacher_margin_points": policy.DEFAULT_TEACHER_MARGIN_POINTS,
     "benchmark_runs": benchmark.DEFAULT_RUNS,
-    "teacher_input": tfkd.teacher_input.AUTO,
-    "loss": tfkd.calibration.DEFAULT_LOSS,
+    "teacher_input": tfkd.distill.teacher_input.AUTO,
+    "loss": tfkd.distill.calibration.DEFAULT_LOSS,
     "validation_fraction": tfkd.data.DEFAULT_VALIDATION_FRACTION,
 }
 
@@ -46,11 +48,11 @@ def test_library_defaults_are_the_ones_the_library_uses():
 
     assert tfkd.losses.KD().temperature == tfkd.losses.DEFAULT_TEMPERATURE
     distiller_default = inspect.signature(tfkd.Distiller).parameters["student_loss_weight"]
-    assert distiller_default.default == tfkd.distiller.DEFAULT_STUDENT_LOSS_WEIGHT
+    assert distiller_default.default == tfkd.distill.distiller.DEFAULT_STUDENT_LOSS_WEIGHT
     measure_default = inspect.signature(benchmark.measure).parameters["runs"]
     assert measure_default.default == benchmark.DEFAULT_RUNS
-    gate_default = inspect.signature(evaluate.parity_gate).parameters["max_drop_points"]
-    assert gate_default.default == evaluate.DEFAULT_MAX_DROP_POINTS
+    gate_default = inspect.signature(parity.parity_gate).parameters["max_drop_points"]
+    assert gate_default.default == parity.DEFAULT_MAX_DROP_POINTS
 
 
 def test_every_field_has_a_flag_with_its_default_and_help():
@@ -197,8 +199,8 @@ def test_mixing_comes_from_flags_and_lets_the_cache_keep_several_views():
     config = Config(
         augment="cutmix", mix_fraction=0.25, teacher_cache="memory", teacher_cache_views=4
     )
-    assert config.mixing == tfkd.mixing.Mixing("cutmix", fraction=0.25)
-    assert Config().mixing is None and Config().mix_fraction == tfkd.mixing.DEFAULT_FRACTION
+    assert config.mixing == tfkd.data.mixing.Mixing("cutmix", fraction=0.25)
+    assert Config().mixing is None and Config().mix_fraction == tfkd.data.mixing.DEFAULT_FRACTION
 
 
 def test_loss_and_its_parameters_come_from_flags():
@@ -215,7 +217,7 @@ def test_loss_and_its_parameters_come_from_flags():
 def test_a_tflite_teacher_file_is_sent_to_the_library_cache(tmp_path):
     path = tmp_path / "teacher.tflite"
     path.write_bytes(b"\0")
-    with pytest.raises(ValueError, match="tfkd.teacher_cache"):
+    with pytest.raises(ValueError, match="tfkd.distill.teacher_cache"):
         Config(teacher=str(path))
 
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from tests.conftest import FIXTURES
-from tfkd import device
+from tfkd.measure import device
 
 ADB_FIXTURES = os.path.join(FIXTURES, "adb")
 

@@ -191,7 +191,9 @@ def test_several_weighted_losses_add_up():
     x, y = blobs(16)
     student, teacher = mlp("student"), mlp("teacher", seed=1)
     distiller = tfkd.Distiller(
-        student, teacher, loss=[(tfkd.losses.KD(1.0), 0.25), (tfkd.losses.KD(4.0), 2.0)]
+        student,
+        teacher,
+        loss=[(tfkd.losses.KD(1.0), 0.25), (tfkd.losses.KD(4.0), 2.0)],
     )
     distiller.compile(optimizer="sgd")
     got = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
@@ -356,7 +358,7 @@ def images(n=16, seed=0):
 
 
 def test_hint_adds_a_trained_adapter_that_never_joins_the_student(tmp_path):
-    from tfkd.features import FeaturePair
+    from tfkd.distill.features import FeaturePair
 
     teacher, student = conv_net("teacher", (8, 8), seed=1), conv_net("student", (4, 4))
     teacher_weights = [w.copy() for w in teacher.get_weights()]
@@ -396,7 +398,7 @@ def test_hint_adds_a_trained_adapter_that_never_joins_the_student(tmp_path):
 
 def test_attention_transfer_needs_no_adapter_and_joins_the_distillation_loss():
     from tests.test_losses import numpy_attention
-    from tfkd.features import FeaturePair
+    from tfkd.distill.features import FeaturePair
 
     teacher, student = conv_net("teacher", (8, 8), seed=1), conv_net("student", (4, 4))
     pair = FeaturePair(
@@ -422,12 +424,14 @@ def test_attention_transfer_needs_no_adapter_and_joins_the_distillation_loss():
 
 
 def test_feature_pairs_are_validated():
-    from tfkd.features import FeaturePair
+    from tfkd.distill.features import FeaturePair
 
     teacher, student = conv_net("teacher", (8, 8), seed=1), conv_net("student", (4, 4))
     with pytest.raises(ValueError, match=r"no layer 'conv9'. Its layers: \[.*'student_conv0'"):
         tfkd.Distiller(
-            student, teacher, features=[FeaturePair("teacher_conv0", "conv9", tfkd.losses.Hint())]
+            student,
+            teacher,
+            features=[FeaturePair("teacher_conv0", "conv9", tfkd.losses.Hint())],
         )
     with pytest.raises(ValueError, match="have different ranks"):
         tfkd.Distiller(
@@ -441,7 +445,9 @@ def test_feature_pairs_are_validated():
     message = r"spatial sizes differ \(student \(3, 3\), teacher \(6, 6\)"
     with pytest.raises(ValueError, match=message):
         tfkd.Distiller(
-            strided, teacher, features=[FeaturePair("teacher_conv0", "strided", tfkd.losses.Hint())]
+            strided,
+            teacher,
+            features=[FeaturePair("teacher_conv0", "strided", tfkd.losses.Hint())],
         )
     with pytest.raises(TypeError, match="feature loss"):
         tfkd.Distiller(
@@ -460,7 +466,7 @@ def test_feature_pairs_are_validated():
 
 
 def test_rkd_on_pooled_embeddings_trains_and_round_trips_its_config():
-    from tfkd.features import FeaturePair
+    from tfkd.distill.features import FeaturePair
 
     teacher, student = conv_net("teacher", (8, 8), seed=1), conv_net("student", (4, 4))
     pair = FeaturePair("teacher_pool", "student_pool", tfkd.losses.RKD(), weight=1.0)

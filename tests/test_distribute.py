@@ -12,8 +12,9 @@ import tensorflow as tf
 
 import tfkd
 from pipelines import workers
-from tfkd import quantize, teacher_cache
+from tfkd import quantize
 from tfkd.data import Preprocessing
+from tfkd.distill import teacher_cache
 from tfkd.keras import keras
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,15 +99,15 @@ def test_multi_worker_configuration_errors_show_an_example(monkeypatch, tf_confi
     else:
         monkeypatch.setenv("TF_CONFIG", tf_config)
     with pytest.raises(ValueError, match=message):
-        tfkd.distribute.make("multi_worker")
+        tfkd.distill.distribute.make("multi_worker")
 
 
 def test_unknown_strategy_and_default_is_chief(mirrored_strategy):
     with pytest.raises(ValueError, match="Available"):
-        tfkd.distribute.make("horovod")
-    default = tfkd.distribute.make("default")
-    assert workers.is_chief(default) and not tfkd.distribute.is_distributed(default)
-    assert tfkd.distribute.is_distributed(mirrored_strategy)
+        tfkd.distill.distribute.make("horovod")
+    default = tfkd.distill.distribute.make("default")
+    assert workers.is_chief(default) and not tfkd.distill.distribute.is_distributed(default)
+    assert tfkd.distill.distribute.is_distributed(mirrored_strategy)
 
 
 def _free_ports(count):

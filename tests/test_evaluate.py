@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 
 import tfkd
-from tfkd import evaluate, export
+from tfkd import export
 from tfkd.keras import keras
+from tfkd.measure import parity, runtime
+from tfkd.tasks import classification
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +45,11 @@ def test_float32_tflite_accuracy_equals_keras_accuracy(setting, tmp_path):
         preprocessing=digits.preprocessing,
         class_names=digits.class_names,
     )
-    keras_accuracy = evaluate.keras_accuracy(student, test)
+    keras_accuracy = classification.keras_accuracy(student, test)
     images, labels = images_and_labels(test)
     expected = np.mean(student.predict(images, verbose=0).argmax(1) == labels)
     assert keras_accuracy == pytest.approx(expected)
-    tflite = evaluate.tflite_accuracy(
+    tflite = classification.tflite_accuracy(
         str(tmp_path / "student_float32.tflite"), test.as_numpy_iterator()
     )
     assert tflite == pytest.approx(keras_accuracy, abs=1 / len(labels) + 1e-9)
@@ -64,7 +66,7 @@ def test_quantized_io_is_fed_with_the_models_own_scale_and_zero_point(setting, t
         representative=export.representative_set(digits, 100),
     )
     entry = card["variants"]["student_int8_io_uint8"]
-    classifier = evaluate.TFLiteClassifier(str(tmp_path / entry["file"]))
+    classifier = runtime.TFLiteClassifier(str(tmp_path / entry["file"]))
     images, labels = images_and_labels(test)
     scale, zero_point = entry["input"]["scale"], entry["input"]["zero_point"]
     quantized = np.clip(np.round(images / scale + zero_point), 0, 255).astype(np.uint8)
@@ -78,17 +80,19 @@ def test_quantized_io_is_fed_with_the_models_own_scale_and_zero_point(setting, t
     out = entry["output"]
     manual = (raw.astype(np.float32) - out["zero_point"]) * out["scale"]
     np.testing.assert_allclose(classifier.predict(images), manual, rtol=1e-6)
-    accuracy = evaluate.tflite_accuracy(str(tmp_path / entry["file"]), test.as_numpy_iterator())
+    accuracy = classification.tflite_accuracy(
+        str(tmp_path / entry["file"]), test.as_numpy_iterator()
+    )
     assert accuracy == pytest.approx(np.mean(manual.argmax(1) == labels))
 
 
 def test_parity_gate_numbers():
-    drops = evaluate.parity_gate(0.95, {"a": 0.945, "b": 0.96}, max_drop_points=1.0)
+    drops = parity.parity_gate(0.95, {"a": 0.945, "b": 0.96}, max_drop_points=1.0)
     assert drops == pytest.approx({"a": 0.5, "b": -1.0})
-    with pytest.raises(evaluate.ParityError, match=r"(?s)95.00%.*a: 93.00% \(\+2.00 points drop\)"):
-        evaluate.parity_gate(0.95, {"a": 0.93, "b": 0.95})
+    with pytest.raises(parity.ParityError, match=r"(?s)95.00%.*a: 93.00% \(\+2.00 points drop\)"):
+        parity.parity_gate(0.95, {"a": 0.93, "b": 0.95})
     with pytest.raises(ValueError, match="max_drop_points"):
-        evaluate.parity_gate(0.9, {}, max_drop_points=-1)
+        parity.parity_gate(0.9, {}, max_drop_points=-1)
 
 
 def test_parity_gate_passes_a_good_int8_model_and_fires_on_a_damaged_one(setting, tmp_path):
@@ -105,14 +109,14 @@ def test_parity_gate_passes_a_good_int8_model_and_fires_on_a_damaged_one(setting
             representative=representative,
         )
         accuracies[name] = (
-            evaluate.keras_accuracy(model, test),
-            evaluate.tflite_accuracy(
+            classification.keras_accuracy(model, test),
+            classification.tflite_accuracy(
                 str(tmp_path / name / "student_int8.tflite"), test.as_numpy_iterator()
             ),
         )
-    evaluate.parity_gate(accuracies["good"][0], {"int8": accuracies["good"][1]})
-    with pytest.raises(evaluate.ParityError, match="lost more than 1.00 accuracy points"):
-        evaluate.parity_gate(accuracies["damaged"][0], {"int8": accuracies["damaged"][1]})
+    parity.parity_gate(accuracies["good"][0], {"int8": accuracies["good"][1]})
+    with pytest.raises(parity.ParityError, match="lost more than 1.00 accuracy points"):
+        parity.parity_gate(accuracies["damaged"][0], {"int8": accuracies["damaged"][1]})
 
 
 def test_localize_drop_names_the_damaged_layer(setting, tmp_path):
@@ -127,7 +131,7 @@ def test_localize_drop_names_the_damaged_layer(setting, tmp_path):
         representative=export.representative_set(digits, 100),
     )
     images, _ = images_and_labels(test)
-    errors = evaluate.localize_drop(
+    errors = parity.localize_drop(
         str(tmp_path / "student_float32.tflite"), str(tmp_path / "student_int8.tflite"), images[:64]
     )
     assert "block1" in errors[0].tensor
@@ -139,7 +143,7 @@ def test_corrupt_or_truncated_tflite_gives_a_clear_error(tmp_path, content):
     path = tmp_path / "broken.tflite"
     path.write_bytes(content)
     with pytest.raises(ValueError, match="is not a valid .tflite model"):
-        evaluate.load_interpreter(str(path))
+        runtime.load_interpreter(str(path))
 
 
 def test_truncated_real_model_gives_a_clear_error(setting, tmp_path):
@@ -154,12 +158,12 @@ def test_truncated_real_model_gives_a_clear_error(setting, tmp_path):
     content = (tmp_path / "student_float32.tflite").read_bytes()
     (tmp_path / "half.tflite").write_bytes(content[: len(content) // 2])
     with pytest.raises(ValueError, match="truncated or corrupt"):
-        evaluate.tflite_accuracy(str(tmp_path / "half.tflite"), [])
+        classification.tflite_accuracy(str(tmp_path / "half.tflite"), [])
 
 
 def test_missing_tflite_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="No .tflite file"):
-        evaluate.load_interpreter(str(tmp_path / "absent.tflite"))
+        runtime.load_interpreter(str(tmp_path / "absent.tflite"))
 
 
 def test_precise_batch_norm_takes_the_statistics_of_the_weights_as_they_are():
@@ -170,7 +174,7 @@ def test_precise_batch_norm_takes_the_statistics_of_the_weights_as_they_are():
     hidden = keras.layers.Dense(3, name="dense")(inputs)
     model = keras.Model(inputs, keras.layers.BatchNormalization(name="norm")(hidden))
     batches = [rng.normal(5.0, 2.0, size=(32, 4)).astype("float32") for _ in range(4)]
-    copy = tfkd.evaluate.precise_batch_norm(model, iter(batches), batches=3)
+    copy = tfkd.measure.batch_norm.precise_batch_norm(model, iter(batches), batches=3)
     kernel, bias = model.get_layer("dense").get_weights()
     activations = [b @ kernel + bias for b in batches[:3]]  # the fourth is never read
     norm = copy.get_layer("norm")
@@ -193,9 +197,9 @@ def test_precise_batch_norm_takes_the_statistics_of_the_weights_as_they_are():
     assert original.momentum == 0.99
     # Distiller batches ({"image": ...}, labels) are read as images.
     labelled = [({"image": b}, np.zeros(32)) for b in batches]
-    again = tfkd.evaluate.precise_batch_norm(model, labelled, batches=3)
+    again = tfkd.measure.batch_norm.precise_batch_norm(model, labelled, batches=3)
     np.testing.assert_allclose(
         again.get_layer("norm").moving_mean.numpy(), norm.moving_mean.numpy(), rtol=1e-6
     )
     with pytest.raises(ValueError, match="empty"):
-        tfkd.evaluate.precise_batch_norm(model, [], batches=3)
+        tfkd.measure.batch_norm.precise_batch_norm(model, [], batches=3)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import tfkd
-from tfkd import evaluate, export, quantize
+from tfkd import export, quantize
 from tfkd.keras import keras
+from tfkd.measure import runtime
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_qat_int8_tflite_matches_the_qat_keras_model(trained, digits, tmp_path):
     )
     entry = card["variants"]["qat_int8"]
     images, _ = normalized_test_split(digits, 128)
-    tflite = evaluate.TFLiteClassifier(str(tmp_path / entry["file"])).predict(images)
+    tflite = runtime.TFLiteClassifier(str(tmp_path / entry["file"])).predict(images)
     keras_logits = qat(images, training=False).numpy()
     # Same fake-quantized arithmetic; integer kernels round differently by a few output steps.
     low, high = [
@@ -167,7 +168,7 @@ def test_int8_and_uint8_io_predict_like_float_io_on_real_images(trained, digits,
     images, labels = normalized_test_split(digits)
     files = {m: str(tmp_path / card["variants"][f"qat_{m}"]["file"]) for m in modes}
     predictions = {
-        m: evaluate.TFLiteClassifier(f).predict(images).argmax(1) for m, f in files.items()
+        m: runtime.TFLiteClassifier(f).predict(images).argmax(1) for m, f in files.items()
     }
     assert np.mean(predictions["int8_io_int8"] == predictions["int8"]) >= 0.99
     assert np.mean(predictions["int8_io_uint8"] == predictions["int8"]) >= 0.99
@@ -310,7 +311,7 @@ def test_every_model_structure_survives_qat_and_int8_conversion(name):
     images = np.random.default_rng(0).normal(size=(4, *shape)).astype(np.float32)
     qat(images, training=True)
     content = export.convert(qat, "int8_io_int8")
-    logits = evaluate.TFLiteClassifier(content).predict(images)
+    logits = runtime.TFLiteClassifier(content).predict(images)
     assert logits.shape == (4, 10) and np.all(np.isfinite(logits))
 
 

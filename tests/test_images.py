@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageOps
 
 import tfkd
-from tfkd import images
+from tfkd.data import images
 
 RNG = np.random.default_rng(0)
 

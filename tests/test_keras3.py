@@ -1,11 +1,11 @@
-"""tfkd.keras3: Keras 3 models as trainable tf_keras twins and back, checked on outputs."""
+"""tfkd.models.keras3: Keras 3 models as trainable tf_keras twins and back, checked on outputs."""
 
 import numpy as np
 import pytest
 
 import tfkd
-from tfkd import keras3 as convert
 from tfkd.keras import keras, keras3
+from tfkd.models import keras3 as convert
 
 k3 = keras3()
 TOLERANCE = 1e-5

@@ -217,7 +217,9 @@ def test_logit_mse_matches_numpy():
     rng = np.random.default_rng(9)
     teacher, student = rng.normal(size=(2, 5, 4)).astype(np.float32)
     np.testing.assert_allclose(
-        tfkd.losses.LogitMSE()(teacher, student), np.mean((student - teacher) ** 2), rtol=1e-6
+        tfkd.losses.LogitMSE()(teacher, student),
+        np.mean((student - teacher) ** 2),
+        rtol=1e-6,
     )
 
 

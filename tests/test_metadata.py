@@ -1,5 +1,5 @@
-"""Tests of tfkd/metadata.py (the writer and reader) and of exported models in MediaPipe Tasks'
-ImageClassifier, the client Android apps use."""
+"""Tests of tfkd/export/metadata.py (the writer and reader) and of exported models in MediaPipe
+Tasks' ImageClassifier, the client Android apps use."""
 
 import glob
 import io
@@ -14,8 +14,11 @@ import tensorflow as tf
 
 import tfkd
 from tests.conftest import CIFAR_SAMPLE
-from tfkd import evaluate, export, metadata
+from tfkd import export
+from tfkd.export import metadata
 from tfkd.keras import keras
+from tfkd.measure import parity, runtime
+from tfkd.tasks import classification
 from tfkd.third_party import tflite_metadata_schema as schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +38,7 @@ def _info(**change):
 def float_model():
     keras.utils.set_random_seed(0)
     model = tfkd.models.build("cnn_tiny", (8, 8, 3), 3)
-    return export.convert(export.with_probabilities(model), "float32")
+    return export.convert(classification.with_probabilities(model), "float32")
 
 
 def test_written_metadata_reads_back_and_the_model_still_runs(float_model):
@@ -51,8 +54,8 @@ def test_written_metadata_reads_back_and_the_model_still_runs(float_model):
     # LiteRT ignores metadata and the appended archive: same outputs as without them.
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
     np.testing.assert_array_equal(
-        evaluate.TFLiteClassifier(written).predict(x),
-        evaluate.TFLiteClassifier(float_model).predict(x),
+        runtime.TFLiteClassifier(written).predict(x),
+        runtime.TFLiteClassifier(float_model).predict(x),
     )
     assert metadata.read(float_model) is None
 
@@ -61,7 +64,7 @@ def test_metadata_is_replaced_not_duplicated(float_model):
     once = metadata.write_image_classifier(float_model, _info(version="1"))
     twice = metadata.write_image_classifier(once, _info(version="2"))
     assert metadata.read(twice)["version"] == "2"
-    evaluate.load_interpreter(twice)  # still a valid model
+    runtime.load_interpreter(twice)  # still a valid model
     from tensorflow.lite.tools import flatbuffer_utils
 
     flat = twice[: metadata._archive_start(twice)]
@@ -159,7 +162,7 @@ def mediapipe_results(tmp_path_factory):
         .shuffle(len(labels), seed=0)
         .batch(16)
     )
-    tfkd.training.train_classifier(student, train, epochs=30, learning_rate=3e-3, verbose=0)
+    tfkd.distill.training.train_classifier(student, train, epochs=30, learning_rate=3e-3, verbose=0)
     representative = export.RepresentativeSet(normalized[:40], labels[:40])
     card = export.export(
         student,
@@ -198,7 +201,7 @@ def test_mediapipe_classifies_every_mode_with_labels_and_probabilities(mediapipe
     results, normalized, labels, classes = mediapipe_results
     result, path, entry = results[mode]
     assert "error" not in result, result.get("error")
-    tfkd_top1 = evaluate.TFLiteClassifier(path).predict(normalized).argmax(axis=1)
+    tfkd_top1 = runtime.TFLiteClassifier(path).predict(normalized).argmax(axis=1)
     mediapipe_top1 = []
     for categories in result["images"]:
         assert sorted(c["name"] for c in categories) == sorted(classes)
@@ -227,7 +230,7 @@ def test_uint8_model_takes_raw_bytes_like_the_float_model(mediapipe_results):
     results, normalized, labels, _ = mediapipe_results
     _, uint8_path, entry = results["int8_io_uint8"]
     _, float_path, _ = results["float32"]
-    interpreter = evaluate.load_interpreter(uint8_path)
+    interpreter = runtime.load_interpreter(uint8_path)
     detail = interpreter.get_input_details()[0]
     raw = np.round((normalized * 0.5 + 128 / 255) * 255).astype(np.uint8)  # the original bytes
     top1 = []
@@ -239,17 +242,17 @@ def test_uint8_model_takes_raw_bytes_like_the_float_model(mediapipe_results):
         )
     # Raw bytes are what tfkd's own path (normalise, then quantize with the model's scale and
     # zero point) feeds this model.
-    quantized_path = evaluate.TFLiteClassifier(uint8_path)
+    quantized_path = runtime.TFLiteClassifier(uint8_path)
     assert np.mean(quantized_path.quantize(normalized) == raw) == 1.0
     assert np.mean(np.array(top1) == quantized_path.predict(normalized).argmax(axis=1)) == 1.0
     # The same network with float input agrees, and against the float model raw bytes lose no
     # more than PTQ noise on this sample (3 of 120 images; the pipeline's verify stage applies
     # --max_drop_points on the whole test split, through this same input path).
     _, int8_path, _ = results["int8"]
-    int8_top1 = evaluate.TFLiteClassifier(int8_path).predict(normalized).argmax(axis=1)
+    int8_top1 = runtime.TFLiteClassifier(int8_path).predict(normalized).argmax(axis=1)
     assert np.mean(np.array(top1) == int8_top1) >= 0.99
-    float_top1 = evaluate.TFLiteClassifier(float_path).predict(normalized).argmax(axis=1)
-    evaluate.parity_gate(
+    float_top1 = runtime.TFLiteClassifier(float_path).predict(normalized).argmax(axis=1)
+    parity.parity_gate(
         np.mean(float_top1 == labels),
         {"uint8, raw bytes": np.mean(np.array(top1) == labels)},
         max_drop_points=100 * 3 / len(labels),

@@ -1,4 +1,4 @@
-"""Mixed views (tfkd.mixing) against numpy formulas, and live mixing in tfkd.data batches."""
+"""Mixed views (tfkd.data.mixing) against numpy formulas, and live mixing in tfkd.data batches."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import tensorflow as tf
 
 import tfkd
 from tfkd.data import UNLABELED, Preprocessing
-from tfkd.mixing import Mixing, partner_offset
+from tfkd.data.mixing import Mixing, partner_offset
 
 SEED = tf.constant([3, 11], tf.int64)
 

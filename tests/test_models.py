@@ -165,7 +165,7 @@ def test_mobile_students_pass_the_qat_doctor_and_convert_to_int8(name):
     x = np.random.default_rng(0).uniform(-1, 1, size=(8, 48, 48, 3)).astype(np.float32)
     reference = qat(x, training=False).numpy()
     content = tfkd.export.convert(qat, "int8_io_uint8")
-    interpreter = tfkd.evaluate.load_interpreter(content)
+    interpreter = tfkd.measure.runtime.load_interpreter(content)
     detail = interpreter.get_input_details()[0]
     assert detail["dtype"] == np.uint8
     scale, zero = detail["quantization"]
@@ -197,7 +197,7 @@ def test_batch_normalisation_follows_a_small_dataset(name):
         if isinstance(layer, keras.layers.BatchNormalization)
     }
     assert momenta and max(momenta) <= 0.99, momenta
-    teacher = tfkd.pretrained.build(
+    teacher = tfkd.models.pretrained.build(
         "keras_applications:MobileNetV3Small",
         (32, 32, 3),
         5,

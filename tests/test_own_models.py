@@ -66,7 +66,7 @@ def test_teacher_files_are_measured_as_their_own_framework_measures_them(
     if kind == "tf_keras_on_tfkd_inputs":
         tfkd.keras.utils.set_random_seed(0)
         model = tfkd.models.build("cnn_small", (8, 8, 1), 10)
-        tfkd.training.train_classifier(
+        tfkd.distill.training.train_classifier(
             model,
             tfkd.data.batches(splits.train, splits.preprocessing, 64, shuffle=True),
             epochs=5,
@@ -283,7 +283,7 @@ def test_a_keras3_student_on_photos_ships_an_int8_file_mediapipe_loads(tmp_path)
     )
     normalized = tfkd.data.load(f"folder:{CIFAR_SAMPLE}").preprocessing.normalize(images)
     tfkd_top1 = (
-        tfkd.evaluate.TFLiteClassifier(str(run / "tflite" / entry["file"]))
+        tfkd.measure.runtime.TFLiteClassifier(str(run / "tflite" / entry["file"]))
         .predict(normalized.numpy())
         .argmax(axis=1)
     )

@@ -22,7 +22,9 @@ def test_photos_at_two_resolutions_with_a_pretrained_application_teacher(tmp_pat
     made = make_photo_folder(CIFAR_SAMPLE, str(photos), ["cat", "dog"], 10, 4, rotated_fraction=0.5)
     assert made["rotated"] > 0
     prep = tfkd.data.photo_preprocessing((48, 48), 3)
-    pretrained = tfkd.pretrained.build("keras_applications:MobileNetV3Small", (48, 48, 3), 2, prep)
+    pretrained = tfkd.models.pretrained.build(
+        "keras_applications:MobileNetV3Small", (48, 48, 3), 2, prep
+    )
     backbone = keras.Model(pretrained.input, pretrained.get_layer("head_dropout").input)
     backbone.save_weights(str(tmp_path / "backbone.h5"))
     run = tmp_path / "run"

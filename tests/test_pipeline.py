@@ -103,11 +103,11 @@ def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path, c
     assert selection["shipped"] in ("student", "baseline") and selection["reason"]
     # --loss=auto probed every candidate, chose by the rule, and says so with its cost.
     calibration = results["student"]["calibration"]
-    assert set(calibration["probe_accuracy"]) == set(tfkd.calibration.CANDIDATES)
+    assert set(calibration["probe_accuracy"]) == set(tfkd.distill.calibration.CANDIDATES)
     best = max(calibration["probe_accuracy"], key=calibration["probe_accuracy"].get)
     assert calibration["candidate"] in ("kd", best)
     assert calibration["candidate"] == "kd" or calibration["comparison"]["p_value"] < 0.05
-    assert set(calibration["probe_seconds"]) == set(tfkd.calibration.CANDIDATES)
+    assert set(calibration["probe_seconds"]) == set(tfkd.distill.calibration.CANDIDATES)
     assert min(calibration["probe_seconds"].values()) > 0
     assert (
         results["student"]["distillation_seconds"]
@@ -131,7 +131,7 @@ def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path, c
     assert outputs.pop("teacher_float32") == "logits"
     assert set(outputs.values()) == {"probabilities"}
     uint8 = (tmp_path / "tflite" / "student_int8.tflite").read_bytes()
-    meta = tfkd.metadata.read(uint8)
+    meta = tfkd.export.metadata.read(uint8)
     assert meta["associated_files"]["labels.txt"].split() == [str(d) for d in range(10)]
 
     def finished_times():
@@ -258,7 +258,7 @@ def test_a_teacher_file_for_other_classes_is_rejected(tmp_path):
     right.save(path)
     result = scheduler.execute(dataclasses.replace(config, stages=("teacher",), overwrite=True))
     test = Context(config).test
-    assert result["teacher"]["accuracy"] == tfkd.evaluate.keras_accuracy(right, test)
+    assert result["teacher"]["accuracy"] == tfkd.tasks.classification.keras_accuracy(right, test)
 
 
 @pytest.mark.slow
@@ -269,7 +269,9 @@ def test_training_stages_run_under_a_two_replica_mirrored_strategy(tmp_path, mir
     test = Context(dataclasses.replace(config, stages=("all",))).test
     for name in ("teacher", "baseline", "student"):
         kept = keras.models.load_model(tmp_path / name / f"{name}.keras", safe_mode=True)
-        assert tfkd.evaluate.keras_accuracy(kept, test) == results[name]["accuracy"], name
+        assert tfkd.tasks.classification.keras_accuracy(kept, test) == results[name]["accuracy"], (
+            name
+        )
     # Export ran on plain copies read back from the run directory, and verified them.
     assert results["verify"]["failure"] is None and (tmp_path / "report.md").exists()
 
@@ -290,7 +292,10 @@ def test_mixed_precision_training_saves_float32_models(tmp_path):
     # The float32 copies hold the trained weights: the saved student scores what was recorded.
     student = keras.models.load_model(tmp_path / "student" / "student.keras", safe_mode=True)
     state = Context(dataclasses.replace(config, stages=("all",)))
-    assert tfkd.evaluate.keras_accuracy(student, state.test) == results["student"]["accuracy"]
+    assert (
+        tfkd.tasks.classification.keras_accuracy(student, state.test)
+        == results["student"]["accuracy"]
+    )
 
 
 @pytest.mark.slow
@@ -436,9 +441,9 @@ def test_train_teacher_and_benchmark_entry_points(tmp_path):
 def _validation_accuracy(run_dir, variant):
     splits = tfkd.data.load("digits")
     batches = tfkd.data.batches(splits.validation, splits.preprocessing, 256)
-    from tfkd import evaluate
+    from tfkd.tasks import classification
 
-    return evaluate.tflite_accuracy(
+    return classification.tflite_accuracy(
         str(run_dir / "tflite" / f"{variant}.tflite"), batches.as_numpy_iterator()
     )
 

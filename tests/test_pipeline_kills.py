@@ -33,7 +33,7 @@ def test_killed_during_distillation_resumes_and_skips_finished_stages(tmp_path):
     # The recipe's --loss=auto races the candidates first; the kill comes once the winner
     # carries on from its probe, with a backup past the probe's last epoch.
     probes = tmp_path / "checkpoints" / "student_probes"
-    probe_epochs = tfkd.calibration.probe_steps(20)
+    probe_epochs = tfkd.distill.calibration.probe_steps(20)
     deadline = time.time() + 600
 
     def continuing():
@@ -116,7 +116,7 @@ def _assert_whole(out):
             assert hashlib.sha256((out / relative).read_bytes()).hexdigest() == digest, relative
     for model in out.rglob("*.tflite"):
         if not model.name.startswith("."):
-            tfkd.evaluate.load_interpreter(str(model))
+            tfkd.measure.runtime.load_interpreter(str(model))
     for document in out.rglob("*.json"):
         if not document.name.startswith("."):
             json.loads(document.read_text())
@@ -145,7 +145,10 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
     assert (out / "report.md").exists()
     # Mid-export: after the first .tflite file, and between writing one and putting it in place.
     again = ("--stages=export,verify,benchmark,report",)
-    assert _killed_run(out, "tfkd.export.write_tflite", 2, flags=again)[0] == -signal.SIGKILL
+    assert (
+        _killed_run(out, "tfkd.export.conversion.write_tflite", 2, flags=again)[0]
+        == -signal.SIGKILL
+    )
     _assert_whole(out)
     assert (
         _killed_run(out, "tfkd.files.atomic_path", 1, "--after_write", flags=again)[0]
@@ -173,7 +176,7 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
     "target, nth, where",
     [
         ("pipelines.console.EpochProgress.on_epoch_end", 2, "training"),
-        ("tfkd.export.convert", 2, "export"),
+        ("tfkd.export.conversion.convert", 2, "export"),
     ],
 )
 def test_sigterm_says_how_to_resume_and_the_rerun_completes(tmp_path, target, nth, where):
@@ -200,7 +203,7 @@ def test_killed_during_the_race_resumes_without_racing_again(tmp_path):
     winner continues from its probe."""
     out = tmp_path / "run"
     race = ("--loss=auto", "--student_loss_weight=0.9", "--student_epochs=5", "--qat_epochs=0")
-    status, err = _killed_run(out, "tfkd.evaluate.precise_batch_norm", 2, flags=race)
+    status, err = _killed_run(out, "tfkd.measure.batch_norm.precise_batch_norm", 2, flags=race)
     assert status == -signal.SIGKILL, err[-3000:]
     probes = out / "checkpoints" / "student_probes"
     assert (probes / "kd.json").exists() and not (probes / "calibration.json").exists()

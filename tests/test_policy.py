@@ -16,7 +16,7 @@ def _results(correct: int, total: int = 200, offset: int = 0) -> np.ndarray:
 
 
 def _comparison(a, b):
-    return tfkd.stats.paired_difference(a, b)
+    return tfkd.measure.stats.paired_difference(a, b)
 
 
 def test_teacher_check_flags_members_within_the_margin_or_the_noise():
@@ -49,7 +49,9 @@ def test_check_teachers_evaluates_each_ensemble_member_on_the_same_images():
     labels = np.concatenate([y for _, y in test.as_numpy_iterator()])
     perfect = np.ones(labels.size, bool)
     check = policy.check_teachers([student, untrained], perfect, test, margin_points=1.0)
-    assert check.teacher_accuracy[student.name] == tfkd.evaluate.keras_accuracy(student, test)
+    assert check.teacher_accuracy[student.name] == tfkd.tasks.classification.keras_accuracy(
+        student, test
+    )
     # Two untrained networks sit near chance, far below a baseline that gets every image right.
     assert check.weak == [student.name, untrained.name]
     hopeless = np.zeros(labels.size, bool)
@@ -70,7 +72,7 @@ def test_best_ships_the_student_alone_only_when_it_is_better_beyond_noise(
 ):
     chosen, reason, comparison = policy.select_student("best", distilled, alone)
     assert chosen == shipped and verdict in reason
-    assert comparison == tfkd.stats.paired_difference(distilled, alone)
+    assert comparison == tfkd.measure.stats.paired_difference(distilled, alone)
     assert f"McNemar p={comparison['p_value']:.2g}" in reason
 
 

@@ -147,7 +147,7 @@ def quantization_aware_distillation(seed: int):
     teacher.fit(train, epochs=10, verbose=0)
     teacher_weights = [w.copy() for w in teacher.get_weights()]
     qat_student = quantize.quantize_student(tfkd.models.build("cnn_tiny", (8, 8, 1), 10))
-    before = tfkd.evaluate.keras_accuracy(qat_student, test)
+    before = tfkd.tasks.classification.keras_accuracy(qat_student, test)
     distiller = tfkd.Distiller(
         qat_student, teacher, loss=tfkd.losses.KD(temperature=1.0), student_loss_weight=0.0
     )
@@ -155,7 +155,7 @@ def quantization_aware_distillation(seed: int):
     distiller.fit(train, epochs=10, verbose=0)
     return (
         before,
-        tfkd.evaluate.keras_accuracy(qat_student, test),
+        tfkd.tasks.classification.keras_accuracy(qat_student, test),
         teacher_weights,
         teacher,
         qat_student,

@@ -204,15 +204,15 @@ def test_bad_input_stops_before_any_trial_and_writes_nothing(tmp_path, space_tex
 
 
 def test_an_unreachable_address_is_named_with_the_fix():
-    from pipelines import search
+    from pipelines.search import tune
 
     with pytest.raises(ValueError, match="ray start --head") as error:
-        search._check_address(f"127.0.0.1:{_free_port()}")
+        tune._check_address(f"127.0.0.1:{_free_port()}")
     assert "no Ray cluster answers there" in str(error.value)
 
 
 def test_a_trial_ships_its_qad_file_when_there_is_one():
-    from pipelines import search
+    from pipelines.search import trials as search
 
     card = {"variants": {"student_int8": {}, "student_qad_int8": {}, "student_float16": {}}}
     assert search.shipped_variant(card, "int8") == "student_qad_int8"
@@ -258,8 +258,8 @@ def _fake_run(run_dir, drop=0.0):
 def test_objectives_come_from_the_shipped_file_on_the_host_or_the_phone(tmp_path):
     import dataclasses
 
-    from pipelines import search
     from pipelines.config import Config
+    from pipelines.search import trials as search
 
     _fake_run(tmp_path / "run")
     config = Config(threads=(1,))
@@ -283,8 +283,8 @@ def test_objectives_come_from_the_shipped_file_on_the_host_or_the_phone(tmp_path
 def test_a_trial_keeps_the_shared_teacher_at_its_resolution(tmp_path):
     """The student's size is searched; the shared teacher still sees the size it was trained
     at (read from the base run's card), and the logits are kept per student size."""
-    from pipelines import search
     from pipelines.config import Config
+    from pipelines.search import trials as search
 
     layout = search.Layout(str(tmp_path))
     card = {"variants": {"teacher_float32": {"input": {"shape": [-1, 32, 32, 3]}}}}

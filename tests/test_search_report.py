@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from pipelines import search_report
+from pipelines.search import report as search_report
 
 
 def _points(rng, count):

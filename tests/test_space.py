@@ -3,8 +3,8 @@
 import optuna
 import pytest
 
-from pipelines import space
 from pipelines.config import Config
+from pipelines.search import space
 
 SPACE = """
 # a comment line

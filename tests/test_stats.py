@@ -1,10 +1,10 @@
-"""tfkd.stats against scipy's exact binomial test (an independent computation)."""
+"""tfkd.measure.stats against scipy's exact binomial test (an independent computation)."""
 
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from tfkd import stats
+from tfkd.measure import stats
 
 
 @pytest.mark.parametrize("only_a, only_b, both", [(0, 0, 5), (7, 1, 20), (3, 12, 0), (30, 18, 50)])

@@ -3,8 +3,9 @@ import pytest
 import tensorflow as tf
 
 import tfkd
-from tfkd import export, teacher_cache, teachers
+from tfkd import export
 from tfkd.data import Augmentation, Preprocessing
+from tfkd.distill import teacher_cache, teachers
 from tfkd.keras import keras
 
 SHAPE = (8, 8, 1)
@@ -191,7 +192,7 @@ def test_clear_errors_before_training(tmp_path):
         distiller.compile("sgd")
         distiller.fit(tfkd.data.batches(dataset, PREP, 16), epochs=1, verbose=0)
     with pytest.raises(ValueError, match="Feature distillation needs"):
-        pair = tfkd.features.FeaturePair("block0_relu", "block0_relu", tfkd.losses.Hint())
+        pair = tfkd.distill.features.FeaturePair("block0_relu", "block0_relu", tfkd.losses.Hint())
         distiller = tfkd.Distiller(tiny(1), tiny(0), features=[pair])
         distiller.compile("sgd")
         distiller.fit(teacher_cache.batches(cache, dataset, PREP, 16), epochs=1, verbose=0)
@@ -227,7 +228,7 @@ def test_mixed_views_carry_the_teachers_logits_for_the_mixture_they_show(kind):
     """Consistent teaching through the cache: over two epochs every batch's logits are the
     teacher's for that very (mixed) image; a mixed example is UNLABELED and made of itself and
     its view's partner, an unmixed one is an image of the set with its own label."""
-    from tfkd.mixing import Mixing, partner_offset
+    from tfkd.data.mixing import Mixing, partner_offset
 
     dataset, images, labels = raw_data()
     teacher = tiny()
@@ -266,7 +267,7 @@ def _made_of(image, own, partner, kind):
 
 
 def test_a_disk_cache_is_rebuilt_when_the_mixing_changes(tmp_path):
-    from tfkd.mixing import Mixing
+    from tfkd.data.mixing import Mixing
 
     dataset, _, _ = raw_data()
     teacher = tiny()
@@ -291,8 +292,8 @@ def test_an_ensemble_of_teachers_with_their_own_input_conventions_is_cached_memb
     dataset, images, _ = raw_data()
     raw_member, own_member = tiny(0), tiny(1)
     members = [
-        tfkd.teacher_input.with_input(raw_member, "raw", PREP),
-        tfkd.teacher_input.with_input(own_member, "student", PREP),
+        tfkd.distill.teacher_input.with_input(raw_member, "raw", PREP),
+        tfkd.distill.teacher_input.with_input(own_member, "student", PREP),
     ]
     expected = (
         raw_member(images.astype(np.float32)).numpy() + own_member(normalized(images)).numpy()

@@ -1,11 +1,11 @@
-"""tfkd.teacher_input: each convention's adapter against numpy, and the convention found by
+"""tfkd.distill.teacher_input: each convention's adapter against numpy, and the convention found by
 measurement for teachers that expect raw pixels or tfkd's normalisation."""
 
 import numpy as np
 import pytest
 
 import tfkd
-from tfkd import teacher_input
+from tfkd.distill import teacher_input
 from tfkd.keras import keras
 
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68])

@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 import tfkd
-from tfkd import export, teachers
+from tfkd import export
+from tfkd.distill import teachers
 from tfkd.keras import keras
 
 SHAPE = (8, 8, 1)

@@ -6,7 +6,8 @@ import sys
 import pytest
 
 import tfkd
-from tfkd import export, tflite_info
+from tfkd import export
+from tfkd.export import tflite_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

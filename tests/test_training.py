@@ -1,11 +1,11 @@
-"""Tests of tfkd/training.py: the shared optimizer, recipes and float32 copy."""
+"""Tests of tfkd/distill/training.py: the shared optimizer, recipes and float32 copy."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tfkd
-from tfkd import training
+from tfkd.distill import training
 from tfkd.keras import keras
 
 

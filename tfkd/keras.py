@@ -47,7 +47,8 @@ with _environment_kept(LEGACY_KERAS_VARIABLE):
 
 
 def keras3():
-    """The Keras 3 package, for the explicit converters (`tfkd.keras3`, `tfkd.teachers`) only.
+    """The Keras 3 package, for the explicit converters (`tfkd.models.keras3`,
+    `tfkd.distill.teachers`) only.
 
     Imported on demand and from here, so that this stays the one module where tfkd picks a
     Keras.

@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-from tfkd import benchmark, device
+from tfkd.measure import benchmark, device
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("serial", None, "adb serial; may be omitted when one device is attached.")

@@ -17,6 +17,7 @@ import tensorflow as tf
 from absl import app, flags
 
 import tfkd
+from pipelines.run import RunLayout
 from tfkd import export, files
 
 # The app picks the first of these it finds bundled (ModelCard.PREFERENCE in the Java core).
@@ -94,7 +95,7 @@ flags.DEFINE_string("sample", None, "PNG/JPEG sample image (default: the first t
 def _sample():
     if FLAGS.sample:
         return tf.io.decode_image(tf.io.read_file(FLAGS.sample), expand_animations=False).numpy()
-    with open(os.path.join(FLAGS.run, "config.json"), encoding="utf-8") as handle:
+    with open(RunLayout(FLAGS.run).file(RunLayout.CONFIG), encoding="utf-8") as handle:
         config = json.load(handle)
     splits = tfkd.data.load(
         config["dataset"],
@@ -114,7 +115,7 @@ def main(argv):
         raise app.UsageError("--run is required.")
     try:
         name = export_assets(
-            os.path.join(FLAGS.run, "tflite"), FLAGS.assets, FLAGS.variant, _sample()
+            RunLayout(FLAGS.run).export_dir(), FLAGS.assets, FLAGS.variant, _sample()
         )
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

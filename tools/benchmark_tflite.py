@@ -11,7 +11,7 @@ import sys
 
 from absl import app, flags
 
-from tfkd import benchmark, device
+from tfkd.measure import benchmark, device
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("threads", ["1"], "Thread counts to measure.")

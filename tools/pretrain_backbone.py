@@ -14,7 +14,9 @@ from pipelines import console  # noqa: I001  (first: imports TensorFlow quietly)
 from absl import app, flags
 
 import tfkd
-from tfkd import files, pretrained, training
+from tfkd import files
+from tfkd.models import pretrained
+from tfkd.distill import training
 from tfkd.keras import keras
 
 FLAGS = flags.FLAGS
@@ -53,7 +55,7 @@ def main(argv):
         verbose=0,
         callbacks=[console.EpochProgress("pretrain")],
     )
-    accuracy = tfkd.evaluate.keras_accuracy(model, validation)
+    accuracy = tfkd.tasks.classification.keras_accuracy(model, validation)
     backbone = keras.Model(model.input, model.get_layer(pretrained.HEAD_LAYERS[0]).input)
     with files.atomic_path(FLAGS.out) as tmp:  # keeps the .h5 extension: HDF5 weights
         backbone.save_weights(tmp)

@@ -10,7 +10,7 @@ import sys
 
 from absl import app, flags
 
-from tfkd import metadata, tflite_info
+from tfkd.export import metadata, tflite_info
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Also write the description of every model to this file.")

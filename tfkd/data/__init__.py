@@ -1,12 +1,13 @@
-"""Data, in the order it flows: datasets by name (`sources`, `folders`), what is done to their
-splits (`splits`), the preprocessing recorded for export and the augmentation
-(`preprocessing`), input pipelines (`batching`), and the keys a batch may carry (`schema`).
+"""Data, in the order it flows: datasets by name (`sources`, `folders`, decoded by `images`),
+what is done to their splits (`splits`), the preprocessing recorded for export and the
+augmentation (`preprocessing`), mixed images (`mixing`), input pipelines (`batching`), and the
+keys a batch may carry (`schema`).
 
 The names below are the package's public API; `tfkd.data.X` is the same object as the one in
 its module.
 """
 
-from tfkd.data import schema
+from tfkd.data import images, mixing, schema
 from tfkd.data.batching import (
     MIXING_SEED_OFFSET,
     batches,
@@ -43,6 +44,8 @@ from tfkd.data.splits import (
 )
 
 __all__ = [
+    "images",
+    "mixing",
     "CACHED_LOGITS",
     "DATA_CACHES",
     "DEFAULT_IMAGE_SIZE",

@@ -5,12 +5,12 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tfkd import mixing as mixing_lib
+from tfkd.data import mixing as mixing_lib
 from tfkd.data import schema
+from tfkd.data.mixing import Mixing
 from tfkd.data.preprocessing import Augmentation, Preprocessing
 from tfkd.data.schema import UNLABELED
 from tfkd.data.splits import Splits
-from tfkd.mixing import Mixing
 
 # Offset of the in-batch mixing's seeds from the shuffling and augmentation seed.
 MIXING_SEED_OFFSET = 7919
@@ -54,7 +54,7 @@ def batches(
     Shuffling and augmentation are seeded and differ between epochs, reproducibly. With
     `base_size`, augmentation is drawn as for that size and scaled (`Augmentation.apply_scaled`),
     as `paired_batches` draws it. `mixing` (distillation only) mixes examples within each batch
-    and marks the mixed ones `UNLABELED` (`tfkd.mixing`).
+    and marks the mixed ones `UNLABELED` (`tfkd.data.mixing`).
     """
     check_batch_size(batch_size)
     if shuffle:

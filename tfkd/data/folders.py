@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from absl import logging
 
-from tfkd import images
+from tfkd.data import images
 from tfkd.data.preprocessing import (
     DEFAULT_IMAGE_SIZE,
     photo_preprocessing,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tfkd import images
+from tfkd.data import images
 
 # Folders of photos of varying size train at this size unless told otherwise.
 DEFAULT_IMAGE_SIZE = (224, 224)

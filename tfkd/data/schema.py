@@ -4,7 +4,7 @@ A batch is `(inputs, labels)`. `inputs` is the student's images, or a dict of th
 else the Distiller needs:
 - `IMAGE`: the student's normalised images;
 - `TEACHER_IMAGE`: the same images at the teacher's own resolution (`paired_batches`);
-- `CACHED_LOGITS`: the teacher's logits for those very images, from `tfkd.teacher_cache`, so
+- `CACHED_LOGITS`: the teacher's logits for those very images, from `tfkd.distill.teacher_cache`, so
   the teacher need not run.
 `labels` are integer class ids, `UNLABELED` where an example has none (it learns from the
 teacher alone).

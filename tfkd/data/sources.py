@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfkd import images
+from tfkd.data import images
 from tfkd.data.folders import DATA_CACHES, DEFAULT_MEMORY_BUDGET_BYTES, _load_folder
 from tfkd.data.preprocessing import Preprocessing, check_image_size
 from tfkd.data.splits import Splits, _check_fraction, stratified_split

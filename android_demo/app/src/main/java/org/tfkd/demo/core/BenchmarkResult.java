@@ -3,7 +3,7 @@ package org.tfkd.demo.core;
 import java.util.Locale;
 
 /**
- * The {@code result.json} BenchmarkActivity writes and {@code tfkd/device.py} pulls:
+ * The {@code result.json} BenchmarkActivity writes and {@code tfkd/measure/device.py} pulls:
  * {@code {"latency_ms": [...], "init_ms": x, "first_run_ms": y, ...}}, written by hand (no
  * org.json in the plain-Java core).
  */

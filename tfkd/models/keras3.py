@@ -27,9 +27,10 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfkd import files, keras3_config
+from tfkd import files
 from tfkd.keras import keras, keras3
-from tfkd.keras3_config import UnsupportedModelError
+from tfkd.models import keras3_config
+from tfkd.models.keras3_config import UnsupportedModelError
 
 # Layers with a twin of the same name and meaning in both Kerases.
 SUPPORTED_LAYERS = frozenset(

@@ -370,4 +370,4 @@ class LogitMSE(LogitLoss):
 
 # The feature losses live in a module of their own and register themselves here; imported last,
 # once everything they build on is defined, so that `tfkd.losses.Hint` and `get("hint")` work.
-from tfkd.feature_losses import RKD, AttentionTransfer, FeatureLoss, Hint  # noqa: E402, F401
+from tfkd.distill.feature_losses import RKD, AttentionTransfer, FeatureLoss, Hint  # noqa: E402, F401

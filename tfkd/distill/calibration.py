@@ -13,7 +13,7 @@ Why a race that continues (successive halving with one rung, as in Hyperband): e
 trains from the same initial weights under the *whole* run's learning-rate schedule for its
 first `PROBE_SHARE` of the steps, so the probe is the first part of the very run it stands for,
 not a compressed imitation. A probe is measured with precise batch-norm statistics
-(`tfkd.evaluate.precise_batch_norm`): this early, Keras' moving averages still hold their
+(`tfkd.measure.batch_norm.precise_batch_norm`): this early, Keras' moving averages still hold their
 initial values, which is why earlier probes sat at 11-17% on CIFAR-10 whatever they had
 learned. The winner's probe is then continued to the end of the schedule, so its probe steps
 are not repeated: the race adds (candidates - 1) x `PROBE_SHARE` = 20% of the distillation
@@ -34,7 +34,8 @@ import dataclasses
 
 import numpy as np
 
-from tfkd import losses, stats
+from tfkd.distill import losses
+from tfkd.measure import stats
 
 AUTO = "auto"
 DEFAULT_LOSS = AUTO
@@ -81,7 +82,7 @@ class Calibration:
     temperature: float
     student_loss_weight: float
     probe_accuracy: dict
-    comparison: dict | None  # tfkd.stats.paired_difference(best probe, safe probe)
+    comparison: dict | None  # tfkd.measure.stats.paired_difference(best probe, safe probe)
     reason: str
     probe_seconds: dict | None = None  # candidate -> seconds of its probe, when measured
 

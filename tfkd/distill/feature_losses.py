@@ -1,10 +1,11 @@
 """Feature distillation losses: they compare intermediate activations of teacher and student
 (FitNets hints, attention transfer, relational KD), not logits. Registered beside the logit
-losses (`tfkd.losses.get("hint")`) and paired with layers by `tfkd.features.FeaturePair`."""
+losses (`tfkd.losses.get("hint")`) and paired with layers by
+`tfkd.distill.features.FeaturePair`."""
 
 import tensorflow as tf
 
-from tfkd.losses import LogitLoss, _check_nonnegative, register
+from tfkd.distill.losses import LogitLoss, _check_nonnegative, register
 
 
 class FeatureLoss(LogitLoss):

@@ -10,7 +10,7 @@ Modes (`MODES`):
   model card; for `int8_io_uint8` those equal the normalisation, so raw 0-255 camera bytes go
   straight in (MediaPipe Tasks feeds uint8 models exactly that way).
 
-Every file carries TFLite metadata (`tfkd.metadata`): labels, normalisation and whether the
+Every file carries TFLite metadata (`tfkd.export.metadata`): labels, normalisation and whether the
 output is probabilities (a softmax folded into the graph, the default, what apps expect) or
 logits (what a teacher keeps for distillation).
 
@@ -29,10 +29,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfkd import data as data_lib
-from tfkd import files, metadata
-from tfkd.evaluate import load_interpreter
+from tfkd import files
+from tfkd.export import metadata
 from tfkd.keras import keras
+from tfkd.measure.runtime import load_interpreter
 from tfkd.quantize import is_quantization_aware
+from tfkd.tasks import classification
 
 MODES = ("float32", "float16", "dynamic", "int8", "int8_io_int8", "int8_io_uint8")
 INTEGER_MODES = ("int8", "int8_io_int8", "int8_io_uint8")
@@ -175,13 +177,6 @@ def convert(
             converter.inference_input_type = _IO_TYPES[mode]
             converter.inference_output_type = _IO_TYPES[mode]
     return converter.convert()
-
-
-def with_probabilities(model: keras.Model) -> keras.Model:
-    """`model` followed by a softmax: an app gets probabilities, not logits."""
-    return keras.Model(
-        model.inputs, keras.layers.Softmax(name="probabilities")(model.outputs[0]), name=model.name
-    )
 
 
 def raw_byte_quantization(preprocessing: data_lib.Preprocessing) -> tuple[float, int]:
@@ -333,7 +328,7 @@ def export(
         std=[s / preprocessing.scale for s in preprocessing.std],
         output=output,
     )
-    converted = with_probabilities(model) if output == "probabilities" else model
+    converted = classification.with_probabilities(model) if output == "probabilities" else model
     files.write_text(os.path.join(out_dir, LABELS_FILE), "\n".join(class_names) + "\n")
     for mode in modes:
         path = os.path.join(out_dir, f"{name}_{mode}.tflite")

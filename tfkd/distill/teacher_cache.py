@@ -14,7 +14,7 @@ crops with their soft labels); each epoch every example draws one of its views, 
 teacher's logits for exactly that image. More views = more augmentation diversity, and a
 teacher pass per view. Without augmentation there is one view: the image itself.
 
-With `mixing` (consistent teaching, `tfkd.mixing`), view v of example i is also mixed with
+With `mixing` (consistent teaching, `tfkd.data.mixing`), view v of example i is also mixed with
 example (i + k_v) mod n, a fixed shift per view: the training stream carries each example's
 partners alongside (the dataset zipped with its rotated copies), so no random access to the
 images is needed, and the teacher's logits are for exactly the mixed image the student sees.
@@ -34,11 +34,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfkd import files, teacher_cache_store
-from tfkd import mixing as mixing_lib
-from tfkd import teachers as teachers_lib
+from tfkd import files
 from tfkd.data import UNLABELED, Augmentation, Preprocessing, check_batch_size, reshuffled, schema
-from tfkd.mixing import Mixing
+from tfkd.data import mixing as mixing_lib
+from tfkd.data.mixing import Mixing
+from tfkd.distill import teacher_cache_store
+from tfkd.distill import teachers as teachers_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Above this a disk cache is read through a memory map instead of being held in the input graph.
@@ -176,14 +177,14 @@ def build(
     nothing they depend on changed.
 
     Args:
-        teachers: a teacher source or a list of them (ensemble; see `tfkd.teachers.load`).
+        teachers: a teacher source or a list of them (ensemble; see `tfkd.distill.teachers.load`).
         dataset: unbatched `(image, label)` examples in a fixed order (e.g. `Splits.train`);
             the order defines the example keys, so it must not be shuffled.
         preprocessing: the normalisation the teacher expects (as in training).
         augmentation: random augmentation used in training, or None.
         views: augmented views stored per example (1 without augmentation or mixing).
         seed: seed of the views.
-        mixing: consistent teaching: views mixed with a partner example (`tfkd.mixing`).
+        mixing: consistent teaching: views mixed with a partner example (`tfkd.data.mixing`).
         teacher_weights: ensemble weights, as given to the Distiller.
         directory: where to keep the cache on disk (e.g. the run directory); None = memory only.
         batch_size: teacher batch size while building.

@@ -5,12 +5,12 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tfkd import keras3 as keras3_lib
-from tfkd import losses as losses_lib
-from tfkd import teachers as teachers_lib
 from tfkd.data.schema import UNLABELED, split_inputs
-from tfkd.features import FeaturePair, FeatureTaps
+from tfkd.distill import losses as losses_lib
+from tfkd.distill import teachers as teachers_lib
+from tfkd.distill.features import FeaturePair, FeatureTaps
 from tfkd.keras import keras
+from tfkd.models import keras3 as keras3_lib
 
 LossSpec = losses_lib.LogitLoss | Sequence[tuple[losses_lib.LogitLoss, float]]
 
@@ -34,8 +34,8 @@ def _check_model(model, role: str) -> keras.Model:
     if isinstance(model, teachers_lib.TFLiteTeacher):
         raise TypeError(
             f"A .tflite {role} runs outside TensorFlow and can only teach through the teacher "
-            "cache: build one with tfkd.teacher_cache.build(...), train on "
-            "tfkd.teacher_cache.batches(...), and pass teacher=None."
+            "cache: build one with tfkd.distill.teacher_cache.build(...), train on "
+            "tfkd.distill.teacher_cache.batches(...), and pass teacher=None."
         )
     if keras3_lib.is_keras3_model(model):
         # A Keras 3 student trains as its tf_keras twin (`Distiller.student`); a Keras 3
@@ -45,7 +45,7 @@ def _check_model(model, role: str) -> keras.Model:
         raise TypeError(
             f"The {role} must be a tf_keras or Keras 3 Model. Received: "
             f"{type(model).__module__}.{type(model).__name__}. Load a Keras 3 model, SavedModel "
-            "or file with tfkd.teachers.load(...) (the explicit adapter) first."
+            "or file with tfkd.distill.teachers.load(...) (the explicit adapter) first."
         )
     return model
 
@@ -73,7 +73,7 @@ def _loss_terms(loss: LossSpec | None) -> list[tuple[losses_lib.LogitLoss, float
     for item in loss:
         if not (isinstance(item, (tuple, list)) and len(item) == 2 and callable(item[0])):
             raise TypeError(
-                "`loss` must be a loss such as tfkd.losses.KD(4.0), or a list of "
+                "`loss` must be a loss such as tfkd.distill.losses.KD(4.0), or a list of "
                 f"(loss, weight) pairs. Received an item: {item!r}"
             )
         weight = float(item[1])
@@ -97,11 +97,11 @@ class Distiller(keras.Model):
         student: functional tf_keras model emitting logits `(batch, classes)`.
         teacher: a tf_keras model emitting logits, or a list of them (an ensemble whose logits
             are averaged, optionally weighted by `teacher_weights`); other sources (files,
-            SavedModels, Keras 3 models) go through `tfkd.teachers.load` first. None when every
-            batch carries cached teacher logits (`tfkd.teacher_cache.batches`); batches that
-            carry them never call the teacher, whichever is given.
-        loss: a logit loss (default `tfkd.losses.KD()`, T=4), or a list of `(loss, weight)` pairs
-            summed into the distillation loss.
+            SavedModels, Keras 3 models) go through `tfkd.distill.teachers.load` first. None
+            when every batch carries cached teacher logits (`tfkd.distill.teacher_cache.batches`);
+            batches that carry them never call the teacher, whichever is given.
+        loss: a logit loss (default `tfkd.losses.KD()`, T=4), or a list of `(loss, weight)`
+            pairs summed into the distillation loss.
         student_loss_weight: weight in [0, 1] of the hard-label loss. The default
             (`DEFAULT_STUDENT_LOSS_WEIGHT`) is the setting that did not wreck the student with a
             poor teacher while matching lower weights with a strong one (the measurement is in
@@ -112,7 +112,7 @@ class Distiller(keras.Model):
         distillation_warmup_steps: ramp the distillation term linearly from 0 to full weight
             over this many optimizer steps (DKD's warm-up; 0 = none). Evaluation always uses
             the full weight.
-        features: `tfkd.features.FeaturePair`s matching intermediate layers (single teacher
+        features: `tfkd.distill.features.FeaturePair`s matching intermediate layers (single teacher
             only); their weighted losses join the distillation loss. Adapters are created where
             shapes differ and trained with the student, and never become part of it.
     """
@@ -145,7 +145,7 @@ class Distiller(keras.Model):
             raise ValueError(
                 "Without a teacher model (teacher=None, logits from the cache) there "
                 "are no features to tap and no members to weight: give "
-                "teacher_weights to tfkd.teacher_cache.build, and a teacher model "
+                "teacher_weights to tfkd.distill.teacher_cache.build, and a teacher model "
                 "for feature distillation."
             )
         self.teacher_weights = teachers_lib.normalized_weights(teacher_weights, len(self.teachers))
@@ -220,7 +220,7 @@ class Distiller(keras.Model):
             raise ValueError(
                 "This Distiller has no teacher model (teacher=None), so every batch "
                 "must carry cached teacher logits: train and validate on "
-                "tfkd.teacher_cache.batches(...), or pass the teacher."
+                "tfkd.distill.teacher_cache.batches(...), or pass the teacher."
             )
         outputs = [tf.cast(t(x, training=False), tf.float32) for t in self.teachers]
         if len(outputs) == 1:

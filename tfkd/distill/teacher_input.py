@@ -12,17 +12,17 @@ built-in layer is exact, saves with the teacher, and converts to TFLite.
 
 `choose(teacher, preprocessing, batches)` measures every candidate on labelled (validation)
 batches and keeps the most accurate. tfkd's own convention ("student") is kept unless another
-is better beyond noise (McNemar's exact test, `tfkd.stats`), so a teacher trained by tfkd never
-changes convention on a coin flip.
+is better beyond noise (McNemar's exact test, `tfkd.measure.stats`), so a teacher trained by tfkd
+never changes convention on a coin flip.
 """
 
 import dataclasses
 
 import numpy as np
 
-from tfkd import stats
-from tfkd.evaluate import correct_predictions
 from tfkd.keras import keras
+from tfkd.measure import stats
+from tfkd.tasks.classification import correct_predictions
 
 STUDENT = "student"
 # Raw pixels r in [0, 255] -> what the convention feeds the model, as (scale, offset) of r.

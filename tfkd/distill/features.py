@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tfkd import losses as losses_lib
+from tfkd.distill import losses as losses_lib
 from tfkd.keras import keras
 
 

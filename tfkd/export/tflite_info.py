@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 
-from tfkd.evaluate import load_interpreter
+from tfkd.measure.runtime import load_interpreter
 
 _FLOAT_TYPES = ("float32", "float16")
 

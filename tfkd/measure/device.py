@@ -20,7 +20,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 
-from tfkd.benchmark import LatencyStats
+from tfkd.measure.benchmark import LatencyStats
 
 REMOTE_DIR = "/data/local/tmp/tfkd"
 APP_PACKAGE = "org.tfkd.demo"

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfkd import losses as losses_lib
-from tfkd.distiller import DEFAULT_STUDENT_LOSS_WEIGHT, Distiller
-from tfkd.features import FeaturePair
+from tfkd.distill import losses as losses_lib
+from tfkd.distill.distiller import DEFAULT_STUDENT_LOSS_WEIGHT, Distiller
+from tfkd.distill.features import FeaturePair
 from tfkd.keras import keras
 
 OPTIMIZERS = ("adam", "sgd")
@@ -162,7 +162,7 @@ def distill(
     `warmup_epochs` ramps the distillation term up from 0 over that many epochs.
     `schedule_epochs` (default `epochs`) is the length of the learning-rate schedule, for a fit
     that is only the first part of a longer run, continued later from its backup (a race's
-    probe, tfkd.calibration).
+    probe, tfkd.distill.calibration).
     """
     steps_per_epoch = _steps_per_epoch(train)
     distiller = Distiller(

@@ -1,5 +1,6 @@
-"""A layer's settings and weights carried from one Keras to the other (tfkd.keras3): the config
-made plain, keys the target does not take dropped only at their neutral value, weights copied."""
+"""A layer's settings and weights carried from one Keras to the other (tfkd.models.keras3):
+the config made plain, keys the target does not take dropped only at their neutral value,
+weights copied."""
 
 import inspect
 

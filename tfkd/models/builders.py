@@ -9,9 +9,10 @@ import math
 import os
 from collections.abc import Callable, Sequence
 
-from tfkd import keras3, pretrained, teachers
+from tfkd.distill import teachers
 from tfkd.keras import keras
 from tfkd.keras import keras3 as keras3_package
+from tfkd.models import keras3, pretrained
 from tfkd.registry import Registry
 
 layers = keras.layers
@@ -39,7 +40,7 @@ def build(
     Args:
         weights: None (random initialisation), "imagenet" (models built on a
             `keras.applications` backbone: `with_imagenet_weights()`), or an `.h5` weights file
-            loaded by layer name (`tfkd.pretrained.load_weights`).
+            loaded by layer name (`tfkd.models.pretrained.load_weights`).
 
     Raises:
         ValueError: unknown name (listing the available ones), bad shape or class count,
@@ -347,7 +348,7 @@ def is_model_file(name: str) -> bool:
 
 def load(path: str) -> keras.Model:
     """A trainable tf_keras student from a file: a `.keras` file (tf_keras, or Keras 3 rebuilt
-    by `tfkd.keras3.to_keras2`), an `.h5`, or a SavedModel directory that Keras saved. Loaded
+    by `tfkd.models.keras3.to_keras2`), an `.h5`, or a SavedModel directory that Keras saved. Loaded
     with the teachers' safety rules: safe mode, no custom objects, no `.h5` Lambda."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"Student {path} does not exist.")

@@ -5,7 +5,7 @@ metadata), a legacy `.h5` file, a SavedModel directory, a Keras 3 model object, 
 file. Everything except `.tflite` becomes a frozen tf_keras model that takes normalised images
 and returns logits, so the Distiller calls it inside its training step like any teacher. A
 `.tflite` teacher runs on the host through LiteRT and can only teach through the teacher-output
-cache (`tfkd.teacher_cache`). Lists of sources are ensembles.
+cache (`tfkd.distill.teacher_cache`). Lists of sources are ensembles.
 
 Untrusted files: `.keras` loads with safe mode on, and an `.h5` whose config holds a `Lambda`
 layer is refused, because tf_keras deserialises HDF5 lambdas (marshalled Python bytecode) even
@@ -24,10 +24,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfkd import files
-from tfkd.evaluate import TFLiteClassifier
 from tfkd.keras import keras
 from tfkd.keras import keras3 as keras3_module
-from tfkd.keras3 import is_keras3_model
+from tfkd.measure.runtime import TFLiteClassifier
+from tfkd.models.keras3 import is_keras3_model
 
 
 class TFLiteTeacher:
@@ -331,7 +331,7 @@ def load_all(source) -> list[Teacher]:
 def _frozen_calls(teacher: Teacher) -> list[_FrozenCall]:
     if not isinstance(teacher, keras.Model):
         return []
-    # A teacher behind an input adapter (tfkd.teacher_input) holds the wrapped model inside.
+    # A teacher behind an input adapter (tfkd.distill.teacher_input) holds the wrapped model inside.
     return [
         found
         for layer in teacher.layers

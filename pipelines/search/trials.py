@@ -1,0 +1,227 @@
+"""The trial side of a search: where it writes (`Layout`), each trial's flags from the base run
+and a point of the space, running one pipeline run in its own process, and reading its
+objectives back through the run directory."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+from pipelines import config as config_lib
+from pipelines import run as run_lib
+from pipelines import stages as stages_lib
+from pipelines.config import Config
+from pipelines.search import space
+from tfkd import export, files
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXPERIMENT = "search"
+# With the teacher cache off in the base flags the trials still share the teacher's logits,
+# over this many augmented views when the base flags augment (one view otherwise).
+SHARED_CACHE_VIEWS = 4
+
+
+class TrialFailed(RuntimeError):
+    """A trial's pipeline run ended with an error (its message is the run's last error line)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where a search writes, under --out_dir."""
+
+    root: str
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    @property
+    def base(self) -> str:
+        return self.path("base")
+
+    def trial(self, name: str) -> str:
+        return self.path("trials", name)
+
+    def cache(self, config: Config) -> str:
+        size = "x".join(map(str, config.image_size)) if config.image_size else "native"
+        return self.path("teacher_cache", size)
+
+
+def shared_teacher(base: Config, layout: Layout) -> str:
+    """The teacher every trial uses: the base run's trained teacher, or the base flags' file."""
+    if base.teacher_is_file:
+        return os.path.abspath(base.teacher)
+    return run_lib.RunLayout(layout.base).file(run_lib.RunLayout.model_files("teacher")[0])
+
+
+def calibrated_settings(base: Config, layout: Layout) -> dict:
+    """The distillation settings the base run's --loss=auto chose, as flags for trials (which
+    have no student alone to calibrate against); nothing when the base named its loss."""
+    if not base.calibrated:
+        return {}
+    chosen = _run_directory(layout.base, base).metrics("student")["calibration"]
+    return dict(
+        loss=chosen["loss"],
+        loss_params=tuple(f"{k}={v}" for k, v in sorted(chosen["params"].items())),
+        temperature=chosen["temperature"],
+        student_loss_weight=chosen["student_loss_weight"],
+    )
+
+
+def trial_overrides(base: Config, layout: Layout) -> dict:
+    """What every trial changes besides its point: the shared teacher and its logits, the
+    stages a search needs (no student alone: the search compares trials), one thread count,
+    and the base run's calibrated distillation settings where the point does not set them."""
+    views = (
+        base.teacher_cache_views
+        if base.teacher_cache != "off"
+        else (SHARED_CACHE_VIEWS if base.augmentation else 1)
+    )
+    return dict(
+        teacher=shared_teacher(base, layout),
+        teacher_weights="",
+        teacher_cache="disk",
+        teacher_cache_views=views,
+        select="distilled",
+        stages=tuple(s for s in stages_lib.selected(("all",), base.serial) if s != "baseline"),
+        threads=base.threads[:1],
+        overwrite=False,
+    )
+
+
+def teacher_input_size(layout: Layout) -> tuple[int, int]:
+    """The shared teacher's input (height, width), from the base run's model card."""
+    card = export.read_card(run_lib.RunLayout(layout.base).export_dir())
+    shape = card["variants"]["teacher_float32"]["input"]["shape"]
+    return int(shape[1]), int(shape[2])
+
+
+def shipped_variant(card: dict, mode: str) -> str:
+    """The card entry a trial ships in `mode`: its QAD student when there is one."""
+    for name in (f"student_qad_{mode}", f"student_{mode}"):
+        if name in card["variants"]:
+            return name
+    raise ValueError(f"No {mode} student in the model card: the export stage did not write it.")
+
+
+def _run_directory(run_dir: str, config: Config) -> run_lib.RunDirectory:
+    """A run's directory as the pipeline reads it (read-only here)."""
+    return run_lib.RunDirectory(run_dir, config.results_settings(), writable=False)
+
+
+def objectives_of(run_dir: str, config: Config, mode: str) -> dict:
+    """The measured objectives of the `mode` file a run shipped."""
+    tflite = run_lib.RunLayout(run_dir).export_dir()
+    card = export.read_card(tflite)
+    name = shipped_variant(card, mode)
+    entry = card["variants"][name]
+    drop = _run_directory(run_dir, config).metrics("verify")["drops"].get(name, 0.0)
+    if drop > config.max_drop_points:
+        raise TrialFailed(
+            f"{name} lost {drop:.2f} accuracy points against its float student "
+            f"(the parity gate allows --max_drop_points={config.max_drop_points:g})"
+        )
+    threads = str(config.threads[0])
+    if config.serial:
+        measured = _read_json(run_lib.RunLayout(run_dir).file(run_lib.RunLayout.DEVICE_BENCHMARK))[
+            "variants"
+        ]
+    else:
+        measured = _read_json(run_lib.RunLayout(run_dir).file(run_lib.RunLayout.HOST_BENCHMARK))
+    latency = measured[name][threads]["latency"]
+    # A phone's benchmark_model may report no median; its mean stands in.
+    p50 = latency["p50_ms"] if latency["p50_ms"] is not None else latency["mean_ms"]
+    return {
+        "accuracy": entry["accuracy"]["value"],
+        "latency_ms": p50,
+        "size_kb": entry["size_bytes"] / 1024,
+        "file": os.path.join(tflite, entry["file"]),
+        "variant": name,
+    }
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _unfinished(config: Config) -> list[str]:
+    """The stages of `config` its run directory has not finished (a killed search's trials go
+    on from there)."""
+    directory = _run_directory(config.out_dir, config)
+    return [s for s in stages_lib.selected(config.stages, config.serial) if not directory.done(s)]
+
+
+def run_pipeline(config: Config, flagfile: str, log_path: str, cpus: int) -> None:
+    """One pipeline run in its own process (a trial's memory and TensorFlow state end with it);
+    its flags file reruns it alone. A run that finished earlier is not run again."""
+    files.write_text(flagfile, "\n".join(config_lib.to_flags(config)) + "\n")
+    unfinished = _unfinished(config)
+    if not unfinished:
+        return
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
+        TF_NUM_INTRAOP_THREADS=str(cpus),
+        TF_NUM_INTEROP_THREADS="1",
+    )
+    with open(log_path, "a", encoding="utf-8") as log:
+        status = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipelines.distill",
+                f"--flagfile={flagfile}",
+                f"--stages={','.join(unfinished)}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            check=False,
+        ).returncode
+    # Status 1: the parity gate failed for some file; the caller checks the one it ships.
+    if status not in (0, 1):
+        raise TrialFailed(_last_error(log_path) or f"exit status {status} (see {log_path})")
+
+
+def _last_error(log_path: str) -> str | None:
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        lines = [line.strip() for line in handle if line.strip()]
+    errors = [line for line in lines if line.startswith("error:") or "Error" in line[:40]]
+    return (errors or lines or [None])[-1]
+
+
+def trial_config(base: Config, point: dict, layout: Layout, name: str) -> Config:
+    """The run of trial `name`: the base flags with its point, the shared teacher and logits."""
+    settings = {k: v for k, v in calibrated_settings(base, layout).items() if k not in point}
+    if "loss" in point:  # the point's own loss keeps the paper's parameters unless searched
+        settings.pop("loss_params", None)
+    config = space.trial_config(
+        dataclasses.replace(base, **settings) if settings else base,
+        point,
+        out_dir=layout.trial(name),
+        **trial_overrides(base, layout),
+    )
+    config = dataclasses.replace(config, teacher_cache_dir=layout.cache(config))
+    if config.image_size:
+        # The shared teacher keeps its own resolution whatever size the student searches.
+        config = dataclasses.replace(config, teacher_image_size=teacher_input_size(layout))
+    return config
+
+
+def run_trial(point: dict, setup: dict) -> None:
+    """A Ray Tune trial: the pipeline run of one point; reports its objectives."""
+    import ray
+    from ray import tune
+
+    name = tune.get_context().get_trial_id()
+    layout = Layout(setup["root"])
+    config = trial_config(Config(**setup["base"]), point, layout, name)
+    # Ray forgets the point of a trial that failed before a kill; the report reads it here.
+    files.write_text(layout.trial(name) + ".point.json", json.dumps(point, sort_keys=True))
+    run_pipeline(config, layout.trial(name) + ".flags", layout.trial(name) + ".log", setup["cpus"])
+    mode = config.modes[0]
+    measured = objectives_of(layout.trial(name), config, mode)
+    measured["node"] = ray.get_runtime_context().get_node_id()
+    tune.report(measured)
