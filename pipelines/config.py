@@ -5,6 +5,8 @@ here; the absl flags of every pipeline program are generated from the fields (`d
 and `Config` checks itself when it is made, so a `Config` that exists is valid.
 """
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import os
@@ -24,60 +26,86 @@ TEACHER_CACHES = ("off", "memory", "disk")
 TEACHER_FILE_SUFFIXES = (".keras", ".h5", ".tflite")
 
 
+# Which stages read a setting (its `read_by`). A stage's fingerprint holds the settings it reads
+# and the files it consumes, so changing a setting reruns the stages that read it and those
+# downstream of them (pipelines/run.py); a setting no stage reads changes how or where a run
+# happens, not what it computes. The data settings are read where the data is first learned
+# from; every later stage is downstream of those.
+DATA = ("teacher", "baseline")
+TRAINING = ("teacher", "baseline", "student", "qad")
+DISTILLING = ("student", "qad")
+
+
 def setting(
     default,
     help: str,
     *,
+    read_by: tuple[str, ...],
     choices: tuple | None = None,
     at_least=None,
     above=None,
     hint: str = "",
-    affects_results: bool = True,
 ):
-    """A `Config` field: its default, its flag's help, and the range it is checked against.
-
-    `affects_results=False` marks settings that change how or where a run happens but not
-    what it computes (a run directory is tied only to the others).
-    """
+    """A `Config` field: its default, its flag's help, the range it is checked against, and the
+    stages that read it (`read_by`, stage names; `()` for none)."""
     metadata = {
         "help": help,
         "choices": choices,
         "at_least": at_least,
         "above": above,
         "hint": hint,
-        "affects_results": affects_results,
+        "read_by": read_by,
     }
     return dataclasses.field(default=default, metadata=metadata)
+
+
+# The settings read while a stage runs (`reading`): the scheduler records them in the manifest,
+# and the tests hold every stage to the settings it declares (`read_by`).
+_READS: contextvars.ContextVar[set | None] = contextvars.ContextVar("config_reads", default=None)
+
+
+@contextlib.contextmanager
+def reading():
+    """Collects the names of the `Config` fields read inside the block, in this thread."""
+    reads: set[str] = set()
+    token = _READS.set(reads)
+    try:
+        yield reads
+    finally:
+        _READS.reset(token)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything a run depends on; written to the run directory as config.json."""
 
-    dataset: str = setting("digits", "digits, folder:PATH or tfds:NAME.")
-    data_dir: str | None = setting(None, "Where tfds datasets live.")
+    dataset: str = setting("digits", "digits, folder:PATH or tfds:NAME.", read_by=DATA)
+    data_dir: str | None = setting(None, "Where tfds datasets live.", read_by=DATA)
     image_size: tuple[int, ...] = setting(
         (),
         "H,W of the student's input (e.g. 128,128). Default: the images' own size when they "
         "all share one, else 224,224.",
+        read_by=DATA,
     )
     teacher_image_size: tuple[int, ...] = setting(
         (),
         "H,W the teacher sees (the same images at its own, usually higher, resolution). "
         "Default: --image_size.",
+        read_by=DATA,
     )
     resize: str = setting(
         "stretch",
         "How images of another aspect ratio reach the input size: stretch, crop (the "
         "centre) or pad (black bars). Recorded in the model card.",
         choices=tfkd.data.RESIZE_POLICIES,
+        read_by=DATA,
     )
     data_cache: str = setting(
         "auto",
         "Where decoded images are kept: memory, disk (reused by later runs on the same "
         "files; $TFKD_CACHE or ~/.cache/tfkd) or auto (memory up to 1 GiB).",
         choices=tfkd.data.DATA_CACHES,
-        affects_results=False,
+        read_by=(),
     )
     label_fraction: float = setting(
         1.0,
@@ -85,12 +113,14 @@ class Config:
         "others (for experiments with few labels): the teacher and the student alone learn from "
         "the labeled images, the distilled student from the teacher on every image.",
         above=0,
+        read_by=DATA,
     )
     validation_fraction: float = setting(
         tfkd.data.DEFAULT_VALIDATION_FRACTION,
         "Share of each class held out of the training images for validation where the "
         "dataset has no validation split: the teacher check, the race of --loss=auto and "
         "--select decide on it, so more images resolve smaller differences.",
+        read_by=DATA,
     )
     teacher_pool: float = setting(
         0.0,
@@ -100,18 +130,21 @@ class Config:
         "teacher file nobody trains on them (a search's trials, which share the base run's "
         "teacher, keep the base's student data so). 0: the teacher learns from the students' "
         "labeled images.",
+        read_by=DATA,
     )
     unlabeled: str = setting(
         "",
         "folder:PATH of extra images without labels (any layout), e.g. all the photos "
         "nobody labeled: the distilled student learns from the teacher's soft targets on them "
         "(the teacher cache covers them too).",
+        read_by=DATA,
     )
     teacher: str = setting(
         "cnn_large",
         "Teacher: a registered model name to train, keras_applications:NAME (a "
         "keras.applications backbone with a new head, fine-tuned), or a trained teacher to "
         "load: a .keras file (tf_keras or Keras 3), an .h5 file or a SavedModel directory.",
+        read_by=("teacher",),
     )
     teacher_input: str = setting(
         tfkd.distill.teacher_input.AUTO,
@@ -120,11 +153,13 @@ class Config:
         "raw (0-255, e.g. an in-model Rescaling), unit (0-1), symmetric (-1..1) or caffe (BGR, "
         "ImageNet mean subtracted).",
         choices=(tfkd.distill.teacher_input.AUTO, *tfkd.distill.teacher_input.CONVENTIONS),
+        read_by=("teacher",),
     )
     teacher_weights: str = setting(
         "",
         "Starting weights of a teacher built by name: imagenet (keras_applications "
         "teachers) or an .h5 weights file, matched by layer name. Empty: random.",
+        read_by=("teacher",),
     )
     teacher_head_epochs: int = setting(
         2,
@@ -132,49 +167,68 @@ class Config:
         "--teacher_epochs of fine-tuning the whole network at --finetune_learning_rate.",
         at_least=0,
         hint="0 fine-tunes everything from the start",
+        read_by=("teacher",),
     )
     finetune_learning_rate: float = setting(
-        1e-4, "Peak learning rate when fine-tuning a pretrained teacher's whole network.", above=0
+        1e-4,
+        "Peak learning rate when fine-tuning a pretrained teacher's whole network.",
+        above=0,
+        read_by=("teacher",),
     )
     teacher_cache: str = setting(
         "off",
         "Run the teacher once and train on its stored logits (tfkd.distill.teacher_cache): "
         "memory, or disk (kept in the run directory and reused by reruns).",
         choices=TEACHER_CACHES,
+        read_by=DISTILLING,
     )
     teacher_cache_views: int = setting(
         1,
         "Augmented views cached per training image when --flip/--pad_crop are on (one "
         "teacher pass each); must be 1 without augmentation.",
         at_least=1,
+        read_by=DISTILLING,
     )
     teacher_cache_dir: str = setting(
         "",
         "Where --teacher_cache=disk keeps the logits; empty: RUN/teacher_cache. Runs may "
         "share one (a search's trials do): the first builds it, the others reuse it.",
-        affects_results=False,
+        read_by=(),
     )
     student: str = setting(
         "cnn_small",
         "Student: a registered model name, or your own model as a .keras file "
         "(Keras 2 or 3), an .h5 file or a Keras SavedModel directory; its weights are the "
         "starting point of the distilled student and of the student alone.",
+        read_by=("baseline",),
     )
     student_weights: str = setting(
         "",
         "Starting weights of the student: imagenet (keras.applications students, e.g. "
         "mobilenet_v3_small) or an .h5 weights file, matched by layer name. Empty: random.",
+        read_by=("baseline",),
     )
-    teacher_epochs: int = setting(30, "Epochs of teacher training.", at_least=1)
-    student_epochs: int = setting(30, "Epochs of the baseline and of distillation.", at_least=1)
-    batch_size: int = setting(64, "Global batch size.", at_least=1)
+    teacher_epochs: int = setting(
+        30, "Epochs of teacher training.", at_least=1, read_by=("teacher",)
+    )
+    student_epochs: int = setting(
+        30,
+        "Epochs of the baseline and of distillation.",
+        at_least=1,
+        read_by=("baseline", "student"),
+    )
+    batch_size: int = setting(64, "Global batch size.", at_least=1, read_by=TRAINING)
     optimizer: str = setting(
         training.DEFAULT_OPTIMIZER,
         "Optimizer of every training stage.",
         choices=training.OPTIMIZERS,
+        read_by=TRAINING,
     )
     learning_rate: float = setting(
-        training.DEFAULT_LEARNING_RATE, "Peak learning rate (cosine decay to 0).", above=0
+        training.DEFAULT_LEARNING_RATE,
+        "Peak learning rate (cosine decay to 0).",
+        above=0,
+        read_by=("teacher", "baseline", "student"),
     )
     loss: str = setting(
         tfkd.distill.calibration.DEFAULT_LOSS,
@@ -183,31 +237,38 @@ class Config:
         "defaults; or auto: KD (T=4, --student_loss_weight 0.9) and DIST (weight 0.5) race "
         "over the first fifth of --student_epochs, compared on validation, and the winner "
         "carries on (docs/pipeline.md).",
+        read_by=DISTILLING,
     )
     loss_params: tuple[str, ...] = setting(
         (),
         "Other parameters of --loss as key=value, e.g. alpha=1,beta=8 for dkd, "
         "beta=1,gamma=2 for dist, or standardize=true for any logit loss (z-scored logits, "
         "Sun et al. 2024).",
+        read_by=DISTILLING,
     )
     temperature: float = setting(
-        tfkd.losses.DEFAULT_TEMPERATURE, "Temperature of the distillation loss (> 0)."
+        tfkd.losses.DEFAULT_TEMPERATURE,
+        "Temperature of the distillation loss (> 0).",
+        read_by=DISTILLING,
     )
     features: tuple[str, ...] = setting(
         (),
         "Feature distillation pairs teacher_layer:student_layer:loss:weight with a feature "
         "loss (hint, attention, rkd), e.g. stage1_block0_out:stage1_block0_out:attention:1000.",
+        read_by=DISTILLING,
     )
     student_loss_weight: float = setting(
         tfkd.distill.distiller.DEFAULT_STUDENT_LOSS_WEIGHT,
         "Weight of the hard-label loss, in [0, 1] (default measured in "
         "benchmarks/kd_defaults_cifar10.py).",
+        read_by=DISTILLING,
     )
     distillation_warmup_epochs: int = setting(
         0,
         "Ramp the distillation term up from 0 over this many epochs (0 = none).",
         at_least=0,
         hint="0 turns it off",
+        read_by=DISTILLING,
     )
     early_stopping_patience: int = setting(
         0,
@@ -215,13 +276,17 @@ class Config:
         "and keep its best weights (0 = off).",
         at_least=0,
         hint="0 turns it off",
+        read_by=TRAINING,
     )
-    flip: bool = setting(False, "Random horizontal flip in training (natural images only).")
+    flip: bool = setting(
+        False, "Random horizontal flip in training (natural images only).", read_by=TRAINING
+    )
     pad_crop: int = setting(
         0,
         "Random pad-and-crop by this many pixels in training; 0 = off.",
         at_least=0,
         hint="0 turns it off",
+        read_by=TRAINING,
     )
     augment: str = setting(
         "none",
@@ -230,22 +295,26 @@ class Config:
         "by the teacher alone. Distillation only; with --teacher_cache the cached views are "
         "mixed (more --teacher_cache_views, more mixtures).",
         choices=("none",) + tfkd.data.mixing.KINDS,
+        read_by=DISTILLING,
     )
     mix_fraction: float = setting(
         tfkd.data.mixing.DEFAULT_FRACTION,
         "Share of the distillation examples --augment mixes; the others keep their label.",
         above=0,
+        read_by=DISTILLING,
     )
-    seed: int = setting(0, "Seed of data splits, shuffling and initialisation.")
-    out_dir: str = setting("runs/default", "Run directory.", affects_results=False)
+    seed: int = setting(0, "Seed of data splits, shuffling and initialisation.", read_by=DATA)
+    out_dir: str = setting("runs/default", "Run directory.", read_by=())
     overwrite: bool = setting(
-        False, "Replace a run directory made with different settings.", affects_results=False
+        False,
+        "Run every selected stage again, even those whose settings and inputs are unchanged.",
+        read_by=(),
     )
     stages: tuple[str, ...] = setting(
         ("all",),
         "Stages to run, by name (docs/pipeline.md, 'Stages'), or 'all' (which skips finished "
         "stages; named stages always run again).",
-        affects_results=False,
+        read_by=(),
     )
     # A run may resume on another cluster: the strategy changes speed, not the result.
     strategy: str = setting(
@@ -254,14 +323,14 @@ class Config:
         "multi_worker = the cluster in TF_CONFIG (run the same command on every worker), tpu. "
         "--batch_size stays the global batch.",
         choices=tfkd.distill.distribute.STRATEGIES,
-        affects_results=False,
+        read_by=(),
     )
     collective_timeout: int = setting(
         600,
         "Multi-worker: seconds a worker waits for the others before failing (so a dead "
         "worker stops the run, which then resumes from its backup when restarted).",
         at_least=1,
-        affects_results=False,
+        read_by=(),
     )
     isolate_stages: bool = setting(
         False,
@@ -270,7 +339,7 @@ class Config:
         "stage's, not the sum of what earlier stages left behind. For photo-sized data; each "
         "restart costs a TensorFlow import and a data load (use --data_cache=disk and "
         "--teacher_cache=disk).",
-        affects_results=False,
+        read_by=(),
     )
     mixed_precision: str = setting(
         "auto",
@@ -278,23 +347,30 @@ class Config:
         "auto = only when a GPU is visible. Saved and exported models are float32; QAD always "
         "trains in float32 (TF-MOT's fake-quant layers are float32).",
         choices=AUTO_CHOICES,
+        read_by=TRAINING,
     )
     jit_compile: str = setting(
         "auto",
         "Compile training steps with XLA: auto = only when a GPU is visible (on 2 CPU "
         "cores XLA made distillation slower: benchmarks/RESULTS.md, distillation speed).",
         choices=AUTO_CHOICES,
+        read_by=TRAINING,
     )
     qat_epochs: int = setting(
-        5, "Epochs of quantization-aware distillation; 0 skips it.", at_least=0, hint="0 skips QAD"
+        5,
+        "Epochs of quantization-aware distillation; 0 skips it.",
+        at_least=0,
+        hint="0 skips QAD",
+        read_by=("qad",),
     )
     qat_learning_rate: float = setting(
-        1e-4, "Peak learning rate of quantization-aware distillation.", above=0
+        1e-4, "Peak learning rate of quantization-aware distillation.", above=0, read_by=("qad",)
     )
     modes: tuple[str, ...] = setting(
         ("float32", "float16", "dynamic", "int8", "int8_io_uint8"),
         f"Export modes of the float student, from {list(export.MODES)}; the QAD student is "
         "exported in the integer ones among them.",
+        read_by=("export",),
     )
     export_output: str = setting(
         "probabilities",
@@ -302,6 +378,7 @@ class Config:
         "the graph, what MediaPipe Tasks and Android apps expect) or logits. The teacher's file "
         "keeps logits.",
         choices=tfkd.export.OUTPUTS,
+        read_by=("export",),
     )
     select: str = setting(
         "best",
@@ -309,6 +386,7 @@ class Config:
         "student alone is better beyond noise on validation (best, see --select_alpha), or "
         "always one of them.",
         choices=policy.SELECTIONS,
+        read_by=("select",),
     )
     select_alpha: float = setting(
         policy.DEFAULT_SELECT_ALPHA,
@@ -316,35 +394,47 @@ class Config:
         "test on the same validation images) behind --select=best and the teacher check: the "
         "student alone ships only when it is better at this level.",
         above=0,
+        read_by=("student", "select"),
     )
     teacher_margin_points: float = setting(
         policy.DEFAULT_TEACHER_MARGIN_POINTS,
         "Warn when the teacher is not this many points better than the student alone.",
         at_least=0,
+        read_by=("student",),
     )
     representative_size: int = setting(
-        export.DEFAULT_REPRESENTATIVE_SIZE, "Calibration images for post-training int8.", at_least=1
+        export.DEFAULT_REPRESENTATIVE_SIZE,
+        "Calibration images for post-training int8.",
+        at_least=1,
+        read_by=("export",),
     )
     max_drop_points: float = setting(
         parity.DEFAULT_MAX_DROP_POINTS,
         "Largest accuracy drop (points) allowed from the float student to a .tflite.",
         at_least=0,
+        read_by=("verify",),
     )
     threads: tuple[int, ...] = setting(
-        (1,), "Thread counts of the latency benchmark.", affects_results=False
+        (1,), "Thread counts of the latency benchmark.", read_by=("benchmark", "device")
     )
     benchmark_runs: int = setting(
         benchmark.DEFAULT_RUNS,
         "Timed runs of the latency benchmark.",
         at_least=1,
-        affects_results=False,
+        read_by=("benchmark", "device"),
     )
     serial: str | None = setting(
-        None, "adb serial of a phone for the device stage.", affects_results=False
+        None, "adb serial of a phone for the device stage.", read_by=("device",)
     )
     benchmark_binary: str | None = setting(
-        None, "Host path of Android benchmark_model.", affects_results=False
+        None, "Host path of Android benchmark_model.", read_by=("device",)
     )
+
+    def __getattribute__(self, name: str):
+        reads = _READS.get()
+        if reads is not None and name in _FIELD_NAMES:
+            reads.add(name)
+        return object.__getattribute__(self, name)
 
     def __post_init__(self):
         self._validate()
@@ -394,12 +484,12 @@ class Config:
             return None
         return tfkd.data.mixing.Mixing(self.augment, self.mix_fraction)
 
-    def results_settings(self) -> dict:
-        """The settings that change results (a run directory is tied to them)."""
+    def read_by(self, stage: str) -> dict:
+        """The settings `stage` reads, by field name (its share of the stage's fingerprint)."""
         return {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.metadata["affects_results"]
+            if stage in f.metadata["read_by"]
         }
 
     @property
@@ -597,6 +687,19 @@ class Config:
                     f"--{name}={value} does not exist. Give imagenet or an .h5 "
                     "weights file (model.save_weights('....h5'))."
                 )
+
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))
+
+
+def declared_reads(stages: set[str]) -> set[str]:
+    """The settings a stage may read, given itself and its upstream stages (`stages`): those
+    they declare, and those no result depends on (`read_by=()`: where and how a run happens)."""
+    return {
+        f.name
+        for f in dataclasses.fields(Config)
+        if not f.metadata["read_by"] or stages & set(f.metadata["read_by"])
+    }
 
 
 def _check_range(field: dataclasses.Field, value) -> None:

@@ -1,5 +1,6 @@
-"""What a person sees while a run works: a banner per stage and one progress line per training
-stage; TensorFlow's native start-up chatter and INFO logs go to `RUN/logs/run.log` instead.
+"""What a person sees while a run works: a banner per stage (progress inside the work is
+`tfkd.progress`); TensorFlow's native start-up chatter and INFO logs go to `RUN/logs/run.log`
+instead.
 
 Importing this module first (the programs do) imports TensorFlow and enumerates its devices with
 the native stderr sent to a buffer, so the lines TensorFlow prints before its logging starts
@@ -10,7 +11,6 @@ import logging as std_logging
 import os
 import sys
 import tempfile
-import time
 
 _native_startup = b""
 
@@ -37,8 +37,6 @@ def _import_tensorflow_quietly() -> None:
 _import_tensorflow_quietly()
 
 from absl import logging  # noqa: E402
-
-from tfkd.keras import keras  # noqa: E402
 
 
 def banner(index: int, total: int, name: str, what: str) -> None:
@@ -142,87 +140,3 @@ class RunLog:
         if self._native is not None:
             os.dup2(_native_sink.fileno(), 2)
             self._native.close()
-
-
-def _bar(done: int, total: int) -> str:
-    filled = int(20 * done / total)
-    return f"[{'#' * filled}{'.' * (20 - filled)}]"
-
-
-def _eta(seconds: float) -> str:
-    return time.strftime("%M:%S", time.gmtime(seconds))
-
-
-class CountProgress:
-    """`progress(done, total)` for long counted work (decoding photos): in a terminal a bar with
-    an ETA, rewritten in place; elsewhere one line when it ends."""
-
-    def __init__(self, label: str, stream=None):
-        self.label = label
-        self.stream = stream or sys.stdout
-        self.terminal = self.stream.isatty()
-        self._started = None
-        self._shown = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.time()
-        if self._started is None:
-            self._started = now
-        elapsed = now - self._started
-        if done < total and (not self.terminal or now - self._shown < 0.5):
-            return
-        self._shown = now
-        if done >= total:
-            self.stream.write(
-                f"{chr(13) if self.terminal else ''}  {self.label}: {total:,} in "
-                f"{elapsed:.0f} s{' ' * 20}\n"
-            )
-        else:
-            eta = _eta(elapsed / max(done, 1) * (total - done))
-            self.stream.write(f"\r  {self.label} {_bar(done, total)} {done:,}/{total:,}  ETA {eta}")
-        self.stream.flush()
-
-
-class EpochProgress(keras.callbacks.Callback):
-    """One line per training stage: in a terminal a bar rewritten each epoch, with the metrics
-    and an ETA; elsewhere one line per epoch (logs and CI keep every epoch)."""
-
-    METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-    def __init__(self, label: str, stream=None):
-        super().__init__()
-        self.label = label
-        self.stream = stream or sys.stdout
-        self.terminal = self.stream.isatty()
-
-    def on_train_begin(self, logs=None):
-        self._started = time.time()
-        self._epochs_here = 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._epochs_here += 1
-        total = self.params.get("epochs") or epoch + 1
-        done = epoch + 1
-        per_epoch = (time.time() - self._started) / self._epochs_here
-        eta = _eta(per_epoch * (total - done))
-        metrics = "  ".join(f"{k} {logs[k]:.4f}" for k in self.METRICS if k in (logs or {}))
-        if self.terminal:
-            line = (
-                f"\r  {self.label} {_bar(done, total)} epoch {done}/{total}  {metrics}  ETA {eta}"
-            )
-            self.stream.write(line + ("\n" if done == total else ""))
-        else:
-            self.stream.write(
-                f"  {self.label} epoch {done}/{total}  {metrics}  {per_epoch:.1f} s/epoch\n"
-            )
-        self.stream.flush()
-
-    def on_train_end(self, logs=None):
-        if (
-            self.terminal
-            and self.params.get("epochs")
-            and self._epochs_here
-            and self.model.stop_training
-        ):
-            self.stream.write("\n")
-            self.stream.flush()

@@ -8,7 +8,7 @@ import tensorflow as tf
 from absl import logging
 
 import tfkd
-from pipelines import console, workers
+from pipelines import workers
 from pipelines.run import RunDirectory
 from tfkd.distill import training
 from tfkd.keras import keras
@@ -45,7 +45,7 @@ class Context:
             extra_sizes=[teacher_size] if teacher_size else [],
             resize=config.resize,
             cache=config.data_cache,
-            progress=console.CountProgress("decoding images"),
+            progress=tfkd.progress.Progress("decoding images"),
         )
         # Images only the teacher learns from (a pretrained teacher's data): set aside before
         # any label is hidden, so --label_fraction counts the students' share.
@@ -61,7 +61,7 @@ class Context:
                 self.splits,
                 config.unlabeled.removeprefix("folder:"),
                 cache=config.data_cache,
-                progress=console.CountProgress("decoding unlabeled images"),
+                progress=tfkd.progress.Progress("decoding unlabeled images"),
             )
         self.teacher_splits = self.splits.at(teacher_size) if teacher_size else self.splits
         self.teacher_pool = pool.at(teacher_size) if pool and teacher_size else pool
@@ -82,9 +82,7 @@ class Context:
             self.teacher_file, self.teacher_input = self._load_teacher_file(config.teacher)
         self._check_weights()
         self.representative_size = self._representative_size()
-        self.directory = RunDirectory(
-            config.out_dir, config.results_settings(), config.overwrite, writable=self.chief
-        )
+        self.directory = RunDirectory(config.out_dir, writable=self.chief)
         # Evaluation in training-sized batches: a large model at photo resolution holds a whole
         # batch of activations (and a .tflite interpreter sizes its arena for one), so a batch of
         # 256 was a run's memory peak.
@@ -270,9 +268,8 @@ class Context:
             != self.directory.metrics("teacher")["fingerprint"]
         ):
             raise ValueError(
-                f"The teacher {source} changed since this run's teacher stage, so "
-                "the stages after it are stale. Rerun with --stages=all "
-                "--overwrite, or point --out_dir to a new run."
+                f"The teacher {source} changed while this run used it. Rerun the same "
+                "command: the teacher stage and the stages after it run again."
             )
         return teacher
 
@@ -388,7 +385,7 @@ class Context:
                 mixing=config.mixing,
                 batch_size=config.batch_size,
                 base_size=self.splits.preprocessing.image_size if self.paired else None,
-                progress=console.CountProgress("teacher logits"),
+                progress=tfkd.progress.Progress("teacher logits"),
                 directory=self.teacher_cache_dir if config.teacher_cache == "disk" else None,
                 writable=self.chief,
             )
@@ -412,5 +409,5 @@ class Context:
                 log_dir=self.directory.logs(stage),
                 early_stopping_patience=self.config.early_stopping_patience,
             )
-            + [console.EpochProgress(stage)],
+            + [tfkd.progress.TrainingProgress(stage, batch_size=self.config.batch_size)],
         )

@@ -1,17 +1,20 @@
-"""The run directory: which stage produced which files (with hashes, in `manifest.json`), so a
-rerun with the same `--out_dir` skips finished stages and a changed file or setting is never
-trusted.
+"""The run directory as a build graph: which stage produced which files (with hashes, in
+`manifest.json`) from which settings and inputs (its fingerprint), so a rerun with the same
+`--out_dir` reuses every stage whose fingerprint and files are unchanged and reruns the others
+and everything downstream of them (`plan`).
 
 Nothing is written until a stage starts: a run that fails its checks leaves the directory as it
 found it.
 """
 
+import dataclasses
 import datetime
 import errno
 import fcntl
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterable
 
 from tfkd import files, quantize
@@ -139,37 +142,56 @@ def _files_under(root: str, relative: str) -> list[str]:
     return sorted(found)
 
 
+def _plain(value):
+    """`value` as it reads back from JSON (tuples become lists), so recorded and current
+    settings compare equal when they are."""
+    return json.loads(json.dumps(value))
+
+
+@dataclasses.dataclass(frozen=True)
+class StageInputs:
+    """What a stage's result depends on: the settings it reads (by field name), the hashes of
+    the outside files they name (a teacher file), and the outputs of the stages it consumes
+    (by stage name, one digest each)."""
+
+    settings: dict
+    files: dict
+    upstream: dict
+
+    def fingerprint(self) -> str:
+        text = json.dumps(
+            {"settings": self.settings, "files": self.files, "upstream": self.upstream},
+            sort_keys=True,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """Whether a stage reruns, and why, in a sentence a person reads before the run starts."""
+
+    stage: str
+    rerun: bool
+    reason: str
+
+
 class RunDirectory(RunLayout):
-    """Stages and their outputs in `path`, for one configuration (identified by its hash).
+    """Stages and their outputs in `path`, each recorded with the fingerprint of its inputs.
 
     Args:
         path: the run directory.
-        settings: everything that changes results; a run directory made with other settings is
-            refused unless `overwrite`, which forgets its stages (files are overwritten as stages
-            run again; the old manifest stays until the first stage starts).
         writable: False on a non-chief worker of a multi-worker run: it reads the chief's
             manifest to take the same decisions, and keeps what it records in memory.
     """
 
-    def __init__(self, path: str, settings: dict, overwrite: bool = False, writable: bool = True):
+    def __init__(self, path: str, writable: bool = True):
         super().__init__(path)
         self.writable = writable
-        self.settings_hash = hashlib.sha256(
-            json.dumps(settings, sort_keys=True).encode()
-        ).hexdigest()
         manifest_path = os.path.join(path, MANIFEST)
-        self.manifest = {"settings_hash": self.settings_hash, "stages": {}}
+        self.manifest: dict = {"stages": {}, "running": {}}
         if os.path.exists(manifest_path):
             with open(manifest_path, encoding="utf-8") as f:
-                existing = json.load(f)
-            if existing.get("settings_hash") != self.settings_hash and not overwrite:
-                raise ValueError(
-                    f"--out_dir={path} holds a run made with different settings. Use another "
-                    "--out_dir, rerun with the flags in its flags.txt (--flagfile), or pass "
-                    "--overwrite to replace it."
-                )
-            if existing.get("settings_hash") == self.settings_hash:
-                self.manifest = existing
+                self.manifest.update(json.load(f))
 
     def _save(self) -> None:
         if not self.writable:
@@ -193,19 +215,79 @@ class RunDirectory(RunLayout):
     def metrics(self, stage: str) -> dict:
         return self.manifest["stages"][stage]["metrics"]
 
-    def record(self, stage: str, outputs: Iterable[str], metrics: dict | None = None) -> None:
-        """Marks `stage` finished with its output files (files or folders, relative paths)."""
+    def outputs_digest(self, stage: str) -> str:
+        """One digest of everything finished `stage` recorded: its files' hashes and its
+        metrics (later stages read both)."""
+        entry = self.manifest["stages"][stage]
+        text = json.dumps(
+            {"outputs": entry["outputs"], "metrics": entry["metrics"]}, sort_keys=True
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def start(self, stage: str, inputs: StageInputs) -> bool:
+        """Marks `stage` as running with `inputs`; returns whether the backups an interrupted
+        attempt left (under checkpoints/) were made from the same inputs and may be resumed."""
+        previous = self.manifest["running"].get(stage)
+        self.manifest["running"][stage] = inputs.fingerprint()
+        self._save()
+        return previous == inputs.fingerprint()
+
+    def record(
+        self,
+        stage: str,
+        outputs: Iterable[str],
+        metrics: dict | None = None,
+        inputs: StageInputs | None = None,
+        reads: Iterable[str] = (),
+    ) -> None:
+        """Marks `stage` finished with its output files (files or folders, relative paths), the
+        inputs it ran from, and the settings it was seen to read (`reads`)."""
         if self.writable:
             listed = [f for relative in outputs for f in _files_under(self.path, relative)]
             hashed = {f: files.sha256_file(self.file(f)) for f in listed}
         else:
             hashed = {relative: None for relative in outputs}
-        self.manifest["stages"][stage] = {
+        entry = {
             "outputs": hashed,
             "metrics": metrics or {},
             "finished": datetime.datetime.now(datetime.UTC).isoformat(),
+            "reads": sorted(reads),
         }
+        if inputs is not None:
+            entry.update(
+                fingerprint=inputs.fingerprint(),
+                settings=_plain(inputs.settings),
+                files=inputs.files,
+                upstream=inputs.upstream,
+            )
+        self.manifest["stages"][stage] = entry
+        self.manifest["running"].pop(stage, None)
         self._save()
+
+    def why_stale(self, stage: str, inputs: StageInputs) -> str | None:
+        """Why finished `stage` cannot be reused with `inputs` (None when it can): the
+        settings that changed, with their old and new values, the outside files or the
+        upstream outputs that changed."""
+        entry = self.manifest["stages"][stage]
+        if entry.get("fingerprint") == inputs.fingerprint():
+            return None
+        if "settings" not in entry:
+            return "recorded without its fingerprint (an older tfkd)"
+        recorded, current = entry["settings"], _plain(inputs.settings)
+        changed = [
+            f"--{name} {_shown(recorded.get(name))} -> {_shown(current.get(name))}"
+            for name in sorted(set(recorded) | set(current))
+            if recorded.get(name) != current.get(name)
+        ]
+        if changed:
+            return "settings changed: " + ", ".join(changed)
+        files_changed = [
+            name for name in sorted(inputs.files) if entry["files"].get(name) != inputs.files[name]
+        ]
+        if files_changed:
+            return "changed: " + ", ".join(f"the --{n} file" for n in files_changed)
+        upstream = [n for n in inputs.upstream if entry["upstream"].get(n) != inputs.upstream[n]]
+        return f"the results of {', '.join(upstream) or 'earlier stages'} changed"
 
     # Models ---------------------------------------------------------------------------------
 
@@ -244,3 +326,62 @@ class RunDirectory(RunLayout):
         for stage in stages:
             self.manifest["stages"].pop(stage, None)
         self._save()
+
+    def remove_backups(self, *names: str) -> None:
+        """Deletes what an interrupted stage kept to resume from: checkpoints/<name> and
+        checkpoints/<name>_* for each of `names` (the stage and the model it trains; e.g. the
+        teacher's head, the race's probes)."""
+        root = self.checkpoints()
+        if not os.path.isdir(root):
+            return
+        names = tuple(n for n in names if n)
+        for name in os.listdir(root):
+            if name in names or name.startswith(tuple(f"{n}_" for n in names)):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _shown(value) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "(none)"
+    return "(none)" if value in (None, "") else str(value)
+
+
+def plan(
+    directory: RunDirectory,
+    order: Iterable[str],
+    selected: Iterable[str],
+    inputs_of,
+    upstream_of,
+    force: Iterable[str] = (),
+) -> list[Decision]:
+    """Which of the `selected` stages rerun and why, in `order` (the stage table's).
+
+    A stage reruns when it is forced (`force`: --overwrite, or named in --stages), never
+    finished, had its files changed, reads a changed setting or outside file, or consumes a
+    stage that reruns (`upstream_of(stage)`: the stages it consumes). `inputs_of(stage)` gives
+    its current `StageInputs`; it is only called for a stage whose upstream all stay.
+    """
+    order, selected, force = list(order), set(selected), set(force)
+    decisions, rerunning, stale = [], set(), set()
+    for stage in order:
+        consumed = set(upstream_of(stage))
+        upstream = [u for u in order if u in consumed and u in rerunning]
+        if stage not in selected:
+            if upstream or consumed & stale:  # forgotten when its upstream reruns
+                stale.add(stage)
+            continue
+        if stage in force:
+            reason = "asked for"
+        elif stage not in directory.manifest["stages"]:
+            reason = "not run yet" if stage not in directory.manifest["running"] else "interrupted"
+        elif not directory.done(stage):
+            reason = "its files changed since it ran"
+        elif upstream or consumed & stale:
+            reason = f"{', '.join(upstream)} rerun{'s' if len(upstream) == 1 else ''}"
+            reason = reason if upstream else "a stage it reads is stale"
+        else:
+            reason = directory.why_stale(stage, inputs_of(stage))
+        if reason is not None:
+            rerunning.add(stage)
+        decisions.append(Decision(stage, reason is not None, reason or "unchanged"))
+    return decisions

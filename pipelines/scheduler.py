@@ -3,6 +3,7 @@
 import dataclasses
 import errno
 import gc
+import hashlib
 import json
 import os
 import signal
@@ -65,9 +66,11 @@ def execute(config: Config, strategy: tf.distribute.Strategy | None = None) -> d
             raise ValueError(
                 f"Stage {stage.name} needs {missing}: run them first or add them to --stages."
             )
+    decisions = plan(config, ctx.directory, selected)
     if not ctx.chief:
-        return _run_stages(ctx, selected)
+        return _run_stages(ctx, decisions)
     with run.RunLock(config.out_dir), console.RunLog(ctx.directory.file(run.RunLayout.RUN_LOG)):
+        _announce(ctx, decisions)
         stale = ctx.directory.remove_stale_temporaries()
         if stale:
             logging.info(
@@ -77,7 +80,66 @@ def execute(config: Config, strategy: tf.distribute.Strategy | None = None) -> d
             ctx.directory.file(run.RunLayout.CONFIG),
             json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True),
         )
-        return _run_stages(ctx, selected)
+        return _run_stages(ctx, decisions)
+
+
+def _outside_files(config: Config, stage: str) -> dict:
+    """Hashes of the files the settings `stage` reads name (a teacher or student file, weights):
+    a changed file reruns the stages that used it. A directory (a SavedModel teacher) is
+    hashed file by file."""
+    hashes = {}
+    for name, value in config.read_by(stage).items():
+        if not isinstance(value, str) or not value or name == "dataset":
+            continue
+        if os.path.isfile(value):
+            hashes[name] = files.sha256_file(value)
+        elif os.path.isdir(value) and name == "teacher":
+            listed = sorted(os.path.join(d, n) for d, _, names in os.walk(value) for n in names)
+            text = "".join(f"{os.path.relpath(p, value)}:{files.sha256_file(p)}" for p in listed)
+            hashes[name] = hashlib.sha256(text.encode()).hexdigest()
+    return hashes
+
+
+def stage_inputs(config: Config, directory: run.RunDirectory, stage: str) -> run.StageInputs:
+    """What `stage` would run from now: its settings, outside files and upstream results."""
+    return run.StageInputs(
+        settings=config.read_by(stage),
+        files=_outside_files(config, stage),
+        upstream={
+            u: directory.outputs_digest(u)
+            for u in stages_lib.BY_NAME[stage].upstream
+            if directory.done(u)
+        },
+    )
+
+
+def plan(config: Config, directory: run.RunDirectory, selected: list[str]) -> list[run.Decision]:
+    """The selected stages that rerun and why (`run.plan`). --overwrite reruns every selected
+    stage; stages named in --stages run again (not in a run continuing in a fresh process,
+    --isolate_stages)."""
+    named = tuple(config.stages) != (stages_lib.ALL,) and not _continuing()
+    force = selected if config.overwrite or named else []
+    return run.plan(
+        directory,
+        STAGE_NAMES,
+        selected,
+        lambda stage: stage_inputs(config, directory, stage),
+        lambda stage: stages_lib.BY_NAME[stage].upstream,
+        force,
+    )
+
+
+def _announce(ctx: Context, decisions: list[run.Decision]) -> None:
+    """Before the first stage: which stages are reused and which rerun, and why (said only for a
+    run directory that holds earlier stages)."""
+    if _continuing() or not ctx.directory.manifest["stages"]:
+        return
+    reused = [d.stage for d in decisions if not d.rerun]
+    lines = [f"Reused, unchanged: {', '.join(reused)}"] if reused else []
+    lines += [f"Reruns: {d.stage} ({d.reason})" for d in decisions if d.rerun]
+    for line in lines:
+        logging.info("%s", line)
+        print(line, flush=True)
 
 
 # Set in the environment of a run that re-executed itself (--isolate_stages): it continues the
@@ -141,21 +203,17 @@ def _run_stage(ctx: Context, stage) -> tuple[list[str], dict]:
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _run_stages(ctx: Context, selected: list[str]) -> dict:
+def _run_stages(ctx: Context, decisions: list[run.Decision]) -> dict:
     config, strategy = ctx.config, ctx.strategy
-    # Stages named in --stages run again; with --stages=all finished stages are skipped (and
-    # always in a run continuing in a fresh process).
-    rerun = set() if tuple(config.stages) == ("all",) or _continuing() else set(selected)
     distributed = tfkd.distill.distribute.is_distributed(strategy)
     heavy_stage_ran = False
-    for index, stage in enumerate(STAGES):
-        if stage.name not in selected:
-            continue
-        position = (selected.index(stage.name) + 1, len(selected))
-        if stage.name not in rerun and ctx.directory.done(stage.name):
-            logging.info("Stage %s: finished earlier, files unchanged; skipping.", stage.name)
+    for index, decision in enumerate(decisions):
+        stage = stages_lib.BY_NAME[decision.stage]
+        position = (index + 1, len(decisions))
+        if not decision.rerun:
+            logging.info("Stage %s: finished earlier, unchanged; reused.", stage.name)
             if not _continuing():
-                console.banner(*position, stage.name, "finished earlier, files unchanged; skipped")
+                console.banner(*position, stage.name, "finished earlier, unchanged; reused")
             continue
         if heavy_stage_ran and config.isolate_stages and not distributed and ctx.chief:
             logging.info(
@@ -174,25 +232,30 @@ def _run_stages(ctx: Context, selected: list[str]) -> dict:
             # copies of the models, read back from the run directory.
             ctx.drop_models()
             distributed = False
-        # A stage that runs is unfinished until it records again, and it changes the inputs of
-        # every later stage.
-        ctx.directory.forget(STAGE_NAMES[index:])
-        logging.info("Stage %s: running.", stage.name)
+        # A stage that runs is unfinished until it records again, and so is every stage that
+        # consumes its results.
+        ctx.directory.forget(stages_lib.downstream(stage.name))
+        inputs = stage_inputs(config, ctx.directory, stage.name)
+        if not ctx.directory.start(stage.name, inputs) and ctx.chief:
+            # Backups an interrupted attempt left were made from other settings or inputs.
+            ctx.directory.remove_backups(stage.name, stage.model)
+        logging.info("Stage %s: running (%s).", stage.name, decision.reason)
         console.banner(*position, stage.name, _describe(ctx, stage))
         started = time.time()
         benchmark.reset_peak_rss()
         try:
-            outputs, metrics = _run_stage(ctx, stage)
+            with config_lib.reading() as reads:
+                outputs, metrics = _run_stage(ctx, stage)
         except training.NonFiniteLoss as error:
             raise ValueError(
-                f"Stage {stage.name}: {error}. The last finished epoch is kept in "
-                f"{ctx.directory.file('checkpoints', stage.name)}. Lower --learning_rate (or "
-                "look for broken inputs) and rerun with --overwrite."
+                f"Stage {stage.name}: {error}. Lower --learning_rate (or look for broken "
+                "inputs) and rerun the same command: the stages the change affects run again, "
+                "the others are reused."
             ) from error
         metrics["seconds"] = time.time() - started
         # The stage's own peak: where a run's memory goes, stage by stage.
         metrics["peak_rss_mb"] = benchmark.peak_rss_bytes() / 2**20
-        ctx.directory.record(stage.name, outputs, metrics)
+        ctx.directory.record(stage.name, outputs, metrics, inputs, reads)
         heavy_stage_ran = heavy_stage_ran or _leaves_memory(stage)
         if stage.trains and not distributed:
             # Later stages read what they need back from the run directory: letting go of this

@@ -17,7 +17,8 @@ import numpy as np
 from absl import logging
 
 import tfkd
-from pipelines import console, policy, report
+from pipelines import config as config_lib
+from pipelines import policy, report
 from pipelines.context import DISTILLATION_SEED, QAD_DATA, STUDENT_DATA
 from pipelines.run import RunLayout
 from tfkd import export, files, quantize
@@ -212,7 +213,11 @@ def _race(ctx: "Context") -> "tfkd.distill.calibration.Calibration":
                 callbacks=training.callbacks(
                     backup_dir=ctx.directory.checkpoints(PROBES, name), keep_backup=True
                 )
-                + [console.EpochProgress(f"student (probe: {name})")],
+                + [
+                    tfkd.progress.TrainingProgress(
+                        f"student (probe: {name})", batch_size=config.batch_size
+                    )
+                ],
             )
             # Measured with the batch statistics of its weights as they are: the moving
             # averages still hold their start this early (tfkd.measure.batch_norm).
@@ -548,7 +553,11 @@ class Stage:
 
     Attributes:
         name: as given to --stages and recorded in the manifest.
-        needs: stages whose artifacts this one reads.
+        needs: stages whose artifacts this one cannot run without.
+        uses: stages whose artifacts or results it also reads when they ran (the teacher
+            check reads the baseline's). With `needs` they are its upstream: it reruns when
+            one of them does (pipelines/run.py, `plan`). The settings it reads are the
+            `Config` fields whose `read_by` names it.
         trains: runs in the strategy's scope on every worker; the others run on the chief
             alone, on plain copies of the models read back from the run directory.
         fn: the body.
@@ -566,6 +575,11 @@ class Stage:
     model: str = ""
     epochs: str = ""
     mixed_precision: bool = False
+    uses: tuple[str, ...] = ()
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        return self.needs + self.uses
 
 
 STAGES = (
@@ -598,8 +612,9 @@ STAGES = (
         model="student",
         epochs="student_epochs",
         mixed_precision=True,
+        uses=("baseline",),
     ),
-    Stage("select", ("student",), True, select, "choose the student to ship"),
+    Stage("select", ("student",), True, select, "choose the student to ship", uses=("baseline",)),
     # TF-MOT's fake-quant layers are float32: QAD never uses mixed precision.
     Stage(
         "qad",
@@ -609,14 +624,58 @@ STAGES = (
         "quantization-aware distillation",
         model="student_qad",
         epochs="qat_epochs",
+        uses=("student",),
     ),
-    Stage("export", ("teacher", "select"), False, export_models, "export .tflite files"),
-    Stage("verify", ("export",), False, verify, "accuracy of every .tflite (parity gate)"),
+    Stage(
+        "export", ("teacher", "select"), False, export_models, "export .tflite files", uses=("qad",)
+    ),
+    Stage(
+        "verify",
+        ("export",),
+        False,
+        verify,
+        "accuracy of every .tflite (parity gate)",
+        uses=("select",),
+    ),
     Stage("benchmark", ("export",), False, host_benchmark, "latency on this host"),
     Stage("device", ("export",), False, device_benchmark, "latency on the phone"),
-    Stage("report", ("verify",), False, write_report, "write the report"),
+    Stage(
+        "report",
+        ("verify",),
+        False,
+        write_report,
+        "write the report",
+        uses=("teacher", "baseline", "student", "select", "qad", "export", "benchmark", "device"),
+    ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+BY_NAME = {s.name: s for s in STAGES}
+
+
+def downstream(name: str) -> list[str]:
+    """`name` and every stage that consumes its results, directly or not, in table order."""
+    below = {name}
+    for stage in STAGES:
+        if below & set(stage.upstream):
+            below.add(stage.name)
+    return [s for s in STAGE_NAMES if s in below]
+
+
+def upstream(name: str) -> set[str]:
+    """Every stage whose results `name` consumes, directly or not."""
+    found: set[str] = set()
+    for direct in BY_NAME[name].upstream:
+        found |= {direct} | upstream(direct)
+    return found
+
+
+def undeclared_reads(stage: str, reads) -> set[str]:
+    """The settings `stage` was seen to read (`reads`, as the manifest records them) that
+    neither it nor a stage upstream of it declares (`Config` fields' `read_by`): a change to
+    one would not rerun it. The tests hold every stage to an empty set."""
+    return set(reads) - config_lib.declared_reads(upstream(stage) | {stage})
+
+
 ALL = "all"
 # The one stage that needs a phone: it runs only where --serial names one.
 DEVICE = "device"

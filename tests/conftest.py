@@ -1,5 +1,6 @@
 """Test-session set-up: two logical CPU devices, so tf.distribute tests run on one CPU."""
 
+import json
 import os
 import tempfile
 
@@ -29,6 +30,28 @@ def _fresh_keras_state():
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _stages_read_only_the_settings_they_declare(request):
+    """After every test with a `tmp_path`: each stage of each run made there read only the
+    settings it or a stage upstream of it declares (the manifest records what it read), so a
+    changed setting always reruns the stages whose results depend on it."""
+    if "tmp_path" not in request.fixturenames:
+        yield
+        return
+    root = request.getfixturevalue("tmp_path")
+    yield
+    from pipelines import stages
+
+    for manifest in root.rglob("manifest.json"):
+        recorded = json.loads(manifest.read_text()).get("stages", {})
+        undeclared = {
+            stage: sorted(stages.undeclared_reads(stage, entry.get("reads", ())))
+            for stage, entry in recorded.items()
+        }
+        undeclared = {stage: names for stage, names in undeclared.items() if names}
+        assert not undeclared, f"{manifest}: stages read settings they do not declare: {undeclared}"
 
 
 @pytest.fixture(scope="session")

@@ -109,19 +109,28 @@ def test_an_unknown_choice_is_refused_when_flags_are_parsed():
         _parsed("--optimizer=adagrad")
 
 
-def test_only_settings_that_change_results_tie_a_run_directory():
-    base = Config().results_settings()
-    for change in (
-        {"out_dir": "elsewhere"},
-        {"threads": (2,)},
-        {"benchmark_runs": 7},
-        {"strategy": "mirrored"},
-        {"overwrite": True},
-        {"stages": ("report",)},
-    ):
-        assert dataclasses.replace(Config(), **change).results_settings() == base, change
-    for change in ({"seed": 1}, {"loss": "kd", "temperature": 2.0}, {"modes": ("int8",)}):
-        assert dataclasses.replace(Config(), **change).results_settings() != base, change
+def test_every_setting_names_the_stages_that_read_it():
+    """`read_by` is the one declaration of which stage a setting affects (the run directory's
+    build graph): every name in it is a stage, and the settings no stage reads change how or
+    where a run happens, not what it computes."""
+    from pipelines import stages
+
+    unread = set()
+    for field in dataclasses.fields(Config):
+        assert set(field.metadata["read_by"]) <= set(stages.STAGE_NAMES), field.name
+        if not field.metadata["read_by"]:
+            unread.add(field.name)
+    assert unread == {
+        "out_dir",
+        "overwrite",
+        "stages",
+        "strategy",
+        "collective_timeout",
+        "isolate_stages",
+        "data_cache",
+        "teacher_cache_dir",
+    }
+    assert set(Config().read_by("export")) == {"modes", "export_output", "representative_size"}
 
 
 def test_validation_runs_once_per_config(monkeypatch):

@@ -251,7 +251,7 @@ def test_a_failed_write_leaves_no_file(trained, digits, tmp_path, monkeypatch):
         class_names=digits.class_names,
     )
     before = sorted(os.listdir(tmp_path))
-    monkeypatch.setattr(export, "convert", crash)
+    monkeypatch.setattr(export.conversion, "convert", crash)
     with pytest.raises(RuntimeError):
         export.export(
             trained[0],

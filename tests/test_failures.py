@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -155,6 +156,39 @@ def test_an_empty_class_folder_is_refused(tmp_path, capsys):
         *FAST,
         message="['bird'] have no training images",
     )
+
+
+def test_a_representative_set_too_large_for_the_folder_is_refused_before_training(
+    tmp_path, capsys, caplog
+):
+    """The export's calibration set is checked against the training split up front: an explicit
+    size that cannot be filled names the flag and the largest that fits, with nothing trained;
+    the default shrinks to fit and says so in one line."""
+    root = _folder(tmp_path / "photos", per_class=12)
+    args = (f"--dataset=folder:{root}", "--image_size=16,16", *FAST)
+    refused(
+        capsys,
+        str(tmp_path / "run"),
+        *args,
+        "--modes=float32,int8",
+        "--representative_size=150",
+        message="--representative_size=150: the training split can fill a class-balanced "
+        "representative set of at most",
+    )
+    assert not (tmp_path / "run").exists()
+    status, err = run_main(
+        capsys, f"--out_dir={tmp_path / 'run'}", *args, "--modes=int8", "--stages=teacher"
+    )
+    assert status in (0, None), err
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    adapted = [
+        re.search(
+            r"--representative_size: the training split fills at most (\d+) of the default 200", w
+        )
+        for w in warnings
+    ]
+    sizes = [int(m.group(1)) for m in adapted if m]
+    assert len(sizes) == 1 and 2 <= sizes[0] < 24, warnings  # 24 images in the folder
 
 
 def test_a_class_with_one_image_is_refused_with_the_count_needed(tmp_path, capsys):

@@ -145,7 +145,7 @@ def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path, c
 
 
 @pytest.mark.slow
-def test_same_seed_same_report_and_other_settings_are_refused(tmp_path):
+def test_same_seed_same_report_and_an_export_setting_reruns_only_export_and_later(tmp_path, capsys):
     config = Config(out_dir=str(tmp_path / "a"), **TINY)
     scheduler.execute(config)
     scheduler.execute(dataclasses.replace(config, out_dir=str(tmp_path / "b")))
@@ -155,14 +155,20 @@ def test_same_seed_same_report_and_other_settings_are_refused(tmp_path):
         return {m["name"]: m["accuracy"] for m in report["models"]}
 
     assert accuracies("a") == accuracies("b")
-    config = dataclasses.replace(config, stages=("teacher",))
-    changed = dataclasses.replace(config, teacher_epochs=3)
-    with pytest.raises(ValueError, match="different settings.*--overwrite"):
-        scheduler.execute(changed)
-    scheduler.execute(dataclasses.replace(changed, overwrite=True))
+    before = json.loads((tmp_path / "a" / "manifest.json").read_text())["stages"]
+    capsys.readouterr()
+    scheduler.execute(dataclasses.replace(config, representative_size=150))
+    printed = capsys.readouterr().out
+    assert "Reused, unchanged: teacher, baseline, student, select, qad\n" in printed
+    assert "Reruns: export (settings changed: --representative_size 200 -> 150)" in printed
+    after = json.loads((tmp_path / "a" / "manifest.json").read_text())["stages"]
+    for stage in ("teacher", "baseline", "student", "select", "qad"):
+        assert after[stage] == before[stage], stage  # not trained again
+    for stage in ("export", "verify", "benchmark", "report"):
+        assert after[stage]["finished"] > before[stage]["finished"], stage
+    assert after["export"]["settings"]["representative_size"] == 150
 
 
-@pytest.mark.slow
 def _epoch_scalars(log_dir):
     """{tag: {epoch: value}} of the epoch-level scalars TensorBoard logged in `log_dir`."""
     import tensorflow as tf

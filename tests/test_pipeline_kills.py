@@ -175,7 +175,7 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
 @pytest.mark.parametrize(
     "target, nth, where",
     [
-        ("pipelines.console.EpochProgress.on_epoch_end", 2, "training"),
+        ("tfkd.progress.TrainingProgress.on_epoch_end", 2, "training"),
         ("tfkd.export.conversion.convert", 2, "export"),
     ],
 )

@@ -3,16 +3,12 @@
 import hashlib
 import json
 
-import pytest
-
 from pipelines.run import MANIFEST, RunDirectory
-
-SETTINGS = {"seed": 0, "teacher": "cnn_large"}
 
 
 def test_opening_a_run_directory_writes_nothing_until_a_stage_records(tmp_path):
     path = tmp_path / "run"
-    directory = RunDirectory(str(path), SETTINGS)
+    directory = RunDirectory(str(path))
     assert not path.exists()
     assert not directory.done("teacher")
     (tmp_path / "run").mkdir()
@@ -24,11 +20,11 @@ def test_opening_a_run_directory_writes_nothing_until_a_stage_records(tmp_path):
 
 
 def test_a_changed_or_missing_output_makes_a_stage_unfinished(tmp_path):
-    directory = RunDirectory(str(tmp_path), SETTINGS)
+    directory = RunDirectory(str(tmp_path))
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "w.bin").write_bytes(b"\x00\x01")
     directory.record("student", ["model"])
-    reopened = RunDirectory(str(tmp_path), SETTINGS)
+    reopened = RunDirectory(str(tmp_path))
     assert reopened.done("student")
     (tmp_path / "model" / "w.bin").write_bytes(b"\x00\x02")
     assert not reopened.done("student")
@@ -36,30 +32,15 @@ def test_a_changed_or_missing_output_makes_a_stage_unfinished(tmp_path):
     assert not reopened.done("student")
 
 
-def test_other_settings_are_refused_unless_overwrite_which_forgets_the_stages(tmp_path):
-    (tmp_path / "f").write_text("x")
-    RunDirectory(str(tmp_path), SETTINGS).record("teacher", ["f"])
-    before = (tmp_path / MANIFEST).read_text()
-    other = dict(SETTINGS, seed=1)
-    with pytest.raises(ValueError, match="different settings.*--overwrite"):
-        RunDirectory(str(tmp_path), other)
-    replaced = RunDirectory(str(tmp_path), other, overwrite=True)
-    assert not replaced.done("teacher")
-    # Refusing, and even opening with --overwrite, changed nothing on disk yet.
-    assert (tmp_path / MANIFEST).read_text() == before
-    replaced.record("baseline", ["f"])
-    assert set(json.loads((tmp_path / MANIFEST).read_text())["stages"]) == {"baseline"}
-
-
 def test_forget_drops_later_stages_and_a_reader_never_writes(tmp_path):
     (tmp_path / "f").write_text("x")
-    directory = RunDirectory(str(tmp_path), SETTINGS)
+    directory = RunDirectory(str(tmp_path))
     directory.record("teacher", ["f"])
     directory.record("student", ["f"])
     directory.forget(["student", "report"])
     assert directory.done("teacher") and not directory.done("student")
     before = (tmp_path / MANIFEST).read_text()
-    reader = RunDirectory(str(tmp_path), SETTINGS, writable=False)
+    reader = RunDirectory(str(tmp_path), writable=False)
     reader.record("baseline", ["f"], {"accuracy": 1.0})
     assert reader.done("baseline") and reader.metrics("baseline") == {"accuracy": 1.0}
     assert (tmp_path / MANIFEST).read_text() == before
@@ -71,7 +52,7 @@ def test_models_are_saved_whole_and_quantization_aware_ones_as_weights(tmp_path)
     import tfkd
     from tfkd import quantize
 
-    directory = RunDirectory(str(tmp_path), SETTINGS)
+    directory = RunDirectory(str(tmp_path))
     float_model = tfkd.models.build("cnn_tiny", (8, 8, 1), 10)
     qat = quantize.quantize_student(tfkd.models.build("cnn_tiny", (8, 8, 1), 10))
     assert directory.save_model("student", float_model) == "student/student.keras"

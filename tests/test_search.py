@@ -240,10 +240,9 @@ def _fake_run(run_dir, drop=0.0):
         }
     }
     (run_dir / "tflite" / "model_card.json").write_text(json.dumps(card))
-    from pipelines.config import Config
     from pipelines.run import RunDirectory
 
-    RunDirectory(str(run_dir), Config().results_settings()).record(
+    RunDirectory(str(run_dir)).record(
         "verify", [], {"drops": {"student_qad_int8": drop, "student_int8": 3.0}}
     )
     host = {"student_qad_int8": {"1": {"latency": {"p50_ms": 0.5, "mean_ms": 0.6}}}}

@@ -2,11 +2,23 @@
 
 The library follows the flow, one subpackage per step: `data` → `models` → `distill` →
 `quantize` → `export` → `measure`, with `tasks` holding what is specific to classification.
-`keras`, `registry` and `files` sit at the top. `__all__` is the public API; `tools/`,
+`keras`, `registry`, `files` and `progress` (what a person sees inside long work) sit at the
+top. `__all__` is the public API; `tools/`,
 `pipelines/` and `benchmarks/` use these names and nothing else (docs/architecture.md).
 """
 
-from tfkd import data, distill, export, files, measure, models, quantize, registry, tasks
+from tfkd import (
+    data,
+    distill,
+    export,
+    files,
+    measure,
+    models,
+    progress,
+    quantize,
+    registry,
+    tasks,
+)
 from tfkd.distill import losses  # the documented `tfkd.losses.KD(...)`
 from tfkd.distill.distiller import Distiller
 from tfkd.keras import keras  # Keras 2 for tfkd; TF-MOT imported without side effects
@@ -23,6 +35,7 @@ __all__ = [
     "losses",
     "measure",
     "models",
+    "progress",
     "quantize",
     "registry",
     "tasks",

@@ -9,7 +9,7 @@ on a large related folder, then distil on your own photos:
         --out=backbone.h5
 """
 
-from pipelines import console  # noqa: I001  (first: imports TensorFlow quietly)
+from pipelines import console  # noqa: F401, I001  (first: imports TensorFlow quietly)
 
 from absl import app, flags
 
@@ -53,7 +53,7 @@ def main(argv):
         learning_rate=FLAGS.learning_rate,
         validation=validation,
         verbose=0,
-        callbacks=[console.EpochProgress("pretrain")],
+        callbacks=[tfkd.progress.TrainingProgress("pretrain", batch_size=FLAGS.batch_size)],
     )
     accuracy = tfkd.tasks.classification.keras_accuracy(model, validation)
     backbone = keras.Model(model.input, model.get_layer(pretrained.HEAD_LAYERS[0]).input)

@@ -59,7 +59,7 @@ def calibrated_settings(base: Config, layout: Layout) -> dict:
     have no student alone to calibrate against); nothing when the base named its loss."""
     if not base.calibrated:
         return {}
-    chosen = _run_directory(layout.base, base).metrics("student")["calibration"]
+    chosen = run_lib.RunDirectory(layout.base, writable=False).metrics("student")["calibration"]
     return dict(
         loss=chosen["loss"],
         loss_params=tuple(f"{k}={v}" for k, v in sorted(chosen["params"].items())),
@@ -104,18 +104,13 @@ def shipped_variant(card: dict, mode: str) -> str:
     raise ValueError(f"No {mode} student in the model card: the export stage did not write it.")
 
 
-def _run_directory(run_dir: str, config: Config) -> run_lib.RunDirectory:
-    """A run's directory as the pipeline reads it (read-only here)."""
-    return run_lib.RunDirectory(run_dir, config.results_settings(), writable=False)
-
-
 def objectives_of(run_dir: str, config: Config, mode: str) -> dict:
     """The measured objectives of the `mode` file a run shipped."""
     tflite = run_lib.RunLayout(run_dir).export_dir()
     card = export.read_card(tflite)
     name = shipped_variant(card, mode)
     entry = card["variants"][name]
-    drop = _run_directory(run_dir, config).metrics("verify")["drops"].get(name, 0.0)
+    drop = run_lib.RunDirectory(run_dir, writable=False).metrics("verify")["drops"].get(name, 0.0)
     if drop > config.max_drop_points:
         raise TrialFailed(
             f"{name} lost {drop:.2f} accuracy points against its float student "
@@ -148,7 +143,7 @@ def _read_json(path: str) -> dict:
 def _unfinished(config: Config) -> list[str]:
     """The stages of `config` its run directory has not finished (a killed search's trials go
     on from there)."""
-    directory = _run_directory(config.out_dir, config)
+    directory = run_lib.RunDirectory(config.out_dir, writable=False)
     return [s for s in stages_lib.selected(config.stages, config.serial) if not directory.done(s)]
 
 
