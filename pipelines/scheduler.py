@@ -1,4 +1,4 @@
-"""Runs the selected stages of a run in table order, skipping finished ones."""
+"""Runs the selected stages of a run in table order, reusing those the plan keeps."""
 
 import dataclasses
 import errno

@@ -198,7 +198,7 @@ def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_
     codes = _finish(_start_workers(str(out), extra, _free_ports(2)))
     chief = _log(tmp_path, 0)
     assert codes == [0, 0], chief[-3000:]
-    assert "teacher: finished earlier, files unchanged; skipped" in chief
+    assert "teacher: finished earlier, unchanged; reused" in chief
     epochs = [line for line in chief.splitlines() if line.strip().startswith("student epoch ")]
     assert epochs and "epoch 1/8 " not in epochs[0], "distillation restarted instead of resuming"
     manifest = json.loads((out / "manifest.json").read_text())

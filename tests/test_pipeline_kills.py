@@ -57,8 +57,8 @@ def test_killed_during_distillation_resumes_and_skips_finished_stages(tmp_path):
 
     result = _main(*args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "teacher: finished earlier, files unchanged; skipped" in result.stdout
-    assert "baseline: finished earlier, files unchanged; skipped" in result.stdout
+    assert "teacher: finished earlier, unchanged; reused" in result.stdout
+    assert "baseline: finished earlier, unchanged; reused" in result.stdout
     assert "student (probe:" not in result.stdout, "the race ran again"
     first_epoch = next(
         line for line in result.stdout.splitlines() if line.strip().startswith("student epoch ")
@@ -67,7 +67,9 @@ def test_killed_during_distillation_resumes_and_skips_finished_stages(tmp_path):
     assert resumed_at > probe_epochs + 1, "distillation restarted instead of resuming"
     # The full log, INFO lines and TensorFlow's start-up included, is in the run directory.
     log = (tmp_path / "logs" / "run.log").read_text()
-    assert "Stage teacher: finished earlier" in log and "Stage student: running." in log
+    assert (
+        "Stage teacher: finished earlier" in log and "Stage student: running (interrupted)." in log
+    )
     assert (tmp_path / "report.md").exists()
 
 

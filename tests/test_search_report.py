@@ -158,3 +158,34 @@ def test_against_names_the_front_models_that_beat_or_equal_a_reference():
     assert not search_report.against(
         [dict(shipped, name="d", accuracy=0.9, latency_ms=1.0)], shipped, objectives
     )["met"]
+
+
+def test_each_trial_that_ends_is_one_line_with_the_searchs_eta():
+    import io
+    import types
+
+    from pipelines.search.trial_lines import TrialLines
+
+    clock = types.SimpleNamespace(now=0.0)
+    stream = io.StringIO()
+    lines = TrialLines(4, lambda name: f"SEARCH/trials/{name}", stream, clock=lambda: clock.now)
+    lines.setup()
+    done = types.SimpleNamespace(
+        trial_id="a1",
+        status="TERMINATED",
+        config={"student": "cnn_tiny", "temperature": 2.0},
+        last_result={"accuracy": 0.93121, "latency_ms": 0.5123, "other": 1},
+    )
+    running = types.SimpleNamespace(trial_id="b2", status="RUNNING", config={}, last_result={})
+    clock.now = 60.0
+    lines.on_trial_complete(1, [done, running], done)
+    running.status = "ERROR"
+    clock.now = 180.0
+    lines.on_trial_error(2, [done, running], running)
+    first, second = stream.getvalue().splitlines()
+    # One trial in 60 s, three left: 3:00; then two in 180 s, two left: 3:00.
+    assert first == (
+        "  trial 1/4 a1: accuracy 0.9312, latency_ms 0.5123 "
+        "(student=cnn_tiny, temperature=2.0)  ETA 03:00"
+    )
+    assert second == "  trial 2/4 b2: failed (see SEARCH/trials/b2.log)  ETA 03:00"

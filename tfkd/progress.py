@@ -25,7 +25,8 @@ def _bar(done: float, total: float) -> str:
     return f"[{'#' * filled}{'.' * (20 - filled)}]"
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """`MM:SS`, or `H:MM:SS` from an hour: how ETAs and elapsed times are shown."""
     seconds = max(0, int(seconds))
     hours, rest = divmod(seconds, 3600)
     return (
@@ -92,13 +93,13 @@ class Progress:
         elapsed = now - self._started
         if done >= total:
             self._writer.show(
-                f"  {self.label}: {total:,} {self.unit} in {_duration(elapsed)}", final=True
+                f"  {self.label}: {total:,} {self.unit} in {duration(elapsed)}", final=True
             )
             return
         if not self._writer.due():
             return
         rate = done / elapsed if elapsed > 0 else 0.0
-        eta = _duration((total - done) / rate) if rate else "--:--"
+        eta = duration((total - done) / rate) if rate else "--:--"
         bar = f" {_bar(done, total)}" if self._writer.terminal else ""
         self._writer.show(
             f"  {self.label}{bar} {done:,}/{total:,}  {rate:,.0f} {self.unit}/s  ETA {eta}"
@@ -155,7 +156,7 @@ class TrainingProgress(keras.callbacks.Callback):
             if self.batch_size
             else f"{per_second:,.1f} steps/s"
         )
-        return rate, _duration(remaining_steps / per_second)
+        return rate, duration(remaining_steps / per_second)
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps_here += 1

@@ -167,6 +167,8 @@ def search(
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
+    from pipelines.search.trial_lines import TrialLines
+
     layout = Layout(os.path.abspath(base.out_dir))
     overrides = trial_overrides(base, layout)
     # Everything is checked before anything is written or any trial starts.
@@ -264,6 +266,7 @@ def search(
                     storage_path=storage,
                     verbose=0,
                     failure_config=tune.FailureConfig(max_failures=0),
+                    callbacks=[TrialLines(trials, layout.trial)],
                 ),
             )
         results = tuner.fit()
