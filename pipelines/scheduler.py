@@ -44,6 +44,22 @@ def _check_raw_byte_input(ctx: Context) -> None:
             raise ValueError(f"--modes={','.join(ctx.config.modes)}: {error}") from error
 
 
+def _check_device(config: Config, selected: list[str]) -> None:
+    """The phone of the device stage is reachable, and --benchmark_binary exists, before any
+    training: that stage runs last."""
+    if stages_lib.DEVICE not in selected:
+        return
+    try:
+        device.connect(config.serial)
+    except device.DeviceError as error:
+        raise ValueError(f"--serial={config.serial}: {error}") from error
+    if config.benchmark_binary and not os.path.isfile(config.benchmark_binary):
+        raise ValueError(
+            f"--benchmark_binary={config.benchmark_binary} does not exist. Give the host path "
+            "of Android's benchmark_model, or leave it out to measure with the demo app."
+        )
+
+
 def execute(config: Config, strategy: tf.distribute.Strategy | None = None) -> dict:
     """Runs the selected stages and returns every finished stage's metrics by stage name.
 
@@ -57,6 +73,7 @@ def execute(config: Config, strategy: tf.distribute.Strategy | None = None) -> d
     # Everything is checked before anything is written: a failed start changes nothing.
     selected = stages_lib.selected(config.stages, config.serial)
     run.check_location(config.out_dir)
+    _check_device(config, selected)
     ctx = Context(config, strategy)
     _check_feature_layers(ctx)
     _check_raw_byte_input(ctx)

@@ -329,6 +329,7 @@ def export_models(ctx: "Context") -> StageResult:
         preprocessing=splits.preprocessing,
         class_names=splits.class_names,
         source_run=os.path.basename(os.path.abspath(config.out_dir)),
+        progress=lambda variant: tfkd.progress.Progress(f"calibrating {variant}", summary=False),
     )
     # The `student_*` files hold the shipped student (distilled, or alone if it was better).
     # Exported first: the card's preprocessing is the student's (what an app applies).
@@ -398,8 +399,11 @@ def verify(ctx: "Context") -> StageResult:
     card = export.read_card(out)
     accuracies = {}
     for name, entry in card["variants"].items():
+        test = _test_for(ctx, entry)
+        progress = tfkd.progress.Progress(f"verifying {name}", summary=False)
         accuracy = classification.tflite_accuracy(
-            os.path.join(out, entry["file"]), _test_for(ctx, entry).as_numpy_iterator()
+            os.path.join(out, entry["file"]),
+            tfkd.progress.counted(test.as_numpy_iterator(), progress, ctx.splits.sizes["test"]),
         )
         entry["accuracy"] = {"split": "test", "value": accuracy}
         accuracies[name] = accuracy

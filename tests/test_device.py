@@ -280,3 +280,26 @@ def test_cli_without_a_device_says_so_without_a_traceback(fake_adb, files):
     result = _tool("android_benchmark", files[0])
     assert result.returncode == 2
     assert "No Android device attached" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "devices, binary, message",
+    [
+        ({}, None, "--serial=emulator-5554: No Android device attached"),
+        ({"emulator-5554": "unauthorized"}, None, "is unauthorized: unlock it"),
+        ({"emulator-5554": "device"}, "/nowhere/benchmark_model", "--benchmark_binary="),
+    ],
+)
+def test_the_phone_is_checked_before_any_training(fake_adb, tmp_path, devices, binary, message):
+    """The device stage runs last: an unreachable phone or a missing benchmark binary is named
+    before the first stage, and nothing is written."""
+    from pipelines import scheduler
+    from pipelines.config import Config
+
+    configure, _ = fake_adb
+    configure(devices=devices)
+    out = tmp_path / "run"
+    config = Config(out_dir=str(out), serial="emulator-5554", benchmark_binary=binary)
+    with pytest.raises(ValueError, match=message):
+        scheduler.execute(config)
+    assert not out.exists()

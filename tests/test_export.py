@@ -325,3 +325,11 @@ def test_representative_set_tops_up_short_classes_with_unlabeled_images():
     # Every labeled image of a class below its quota of 20, and no unlabeled one as a class.
     assert taken == [min(20, int(n)) for n in per_class]
     assert representative.describe()["unlabeled"] == 200 - sum(taken)
+
+
+def test_calibration_reports_its_progress_over_the_representative_images(trained, digits):
+    calls = []
+    representative = export.representative_set(digits, 20)
+    export.convert(trained[0], "int8", representative, progress=lambda d, t: calls.append((d, t)))
+    # The converter walks the whole set once, in order.
+    assert calls == [(i, 20) for i in range(1, 21)]

@@ -5,7 +5,7 @@ import io
 import numpy as np
 
 from tfkd.keras import keras
-from tfkd.progress import Progress, TrainingProgress
+from tfkd.progress import Progress, TrainingProgress, counted
 
 
 class _Stream(io.StringIO):
@@ -101,3 +101,18 @@ def test_counted_work_reports_its_rate_and_ends_with_one_line():
     lines = stream.getvalue().splitlines()
     assert lines[0] == "  decoding images 300/1,000  10 images/s  ETA 01:10"
     assert len(lines) == 4 and lines[-1] == "  decoding images: 1,000 images in 01:40"
+
+
+def test_counted_batches_report_examples_and_a_quick_step_leaves_nothing_behind():
+    clock, stream = _Clock(), _Stream(terminal=True)
+    progress = Progress("verifying student_int8", stream=stream, clock=clock, summary=False)
+    batches = [(np.zeros((4, 2)), np.zeros(4)), (np.zeros((4, 2)), np.zeros(4))]
+    seen = []
+    for batch in counted(iter(batches), progress, 8):
+        clock.now += 1.5
+        seen.append(len(batch[1]))
+    assert seen == [4, 4]
+    text = stream.getvalue()
+    # The bar once (after 1.5 s), then cleared: nothing is left on the line.
+    assert "verifying student_int8 [##########..........] 4/8" in text
+    assert text.endswith("\r" + " " * len(text.split("\r")[1]) + "\r")

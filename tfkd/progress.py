@@ -51,6 +51,13 @@ class _Writer:
     def due(self) -> bool:
         return self.clock() - self.last >= self.interval
 
+    def clear(self) -> None:
+        """Removes a bar from the terminal (nothing to remove elsewhere)."""
+        if self.terminal and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
     def show(self, text: str, final: bool = False) -> None:
         self.last = self.clock()
         if self.terminal:
@@ -62,6 +69,16 @@ class _Writer:
         self.stream.flush()
 
 
+def counted(batches, progress: "Progress", total: int):
+    """`batches` (of `(inputs, labels, ...)`) as they are, reporting the examples done so far to
+    `progress` after each one."""
+    done = 0
+    for batch in batches:
+        yield batch
+        done += len(batch[-1] if isinstance(batch, tuple) else batch)
+        progress(done, total)
+
+
 class Progress:
     """`progress(done, total)` for counted work (`unit`: what is counted).
 
@@ -71,6 +88,8 @@ class Progress:
         stream: where to write (stdout when None); a terminal gets a bar.
         every_seconds: the longest silence outside a terminal.
         clock: seconds, replaceable for tests.
+        summary: end with a line saying how long it took; False leaves nothing behind (the
+            bar is cleared) for work that is one of many quick steps.
     """
 
     def __init__(
@@ -80,9 +99,11 @@ class Progress:
         stream=None,
         every_seconds: float = FILE_SECONDS,
         clock: Clock = time.monotonic,
+        summary: bool = True,
     ):
         self.label = label
         self.unit = unit
+        self.summary = summary
         self._writer = _Writer(stream, clock, every_seconds)
         self._started: float | None = None
 
@@ -92,9 +113,12 @@ class Progress:
             self._started = now
         elapsed = now - self._started
         if done >= total:
-            self._writer.show(
-                f"  {self.label}: {total:,} {self.unit} in {duration(elapsed)}", final=True
-            )
+            if self.summary:
+                self._writer.show(
+                    f"  {self.label}: {total:,} {self.unit} in {duration(elapsed)}", final=True
+                )
+            else:
+                self._writer.clear()
             return
         if not self._writer.due():
             return

@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -151,9 +151,13 @@ def largest_representative_size(labels: np.ndarray, num_classes: int) -> int:
 
 
 def convert(
-    model: keras.Model, mode: str, representative: RepresentativeSet | None = None
+    model: keras.Model,
+    mode: str,
+    representative: RepresentativeSet | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> bytes:
-    """Converts `model` to a `.tflite` flatbuffer in `mode`."""
+    """Converts `model` to a `.tflite` flatbuffer in `mode`; `progress(done, total)` follows
+    the calibration over the representative images of a post-training integer mode."""
     check_mode(mode, model)
     qat = is_quantization_aware(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -169,9 +173,14 @@ def convert(
                     "representative set (tfkd.export.representative_set(splits))."
                 )
             images = representative.images
-            converter.representative_dataset = lambda: (
-                [images[i : i + 1]] for i in range(len(images))
-            )
+
+            def calibration():
+                for i in range(len(images)):
+                    yield [images[i : i + 1]]
+                    if progress is not None:
+                        progress(i + 1, len(images))
+
+            converter.representative_dataset = calibration
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if mode in _IO_TYPES:
             converter.inference_input_type = _IO_TYPES[mode]
@@ -274,9 +283,11 @@ def export(
     source_run: str | None = None,
     output: str = "probabilities",
     description: str = "",
+    progress: Callable[[str], Callable[[int, int], None]] | None = None,
 ) -> dict:
     """Converts `model` (emitting logits) in every mode of `modes` into `out_dir`, with
-    metadata inside every file, labels and a model card.
+    metadata inside every file, labels and a model card. `progress(variant)`, when given, makes
+    the `progress(done, total)` that follows a variant's calibration.
 
     Files: `<name>_<mode>.tflite`, `labels.txt`, `model_card.json`. An existing card is
     updated, so a float student and its QAT version can share one directory. `output` is
@@ -332,7 +343,9 @@ def export(
     files.write_text(os.path.join(out_dir, LABELS_FILE), "\n".join(class_names) + "\n")
     for mode in modes:
         path = os.path.join(out_dir, f"{name}_{mode}.tflite")
-        content = convert(converted, mode, representative)
+        content = convert(
+            converted, mode, representative, progress(f"{name}_{mode}") if progress else None
+        )
         if mode == "int8_io_uint8":
             content = _set_input_quantization(content, *raw_byte_quantization(preprocessing))
         entry = write_tflite(path, metadata.write_image_classifier(content, info))
