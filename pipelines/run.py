@@ -168,11 +168,13 @@ class StageInputs:
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    """Whether a stage reruns, and why, in a sentence a person reads before the run starts."""
+    """Whether a stage reruns, and why, in a sentence a person reads before the run starts.
+    A stage not selected whose results are stale (`stale`) is forgotten, not run."""
 
     stage: str
     rerun: bool
     reason: str
+    stale: bool = False
 
 
 class RunDirectory(RunLayout):
@@ -352,6 +354,7 @@ def plan(
     selected: Iterable[str],
     inputs_of,
     upstream_of,
+    needs_of,
     force: Iterable[str] = (),
 ) -> list[Decision]:
     """Which of the `selected` stages rerun and why, in `order` (the stage table's).
@@ -359,7 +362,9 @@ def plan(
     A stage reruns when it is forced (`force`: --overwrite, or named in --stages), never
     finished, had its files changed, reads a changed setting or outside file, or consumes a
     stage that reruns (`upstream_of(stage)`: the stages it consumes). `inputs_of(stage)` gives
-    its current `StageInputs`; it is only called for a stage whose upstream all stay.
+    its current `StageInputs`; it is only called for a stage whose upstream all stay. A
+    selected stage that cannot run without (`needs_of`) an unselected stale stage is a
+    `ValueError`: its results would come from other settings or files than today's.
     """
     order, selected, force = list(order), set(selected), set(force)
     decisions, rerunning, stale = [], set(), set()
@@ -367,18 +372,32 @@ def plan(
         consumed = set(upstream_of(stage))
         upstream = [u for u in order if u in consumed and u in rerunning]
         if stage not in selected:
-            if upstream or consumed & stale:  # forgotten when its upstream reruns
+            if upstream or consumed & stale:
+                why = "a stage it reads reruns or is stale"
+            elif directory.done(stage):
+                why = directory.why_stale(stage, inputs_of(stage))  # other settings or files
+            else:
+                why = None
+            if why:
                 stale.add(stage)
+                decisions.append(Decision(stage, False, why, stale=True))
             continue
+        left_stale = sorted(set(needs_of(stage)) & stale, key=order.index)
+        if left_stale:
+            up = left_stale[0]
+            reason = directory.why_stale(up, inputs_of(up)) if directory.done(up) else None
+            raise ValueError(
+                f"Stage {stage} reads the results of {up}, which are stale"
+                f"{f' ({reason})' if reason else ''}. Add {up} to --stages, or run --stages=all."
+            )
         if stage in force:
             reason = "asked for"
         elif stage not in directory.manifest["stages"]:
             reason = "not run yet" if stage not in directory.manifest["running"] else "interrupted"
         elif not directory.done(stage):
             reason = "its files changed since it ran"
-        elif upstream or consumed & stale:
+        elif upstream:
             reason = f"{', '.join(upstream)} rerun{'s' if len(upstream) == 1 else ''}"
-            reason = reason if upstream else "a stage it reads is stale"
         else:
             reason = directory.why_stale(stage, inputs_of(stage))
         if reason is not None:

@@ -142,6 +142,7 @@ def plan(config: Config, directory: run.RunDirectory, selected: list[str]) -> li
         selected,
         lambda stage: stage_inputs(config, directory, stage),
         lambda stage: stages_lib.BY_NAME[stage].upstream,
+        lambda stage: stages_lib.BY_NAME[stage].needs,
         force,
     )
 
@@ -151,9 +152,14 @@ def _announce(ctx: Context, decisions: list[run.Decision]) -> None:
     run directory that holds earlier stages)."""
     if _continuing() or not ctx.directory.manifest["stages"]:
         return
-    reused = [d.stage for d in decisions if not d.rerun]
+    reused = [d.stage for d in decisions if not d.rerun and not d.stale]
     lines = [f"Reused, unchanged: {', '.join(reused)}"] if reused else []
     lines += [f"Reruns: {d.stage} ({d.reason})" for d in decisions if d.rerun]
+    lines += [
+        f"Left out, stale until it runs again: {d.stage} ({d.reason})"
+        for d in decisions
+        if d.stale and ctx.directory.done(d.stage)
+    ]
     for line in lines:
         logging.info("%s", line)
         print(line, flush=True)
@@ -224,6 +230,9 @@ def _run_stages(ctx: Context, decisions: list[run.Decision]) -> dict:
     config, strategy = ctx.config, ctx.strategy
     distributed = tfkd.distill.distribute.is_distributed(strategy)
     heavy_stage_ran = False
+    # Results of stages not run here that are stale are not read as if they were current.
+    ctx.directory.forget([d.stage for d in decisions if d.stale])
+    decisions = [d for d in decisions if not d.stale]
     for index, decision in enumerate(decisions):
         stage = stages_lib.BY_NAME[decision.stage]
         position = (index + 1, len(decisions))

@@ -510,10 +510,9 @@ def write_report(ctx: "Context") -> StageResult:
         )
         for s in trained
     ]
-    host_path = directory.file(RunLayout.HOST_BENCHMARK)
     host = None
-    if os.path.exists(host_path):
-        with open(host_path, encoding="utf-8") as f:
+    if directory.done("benchmark"):  # not a stale file from other settings
+        with open(directory.file(RunLayout.HOST_BENCHMARK), encoding="utf-8") as f:
             host = json.load(f)
     written = report.build_and_write(
         directory.path,

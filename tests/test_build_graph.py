@@ -41,10 +41,13 @@ def _finish_every_stage(config: Config) -> None:
         directory.record(stage, [output], {"accuracy": 0.5}, inputs)
 
 
-def _reruns(config: Config) -> dict:
+def _plan(config: Config) -> list:
     directory = RunDirectory(config.out_dir)
-    decisions = scheduler.plan(config, directory, stages.selected(config.stages, config.serial))
-    return {d.stage: d.reason for d in decisions if d.rerun}
+    return scheduler.plan(config, directory, stages.selected(config.stages, config.serial))
+
+
+def _reruns(config: Config) -> dict:
+    return {d.stage: d.reason for d in _plan(config) if d.rerun}
 
 
 @pytest.mark.parametrize(
@@ -103,6 +106,22 @@ def test_a_changed_teacher_file_reruns_everything_that_used_it(tmp_path):
     assert set(planned) == EVERY_STAGE - {"baseline"}
     assert planned["teacher"] == "changed: the --teacher file"
     assert planned["student"] == "teacher reruns"
+    # Asked for the student alone, which cannot run without the now stale teacher: refused.
+    with pytest.raises(ValueError, match="Stage student reads the results of teacher, which"):
+        _reruns(dataclasses.replace(config, stages=("student",)))
+    # So is a report on stale verification, which it cannot do without.
+    with pytest.raises(ValueError, match="Stage report reads the results of verify"):
+        _reruns(dataclasses.replace(config, stages=("report",)))
+
+
+def test_a_stage_left_stale_that_another_only_uses_is_left_out(tmp_path):
+    # The report uses latencies when there are some: stale ones (other --threads) are dropped.
+    config = Config(out_dir=str(tmp_path))
+    _finish_every_stage(config)
+    changed = dataclasses.replace(config, threads=(1, 2), stages=("report",))
+    decisions = {d.stage: d for d in _plan(changed)}
+    assert _reruns(changed) == {"report": "asked for"}
+    assert decisions["benchmark"].stale and "--threads 1 -> 1,2" in decisions["benchmark"].reason
 
 
 def test_a_stage_whose_files_changed_or_that_was_interrupted_reruns(tmp_path):

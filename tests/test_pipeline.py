@@ -1,4 +1,5 @@
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -33,7 +34,9 @@ def _main(*args, **popen):
 
 
 @pytest.mark.slow
-def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path, capsys):
+def test_whole_run_writes_the_run_directory_contract_reruns_reuse_and_the_seed_repeats(
+    tmp_path, tmp_path_factory, capsys
+):
     config = Config(out_dir=str(tmp_path), loss="auto", **TINY)
     results = scheduler.execute(config)
     assert set(results) == set(STAGE_NAMES) - {"device"}
@@ -140,32 +143,31 @@ def test_whole_run_writes_the_run_directory_contract_and_reruns_skip(tmp_path, c
 
     before = finished_times()
     again = scheduler.execute(config)
-    assert finished_times() == before  # every stage skipped
+    assert finished_times() == before  # every stage reused
     assert again["student"]["accuracy"] == results["student"]["accuracy"]
 
-
-@pytest.mark.slow
-def test_same_seed_same_report_and_an_export_setting_reruns_only_export_and_later(tmp_path, capsys):
-    config = Config(out_dir=str(tmp_path / "a"), **TINY)
-    scheduler.execute(config)
-    scheduler.execute(dataclasses.replace(config, out_dir=str(tmp_path / "b")))
+    # The same seed elsewhere gives the same report.
+    other = tmp_path_factory.mktemp("same_seed")
+    scheduler.execute(dataclasses.replace(config, out_dir=str(other)))
 
     def accuracies(run):
-        report = json.loads((tmp_path / run / "report.json").read_text())
+        report = json.loads((run / "report.json").read_text())
         return {m["name"]: m["accuracy"] for m in report["models"]}
 
-    assert accuracies("a") == accuracies("b")
-    before = json.loads((tmp_path / "a" / "manifest.json").read_text())["stages"]
+    assert accuracies(tmp_path) == accuracies(other)
+
+    # An export setting reruns the export and what follows it, and reuses the training.
+    stages_before = json.loads((tmp_path / "manifest.json").read_text())["stages"]
     capsys.readouterr()
     scheduler.execute(dataclasses.replace(config, representative_size=150))
     printed = capsys.readouterr().out
     assert "Reused, unchanged: teacher, baseline, student, select, qad\n" in printed
     assert "Reruns: export (settings changed: --representative_size 200 -> 150)" in printed
-    after = json.loads((tmp_path / "a" / "manifest.json").read_text())["stages"]
+    after = json.loads((tmp_path / "manifest.json").read_text())["stages"]
     for stage in ("teacher", "baseline", "student", "select", "qad"):
-        assert after[stage] == before[stage], stage  # not trained again
+        assert after[stage] == stages_before[stage], stage  # not trained again
     for stage in ("export", "verify", "benchmark", "report"):
-        assert after[stage]["finished"] > before[stage]["finished"], stage
+        assert after[stage]["finished"] > stages_before[stage]["finished"], stage
     assert after["export"]["settings"]["representative_size"] == 150
 
 
@@ -335,22 +337,29 @@ def test_saved_model_teacher_with_a_disk_cache_reused_by_a_rerun(tmp_path):
     weights[-1] = weights[-1] + 1.0
     teacher.set_weights(weights)
     tf.saved_model.save(teacher, str(tmp_path / "saved"))
-    with pytest.raises(ValueError, match="changed since this run's teacher stage"):
+    with pytest.raises(
+        ValueError,
+        match=r"of teacher, which are stale \(changed: the --teacher file\). Add teacher",
+    ):
         scheduler.execute(dataclasses.replace(config, stages=("student",)))
+    # With the teacher stage, only what used the teacher runs again.
+    scheduler.execute(config)
+    assert cache.stat().st_mtime_ns != built
+
+
+README_RUN = (
+    "--flagfile=pipelines/configs/digits.flags",
+    "--teacher_epochs=1",
+    "--student_epochs=1",
+    "--qat_epochs=1",
+    "--modes=float32,int8_io_uint8",
+    "--max_drop_points=100",
+)
 
 
 @pytest.mark.slow
-def test_main_with_the_readme_flagfile_prints_the_report(tmp_path):
-    result = _main(
-        "--flagfile=pipelines/configs/digits.flags",
-        "--teacher_epochs=1",
-        "--student_epochs=1",
-        "--qat_epochs=1",
-        "--modes=float32,int8_io_uint8",
-        "--max_drop_points=100",
-        "--benchmark_runs=3",
-        f"--out_dir={tmp_path}",
-    )
+def test_main_with_the_readme_flagfile_prints_the_report_and_measures_again(tmp_path):
+    result = _main(*README_RUN, "--benchmark_runs=3", f"--out_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     shipped = json.loads((tmp_path / "report.json").read_text())["summary"]["selection"]["shipped"]
     method = "QAD" if shipped == "student" else "QAT"
@@ -366,6 +375,31 @@ def test_main_with_the_readme_flagfile_prints_the_report(tmp_path):
         assert text in result.stdout
     flags_text = (tmp_path / "flags.txt").read_text()
     assert "--teacher_epochs=1" in flags_text and f"--out_dir={tmp_path}" in flags_text
+    # The benchmark program measures the finished run again, here at two thread counts; the
+    # report stage of its process rebuilds the QAD student from disk.
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.benchmark",
+            *README_RUN,
+            f"--out_dir={tmp_path}",
+            "--benchmark_runs=4",
+            "--threads=1,2",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    # Only the benchmark and report stages ran.
+    assert "] teacher:" not in again.stdout and "] benchmark: latency on this host" in again.stdout
+    host = json.loads((tmp_path / "benchmark" / "host.json").read_text())
+    assert set(host["student_float32"]) == {"1", "2"} and "student_qad_int8_io_uint8" in host
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "student_qad" in {m["name"] for m in report["models"]}
 
 
 @pytest.mark.slow
@@ -395,7 +429,7 @@ def test_cifar10_flagfile_runs_on_the_real_image_sample(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_teacher_and_benchmark_entry_points(tmp_path):
+def test_train_teacher_entry_point_saves_a_teacher_a_run_can_use(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     run = [
         sys.executable,
@@ -408,40 +442,17 @@ def test_train_teacher_and_benchmark_entry_points(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     teacher = tmp_path / "teacher_run" / "teacher" / "teacher.keras"
     assert f"saved to {teacher}" in result.stdout
-    # With a QAD student, so the report stage of the second process must rebuild it from disk.
-    flags = (
+    # The saved teacher teaches a run as a file: loaded, checked and measured there.
+    used = _main(
         f"--teacher={teacher}",
-        "--student_epochs=1",
-        "--qat_epochs=1",
-        "--modes=float32,int8",
-        "--max_drop_points=100",
+        "--stages=teacher",
         f"--out_dir={tmp_path / 'run'}",
     )
-    full = _main(*flags, "--benchmark_runs=2")
-    assert full.returncode == 0, full.stderr[-3000:]
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.benchmark",
-            *flags,
-            "--benchmark_runs=4",
-            "--threads=1,2",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
-    # Only the benchmark and report stages ran.
-    assert "] teacher:" not in again.stdout and "] benchmark: latency on this host" in again.stdout
-    host = json.loads((tmp_path / "run" / "benchmark" / "host.json").read_text())
-    assert set(host["student_float32"]) == {"1", "2"} and "student_qad_int8" in host
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert "student_qad" in {m["name"] for m in report["models"]}
-    assert host["student_float32"]["2"]["latency"]["runs"] == 4
+    assert used.returncode == 0, used.stderr[-3000:]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stages"]["teacher"]["files"] == {
+        "teacher": hashlib.sha256(teacher.read_bytes()).hexdigest()
+    }
 
 
 def _validation_accuracy(run_dir, variant):
