@@ -159,7 +159,8 @@ SMOKE = {
     "unlabeled_images": 16,
     "label_fraction": 0.5,
     "test_images": 20,
-    "teacher": "resnet8",
+    "teacher": "cnn_small",
+    "student": "cnn_tiny",
     "teacher_epochs": 1,
     "student_epochs": 1,
     "views": 2,
@@ -392,8 +393,8 @@ def _cached(cache, data, prep, seed: int, skip: int = 0) -> tf.data.Dataset:
 def _settings(row: str):
     """The Distiller's keyword arguments of `row` (None: the student alone)."""
     settings = ROWS[row][1]
-    if settings is None or settings == "calibrated" or "student_loss_weight" in settings:
-        return settings
+    if not isinstance(settings, dict) or "student_loss_weight" in settings:
+        return settings  # None: alone; "calibrated": the race
     return dict(settings, student_loss_weight=FLAGS.kd_weight)
 
 

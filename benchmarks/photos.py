@@ -143,7 +143,7 @@ def _load(
 
 def _epoch_seconds(output: str) -> dict:
     """Mean seconds per epoch of each training stage, from its per-epoch progress lines."""
-    found = {}
+    found: dict[str, list[float]] = {}
     for stage, seconds in re.findall(r"^\s+(\w+) epoch \d+/\d+ .* ([\d.]+) s/epoch$", output, re.M):
         found.setdefault(stage, []).append(float(seconds))
     return {stage: sum(v) / len(v) for stage, v in found.items()}

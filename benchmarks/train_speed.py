@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 
 import numpy as np
 from absl import app, flags
@@ -43,7 +44,8 @@ flags.DEFINE_string("images_file", None, "Internal: the .npz subset written by t
 SMOKE = {
     "data": common.CIFAR_SAMPLE,
     "images": 64,
-    "teacher": "resnet8",
+    "teacher": "cnn_small",
+    "student": "cnn_tiny",
     "batch_size": 32,
     "epochs": 2,
     "variants": ["keras_io", "tfkd_cache"],
@@ -126,7 +128,7 @@ def run_variant(variant: str, images_file: str) -> dict:
     teacher = None if variant == "alone" else tfkd.models.build(FLAGS.teacher, prep.input_shape, 10)
     optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    result = {"variant": variant, "description": DESCRIPTIONS[variant]}
+    result: dict[str, typing.Any] = {"variant": variant, "description": DESCRIPTIONS[variant]}
     rss_before = benchmark.reset_peak_rss()
     if variant == "tfkd_cache":
         started = time.perf_counter()

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import os
 import typing
+from collections.abc import Iterator
 
 import tensorflow as tf
 from absl import flags
@@ -65,7 +66,7 @@ _READS: contextvars.ContextVar[set | None] = contextvars.ContextVar("config_read
 
 
 @contextlib.contextmanager
-def reading():
+def reading() -> Iterator[set[str]]:
     """Collects the names of the `Config` fields read inside the block, in this thread."""
     reads: set[str] = set()
     token = _READS.set(reads)
@@ -450,11 +451,11 @@ class Config:
         return tfkd.models.is_model_file(self.student)
 
     @property
-    def student_size(self) -> tuple[int, int] | None:
+    def student_size(self) -> tuple[int, ...] | None:
         return tuple(self.image_size) if self.image_size else None
 
     @property
-    def teacher_size(self) -> tuple[int, int] | None:
+    def teacher_size(self) -> tuple[int, ...] | None:
         return tuple(self.teacher_image_size) if self.teacher_image_size else self.student_size
 
     @staticmethod
@@ -732,7 +733,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         element = element_type(field)
         if element is not None:
             flags.DEFINE_list(
-                name, [str(v) for v in default], meta["help"], flag_values=flag_values
+                name,
+                [str(v) for v in typing.cast(tuple, default)],
+                meta["help"],
+                flag_values=flag_values,
             )
         elif meta["choices"] is not None:
             flags.DEFINE_enum(

@@ -7,6 +7,7 @@ the native stderr sent to a buffer, so the lines TensorFlow prints before its lo
 (which ignore TF_CPP_MIN_LOG_LEVEL) land in the run log, not on the terminal.
 """
 
+import io
 import logging as std_logging
 import os
 import sys
@@ -57,11 +58,12 @@ def _divert_native_stderr() -> None:
     chatter leaves the screen, tfkd's own warnings and errors stay."""
     global _native_sink
     # Already diverted, or stderr is captured by someone else (a test): leave it be.
-    if _native_sink is not None or sys.stderr is not sys.__stderr__:
+    stderr = sys.__stderr__
+    if _native_sink is not None or stderr is None or sys.stderr is not stderr:
         return
-    sys.stderr.flush()
+    stderr.flush()
     terminal = os.fdopen(
-        os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace"
+        os.dup(2), "w", buffering=1, encoding=stderr.encoding, errors="backslashreplace"
     )
     _native_sink = tempfile.TemporaryFile()
     os.dup2(_native_sink.fileno(), 2)
@@ -104,7 +106,8 @@ class RunLog:
         self.path = path
         self._handler: std_logging.Handler | None = None
         self._verbosity = logging.INFO
-        self._native = None  # the run log opened as file descriptor 2, in a quiet program
+        # The run log opened as file descriptor 2, in a quiet program.
+        self._native: io.FileIO | None = None
 
     def __enter__(self) -> "RunLog":
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -117,26 +120,29 @@ class RunLog:
                 _native_sink.truncate()
         if _native_sink is not None:
             # Native lines from now on go straight to the run log.
-            self._native = open(self.path, "ab", buffering=0)
-            os.dup2(self._native.fileno(), 2)
-        self._handler = std_logging.FileHandler(self.path, encoding="utf-8")
-        self._handler.setFormatter(
+            native = io.FileIO(self.path, "ab")
+            os.dup2(native.fileno(), 2)
+            self._native = native
+        handler = std_logging.FileHandler(self.path, encoding="utf-8")
+        self._handler = handler
+        handler.setFormatter(
             std_logging.Formatter(
                 "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s"
             )
         )
         for logger in _logged():
-            logger.addHandler(self._handler)
+            logger.addHandler(handler)
         # absl's verbosity grows with detail: below INFO would keep INFO lines out of the log.
         self._verbosity = logging.get_verbosity()
         logging.set_verbosity(max(self._verbosity, logging.INFO))
         return self
 
     def __exit__(self, *exc) -> None:
-        for logger in _logged():
-            logger.removeHandler(self._handler)
-        self._handler.close()
+        if self._handler is not None:
+            for logger in _logged():
+                logger.removeHandler(self._handler)
+            self._handler.close()
         logging.set_verbosity(self._verbosity)
-        if self._native is not None:
+        if self._native is not None and _native_sink is not None:
             os.dup2(_native_sink.fileno(), 2)
             self._native.close()

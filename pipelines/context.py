@@ -68,7 +68,7 @@ class Context:
         # The teacher sees its own resolution: it gets both images in each batch.
         self.paired = self.teacher_splits is not self.splits
         student_size = tuple(self.splits.preprocessing.image_size)
-        if self.paired and min(teacher_size) < min(student_size):
+        if teacher_size and self.paired and min(teacher_size) < min(student_size):
             logging.warning(
                 "--teacher_image_size=%s is smaller than the student's %s: the "
                 "teacher sees less detail than the student. Usually the teacher "
@@ -106,7 +106,7 @@ class Context:
                 tfkd.data.paired_batches(self.splits, self.teacher_splits, "validation", batch)
             )
         self._models: dict[str, keras.Model] = {}
-        self._teacher_cache = None
+        self._teacher_cache: tfkd.distill.teacher_cache.TeacherCache | None = None
 
     def _load_teacher_file(self, path: str) -> tuple[keras.Model, dict]:
         """The teacher file behind the adapter for its input convention (--teacher_input, or

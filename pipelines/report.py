@@ -189,8 +189,9 @@ def write(
         "pareto_png": None,
     }
     if any(m["latency_ms"] for m in models):
-        report["pareto_png"] = os.path.join(run_dir, RunLayout.PARETO_PNG)
-        pareto_plot(report, report["pareto_png"])
+        png = os.path.join(run_dir, RunLayout.PARETO_PNG)
+        report["pareto_png"] = png
+        pareto_plot(report, png)
     files.write_text(
         os.path.join(run_dir, RunLayout.REPORT_JSON), json.dumps(report, indent=2, sort_keys=True)
     )

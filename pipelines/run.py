@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import typing
 from collections.abc import Iterable
 
 from tfkd import files, quantize
@@ -100,7 +101,7 @@ class RunLock:
 
     def __init__(self, path: str):
         self.path = path
-        self._file = None
+        self._file: typing.TextIO | None = None
 
     def __enter__(self) -> "RunLock":
         os.makedirs(self.path, exist_ok=True)
@@ -244,11 +245,12 @@ class RunDirectory(RunLayout):
     ) -> None:
         """Marks `stage` finished with its output files (files or folders, relative paths), the
         inputs it ran from, and the settings it was seen to read (`reads`)."""
+        hashed: dict[str, str | None]
         if self.writable:
             listed = [f for relative in outputs for f in _files_under(self.path, relative)]
             hashed = {f: files.sha256_file(self.file(f)) for f in listed}
         else:
-            hashed = {relative: None for relative in outputs}
+            hashed = dict.fromkeys(outputs)
         entry = {
             "outputs": hashed,
             "metrics": metrics or {},
@@ -367,17 +369,18 @@ def plan(
     `ValueError`: its results would come from other settings or files than today's.
     """
     order, selected, force = list(order), set(selected), set(force)
-    decisions, rerunning, stale = [], set(), set()
+    decisions: list[Decision] = []
+    rerunning: set[str] = set()
+    stale: set[str] = set()
     for stage in order:
         consumed = set(upstream_of(stage))
         upstream = [u for u in order if u in consumed and u in rerunning]
         if stage not in selected:
+            why: str | None = None
             if upstream or consumed & stale:
                 why = "a stage it reads reruns or is stale"
             elif directory.done(stage):
                 why = directory.why_stale(stage, inputs_of(stage))  # other settings or files
-            else:
-                why = None
             if why:
                 stale.add(stage)
                 decisions.append(Decision(stage, False, why, stale=True))

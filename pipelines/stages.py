@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import time
+import typing
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,7 @@ def teacher(ctx: "Context") -> StageResult:
     config = ctx.config
     if config.teacher_is_file:
         model = ctx.teacher_file  # loaded, checked and its input convention found before
-        logging.info("%s", ctx.teacher_input["message"])
+        logging.info("%s", typing.cast(dict, ctx.teacher_input)["message"])
         if tfkd.distill.teachers.is_foreign(model):
             # A SavedModel or Keras 3 model cannot be re-saved as tf_keras: record where it is.
             ctx.use("teacher", model)
@@ -146,7 +147,7 @@ def student(ctx: "Context") -> StageResult:
     metrics["distillation_seconds"] = (
         time.time()
         - started
-        + (calibration.probe_seconds[calibration.candidate] if calibration else 0.0)
+        + ((calibration.probe_seconds or {})[calibration.candidate] if calibration else 0.0)
     )
     metrics["calibration"] = calibration.to_dict() if calibration else None
     if calibration and ctx.chief:
@@ -325,7 +326,7 @@ def export_models(ctx: "Context") -> StageResult:
         export.representative_set(splits, ctx.representative_size) if integer_modes else None
     )
     # The run's name, not its path: the card ships inside apps.
-    common = dict(
+    common: dict[str, typing.Any] = dict(
         preprocessing=splits.preprocessing,
         class_names=splits.class_names,
         source_run=os.path.basename(os.path.abspath(config.out_dir)),
@@ -432,7 +433,7 @@ def _measure_variants(ctx: "Context", measure: Callable[[str, int, dict], dict])
     """`measure(path, threads, card_entry)` for every exported variant and thread count."""
     out = ctx.directory.export_dir()
     card = export.read_card(out)
-    results = {}
+    results: dict[str, dict] = {}
     for name, entry in card["variants"].items():
         for threads in ctx.config.threads:
             results.setdefault(name, {})[str(threads)] = measure(

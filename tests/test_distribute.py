@@ -174,13 +174,13 @@ def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_
     out = tmp_path / "run"
     extra = [
         "--student_epochs=8",
+        "--loss=kd",  # a fixed loss: the race's own kill is tests/test_pipeline_kills.py's
         "--teacher_cache=disk",
         "--pad_crop=1",
         "--teacher_cache_views=2",
     ]
     processes = _start_workers(str(out), extra, _free_ports(2))
-    # The distilled student's backups: its race's probes (--loss=auto, the default), then the
-    # winner carrying on from its probe.
+    # The distilled student's backups.
     checkpoints = out / "checkpoints"
     deadline = time.time() + 600
     while not any(checkpoints.glob("student*/**/*.index")):

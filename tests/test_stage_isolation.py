@@ -16,6 +16,7 @@ def test_isolated_stages_run_in_fresh_processes_with_the_same_results(tmp_path):
     result is the one it has in one process."""
     flags = [
         "--flagfile=pipelines/configs/digits.flags",
+        "--loss=kd",
         "--teacher_epochs=1",
         "--student_epochs=1",
         "--qat_epochs=1",

@@ -54,14 +54,14 @@ def make_photo_folder(
             target = os.path.join(out, split, name)
             os.makedirs(target, exist_ok=True)
             for path in _files(os.path.join(source, source_split, name), limit, rng):
-                with Image.open(path) as small:
-                    small = small.convert("RGB")
+                with Image.open(path) as opened:
+                    small = opened.convert("RGB")
                 long_side = rng.randint(min_side, max_side)
                 a, b = rng.choice(_ASPECTS)
                 width, height = (
                     (long_side, long_side * b // a) if a >= b else (long_side * a // b, long_side)
                 )
-                photo = small.resize((width, height), Image.BICUBIC)
+                photo = small.resize((width, height), Image.Resampling.BICUBIC)
                 exif = Image.Exif()
                 if rng.random() < rotated_fraction:
                     orientation = rng.choice(sorted(_STORED_AS))

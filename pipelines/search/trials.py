@@ -184,7 +184,7 @@ def _last_error(log_path: str) -> str | None:
     with open(log_path, encoding="utf-8", errors="replace") as handle:
         lines = [line.strip() for line in handle if line.strip()]
     errors = [line for line in lines if line.startswith("error:") or "Error" in line[:40]]
-    return (errors or lines or [None])[-1]
+    return (errors or lines)[-1] if errors or lines else None
 
 
 def trial_config(base: Config, point: dict, layout: Layout, name: str) -> Config:

@@ -8,6 +8,7 @@ import re
 import socket
 import sys
 import time
+import typing
 
 from absl import logging
 
@@ -123,12 +124,11 @@ def _remeasure(points: list, threads: int, runs: int, serial: str | None) -> flo
     largest relative spread of one file's repeats."""
     if serial or not points:
         return 0.0  # measured on the phone, where the search does not share the CPU
-    repeats = [[] for _ in points]
+    repeats: list[list[float]] = [[] for _ in points]
     for _ in range(REMEASURE_REPEATS):
         for point, measured in zip(points, repeats):
-            measured.append(
-                benchmark.measure(point["file"], threads=threads, runs=runs).latency.p50_ms
-            )
+            latency = benchmark.measure(point["file"], threads=threads, runs=runs).latency
+            measured.append(typing.cast(float, latency.p50_ms))  # None only without runs
     spread = 0.0
     for point, measured in zip(points, repeats):
         values = sorted(measured)
@@ -201,7 +201,7 @@ def search(
             address=address or "local",
             include_dashboard=False,
             log_to_driver=False,
-            logging_level="ERROR",
+            logging_level=std_logging.ERROR,
             runtime_env={"env_vars": {"PYTHONPATH": ROOT}},
         )
     except (ConnectionError, ray.exceptions.RayError) as error:
@@ -227,7 +227,8 @@ def search(
             1, 3, "base", f"the base recipe once, its teacher shared by every trial ({layout.base})"
         )
         base_run = dataclasses.replace(base, out_dir=layout.base, teacher_cache_dir="")
-        run_pipeline(base_run, layout.path("base.flags"), layout.path("base.log"), os.cpu_count())
+        cpus = os.cpu_count() or 1
+        run_pipeline(base_run, layout.path("base.flags"), layout.path("base.log"), cpus)
         console.banner(
             2,
             3,
