@@ -37,6 +37,8 @@ setup(
         # multi-objective sampler chooses them.
         "ray[tune]==2.60.0",
         "optuna==5.0.0",
+        # Detection: COCO annotations and mAP, never a hand-written mAP.
+        "pycocotools==2.0.11",
     ],
     # xdist runs the suite on both cores (pytest.ini). MediaPipe, the client Android apps use,
     # checks exported models in the tests from a virtualenv of its own (scripts/test): it needs

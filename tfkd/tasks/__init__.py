@@ -2,6 +2,6 @@
 metric, the head an exported model ends in, the client that checks it). Everything else in tfkd
 is shared; docs/architecture.md describes the seam."""
 
-from tfkd.tasks import classification
+from tfkd.tasks import classification, detection
 
-__all__ = ["classification"]
+__all__ = ["classification", "detection"]

@@ -1,0 +1,86 @@
+"""COCO mAP of detections against a `DetectionSplit`, computed by pycocotools (the reference
+implementation; never a hand-written mAP)."""
+
+import contextlib
+import dataclasses
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+from tfkd.tasks.detection.data import DetectionSplit
+
+
+@dataclasses.dataclass(frozen=True)
+class Detections:
+    """What a detector found in one image: `boxes` (n, 4) pixel corners x_min, y_min, x_max,
+    y_max; `classes` (n,) class indices; `scores` (n,) confidences."""
+
+    boxes: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray
+
+
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def coco_map(truth: DetectionSplit, found: Sequence[Detections]) -> dict[str, float]:
+    """mAP@[.5:.95] (`map`) and mAP@.5 (`map50`) of `found`, one `Detections` per image of
+    `truth` in its order, as COCOeval computes them (101-point interpolation, at most 100
+    detections per image, areas from the boxes)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if len(found) != len(truth.images):
+        raise ValueError(
+            f"`found` has {len(found)} entries for {len(truth.images)} images: give one "
+            "Detections per image, in order."
+        )
+    annotations: list[dict] = []
+    results: list[dict] = []
+    for image_id, (image, detected) in enumerate(zip(truth.images, found), 1):
+        for box, label in zip(_xywh(image.boxes), image.classes):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [float(v) for v in box],
+                    "area": float(box[2] * box[3]),
+                    "iscrowd": 0,
+                }
+            )
+        for box, label, score in zip(_xywh(detected.boxes), detected.classes, detected.scores):
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [float(v) for v in box],
+                    "score": float(score),
+                }
+            )
+    if not results or not annotations:
+        return {"map": 0.0, "map50": 0.0}
+    ground = COCO()
+    ground.dataset = {
+        "images": [
+            {"id": i, "width": image.width, "height": image.height}
+            for i, image in enumerate(truth.images, 1)
+        ],
+        "annotations": annotations,
+        "categories": [{"id": i, "name": n} for i, n in enumerate(truth.class_names, 1)],
+    }
+    # pycocotools prints its progress and summary table; the numbers are returned instead.
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground.createIndex()
+        evaluation = COCOeval(ground, ground.loadRes(results), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    # A category without ground truth scores -1 in COCOeval; no category at all: nothing found.
+    return {
+        "map": max(0.0, float(evaluation.stats[0])),
+        "map50": max(0.0, float(evaluation.stats[1])),
+    }
