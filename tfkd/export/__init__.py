@@ -19,6 +19,7 @@ from tfkd.export.conversion import (
     raw_byte_quantization,
     read_card,
     representative_set,
+    set_input_quantization,
     tensor_card,
     write_tflite,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "raw_byte_quantization",
     "read_card",
     "representative_set",
+    "set_input_quantization",
     "tensor_card",
     "tflite_info",
     "write_tflite",

@@ -210,7 +210,7 @@ def raw_byte_quantization(preprocessing: data_lib.Preprocessing) -> tuple[float,
     return preprocessing.scale / preprocessing.std[0], zero_point
 
 
-def _set_input_quantization(content: bytes, scale: float, zero_point: int) -> bytes:
+def set_input_quantization(content: bytes, scale: float, zero_point: int) -> bytes:
     """`content` with its uint8 input read as `(q - zero_point) * scale`: the QUANTIZE op the
     converter puts after the input requantizes from these parameters to the model's own."""
     from tensorflow.lite.tools import flatbuffer_utils
@@ -347,7 +347,7 @@ def export(
             converted, mode, representative, progress(f"{name}_{mode}") if progress else None
         )
         if mode == "int8_io_uint8":
-            content = _set_input_quantization(content, *raw_byte_quantization(preprocessing))
+            content = set_input_quantization(content, *raw_byte_quantization(preprocessing))
         entry = write_tflite(path, metadata.write_image_classifier(content, info))
         entry.update(
             quantization=_QUANTIZATION[mode],

@@ -1,5 +1,6 @@
-"""TFLite metadata inside a `.tflite` file: what MediaPipe Tasks' `ImageClassifier` and Android
-Studio's model binding read (normalization, labels, output semantics).
+"""TFLite metadata inside a `.tflite` file: what MediaPipe Tasks' `ImageClassifier` and
+`ObjectDetector` and Android Studio's model binding read (normalization, labels, output
+semantics).
 
 The metadata is a `tflite.ModelMetadata` flatbuffer (schema 1.5.0, vendored in
 `tfkd.third_party`) stored in the model's buffer named `TFLITE_METADATA`; the label file is an
@@ -26,16 +27,15 @@ _BASE_PARSER_VERSION = (1, 0, 0)
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageClassifierInfo:
-    """What an image classifier's metadata says.
+class ImageModelInfo:
+    """What the metadata of a model on images says, whatever its task.
 
     Attributes:
         name, description, version: of the model.
-        labels: one per output class, in output order.
+        labels: one per class, in output order.
         mean, std: per channel, in raw pixel units: the model's input is
             `(pixel - mean) / std` (MediaPipe's NormalizationOptions). A uint8 input whose
             quantization equals this normalisation takes the raw pixel bytes as they are.
-        output: `probabilities` (softmax in the graph) or `logits`.
         author: written into the metadata.
     """
 
@@ -45,12 +45,9 @@ class ImageClassifierInfo:
     labels: Sequence[str]
     mean: Sequence[float]
     std: Sequence[float]
-    output: str = "probabilities"
     author: str = "tfkd"
 
     def __post_init__(self):
-        if self.output not in OUTPUTS:
-            raise ValueError(f"`output` must be one of {list(OUTPUTS)}. Received: {self.output!r}")
         bad = [label for label in self.labels if "\n" in label or "\r" in label or not label]
         if bad:
             raise ValueError(
@@ -62,6 +59,19 @@ class ImageClassifierInfo:
                 f"`mean` and `std` need one value per channel and std > 0. "
                 f"Received: mean={list(self.mean)}, std={list(self.std)}"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageClassifierInfo(ImageModelInfo):
+    """An image classifier's metadata; `output` is `probabilities` (softmax in the graph) or
+    `logits`."""
+
+    output: str = "probabilities"
+
+    def __post_init__(self):
+        if self.output not in OUTPUTS:
+            raise ValueError(f"`output` must be one of {list(OUTPUTS)}. Received: {self.output!r}")
+        super().__post_init__()
 
 
 def _archive_start(model: bytes) -> int:
@@ -118,9 +128,10 @@ def _input_quantization(model_object) -> str:
     )
 
 
-def _metadata_object(
-    info: ImageClassifierInfo, channels: int, quantization: str = ""
-) -> "schema.ModelMetadataT":
+def _image_tensor(
+    info: ImageModelInfo, channels: int, quantization: str
+) -> "schema.TensorMetadataT":
+    """The input image: colour space and the normalisation MediaPipe applies before the model."""
     normalization = schema.ProcessUnitT()
     normalization.optionsType = schema.ProcessUnitOptions.NormalizationOptions
     normalization.options = schema.NormalizationOptionsT()
@@ -144,12 +155,31 @@ def _metadata_object(
         schema.ColorSpaceType.RGB if channels == 3 else schema.ColorSpaceType.GRAYSCALE
     )
     image.processUnits = [normalization]
+    return image
 
+
+def _labels_file(kind: int) -> "schema.AssociatedFileT":
     labels = schema.AssociatedFileT()
     labels.name = LABELS_FILE
-    labels.description = "One label per output class, in output order."
-    labels.type = schema.AssociatedFileType.TENSOR_AXIS_LABELS
+    labels.description = "One label per class, in class index order."
+    labels.type = kind
+    return labels
 
+
+def _model_metadata(info: ImageModelInfo, subgraph) -> "schema.ModelMetadataT":
+    metadata = schema.ModelMetadataT()
+    metadata.name = info.name
+    metadata.description = info.description
+    metadata.version = info.version
+    metadata.author = info.author
+    metadata.subgraphMetadata = [subgraph]
+    metadata.minParserVersion = min_parser_version(metadata)
+    return metadata
+
+
+def _metadata_object(
+    info: ImageClassifierInfo, channels: int, quantization: str = ""
+) -> "schema.ModelMetadataT":
     scores = schema.TensorMetadataT()
     scores.name = info.output
     scores.description = (
@@ -163,21 +193,13 @@ def _metadata_object(
     if info.output == "probabilities":
         scores.stats = schema.StatsT()
         scores.stats.min, scores.stats.max = [0.0], [1.0]
-    scores.associatedFiles = [labels]
+    scores.associatedFiles = [_labels_file(schema.AssociatedFileType.TENSOR_AXIS_LABELS)]
 
     subgraph = schema.SubGraphMetadataT()
     subgraph.name = "image_classifier"
-    subgraph.inputTensorMetadata = [image]
+    subgraph.inputTensorMetadata = [_image_tensor(info, channels, quantization)]
     subgraph.outputTensorMetadata = [scores]
-
-    metadata = schema.ModelMetadataT()
-    metadata.name = info.name
-    metadata.description = info.description
-    metadata.version = info.version
-    metadata.author = info.author
-    metadata.subgraphMetadata = [subgraph]
-    metadata.minParserVersion = min_parser_version(metadata)
-    return metadata
+    return _model_metadata(info, subgraph)
 
 
 def min_parser_version(metadata: "schema.ModelMetadataT") -> str:
@@ -248,8 +270,13 @@ def write_image_classifier(model: bytes, info: ImageClassifierInfo) -> bytes:
             f"The input has {shape[-1]} channel(s) but the normalization has "
             f"{len(info.mean)} value(s)."
         )
-    builder = schema.flatbuffers.Builder(1024)
     content = _metadata_object(info, shape[-1], _input_quantization(model_object))
+    return _embed(model_object, content, info.labels)
+
+
+def _embed(model_object, content: "schema.ModelMetadataT", labels: Sequence[str]) -> bytes:
+    """The model with `content` as its metadata (replacing any there) and the label file."""
+    builder = schema.flatbuffers.Builder(1024)
     builder.Finish(content.Pack(builder), file_identifier=b"M001")
     payload = np.frombuffer(bytes(builder.Output()), np.uint8)
 
@@ -270,8 +297,74 @@ def write_image_classifier(model: bytes, info: ImageClassifierInfo) -> bytes:
     out.write(bytes(flatbuffer_utils.convert_object_to_bytearray(model_object)))
     # Appending to bytes that are not a zip starts a new archive after them.
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr(LABELS_FILE, "\n".join(info.labels) + "\n")
+        archive.writestr(LABELS_FILE, "\n".join(labels) + "\n")
     return out.getvalue()
+
+
+# The four outputs of TFLite's detection post-processing op, as MediaPipe's ObjectDetector
+# names them, in the order of their tensor indices (the op's output ports).
+DETECTOR_OUTPUTS = ("location", "category", "score", "number of detections")
+
+
+def write_object_detector(model: bytes, info: ImageModelInfo) -> bytes:
+    """`model`, ending in the `TFLite_Detection_PostProcess` op, with the metadata MediaPipe's
+    `ObjectDetector` requires: the input normalisation, boxes as [top, left, bottom, right]
+    ratios, class indices named by the label file, scores, and the detection count.
+
+    Raises:
+        ValueError: the input is not one image tensor, or the model has not the op's four
+            outputs.
+    """
+    flat, _ = _split(bytes(model))
+    model_object = flatbuffer_utils.read_model_from_bytearray(bytearray(flat))
+    shape = _image_input(model_object)
+    outputs = [int(i) for i in model_object.subgraphs[0].outputs]
+    if len(outputs) != len(DETECTOR_OUTPUTS):
+        raise ValueError(
+            f"An object detector ends in TFLite_Detection_PostProcess's {len(DETECTOR_OUTPUTS)} "
+            f"outputs; this model has {len(outputs)}."
+        )
+    if len(info.mean) != shape[-1]:
+        raise ValueError(
+            f"The input has {shape[-1]} channel(s) but the normalization has "
+            f"{len(info.mean)} value(s)."
+        )
+    ranged = schema.ValueRangeT()
+    ranged.min = ranged.max = 2  # the axis of the detections in a [1, N, ...] output
+    tensors = {}
+    for name in DETECTOR_OUTPUTS:
+        tensor = schema.TensorMetadataT()
+        tensor.name = name
+        tensor.content = schema.ContentT()
+        tensor.content.contentPropertiesType = schema.ContentProperties.FeatureProperties
+        tensor.content.contentProperties = schema.FeaturePropertiesT()
+        if name != "number of detections":
+            tensor.content.range = ranged
+        tensors[name] = tensor
+    box = schema.BoundingBoxPropertiesT()
+    box.index = [1, 0, 3, 2]  # the op writes [top, left, bottom, right]
+    box.type = schema.BoundingBoxType.BOUNDARIES
+    box.coordinateType = schema.CoordinateType.RATIO
+    tensors[
+        "location"
+    ].content.contentPropertiesType = schema.ContentProperties.BoundingBoxProperties
+    tensors["location"].content.contentProperties = box
+    tensors["category"].associatedFiles = [
+        _labels_file(schema.AssociatedFileType.TENSOR_VALUE_LABELS)
+    ]
+    by_index = dict(zip(sorted(outputs), (tensors[n] for n in DETECTOR_OUTPUTS)))
+    group = schema.TensorGroupT()
+    group.name = "detection_result"
+    group.tensorNames = list(DETECTOR_OUTPUTS[:3])
+
+    subgraph = schema.SubGraphMetadataT()
+    subgraph.name = "object_detector"
+    subgraph.inputTensorMetadata = [
+        _image_tensor(info, shape[-1], _input_quantization(model_object))
+    ]
+    subgraph.outputTensorMetadata = [by_index[i] for i in outputs]
+    subgraph.outputTensorGroups = [group]
+    return _embed(model_object, _model_metadata(info, subgraph), info.labels)
 
 
 def _name(value) -> str:
