@@ -19,6 +19,8 @@ from tfkd.data import Preprocessing
 # The module, not its names: tfkd.export's conversion imports the tasks (the classifier head).
 from tfkd.export import conversion, metadata
 from tfkd.keras import keras
+from tfkd.measure.runtime import load_interpreter
+from tfkd.tasks.detection.metrics import Detections
 
 # The SSD box coder's scales of (y, x, height, width): what the post-processing op undoes.
 BOX_SCALES = (10.0, 10.0, 5.0, 5.0)
@@ -166,3 +168,25 @@ def grid_anchors(image_size: int, strides: Sequence[int], sizes: Sequence[float]
         side = np.full(cells * cells, size / image_size)
         rows.append(np.stack([ys.ravel(), xs.ravel(), side, side], axis=1))
     return np.concatenate(rows).astype(np.float32)
+
+
+def run_tflite(
+    path: str, images: np.ndarray, preprocessing: Preprocessing, sizes: Sequence[tuple[int, int]]
+) -> list[Detections]:
+    """The detections of an exported detector on uint8 `images` (n, size, size, 3) with LiteRT,
+    each in pixels of its original (width, height) `sizes` (`metrics.Detections`): a float
+    input is fed the normalised image, a uint8 one the raw bytes, as apps do."""
+    interpreter = load_interpreter(path)
+    detail = interpreter.get_input_details()[0]
+    ports = sorted(interpreter.get_output_details(), key=lambda d: d["index"])
+    found = []
+    for image, (width, height) in zip(images, sizes):
+        batch = image[None] if detail["dtype"] == np.uint8 else preprocessing.normalize(image[None])
+        interpreter.set_tensor(detail["index"], np.asarray(batch, detail["dtype"]))
+        interpreter.invoke()
+        boxes, classes, scores, count = (interpreter.get_tensor(p["index"])[0] for p in ports)
+        n = int(count)
+        y0, x0, y1, x1 = (np.clip(boxes[:n, i], 0, 1) for i in range(4))
+        pixels = np.stack([x0 * width, y0 * height, x1 * width, y1 * height], axis=1)
+        found.append(Detections(pixels, classes[:n].astype(np.int64), scores[:n]))
+    return found

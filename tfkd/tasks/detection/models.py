@@ -1,0 +1,156 @@
+"""Detectors: a convolutional backbone with feature maps at strides 8 and 16 and an SSD-style
+head, one anchor per cell (`tfkd.tasks.detection.export` exports them as they are), their
+training on a `DetectionSplit`, and their detections.
+
+A detector takes normalised images and emits `[box_encodings, class_logits]`: (batch, anchors,
+4) and (batch, anchors, 1 + classes), the background first.
+"""
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from tfkd.keras import keras
+from tfkd.tasks.detection import targets
+from tfkd.tasks.detection.data import DetectionSplit
+from tfkd.tasks.detection.export import decode, grid_anchors
+from tfkd.tasks.detection.metrics import Detections
+
+STRIDES = (8, 16)
+# Anchor sides per level, in strides: objects from about 2 to 8 strides wide.
+ANCHOR_STRIDES = 4.0
+# Channels of the backbone's stages (strides 2, 4, 8, 16) for each size of detector.
+WIDTHS = {"detector_small": (8, 16, 32, 48), "detector_large": (16, 32, 64, 128)}
+# Background anchors trained on per positive one: the hardest (SSD's hard negative mining).
+NEGATIVES_PER_POSITIVE = 3
+
+
+def available() -> list[str]:
+    return sorted(WIDTHS)
+
+
+def _conv(x, filters, strides, name):
+    x = keras.layers.Conv2D(filters, 3, strides, "same", use_bias=False, name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(6.0, name=f"{name}_relu")(x)
+
+
+def build(name: str, image_size: int, num_classes: int) -> tuple[keras.Model, np.ndarray]:
+    """Detector `name` for square images of `image_size` pixels, and its anchors."""
+    if name not in WIDTHS:
+        raise ValueError(f"{name!r} is not a detector. Available: {available()}")
+    if image_size % max(STRIDES):
+        raise ValueError(
+            f"`image_size` must be a multiple of {max(STRIDES)}. Received: {image_size}"
+        )
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x, levels = inputs, {}
+    for stage, filters in enumerate(WIDTHS[name]):
+        x = _conv(x, filters, 2, f"stage{stage}")
+        x = _conv(x, filters, 1, f"stage{stage}_b")
+        levels[2 ** (stage + 1)] = x
+    boxes, logits = [], []
+    for stride in STRIDES:
+        head = _conv(levels[stride], WIDTHS[name][-1], 1, f"head{stride}")
+        cells = (image_size // stride) ** 2
+        box = keras.layers.Conv2D(4, 3, padding="same", name=f"box{stride}")(head)
+        logit = keras.layers.Conv2D(1 + num_classes, 3, padding="same", name=f"class{stride}")(head)
+        boxes.append(keras.layers.Reshape((cells, 4))(box))
+        logits.append(keras.layers.Reshape((cells, 1 + num_classes))(logit))
+    outputs = [
+        keras.layers.Concatenate(axis=1, name="box_encodings")(boxes),
+        keras.layers.Concatenate(axis=1, name="class_logits")(logits),
+    ]
+    anchors = grid_anchors(image_size, STRIDES, [s * ANCHOR_STRIDES for s in STRIDES])
+    return keras.Model(inputs, outputs, name=name), anchors
+
+
+def images(split: DetectionSplit, image_size: int) -> np.ndarray:
+    """The split's images as uint8 (n, size, size, 3), stretched to the square input (boxes as
+    ratios are unchanged by it)."""
+    out = np.zeros((len(split.images), image_size, image_size, 3), np.uint8)
+    for i, image in enumerate(split.images):
+        with Image.open(image.path) as opened:
+            rgb = opened.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+        out[i] = np.asarray(rgb)
+    return out
+
+
+def ratio_boxes(image) -> np.ndarray:
+    """An annotated image's pixel boxes (x_min, y_min, x_max, y_max) as ratio corners (y_min,
+    x_min, y_max, x_max)."""
+    x0, y0, x1, y1 = (image.boxes[:, i] for i in range(4))
+    return np.stack([y0 / image.height, x0 / image.width, y1 / image.height, x1 / image.width], 1)
+
+
+def training_targets(split: DetectionSplit, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels, encodings = zip(
+        *(targets.assign(anchors, ratio_boxes(i), i.classes) for i in split.images)
+    )
+    return np.stack(labels), np.stack(encodings)
+
+
+def detection_loss(labels, encodings, box_encodings, class_logits) -> tf.Tensor:
+    """SSD's loss per positive anchor: cross-entropy on the positives and on the hardest
+    `NEGATIVES_PER_POSITIVE` background anchors per positive, plus a Huber loss on the positives'
+    box encodings."""
+    labels = tf.cast(labels, tf.int32)
+    positive = tf.cast(labels > 0, tf.float32)
+    positives = tf.maximum(tf.reduce_sum(positive), 1.0)
+    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels, tf.cast(class_logits, tf.float32)
+    )
+    negative_loss = tf.where(labels > 0, tf.zeros_like(cross_entropy), cross_entropy)
+    kept = tf.cast(tf.reduce_sum(positive, axis=1) * NEGATIVES_PER_POSITIVE, tf.int32)
+    ranks = tf.argsort(tf.argsort(negative_loss, direction="DESCENDING"))
+    hard_negative = tf.cast(ranks < kept[:, None], tf.float32) * (1.0 - positive)
+    classification = tf.reduce_sum(cross_entropy * (positive + hard_negative))
+    huber = keras.losses.Huber(reduction="none")(
+        tf.cast(encodings, tf.float32)[..., None], tf.cast(box_encodings, tf.float32)[..., None]
+    )
+    localization = tf.reduce_sum(tf.reduce_sum(huber, axis=-1) * positive)
+    return (classification + localization) / positives
+
+
+class DetectorTrainer(keras.Model):
+    """Trains a detector on batches of (images, (class targets, box targets)) with
+    `detection_loss`; `detector` is the trained model (the trainer is never saved)."""
+
+    def __init__(self, detector: keras.Model):
+        super().__init__()
+        self.detector = detector
+
+    def call(self, inputs, training=False):
+        return self.detector(inputs, training=training)
+
+    def train_step(self, data):
+        inputs, (labels, encodings) = data
+        with tf.GradientTape() as tape:
+            box_encodings, class_logits = self.detector(inputs, training=True)
+            loss = detection_loss(labels, encodings, box_encodings, class_logits)
+        variables = self.detector.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}
+
+
+def detect(
+    detector: keras.Model,
+    anchors: np.ndarray,
+    normalized: np.ndarray,
+    sizes: list[tuple[int, int]],
+    max_detections: int = 25,
+    iou_threshold: float = 0.5,
+) -> list[Detections]:
+    """Each image's detections, as the exported post-processing finds them (the best class of
+    each anchor, class-agnostic NMS), in pixels of its original (width, height) `sizes`."""
+    found = []
+    box_encodings, class_logits = detector.predict(normalized, verbose=0)
+    for encodings, logits, (width, height) in zip(box_encodings, class_logits, sizes):
+        scores = tf.nn.softmax(logits).numpy()[:, 1:]
+        best, score = scores.argmax(axis=1), scores.max(axis=1)
+        boxes = np.clip(decode(encodings, anchors), 0, 1)
+        keep = tf.image.non_max_suppression(boxes, score, max_detections, iou_threshold).numpy()
+        y0, x0, y1, x1 = (boxes[keep, i] for i in range(4))
+        pixels = np.stack([x0 * width, y0 * height, x1 * width, y1 * height], axis=1)
+        found.append(Detections(pixels, best[keep], score[keep]))
+    return found
