@@ -11,9 +11,9 @@ import tensorflow as tf
 from PIL import Image
 
 from tfkd.keras import keras
-from tfkd.tasks.detection import targets
+from tfkd.tasks.detection import losses, targets
 from tfkd.tasks.detection.data import DetectionSplit
-from tfkd.tasks.detection.export import decode, grid_anchors
+from tfkd.tasks.detection.export import BOX_SCALES, decode, grid_anchors
 from tfkd.tasks.detection.metrics import Detections
 
 STRIDES = (8, 16)
@@ -131,6 +131,67 @@ class DetectorTrainer(keras.Model):
         variables = self.detector.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return {"loss": loss}
+
+
+def _decode(encodings: tf.Tensor, anchors: tf.Tensor) -> tf.Tensor:
+    """`export.decode` in TensorFlow, as corners (x_min, y_min, x_max, y_max) for GIoU."""
+    scaled = tf.cast(encodings, tf.float32) / tf.constant(BOX_SCALES)
+    y = scaled[..., 0] * anchors[:, 2] + anchors[:, 0]
+    x = scaled[..., 1] * anchors[:, 3] + anchors[:, 1]
+    h = tf.exp(tf.minimum(scaled[..., 2], 10.0)) * anchors[:, 2]
+    w = tf.exp(tf.minimum(scaled[..., 3], 10.0)) * anchors[:, 3]
+    return tf.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=-1)
+
+
+class DetectionDistiller(DetectorTrainer):
+    """Trains a student detector on the labels and on a frozen teacher detector with the same
+    anchors: `student_loss_weight` times `detection_loss`, plus the rest times the teacher's
+    terms, dense KD on the class logits of every anchor and 1 - GIoU to the teacher's decoded
+    boxes, both weighted by the teacher's foreground probability (1 - its background score).
+    """
+
+    def __init__(
+        self,
+        student: keras.Model,
+        teacher: keras.Model,
+        anchors: np.ndarray,
+        student_loss_weight: float = 0.5,
+        temperature: float = 2.0,
+    ):
+        super().__init__(student)
+        if not 0.0 <= student_loss_weight <= 1.0:
+            raise ValueError(
+                f"`student_loss_weight` must be in [0, 1]. Received: {student_loss_weight}"
+            )
+        if teacher.outputs[0].shape[1] != len(anchors):
+            raise ValueError(
+                f"The teacher predicts {teacher.outputs[0].shape[1]} boxes, the student's "
+                f"anchors are {len(anchors)}: distillation pairs them one to one."
+            )
+        self.teacher = teacher
+        self.teacher.trainable = False
+        self.anchors = tf.constant(np.asarray(anchors, np.float32))
+        self.student_loss_weight = student_loss_weight
+        self.temperature = temperature
+
+    def train_step(self, data):
+        inputs, (labels, encodings) = data
+        teacher_boxes, teacher_logits = self.teacher(inputs, training=False)
+        foreground = 1.0 - tf.nn.softmax(tf.cast(teacher_logits, tf.float32))[..., 0]
+        with tf.GradientTape() as tape:
+            box_encodings, class_logits = self.detector(inputs, training=True)
+            hard = detection_loss(labels, encodings, box_encodings, class_logits)
+            kd = losses.dense_kd(teacher_logits, class_logits, foreground, self.temperature)
+            boxes = losses.giou_loss(
+                _decode(teacher_boxes, self.anchors),
+                _decode(box_encodings, self.anchors),
+                foreground,
+            )
+            weight = self.student_loss_weight
+            loss = weight * hard + (1.0 - weight) * (kd + boxes)
+        variables = self.detector.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss, "hard": hard, "kd": kd, "giou": boxes}
 
 
 def detect(
