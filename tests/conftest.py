@@ -21,6 +21,7 @@ import pytest  # noqa: E402
 
 from tfkd.keras import keras  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 CIFAR_SAMPLE = os.path.join(FIXTURES, "cifar10_sample")
 
@@ -52,6 +53,21 @@ def _stages_read_only_the_settings_they_declare(request):
         }
         undeclared = {stage: names for stage, names in undeclared.items() if names}
         assert not undeclared, f"{manifest}: stages read settings they do not declare: {undeclared}"
+
+
+@pytest.fixture(scope="session")
+def mediapipe_python() -> str:
+    """The interpreter of MediaPipe Tasks, the client Android apps use (its own virtualenv:
+    scripts/test makes it; TFKD_MEDIAPIPE_PYTHON points elsewhere)."""
+    python = os.environ.get(
+        "TFKD_MEDIAPIPE_PYTHON", os.path.join(ROOT, ".venv-mediapipe", "bin", "python")
+    )
+    if not os.path.exists(python):
+        pytest.fail(
+            f"No MediaPipe client at {python}: ./scripts/test creates it "
+            "(.venv-mediapipe), or set TFKD_MEDIAPIPE_PYTHON."
+        )
+    return python
 
 
 @pytest.fixture(scope="session")

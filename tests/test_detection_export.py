@@ -127,12 +127,7 @@ def test_the_metadata_names_the_four_outputs_and_the_labels(exported, mode):
     assert read["associated_files"]["labels.txt"].split() == list(LABELS)
 
 
-def _mediapipe(paths, images, tmp_path) -> dict:
-    python = os.environ.get(
-        "TFKD_MEDIAPIPE_PYTHON", os.path.join(ROOT, ".venv-mediapipe", "bin", "python")
-    )
-    if not os.path.exists(python):
-        pytest.fail(f"No MediaPipe client at {python}: ./scripts/test creates it.")
+def _mediapipe(python, paths, images, tmp_path) -> dict:
     np.save(tmp_path / "images.npy", images)
     results = {}
     for mode, path in paths.items():
@@ -154,9 +149,11 @@ def _pixels(box):
     return [x0, y0, x1 - x0, y1 - y0]
 
 
-def test_mediapipe_object_detector_finds_the_same_boxes_and_names_them(exported, tmp_path):
+def test_mediapipe_object_detector_finds_the_same_boxes_and_names_them(
+    exported, tmp_path, mediapipe_python
+):
     model, anchors, paths, images = exported
-    results = _mediapipe(paths, images, tmp_path)
+    results = _mediapipe(mediapipe_python, paths, images, tmp_path)
     for mode, result in results.items():
         for image, detections in zip(images, result["images"]):
             assert 1 <= len(detections) <= 5, mode

@@ -5,7 +5,6 @@ In the slow suite: a minute of training. What it checks is mechanics (targets, l
 and export agree), so it scores the training images: generalisation is the benchmark's."""
 
 import json
-import os
 import subprocess
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 
 import tfkd
 from tests.conftest import CIFAR_SAMPLE
-from tests.test_detection_export import CLIENT, ROOT
+from tests.test_detection_export import CLIENT
 from tfkd.keras import keras
 from tfkd.tasks.detection import data, export, metrics, models
 from tools.make_detection_set import make_detection_set
@@ -61,11 +60,11 @@ def test_a_trained_detector_finds_its_objects_in_keras_and_in_int8(trained):
 
 
 @pytest.mark.slow
-def test_mediapipe_finds_the_objects_of_the_int8_detector_and_names_them(trained, tmp_path):
+def test_mediapipe_finds_the_objects_of_the_int8_detector_and_names_them(
+    trained, tmp_path, mediapipe_python
+):
     split, _, _, images, sizes, _, path = trained
-    python = os.environ.get(
-        "TFKD_MEDIAPIPE_PYTHON", os.path.join(ROOT, ".venv-mediapipe", "bin", "python")
-    )
+    python = mediapipe_python
     np.save(tmp_path / "images.npy", images[:32])
     subprocess.run(
         [python, CLIENT, str(path), str(tmp_path / "images.npy"), str(tmp_path / "out.json")],

@@ -141,16 +141,9 @@ def _cifar_sample():
 
 
 @pytest.fixture(scope="module")
-def mediapipe_results(tmp_path_factory):
+def mediapipe_results(tmp_path_factory, mediapipe_python):
     """Every mode of a briefly trained 3-channel student, classified by MediaPipe."""
-    python = os.environ.get(
-        "TFKD_MEDIAPIPE_PYTHON", os.path.join(ROOT, ".venv-mediapipe", "bin", "python")
-    )
-    if not os.path.exists(python):
-        pytest.fail(
-            f"No MediaPipe client at {python}: ./scripts/test creates it "
-            "(.venv-mediapipe), or set TFKD_MEDIAPIPE_PYTHON."
-        )
+    python = mediapipe_python
     out = tmp_path_factory.mktemp("mediapipe")
     images, labels, classes = _cifar_sample()
     prep = tfkd.data.photo_preprocessing((32, 32), 3)  # what folder:PATH datasets get

@@ -226,16 +226,14 @@ def test_a_student_file_that_cannot_be_trained_is_refused_before_training(
 
 
 @pytest.mark.slow
-def test_a_keras3_student_on_photos_ships_an_int8_file_mediapipe_loads(tmp_path):
+def test_a_keras3_student_on_photos_ships_an_int8_file_mediapipe_loads(tmp_path, mediapipe_python):
     """The Keras 3 student on RGB photos (the CIFAR-10 sample), int8 with uint8 input as
     apps feed it; MediaPipe's ImageClassifier, the client apps use, loads it and names its
     categories with the run's labels, and picks what tfkd's own LiteRT run picks."""
     from tests.conftest import CIFAR_SAMPLE
     from tests.test_metadata import CLIENT, _cifar_sample
 
-    python = os.environ.get(
-        "TFKD_MEDIAPIPE_PYTHON", os.path.join(ROOT, ".venv-mediapipe", "bin", "python")
-    )
+    python = mediapipe_python
     inputs = k3.Input((32, 32, 3))
     x = k3.layers.Conv2D(16, 3, strides=2, padding="same")(inputs)
     x = k3.layers.Activation("hard_swish")(k3.layers.BatchNormalization()(x))
