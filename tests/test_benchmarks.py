@@ -14,6 +14,7 @@ RESULTS_MD = os.path.join(ROOT, "benchmarks", "RESULTS.md")
 # Script -> the results file its smoke run writes.
 SCRIPTS = {
     "comparison_cifar10": "comparison_smoke.json",
+    "detection_cifar10": "detection_cifar10.json",
     "digits_kd": "digits_kd.json",
     "kd_defaults_cifar10": "kd_defaults_cifar10.json",
     "methods_cifar10": "methods_smoke.json",
