@@ -104,8 +104,17 @@ def test_litert_runs_the_post_processing_as_numpy_decodes_the_keras_outputs(expo
         boxes, classes, scores, count = _litert(paths["float32"], image)
         box, label, score = _expected_top(model, anchors, image)
         assert int(count[0]) == 5
-        np.testing.assert_allclose(boxes[0, 0], box, atol=1e-4)
-        assert int(classes[0, 0]) == label and scores[0, 0] == pytest.approx(score, abs=1e-5)
+        # The best score is numpy's; its box and class are among the detections (two scores
+        # within rounding may come in either order on another CPU).
+        assert scores[0, 0] == pytest.approx(score, abs=1e-5)
+        same = [
+            i
+            for i in range(5)
+            if np.allclose(boxes[0, i], box, atol=1e-4)
+            and int(classes[0, i]) == label
+            and abs(scores[0, i] - score) < 1e-5
+        ]
+        assert len(same) == 1, (box, label, score, boxes, classes, scores)
     # A zero encoding is the anchor: the first cell's centre (1/16) with a side of 16/64.
     np.testing.assert_allclose(
         export.decode([[0, 0, 0, 0]], anchors[:1]), [[-0.0625, -0.0625, 0.1875, 0.1875]]
@@ -157,13 +166,22 @@ def test_mediapipe_object_detector_finds_the_same_boxes_and_names_them(
     for mode, result in results.items():
         for image, detections in zip(images, result["images"]):
             assert 1 <= len(detections) <= 5, mode
-            top = max(detections, key=lambda d: d["categories"][0]["score"])
             if mode == "float32":  # the Keras model's own answer, decoded by numpy
                 box, label, score = _expected_top(model, anchors, image)
             else:  # the int8 file's own answer, from LiteRT fed the same raw bytes
                 boxes, classes, scores, _ = _litert(paths[mode], image)
                 box, label, score = boxes[0, 0], int(classes[0, 0]), float(scores[0, 0])
-            # MediaPipe reports whole pixels.
-            np.testing.assert_allclose(top["box"], _pixels(box), atol=1.5, err_msg=mode)
-            assert top["categories"][0]["name"] == LABELS[label], mode
-            assert top["categories"][0]["score"] == pytest.approx(score, abs=1e-4), mode
+            # Among MediaPipe's detections (whole pixels; near-equal scores may come in either
+            # order on another CPU): that box, with that name and score.
+            same = [
+                d
+                for d in detections
+                if np.allclose(d["box"], _pixels(box), atol=1.5)
+                and d["categories"][0]["name"] == LABELS[label]
+                and abs(d["categories"][0]["score"] - score) < 1e-4
+            ]
+            assert len(same) == 1, (mode, box, label, score, detections)
+            assert (
+                same[0]["categories"][0]["score"]
+                >= max(d["categories"][0]["score"] for d in detections) - 1e-4
+            ), mode
