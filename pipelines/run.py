@@ -7,6 +7,7 @@ Nothing is written until a stage starts: a run that fails its checks leaves the 
 found it.
 """
 
+import contextlib
 import dataclasses
 import datetime
 import errno
@@ -16,7 +17,7 @@ import json
 import os
 import shutil
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from tfkd import files, quantize
 from tfkd.keras import keras
@@ -190,6 +191,9 @@ class RunDirectory(RunLayout):
     def __init__(self, path: str, writable: bool = True):
         super().__init__(path)
         self.writable = writable
+        # While a plan is made (`hashing_once`), each file is read once, not once per stage
+        # that checks it; None outside, where files change.
+        self._digests: dict[str, str] | None = None
         manifest_path = os.path.join(path, MANIFEST)
         self.manifest: dict = {"stages": {}, "running": {}}
         if os.path.exists(manifest_path):
@@ -211,9 +215,25 @@ class RunDirectory(RunLayout):
             if digest is None:  # recorded in memory by a worker that does not write here
                 continue
             path = self.file(relative)
-            if not os.path.exists(path) or files.sha256_file(path) != digest:
+            if not os.path.exists(path) or self._sha256(path) != digest:
                 return False
         return True
+
+    def _sha256(self, path: str) -> str:
+        if self._digests is None:
+            return files.sha256_file(path)
+        if path not in self._digests:
+            self._digests[path] = files.sha256_file(path)
+        return self._digests[path]
+
+    @contextlib.contextmanager
+    def hashing_once(self) -> Iterator[None]:
+        """Within the block nothing is written here: each file's hash is computed once."""
+        self._digests = {}
+        try:
+            yield
+        finally:
+            self._digests = None
 
     def metrics(self, stage: str) -> dict:
         return self.manifest["stages"][stage]["metrics"]
@@ -248,7 +268,7 @@ class RunDirectory(RunLayout):
         hashed: dict[str, str | None]
         if self.writable:
             listed = [f for relative in outputs for f in _files_under(self.path, relative)]
-            hashed = {f: files.sha256_file(self.file(f)) for f in listed}
+            hashed = {f: self._sha256(self.file(f)) for f in listed}
         else:
             hashed = dict.fromkeys(outputs)
         entry = {

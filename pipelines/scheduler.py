@@ -136,15 +136,16 @@ def plan(config: Config, directory: run.RunDirectory, selected: list[str]) -> li
     --isolate_stages)."""
     named = tuple(config.stages) != (stages_lib.ALL,) and not _continuing()
     force = selected if config.overwrite or named else []
-    return run.plan(
-        directory,
-        STAGE_NAMES,
-        selected,
-        lambda stage: stage_inputs(config, directory, stage),
-        lambda stage: stages_lib.BY_NAME[stage].upstream,
-        lambda stage: stages_lib.BY_NAME[stage].needs,
-        force,
-    )
+    with directory.hashing_once():
+        return run.plan(
+            directory,
+            STAGE_NAMES,
+            selected,
+            lambda stage: stage_inputs(config, directory, stage),
+            lambda stage: stages_lib.BY_NAME[stage].upstream,
+            lambda stage: stages_lib.BY_NAME[stage].needs,
+            force,
+        )
 
 
 def _announce(ctx: Context, decisions: list[run.Decision]) -> None:

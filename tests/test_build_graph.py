@@ -166,3 +166,21 @@ def test_a_stage_may_read_only_what_it_or_its_upstream_declares():
     assert stages.undeclared_reads("export", {"qat_epochs", "modes", "out_dir"}) == set()
     assert stages.undeclared_reads("teacher", {"student_epochs", "seed"}) == {"student_epochs"}
     assert stages.undeclared_reads("verify", {"threads"}) == {"threads"}
+
+
+def test_a_plan_reads_each_file_once(tmp_path, monkeypatch):
+    """Every stage checks its own files and its upstream's: planning hashes each file once, and
+    outside a plan a rewritten file is read again."""
+    from tfkd import files
+
+    config = Config(out_dir=str(tmp_path))
+    _finish_every_stage(config)
+    reads = []
+    original = files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda path: reads.append(path) or original(path))
+    assert _reruns(config) == {}
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == len(EVERY_STAGE)
+    directory = RunDirectory(str(tmp_path))
+    assert directory.done("qad")
+    (tmp_path / "qad" / "out.txt").write_text("edited")
+    assert not directory.done("qad")

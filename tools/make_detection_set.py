@@ -14,10 +14,12 @@ import os
 import random
 import sys
 
+import numpy as np
 from absl import app, flags
 from PIL import Image, ImageFilter
 
 from tfkd import files
+from tfkd.tasks.detection import targets
 
 FLAGS = flags.FLAGS
 
@@ -29,14 +31,6 @@ _SOURCE_SPLITS = {"train": "train", "val": "test"}
 
 def _photos(folder: str) -> list[str]:
     return sorted(os.path.join(folder, n) for n in os.listdir(folder))
-
-
-def _iou(a, b) -> float:
-    width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union
 
 
 def _compose(rng: random.Random, background: str, objects: list, size: int):
@@ -51,7 +45,8 @@ def _compose(rng: random.Random, background: str, objects: list, size: int):
         for _ in range(20):
             x, y = rng.randint(0, size - side), rng.randint(0, size - side)
             box = (x, y, x + side, y + side)
-            if all(_iou(box, other[:4]) <= MAX_OVERLAP for other in boxes):
+            others = np.array([b[:4] for b in boxes]).reshape(-1, 4)
+            if not boxes or targets.iou(np.array([box]), others).max() <= MAX_OVERLAP:
                 break
         else:
             continue
