@@ -139,6 +139,8 @@ def test_wrong_input_shape_is_rejected(tiny):
         benchmark.measure(str(out / "tiny_float32.tflite"), inputs=np.zeros((1, 5, 5, 3)))
 
 
+# Slow: two interpreters (8 s each on 2 cores). The measurement itself is tested in process above.
+@pytest.mark.slow
 def test_benchmark_cli_measures_many_files_at_several_thread_counts(tiny, tmp_path):
     import json
     import subprocess

@@ -55,6 +55,10 @@ def smoke_runs(tmp_path_factory):
     return before, finished
 
 
+# In the slow suite: the smokes take about 120 s of CPU together, half the fast suite's budget.
+# The fast path's cover for "a changed signature breaks a test" is mypy, which scripts/test runs
+# over benchmarks/ against the library before pytest.
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_benchmark_script_runs_in_smoke_mode(script, smoke_runs):
     before, finished = smoke_runs

@@ -255,6 +255,9 @@ def _tool(name, *args):
     )
 
 
+# The tool's two runs start interpreters (8 s each): slow. The phone, the parsing and the refusals
+# are tested in process above and below (test_the_phone_is_checked_before_any_training).
+@pytest.mark.slow
 def test_android_benchmark_cli_prints_device_and_table_and_writes_json(fake_adb, files, tmp_path):
     model, binary = files
     out = tmp_path / "device.json"
@@ -274,6 +277,7 @@ def test_android_benchmark_cli_prints_device_and_table_and_writes_json(fake_adb,
     assert written["measurements"][0]["latency"]["mean_ms"] == pytest.approx(1.2046)
 
 
+@pytest.mark.slow
 def test_cli_without_a_device_says_so_without_a_traceback(fake_adb, files):
     configure, _ = fake_adb
     configure(devices={})

@@ -222,6 +222,8 @@ def test_mirrored_strategy_on_two_devices_matches_one_device(mirrored_strategy):
     assert mirrored_loss == pytest.approx(single_loss, rel=1e-4)
 
 
+# Slow: XLA compiles the step twice (3.5 s). The fast suite trains the same step without it.
+@pytest.mark.slow
 def test_jit_compile_gives_the_same_training():
     eager_weights, _ = _train_weights(tf.distribute.get_strategy(), jit_compile=False)
     keras.backend.clear_session()

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -28,6 +29,29 @@ def trained(digits):
     qat.compile(keras.optimizers.Adam(1e-4), loss)
     qat.fit(train, epochs=1, verbose=0)
     return student, qat
+
+
+@pytest.fixture(scope="module")
+def exported(trained, digits, tmp_path_factory):
+    """The float student in every mode and the QAT student in the integer ones, in one
+    directory: a conversion costs seconds, and the tests below only read these files."""
+    out = tmp_path_factory.mktemp("exported")
+    representative = export.representative_set(digits, 50)
+    for model, name, modes in (
+        (trained[0], "float", export.MODES),
+        (trained[1], "qat", export.INTEGER_MODES),
+    ):
+        export.export(
+            model,
+            str(out),
+            modes,
+            preprocessing=digits.preprocessing,
+            class_names=digits.class_names,
+            representative=representative,
+            name=name,
+            source_run="runs/x",
+        )
+    return out, representative
 
 
 def normalized_test_split(digits, n=None):
@@ -132,20 +156,11 @@ def test_qat_int8_tflite_matches_the_qat_keras_model(trained, digits, tmp_path):
 
 
 @pytest.mark.parametrize("mode", export.INTEGER_MODES)
-def test_integer_models_hold_only_integer_ops_apart_from_requested_float_io(
-    trained, digits, mode, tmp_path
-):
-    for model, name in ((trained[0], "ptq"), (trained[1], "qat")):
-        card = export.export(
-            model,
-            str(tmp_path),
-            [mode],
-            preprocessing=digits.preprocessing,
-            class_names=digits.class_names,
-            representative=export.representative_set(digits, 50),
-            name=name,
-        )
-        ops = integer_ops_report(str(tmp_path / card["variants"][f"{name}_{mode}"]["file"]))
+def test_integer_models_hold_only_integer_ops_apart_from_requested_float_io(exported, mode):
+    out, _ = exported
+    card = json.loads((out / "model_card.json").read_text())
+    for name in ("float", "qat"):  # post-training quantization, and the QAT student
+        ops = integer_ops_report(str(out / card["variants"][f"{name}_{mode}"]["file"]))
         float_ops = [(op, dtypes) for op, dtypes in ops if "float32" in dtypes]
         if mode == "int8":  # float I/O: exactly one DEQUANTIZE back to float at the end
             assert [op for op, _ in float_ops] == ["DEQUANTIZE"]
@@ -155,18 +170,12 @@ def test_integer_models_hold_only_integer_ops_apart_from_requested_float_io(
         assert {op for op, _ in ops} >= {"CONV_2D", "FULLY_CONNECTED"}
 
 
-def test_int8_and_uint8_io_predict_like_float_io_on_real_images(trained, digits, tmp_path):
+def test_int8_and_uint8_io_predict_like_float_io_on_real_images(exported, digits):
+    out, _ = exported
+    card = json.loads((out / "model_card.json").read_text())
     modes = ["int8", "int8_io_int8", "int8_io_uint8"]
-    card = export.export(
-        trained[1],
-        str(tmp_path),
-        modes,
-        preprocessing=digits.preprocessing,
-        class_names=digits.class_names,
-        name="qat",
-    )
     images, labels = normalized_test_split(digits)
-    files = {m: str(tmp_path / card["variants"][f"qat_{m}"]["file"]) for m in modes}
+    files = {m: str(out / card["variants"][f"qat_{m}"]["file"]) for m in modes}
     predictions = {
         m: runtime.TFLiteClassifier(f).predict(images).argmax(1) for m, f in files.items()
     }
@@ -178,51 +187,31 @@ def test_int8_and_uint8_io_predict_like_float_io_on_real_images(trained, digits,
     assert 0 <= uint8_input["zero_point"] <= 255
 
 
-def test_every_mode_writes_file_labels_and_a_card_that_checks_out(trained, digits, tmp_path):
-    representative = export.representative_set(digits, 50)
-    card = export.export(
-        trained[0],
-        str(tmp_path),
-        export.MODES,
-        preprocessing=digits.preprocessing,
-        class_names=digits.class_names,
-        representative=representative,
-        name="float",
-        source_run="runs/x",
-    )
-    export.export(
-        trained[1],
-        str(tmp_path),
-        ["int8_io_uint8"],
-        preprocessing=digits.preprocessing,
-        class_names=digits.class_names,
-        name="qat",
-    )
-    card = json.loads((tmp_path / "model_card.json").read_text())
-    assert set(card["variants"]) == {f"float_{m}" for m in export.MODES} | {"qat_int8_io_uint8"}
-    assert (tmp_path / "labels.txt").read_text().split() == list(digits.class_names)
+def test_every_mode_writes_file_labels_and_a_card_that_checks_out(exported, digits):
+    out, representative = exported
+    card = json.loads((out / "model_card.json").read_text())
+    assert set(card["variants"]) == {f"float_{m}" for m in export.MODES} | {
+        f"qat_{m}" for m in export.INTEGER_MODES
+    }
+    assert (out / "labels.txt").read_text().split() == list(digits.class_names)
     assert card["preprocessing"]["mean"] == [0.5] and card["preprocessing"]["scale"] == 1 / 16
     assert card["representative_set"]["sha256"] == representative.sha256
     sizes = {m: card["variants"][f"float_{m}"]["size_bytes"] for m in export.MODES}
     assert sizes["int8"] < 0.5 * sizes["float32"] and sizes["float16"] < 0.7 * sizes["float32"]
     for entry in card["variants"].values():
-        assert os.path.getsize(tmp_path / entry["file"]) == entry["size_bytes"]
+        assert os.path.getsize(out / entry["file"]) == entry["size_bytes"]
     assert card["variants"]["float_float16"]["quantization"] == "float16"
     assert card["variants"]["qat_int8_io_uint8"]["quantization_aware"] is True
+    assert card["variants"]["float_int8_io_uint8"]["quantization_aware"] is False
+    export.check_card(str(out))
+    assert not [f for f in os.listdir(out) if ".tmp" in f]
+
+
+def test_a_replaced_file_no_longer_matches_its_card(exported, tmp_path):
+    shutil.copytree(exported[0], tmp_path, dirs_exist_ok=True)
     export.check_card(str(tmp_path))
-    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
-
-
-def test_a_replaced_file_no_longer_matches_its_card(trained, digits, tmp_path):
-    export.export(
-        trained[0],
-        str(tmp_path),
-        ["float32", "dynamic"],
-        preprocessing=digits.preprocessing,
-        class_names=digits.class_names,
-    )
-    (tmp_path / "student_float32.tflite").write_bytes(
-        (tmp_path / "student_dynamic.tflite").read_bytes()
+    (tmp_path / "float_float32.tflite").write_bytes(
+        (tmp_path / "float_dynamic.tflite").read_bytes()
     )
     with pytest.raises(ValueError, match="does not match model_card.json"):
         export.check_card(str(tmp_path))
@@ -297,6 +286,7 @@ def _layer_kinds(name):
     }
 
 
+@pytest.mark.slow  # it builds every model (15 s): a check of the list above, slow like it
 def test_deeper_models_only_repeat_converted_structures():
     from tests.test_models import MOBILE_TESTED
 

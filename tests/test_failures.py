@@ -13,11 +13,14 @@ import zipfile
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
 from PIL import Image
 
 import tfkd
+from pipelines import config as config_lib
 from pipelines import distill, run
+from pipelines.context import Context
 from tfkd.keras import keras
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -176,10 +179,11 @@ def test_a_representative_set_too_large_for_the_folder_is_refused_before_trainin
         "representative set of at most",
     )
     assert not (tmp_path / "run").exists()
-    status, err = run_main(
-        capsys, f"--out_dir={tmp_path / 'run'}", *args, "--modes=int8", "--stages=teacher"
-    )
-    assert status in (0, None), err
+    # The default adapts while the run's context is made, before the first stage: no need to
+    # train anything to see it.
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["distill", f"--out_dir={tmp_path / 'run'}", *args, "--modes=int8"])
+    context = Context(config_lib.from_flags(), tf.distribute.get_strategy())
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     adapted = [
         re.search(
@@ -189,6 +193,7 @@ def test_a_representative_set_too_large_for_the_folder_is_refused_before_trainin
     ]
     sizes = [int(m.group(1)) for m in adapted if m]
     assert len(sizes) == 1 and 2 <= sizes[0] < 24, warnings  # 24 images in the folder
+    assert context.representative_size == sizes[0]
 
 
 def test_a_class_with_one_image_is_refused_with_the_count_needed(tmp_path, capsys):
@@ -381,6 +386,10 @@ def test_a_nan_loss_stops_naming_the_stage_and_epoch_and_keeps_the_last_good_sta
     assert not (out / "teacher" / "teacher.keras").exists()
 
 
+# The two below start interpreters of their own, 8 s each: slow. In process, the same one-line
+# handling is test_bad_flags_end_in_one_line_before_anything_is_written, and a corrupt file is
+# tests/test_evaluate.py's test_truncated_real_model_gives_a_clear_error.
+@pytest.mark.slow
 def test_a_flagfile_that_does_not_exist_is_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.distill", f"--flagfile={tmp_path / 'nope.flags'}"],
@@ -394,6 +403,7 @@ def test_a_flagfile_that_does_not_exist_is_one_line(tmp_path):
     assert "nope.flags" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_corrupt_tflite_file_is_one_line_in_every_tool(tmp_path):
     # A file with the .tflite identifier but no model in it, and one without even that.
     bad, zeros = tmp_path / "bad.tflite", tmp_path / "zeros.tflite"
@@ -416,6 +426,9 @@ def test_a_corrupt_tflite_file_is_one_line_in_every_tool(tmp_path):
         assert "Traceback" not in result.stderr, tool
 
 
+# Slow: it trains a teacher on them (5 s). The fast suite decodes the same colour modes and formats
+# (tests/test_images.py::test_colour_modes_and_formats_become_rgb).
+@pytest.mark.slow
 def test_unusual_but_valid_images_and_names_load_as_rgb(tmp_path, capsys):
     """16-bit PNG, CMYK JPEG, a non-UTF-8 file name and spaces: all load, as Pillow sees them."""
     root = _folder(tmp_path / "photos")

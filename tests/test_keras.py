@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import tf_keras
 
 from tfkd.keras import keras
@@ -32,6 +33,9 @@ def _run(code, legacy=None):
     ).stdout.strip()
 
 
+# Each of these starts an interpreter (8 s on 2 cores). The fast suite keeps the everyday case,
+# `import tfkd` in a notebook; the import orders and the legacy-Keras user run in the slow one.
+@pytest.mark.slow
 def test_importing_tensorflow_first_does_not_change_tfkd_keras():
     code = (
         "import tensorflow as tf\n"
@@ -62,6 +66,7 @@ def test_importing_tfkd_leaves_tf_keras_and_the_environment_to_the_user():
     assert _run(_USER_VIEW).splitlines()[-1] == "keras 3 None True"
 
 
+@pytest.mark.slow
 def test_a_user_who_asks_for_legacy_keras_keeps_it():
     assert _run(_USER_VIEW, legacy="1").splitlines()[-1] == "tf_keras 3 1 True"
 

@@ -140,6 +140,39 @@ def _cifar_sample():
     return images, labels, classes
 
 
+def test_mediapipe_reads_the_labels_and_normalisation_the_metadata_gives(
+    float_model, tmp_path, mediapipe_python
+):
+    """The fast suite's check with the real client: MediaPipe's ImageClassifier loads a file
+    with tfkd's metadata, names each score with its label, and normalises the bytes as the
+    metadata says (its scores are the model's on tfkd's normalised input). Every mode of a
+    trained model goes through it in the slow suite, below."""
+    path = tmp_path / "m.tflite"
+    path.write_bytes(metadata.write_image_classifier(float_model, _info()))
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    subprocess.run(
+        [
+            mediapipe_python,
+            CLIENT,
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "out.json"),
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    result = json.loads((tmp_path / "out.json").read_text())[str(path)]
+    assert "error" not in result, result.get("error")
+    expected = runtime.TFLiteClassifier(float_model).predict((images - 127.0) / 64.0)
+    for categories, probabilities in zip(result["images"], expected):
+        assert all(c["name"] == LABELS[c["index"]] for c in categories)
+        scores = sorted((c["index"], c["score"]) for c in categories)
+        np.testing.assert_allclose([score for _, score in scores], probabilities, atol=1e-5)
+
+
+# In the slow suite: a trained model (8 s) in six modes (15 s of conversion) and MediaPipe.
 @pytest.fixture(scope="module")
 def mediapipe_results(tmp_path_factory, mediapipe_python):
     """Every mode of a briefly trained 3-channel student, classified by MediaPipe."""
@@ -166,29 +199,22 @@ def mediapipe_results(tmp_path_factory, mediapipe_python):
         representative=representative,
     )
     np.save(out / "images.npy", images)
-    results = {}
-    for mode in MODES:
-        entry = card["variants"][f"student_{mode}"]
-        subprocess.run(
-            [
-                python,
-                CLIENT,
-                str(out / entry["file"]),
-                str(out / "images.npy"),
-                str(out / f"{mode}.json"),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        results[mode] = (
-            json.loads((out / f"{mode}.json").read_text()),
-            str(out / entry["file"]),
-            entry,
-        )
+    paths = {mode: str(out / card["variants"][f"student_{mode}"]["file"]) for mode in MODES}
+    subprocess.run(
+        [python, CLIENT, str(out / "images.npy"), str(out / "classified.json"), *paths.values()],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    classified = json.loads((out / "classified.json").read_text())
+    results = {
+        mode: (classified[path], path, card["variants"][f"student_{mode}"])
+        for mode, path in paths.items()
+    }
     return results, normalized, labels, classes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [m for m in MODES if m != "int8_io_int8"])
 def test_mediapipe_classifies_every_mode_with_labels_and_probabilities(mediapipe_results, mode):
     results, normalized, labels, classes = mediapipe_results
@@ -214,11 +240,13 @@ def test_mediapipe_classifies_every_mode_with_labels_and_probabilities(mediapipe
     assert len(set(mediapipe_top1)) >= 4
 
 
+@pytest.mark.slow
 def test_mediapipe_refuses_int8_input_so_apps_use_uint8(mediapipe_results):
     result, _, _ = mediapipe_results[0]["int8_io_int8"]
     assert "uint8/float32" in result["error"] and "INT8" in result["error"]
 
 
+@pytest.mark.slow
 def test_uint8_model_takes_raw_bytes_like_the_float_model(mediapipe_results):
     results, normalized, labels, _ = mediapipe_results
     _, uint8_path, entry = results["int8_io_uint8"]

@@ -58,12 +58,13 @@ def test_resnet_depth_must_be_6n_plus_2():
     [
         # He et al. 2016, Table 6 (CIFAR-10).
         ("resnet20", 10, 0.27e6),
-        ("resnet32", 10, 0.46e6),
-        ("resnet56", 10, 0.85e6),
+        # The deeper ones only stack more of the same blocks (building them takes 5-9 s each).
+        pytest.param("resnet32", 10, 0.46e6, marks=pytest.mark.slow),
+        pytest.param("resnet56", 10, 0.85e6, marks=pytest.mark.slow),
         pytest.param("resnet110", 10, 1.7e6, marks=pytest.mark.slow),
         # RepDistiller / CRD (CIFAR-100).
         ("resnet8x4", 100, 1.23e6),
-        ("resnet32x4", 100, 7.43e6),
+        pytest.param("resnet32x4", 100, 7.43e6, marks=pytest.mark.slow),
     ],
 )
 def test_resnet_sizes_match_the_papers(name, classes, params):
@@ -72,18 +73,22 @@ def test_resnet_sizes_match_the_papers(name, classes, params):
     assert trainable == pytest.approx(params, rel=0.03)
 
 
+def test_mobilenetv2_refuses_a_width_multiplier_that_is_not_positive():
+    with pytest.raises(ValueError, match="alpha"):
+        tfkd.models.build("mobilenetv2", (32, 32, 3), 10, alpha=0)
+
+
+@pytest.mark.slow  # 16 s to build two; the fast suite has the width check above.
 def test_mobilenetv2_width_multiplier_shrinks_the_model():
     full = tfkd.models.build("mobilenetv2", (32, 32, 3), 10)
     half = tfkd.models.build("mobilenetv2", (32, 32, 3), 10, alpha=0.5)
     assert half.count_params() < 0.6 * full.count_params()
     assert half.name == "mobilenetv2_0.5"
-    with pytest.raises(ValueError, match="alpha"):
-        tfkd.models.build("mobilenetv2", (32, 32, 3), 10, alpha=0)
 
 
-# Deeper members of a family repeat its blocks: the fast tests cover the shallowest of each.
-# The largest of the rest (10 s or more each) also run in the slow suite only.
-DEEP = {"resnet32", "resnet44", "resnet56", "resnet110", "resnet32x4", "mobilenetv2", "cnn_large"}
+# Deeper members of a family repeat its blocks: the fast tests cover the shallowest of each
+# (cnn_tiny, resnet8, resnet8x4), the slow suite every other one.
+SHALLOWEST = {"cnn_tiny", "resnet8", "resnet8x4"}
 # The mobile families (tested through tfkd's QAT and an int8 conversion below).
 MOBILE = {n for n in tfkd.models.available() if n.startswith(("mobilenet_", "efficientnet_"))}
 # MobileNetV3's hard-swish is built by keras.applications from raw TF ops.
@@ -101,7 +106,7 @@ MOBILE_TESTED = (
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n
+        n if n in SHALLOWEST else pytest.param(n, marks=pytest.mark.slow)
         for n in tfkd.models.available()
         if n not in MOBILE
     ],

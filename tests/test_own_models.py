@@ -261,19 +261,14 @@ def test_a_keras3_student_on_photos_ships_an_int8_file_mediapipe_loads(tmp_path,
     entry = card["variants"]["student_qad_int8_io_uint8"]
     images, _, classes = _cifar_sample()
     np.save(tmp_path / "images.npy", images)
+    model = str(run / "tflite" / entry["file"])
     subprocess.run(
-        [
-            python,
-            CLIENT,
-            str(run / "tflite" / entry["file"]),
-            str(tmp_path / "images.npy"),
-            str(tmp_path / "out.json"),
-        ],
+        [python, CLIENT, str(tmp_path / "images.npy"), str(tmp_path / "out.json"), model],
         check=True,
         capture_output=True,
         timeout=300,
     )
-    result = json.loads((tmp_path / "out.json").read_text())
+    result = json.loads((tmp_path / "out.json").read_text())[model]
     assert "error" not in result, result.get("error")
     mediapipe_top1 = [max(c, key=lambda c: c["score"])["index"] for c in result["images"]]
     assert all(

@@ -55,6 +55,8 @@ def _inspect(*args):
     )
 
 
+# Slow: two interpreters. What the tool prints comes from tfkd.export.tflite_info, tested above.
+@pytest.mark.slow
 def test_cli_prints_tables_writes_json_and_checks_integer_only(exported, tmp_path):
     int8 = str(exported / "student_int8_io_int8.tflite")
     dynamic = str(exported / "student_dynamic.tflite")

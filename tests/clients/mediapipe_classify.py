@@ -2,10 +2,11 @@
 
 Runs in the MediaPipe virtualenv (scripts/test makes it), never imports tfkd:
 
-    python mediapipe_classify.py MODEL.tflite IMAGES.npy OUT.json
+    python mediapipe_classify.py IMAGES.npy OUT.json MODEL.tflite [MODEL.tflite ...]
 
-IMAGES.npy holds uint8 RGB images (N, H, W, 3). OUT.json gets, per image, every category's
-index, name and score; or {"error": message} when MediaPipe refuses the model.
+IMAGES.npy holds uint8 RGB images (N, H, W, 3). OUT.json maps each model path to, per image,
+every category's index, name and score; or to {"error": message} when MediaPipe refuses the
+model. One process for every model: MediaPipe starts once.
 """
 
 import json
@@ -14,12 +15,11 @@ import sys
 import numpy as np
 
 
-def main(model_path: str, images_path: str, out_path: str) -> None:
+def classify(model_path: str, images: np.ndarray) -> dict:
     import mediapipe as mp
     from mediapipe.tasks import python as tasks
     from mediapipe.tasks.python import vision
 
-    images = np.load(images_path)
     options = vision.ImageClassifierOptions(
         base_options=tasks.BaseOptions(model_asset_path=model_path), max_results=-1
     )
@@ -39,8 +39,14 @@ def main(model_path: str, images_path: str, out_path: str) -> None:
                         for c in categories
                     ]
                 )
+    return result
+
+
+def main(images_path: str, out_path: str, *model_paths: str) -> None:
+    images = np.load(images_path)
+    results = {path: classify(path, images) for path in model_paths}
     with open(out_path, "w", encoding="utf-8") as f:
-        json.dump(result, f)
+        json.dump(results, f)
 
 
 if __name__ == "__main__":
