@@ -161,6 +161,9 @@ def convert(
     check_mode(mode, model)
     qat = is_quantization_aware(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    # The converter's frozen-graph path, not a detour through a temporary SavedModel: the same
+    # ops, and 10-30% less time on a MobileNet at 128x128, half on a small CNN (docs/export.md).
+    converter.experimental_lower_to_saved_model = False
     if mode != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "float16":
