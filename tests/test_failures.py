@@ -13,7 +13,6 @@ import zipfile
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from absl import flags
 from PIL import Image
 
@@ -47,11 +46,15 @@ def _tree(path):
     return found
 
 
+def parse_flags(*args) -> list:
+    """ARGS parsed into the program's flags, as `python -m pipelines.distill ARGS` parses them."""
+    flags.FLAGS.unparse_flags()
+    return flags.FLAGS(["distill", *args])
+
+
 def run_main(capsys, *args):
     """`python -m pipelines.distill ARGS` in this process: (exit status, stderr)."""
-    values = flags.FLAGS
-    values.unparse_flags()
-    argv = values(["distill", *args])
+    argv = parse_flags(*args)
     try:
         status = distill.main(argv)
     except SystemExit as exit_:
@@ -181,9 +184,8 @@ def test_a_representative_set_too_large_for_the_folder_is_refused_before_trainin
     assert not (tmp_path / "run").exists()
     # The default adapts while the run's context is made, before the first stage: no need to
     # train anything to see it.
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["distill", f"--out_dir={tmp_path / 'run'}", *args, "--modes=int8"])
-    context = Context(config_lib.from_flags(), tf.distribute.get_strategy())
+    parse_flags(f"--out_dir={tmp_path / 'run'}", *args, "--modes=int8")
+    context = Context(config_lib.from_flags())
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     adapted = [
         re.search(

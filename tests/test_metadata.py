@@ -132,6 +132,25 @@ def test_uint8_input_quantization_is_the_normalisation():
 MODES = ("float32", "float16", "dynamic", "int8", "int8_io_uint8", "int8_io_int8")
 
 
+def mediapipe_classify(python, images, directory, models) -> dict:
+    """MediaPipe's ImageClassifier on `images` with each of `models`, in one process of the
+    MediaPipe virtualenv (tests/clients/mediapipe_classify.py): model path -> its result."""
+    np.save(directory / "images.npy", images)
+    subprocess.run(
+        [
+            python,
+            CLIENT,
+            str(directory / "images.npy"),
+            str(directory / "classified.json"),
+            *map(str, models),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return json.loads((directory / "classified.json").read_text())
+
+
 def _cifar_sample():
     paths = sorted(glob.glob(os.path.join(CIFAR_SAMPLE, "*", "*", "*.jpg")))
     classes = sorted({os.path.basename(os.path.dirname(p)) for p in paths})
@@ -150,20 +169,7 @@ def test_mediapipe_reads_the_labels_and_normalisation_the_metadata_gives(
     path = tmp_path / "m.tflite"
     path.write_bytes(metadata.write_image_classifier(float_model, _info()))
     images = np.random.default_rng(0).integers(0, 256, size=(6, 8, 8, 3), dtype=np.uint8)
-    np.save(tmp_path / "images.npy", images)
-    subprocess.run(
-        [
-            mediapipe_python,
-            CLIENT,
-            str(tmp_path / "images.npy"),
-            str(tmp_path / "out.json"),
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    result = json.loads((tmp_path / "out.json").read_text())[str(path)]
+    result = mediapipe_classify(mediapipe_python, images, tmp_path, [path])[str(path)]
     assert "error" not in result, result.get("error")
     expected = runtime.TFLiteClassifier(float_model).predict((images - 127.0) / 64.0)
     for categories, probabilities in zip(result["images"], expected):
@@ -176,7 +182,6 @@ def test_mediapipe_reads_the_labels_and_normalisation_the_metadata_gives(
 @pytest.fixture(scope="module")
 def mediapipe_results(tmp_path_factory, mediapipe_python):
     """Every mode of a briefly trained 3-channel student, classified by MediaPipe."""
-    python = mediapipe_python
     out = tmp_path_factory.mktemp("mediapipe")
     images, labels, classes = _cifar_sample()
     prep = tfkd.data.photo_preprocessing((32, 32), 3)  # what folder:PATH datasets get
@@ -198,15 +203,8 @@ def mediapipe_results(tmp_path_factory, mediapipe_python):
         class_names=classes,
         representative=representative,
     )
-    np.save(out / "images.npy", images)
     paths = {mode: str(out / card["variants"][f"student_{mode}"]["file"]) for mode in MODES}
-    subprocess.run(
-        [python, CLIENT, str(out / "images.npy"), str(out / "classified.json"), *paths.values()],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    classified = json.loads((out / "classified.json").read_text())
+    classified = mediapipe_classify(mediapipe_python, images, out, paths.values())
     results = {
         mode: (classified[path], path, card["variants"][f"student_{mode}"])
         for mode, path in paths.items()

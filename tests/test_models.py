@@ -86,8 +86,8 @@ def test_mobilenetv2_width_multiplier_shrinks_the_model():
     assert half.name == "mobilenetv2_0.5"
 
 
-# Deeper members of a family repeat its blocks: the fast tests cover the shallowest of each
-# (cnn_tiny, resnet8, resnet8x4), the slow suite every other one.
+# Deeper members of a family repeat its blocks: the fast tests cover the shallowest of each, the
+# slow suite every other one.
 SHALLOWEST = {"cnn_tiny", "resnet8", "resnet8x4"}
 # The mobile families (tested through tfkd's QAT and an int8 conversion below).
 MOBILE = {n for n in tfkd.models.available() if n.startswith(("mobilenet_", "efficientnet_"))}

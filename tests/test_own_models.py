@@ -231,9 +231,8 @@ def test_a_keras3_student_on_photos_ships_an_int8_file_mediapipe_loads(tmp_path,
     apps feed it; MediaPipe's ImageClassifier, the client apps use, loads it and names its
     categories with the run's labels, and picks what tfkd's own LiteRT run picks."""
     from tests.conftest import CIFAR_SAMPLE
-    from tests.test_metadata import CLIENT, _cifar_sample
+    from tests.test_metadata import _cifar_sample, mediapipe_classify
 
-    python = mediapipe_python
     inputs = k3.Input((32, 32, 3))
     x = k3.layers.Conv2D(16, 3, strides=2, padding="same")(inputs)
     x = k3.layers.Activation("hard_swish")(k3.layers.BatchNormalization()(x))
@@ -260,15 +259,8 @@ def test_a_keras3_student_on_photos_ships_an_int8_file_mediapipe_loads(tmp_path,
     card = json.loads((run / "tflite" / "model_card.json").read_text())
     entry = card["variants"]["student_qad_int8_io_uint8"]
     images, _, classes = _cifar_sample()
-    np.save(tmp_path / "images.npy", images)
     model = str(run / "tflite" / entry["file"])
-    subprocess.run(
-        [python, CLIENT, str(tmp_path / "images.npy"), str(tmp_path / "out.json"), model],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    result = json.loads((tmp_path / "out.json").read_text())[model]
+    result = mediapipe_classify(mediapipe_python, images, tmp_path, [model])[model]
     assert "error" not in result, result.get("error")
     mediapipe_top1 = [max(c, key=lambda c: c["score"])["index"] for c in result["images"]]
     assert all(

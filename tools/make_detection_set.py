@@ -42,11 +42,11 @@ def _compose(rng: random.Random, background: str, objects: list, size: int):
     boxes: list[tuple[int, int, int, int, int]] = []
     for path, label in objects:
         side = int(size * rng.uniform(*SCALES))
+        placed = np.array([b[:4] for b in boxes]).reshape(-1, 4)
         for _ in range(20):
             x, y = rng.randint(0, size - side), rng.randint(0, size - side)
             box = (x, y, x + side, y + side)
-            others = np.array([b[:4] for b in boxes]).reshape(-1, 4)
-            if not boxes or targets.iou(np.array([box]), others).max() <= MAX_OVERLAP:
+            if not boxes or targets.iou(np.array([box]), placed).max() <= MAX_OVERLAP:
                 break
         else:
             continue
