@@ -80,7 +80,12 @@ def reading() -> Iterator[set[str]]:
 class Config:
     """Everything a run depends on; written to the run directory as config.json."""
 
-    dataset: str = setting("digits", "digits, folder:PATH or tfds:NAME.", read_by=DATA)
+    dataset: str = setting(
+        "digits",
+        "digits, folder:PATH or tfds:NAME (classification); coco:PATH or yolo:PATH (object "
+        "detection, docs/detection.md).",
+        read_by=DATA,
+    )
     data_dir: str | None = setting(None, "Where tfds datasets live.", read_by=DATA)
     image_size: tuple[int, ...] = setting(
         (),
@@ -441,6 +446,11 @@ class Config:
         self._validate()
 
     @property
+    def task(self) -> str:
+        """What the run distils: a detector for coco:/yolo: datasets, else a classifier."""
+        return DETECTION if self.dataset.startswith(DETECTION_PREFIXES) else CLASSIFICATION
+
+    @property
     def teacher_is_file(self) -> bool:
         return not tfkd.models.pretrained.is_application(self.teacher) and (
             self.teacher.endswith(TEACHER_FILE_SUFFIXES) or os.path.sep in self.teacher
@@ -467,7 +477,8 @@ class Config:
 
     @property
     def use_mixed_precision(self) -> bool:
-        return self._on(self.mixed_precision)
+        # Detection trains in float32 (its losses are written for it; checked in validation).
+        return self.task == CLASSIFICATION and self._on(self.mixed_precision)
 
     @property
     def use_xla(self) -> bool:
@@ -496,13 +507,14 @@ class Config:
     @property
     def calibrated(self) -> bool:
         """Whether the distillation settings are chosen at the student stage (--loss=auto)."""
-        return self.loss == tfkd.distill.calibration.AUTO
+        return self.loss == tfkd.distill.calibration.AUTO and self.task == CLASSIFICATION
 
     @functools.cached_property
     def distillation_loss(self) -> tfkd.losses.LogitLoss | None:
         """--loss with --temperature (when it takes one) and --loss_params; None with
-        --loss=auto, whose loss the student stage chooses."""
-        if self.calibrated:
+        --loss=auto, whose loss the student stage chooses, and for detection, whose losses are
+        its own (tfkd.tasks.detection.models.DetectionDistiller)."""
+        if self.calibrated or self.task == DETECTION:
             return None
         try:
             return tfkd.losses.from_spec(self.loss, self.loss_params, self.temperature)
@@ -533,6 +545,9 @@ class Config:
                     tfkd.data.check_image_size(value)
                 except ValueError as error:
                     raise ValueError(f"--{name}={','.join(map(str, value))}: {error}") from error
+        if self.task == DETECTION:
+            self._validate_detection()
+            return
         if self.label_fraction > 1.0:
             raise ValueError(f"--label_fraction must be in (0, 1]. Received: {self.label_fraction}")
         if not 0.0 < self.validation_fraction < 1.0:
@@ -605,6 +620,62 @@ class Config:
             raise ValueError(f"--modes is empty. Choose from {list(export.MODES)}")
         for mode in self.modes:
             export.check_mode(mode)
+        if not self.threads or min(self.threads) < 1:
+            raise ValueError(f"--threads must list thread counts >= 1. Received: {self.threads}")
+
+    def _validate_detection(self) -> None:
+        """The settings of a detection run (docs/detection.md): detectors by name, a square
+        input the detectors' strides divide, the modes MediaPipe's ObjectDetector runs, and none
+        of the classification-only settings."""
+        given = [
+            f"--{f.name}={_flag_text(getattr(self, f.name))}"
+            for f in dataclasses.fields(self)
+            if f.name in CLASSIFICATION_ONLY and getattr(self, f.name) != f.default
+        ]
+        if given:
+            raise ValueError(
+                f"--dataset={self.dataset} distils an object detector, which does not take "
+                f"{' '.join(given)} (classification only). Fix: drop them; "
+                "pipelines/configs/detection.flags has a detection recipe."
+            )
+        detectors = tfkd.tasks.detection.models.available()
+        for name in ("teacher", "student"):
+            if getattr(self, name) not in detectors:
+                raise ValueError(
+                    f"--{name}={getattr(self, name)} is not a detector. Detectors: {detectors} "
+                    "(pipelines/configs/detection.flags)."
+                )
+        stride = max(tfkd.tasks.detection.models.STRIDES)
+        size = tuple(self.image_size)
+        if len(size) != 2 or size[0] != size[1] or size[0] % stride:
+            raise ValueError(
+                f"--image_size={_flag_text(size) or '(unset)'}: a detector takes a square "
+                f"input whose side is a multiple of {stride}, e.g. --image_size=320,320."
+            )
+        modes = tfkd.tasks.detection.export.MODES
+        other = [m for m in self.modes if m not in modes]
+        if other or not self.modes:
+            raise ValueError(
+                f"--modes={_flag_text(self.modes)}: detectors export to {list(modes)} "
+                f"(what MediaPipe's ObjectDetector runs). Fix: --modes={','.join(modes)}."
+            )
+        for name in ("mixed_precision", "jit_compile"):
+            if getattr(self, name) == "on":
+                raise ValueError(
+                    f"--{name}=on: detection trains in float32 without XLA. Drop --{name}."
+                )
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(
+                f"--validation_fraction must be in (0, 1). Received: {self.validation_fraction}"
+            )
+        if not 0.0 <= self.student_loss_weight <= 1.0:
+            raise ValueError(
+                f"--student_loss_weight must be in [0, 1]. Received: {self.student_loss_weight}"
+            )
+        if not self.temperature > 0:
+            raise ValueError(f"--temperature must be > 0. Received: {self.temperature}")
+        if self.select_alpha >= 1.0:
+            raise ValueError(f"--select_alpha must be in (0, 1). Received: {self.select_alpha}")
         if not self.threads or min(self.threads) < 1:
             raise ValueError(f"--threads must list thread counts >= 1. Received: {self.threads}")
 
@@ -691,6 +762,40 @@ class Config:
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))
+
+CLASSIFICATION, DETECTION = "classification", "detection"
+DETECTION_PREFIXES = tuple(f"{kind}:" for kind in tfkd.tasks.detection.data.FORMATS)
+# Settings a detection run refuses away from their defaults: the classification pipeline's
+# features that detection does not have (yet), named in the error rather than ignored.
+CLASSIFICATION_ONLY = frozenset(
+    {
+        "data_dir",
+        "teacher_image_size",
+        "resize",
+        "label_fraction",
+        "teacher_pool",
+        "unlabeled",
+        "teacher_input",
+        "teacher_weights",
+        "student_weights",
+        "teacher_cache",
+        "teacher_cache_views",
+        "loss",
+        "loss_params",
+        "features",
+        "distillation_warmup_epochs",
+        "early_stopping_patience",
+        "flip",
+        "pad_crop",
+        "augment",
+        "export_output",
+        "strategy",
+    }
+)
+
+
+def _flag_text(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
 
 
 def declared_reads(stages: set[str]) -> set[str]:

@@ -133,7 +133,8 @@ def markdown(report: dict) -> str:
 
 
 def pareto_plot(report: dict, path: str) -> None:
-    """Accuracy vs p50 latency of every model with a latency; marker area ~ file size."""
+    """Accuracy (or the report's `metric`, stored in each model's `accuracy`) vs p50 latency of
+    every model with a latency; marker area ~ file size."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,9 +167,11 @@ def pareto_plot(report: dict, path: str) -> None:
     )
     axes.set_xscale("log")
     axes.set_xlabel(f"p50 latency, ms (log scale; {points[0]['threads']} thread(s))")
-    axes.set_ylabel("test accuracy, %")
+    # A detection report scores mAP (pipelines/detection/report.py), a classification one accuracy.
+    metric = report.get("metric", "accuracy")
+    axes.set_ylabel(f"test {metric}, %")
     axes.set_title(
-        f"{report['dataset']}: accuracy vs latency (marker area ~ file size)", fontsize=9
+        f"{report['dataset']}: {metric} vs latency (marker area ~ file size)", fontsize=9
     )
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()

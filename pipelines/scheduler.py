@@ -19,6 +19,8 @@ from pipelines import console, run, workers
 from pipelines import stages as stages_lib
 from pipelines.config import Config
 from pipelines.context import Context
+from pipelines.detection import stages as detection_stages
+from pipelines.detection.context import DetectionContext
 from pipelines.stages import STAGE_NAMES, STAGES
 from tfkd import files
 from tfkd.distill import training
@@ -74,9 +76,10 @@ def execute(config: Config, strategy: tf.distribute.Strategy | None = None) -> d
     selected = stages_lib.selected(config.stages, config.serial)
     run.check_location(config.out_dir)
     _check_device(config, selected)
-    ctx = Context(config, strategy)
-    _check_feature_layers(ctx)
-    _check_raw_byte_input(ctx)
+    ctx = _context(config, strategy)
+    if isinstance(ctx, Context):
+        _check_feature_layers(ctx)
+        _check_raw_byte_input(ctx)
     for stage in STAGES:
         missing = [n for n in stage.needs if n not in selected and not ctx.directory.done(n)]
         if stage.name in selected and missing:
@@ -98,6 +101,18 @@ def execute(config: Config, strategy: tf.distribute.Strategy | None = None) -> d
             json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True),
         )
         return _run_stages(ctx, decisions)
+
+
+def _context(config: Config, strategy: tf.distribute.Strategy) -> Context | DetectionContext:
+    """The run's task (`Config.task`) decides what its stages share and what their bodies do;
+    the stage table, the run directory and this scheduler are the same for every task."""
+    if config.task == config_lib.DETECTION:
+        return DetectionContext(config, strategy)
+    return Context(config, strategy)
+
+
+def _body(ctx: Context | DetectionContext, stage):
+    return detection_stages.BODIES[stage.name] if isinstance(ctx, DetectionContext) else stage.fn
 
 
 def _outside_files(config: Config, stage: str) -> dict:
@@ -148,7 +163,7 @@ def plan(config: Config, directory: run.RunDirectory, selected: list[str]) -> li
         )
 
 
-def _announce(ctx: Context, decisions: list[run.Decision]) -> None:
+def _announce(ctx: Context | DetectionContext, decisions: list[run.Decision]) -> None:
     """Before the first stage: which stages are reused and which rerun, and why (said only for a
     run directory that holds earlier stages)."""
     if _continuing() or not ctx.directory.manifest["stages"]:
@@ -186,8 +201,10 @@ def _leaves_memory(stage) -> bool:
     return bool(stage.model) or stage.name == "export"
 
 
-def _describe(ctx: Context, stage) -> str:
+def _describe(ctx: Context | DetectionContext, stage) -> str:
     """A stage's banner text: what it does and, for training, on what."""
+    if isinstance(ctx, DetectionContext):
+        return ctx.describe(stage)
     if not stage.model:
         return stage.what
     config = ctx.config
@@ -215,19 +232,20 @@ def _describe(ctx: Context, stage) -> str:
     )
 
 
-def _run_stage(ctx: Context, stage) -> tuple[list[str], dict]:
+def _run_stage(ctx: Context | DetectionContext, stage) -> tuple[list[str], dict]:
+    body = _body(ctx, stage)
     if not stage.trains:
-        return stage.fn(ctx)
+        return body(ctx)
     mixed = ctx.config.use_mixed_precision and stage.mixed_precision
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     try:
         with ctx.strategy.scope():
-            return stage.fn(ctx)
+            return body(ctx)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _run_stages(ctx: Context, decisions: list[run.Decision]) -> dict:
+def _run_stages(ctx: Context | DetectionContext, decisions: list[run.Decision]) -> dict:
     config, strategy = ctx.config, ctx.strategy
     distributed = tfkd.distill.distribute.is_distributed(strategy)
     heavy_stage_ran = False

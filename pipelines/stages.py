@@ -429,7 +429,7 @@ def verify(ctx: "Context") -> StageResult:
     }
 
 
-def _measure_variants(ctx: "Context", measure: Callable[[str, int, dict], dict]) -> dict:
+def measure_variants(ctx, measure: Callable[[str, int, dict], dict]) -> dict:
     """`measure(path, threads, card_entry)` for every exported variant and thread count."""
     out = ctx.directory.export_dir()
     card = export.read_card(out)
@@ -470,7 +470,7 @@ def host_benchmark(ctx: "Context") -> StageResult:
     path = RunLayout.HOST_BENCHMARK
     files.write_text(
         ctx.directory.file(path),
-        json.dumps(_measure_variants(ctx, measure), indent=2, sort_keys=True),
+        json.dumps(measure_variants(ctx, measure), indent=2, sort_keys=True),
     )
     return [path], {}
 
@@ -490,7 +490,7 @@ def device_benchmark(ctx: "Context") -> StageResult:
         return device.app_benchmark_on_device(phone, path, **common).to_dict()
 
     path = RunLayout.DEVICE_BENCHMARK
-    results = {"device": info, "variants": _measure_variants(ctx, measure)}
+    results = {"device": info, "variants": measure_variants(ctx, measure)}
     files.write_text(ctx.directory.file(path), json.dumps(results, indent=2, sort_keys=True))
     return [path], {}
 

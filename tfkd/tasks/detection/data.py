@@ -83,6 +83,26 @@ def load(spec: str) -> dict[str, DetectionSplit]:
     return splits
 
 
+def split_off(
+    split: DetectionSplit, fraction: float, seed: int
+) -> tuple[DetectionSplit, DetectionSplit]:
+    """`split` as (the rest, a held-out `fraction` of its images drawn with `seed`): the
+    validation images of a dataset whose `val/` is its test set. At least one image each."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"`fraction` must be in (0, 1). Received: {fraction}")
+    count = len(split.images)
+    if count < 2:
+        raise ValueError(
+            f"{count} training image(s): at least 2 are needed to hold some out for validation."
+        )
+    held = min(count - 1, max(1, round(fraction * count)))
+    order = np.random.default_rng(seed).permutation(count)
+    chosen = set(order[:held].tolist())
+    rest = tuple(im for i, im in enumerate(split.images) if i not in chosen)
+    held_out = tuple(im for i, im in enumerate(split.images) if i in chosen)
+    return dataclasses.replace(split, images=rest), DetectionSplit(held_out, split.class_names)
+
+
 def _sizes(paths: Sequence[str]) -> list[tuple[int, int]]:
     """(width, height) of each image as displayed; `ValueError` naming an empty or unreadable
     file."""

@@ -84,3 +84,38 @@ def coco_map(truth: DetectionSplit, found: Sequence[Detections]) -> dict[str, fl
         "map": max(0.0, float(evaluation.stats[0])),
         "map50": max(0.0, float(evaluation.stats[1])),
     }
+
+
+def paired_map_difference(
+    truth: DetectionSplit,
+    a: Sequence[Detections],
+    b: Sequence[Detections],
+    resamples: int = 200,
+    seed: int = 0,
+) -> dict:
+    """mAP of `a` minus mAP of `b` on the same images, with a 95% percentile interval from
+    `resamples` bootstrap resamplings of the images (both sides resampled alike: a paired test;
+    mAP does not split into per-image terms, so McNemar's test does not apply). `better`: the
+    interval lies above 0 (`a` better beyond noise), `worse`: below, else `within noise`."""
+    if resamples < 1:
+        raise ValueError(f"`resamples` must be >= 1. Received: {resamples}")
+    count = len(truth.images)
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(resamples):
+        pick = rng.integers(0, count, count)
+        sample = DetectionSplit(tuple(truth.images[i] for i in pick), truth.class_names)
+        differences.append(
+            coco_map(sample, [a[i] for i in pick])["map"]
+            - coco_map(sample, [b[i] for i in pick])["map"]
+        )
+    low, high = (float(v) for v in np.percentile(differences, [2.5, 97.5]))
+    difference = coco_map(truth, a)["map"] - coco_map(truth, b)["map"]
+    verdict = "better" if low > 0 else "worse" if high < 0 else "within noise"
+    return {
+        "difference": difference,
+        "interval": [low, high],
+        "verdict": verdict,
+        "resamples": resamples,
+        "images": count,
+    }

@@ -8,8 +8,10 @@ A detector takes normalised images and emits `[box_encodings, class_logits]`: (b
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageOps
 
+from tfkd.data.preprocessing import Preprocessing
+from tfkd.distill import training
 from tfkd.keras import keras
 from tfkd.tasks.detection import losses, targets
 from tfkd.tasks.detection.data import DetectionSplit
@@ -61,8 +63,47 @@ def build(name: str, image_size: int, num_classes: int) -> tuple[keras.Model, np
         keras.layers.Concatenate(axis=1, name="box_encodings")(boxes),
         keras.layers.Concatenate(axis=1, name="class_logits")(logits),
     ]
-    anchors = grid_anchors(image_size, STRIDES, [s * ANCHOR_STRIDES for s in STRIDES])
-    return keras.Model(inputs, outputs, name=name), anchors
+    return keras.Model(inputs, outputs, name=name), anchors(image_size)
+
+
+def preprocessing(image_size: int) -> Preprocessing:
+    """How a detector's input is normalised: pixels to [-1, 1], which one uint8 quantization
+    expresses, so the int8 file takes the camera's bytes."""
+    return Preprocessing((image_size, image_size), 3, 1 / 255, (0.5,) * 3, (0.5,) * 3)
+
+
+def anchors(image_size: int) -> np.ndarray:
+    """The anchors of every detector `build` makes for square images of `image_size` pixels."""
+    return grid_anchors(image_size, STRIDES, [s * ANCHOR_STRIDES for s in STRIDES])
+
+
+def fit(
+    trainer: "DetectorTrainer",
+    images: np.ndarray,
+    targets: tuple[np.ndarray, np.ndarray],
+    epochs: int,
+    *,
+    batch_size: int,
+    learning_rate: float,
+    optimizer_name: str = training.DEFAULT_OPTIMIZER,
+    seed: int = 0,
+    callbacks=(),
+) -> keras.Model:
+    """Trains `trainer` (a `DetectorTrainer` or `DetectionDistiller`) on normalised `images` and
+    their `targets` with tfkd's optimizer and cosine schedule (`tfkd.distill.training`); the
+    same shuffled batches for every trainer of one `seed`. Returns the trained detector."""
+    steps_per_epoch = -(-len(images) // batch_size)
+    trainer.compile(
+        optimizer=training.optimizer(optimizer_name, learning_rate, epochs * steps_per_epoch)
+    )
+    batches = (
+        tf.data.Dataset.from_tensor_slices((images, targets))
+        .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    trainer.fit(batches, epochs=epochs, callbacks=list(callbacks), verbose=0)
+    return trainer.detector
 
 
 def images(split: DetectionSplit, image_size: int) -> np.ndarray:
@@ -71,7 +112,9 @@ def images(split: DetectionSplit, image_size: int) -> np.ndarray:
     out = np.zeros((len(split.images), image_size, image_size, 3), np.uint8)
     for i, image in enumerate(split.images):
         with Image.open(image.path) as opened:
-            rgb = opened.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+            # Upright, as the boxes are given (data.py): a phone photo's EXIF rotation applied.
+            upright = ImageOps.exif_transpose(opened)
+            rgb = upright.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
         out[i] = np.asarray(rgb)
     return out
 

@@ -1,0 +1,150 @@
+"""What the stages of a detection run share: its settings, the detection set (read and checked
+before anything is written), the decoded images, the run directory and the models."""
+
+import tensorflow as tf
+from absl import logging
+
+import tfkd
+from pipelines import workers
+from pipelines.run import RunDirectory
+from tfkd.keras import keras
+from tfkd.tasks.detection import data, metrics, models
+
+# Offsets of the seed, as in classification (pipelines/context.py): the student alone and the
+# distilled student start from the same weights and see the same batches.
+TEACHER_DATA, STUDENT_DATA, QAD_DATA = 0, 1, 2
+# Banners that say what the stage does for a detector where the shared table's words do not.
+OWN_WORDS = {"verify": "COCO mAP of every .tflite (parity gate)"}
+
+
+class DetectionContext:
+    """The data, the run directory and the models of one detection run.
+
+    The dataset's `val/` is the test set (as COCO's val2017 is); validation, which the teacher
+    check and --select decide on, is --validation_fraction of `train/`."""
+
+    task = "detection"
+
+    def __init__(self, config, strategy: tf.distribute.Strategy | None = None):
+        self.config = config
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.chief = workers.is_chief(self.strategy)
+        try:
+            found = data.load(config.dataset)
+            if "val" not in found:
+                raise ValueError(
+                    "no val/ split: its images are the test set the report and the parity gate "
+                    "measure on. Fix: add ROOT/val/ in the layout of ROOT/train/."
+                )
+            train, validation = data.split_off(
+                found["train"], config.validation_fraction, config.seed
+            )
+        except ValueError as error:
+            raise ValueError(f"--dataset={config.dataset}: {error}") from error
+        for name, split in found.items():
+            for problem, count in split.warnings.items():
+                logging.warning("--dataset %s/: %d %s.", name, count, problem)
+        self.splits = {"train": train, "validation": validation, "test": found["val"]}
+        self.class_names = train.class_names
+        self.image_size = int(config.image_size[0])
+        self.preprocessing = models.preprocessing(self.image_size)
+        self.anchors = models.anchors(self.image_size)
+        self.representative_size = self._representative_size()
+        self.directory = RunDirectory(config.out_dir, writable=self.chief)
+        self._images: dict[str, tf.Tensor] = {}
+        self._models: dict[str, keras.Model] = {}
+
+    def _representative_size(self) -> int:
+        """Calibration images of the int8 export: --representative_size training images; the
+        default shrinks to a smaller training split, an explicit value must fit."""
+        wanted, available = self.config.representative_size, len(self.splits["train"].images)
+        if wanted <= available:
+            return wanted
+        if wanted != tfkd.export.DEFAULT_REPRESENTATIVE_SIZE:
+            raise ValueError(
+                f"--representative_size={wanted}: the training split has {available} images. "
+                f"Fix: --representative_size={available} or fewer."
+            )
+        return available
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(split.images) for name, split in self.splits.items()}
+
+    # Data -----------------------------------------------------------------------------------
+
+    def images(self, split: str) -> tf.Tensor:
+        """The split's images as uint8 at the input size, decoded once."""
+        if split not in self._images:
+            self._images[split] = models.images(self.splits[split], self.image_size)
+        return self._images[split]
+
+    def normalized(self, split: str):
+        return self.preprocessing.normalize(self.images(split)).numpy()
+
+    def original_sizes(self, split: str) -> list[tuple[int, int]]:
+        return [(image.width, image.height) for image in self.splits[split].images]
+
+    def targets(self, split: str = "train"):
+        return models.training_targets(self.splits[split], self.anchors)
+
+    def detections(self, model: keras.Model, split: str) -> list[metrics.Detections]:
+        return models.detect(
+            model, self.anchors, self.normalized(split), self.original_sizes(split)
+        )
+
+    def scores(self, model: keras.Model) -> dict:
+        """COCO mAP@[.5:.95] and mAP@.5 of a Keras detector on the test and validation images."""
+        test = metrics.coco_map(self.splits["test"], self.detections(model, "test"))
+        validation = metrics.coco_map(
+            self.splits["validation"], self.detections(model, "validation")
+        )
+        return {
+            "map": test["map"],
+            "map50": test["map50"],
+            "val_map": validation["map"],
+            "val_map50": validation["map50"],
+        }
+
+    # Models ---------------------------------------------------------------------------------
+
+    def build(self, name: str) -> keras.Model:
+        return models.build(name, self.image_size, len(self.class_names))[0]
+
+    def fresh_student(self) -> keras.Model:
+        keras.utils.set_random_seed(self.config.seed + STUDENT_DATA)
+        return self.build(self.config.student)
+
+    def model(self, name: str) -> keras.Model:
+        if name not in self._models:
+            self._models[name] = self.directory.load_model(
+                name, lambda: self.build(self.config.student)
+            )
+        return self._models[name]
+
+    def keep(self, name: str, model: keras.Model) -> str:
+        root = None if self.chief else workers.scratch_dir(self.directory.path, self.strategy)
+        relative = self.directory.save_model(name, model, root)
+        self._models[name] = model
+        return relative
+
+    def drop_models(self) -> None:
+        self._models.clear()
+
+    def fit_callbacks(self, stage: str) -> list:
+        """Resumable from the stage's backup, logged for TensorBoard, with a progress line."""
+        return tfkd.distill.training.callbacks(
+            backup_dir=self.directory.checkpoints(stage), log_dir=self.directory.logs(stage)
+        ) + [tfkd.progress.TrainingProgress(stage, batch_size=self.config.batch_size)]
+
+    def describe(self, stage) -> str:
+        """A stage's banner text: what it does and, for training, on what."""
+        if not stage.model:
+            return OWN_WORDS.get(stage.name, stage.what)
+        config = self.config
+        architecture = config.teacher if stage.model == "teacher" else config.student
+        train = self.splits["train"]
+        return (
+            f"{stage.what}: {architecture} at {self.image_size}x{self.image_size}, "
+            f"{len(train.images):,} training images ({train.boxes:,} boxes), "
+            f"{getattr(config, stage.epochs)} epoch(s)"
+        )

@@ -1,0 +1,195 @@
+"""The pipeline on a detection set (`--dataset=coco:PATH`): the same stage table, run directory,
+manifest and reuse as classification, with the detector's stages (pipelines/detection/).
+
+The slow test runs one tiny run in process (a generated set at 64x64, a few epochs) and
+checks its mechanics against independent clients: MediaPipe's ObjectDetector scores the
+exported files as the verify stage did, and pycocotools rescores the Keras models. The fast
+tests check the settings a detection run refuses, before anything is written."""
+
+import dataclasses
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from pipelines import scheduler, stages
+from pipelines.config import Config
+from pipelines.stages import STAGE_NAMES
+from tests.conftest import CIFAR_SAMPLE
+from tests.test_detection_export import CLIENT
+from tfkd.keras import keras
+from tfkd.tasks.detection import data, export, metrics, models
+from tools.make_detection_set import make_detection_set
+
+SIZE, CLASSES = 64, ["airplane", "frog", "truck"]
+TINY = dict(
+    image_size=(SIZE, SIZE),
+    teacher="detector_large",
+    student="detector_small",
+    teacher_epochs=10,
+    student_epochs=5,
+    qat_epochs=1,
+    batch_size=16,
+    learning_rate=0.003,
+    temperature=2.0,
+    student_loss_weight=0.5,
+    modes=("float32", "int8_io_uint8"),
+    max_drop_points=100.0,
+    benchmark_runs=3,
+)
+
+
+@pytest.fixture(scope="module")
+def detection_set(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("detection") / "set"
+    make_detection_set(
+        CIFAR_SAMPLE, str(root), CLASSES, {"train": 48, "val": 12}, SIZE, 2, "coco", seed=0
+    )
+    return f"coco:{root}"
+
+
+@pytest.fixture(scope="module")
+def finished(detection_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    config = Config(dataset=detection_set, out_dir=str(out), **TINY)
+    return config, scheduler.execute(config)
+
+
+def _mediapipe(python, path: str, images, work) -> list[metrics.Detections]:
+    """What MediaPipe's ObjectDetector finds in `images` with the file at `path`."""
+    np.save(work / "images.npy", images)
+    subprocess.run(
+        [python, CLIENT, path, str(work / "images.npy"), str(work / "out.json")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    result = json.loads((work / "out.json").read_text())
+    assert "error" not in result, result
+    found = []
+    for detections in result["images"]:
+        # Named by the labels in the file's metadata (MediaPipe reports no index here).
+        names = [d["categories"][0]["name"] for d in detections]
+        assert set(names) <= set(CLASSES), names
+        boxes = np.array([d["box"] for d in detections], np.float64).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]  # (x, y, width, height) -> corners, in pixels
+        found.append(
+            metrics.Detections(
+                boxes,
+                np.array([CLASSES.index(name) for name in names]),
+                np.array([d["categories"][0]["score"] for d in detections]),
+            )
+        )
+    return found
+
+
+@pytest.mark.slow
+def test_a_detection_run_goes_to_a_report_mediapipe_agrees_and_a_rerun_reuses_it(
+    finished, detection_set, mediapipe_python, tmp_path
+):
+    config, results = finished
+    out = config.out_dir
+    assert set(results) == set(STAGE_NAMES) - {"device"}
+    for relative in (
+        "teacher/teacher.keras",
+        "baseline/baseline.keras",
+        "student/student.keras",
+        "student_qad/student_qad_weights.h5",
+        "tflite/student_float32.tflite",
+        "tflite/student_int8_io_uint8.tflite",
+        "tflite/student_qad_int8_io_uint8.tflite",
+        "tflite/teacher_float32.tflite",
+        "tflite/labels.txt",
+        "benchmark/host.json",
+        "report.md",
+        "pareto.png",
+    ):
+        assert os.path.getsize(os.path.join(out, relative)) > 0, relative
+    with open(os.path.join(out, "report.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    assert report["metric"] == "mAP"
+    gain = report["summary"]["kd_gain_test"]
+    assert gain["images"] == 12 and gain["interval"][0] <= gain["difference"] <= gain["interval"][1]
+    with open(os.path.join(out, "tflite", "labels.txt"), encoding="utf-8") as f:
+        assert f.read().split() == CLASSES
+
+    # The Keras students' mAP as pycocotools scores them here, from the saved files.
+    test = data.load(detection_set)["val"]
+    images = models.images(test, SIZE)
+    normalized = models.preprocessing(SIZE).normalize(images).numpy()
+    sizes = [(i.width, i.height) for i in test.images]
+    for name in ("teacher", "student"):
+        model = keras.models.load_model(os.path.join(out, name, f"{name}.keras"))
+        found = models.detect(model, models.anchors(SIZE), normalized, sizes)
+        assert results[name]["map"] == pytest.approx(metrics.coco_map(test, found)["map"], abs=1e-6)
+
+    # Every exported student, as MediaPipe (the app's client) runs it, finds what the verify
+    # stage scored with LiteRT: the same best score, and each of LiteRT's detections that lies
+    # inside the image (MediaPipe does not clip a box to the image as COCO scoring does) with
+    # its box, name and score. MediaPipe floors the origin and the size to whole pixels, so a
+    # far corner may be up to 2 pixels short.
+    prep = models.preprocessing(SIZE)
+    for variant in ("student_float32", "student_int8_io_uint8", "student_qad_int8_io_uint8"):
+        path = os.path.join(out, "tflite", f"{variant}.tflite")
+        seen = _mediapipe(mediapipe_python, path, images, tmp_path)
+        verified = export.run_tflite(path, images, prep, sizes)
+        compared = 0
+        for app, ours in zip(seen, verified):
+            assert len(app.scores) and np.isclose(app.scores.max(), ours.scores.max(), atol=1e-4)
+            for box, label, score in zip(ours.boxes, ours.classes, ours.scores):
+                if np.all((box > 0) & (box < SIZE)):
+                    same = (
+                        np.all(np.abs(app.boxes - box) <= 2.0, axis=1)
+                        & (app.classes == label)
+                        & np.isclose(app.scores, score, atol=1e-4)
+                    )
+                    assert same.any(), (variant, box, label, score)
+                    compared += 1
+        assert compared > 0, variant
+
+    # Each stage read only settings it (or a stage upstream) declares: changing any other
+    # cannot leave a stale result behind.
+    with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
+        recorded = json.load(f)["stages"]
+    assert all(not stages.undeclared_reads(s, e.get("reads", ())) for s, e in recorded.items())
+    # A rerun reuses every stage; a changed parity limit reruns only what reads it.
+    again = scheduler.plan(config, scheduler.run.RunDirectory(out), list(results))
+    assert not [d.stage for d in again if d.rerun]
+    looser = dataclasses.replace(config, max_drop_points=50.0)
+    changed = scheduler.plan(looser, scheduler.run.RunDirectory(out), list(results))
+    assert [d.stage for d in changed if d.rerun] == ["verify", "report"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(loss="kd"), "--loss=kd"),
+        (dict(flip=True, pad_crop=4), "--flip=True --pad_crop=4"),
+        (dict(teacher="cnn_large"), "--teacher=cnn_large is not a detector"),
+        (dict(image_size=(48, 32)), "square input"),
+        (dict(image_size=(40, 40)), "multiple of 16"),
+        (dict(image_size=()), "--image_size=(unset)"),
+        (dict(modes=("float32", "float16")), "--modes=float32,float16"),
+        (dict(mixed_precision="on"), "--mixed_precision=on"),
+        (dict(strategy="mirrored"), "--strategy=mirrored"),
+    ],
+)
+def test_a_detection_run_refuses_settings_it_does_not_take(overrides, message, tmp_path):
+    settings = dict(TINY, dataset=f"coco:{tmp_path}", out_dir=str(tmp_path / "run"))
+    settings.update(overrides)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Config(**settings)
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_a_detection_set_without_a_test_split_fails_before_the_run_directory(
+    tmp_path,
+):
+    root = tmp_path / "set"
+    make_detection_set(CIFAR_SAMPLE, str(root), CLASSES, {"train": 4}, SIZE, 1, "yolo", seed=0)
+    config = Config(dataset=f"yolo:{root}", out_dir=str(tmp_path / "run"), **TINY)
+    with pytest.raises(ValueError, match=r"--dataset=yolo:.*no val/ split.*ROOT/val/"):
+        scheduler.execute(config)
+    assert not os.path.exists(tmp_path / "run")
