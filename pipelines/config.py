@@ -645,6 +645,19 @@ class Config:
                     f"--{name}={getattr(self, name)} is not a detector. Detectors: {detectors} "
                     "(pipelines/configs/detection.flags)."
                 )
+        for name in ("teacher_weights", "student_weights"):
+            value, detector = getattr(self, name), getattr(self, name.removesuffix("_weights"))
+            pretrained = tfkd.tasks.detection.backbones.with_imagenet_weights()
+            if value == tfkd.models.pretrained.IMAGENET and detector not in pretrained:
+                raise ValueError(
+                    f"--{name}=imagenet: {detector} has no ImageNet weights. Detectors with "
+                    f"them: {pretrained}; or give an .h5 weights file."
+                )
+            if value and value != tfkd.models.pretrained.IMAGENET and not os.path.isfile(value):
+                raise ValueError(
+                    f"--{name}={value} does not exist. Give imagenet or an .h5 weights file "
+                    "(model.save_weights('....h5'))."
+                )
         stride = max(tfkd.tasks.detection.models.STRIDES)
         size = tuple(self.image_size)
         if len(size) != 2 or size[0] != size[1] or size[0] % stride:
@@ -776,8 +789,6 @@ CLASSIFICATION_ONLY = frozenset(
         "teacher_pool",
         "unlabeled",
         "teacher_input",
-        "teacher_weights",
-        "student_weights",
         "teacher_cache",
         "teacher_cache_views",
         "loss",

@@ -185,3 +185,30 @@ def test_the_tool_writes_a_set_the_reader_takes_and_never_overwrites(tmp_path):
     assert len(data.load(f"yolo:{tmp_path / 'set'}")["train"].images) == 3
     again = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "exists; give a new folder" in again.stderr
+
+
+def test_the_paired_bootstrap_equals_coco_map_on_each_resampled_split(generated):
+    """The bootstrap reuses one per-image evaluation for every resampling: each resampled mAP
+    must be COCOeval's on that resampled split, repeats included."""
+    split = data.load(f"coco:{generated['coco']}")["train"]
+    rng = np.random.default_rng(0)
+    # Detections near the truth, with noise, a swapped class and a miss.
+    found = []
+    for image in split.images:
+        boxes = image.boxes + rng.normal(0, 2, image.boxes.shape)
+        classes = np.array(image.classes)
+        if len(classes) and rng.random() < 0.3:
+            classes[0] = (classes[0] + 1) % len(split.class_names)
+        keep = rng.random(len(classes)) > 0.2
+        found.append(_found(boxes[keep], classes[keep], rng.random(int(keep.sum()))))
+    evaluation = metrics._evaluated(split, found)
+    for _ in range(3):
+        pick = rng.integers(0, len(split.images), len(split.images))
+        sample = data.DetectionSplit(tuple(split.images[i] for i in pick), split.class_names)
+        assert metrics._resampled_map(evaluation, pick) == pytest.approx(
+            metrics.coco_map(sample, [found[i] for i in pick])["map"], abs=1e-12
+        )
+    nothing = [_found(np.zeros((0, 4)), [], []) for _ in split.images]
+    result = metrics.paired_map_difference(split, found, nothing, resamples=20)
+    assert result["verdict"] == "better" and result["interval"][0] > 0
+    assert result["difference"] == pytest.approx(metrics.coco_map(split, found)["map"])

@@ -50,6 +50,7 @@ class DetectionContext:
         self.preprocessing = models.preprocessing(self.image_size)
         self.anchors = models.anchors(self.image_size)
         self.representative_size = self._representative_size()
+        self._check_weights()
         self.directory = RunDirectory(config.out_dir, writable=self.chief)
         self._images: dict[str, tf.Tensor] = {}
         self._models: dict[str, keras.Model] = {}
@@ -107,15 +108,32 @@ class DetectionContext:
 
     # Models ---------------------------------------------------------------------------------
 
-    def build(self, name: str) -> keras.Model:
-        return models.build(name, self.image_size, len(self.class_names))[0]
+    def build(self, name: str, weights: str = "") -> keras.Model:
+        """Detector `name` with `weights` (--teacher_weights or --student_weights; empty:
+        random)."""
+        return models.build(name, self.image_size, len(self.class_names), weights or None)[0]
+
+    def build_teacher(self) -> keras.Model:
+        return self.build(self.config.teacher, self.config.teacher_weights)
 
     def fresh_student(self) -> keras.Model:
         keras.utils.set_random_seed(self.config.seed + STUDENT_DATA)
-        return self.build(self.config.student)
+        return self.build(self.config.student, self.config.student_weights)
+
+    def _check_weights(self) -> None:
+        """Builds the detectors that start from weights once, so a failed download or a file
+        of the wrong shapes is named before any training."""
+        for role, build in (("teacher", self.build_teacher), ("student", self.fresh_student)):
+            given = getattr(self.config, f"{role}_weights")
+            if given:
+                try:
+                    build()
+                except ValueError as error:
+                    raise ValueError(f"--{role}_weights={given}: {error}") from error
 
     def model(self, name: str) -> keras.Model:
         if name not in self._models:
+            # A QAT student is rebuilt on its bare architecture, then its weights loaded.
             self._models[name] = self.directory.load_model(
                 name, lambda: self.build(self.config.student)
             )

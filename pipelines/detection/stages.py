@@ -47,7 +47,7 @@ def _fit(ctx: "DetectionContext", trainer, stage: str, epochs: int, learning_rat
 def teacher(ctx: "DetectionContext") -> StageResult:
     config = ctx.config
     keras.utils.set_random_seed(config.seed + TEACHER_DATA)
-    model = ctx.build(config.teacher)
+    model = ctx.build_teacher()
     _fit(
         ctx,
         models.DetectorTrainer(model),

@@ -124,6 +124,17 @@ def _input_affine(mode: str, preprocessing: Preprocessing) -> tuple[np.ndarray, 
     return matrix, offset
 
 
+def adapted_input(app: str, inputs, preprocessing: Preprocessing):
+    """`inputs` (tfkd-normalised images) as `keras.applications.<app>` expects its pixels,
+    through a frozen 1x1 convolution (`INPUT_ADAPTER`) inside the model, so apps feed what
+    training fed."""
+    matrix, bias = _input_affine(_INPUT_MODES[app], preprocessing)
+    adapter = keras.layers.Conv2D(3, 1, name=INPUT_ADAPTER, trainable=False)
+    x = adapter(inputs)
+    adapter.set_weights([matrix.reshape(1, 1, 3, 3).astype(np.float32), bias.astype(np.float32)])
+    return x
+
+
 def _cache_hint(error: Exception) -> str:
     """Where Keras looks for a weights file it failed to download, and the address."""
     url = re.search(r"(https?://\S+?\.h5)", str(error))
@@ -180,10 +191,7 @@ def build(
     """
     app = application_name(name)
     inputs = keras.Input(tuple(input_shape), name="image")
-    matrix, bias = _input_affine(_INPUT_MODES[app], preprocessing)
-    adapter = keras.layers.Conv2D(3, 1, name=INPUT_ADAPTER, trainable=False)
-    x = adapter(inputs)
-    adapter.set_weights([matrix.reshape(1, 1, 3, 3).astype(np.float32), bias.astype(np.float32)])
+    x = adapted_input(app, inputs, preprocessing)
     features = backbone(
         app, x, IMAGENET if weights == IMAGENET else None, f"keras_applications:{app}"
     )

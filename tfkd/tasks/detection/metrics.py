@@ -2,6 +2,7 @@
 implementation; never a hand-written mAP)."""
 
 import contextlib
+import copy
 import dataclasses
 import io
 from collections.abc import Sequence
@@ -26,10 +27,9 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
-def coco_map(truth: DetectionSplit, found: Sequence[Detections]) -> dict[str, float]:
-    """mAP@[.5:.95] (`map`) and mAP@.5 (`map50`) of `found`, one `Detections` per image of
-    `truth` in its order, as COCOeval computes them (101-point interpolation, at most 100
-    detections per image, areas from the boxes)."""
+def _evaluated(truth: DetectionSplit, found: Sequence[Detections]):
+    """COCOeval after its per-image matching (`evaluate`), or None when there is nothing to
+    match (no detection or no box at all)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -62,7 +62,7 @@ def coco_map(truth: DetectionSplit, found: Sequence[Detections]) -> dict[str, fl
                 }
             )
     if not results or not annotations:
-        return {"map": 0.0, "map50": 0.0}
+        return None
     ground = COCO()
     ground.dataset = {
         "images": [
@@ -72,11 +72,18 @@ def coco_map(truth: DetectionSplit, found: Sequence[Detections]) -> dict[str, fl
         "annotations": annotations,
         "categories": [{"id": i, "name": n} for i, n in enumerate(truth.class_names, 1)],
     }
-    # pycocotools prints its progress and summary table; the numbers are returned instead.
+    # pycocotools prints its progress; the numbers are returned instead.
     with contextlib.redirect_stdout(io.StringIO()):
         ground.createIndex()
         evaluation = COCOeval(ground, ground.loadRes(results), "bbox")
         evaluation.evaluate()
+    return evaluation
+
+
+def _scores(evaluation) -> dict[str, float]:
+    if evaluation is None:
+        return {"map": 0.0, "map50": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):
         evaluation.accumulate()
         evaluation.summarize()
     # A category without ground truth scores -1 in COCOeval; no category at all: nothing found.
@@ -84,6 +91,37 @@ def coco_map(truth: DetectionSplit, found: Sequence[Detections]) -> dict[str, fl
         "map": max(0.0, float(evaluation.stats[0])),
         "map50": max(0.0, float(evaluation.stats[1])),
     }
+
+
+def coco_map(truth: DetectionSplit, found: Sequence[Detections]) -> dict[str, float]:
+    """mAP@[.5:.95] (`map`) and mAP@.5 (`map50`) of `found`, one `Detections` per image of
+    `truth` in its order, as COCOeval computes them (101-point interpolation, at most 100
+    detections per image, areas from the boxes)."""
+    return _scores(_evaluated(truth, found))
+
+
+def _resampled_map(evaluation, pick: np.ndarray) -> float:
+    """mAP of the images at positions `pick` (repeats allowed) of an evaluated COCOeval, equal
+    to `coco_map` of that resampled split: COCOeval matches each image on its own, so only
+    its accumulation over images runs again, on the per-image results laid out as
+    `accumulate` indexes them (category, area range, image)."""
+    if evaluation is None:
+        return 0.0
+    params = evaluation._paramsEval
+    images, areas = len(params.imgIds), len(params.areaRng)
+    resampled = copy.copy(evaluation)
+    resampled.evalImgs = [
+        evaluation.evalImgs[(k * areas + a) * images + int(i)]
+        for k in range(len(params.catIds))
+        for a in range(areas)
+        for i in pick
+    ]
+    ids = list(range(len(pick)))
+    resampled.params = copy.copy(evaluation.params)
+    resampled.params.imgIds = ids
+    resampled._paramsEval = copy.copy(params)
+    resampled._paramsEval.imgIds = ids
+    return _scores(resampled)["map"]
 
 
 def paired_map_difference(
@@ -101,14 +139,11 @@ def paired_map_difference(
         raise ValueError(f"`resamples` must be >= 1. Received: {resamples}")
     count = len(truth.images)
     rng = np.random.default_rng(seed)
+    evaluated_a, evaluated_b = _evaluated(truth, a), _evaluated(truth, b)
     differences = []
     for _ in range(resamples):
         pick = rng.integers(0, count, count)
-        sample = DetectionSplit(tuple(truth.images[i] for i in pick), truth.class_names)
-        differences.append(
-            coco_map(sample, [a[i] for i in pick])["map"]
-            - coco_map(sample, [b[i] for i in pick])["map"]
-        )
+        differences.append(_resampled_map(evaluated_a, pick) - _resampled_map(evaluated_b, pick))
     low, high = (float(v) for v in np.percentile(differences, [2.5, 97.5]))
     difference = coco_map(truth, a)["map"] - coco_map(truth, b)["map"]
     verdict = "better" if low > 0 else "worse" if high < 0 else "within noise"

@@ -13,7 +13,8 @@ from PIL import Image, ImageOps
 from tfkd.data.preprocessing import Preprocessing
 from tfkd.distill import training
 from tfkd.keras import keras
-from tfkd.tasks.detection import losses, targets
+from tfkd.models import pretrained
+from tfkd.tasks.detection import backbones, losses, targets
 from tfkd.tasks.detection.data import DetectionSplit
 from tfkd.tasks.detection.export import BOX_SCALES, decode, grid_anchors
 from tfkd.tasks.detection.metrics import Detections
@@ -21,49 +22,56 @@ from tfkd.tasks.detection.metrics import Detections
 STRIDES = (8, 16)
 # Anchor sides per level, in strides: objects from about 2 to 8 strides wide.
 ANCHOR_STRIDES = 4.0
-# Channels of the backbone's stages (strides 2, 4, 8, 16) for each size of detector.
-WIDTHS = {"detector_small": (8, 16, 32, 48), "detector_large": (16, 32, 64, 128)}
 # Background anchors trained on per positive one: the hardest (SSD's hard negative mining).
 NEGATIVES_PER_POSITIVE = 3
 
 
 def available() -> list[str]:
-    return sorted(WIDTHS)
+    return backbones.available()
 
 
-def _conv(x, filters, strides, name):
-    x = keras.layers.Conv2D(filters, 3, strides, "same", use_bias=False, name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
-    return keras.layers.ReLU(6.0, name=f"{name}_relu")(x)
-
-
-def build(name: str, image_size: int, num_classes: int) -> tuple[keras.Model, np.ndarray]:
-    """Detector `name` for square images of `image_size` pixels, and its anchors."""
-    if name not in WIDTHS:
+def build(
+    name: str, image_size: int, num_classes: int, weights: str | None = None
+) -> tuple[keras.Model, np.ndarray]:
+    """Detector `name` (`available()`) for square images of `image_size` pixels, and its
+    anchors. `weights`: None (random), "imagenet" (the keras.applications backbone's) or an
+    `.h5` weights file of the whole detector, matched by layer name."""
+    if name not in available():
         raise ValueError(f"{name!r} is not a detector. Available: {available()}")
     if image_size % max(STRIDES):
         raise ValueError(
             f"`image_size` must be a multiple of {max(STRIDES)}. Received: {image_size}"
         )
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x, levels = inputs, {}
-    for stage, filters in enumerate(WIDTHS[name]):
-        x = _conv(x, filters, 2, f"stage{stage}")
-        x = _conv(x, filters, 1, f"stage{stage}_b")
-        levels[2 ** (stage + 1)] = x
+    levels, width, separable = backbones.features(
+        name,
+        inputs,
+        preprocessing(image_size),
+        pretrained.IMAGENET if weights == pretrained.IMAGENET else None,
+    )
     boxes, logits = [], []
     for stride in STRIDES:
-        head = _conv(levels[stride], WIDTHS[name][-1], 1, f"head{stride}")
         cells = (image_size // stride) ** 2
-        box = keras.layers.Conv2D(4, 3, padding="same", name=f"box{stride}")(head)
-        logit = keras.layers.Conv2D(1 + num_classes, 3, padding="same", name=f"class{stride}")(head)
+        if separable:  # SSDLite: separable blocks and predictors
+            head = backbones.separable(levels[stride], width, f"head{stride}")
+            predict = keras.layers.DepthwiseConv2D(3, padding="same", name=f"predict{stride}_dw")
+            head, size = predict(head), 1
+        else:
+            head, size = backbones.conv(levels[stride], width, 1, f"head{stride}"), 3
+        box = keras.layers.Conv2D(4, size, padding="same", name=f"box{stride}")(head)
+        logit = keras.layers.Conv2D(1 + num_classes, size, padding="same", name=f"class{stride}")(
+            head
+        )
         boxes.append(keras.layers.Reshape((cells, 4))(box))
         logits.append(keras.layers.Reshape((cells, 1 + num_classes))(logit))
     outputs = [
         keras.layers.Concatenate(axis=1, name="box_encodings")(boxes),
         keras.layers.Concatenate(axis=1, name="class_logits")(logits),
     ]
-    return keras.Model(inputs, outputs, name=name), anchors(image_size)
+    model = pretrained.follow_small_data(keras.Model(inputs, outputs, name=name))
+    if weights not in (None, pretrained.IMAGENET):
+        pretrained.load_weights(model, weights, role=f"detector {name}")
+    return model, anchors(image_size)
 
 
 def preprocessing(image_size: int) -> Preprocessing:
