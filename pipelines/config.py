@@ -639,7 +639,17 @@ class Config:
                 "pipelines/configs/detection.flags has a detection recipe."
             )
         detectors = tfkd.tasks.detection.models.available()
-        for name in ("teacher", "student"):
+        if self.teacher_is_file and not os.path.exists(self.teacher):
+            raise ValueError(
+                f"--teacher={self.teacher} does not exist. Give a trained detector's "
+                f".keras/.h5 file or a detector name: {detectors}."
+            )
+        if self.teacher_is_file and self.teacher_weights:
+            raise ValueError(
+                f"--teacher_weights applies to a teacher built by name; --teacher={self.teacher} "
+                "is a trained detector already. Drop --teacher_weights."
+            )
+        for name in ("teacher", "student") if not self.teacher_is_file else ("student",):
             if getattr(self, name) not in detectors:
                 raise ValueError(
                     f"--{name}={getattr(self, name)} is not a detector. Detectors: {detectors} "

@@ -78,6 +78,7 @@ def test_benchmark_script_runs_in_smoke_mode(script, smoke_runs):
     "script, results, title",
     [
         ("default_run", "default_run.json", "The default run over seeds"),
+        ("detection_pipeline", "detection_pipeline.json", "Detection through the pipeline"),
     ],
 )
 def test_pipeline_benchmarks_run_in_smoke_mode(tmp_path, script, results, title):

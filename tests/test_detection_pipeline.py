@@ -14,6 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
+import tfkd
 from pipelines import scheduler, stages
 from pipelines.config import Config
 from pipelines.stages import STAGE_NAMES
@@ -193,3 +194,53 @@ def test_a_detection_set_without_a_test_split_fails_before_the_run_directory(
     with pytest.raises(ValueError, match=r"--dataset=yolo:.*no val/ split.*ROOT/val/"):
         scheduler.execute(config)
     assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_a_trained_detector_file_teaches_and_a_wrong_one_is_refused_before_the_run(
+    finished, tmp_path
+):
+    """(In the slow suite: it reads the finished run of the test above.)"""
+    config, results = finished
+    trained = os.path.join(config.out_dir, "teacher", "teacher.keras")
+    again = dataclasses.replace(
+        config, teacher=trained, out_dir=str(tmp_path / "from_file"), stages=("teacher",)
+    )
+    loaded = scheduler.execute(again)["teacher"]
+    assert loaded["map"] == pytest.approx(results["teacher"]["map"], abs=1e-9)
+    assert loaded["val_map"] == pytest.approx(results["teacher"]["val_map"], abs=1e-9)
+
+    other_size = tmp_path / "other_size.keras"
+    models.build("detector_large", SIZE * 2, len(CLASSES))[0].save(other_size)
+    refused = dataclasses.replace(again, teacher=str(other_size), out_dir=str(tmp_path / "no"))
+    with pytest.raises(ValueError, match=r"--teacher=.*other_size.keras takes \(128, 128, 3\)"):
+        scheduler.execute(refused)
+    assert not os.path.exists(tmp_path / "no")
+
+
+class PowerCut(Exception):
+    """Ends a run in the middle of an epoch's end, after its backup was written."""
+
+
+@pytest.mark.slow
+def test_an_interrupted_detector_training_resumes_from_its_last_epoch(
+    detection_set, tmp_path, monkeypatch
+):
+    config = Config(dataset=detection_set, out_dir=str(tmp_path), stages=("teacher",), **TINY)
+    original = tfkd.progress.TrainingProgress.on_epoch_end
+    epochs = []
+
+    def interrupted(self, epoch, logs=None):
+        original(self, epoch, logs)
+        epochs.append(epoch)
+        if epochs == [0, 1, 2]:
+            raise PowerCut()
+
+    monkeypatch.setattr(tfkd.progress.TrainingProgress, "on_epoch_end", interrupted)
+    with pytest.raises(PowerCut):
+        scheduler.execute(config)
+    assert "teacher" not in json.loads((tmp_path / "manifest.json").read_text())["stages"]
+    epochs.clear()
+    scheduler.execute(config)
+    # Keras counts epochs from 0: the rerun trained epochs 4 to the last only.
+    assert epochs == list(range(3, config.teacher_epochs))

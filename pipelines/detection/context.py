@@ -50,6 +50,7 @@ class DetectionContext:
         self.preprocessing = models.preprocessing(self.image_size)
         self.anchors = models.anchors(self.image_size)
         self.representative_size = self._representative_size()
+        self.teacher_file = self._load_teacher_file() if config.teacher_is_file else None
         self._check_weights()
         self.directory = RunDirectory(config.out_dir, writable=self.chief)
         self._images: dict[str, tf.Tensor] = {}
@@ -116,6 +117,27 @@ class DetectionContext:
     def build_teacher(self) -> keras.Model:
         return self.build(self.config.teacher, self.config.teacher_weights)
 
+    def _load_teacher_file(self) -> keras.Model:
+        """A trained detector from --teacher (safe mode, tfkd.models.load), checked to predict
+        what this run's anchors and classes need: box encodings and class logits (background
+        first) for each anchor of a detector `models.build` makes at --image_size."""
+        path = self.config.teacher
+        try:
+            teacher = tfkd.models.load(path)
+        except (ValueError, OSError) as error:
+            raise ValueError(f"--teacher={path}: {error}") from error
+        size, classes = self.image_size, len(self.class_names)
+        expected = [(None, len(self.anchors), 4), (None, len(self.anchors), 1 + classes)]
+        found = [tuple(output.shape) for output in teacher.outputs]
+        if tuple(teacher.input_shape[1:]) != (size, size, 3) or found != expected:
+            raise ValueError(
+                f"--teacher={path} takes {teacher.input_shape[1:]} and predicts {found}; this "
+                f"run needs ({size}, {size}, 3) in and {expected} out ({len(self.anchors)} "
+                f"anchors, {classes} classes and the background). Fix: give a detector built by "
+                "tfkd.tasks.detection.models.build at --image_size for these classes."
+            )
+        return teacher
+
     def fresh_student(self) -> keras.Model:
         keras.utils.set_random_seed(self.config.seed + STUDENT_DATA)
         return self.build(self.config.student, self.config.student_weights)
@@ -159,6 +181,8 @@ class DetectionContext:
         if not stage.model:
             return OWN_WORDS.get(stage.name, stage.what)
         config = self.config
+        if stage.model == "teacher" and self.teacher_file is not None:
+            return f"load the teacher from {config.teacher}"
         architecture = config.teacher if stage.model == "teacher" else config.student
         train = self.splits["train"]
         return (

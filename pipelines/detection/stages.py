@@ -46,16 +46,20 @@ def _fit(ctx: "DetectionContext", trainer, stage: str, epochs: int, learning_rat
 
 def teacher(ctx: "DetectionContext") -> StageResult:
     config = ctx.config
-    keras.utils.set_random_seed(config.seed + TEACHER_DATA)
-    model = ctx.build_teacher()
-    _fit(
-        ctx,
-        models.DetectorTrainer(model),
-        "teacher",
-        config.teacher_epochs,
-        config.learning_rate,
-        TEACHER_DATA,
-    )
+    if ctx.teacher_file is not None:
+        # Trained already: kept as this run's copy, so later stages read it as any teacher.
+        model = ctx.teacher_file
+    else:
+        keras.utils.set_random_seed(config.seed + TEACHER_DATA)
+        model = ctx.build_teacher()
+        _fit(
+            ctx,
+            models.DetectorTrainer(model),
+            "teacher",
+            config.teacher_epochs,
+            config.learning_rate,
+            TEACHER_DATA,
+        )
     kept = ctx.keep("teacher", model)
     return [kept], ctx.scores(model)
 
