@@ -17,7 +17,6 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
-from tfkd.data import Preprocessing
 from tfkd.keras import keras
 from tfkd.measure import benchmark
 from tfkd.tasks.detection import data, export, metrics, models
@@ -77,7 +76,7 @@ def main(argv):
     common.apply_smoke(SMOKE)
     started = time.time()
     size = FLAGS.image_size
-    prep = Preprocessing((size, size), 3, 1 / 255, (0.5,) * 3, (0.5,) * 3)
+    prep = models.preprocessing(size)
     work = tempfile.mkdtemp(prefix="tfkd_detection_")
     root = os.path.join(work, "set")
     counts = {"train": FLAGS.train_images, "val": FLAGS.val_images}

@@ -9,11 +9,10 @@ import subprocess
 import numpy as np
 import pytest
 
-import tfkd
 from tfkd.export import metadata
 from tfkd.keras import keras
 from tfkd.measure import runtime
-from tfkd.tasks.detection import export
+from tfkd.tasks.detection import export, models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENT = os.path.join(ROOT, "tests", "clients", "mediapipe_detect.py")
@@ -36,7 +35,7 @@ def _detector(anchors: int) -> keras.Model:
 
 
 # input = (raw / 255 - 0.5) / 0.5 = (raw - 127.5) / 127.5
-PREP = tfkd.data.Preprocessing((SIZE, SIZE), 3, 1 / 255, (0.5,) * 3, (0.5,) * 3)
+PREP = models.preprocessing(SIZE)
 
 
 def _normalized(images):

@@ -10,7 +10,6 @@ import subprocess
 import numpy as np
 import pytest
 
-import tfkd
 from tests.conftest import CIFAR_SAMPLE
 from tests.test_detection_export import CLIENT
 from tfkd.keras import keras
@@ -18,7 +17,7 @@ from tfkd.tasks.detection import data, export, metrics, models
 from tools.make_detection_set import make_detection_set
 
 SIZE, CLASSES = 64, ["airplane", "frog", "truck"]
-PREP = tfkd.data.Preprocessing((SIZE, SIZE), 3, 1 / 255, (0.5,) * 3, (0.5,) * 3)
+PREP = models.preprocessing(SIZE)
 
 
 @pytest.fixture(scope="module")
