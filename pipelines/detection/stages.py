@@ -111,7 +111,7 @@ def _teacher_check(ctx: "DetectionContext") -> dict:
         + (
             "."
             if ok
-            else f"; not {config.teacher_margin_points:g} points better beyond noise, so "
+            else f"; not {config.teacher_margin_points:g} mAP points better beyond noise, so "
             "distillation has little to gain: train the teacher longer or pick a larger one."
         )
     )
