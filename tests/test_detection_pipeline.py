@@ -197,7 +197,7 @@ def test_a_detection_set_without_a_test_split_fails_before_the_run_directory(
 
 
 @pytest.mark.slow
-def test_a_trained_detector_file_teaches_and_a_wrong_one_is_refused_before_the_run(
+def test_a_trained_detector_file_teaches_a_stage_alone_repeats_and_a_wrong_file_is_refused(
     finished, tmp_path
 ):
     """(In the slow suite: it reads the finished run of the test above.)"""
@@ -209,6 +209,11 @@ def test_a_trained_detector_file_teaches_and_a_wrong_one_is_refused_before_the_r
     loaded = scheduler.execute(again)["teacher"]
     assert loaded["map"] == pytest.approx(results["teacher"]["map"], abs=1e-9)
     assert loaded["val_map"] == pytest.approx(results["teacher"]["val_map"], abs=1e-9)
+
+    # A stage's result does not depend on what ran before it in the process (what
+    # --isolate_stages relies on): the student alone, trained alone, is the run's.
+    alone = dataclasses.replace(config, out_dir=str(tmp_path / "alone"), stages=("baseline",))
+    assert scheduler.execute(alone)["baseline"]["map"] == results["baseline"]["map"]
 
     other_size = tmp_path / "other_size.keras"
     models.build("detector_large", SIZE * 2, len(CLASSES))[0].save(other_size)

@@ -136,9 +136,9 @@ def student(ctx: "DetectionContext") -> StageResult:
         config.learning_rate,
         STUDENT_DATA,
     )
-    metrics_ = ctx.scores(model)
-    metrics_["teacher_check"] = check
-    return [ctx.keep("student", model)], metrics_
+    scores = ctx.scores(model)
+    scores["teacher_check"] = check
+    return [ctx.keep("student", model)], scores
 
 
 def select(ctx: "DetectionContext") -> StageResult:
