@@ -105,6 +105,18 @@ def test_check_names_a_choice_no_trial_could_run():
     space.check(space.parse("student: cnn_tiny | cnn_small\ntemperature: 1 .. 4"), base)
 
 
+def test_a_detection_run_is_refused_by_name_before_any_trial(tmp_path):
+    base = Config(
+        dataset=f"coco:{tmp_path}",
+        image_size=(64, 64),
+        teacher="detector_large",
+        student="detector_small",
+        modes=("float32", "int8_io_uint8"),
+    )
+    with pytest.raises(ValueError, match=r"--dataset=coco:.*classification runs only"):
+        space.check(space.parse("temperature: 1 .. 4"), base)
+
+
 def test_every_searchable_name_is_a_config_field():
     fields = set(Config.__dataclass_fields__)
     assert set(space.SEARCHABLE) <= fields

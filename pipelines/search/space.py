@@ -175,6 +175,12 @@ def _typed(field: dataclasses.Field, value: Value):
 def check(parameters: list[Parameter], base: Config, **overrides) -> None:
     """Every choice and both ends of every range make a valid trial `Config`, checked before
     any trial starts."""
+    if base.task != config_lib.CLASSIFICATION:
+        # Its trials read the model card's accuracy; a detection card holds mAP.
+        raise ValueError(
+            f"--dataset={base.dataset}: the search runs over classification runs only; a "
+            "detection run is searched by running its recipe per setting (docs/detection.md)."
+        )
     for parameter in parameters:
         for value in parameter.ends():
             try:
