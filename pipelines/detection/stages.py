@@ -112,7 +112,8 @@ def _teacher_check(ctx: "DetectionContext") -> dict:
             "."
             if ok
             else f"; not {config.teacher_margin_points:g} mAP points better beyond noise, so "
-            "distillation has little to gain: train the teacher longer or pick a larger one."
+            "distillation has little to gain: train the teacher longer, pick a larger one, or "
+            "start it from ImageNet weights (--teacher_weights=imagenet)."
         )
     )
     return {"ok": ok, "comparison": comparison, "message": message}
