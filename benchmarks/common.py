@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import re
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -144,3 +146,29 @@ def write_json(name: str, payload: dict) -> str:
     path = os.path.join(_output_dir(), f"{name}.json")
     files.write_text(path, json.dumps(payload, indent=2, sort_keys=True))
     return path
+
+
+def run_pipeline(recipe: str, out_dir: str, *pipeline_flags: str) -> dict:
+    """`python -m pipelines.distill --flagfile=RECIPE --out_dir=OUT_DIR PIPELINE_FLAGS...` in a
+    process of its own from the repository root (what `./scripts/run` does); its report.json.
+    Exits naming the flags and the end of its stderr when the run fails."""
+    root = os.path.dirname(HERE)
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.distill",
+        f"--flagfile={recipe}",
+        f"--out_dir={out_dir}",
+        *pipeline_flags,
+    ]
+    result = subprocess.run(
+        command,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=root),
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command[3:])} failed:\n{result.stderr[-3000:]}")
+    with open(os.path.join(out_dir, "report.json"), encoding="utf-8") as handle:
+        return json.load(handle)

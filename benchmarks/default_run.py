@@ -11,11 +11,8 @@ runs' paired standard errors (independent test splits: the seed also draws the s
 Writes benchmarks/results/default_run.json and its section of RESULTS.md.
 """
 
-import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -27,7 +24,6 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the runs (split, shuffling, weights).")
 flags.DEFINE_list("pipeline_flags", [], "Extra flags for every run (after the recipe).")
 
-ROOT = os.path.dirname(common.HERE)
 RECIPE = os.path.join("pipelines", "configs", "digits.flags")
 SMOKE = {
     "seeds": ["0"],
@@ -44,25 +40,7 @@ SMOKE = {
 
 def _run(seed: int, out_dir: str) -> dict:
     started = time.time()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.distill",
-            f"--flagfile={RECIPE}",
-            f"--seed={seed}",
-            f"--out_dir={out_dir}",
-            *FLAGS.pipeline_flags,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"seed {seed} failed:\n{result.stderr[-3000:]}")
-    with open(os.path.join(out_dir, "report.json"), encoding="utf-8") as handle:
-        report = json.load(handle)
+    report = common.run_pipeline(RECIPE, out_dir, f"--seed={seed}", *FLAGS.pipeline_flags)
     summary = report["summary"]
     accuracy = {m["name"]: m["accuracy"] for m in report["models"]}
     return {

@@ -13,10 +13,7 @@ latency on this host and the wall time.
 Writes benchmarks/results/detection_pipeline.json and its section of RESULTS.md.
 """
 
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -33,7 +30,6 @@ flags.DEFINE_integer("test_images", 256, "Generated test images (the set's val/)
 flags.DEFINE_list("seeds", ["0", "1"], "Seeds of the runs (validation split, weights, batches).")
 flags.DEFINE_list("pipeline_flags", [], "Extra flags for every run (after the recipe).")
 
-ROOT = os.path.dirname(common.HERE)
 RECIPE = os.path.join("pipelines", "configs", "detection.flags")
 SMOKE = {
     "data": common.CIFAR_SAMPLE,
@@ -58,26 +54,9 @@ SMOKE = {
 
 def _run(seed: int, dataset: str, out_dir: str) -> dict:
     started = time.time()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.distill",
-            f"--flagfile={RECIPE}",
-            f"--dataset={dataset}",
-            f"--seed={seed}",
-            f"--out_dir={out_dir}",
-            *FLAGS.pipeline_flags,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=ROOT),
+    report = common.run_pipeline(
+        RECIPE, out_dir, f"--dataset={dataset}", f"--seed={seed}", *FLAGS.pipeline_flags
     )
-    if result.returncode != 0:
-        raise SystemExit(f"seed {seed} failed:\n{result.stderr[-3000:]}")
-    with open(os.path.join(out_dir, "report.json"), encoding="utf-8") as handle:
-        report = json.load(handle)
     models = {m["name"]: m for m in report["models"]}
     files = {
         m["mode"]: {

@@ -545,15 +545,24 @@ class Config:
                     tfkd.data.check_image_size(value)
                 except ValueError as error:
                     raise ValueError(f"--{name}={','.join(map(str, value))}: {error}") from error
+        # The checks every task shares, then each task's own.
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(
+                f"--validation_fraction must be in (0, 1). Received: {self.validation_fraction}"
+            )
+        if self.select_alpha >= 1.0:
+            raise ValueError(f"--select_alpha must be in (0, 1). Received: {self.select_alpha}")
+        if not 0.0 <= self.student_loss_weight <= 1.0:
+            raise ValueError(
+                f"--student_loss_weight must be in [0, 1]. Received: {self.student_loss_weight}"
+            )
+        if not self.threads or min(self.threads) < 1:
+            raise ValueError(f"--threads must list thread counts >= 1. Received: {self.threads}")
         if self.task == DETECTION:
             self._validate_detection()
             return
         if self.label_fraction > 1.0:
             raise ValueError(f"--label_fraction must be in (0, 1]. Received: {self.label_fraction}")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ValueError(
-                f"--validation_fraction must be in (0, 1). Received: {self.validation_fraction}"
-            )
         if not 0.0 <= self.teacher_pool < 1.0:
             raise ValueError(
                 f"--teacher_pool must be in [0, 1): the share of the training images only the "
@@ -576,8 +585,6 @@ class Config:
                 "--qat_epochs=0 on TPU and run the qad stage on CPU/GPU (--stages="
                 "qad,export,... --strategy=default with the same --out_dir)."
             )
-        if self.select_alpha >= 1.0:
-            raise ValueError(f"--select_alpha must be in (0, 1). Received: {self.select_alpha}")
         if self.mix_fraction > 1.0:
             raise ValueError(f"--mix_fraction must be in (0, 1]. Received: {self.mix_fraction}")
         if self.teacher_cache != "off":
@@ -595,10 +602,6 @@ class Config:
                 )
         # Building them here fails fast; the built objects are kept for the run.
         _ = self.distillation_loss, self.feature_pairs
-        if not 0.0 <= self.student_loss_weight <= 1.0:
-            raise ValueError(
-                f"--student_loss_weight must be in [0, 1]. Received: {self.student_loss_weight}"
-            )
         if self.calibrated:
             given = [
                 f"--{name}={getattr(self, name)}"
@@ -620,8 +623,6 @@ class Config:
             raise ValueError(f"--modes is empty. Choose from {list(export.MODES)}")
         for mode in self.modes:
             export.check_mode(mode)
-        if not self.threads or min(self.threads) < 1:
-            raise ValueError(f"--threads must list thread counts >= 1. Received: {self.threads}")
 
     def _validate_detection(self) -> None:
         """The settings of a detection run (docs/detection.md): detectors by name, a square
@@ -663,11 +664,7 @@ class Config:
                     f"--{name}=imagenet: {detector} has no ImageNet weights. Detectors with "
                     f"them: {pretrained}; or give an .h5 weights file."
                 )
-            if value and value != tfkd.models.pretrained.IMAGENET and not os.path.isfile(value):
-                raise ValueError(
-                    f"--{name}={value} does not exist. Give imagenet or an .h5 weights file "
-                    "(model.save_weights('....h5'))."
-                )
+        self._check_weight_files()
         stride = max(tfkd.tasks.detection.models.STRIDES)
         size = tuple(self.image_size)
         if len(size) != 2 or size[0] != size[1] or size[0] % stride:
@@ -687,20 +684,8 @@ class Config:
                 raise ValueError(
                     f"--{name}=on: detection trains in float32 without XLA. Drop --{name}."
                 )
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ValueError(
-                f"--validation_fraction must be in (0, 1). Received: {self.validation_fraction}"
-            )
-        if not 0.0 <= self.student_loss_weight <= 1.0:
-            raise ValueError(
-                f"--student_loss_weight must be in [0, 1]. Received: {self.student_loss_weight}"
-            )
         if not self.temperature > 0:
             raise ValueError(f"--temperature must be > 0. Received: {self.temperature}")
-        if self.select_alpha >= 1.0:
-            raise ValueError(f"--select_alpha must be in (0, 1). Received: {self.select_alpha}")
-        if not self.threads or min(self.threads) < 1:
-            raise ValueError(f"--threads must list thread counts >= 1. Received: {self.threads}")
 
     def _validate_teacher_and_student(self) -> None:
         if self.teacher_is_file:
@@ -775,6 +760,10 @@ class Config:
                 "ImageNet weights. Students with them: "
                 f"{tfkd.models.with_imagenet_weights()}; or give an .h5 file."
             )
+        self._check_weight_files()
+
+    def _check_weight_files(self) -> None:
+        """--teacher_weights and --student_weights name imagenet or a file that exists."""
         for name in ("teacher_weights", "student_weights"):
             value = getattr(self, name)
             if value and value != tfkd.models.pretrained.IMAGENET and not os.path.isfile(value):

@@ -396,18 +396,35 @@ class Context:
         return self.config.teacher_cache_dir or self.directory.file("teacher_cache")
 
     def fit_options(self, stage: str, distilled: bool = False, backup: str = "") -> dict:
-        """How a training stage fits: resumable from its backup (`checkpoints/<backup or
-        stage>`), logged for TensorBoard, with early stopping when asked, and one progress line
-        (a bar in a terminal)."""
+        """How a training stage fits: its validation batches, optimizer and callbacks
+        (`stage_callbacks`)."""
         return dict(
             validation=self.distill_validation if distilled else self.validation,
             optimizer_name=self.config.optimizer,
             jit_compile=self.config.use_xla,
             verbose=0,
-            callbacks=training.callbacks(
-                backup_dir=self.directory.checkpoints(*(backup or stage).split("/")),
-                log_dir=self.directory.logs(stage),
-                early_stopping_patience=self.config.early_stopping_patience,
-            )
-            + [tfkd.progress.TrainingProgress(stage, batch_size=self.config.batch_size)],
+            callbacks=stage_callbacks(
+                self.directory,
+                stage,
+                self.config.batch_size,
+                backup,
+                self.config.early_stopping_patience,
+            ),
         )
+
+
+def stage_callbacks(
+    directory: RunDirectory,
+    stage: str,
+    batch_size: int,
+    backup: str = "",
+    early_stopping_patience: int = 0,
+) -> list:
+    """The callbacks of a training stage, whatever the task: resumable from its backup
+    (`checkpoints/<backup or stage>`), logged for TensorBoard, early stopping when asked, and
+    one progress line (a bar in a terminal)."""
+    return training.callbacks(
+        backup_dir=directory.checkpoints(*(backup or stage).split("/")),
+        log_dir=directory.logs(stage),
+        early_stopping_patience=early_stopping_patience,
+    ) + [tfkd.progress.TrainingProgress(stage, batch_size=batch_size)]

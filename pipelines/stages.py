@@ -364,9 +364,7 @@ def export_models(ctx: "Context") -> StageResult:
     )
     card["shipped"] = {"model": selection["shipped"], "reason": selection["reason"]}
     card["keras3"] = _keras3_student(ctx.model(selection["shipped"]), out)
-    files.write_text(
-        os.path.join(out, export.CARD_FILE), json.dumps(card, indent=2, sort_keys=True)
-    )
+    export.write_card(out, card)
     # The model card is the verify stage's output: it fills in the accuracies.
     keras3_file = [RunLayout.exported(card["keras3"]["file"])] if card["keras3"]["file"] else []
     return (
@@ -409,24 +407,33 @@ def verify(ctx: "Context") -> StageResult:
         entry["accuracy"] = {"split": "test", "value": accuracy}
         accuracies[name] = accuracy
         logging.info("%s: test accuracy %.4f", name, accuracy)
-    files.write_text(
-        os.path.join(out, export.CARD_FILE), json.dumps(card, indent=2, sort_keys=True)
-    )
-    shipped = ctx.directory.metrics("select")["shipped"]
-    reference = ctx.directory.metrics(shipped)["accuracy"]
-    students = {k: v for k, v in accuracies.items() if not k.startswith("teacher")}
-    failure = None
-    try:
-        drops = parity.parity_gate(
-            reference, students, ctx.config.max_drop_points, reference_name="float Keras student"
-        )
-    except parity.ParityError as error:
-        drops, failure = error.drops, str(error)
+    export.write_card(out, card)
+    drops, failure = gate_students(ctx, accuracies, "accuracy", "float Keras student")
     return [RunLayout.exported(export.CARD_FILE)], {
         "accuracy": accuracies,
         "drops": drops,
         "failure": failure,
     }
+
+
+def gate_students(
+    ctx, measured: dict[str, float], metric: str, reference_name: str
+) -> tuple[dict[str, float], str | None]:
+    """The parity gate (--max_drop_points) on the exported students' `measured` scores, by
+    variant, against the shipped float student's `metric`: the drops in points, and the
+    failure's message when a file dropped too far (None when all passed). Any task."""
+    shipped = ctx.directory.metrics("select")["shipped"]
+    reference = ctx.directory.metrics(shipped)[metric]
+    students = {k: v for k, v in measured.items() if not k.startswith("teacher")}
+    try:
+        return (
+            parity.parity_gate(
+                reference, students, ctx.config.max_drop_points, reference_name=reference_name
+            ),
+            None,
+        )
+    except parity.ParityError as error:
+        return error.drops, str(error)
 
 
 def measure_variants(ctx, measure: Callable[[str, int, dict], dict]) -> dict:
@@ -506,7 +513,7 @@ def write_report(ctx: "Context") -> StageResult:
         report.KerasModel(
             name=s.model,
             model=ctx.model(s.model),
-            size_bytes=_kept_size(directory, s.model),
+            size_bytes=kept_size(directory, s.model),
             metrics=directory.metrics(s.name),
         )
         for s in trained
@@ -534,7 +541,7 @@ def write_report(ctx: "Context") -> StageResult:
     return written, {}
 
 
-def _kept_size(directory, model: str):
+def kept_size(directory, model: str):
     """Bytes of a model's file in the run directory; None for a teacher used where it is (a
     SavedModel or Keras 3 file has no tf_keras copy there)."""
     path = directory.file(directory.model_file(model))

@@ -12,7 +12,7 @@ import pytest
 from tfkd.export import metadata
 from tfkd.keras import keras
 from tfkd.measure import runtime
-from tfkd.tasks.detection import export, models
+from tfkd.tasks.detection import export, metrics, models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENT = os.path.join(ROOT, "tests", "clients", "mediapipe_detect.py")
@@ -135,19 +135,43 @@ def test_the_metadata_names_the_four_outputs_and_the_labels(exported, mode):
     assert read["associated_files"]["labels.txt"].split() == list(LABELS)
 
 
-def _mediapipe(python, paths, images, tmp_path) -> dict:
-    np.save(tmp_path / "images.npy", images)
-    results = {}
-    for mode, path in paths.items():
-        subprocess.run(
-            [python, CLIENT, str(path), str(tmp_path / "images.npy"), str(tmp_path / "out.json")],
-            check=True,
-            capture_output=True,
-            timeout=300,
+def mediapipe_detect(python, path, images, work) -> dict:
+    """What MediaPipe's ObjectDetector (the client `tests/clients/mediapipe_detect.py`, in
+    its own virtualenv) finds in uint8 `images` with the file at `path`, as the client writes
+    it; `work` is a directory for its files."""
+    np.save(work / "images.npy", images)
+    subprocess.run(
+        [python, CLIENT, str(path), str(work / "images.npy"), str(work / "out.json")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    result = json.loads((work / "out.json").read_text())
+    assert "error" not in result, (path, result)
+    return result
+
+
+def mediapipe_detections(python, path, images, work, labels) -> list[metrics.Detections]:
+    """`mediapipe_detect` as `metrics.Detections`: pixel corners, and classes from the names
+    (the labels of the file's metadata; MediaPipe reports no index here)."""
+    found = []
+    for detections in mediapipe_detect(python, path, images, work)["images"]:
+        names = [d["categories"][0]["name"] for d in detections]
+        assert set(names) <= set(labels), names
+        boxes = np.array([d["box"] for d in detections], np.float64).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]  # (x, y, width, height) -> corners
+        found.append(
+            metrics.Detections(
+                boxes,
+                np.array([list(labels).index(name) for name in names]),
+                np.array([d["categories"][0]["score"] for d in detections]),
+            )
         )
-        results[mode] = json.loads((tmp_path / "out.json").read_text())
-        assert "error" not in results[mode], (mode, results[mode])
-    return results
+    return found
+
+
+def _mediapipe(python, paths, images, tmp_path) -> dict:
+    return {mode: mediapipe_detect(python, path, images, tmp_path) for mode, path in paths.items()}
 
 
 def _pixels(box):

@@ -1,15 +1,14 @@
 """The pipeline on a detection set (`--dataset=coco:PATH`): the same stage table, run directory,
 manifest and reuse as classification, with the detector's stages (pipelines/detection/).
 
-The slow test runs one tiny run in process (a generated set at 64x64, a few epochs) and
-checks its mechanics against independent clients: MediaPipe's ObjectDetector scores the
-exported files as the verify stage did, and pycocotools rescores the Keras models. The fast
-tests check the settings a detection run refuses, before anything is written."""
+The slow tests share one tiny run in process (a generated set at 64x64, a few epochs) and check
+its mechanics against an independent client: MediaPipe's ObjectDetector finds in the exported
+files what the verify stage scored. The fast tests check the settings a detection run refuses,
+before anything is written."""
 
 import dataclasses
 import json
 import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from pipelines import scheduler, stages
 from pipelines.config import Config
 from pipelines.stages import STAGE_NAMES
 from tests.conftest import CIFAR_SAMPLE
-from tests.test_detection_export import CLIENT
+from tests.test_detection_export import mediapipe_detections
 from tfkd.keras import keras
 from tfkd.tasks.detection import data, export, metrics, models
 from tools.make_detection_set import make_detection_set
@@ -58,34 +57,6 @@ def finished(detection_set, tmp_path_factory):
     return config, scheduler.execute(config)
 
 
-def _mediapipe(python, path: str, images, work) -> list[metrics.Detections]:
-    """What MediaPipe's ObjectDetector finds in `images` with the file at `path`."""
-    np.save(work / "images.npy", images)
-    subprocess.run(
-        [python, CLIENT, path, str(work / "images.npy"), str(work / "out.json")],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    result = json.loads((work / "out.json").read_text())
-    assert "error" not in result, result
-    found = []
-    for detections in result["images"]:
-        # Named by the labels in the file's metadata (MediaPipe reports no index here).
-        names = [d["categories"][0]["name"] for d in detections]
-        assert set(names) <= set(CLASSES), names
-        boxes = np.array([d["box"] for d in detections], np.float64).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]  # (x, y, width, height) -> corners, in pixels
-        found.append(
-            metrics.Detections(
-                boxes,
-                np.array([CLASSES.index(name) for name in names]),
-                np.array([d["categories"][0]["score"] for d in detections]),
-            )
-        )
-    return found
-
-
 @pytest.mark.slow
 def test_a_detection_run_goes_to_a_report_mediapipe_agrees_and_a_rerun_reuses_it(
     finished, detection_set, mediapipe_python, tmp_path
@@ -116,7 +87,8 @@ def test_a_detection_run_goes_to_a_report_mediapipe_agrees_and_a_rerun_reuses_it
     with open(os.path.join(out, "tflite", "labels.txt"), encoding="utf-8") as f:
         assert f.read().split() == CLASSES
 
-    # The Keras students' mAP as pycocotools scores them here, from the saved files.
+    # The stages scored the models they saved, on the test images (the dataset's val/), not on
+    # training or validation images: the same detection and scoring code, fed from outside.
     test = data.load(detection_set)["val"]
     images = models.images(test, SIZE)
     normalized = models.preprocessing(SIZE).normalize(images).numpy()
@@ -134,7 +106,7 @@ def test_a_detection_run_goes_to_a_report_mediapipe_agrees_and_a_rerun_reuses_it
     prep = models.preprocessing(SIZE)
     for variant in ("student_float32", "student_int8_io_uint8", "student_qad_int8_io_uint8"):
         path = os.path.join(out, "tflite", f"{variant}.tflite")
-        seen = _mediapipe(mediapipe_python, path, images, tmp_path)
+        seen = mediapipe_detections(mediapipe_python, path, images, tmp_path, CLASSES)
         verified = export.run_tflite(path, images, prep, sizes)
         compared = 0
         for app, ours in zip(seen, verified):

@@ -4,14 +4,10 @@ through MediaPipe's ObjectDetector, each scored by pycocotools (tfkd/tasks/detec
 In the slow suite: a minute of training. What it checks is mechanics (targets, loss, decoding
 and export agree), so it scores the training images: generalisation is the benchmark's."""
 
-import json
-import subprocess
-
-import numpy as np
 import pytest
 
 from tests.conftest import CIFAR_SAMPLE
-from tests.test_detection_export import CLIENT
+from tests.test_detection_export import mediapipe_detections
 from tfkd.keras import keras
 from tfkd.tasks.detection import data, export, metrics, models
 from tools.make_detection_set import make_detection_set
@@ -63,28 +59,7 @@ def test_mediapipe_finds_the_objects_of_the_int8_detector_and_names_them(
     trained, tmp_path, mediapipe_python
 ):
     split, _, _, images, sizes, _, path = trained
-    python = mediapipe_python
-    np.save(tmp_path / "images.npy", images[:32])
-    subprocess.run(
-        [python, CLIENT, str(path), str(tmp_path / "images.npy"), str(tmp_path / "out.json")],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    result = json.loads((tmp_path / "out.json").read_text())
-    assert "error" not in result, result
-    found = []
-    for detections in result["images"]:
-        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["box"] for d in detections)])
-        names = [d["categories"][0]["name"] for d in detections]
-        assert set(names) <= set(CLASSES)
-        found.append(
-            metrics.Detections(
-                boxes.reshape(-1, 4),
-                np.array([CLASSES.index(n) for n in names]),
-                np.array([d["categories"][0]["score"] for d in detections]),
-            )
-        )
+    found = mediapipe_detections(mediapipe_python, path, images[:32], tmp_path, CLASSES)
     first = data.DetectionSplit(split.images[:32], split.class_names)
     # Whole-pixel boxes cost a little at the high IoU thresholds, not at .5.
     assert metrics.coco_map(first, found)["map50"] > 0.7

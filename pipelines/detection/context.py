@@ -1,6 +1,7 @@
 """What the stages of a detection run share: its settings, the detection set (read and checked
 before anything is written), the decoded images, the run directory and the models."""
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -22,8 +23,6 @@ class DetectionContext:
 
     The dataset's `val/` is the test set (as COCO's val2017 is); validation, which the teacher
     check and --select decide on, is --validation_fraction of `train/`."""
-
-    task = "detection"
 
     def __init__(self, config, strategy: tf.distribute.Strategy | None = None):
         self.config = config
@@ -53,7 +52,9 @@ class DetectionContext:
         self.teacher_file = self._load_teacher_file() if config.teacher_is_file else None
         self._check_weights()
         self.directory = RunDirectory(config.out_dir, writable=self.chief)
-        self._images: dict[str, tf.Tensor] = {}
+        self._images: dict[str, np.ndarray] = {}
+        self._normalized: dict[str, np.ndarray] = {}
+        self._targets: tuple[np.ndarray, np.ndarray] | None = None
         self._models: dict[str, keras.Model] = {}
 
     def _representative_size(self) -> int:
@@ -74,20 +75,26 @@ class DetectionContext:
 
     # Data -----------------------------------------------------------------------------------
 
-    def images(self, split: str) -> tf.Tensor:
+    def images(self, split: str) -> np.ndarray:
         """The split's images as uint8 at the input size, decoded once."""
         if split not in self._images:
             self._images[split] = models.images(self.splits[split], self.image_size)
         return self._images[split]
 
     def normalized(self, split: str):
-        return self.preprocessing.normalize(self.images(split)).numpy()
+        """The split's images as the detectors take them, normalised once."""
+        if split not in self._normalized:
+            self._normalized[split] = self.preprocessing.normalize(self.images(split)).numpy()
+        return self._normalized[split]
 
     def original_sizes(self, split: str) -> list[tuple[int, int]]:
         return [(image.width, image.height) for image in self.splits[split].images]
 
-    def targets(self, split: str = "train"):
-        return models.training_targets(self.splits[split], self.anchors)
+    def targets(self):
+        """The anchors' training targets, assigned once for every training stage."""
+        if self._targets is None:
+            self._targets = models.training_targets(self.splits["train"], self.anchors)
+        return self._targets
 
     def detections(self, model: keras.Model, split: str) -> list[metrics.Detections]:
         return models.detect(
@@ -169,12 +176,6 @@ class DetectionContext:
 
     def drop_models(self) -> None:
         self._models.clear()
-
-    def fit_callbacks(self, stage: str) -> list:
-        """Resumable from the stage's backup, logged for TensorBoard, with a progress line."""
-        return tfkd.distill.training.callbacks(
-            backup_dir=self.directory.checkpoints(stage), log_dir=self.directory.logs(stage)
-        ) + [tfkd.progress.TrainingProgress(stage, batch_size=self.config.batch_size)]
 
     def describe(self, stage) -> str:
         """A stage's banner text: what it does and, for training, on what."""

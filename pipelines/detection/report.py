@@ -16,12 +16,13 @@ def _points(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _interval(comparison: dict) -> str:
+def difference(comparison: dict) -> str:
+    """A paired mAP difference (`metrics.paired_map_difference`) as every message states it."""
     low, high = comparison["interval"]
     return (
         f"{100 * comparison['difference']:+.1f} mAP points, 95% interval [{100 * low:+.1f}, "
-        f"{100 * high:+.1f}], {comparison['resamples']} bootstrap resamplings of the "
-        f"{comparison['images']} images: {comparison['verdict']}"
+        f"{100 * high:+.1f}] over {comparison['images']} images ({comparison['resamples']} "
+        "bootstrap resamplings)"
     )
 
 
@@ -114,7 +115,10 @@ def _headline(summary: dict, models: list[dict]) -> list[str]:
     lines = []
     gain = summary["kd_gain_test"]
     if gain:
-        lines.append(f"Distillation against the student alone, test mAP: {_interval(gain)}.")
+        lines.append(
+            "Distillation against the student alone, test mAP: "
+            f"{difference(gain)}: {gain['verdict']}."
+        )
     shipped_int8 = [
         m for m in models if m["format"] == "tflite" and m.get("mode") == "int8_io_uint8"
     ]

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 from absl import logging
 
 from pipelines import stages as classification_stages
+from pipelines.context import stage_callbacks
 from pipelines.detection import report
 from pipelines.detection.context import QAD_DATA, STUDENT_DATA, TEACHER_DATA
 from pipelines.run import RunLayout
 from tfkd import export, files, quantize
 from tfkd.keras import keras
-from tfkd.measure import benchmark, parity
+from tfkd.measure import benchmark
 from tfkd.tasks.detection import export as detection_export
 from tfkd.tasks.detection import metrics, models
 
@@ -40,7 +41,14 @@ def _fit(ctx: "DetectionContext", trainer, stage: str, epochs: int, learning_rat
         learning_rate=learning_rate,
         optimizer_name=config.optimizer,
         seed=config.seed + seed,
-        callbacks=ctx.fit_callbacks(stage),
+        callbacks=stage_callbacks(ctx.directory, stage, config.batch_size),
+    )
+
+
+def _distiller(ctx: "DetectionContext", student, student_loss_weight: float):
+    """`student` trained on the labels at `student_loss_weight` and on the run's teacher."""
+    return models.DetectionDistiller(
+        student, ctx.model("teacher"), ctx.anchors, student_loss_weight, ctx.config.temperature
     )
 
 
@@ -89,14 +97,6 @@ def _compare(ctx: "DetectionContext", a: str, b: str, split: str) -> dict:
     )
 
 
-def _points(comparison: dict) -> str:
-    low, high = comparison["interval"]
-    return (
-        f"{100 * comparison['difference']:+.1f} mAP points, 95% interval "
-        f"[{100 * low:+.1f}, {100 * high:+.1f}] over {comparison['images']} images"
-    )
-
-
 def _teacher_check(ctx: "DetectionContext") -> dict:
     """Whether the teacher beats the student alone on validation by --teacher_margin_points,
     beyond noise: a teacher that does not has little to teach."""
@@ -107,7 +107,8 @@ def _teacher_check(ctx: "DetectionContext") -> dict:
         and 100 * comparison["difference"] >= config.teacher_margin_points
     )
     message = (
-        f"Teacher check: the teacher minus the student alone on validation: {_points(comparison)}"
+        "Teacher check: the teacher minus the student alone on validation: "
+        + report.difference(comparison)
         + (
             "."
             if ok
@@ -126,12 +127,9 @@ def student(ctx: "DetectionContext") -> StageResult:
         check = _teacher_check(ctx)
         (logging.info if check["ok"] else logging.warning)("%s", check["message"])
     model = ctx.fresh_student()
-    teacher_model = ctx.model("teacher")
     _fit(
         ctx,
-        models.DetectionDistiller(
-            model, teacher_model, ctx.anchors, config.student_loss_weight, config.temperature
-        ),
+        _distiller(ctx, model, config.student_loss_weight),
         "student",
         config.student_epochs,
         config.learning_rate,
@@ -155,7 +153,7 @@ def select(ctx: "DetectionContext") -> StageResult:
             if shipped == "baseline"
             else "the distilled student is not worse than the student alone beyond noise on "
             "validation"
-        ) + f" ({comparison['verdict']}: {_points(comparison)})"
+        ) + f" ({comparison['verdict']}: {report.difference(comparison)})"
     elif policy == "baseline":
         if not ctx.directory.done("baseline"):
             raise ValueError("--select=baseline needs the baseline stage (the student alone).")
@@ -180,14 +178,8 @@ def qad(ctx: "DetectionContext") -> StageResult:
     keras.utils.set_random_seed(config.seed + QAD_DATA)
     _fit(
         ctx,
-        models.DetectionDistiller(
-            model,
-            ctx.model("teacher"),
-            ctx.anchors,
-            # A student shipped because distillation did not help is fine-tuned on labels alone.
-            config.student_loss_weight if shipped == "student" else 1.0,
-            config.temperature,
-        ),
+        # A student shipped because distillation did not help is fine-tuned on labels alone.
+        _distiller(ctx, model, config.student_loss_weight if shipped == "student" else 1.0),
         "student_qad",
         config.qat_epochs,
         config.qat_learning_rate,
@@ -255,9 +247,7 @@ def export_models(ctx: "DetectionContext") -> StageResult:
             written.append(RunLayout.exported(entry["file"]))
     files.write_text(os.path.join(out, export.LABELS_FILE), "\n".join(ctx.class_names) + "\n")
     card["shipped"] = {"model": selection["shipped"], "reason": selection["reason"]}
-    files.write_text(
-        os.path.join(out, export.CARD_FILE), json.dumps(card, indent=2, sort_keys=True)
-    )
+    export.write_card(out, card)
     return written + [RunLayout.exported(export.LABELS_FILE)], {}
 
 
@@ -279,22 +269,10 @@ def verify(ctx: "DetectionContext") -> StageResult:
         entry["map"] = {"split": "test", **scores[name]}
         found[name] = scores[name]["map"]
         logging.info("%s: test mAP %.4f (mAP@.5 %.4f)", name, found[name], scores[name]["map50"])
-    files.write_text(
-        os.path.join(out, export.CARD_FILE), json.dumps(card, indent=2, sort_keys=True)
+    export.write_card(out, card)
+    drops, failure = classification_stages.gate_students(
+        ctx, found, "map", "float Keras student's mAP"
     )
-    shipped = ctx.directory.metrics("select")["shipped"]
-    reference = ctx.directory.metrics(shipped)["map"]
-    students = {k: v for k, v in found.items() if not k.startswith("teacher")}
-    failure = None
-    try:
-        drops = parity.parity_gate(
-            reference,
-            students,
-            ctx.config.max_drop_points,
-            reference_name="float Keras student's mAP",
-        )
-    except parity.ParityError as error:
-        drops, failure = error.drops, str(error)
     return [RunLayout.exported(export.CARD_FILE)], {
         "accuracy": found,
         "scores": scores,
@@ -350,7 +328,10 @@ def write_report(ctx: "DetectionContext") -> StageResult:
     written = report.build_and_write(
         directory.path,
         ctx.config.dataset,
-        {name: (ctx.model(name), _size(directory, name), m) for name, m in trained.items()},
+        {
+            name: (ctx.model(name), classification_stages.kept_size(directory, name), m)
+            for name, m in trained.items()
+        },
         export.read_card(directory.export_dir()),
         directory.metrics("verify"),
         host,
@@ -361,10 +342,6 @@ def write_report(ctx: "DetectionContext") -> StageResult:
         ctx.config.max_drop_points,
     )
     return written, {}
-
-
-def _size(directory, name: str) -> int:
-    return os.path.getsize(directory.file(directory.model_file(name)))
 
 
 BODIES = {

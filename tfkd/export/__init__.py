@@ -21,6 +21,7 @@ from tfkd.export.conversion import (
     representative_set,
     set_input_quantization,
     tensor_card,
+    write_card,
     write_tflite,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "set_input_quantization",
     "tensor_card",
     "tflite_info",
+    "write_card",
     "write_tflite",
 ]

@@ -360,8 +360,13 @@ def export(
             accuracy=None,
         )
         card["variants"][f"{name}_{mode}"] = entry
-    files.write_text(card_path, json.dumps(card, indent=2, sort_keys=True))
+    write_card(out_dir, card)
     return card
+
+
+def write_card(out_dir: str, card: dict) -> None:
+    """Writes `card` as `model_card.json` in `out_dir`, atomically."""
+    files.write_text(os.path.join(out_dir, CARD_FILE), json.dumps(card, indent=2, sort_keys=True))
 
 
 def read_card(out_dir: str) -> dict:

@@ -145,7 +145,7 @@ def paired_map_difference(
         pick = rng.integers(0, count, count)
         differences.append(_resampled_map(evaluated_a, pick) - _resampled_map(evaluated_b, pick))
     low, high = (float(v) for v in np.percentile(differences, [2.5, 97.5]))
-    difference = coco_map(truth, a)["map"] - coco_map(truth, b)["map"]
+    difference = _scores(evaluated_a)["map"] - _scores(evaluated_b)["map"]
     verdict = "better" if low > 0 else "worse" if high < 0 else "within noise"
     return {
         "difference": difference,

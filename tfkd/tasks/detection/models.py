@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps
 
+from tfkd.data import batching
 from tfkd.data.preprocessing import Preprocessing
 from tfkd.distill import training
 from tfkd.keras import keras
@@ -104,12 +105,8 @@ def fit(
     trainer.compile(
         optimizer=training.optimizer(optimizer_name, learning_rate, epochs * steps_per_epoch)
     )
-    batches = (
-        tf.data.Dataset.from_tensor_slices((images, targets))
-        .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    examples = tf.data.Dataset.from_tensor_slices((images, targets))
+    batches = batching.reshuffled(examples, seed).batch(batch_size).prefetch(tf.data.AUTOTUNE)
     trainer.fit(batches, epochs=epochs, callbacks=list(callbacks), verbose=0)
     return trainer.detector
 
