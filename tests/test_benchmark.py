@@ -139,20 +139,19 @@ def test_wrong_input_shape_is_rejected(tiny):
         benchmark.measure(str(out / "tiny_float32.tflite"), inputs=np.zeros((1, 5, 5, 3)))
 
 
-# Slow: two interpreters (8 s each on 2 cores). The measurement itself is tested in process above.
+# Slow: a program of its own. The measurement itself is tested in process above.
 @pytest.mark.slow
 def test_benchmark_cli_measures_many_files_at_several_thread_counts(tiny, tmp_path):
     import json
-    import subprocess
-    import sys
+
+    from tests.helpers import programs
 
     out, _, _ = tiny
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     report = tmp_path / "latency.json"
-    result = subprocess.run(
+    result = programs.run(
+        "tools/benchmark_tflite.py",
         [
-            sys.executable,
-            "tools/benchmark_tflite.py",
             str(out / "tiny_float32.tflite"),
             str(out / "tiny_int8_io_uint8.tflite"),
             "--threads=1,2",
@@ -161,9 +160,6 @@ def test_benchmark_cli_measures_many_files_at_several_thread_counts(tiny, tmp_pa
             f"--json={report}",
         ],
         cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -4,10 +4,10 @@ results in a temporary directory), so a changed signature breaks a test, not a u
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+
+from tests.helpers import programs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_MD = os.path.join(ROOT, "benchmarks", "RESULTS.md")
@@ -39,19 +39,12 @@ def smoke_runs(tmp_path_factory):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TFKD_SMOKE_DIR=str(out))
         processes[script] = (
             out,
-            subprocess.Popen(
-                [sys.executable, "-m", f"benchmarks.{script}", "--smoke"],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            ),
+            programs.start(f"benchmarks.{script}", ["--smoke"], cwd=ROOT, env=env),
         )
     finished = {}
     for script, (out, process) in processes.items():
-        stdout, stderr = process.communicate(timeout=600)
-        finished[script] = (out, process.returncode, stderr)
+        process.wait(timeout=600)
+        finished[script] = (out, process.returncode, process.output()[1])
     return before, finished
 
 
@@ -92,14 +85,7 @@ def test_pipeline_benchmarks_run_in_smoke_mode(tmp_path, script, results, title)
         TFKD_SMOKE_DIR=str(tmp_path),
         RAY_USAGE_STATS_ENABLED="0",
     )
-    result = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{script}", "--smoke"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = programs.run(f"benchmarks.{script}", ["--smoke"], cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads((tmp_path / results).read_text())
     assert payload

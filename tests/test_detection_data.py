@@ -163,15 +163,11 @@ def test_map_is_computed_by_cocoeval_as_worked_out_by_hand():
 
 @pytest.mark.slow
 def test_the_tool_writes_a_set_the_reader_takes_and_never_overwrites(tmp_path):
-    """(In the slow suite: two interpreter starts; make_detection_set itself is tested above.)"""
-    import subprocess
-    import sys
+    """(In the slow suite: two program runs; make_detection_set itself is tested above.)"""
+    from tests.helpers import programs
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    command = [
-        sys.executable,
-        "-m",
-        "tools.make_detection_set",
+    flags = [
         f"--source={CIFAR_SAMPLE}",
         f"--out={tmp_path / 'set'}",
         "--format=yolo",
@@ -179,11 +175,11 @@ def test_the_tool_writes_a_set_the_reader_takes_and_never_overwrites(tmp_path):
         "--val_images=0",
         "--image_size=48",
     ]
-    made = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    made = programs.run("tools.make_detection_set", flags, cwd=root)
     assert made.returncode == 0, made.stderr[-2000:]
     assert made.stdout.startswith(f"yolo:{tmp_path / 'set'} ")
     assert len(data.load(f"yolo:{tmp_path / 'set'}")["train"].images) == 3
-    again = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    again = programs.run("tools.make_detection_set", flags, cwd=root)
     assert again.returncode == 2 and "exists; give a new folder" in again.stderr
 
 

@@ -241,21 +241,14 @@ def test_missing_adb_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def _tool(name, *args):
-    import subprocess
+    from tests.helpers import programs
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, f"tools/{name}.py", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return programs.run(f"tools/{name}.py", args, cwd=root, env=env)
 
 
-# The tool's two runs start interpreters (8 s each): slow. The phone, the parsing and the refusals
+# The tool's two runs are programs of their own: slow. The phone, the parsing and the refusals
 # are tested in process above and below (test_the_phone_is_checked_before_any_training).
 @pytest.mark.slow
 def test_android_benchmark_cli_prints_device_and_table_and_writes_json(fake_adb, files, tmp_path):

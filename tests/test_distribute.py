@@ -3,7 +3,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -12,6 +11,7 @@ import tensorflow as tf
 
 import tfkd
 from pipelines import workers
+from tests.helpers import programs
 from tfkd import quantize
 from tfkd.data import Preprocessing
 from tfkd.distill import teacher_cache
@@ -129,11 +129,8 @@ def _start_workers(out_dir, extra, ports):
             TF_CPP_MIN_LOG_LEVEL="2",
             TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
         )
-        log = open(os.path.join(os.path.dirname(out_dir), f"worker{index}.log"), "w")
-        command = [
-            sys.executable,
-            "-m",
-            "pipelines.distill",
+        log = os.path.join(os.path.dirname(out_dir), f"worker{index}.log")
+        flags = [
             "--strategy=multi_worker",
             f"--out_dir={out_dir}",
             "--teacher_epochs=2",
@@ -147,20 +144,15 @@ def _start_workers(out_dir, extra, ports):
         ]
         processes.insert(
             0,
-            (
-                subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT),
-                log,
+            programs.start(
+                "pipelines.distill", flags, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
             ),
         )
     return processes
 
 
 def _finish(processes, timeout=600):
-    codes = []
-    for process, log in processes:
-        codes.append(process.wait(timeout=timeout))
-        log.close()
-    return codes
+    return [process.wait(timeout=timeout) for process in processes]
 
 
 def _log(tmp_path, index):
@@ -184,11 +176,11 @@ def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_
     checkpoints = out / "checkpoints"
     deadline = time.time() + 600
     while not any(checkpoints.glob("student*/**/*.index")):
-        assert all(p.poll() is None for p, _ in processes), _log(tmp_path, 0)[-3000:]
+        assert all(p.poll() is None for p in processes), _log(tmp_path, 0)[-3000:]
         assert time.time() < deadline
         time.sleep(0.2)
     time.sleep(1.0)
-    processes[1][0].send_signal(signal.SIGKILL)
+    processes[1].send_signal(signal.SIGKILL)
     codes = _finish(processes, timeout=300)
     assert codes[0] != 0 and codes[1] == -signal.SIGKILL
     assert "Restart every worker" in _log(tmp_path, 0)

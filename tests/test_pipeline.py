@@ -12,6 +12,7 @@ from pipelines import scheduler
 from pipelines.config import Config
 from pipelines.context import Context
 from pipelines.stages import STAGE_NAMES
+from tests.helpers import programs
 from tfkd.keras import keras
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,12 +26,13 @@ TINY = dict(
 )
 
 
-def _main(*args, **popen):
+def _main(*args, **streams):
+    """`python -m pipelines.distill ARGS` in a process of its own (forked after the imports:
+    tests/helpers/programs.py); finished, or started when `streams` are given."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    command = [sys.executable, "-m", "pipelines.distill", *args]
-    if popen:
-        return subprocess.Popen(command, cwd=ROOT, env=env, **popen)
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if streams:
+        return programs.start("pipelines.distill", args, cwd=ROOT, env=env, **streams)
+    return programs.run("pipelines.distill", args, cwd=ROOT, env=env)
 
 
 @pytest.mark.slow
@@ -430,15 +432,12 @@ def test_cifar10_flagfile_runs_on_the_real_image_sample(tmp_path):
 
 @pytest.mark.slow
 def test_train_teacher_entry_point_saves_a_teacher_a_run_can_use(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    run = [
-        sys.executable,
-        "-m",
+    result = programs.run(
         "pipelines.train_teacher",
-        "--teacher_epochs=1",
-        f"--out_dir={tmp_path / 'teacher_run'}",
-    ]
-    result = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        ["--teacher_epochs=1", f"--out_dir={tmp_path / 'teacher_run'}"],
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     teacher = tmp_path / "teacher_run" / "teacher" / "teacher.keras"
     assert f"saved to {teacher}" in result.stdout

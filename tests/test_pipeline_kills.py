@@ -2,11 +2,11 @@
 mid-report. A file of its own so that pytest-xdist (--dist loadfile) can run it beside
 test_pipeline.py."""
 
+import functools
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,6 +14,7 @@ import pytest
 
 import tfkd
 from pipelines.stages import STAGE_NAMES
+from tests.helpers import kill_at, programs
 from tests.test_pipeline import ROOT, _main
 
 
@@ -86,25 +87,14 @@ KILL_FLAGS = (
 )
 
 
-def _killed_run(out, target, nth, *options, flags=()):
+def _killed_run(out, target, nth, *, after_write=False, term=False, flags=()):
     """The pipeline, SIGKILLed at the `nth` call of `target` (tests/helpers/kill_at.py)."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join("tests", "helpers", "kill_at.py"),
-            target,
-            str(nth),
-            *options,
-            "--",
-            *KILL_FLAGS,
-            *flags,
-            f"--out_dir={out}",
-        ],
+    result = programs.run(
+        "pipelines.distill",
+        [*KILL_FLAGS, *flags, f"--out_dir={out}"],
         cwd=ROOT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-        capture_output=True,
-        text=True,
-        timeout=900,
+        before=functools.partial(kill_at.arm, target, nth, after_write, term),
     )
     return result.returncode, result.stderr
 
@@ -155,7 +145,7 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
     )
     _assert_whole(out)
     assert (
-        _killed_run(out, "tfkd.files.atomic_path", 1, "--after_write", flags=again)[0]
+        _killed_run(out, "tfkd.files.atomic_path", 1, after_write=True, flags=again)[0]
         == -signal.SIGKILL
     )
     _assert_whole(out)
@@ -166,7 +156,7 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
     # Mid-report.
     report_only = ("--stages=report",)
     assert (
-        _killed_run(out, "tfkd.files.atomic_path", 1, "--after_write", flags=report_only)[0]
+        _killed_run(out, "tfkd.files.atomic_path", 1, after_write=True, flags=report_only)[0]
         == -signal.SIGKILL
     )
     _assert_whole(out)
@@ -186,7 +176,7 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
 def test_sigterm_says_how_to_resume_and_the_rerun_completes(tmp_path, target, nth, where):
     out = tmp_path / "run"
     status, err = _killed_run(
-        out, target, nth, "--term", flags=("--teacher_epochs=2", "--modes=float32,int8")
+        out, target, nth, term=True, flags=("--teacher_epochs=2", "--modes=float32,int8")
     )
     assert status == 143, err[-3000:]
     last = err.strip().splitlines()[-1]
@@ -212,13 +202,11 @@ def test_killed_during_the_race_resumes_without_racing_again(tmp_path):
     probes = out / "checkpoints" / "student_probes"
     assert (probes / "kd.json").exists() and not (probes / "calibration.json").exists()
     first = json.loads((probes / "kd.json").read_text())
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.distill", *KILL_FLAGS, *race, f"--out_dir={out}"],
+    result = programs.run(
+        "pipelines.distill",
+        [*KILL_FLAGS, *race, f"--out_dir={out}"],
         cwd=ROOT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-        capture_output=True,
-        text=True,
-        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout

@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from tests.helpers import programs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "pipelines", "configs", "digits.flags")
 # One epoch each, no QAD, one export mode: a trial is its process start and a few seconds.
@@ -29,11 +31,9 @@ TINY = [
 ]
 
 
-def _command(out_dir, space_path, *extra):
+def _flags(out_dir, space_path, *extra):
+    """The flags of `python -m pipelines.search` (run forked: tests/helpers/programs.py)."""
     return [
-        sys.executable,
-        "-m",
-        "pipelines.search",
         f"--flagfile={DIGITS}",
         f"--space={space_path}",
         f"--out_dir={out_dir}",
@@ -66,19 +66,21 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     out = str(tmp_path / "search")
     # A learning rate of 1e30 makes the loss non-finite: those trials fail, the others go on.
     # And a budget no candidate meets: the search warns first, then recommends the fastest.
-    command = _command(
+    flags = _flags(
         out,
         _space(tmp_path, "learning_rate: 0.001 | 1e30\ntemperature: 1.0 .. 4.0\n"),
         "--trials=4",
         "--latency_budget_ms=0.000001",
     )
-    first = subprocess.Popen(
-        command,
+    # In a session of its own, so that the kill reaches the Ray processes it starts.
+    first = programs.start(
+        "pipelines.search",
+        flags,
         cwd=ROOT,
         env=_env(),
-        start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        before=os.setsid,
     )
     deadline = time.time() + 300
     while not _finished_trials(out) and time.time() < deadline and first.poll() is None:
@@ -93,9 +95,7 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
         for name in _finished_trials(out)
     }
 
-    second = subprocess.run(
-        command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
-    )
+    second = programs.run("pipelines.search", flags, cwd=ROOT, env=_env(), timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "no candidate can meet --latency_budget_ms=1e-06" in second.stderr
     for name, size in logs.items():
@@ -156,8 +156,9 @@ def test_two_node_cluster_on_loopback_runs_trials_on_both_nodes(tmp_path):
         )
         out = str(tmp_path / "search")
         # Each node has one CPU and each trial asks for one: two trials run, one per node.
-        search = subprocess.run(
-            _command(
+        search = programs.run(
+            "pipelines.search",
+            _flags(
                 out,
                 _space(tmp_path, "temperature: 1.0 .. 4.0\n"),
                 "--trials=2",
@@ -165,8 +166,6 @@ def test_two_node_cluster_on_loopback_runs_trials_on_both_nodes(tmp_path):
             ),
             cwd=ROOT,
             env=env,
-            capture_output=True,
-            text=True,
             timeout=600,
         )
         assert search.returncode == 0, search.stderr[-3000:]
@@ -179,7 +178,7 @@ def test_two_node_cluster_on_loopback_runs_trials_on_both_nodes(tmp_path):
 
 # The other bad inputs (unknown or teacher-side parameters, bad values, bad objectives) are
 # refused by the functions the program calls: tests/test_space.py, test_search_report.py. These
-# start the program (a TensorFlow import each): in the slow suite, beside the other Ray tests.
+# run the program (one looks for a Ray cluster): in the slow suite, beside the other Ray tests.
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "space_text, extra, message",
@@ -190,12 +189,11 @@ def test_two_node_cluster_on_loopback_runs_trials_on_both_nodes(tmp_path):
 )
 def test_bad_input_stops_before_any_trial_and_writes_nothing(tmp_path, space_text, extra, message):
     out = tmp_path / "search"
-    result = subprocess.run(
-        _command(str(out), _space(tmp_path, space_text), *extra),
+    result = programs.run(
+        "pipelines.search",
+        _flags(str(out), _space(tmp_path, space_text), *extra),
         cwd=ROOT,
         env=_env(),
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert result.returncode == 2

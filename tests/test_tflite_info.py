@@ -1,11 +1,10 @@
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 import tfkd
+from tests.helpers import programs
 from tfkd import export
 from tfkd.export import tflite_info
 
@@ -45,17 +44,10 @@ def test_float_model_lists_every_op_as_float(exported):
 
 def _inspect(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, "tools/tflite_inspect.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return programs.run("tools/tflite_inspect.py", args, cwd=ROOT, env=env)
 
 
-# Slow: two interpreters. What the tool prints comes from tfkd.export.tflite_info, tested above.
+# Slow: two program runs. What the tool prints comes from tfkd.export.tflite_info, tested above.
 @pytest.mark.slow
 def test_cli_prints_tables_writes_json_and_checks_integer_only(exported, tmp_path):
     int8 = str(exported / "student_int8_io_int8.tflite")

@@ -1,26 +1,20 @@
-"""Test harness: runs `pipelines.distill` and SIGKILLs the process at the Nth call of a function,
-the way a power cut or the OOM killer would end a run (or sends it SIGTERM with --term, as
-`kill`, a batch scheduler or a container runtime would).
+"""Test harness: a pipeline process that SIGKILLs itself at the Nth call of a function, the way
+a power cut or the OOM killer would end a run (or sends itself SIGTERM, as `kill`, a batch
+scheduler or a container runtime would).
 
-    python tests/helpers/kill_at.py TARGET N [--after_write] [--term] -- DISTILL_FLAGS...
-
-TARGET is `module.function` or `module.Class.method`. With --after_write, TARGET is a context
-manager yielding a temporary path (tfkd.files.atomic_path): the kill comes after the data is
-written to it and before it would be renamed into place.
+`arm` runs in the program's process before the program (`tests.helpers.programs.start`'s
+`before`). TARGET is `module.function` or `module.Class.method`. With `after_write`, TARGET is a
+context manager yielding a temporary path (tfkd.files.atomic_path): the kill comes after the
+data is written to it and before it would be renamed into place.
 """
 
 import contextlib
 import importlib
 import os
-import runpy
 import signal
-import sys
 
 
-def main() -> None:
-    split = sys.argv.index("--")
-    target, nth, *options = sys.argv[1:split]
-    nth = int(nth)
+def arm(target: str, nth: int, after_write: bool = False, term: bool = False) -> None:
     parts = target.split(".")
     for cut in range(len(parts) - 1, 0, -1):
         try:
@@ -33,14 +27,14 @@ def main() -> None:
     attribute = parts[-1]
     original = getattr(owner, attribute)
     calls = [0]
-    sent = signal.SIGTERM if "--term" in options else signal.SIGKILL
+    sent = signal.SIGTERM if term else signal.SIGKILL
 
     def kill_on_nth():
         calls[0] += 1
         if calls[0] == nth:
             os.kill(os.getpid(), sent)
 
-    if "--after_write" in options:
+    if after_write:
 
         @contextlib.contextmanager
         def patched(*args, **kwargs):
@@ -54,9 +48,3 @@ def main() -> None:
             return original(*args, **kwargs)
 
     setattr(owner, attribute, patched)
-    sys.argv = ["distill", *sys.argv[split + 1 :]]
-    runpy.run_module("pipelines.distill", run_name="__main__", alter_sys=True)
-
-
-if __name__ == "__main__":
-    main()
