@@ -155,6 +155,34 @@ def test_qat_int8_tflite_matches_the_qat_keras_model(trained, digits, tmp_path):
     assert np.mean(tflite.argmax(1) == keras_logits.argmax(1)) >= 0.98
 
 
+@pytest.mark.parametrize("kind, mode", [("float", "float32"), ("float", "int8"), ("qat", "int8")])
+def test_conversion_writes_the_file_the_converters_keras_path_writes(trained, digits, kind, mode):
+    """tfkd converts a traced inference call (no SavedModel detour): the file must be the
+    one `TFLiteConverter.from_keras_model` makes on its frozen-graph path, but for the byte
+    naming the source."""
+    import tensorflow as tf
+
+    model = trained[0] if kind == "float" else trained[1]
+    representative = export.representative_set(digits, 20)
+    ours = export.convert(model, mode, representative)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.experimental_lower_to_saved_model = False
+    if mode != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        images = representative.images
+        if kind == "float":  # a QAT model carries its own ranges
+            converter.representative_dataset = lambda: ([images[i : i + 1]] for i in range(20))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    theirs = converter.convert()
+    assert len(ours) == len(theirs)
+    assert sum(a != b for a, b in zip(ours, theirs)) <= 1
+    images, _ = normalized_test_split(digits, 64)
+    np.testing.assert_array_equal(
+        runtime.TFLiteClassifier(ours).predict(images),
+        runtime.TFLiteClassifier(theirs).predict(images),
+    )
+
+
 @pytest.mark.parametrize("mode", export.INTEGER_MODES)
 def test_integer_models_hold_only_integer_ops_apart_from_requested_float_io(exported, mode):
     out, _ = exported
