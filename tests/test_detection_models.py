@@ -65,7 +65,7 @@ def test_weights_come_from_an_h5_file_by_layer_name_and_own_cnns_refuse_imagenet
 
 @pytest.mark.slow
 def test_the_mobile_student_after_qat_exports_integer_only_but_the_post_processing():
-    """(In the slow suite: the QAT conversion with the post-processing op takes about a minute.)"""
+    """(In the slow suite: the QAT conversion with the post-processing op takes about 15 s.)"""
     student, anchors = models.build("ssdlite_mobilenet_v2", SIZE, CLASSES)
     qat = quantize.quantize_student(student)
     images = np.random.default_rng(0).uniform(-1, 1, (8, SIZE, SIZE, 3)).astype(np.float32)

@@ -60,6 +60,16 @@ def test_written_metadata_reads_back_and_the_model_still_runs(float_model):
     assert metadata.read(float_model) is None
 
 
+def test_the_same_model_gets_the_same_bytes_at_any_time(float_model, monkeypatch):
+    """The labels file inside carries a fixed date, not the clock's: an export repeats to the
+    byte, and so does its sha256 in the model card."""
+    import time
+
+    first = metadata.write_image_classifier(float_model, _info())
+    monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)
+    assert metadata.write_image_classifier(float_model, _info()) == first
+
+
 def test_metadata_is_replaced_not_duplicated(float_model):
     once = metadata.write_image_classifier(float_model, _info(version="1"))
     twice = metadata.write_image_classifier(once, _info(version="2"))

@@ -295,9 +295,11 @@ def _embed(model_object, content: "schema.ModelMetadataT", labels: Sequence[str]
         model_object.metadata = (model_object.metadata or []) + [entry]
     out = io.BytesIO()
     out.write(bytes(flatbuffer_utils.convert_object_to_bytearray(model_object)))
-    # Appending to bytes that are not a zip starts a new archive after them.
+    # Appending to bytes that are not a zip starts a new archive after them. A fixed date:
+    # the same model and labels give the same file (and sha256) whenever it is exported.
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr(LABELS_FILE, "\n".join(labels) + "\n")
+        entry = zipfile.ZipInfo(LABELS_FILE, date_time=(1980, 1, 1, 0, 0, 0))
+        archive.writestr(entry, "\n".join(labels) + "\n")
     return out.getvalue()
 
 
