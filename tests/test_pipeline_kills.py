@@ -166,26 +166,24 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "target, nth, where",
-    [
-        ("tfkd.progress.TrainingProgress.on_epoch_end", 2, "training"),
-        ("tfkd.export.conversion.convert", 2, "export"),
-    ],
-)
-def test_sigterm_says_how_to_resume_and_the_rerun_completes(tmp_path, target, nth, where):
+def test_sigterm_says_how_to_resume_and_the_reruns_complete(tmp_path):
+    """SIGTERM during training, then (the rerun resuming) during the export: each time one line
+    saying how to resume, no traceback, whole files; the last rerun completes."""
     out = tmp_path / "run"
-    status, err = _killed_run(
-        out, target, nth, term=True, flags=("--teacher_epochs=2", "--modes=float32,int8")
-    )
-    assert status == 143, err[-3000:]
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("error: terminated (SIGTERM). Rerun the same command to resume")
-    assert "Traceback" not in err, where
-    _assert_whole(out)
-    status, err = _killed_run(
-        out, target, 10**6, flags=("--teacher_epochs=2", "--modes=float32,int8")
-    )
+    flags = ("--teacher_epochs=2", "--modes=float32,int8")
+    for target, nth in (
+        ("tfkd.progress.TrainingProgress.on_epoch_end", 2),
+        ("tfkd.export.conversion.convert", 2),
+    ):
+        status, err = _killed_run(out, target, nth, term=True, flags=flags)
+        assert status == 143, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error: terminated (SIGTERM). Rerun the same command to resume")
+        assert "Traceback" not in err, target
+        _assert_whole(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "qad" in manifest["stages"] and "export" not in manifest["stages"]
+    status, err = _killed_run(out, "os.getpid", 10**9, flags=flags)
     assert status == 0, err[-3000:]
     assert (out / "report.md").exists()
 
