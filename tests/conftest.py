@@ -86,31 +86,36 @@ def mirrored_strategy():
 # two-minute file alone at the end (longest-processing-time-first scheduling). Only the order
 # depends on these figures.
 HEAVIEST_FILES_SECONDS = {
-    "test_pipeline.py": 312,
-    "test_search.py": 180,
-    "test_pipeline_kills.py": 177,
-    "test_models.py": 141,
-    "test_benchmarks.py": 103,
-    "test_distribute.py": 90,
-    "test_photos_pipeline.py": 77,
-    "test_export.py": 72,
-    "test_stage_isolation.py": 46,
-    "test_metadata.py": 27,
-    "test_readme.py": 26,
-    "test_failures.py": 25,
-    "test_few_labels.py": 14,
+    "test_pipeline.py": 282,
+    "test_search.py": 197,
+    "test_pipeline_kills.py": 165,
+    "test_models.py": 131,
+    "test_distribute.py": 118,
+    "test_benchmarks.py": 98,
+    "test_photos_pipeline.py": 80,
+    "test_detection_pipeline.py": 65,
+    "test_stage_isolation.py": 57,
+    "test_own_models.py": 40,
+    "test_failures.py": 39,
+    "test_readme.py": 35,
+    "test_detection_training.py": 25,
+    "test_export.py": 21,
+    "test_detection_models.py": 20,
+    "test_few_labels.py": 20,
+    "test_programs.py": 19,
+    "test_keras.py": 17,
+    "test_metadata.py": 13,
 }
 
 
 def pytest_configure(config):
-    """The fast suite runs one TensorFlow thread per worker. Its tests are small and keep both
-    workers busy, where a thread per core each oversubscribes the cores (the fast files took 21%
-    less time on 2 cores). The whole suite keeps TensorFlow's default: its heaviest in-process
-    tests (mobile model conversions) often run beside a worker that waits on a subprocess, and
-    took twice as long on one thread. Runtime settings, so the programs tests start keep theirs."""
-    if config.option.markexpr.replace(" ", "") in ("notslow", "not(slow)"):
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+    """Each test worker runs TensorFlow on one thread. Two workers share 2 cores, and the programs
+    the slow tests start keep TensorFlow's default threads (a runtime setting, not inherited):
+    a thread per core in each worker as well oversubscribes the cores (the fast files took 21%
+    less time on one thread)."""
+    del config
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 def pytest_collection_modifyitems(items):
