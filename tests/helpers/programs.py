@@ -2,12 +2,12 @@
 from a server that has already imported TensorFlow, tf_keras and TF-MOT.
 
 An interpreter that starts one of the programs spends 5-8 s importing before the program's
-first line; the suite starts about a hundred. Python's `forkserver` start method imports those
+first line; the suite starts about sixty. Python's `forkserver` start method imports those
 modules once per test worker, in a fresh interpreter that never ran a TensorFlow op, and forks
 a child for each program: a real process with its own memory, exit status, signals and files,
 running the module as `__main__` exactly as `python -m` does. Only the import is shared.
-`tests/test_programs.py` checks that a forked run and a fresh interpreter's write the same
-report.
+`tests/test_programs.py` checks that a forked run prints and records what a fresh
+interpreter's does, and refuses bad flags with the same line.
 """
 
 import atexit
