@@ -388,9 +388,10 @@ def test_a_nan_loss_stops_naming_the_stage_and_epoch_and_keeps_the_last_good_sta
     assert not (out / "teacher" / "teacher.keras").exists()
 
 
-# The two below start interpreters of their own, 8 s each: slow. In process, the same one-line
-# handling is test_bad_flags_end_in_one_line_before_anything_is_written, and a corrupt file is
-# tests/test_evaluate.py's test_truncated_real_model_gives_a_clear_error.
+# The two below start fresh interpreters, 8 s each: slow. Not forked (tests/helpers/programs.py):
+# the one line must hold with TensorFlow's start-up in the same process. In process, the same
+# one-line handling is test_bad_flags_end_in_one_line_before_anything_is_written, and a corrupt
+# file is tests/test_evaluate.py's test_truncated_real_model_gives_a_clear_error.
 @pytest.mark.slow
 def test_a_flagfile_that_does_not_exist_is_one_line(tmp_path):
     result = subprocess.run(
