@@ -169,9 +169,11 @@ def test_conversion_writes_the_file_the_converters_keras_path_writes(trained, di
     converter.experimental_lower_to_saved_model = False
     if mode != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        images = representative.images
+        calibration = representative.images
         if kind == "float":  # a QAT model carries its own ranges
-            converter.representative_dataset = lambda: ([images[i : i + 1]] for i in range(20))
+            converter.representative_dataset = lambda: (
+                [calibration[i : i + 1]] for i in range(len(calibration))
+            )
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     theirs = converter.convert()
     assert len(ours) == len(theirs)

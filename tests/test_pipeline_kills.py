@@ -87,15 +87,21 @@ KILL_FLAGS = (
 )
 
 
-def _killed_run(out, target, nth, *, after_write=False, term=False, flags=()):
-    """The pipeline, SIGKILLed at the `nth` call of `target` (tests/helpers/kill_at.py)."""
-    result = programs.run(
+def _run(out, flags=(), before=None):
+    """The pipeline with KILL_FLAGS and `flags` on `out`, in a process of its own."""
+    return programs.run(
         "pipelines.distill",
         [*KILL_FLAGS, *flags, f"--out_dir={out}"],
         cwd=ROOT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-        before=functools.partial(kill_at.arm, target, nth, after_write, term),
+        before=before,
     )
+
+
+def _killed_run(out, target, nth, *, after_write=False, term=False, flags=()):
+    """The pipeline, SIGKILLed at the `nth` call of `target` (tests/helpers/kill_at.py):
+    (exit status, stderr)."""
+    result = _run(out, flags, functools.partial(kill_at.arm, target, nth, after_write, term))
     return result.returncode, result.stderr
 
 
@@ -150,8 +156,8 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
     )
     _assert_whole(out)
     assert list(out.rglob(".*.tmp*")), "the kill left the temporary file it was writing"
-    status, err = _killed_run(out, "os.getpid", 10**9, flags=again)
-    assert status == 0, err[-3000:]
+    rerun = _run(out, again)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert not list(out.rglob(".*.tmp*")), "the next run removes what the killed one left"
     # Mid-report.
     report_only = ("--stages=report",)
@@ -160,7 +166,7 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
         == -signal.SIGKILL
     )
     _assert_whole(out)
-    assert _killed_run(out, "os.getpid", 10**9, flags=report_only)[0] == 0
+    assert _run(out, report_only).returncode == 0
     _assert_whole(out)
     assert json.loads((out / "report.json").read_text())["models"]
 
@@ -183,8 +189,8 @@ def test_sigterm_says_how_to_resume_and_the_reruns_complete(tmp_path):
         _assert_whole(out)
     manifest = json.loads((out / "manifest.json").read_text())
     assert "qad" in manifest["stages"] and "export" not in manifest["stages"]
-    status, err = _killed_run(out, "os.getpid", 10**9, flags=flags)
-    assert status == 0, err[-3000:]
+    rerun = _run(out, flags)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert (out / "report.md").exists()
 
 
@@ -200,12 +206,7 @@ def test_killed_during_the_race_resumes_without_racing_again(tmp_path):
     probes = out / "checkpoints" / "student_probes"
     assert (probes / "kd.json").exists() and not (probes / "calibration.json").exists()
     first = json.loads((probes / "kd.json").read_text())
-    result = programs.run(
-        "pipelines.distill",
-        [*KILL_FLAGS, *race, f"--out_dir={out}"],
-        cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-    )
+    result = _run(out, race)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout
     # kd's probe is not trained again; the killed probe had finished its one epoch.

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 
 # Imported once in the server. Not the program modules themselves (`pipelines.distill` and the
@@ -36,6 +35,11 @@ PRELOADED = (
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(list(PRELOADED))
+
+
+def _command(program: str) -> list[str]:
+    """The interpreter's command line for `program`: a module (`-m`) or a `.py` file."""
+    return [sys.executable, *([program] if program.endswith(".py") else ["-m", program])]
 
 
 def _child(
@@ -68,7 +72,7 @@ def _child(
         before()
     sys.argv = [program, *argv]
     # What the interpreter leaves there; --isolate_stages re-executes it.
-    sys.orig_argv = [sys.executable, *([program] if script else ["-m", program]), *argv]
+    sys.orig_argv = [*_command(program), *argv]
     code = 0
     try:
         if script:
@@ -160,8 +164,7 @@ def start(
         args=(program, list(argv), cwd, dict(os.environ if env is None else env), *paths, before),
     )
     process.start()
-    command = [sys.executable, *([program] if program.endswith(".py") else ["-m", program])]
-    return Program(process, [*command, *argv], *kept)
+    return Program(process, [*_command(program), *argv], *kept)
 
 
 def run(
@@ -175,9 +178,8 @@ def run(
 ) -> subprocess.CompletedProcess:
     """`subprocess.run([python, -m, program, *argv], capture_output=True, text=True)`, forked."""
     started = start(program, argv, cwd=cwd, env=env, before=before)
-    deadline = time.monotonic() + timeout
     try:
-        started.wait(max(0.0, deadline - time.monotonic()))
+        started.wait(timeout)
     except subprocess.TimeoutExpired:
         started.kill()
         started.wait()
