@@ -66,3 +66,39 @@ def test_models_are_saved_whole_and_quantization_aware_ones_as_weights(tmp_path)
     )
     assert quantize.is_quantization_aware(rebuilt)
     np.testing.assert_allclose(rebuilt(x), qat(x), atol=1e-6)
+
+
+def test_a_trained_model_is_saved_without_its_optimizer(tmp_path):
+    """The optimizer's state is most of a trained model's file and of its loading time; the
+    stages after training only predict (an interrupted training resumes from checkpoints)."""
+    import zipfile
+
+    import h5py
+    import numpy as np
+
+    import tfkd
+    from tfkd.distill import training
+
+    model = tfkd.models.build("cnn_tiny", (8, 8, 1), 3)
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(32, 8, 8, 1)).astype(np.float32)
+    labels = rng.integers(0, 3, size=32)
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    training.train_classifier(model, data, epochs=1, verbose=0)
+    model.save(tmp_path / "whole.keras")  # what Keras writes: the optimizer included
+    directory = RunDirectory(str(tmp_path / "run"))
+    relative = directory.save_model("teacher", model)
+
+    def groups(path):
+        with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as weights:
+            return set(h5py.File(weights, "r").keys())
+
+    assert "optimizer" in groups(tmp_path / "whole.keras")
+    assert "optimizer" not in groups(tmp_path / "run" / relative)
+    loaded = directory.load_model("teacher", lambda: None)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(loaded(images), model(images))
+    # The trained model itself is untouched: still compiled, as its caller left it.
+    assert model.optimizer is not None and model.evaluate(data, verbose=0)
