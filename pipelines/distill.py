@@ -25,14 +25,22 @@ config_lib.define_flags()
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config, results, strategy = scheduler.run_from_flags()
+    return run()
+
+
+def run(flags_text: str | None = None, **overrides) -> int:
+    """The run of the parsed flags (with `overrides`); its exit status. `flags_text` is what the
+    run directory keeps as the flags that rerun it (default: the parsed flags)."""
+    config, results, strategy = scheduler.run_from_flags(**overrides)
     if not workers.is_chief(strategy):
         print(
             f"Worker {workers.worker_label(strategy)}: training stages done; the chief writes "
             "the artifacts."
         )
         return 0
-    files.write_text(RunLayout(config.out_dir).file(RunLayout.FLAGS), FLAGS.flags_into_string())
+    files.write_text(
+        RunLayout(config.out_dir).file(RunLayout.FLAGS), flags_text or FLAGS.flags_into_string()
+    )
     failure = results.get("verify", {}).get("failure")
     print(report.terminal_summary(config.out_dir, failure))
     return 1 if failure else 0

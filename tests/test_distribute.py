@@ -1,9 +1,9 @@
+import functools
 import json
 import os
 import signal
 import socket
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import tfkd
 from pipelines import workers
-from tests.helpers import programs
+from tests.helpers import kill_at, programs
 from tfkd import quantize
 from tfkd.data import Preprocessing
 from tfkd.distill import teacher_cache
@@ -120,7 +120,7 @@ def _free_ports(count):
     return ports
 
 
-def _start_workers(out_dir, extra, ports):
+def _start_workers(out_dir, extra, ports, before_worker1=None):
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     processes = []
     for index in reversed(range(len(ports))):
@@ -145,7 +145,13 @@ def _start_workers(out_dir, extra, ports):
         processes.insert(
             0,
             programs.start(
-                "pipelines.distill", flags, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                "pipelines.distill",
+                flags,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                before=before_worker1 if index == 1 else None,
             ),
         )
     return processes
@@ -165,25 +171,21 @@ def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_
     mid-distillation; restarted, the run resumes from its backup and the chief alone writes."""
     out = tmp_path / "run"
     extra = [
-        "--student_epochs=8",
+        "--student_epochs=3",
         "--loss=kd",  # a fixed loss: the race's own kill is tests/test_pipeline_kills.py's
         "--teacher_cache=disk",
         "--pad_crop=1",
         "--teacher_cache_views=2",
     ]
-    processes = _start_workers(str(out), extra, _free_ports(2))
-    # The distilled student's backups.
-    checkpoints = out / "checkpoints"
-    deadline = time.time() + 600
-    while not any(checkpoints.glob("student*/**/*.index")):
-        assert all(p.poll() is None for p in processes), _log(tmp_path, 0)[-3000:]
-        assert time.time() < deadline
-        time.sleep(0.2)
-    time.sleep(1.0)
-    processes[1].send_signal(signal.SIGKILL)
-    codes = _finish(processes, timeout=300)
-    assert codes[0] != 0 and codes[1] == -signal.SIGKILL
+    # Worker 1 SIGKILLs itself as the distilled student's second epoch ends, after the first
+    # epoch's backup: the teacher's 2 and the student alone's 3 epochs end before.
+    kill = functools.partial(
+        kill_at.arm, "tf_keras.callbacks.BackupAndRestore.on_epoch_end", 2 + 3 + 2
+    )
+    codes = _finish(_start_workers(str(out), extra, _free_ports(2), before_worker1=kill))
+    assert codes[0] != 0 and codes[1] == -signal.SIGKILL, _log(tmp_path, 0)[-3000:]
     assert "Restart every worker" in _log(tmp_path, 0)
+    assert any((out / "checkpoints").glob("student*/**/*.index"))
     manifest = json.loads((out / "manifest.json").read_text())
     assert "student" not in manifest["stages"]
 
@@ -192,7 +194,7 @@ def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_
     assert codes == [0, 0], chief[-3000:]
     assert "teacher: finished earlier, unchanged; reused" in chief
     epochs = [line for line in chief.splitlines() if line.strip().startswith("student epoch ")]
-    assert epochs and "epoch 1/8 " not in epochs[0], "distillation restarted instead of resuming"
+    assert epochs and "epoch 1/3 " not in epochs[0], "distillation restarted instead of resuming"
     manifest = json.loads((out / "manifest.json").read_text())
     assert {"teacher", "baseline", "student", "qad", "export", "report"} <= set(manifest["stages"])
     assert (out / "report.md").exists() and (out / "teacher_cache" / "teacher_logits.npy").exists()

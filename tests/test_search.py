@@ -105,7 +105,8 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     assert len(glob.glob(os.path.join(out, "trials", "*.flags"))) == 4
     assert all(p["params"]["learning_rate"] == "0.001" for p in report["points"])
     assert all(
-        f["params"]["learning_rate"] == "1e30" and "loss became nan" in f["error"]
+        f["params"]["learning_rate"] == "1e30"
+        and f["error"].startswith("Stage student: the training loss became nan")
         for f in report["failed"]
     )
     assert set(logs) <= {p["name"] for p in report["points"]}
@@ -300,3 +301,21 @@ def test_a_trial_keeps_the_shared_teacher_at_its_resolution(tmp_path):
     assert "baseline" not in config.stages and config.select == "distilled"
     native = search.trial_config(base, {"temperature": 2.0}, layout, "t2")
     assert native.teacher_image_size == () and native.teacher_cache_dir.endswith("native")
+
+
+def test_a_trials_ray_worker_imports_no_tensorflow():
+    """Ray imports the trainable's module in each trial's worker; the trial's own process
+    imports TensorFlow, the worker must not hold a second one."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, pipelines.search.trainable as t; "
+        "assert callable(t.run_trial); "
+        "heavy = ('tensorflow', 'tf_keras', 'tfkd'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

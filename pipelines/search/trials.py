@@ -1,50 +1,23 @@
-"""The trial side of a search: where it writes (`Layout`), each trial's flags from the base run
-and a point of the space, running one pipeline run in its own process, and reading its
-objectives back through the run directory."""
+"""The trial side of a search: each trial's flags from the base run and a point of the space,
+running the base run in its own process, and reading a run's objectives back through the run
+directory (a trial's process, `pipelines/search/trial_run.py`, uses them)."""
 
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 from pipelines import config as config_lib
 from pipelines import run as run_lib
 from pipelines import stages as stages_lib
 from pipelines.config import Config
 from pipelines.search import space
+from pipelines.search.trainable import Layout, TrialFailed, last_error, run_program
 from tfkd import export, files
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXPERIMENT = "search"
 # With the teacher cache off in the base flags the trials still share the teacher's logits,
 # over this many augmented views when the base flags augment (one view otherwise).
 SHARED_CACHE_VIEWS = 4
-
-
-class TrialFailed(RuntimeError):
-    """A trial's pipeline run ended with an error (its message is the run's last error line)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Where a search writes, under --out_dir."""
-
-    root: str
-
-    def path(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
-
-    @property
-    def base(self) -> str:
-        return self.path("base")
-
-    def trial(self, name: str) -> str:
-        return self.path("trials", name)
-
-    def cache(self, config: Config) -> str:
-        size = "x".join(map(str, config.image_size)) if config.image_size else "native"
-        return self.path("teacher_cache", size)
 
 
 def shared_teacher(base: Config, layout: Layout) -> str:
@@ -140,51 +113,34 @@ def _read_json(path: str) -> dict:
         return json.load(handle)
 
 
-def _unfinished(config: Config) -> list[str]:
-    """The stages of `config` its run directory has not finished (a killed search's trials go
-    on from there)."""
+def unfinished(config: Config) -> list[str]:
+    """The stages of `config` its run directory has not finished (a killed search's runs go on
+    from there)."""
     directory = run_lib.RunDirectory(config.out_dir, writable=False)
     return [s for s in stages_lib.selected(config.stages, config.serial) if not directory.done(s)]
 
 
-def run_pipeline(config: Config, flagfile: str, log_path: str, cpus: int) -> None:
-    """One pipeline run in its own process (a trial's memory and TensorFlow state end with it);
-    its flags file reruns it alone. A run that finished earlier is not run again."""
+def write_flags(config: Config, flagfile: str) -> None:
+    """`config` as the flags file that reruns it alone (`python -m pipelines.distill`)."""
     files.write_text(flagfile, "\n".join(config_lib.to_flags(config)) + "\n")
-    unfinished = _unfinished(config)
-    if not unfinished:
+
+
+def run_pipeline(config: Config, flagfile: str, log_path: str, cpus: int) -> None:
+    """One pipeline run in its own process (its memory and TensorFlow state end with it); its
+    flags file reruns it alone. A run that finished earlier is not run again."""
+    write_flags(config, flagfile)
+    stages = unfinished(config)
+    if not stages:
         return
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
-        TF_NUM_INTRAOP_THREADS=str(cpus),
-        TF_NUM_INTEROP_THREADS="1",
+    status = run_program(
+        "pipelines.distill",
+        [f"--flagfile={flagfile}", f"--stages={','.join(stages)}"],
+        log_path,
+        cpus,
     )
-    with open(log_path, "a", encoding="utf-8") as log:
-        status = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pipelines.distill",
-                f"--flagfile={flagfile}",
-                f"--stages={','.join(unfinished)}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-            check=False,
-        ).returncode
     # Status 1: the parity gate failed for some file; the caller checks the one it ships.
     if status not in (0, 1):
-        raise TrialFailed(_last_error(log_path) or f"exit status {status} (see {log_path})")
-
-
-def _last_error(log_path: str) -> str | None:
-    with open(log_path, encoding="utf-8", errors="replace") as handle:
-        lines = [line.strip() for line in handle if line.strip()]
-    errors = [line for line in lines if line.startswith("error:") or "Error" in line[:40]]
-    return (errors or lines)[-1] if errors or lines else None
+        raise TrialFailed(last_error(log_path) or f"exit status {status} (see {log_path})")
 
 
 def trial_config(base: Config, point: dict, layout: Layout, name: str) -> Config:
@@ -198,25 +154,8 @@ def trial_config(base: Config, point: dict, layout: Layout, name: str) -> Config
         out_dir=layout.trial(name),
         **trial_overrides(base, layout),
     )
-    config = dataclasses.replace(config, teacher_cache_dir=layout.cache(config))
+    config = dataclasses.replace(config, teacher_cache_dir=layout.cache(config.image_size))
     if config.image_size:
         # The shared teacher keeps its own resolution whatever size the student searches.
         config = dataclasses.replace(config, teacher_image_size=teacher_input_size(layout))
     return config
-
-
-def run_trial(point: dict, setup: dict) -> None:
-    """A Ray Tune trial: the pipeline run of one point; reports its objectives."""
-    import ray
-    from ray import tune
-
-    name = tune.get_context().get_trial_id()
-    layout = Layout(setup["root"])
-    config = trial_config(Config(**setup["base"]), point, layout, name)
-    # Ray forgets the point of a trial that failed before a kill; the report reads it here.
-    files.write_text(layout.trial(name) + ".point.json", json.dumps(point, sort_keys=True))
-    run_pipeline(config, layout.trial(name) + ".flags", layout.trial(name) + ".log", setup["cpus"])
-    mode = config.modes[0]
-    measured = objectives_of(layout.trial(name), config, mode)
-    measured["node"] = ray.get_runtime_context().get_node_id()
-    tune.report(measured)

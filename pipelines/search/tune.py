@@ -17,15 +17,14 @@ from pipelines import console, report
 from pipelines.config import Config
 from pipelines.search import report as search_report
 from pipelines.search import space
+from pipelines.search.trainable import ROOT, Layout, run_trial
 from pipelines.search.trials import (
     EXPERIMENT,
-    ROOT,
-    Layout,
     _read_json,
     objectives_of,
     run_pipeline,
-    run_trial,
     trial_overrides,
+    write_flags,
 )
 from tfkd.measure import benchmark
 
@@ -85,8 +84,8 @@ def _points(results, layout: Layout) -> tuple[list, list]:
         from_path = re.match(r"run_trial_([0-9a-f]+)_", os.path.basename(result.path or ""))
         trial = (result.metrics or {}).get("trial_id") or (from_path.group(1) if from_path else "?")
         point = {k.removeprefix("config/"): v for k, v in (result.config or {}).items()}
-        if not point and os.path.exists(layout.trial(trial) + ".point.json"):
-            point = _read_json(layout.trial(trial) + ".point.json")
+        if not point and os.path.exists(layout.point(trial)):
+            point = _read_json(layout.point(trial))
         if result.error is not None or not result.metrics or "accuracy" not in result.metrics:
             failed.append({"name": trial, "params": point, "error": _error_text(result.error)})
             continue
@@ -112,7 +111,7 @@ def _error_text(error) -> str:
     if error is None:
         return "no result"
     line = str(error).strip().splitlines()[-1]
-    return re.sub(r"^(\w+: )?(error: )?", "", line)
+    return re.sub(r"^([\w.]+: )?(error: )?", "", line)
 
 
 REMEASURE_REPEATS = 3
@@ -229,6 +228,7 @@ def search(
         base_run = dataclasses.replace(base, out_dir=layout.base, teacher_cache_dir="")
         cpus = os.cpu_count() or 1
         run_pipeline(base_run, layout.path("base.flags"), layout.path("base.log"), cpus)
+        write_flags(base, layout.base_settings)
         console.banner(
             2,
             3,
@@ -240,7 +240,7 @@ def search(
         trainable = tune.with_resources(
             tune.with_parameters(
                 run_trial,
-                setup={"root": layout.root, "base": dataclasses.asdict(base), "cpus": trial_cpus},
+                setup={"root": layout.root, "cpus": trial_cpus},
             ),
             {"cpu": trial_cpus, "memory": int(trial_memory_gb * 2**30)},
         )
