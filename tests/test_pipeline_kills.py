@@ -6,8 +6,6 @@ import functools
 import json
 import os
 import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -20,41 +18,41 @@ from tests.test_pipeline import ROOT, _main
 
 @pytest.mark.slow
 def test_killed_during_distillation_resumes_and_skips_finished_stages(tmp_path):
+    epochs = 5
     args = (
         "--flagfile=pipelines/configs/digits.flags",
         "--teacher_epochs=2",
-        "--student_epochs=20",
+        f"--student_epochs={epochs}",
         "--qat_epochs=1",
         "--modes=float32",
         "--max_drop_points=100",
         "--benchmark_runs=3",
         f"--out_dir={tmp_path}",
     )
-    process = _main(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # The recipe's --loss=auto races the candidates first; the kill comes once the winner
-    # carries on from its probe, with a backup past the probe's last epoch.
-    probes = tmp_path / "checkpoints" / "student_probes"
-    probe_epochs = tfkd.distill.calibration.probe_steps(20)
-    deadline = time.time() + 600
-
-    def continuing():
-        if not (probes / "calibration.json").exists():
-            return False
-        winner = json.loads((probes / "calibration.json").read_text())["candidate"]
-        return any(
-            int(index.stem.split("-")[-1]) > probe_epochs
-            for index in (probes / winner).rglob("ckpt-*.index")
-        )
-
-    while not continuing():
-        assert process.poll() is None, "the run ended before distillation could be interrupted"
-        assert time.time() < deadline
-        time.sleep(0.2)
-    time.sleep(1.0)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    # carries on from its probe: as its second epoch after the probe ends, before that epoch's
+    # backup. Epoch ends before it: the teacher's, the student alone's and every probe's.
+    probe_epochs = tfkd.distill.calibration.probe_steps(epochs)
+    candidates = len(tfkd.distill.calibration.CANDIDATES)
+    nth = 2 + epochs + candidates * probe_epochs + 2
+    killed = programs.run(
+        "pipelines.distill",
+        args,
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        before=functools.partial(
+            kill_at.arm, "tf_keras.callbacks.BackupAndRestore.on_epoch_end", nth
+        ),
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert set(manifest["stages"]) == {"teacher", "baseline"}
+    probes = tmp_path / "checkpoints" / "student_probes"
+    winner = json.loads((probes / "calibration.json").read_text())["candidate"]
+    assert any(
+        int(index.stem.split("-")[-1]) > probe_epochs
+        for index in (probes / winner).rglob("ckpt-*.index")
+    ), "killed before the winner carried on from its probe"
 
     result = _main(*args)
     assert result.returncode == 0, result.stderr[-3000:]
