@@ -20,6 +20,7 @@ import tfkd
 from pipelines import config as config_lib
 from pipelines import distill, run
 from pipelines.context import Context
+from tests.helpers import programs
 from tfkd.keras import keras
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -565,28 +566,13 @@ def test_ctrl_c_says_how_to_resume_without_a_traceback(tmp_path):
     import signal
     import time
 
-    def as_from_a_terminal():
-        # A test worker may run with SIGINT ignored or blocked (seen under pytest-xdist: the
-        # child then never saw the Ctrl-C and trained to the end); a shell never does.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
-
     out = tmp_path / "run"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.distill",
-            "--teacher_epochs=200",
-            "--stages=teacher",
-            f"--out_dir={out}",
-        ],
+    process = programs.start(
+        "pipelines.distill",
+        ["--teacher_epochs=200", "--stages=teacher", f"--out_dir={out}"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-        preexec_fn=as_from_a_terminal,
     )
     backup = out / "checkpoints" / "teacher"
     deadline = time.time() + 300
@@ -594,6 +580,7 @@ def test_ctrl_c_says_how_to_resume_without_a_traceback(tmp_path):
         assert process.poll() is None and time.time() < deadline
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=300)
+    process.wait(timeout=300)
+    _, err = process.output()
     assert process.returncode == 130, err[-2000:]
     assert "Rerun the same command to resume" in err and "Traceback" not in err

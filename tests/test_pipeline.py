@@ -2,8 +2,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -379,21 +377,11 @@ def test_main_with_the_readme_flagfile_prints_the_report_and_measures_again(tmp_
     assert "--teacher_epochs=1" in flags_text and f"--out_dir={tmp_path}" in flags_text
     # The benchmark program measures the finished run again, here at two thread counts; the
     # report stage of its process rebuilds the QAD student from disk.
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.benchmark",
-            *README_RUN,
-            f"--out_dir={tmp_path}",
-            "--benchmark_runs=4",
-            "--threads=1,2",
-        ],
+    again = programs.run(
+        "pipelines.benchmark",
+        [*README_RUN, f"--out_dir={tmp_path}", "--benchmark_runs=4", "--threads=1,2"],
         cwd=ROOT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert again.returncode == 0, again.stderr[-3000:]
     # Only the benchmark and report stages ran.

@@ -66,8 +66,10 @@ def _child(
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(target, fd)
         os.close(target)
-    # The server ignores SIGINT; a program started from a shell does not.
+    # The server ignores SIGINT, and a test worker may block it (seen under pytest-xdist: a
+    # Ctrl-C never arrived); a program started from a shell does neither.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     if before is not None:
         before()
     sys.argv = [program, *argv]
