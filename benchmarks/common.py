@@ -46,6 +46,12 @@ def apply_smoke(overrides: dict) -> None:
         )
 
 
+def work_dir(name: str) -> str:
+    """A new directory for a script's runs and generated data: inside the smoke directory in
+    smoke mode (it goes with it), else a temporary directory the script's runs stay in."""
+    return tempfile.mkdtemp(prefix=f"tfkd_{name}_", dir=_output_dir() if FLAGS.smoke else None)
+
+
 def _output_dir() -> str:
     """benchmarks/results, or a temporary directory in smoke mode."""
     global _smoke_dir

@@ -13,7 +13,6 @@ Writes benchmarks/results/default_run.json and its section of RESULTS.md.
 
 import math
 import os
-import tempfile
 import time
 
 from absl import app, flags
@@ -93,7 +92,7 @@ def _markdown(result: dict) -> str:
 def main(argv):
     del argv
     common.apply_smoke(SMOKE)
-    work = tempfile.mkdtemp(prefix="tfkd_default_run_")
+    work = common.work_dir("default_run")
     runs = [_run(int(seed), os.path.join(work, f"seed{seed}")) for seed in FLAGS.seeds]
     gains = [r["gain"] for r in runs]
     result = {

@@ -10,7 +10,6 @@ the gain's 95% interval resamples those images (paired: the same images for both
 """
 
 import os
-import tempfile
 import time
 
 import numpy as np
@@ -77,7 +76,7 @@ def main(argv):
     started = time.time()
     size = FLAGS.image_size
     prep = models.preprocessing(size)
-    work = tempfile.mkdtemp(prefix="tfkd_detection_")
+    work = common.work_dir("detection")
     root = os.path.join(work, "set")
     counts = {"train": FLAGS.train_images, "val": FLAGS.val_images}
     make_detection_set(FLAGS.data, root, FLAGS.classes, counts, size, 3, "coco", seed=0)

@@ -14,7 +14,6 @@ Writes benchmarks/results/detection_pipeline.json and its section of RESULTS.md.
 """
 
 import os
-import tempfile
 import time
 
 from absl import app, flags
@@ -134,7 +133,7 @@ def _markdown(result: dict) -> str:
 def main(argv):
     del argv
     common.apply_smoke(SMOKE)
-    work = tempfile.mkdtemp(prefix="tfkd_detection_pipeline_")
+    work = common.work_dir("detection_pipeline")
     root = os.path.join(work, "set")
     counts = {"train": FLAGS.train_images, "val": FLAGS.test_images}
     make_detection_set(FLAGS.data, root, FLAGS.classes, counts, 64, 3, "coco", seed=0)

@@ -21,7 +21,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 from absl import app, flags
@@ -153,7 +152,7 @@ def main(argv):
     del argv
     common.apply_smoke(SMOKE)
     recipe = _recipe(FLAGS.pipeline_flags)
-    work = FLAGS.work_dir or tempfile.mkdtemp(prefix="tfkd_photos_")
+    work = FLAGS.work_dir or common.work_dir("photos")
     os.makedirs(work, exist_ok=True)
     photos = os.path.join(work, "photos")
     if os.path.exists(photos):

@@ -10,7 +10,6 @@ images. Writes benchmarks/results/qad_cifar10.json and its section of RESULTS.md
 """
 
 import os
-import tempfile
 import time
 
 from absl import app, flags, logging
@@ -106,7 +105,7 @@ def main(argv):
     qad_student = fine_tune(with_teacher=True)
 
     representative = export.representative_set(splits, FLAGS.representative_size)
-    out = FLAGS.work_dir or tempfile.mkdtemp(prefix="tfkd_qad_cifar10_")
+    out = FLAGS.work_dir or common.work_dir("qad_cifar10")
     common_args = dict(preprocessing=prep, class_names=splits.class_names)
     export.export(
         student, out, ["float32", "int8"], representative=representative, name="kd", **common_args

@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 from absl import app, flags
@@ -170,7 +169,7 @@ def main(argv):
         return
     if FLAGS.dataset == "cifar10" and not FLAGS.data:
         raise app.UsageError("--dataset=cifar10 needs --data=PATH (a CIFAR-10 image folder).")
-    work = FLAGS.work_dir or tempfile.mkdtemp(prefix="tfkd_search_")
+    work = FLAGS.work_dir or common.work_dir("search")
     command = _command(work)
     started = time.time()
     with open(os.path.join(work, "search.log"), "w", encoding="utf-8") as log:

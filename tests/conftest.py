@@ -1,12 +1,16 @@
 """Test-session set-up: two logical CPU devices, so tf.distribute tests run on one CPU."""
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Decoded-image disk caches of the tests (and of the programs they start) stay out of ~/.cache.
+# Decoded-image disk caches of the tests (and of the programs they start) stay out of ~/.cache,
+# and go with the session.
 os.environ["TFKD_CACHE"] = tempfile.mkdtemp(prefix="tfkd-test-cache-")
+atexit.register(shutil.rmtree, os.environ["TFKD_CACHE"], ignore_errors=True)
 
 import tensorflow as tf  # noqa: E402
 

@@ -1,9 +1,11 @@
 """Every benchmark script runs: each in its smoke mode (tiny sizes on the test fixtures,
 results in a temporary directory), so a changed signature breaks a test, not a user."""
 
+import glob
 import hashlib
 import json
 import os
+import tempfile
 
 import pytest
 
@@ -24,6 +26,11 @@ SCRIPTS = {
 }
 
 
+def _work_dirs():
+    """The benchmarks' work directories in the system's temporary directory."""
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "tfkd_*")))
+
+
 def _digest(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -32,7 +39,7 @@ def _digest(path):
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
     """Runs every script at once (two at a time would leave a core idle while one imports)."""
-    before = _digest(RESULTS_MD)
+    before, work_dirs = _digest(RESULTS_MD), _work_dirs()
     processes = {}
     for script in SCRIPTS:
         out = tmp_path_factory.mktemp(script)
@@ -45,6 +52,8 @@ def smoke_runs(tmp_path_factory):
     for script, (out, process) in processes.items():
         process.wait(timeout=600)
         finished[script] = (out, process.returncode, process.output()[1])
+    # A smoke run's runs and generated sets stay in its smoke directory.
+    assert _work_dirs() <= work_dirs
     return before, finished
 
 
@@ -78,7 +87,7 @@ def test_pipeline_benchmarks_run_in_smoke_mode(tmp_path, script, results, title)
     """In the slow suite: a smoke run is a whole pipeline run, beyond the fast suite's budget.
     (benchmarks/search.py's smoke, a whole search, is what tests/test_search.py runs already;
     its verdict is search_report.against, tested in tests/test_search_report.py.)"""
-    before = _digest(RESULTS_MD)
+    before, work_dirs = _digest(RESULTS_MD), _work_dirs()
     env = dict(
         os.environ,
         TF_CPP_MIN_LOG_LEVEL="2",
@@ -91,3 +100,4 @@ def test_pipeline_benchmarks_run_in_smoke_mode(tmp_path, script, results, title)
     assert payload
     assert title in (tmp_path / "RESULTS.md").read_text()
     assert _digest(RESULTS_MD) == before
+    assert _work_dirs() <= work_dirs
