@@ -112,16 +112,5 @@ HEAVIEST_FILES_SECONDS = {
 }
 
 
-def pytest_configure(config):
-    """The fast suite runs one TensorFlow thread per worker. Its tests are small and keep both
-    workers busy, where a thread per core each oversubscribes the cores (the fast files took 21%
-    less time on 2 cores). The whole suite keeps TensorFlow's default: many of its tests wait on
-    a program of their own while the other worker computes, and one thread measured no faster
-    there (15:06 against 15:07). Runtime settings, so the programs tests start keep theirs."""
-    if config.option.markexpr.replace(" ", "") in ("notslow", "not(slow)"):
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-
-
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: -HEAVIEST_FILES_SECONDS.get(item.path.name, 0))

@@ -14,15 +14,18 @@ import numpy as np
 import pytest
 
 import tfkd
+from pipelines import config as config_lib
 from pipelines import scheduler, stages
 from pipelines.config import Config
 from pipelines.stages import STAGE_NAMES
 from tests.conftest import CIFAR_SAMPLE
+from tests.helpers import programs
 from tests.test_detection_export import mediapipe_detections
 from tfkd.keras import keras
 from tfkd.tasks.detection import data, export, metrics, models
 from tools.make_detection_set import make_detection_set
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, CLASSES = 64, ["airplane", "frog", "truck"]
 TINY = dict(
     image_size=(SIZE, SIZE),
@@ -182,10 +185,26 @@ def test_a_trained_detector_file_teaches_a_stage_alone_repeats_and_a_wrong_file_
     assert loaded["map"] == pytest.approx(results["teacher"]["map"], abs=1e-9)
     assert loaded["val_map"] == pytest.approx(results["teacher"]["val_map"], abs=1e-9)
 
-    # A stage's result does not depend on what ran before it in the process (what
-    # --isolate_stages relies on): the student alone, trained alone, is the run's.
-    alone = dataclasses.replace(config, out_dir=str(tmp_path / "alone"), stages=("baseline",))
-    assert scheduler.execute(alone)["baseline"]["map"] == results["baseline"]["map"]
+    # --isolate_stages: after the teacher stage the program re-executes itself, and the student
+    # alone, trained in that fresh process, scores what it scored in the run's one process.
+    isolated = dataclasses.replace(
+        again,
+        out_dir=str(tmp_path / "isolated"),
+        stages=("teacher", "baseline"),
+        isolate_stages=True,
+    )
+    program = programs.run(
+        "pipelines.distill",
+        config_lib.to_flags(isolated),
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert program.returncode == 0, program.stderr[-3000:]
+    with open(os.path.join(isolated.out_dir, "logs", "run.log"), encoding="utf-8") as f:
+        assert "Continuing the run in a fresh process from stage baseline" in f.read()
+    with open(os.path.join(isolated.out_dir, "manifest.json"), encoding="utf-8") as f:
+        recorded = json.load(f)["stages"]
+    assert recorded["baseline"]["metrics"]["map"] == results["baseline"]["map"]
 
     other_size = tmp_path / "other_size.keras"
     models.build("detector_large", SIZE * 2, len(CLASSES))[0].save(other_size)
