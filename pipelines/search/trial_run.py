@@ -33,15 +33,14 @@ def main(argv):
     # Ray forgets the point of a trial that failed before a kill; the report reads it here.
     files.write_text(layout.point(name), json.dumps(point, sort_keys=True))
     config = trials.trial_config(config_lib.from_flags(), point, layout, name)
-    flagfile = layout.trial(name) + ".flags"
-    trials.write_flags(config, flagfile)
+    flags_text = trials.write_flags(config, layout.trial(name) + ".flags")
     stages = trials.unfinished(config)
     if stages:
         settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
         settings["stages"] = tuple(stages)
         # Status 1 (the parity gate failed for some file) is the objectives' to judge: only the
         # file the trial ships counts.
-        distill.run(flags_text="\n".join(config_lib.to_flags(config)) + "\n", **settings)
+        distill.run(flags_text=flags_text, **settings)
     try:
         measured = trials.objectives_of(layout.trial(name), config, config.modes[0])
     except TrialFailed as error:

@@ -120,9 +120,12 @@ def unfinished(config: Config) -> list[str]:
     return [s for s in stages_lib.selected(config.stages, config.serial) if not directory.done(s)]
 
 
-def write_flags(config: Config, flagfile: str) -> None:
-    """`config` as the flags file that reruns it alone (`python -m pipelines.distill`)."""
-    files.write_text(flagfile, "\n".join(config_lib.to_flags(config)) + "\n")
+def write_flags(config: Config, flagfile: str) -> str:
+    """Writes `config` as the flags file that reruns it alone (`python -m pipelines.distill`);
+    returns the file's text."""
+    text = "\n".join(config_lib.to_flags(config)) + "\n"
+    files.write_text(flagfile, text)
+    return text
 
 
 def run_pipeline(config: Config, flagfile: str, log_path: str, cpus: int) -> None:
