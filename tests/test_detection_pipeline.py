@@ -19,13 +19,12 @@ from pipelines import scheduler, stages
 from pipelines.config import Config
 from pipelines.stages import STAGE_NAMES
 from tests.conftest import CIFAR_SAMPLE
-from tests.helpers import programs
 from tests.test_detection_export import mediapipe_detections
+from tests.test_pipeline import _main
 from tfkd.keras import keras
 from tfkd.tasks.detection import data, export, metrics, models
 from tools.make_detection_set import make_detection_set
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, CLASSES = 64, ["airplane", "frog", "truck"]
 TINY = dict(
     image_size=(SIZE, SIZE),
@@ -193,12 +192,7 @@ def test_a_trained_detector_file_teaches_a_stage_alone_repeats_and_a_wrong_file_
         stages=("teacher", "baseline"),
         isolate_stages=True,
     )
-    program = programs.run(
-        "pipelines.distill",
-        config_lib.to_flags(isolated),
-        cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-    )
+    program = _main(*config_lib.to_flags(isolated))
     assert program.returncode == 0, program.stderr[-3000:]
     with open(os.path.join(isolated.out_dir, "logs", "run.log"), encoding="utf-8") as f:
         assert "Continuing the run in a fresh process from stage baseline" in f.read()

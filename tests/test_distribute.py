@@ -179,9 +179,7 @@ def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_
     ]
     # Worker 1 SIGKILLs itself as the distilled student's second epoch ends, after the first
     # epoch's backup: the teacher's 2 and the student alone's 3 epochs end before.
-    kill = functools.partial(
-        kill_at.arm, "tf_keras.callbacks.BackupAndRestore.on_epoch_end", 2 + 3 + 2
-    )
+    kill = functools.partial(kill_at.arm, kill_at.EPOCH_END, 2 + 3 + 2)
     codes = _finish(_start_workers(str(out), extra, _free_ports(2), before_worker1=kill))
     assert codes[0] != 0 and codes[1] == -signal.SIGKILL, _log(tmp_path, 0)[-3000:]
     assert "Restart every worker" in _log(tmp_path, 0)

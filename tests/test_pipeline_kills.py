@@ -35,15 +35,7 @@ def test_killed_during_distillation_resumes_and_skips_finished_stages(tmp_path):
     probe_epochs = tfkd.distill.calibration.probe_steps(epochs)
     candidates = len(tfkd.distill.calibration.CANDIDATES)
     nth = 2 + epochs + candidates * probe_epochs + 2
-    killed = programs.run(
-        "pipelines.distill",
-        args,
-        cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        before=functools.partial(
-            kill_at.arm, "tf_keras.callbacks.BackupAndRestore.on_epoch_end", nth
-        ),
-    )
+    killed = _main(*args, before=functools.partial(kill_at.arm, kill_at.EPOCH_END, nth))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert set(manifest["stages"]) == {"teacher", "baseline"}

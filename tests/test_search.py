@@ -306,9 +306,6 @@ def test_a_trial_keeps_the_shared_teacher_at_its_resolution(tmp_path):
 def test_a_trials_ray_worker_imports_no_tensorflow():
     """Ray imports the trainable's module in each trial's worker; the trial's own process
     imports TensorFlow, the worker must not hold a second one."""
-    import subprocess
-    import sys
-
     probe = (
         "import sys, pipelines.search.trainable as t; "
         "assert callable(t.run_trial); "

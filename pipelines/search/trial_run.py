@@ -36,8 +36,7 @@ def main(argv):
     flags_text = trials.write_flags(config, layout.trial(name) + ".flags")
     stages = trials.unfinished(config)
     if stages:
-        settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-        settings["stages"] = tuple(stages)
+        settings = dataclasses.asdict(dataclasses.replace(config, stages=tuple(stages)))
         # Status 1 (the parity gate failed for some file) is the objectives' to judge: only the
         # file the trial ships counts.
         distill.run(flags_text=flags_text, **settings)

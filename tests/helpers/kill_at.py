@@ -13,6 +13,10 @@ import importlib
 import os
 import signal
 
+# Every training's epoch end, before that epoch's backup is written (all stages train with
+# BackupAndRestore): its Nth call is a fixed point in a run.
+EPOCH_END = "tf_keras.callbacks.BackupAndRestore.on_epoch_end"
+
 
 def arm(target: str, nth: int, after_write: bool = False, term: bool = False) -> None:
     parts = target.split(".")
