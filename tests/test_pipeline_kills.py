@@ -13,58 +13,9 @@ import pytest
 import tfkd
 from pipelines.stages import STAGE_NAMES
 from tests.helpers import kill_at, programs
-from tests.test_pipeline import ROOT, _main
+from tests.test_pipeline import ROOT
 
-
-@pytest.mark.slow
-def test_killed_during_distillation_resumes_and_skips_finished_stages(tmp_path):
-    epochs = 5
-    args = (
-        "--flagfile=pipelines/configs/digits.flags",
-        "--teacher_epochs=2",
-        f"--student_epochs={epochs}",
-        "--qat_epochs=1",
-        "--modes=float32",
-        "--max_drop_points=100",
-        "--benchmark_runs=3",
-        f"--out_dir={tmp_path}",
-    )
-    # The recipe's --loss=auto races the candidates first; the kill comes once the winner
-    # carries on from its probe: as its second epoch after the probe ends, before that epoch's
-    # backup. Epoch ends before it: the teacher's, the student alone's and every probe's.
-    probe_epochs = tfkd.distill.calibration.probe_steps(epochs)
-    candidates = len(tfkd.distill.calibration.CANDIDATES)
-    nth = 2 + epochs + candidates * probe_epochs + 2
-    killed = _main(*args, before=functools.partial(kill_at.arm, kill_at.EPOCH_END, nth))
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"teacher", "baseline"}
-    probes = tmp_path / "checkpoints" / "student_probes"
-    winner = json.loads((probes / "calibration.json").read_text())["candidate"]
-    assert any(
-        int(index.stem.split("-")[-1]) > probe_epochs
-        for index in (probes / winner).rglob("ckpt-*.index")
-    ), "killed before the winner carried on from its probe"
-
-    result = _main(*args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "teacher: finished earlier, unchanged; reused" in result.stdout
-    assert "baseline: finished earlier, unchanged; reused" in result.stdout
-    assert "student (probe:" not in result.stdout, "the race ran again"
-    first_epoch = next(
-        line for line in result.stdout.splitlines() if line.strip().startswith("student epoch ")
-    )
-    resumed_at = int(first_epoch.split("epoch ")[1].split("/")[0])
-    assert resumed_at > probe_epochs + 1, "distillation restarted instead of resuming"
-    # The full log, INFO lines and TensorFlow's start-up included, is in the run directory.
-    log = (tmp_path / "logs" / "run.log").read_text()
-    assert (
-        "Stage teacher: finished earlier" in log and "Stage student: running (interrupted)." in log
-    )
-    assert (tmp_path / "report.md").exists()
-
-
-# A fixed loss: the race's own kill is the test after these (it passes --loss=auto).
+# A fixed loss: the race's own kills are the last test (it passes --loss=auto).
 KILL_FLAGS = (
     "--flagfile=pipelines/configs/digits.flags",
     "--loss=kd",
@@ -186,25 +137,59 @@ def test_sigterm_says_how_to_resume_and_the_reruns_complete(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_during_the_race_resumes_without_racing_again(tmp_path):
-    """--loss=auto killed while the second probe is being measured: the rerun keeps the first
-    probe's result, measures the second from its backup without training it further, and the
-    winner continues from its probe."""
+def test_killed_in_the_race_then_in_distillation_resumes_each_time(tmp_path):
+    """--loss=auto killed twice. First while the second probe is being measured: the rerun keeps
+    the first probe's result, measures the second from its backup without training it further,
+    and the winner continues from its probe. That rerun is killed once the winner carries on:
+    the last run goes on from the winner's last epoch and reuses the finished stages."""
     out = tmp_path / "run"
-    race = ("--loss=auto", "--student_loss_weight=0.9", "--student_epochs=5", "--qat_epochs=0")
+    epochs = 5
+    race = (
+        "--loss=auto",
+        "--student_loss_weight=0.9",
+        "--teacher_epochs=2",
+        f"--student_epochs={epochs}",
+        "--modes=float32",
+    )
     status, err = _killed_run(out, "tfkd.measure.batch_norm.precise_batch_norm", 2, flags=race)
     assert status == -signal.SIGKILL, err[-3000:]
     probes = out / "checkpoints" / "student_probes"
     assert (probes / "kd.json").exists() and not (probes / "calibration.json").exists()
     first = json.loads((probes / "kd.json").read_text())
+
+    # The teacher and the student alone are reused and no probe trains: the winner's second
+    # epoch after its probe is the first epoch end of this run, and it is killed there, before
+    # that epoch's backup.
+    second = _run(out, race, functools.partial(kill_at.arm, kill_at.EPOCH_END, 2))
+    assert second.returncode == -signal.SIGKILL, second.stderr[-3000:]
+    # kd's probe is not trained again; the killed probe had finished its one epoch.
+    assert "student (probe: kd)" not in second.stdout
+    assert "student (probe: dist) epoch" not in second.stdout
+    assert "  student epoch 2/5" in second.stdout and "  student epoch 1/5" not in second.stdout
+    probe_epochs = tfkd.distill.calibration.probe_steps(epochs)
+    winner = json.loads((probes / "calibration.json").read_text())["candidate"]
+    assert any(
+        int(index.stem.split("-")[-1]) > probe_epochs
+        for index in (probes / winner).rglob("ckpt-*.index")
+    ), "killed before the winner carried on from its probe"
+
     result = _run(out, race)
     assert result.returncode == 0, result.stderr[-3000:]
-    printed = result.stdout
-    # kd's probe is not trained again; the killed probe had finished its one epoch.
-    assert "student (probe: kd)" not in printed
-    assert "student (probe: dist) epoch" not in printed
+    assert "teacher: finished earlier, unchanged; reused" in result.stdout
+    assert "baseline: finished earlier, unchanged; reused" in result.stdout
+    assert "student (probe:" not in result.stdout, "the race ran again"
+    first_epoch = next(
+        line for line in result.stdout.splitlines() if line.strip().startswith("student epoch ")
+    )
+    resumed_at = int(first_epoch.split("epoch ")[1].split("/")[0])
+    assert resumed_at > probe_epochs + 1, "distillation restarted instead of resuming"
     manifest = json.loads((out / "manifest.json").read_text())
     calibration = manifest["stages"]["student"]["metrics"]["calibration"]
     assert calibration["probe_accuracy"]["kd"] == pytest.approx(np.mean(first["correct"]))
-    assert "  student epoch 2/5" in printed and "  student epoch 1/5" not in printed
     assert not probes.exists()
+    # The full log, INFO lines and TensorFlow's start-up included, is in the run directory.
+    log = (out / "logs" / "run.log").read_text()
+    assert (
+        "Stage teacher: finished earlier" in log and "Stage student: running (interrupted)." in log
+    )
+    assert (out / "report.md").exists()
