@@ -159,6 +159,17 @@ def test_a_detection_run_refuses_settings_it_does_not_take(overrides, message, t
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_a_detection_set_that_is_not_there_says_how_to_build_the_generated_one(tmp_path):
+    missing = tmp_path / "detection_set"
+    config = Config(dataset=f"coco:{missing}", out_dir=str(tmp_path / "run"), **TINY)
+    with pytest.raises(ValueError) as raised:
+        scheduler.execute(config)
+    message = str(raised.value)
+    assert message.startswith(f"--dataset=coco:{missing}: {missing} does not exist. Fix:")
+    assert f"python -m tools.make_detection_set --source=PATH/cifar10 --out={missing}" in message
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_a_detection_set_without_a_test_split_fails_before_the_run_directory(
     tmp_path,
 ):

@@ -1,6 +1,8 @@
 """What the stages of a detection run share: its settings, the detection set (read and checked
 before anything is written), the decoded images, the run directory and the models."""
 
+import os
+
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -29,6 +31,14 @@ class DetectionContext:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.chief = workers.is_chief(self.strategy)
         try:
+            _, root = data.parse(config.dataset)
+            if not os.path.exists(root):
+                raise ValueError(
+                    f"{root} does not exist. Fix: point --dataset at your COCO or YOLO set "
+                    "(docs/detection.md), or build tfkd's generated set there first: "
+                    f"python -m tools.make_detection_set --source=PATH/cifar10 --out={root} "
+                    "(the detection recipe's full command heads pipelines/configs/detection.flags)."
+                )
             found = data.load(config.dataset)
             if "val" not in found:
                 raise ValueError(
