@@ -799,7 +799,6 @@ CLASSIFICATION_ONLY = frozenset(
         "pad_crop",
         "augment",
         "export_output",
-        "strategy",
     }
 )
 

@@ -283,6 +283,9 @@ class Context:
 
         Non-chief workers save too (saving may synchronise replicas) but into their scratch
         directory, which is removed at the end."""
+        if tfkd.distill.distribute.is_distributed(self.strategy):
+            # The accuracies the stage records are then those of the saved copy.
+            tfkd.distill.distribute.settle_replica_statistics(model)
         model = training.float32_copy(model)
         root = None if self.chief else workers.scratch_dir(self.directory.path, self.strategy)
         relative = self.directory.save_model(name, model, root)

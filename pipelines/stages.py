@@ -308,9 +308,10 @@ def qad(ctx: "Context") -> StageResult:
         learning_rate=config.qat_learning_rate,
         **ctx.fit_options("student_qad", distilled=True),
     )
+    kept = ctx.keep("student_qad", model)
     metrics = ctx.accuracies(model)
     metrics["from"] = shipped
-    return [ctx.keep("student_qad", model)], metrics
+    return [kept], metrics
 
 
 def has_qad_student(ctx: "Context") -> bool:

@@ -17,6 +17,7 @@ import tfkd
 from pipelines import config as config_lib
 from pipelines import scheduler, stages
 from pipelines.config import Config
+from pipelines.detection.context import DetectionContext
 from pipelines.stages import STAGE_NAMES
 from tests.conftest import CIFAR_SAMPLE
 from tests.test_detection_export import mediapipe_detections
@@ -148,7 +149,6 @@ def test_a_detection_run_goes_to_a_report_mediapipe_agrees_and_a_rerun_reuses_it
         (dict(image_size=()), "--image_size=(unset)"),
         (dict(modes=("float32", "float16")), "--modes=float32,float16"),
         (dict(mixed_precision="on"), "--mixed_precision=on"),
-        (dict(strategy="mirrored"), "--strategy=mirrored"),
     ],
 )
 def test_a_detection_run_refuses_settings_it_does_not_take(overrides, message, tmp_path):
@@ -157,6 +157,27 @@ def test_a_detection_run_refuses_settings_it_does_not_take(overrides, message, t
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Config(**settings)
     assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_detection_training_stages_run_under_a_two_replica_mirrored_strategy(
+    detection_set, mirrored_strategy, tmp_path
+):
+    """The loss's share per replica is tests/test_distribute.py's; here the stages: models made
+    in the strategy's scope, training and distillation across replicas, and the kept models,
+    read back and measured again as their stages measured them (across the replicas), score what
+    the stages recorded: each replica's batch-norm statistics are settled to their mean first."""
+    stages_run = ("teacher", "student")
+    settings = dict(TINY, teacher_epochs=1, student_epochs=1)
+    config = Config(dataset=detection_set, out_dir=str(tmp_path), stages=stages_run, **settings)
+    results = scheduler.execute(config, mirrored_strategy)
+    ctx = DetectionContext(dataclasses.replace(config, stages=("all",)))
+    for name in stages_run:
+        with mirrored_strategy.scope():
+            kept = keras.models.load_model(tmp_path / name / f"{name}.keras", safe_mode=True)
+        scores = ctx.scores(kept)
+        for metric in ("map", "val_map"):
+            assert scores[metric] == pytest.approx(results[name][metric], abs=1e-9), (name, metric)
 
 
 def test_a_detection_set_that_is_not_there_says_how_to_build_the_generated_one(tmp_path):

@@ -80,6 +80,68 @@ def test_mirrored_on_two_devices_matches_one_device(variant, mirrored_strategy):
     assert mirrored_loss == pytest.approx(single_loss, rel=tolerance)
 
 
+def tiny_detector(name, seed, anchors_per_cell=1, classes=2):
+    """Two 1x1 heads on one convolution over 4x4 images, no batch norm (as conv_net)."""
+    initializer = keras.initializers.GlorotUniform(seed=seed)
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(
+        8, 3, padding="same", activation="relu", kernel_initializer=initializer
+    )(inputs)
+    boxes = keras.layers.Conv2D(4 * anchors_per_cell, 1, kernel_initializer=initializer)(x)
+    scores = keras.layers.Conv2D(
+        (classes + 1) * anchors_per_cell, 1, kernel_initializer=initializer
+    )(x)
+    outputs = [
+        keras.layers.Reshape((-1, 4))(boxes),
+        keras.layers.Reshape((-1, classes + 1))(scores),
+    ]
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _detector_epoch(strategy, distilled):
+    from tfkd.tasks.detection import models
+
+    rng = np.random.default_rng(0)
+    count, anchors = 32, 16
+    images = rng.normal(size=(count, 4, 4, 3)).astype(np.float32)
+    # About one anchor in eight positive: the replicas' halves hold different numbers of them.
+    labels = np.where(
+        rng.uniform(size=(count, anchors)) < 0.125, rng.integers(1, 3, (count, anchors)), 0
+    )
+    encodings = rng.normal(size=(count, anchors, 4)).astype(np.float32)
+    anchor_boxes = np.concatenate(
+        [rng.uniform(0.2, 0.8, (anchors, 2)), rng.uniform(0.1, 0.3, (anchors, 2))], 1
+    )
+    with strategy.scope():
+        student = tiny_detector("student", 0)
+        if distilled:
+            trainer = models.DetectionDistiller(
+                student, tiny_detector("teacher", 1), anchor_boxes, 0.5
+            )
+        else:
+            trainer = models.DetectorTrainer(student)
+        trainer.compile(optimizer=keras.optimizers.SGD(0.5))
+    initial = student.get_weights()
+    data = tf.data.Dataset.from_tensor_slices((images, (labels, encodings))).batch(16)
+    history = trainer.fit(data, epochs=1, verbose=0).history
+    updates = [after - before for before, after in zip(initial, student.get_weights())]
+    return updates, {name: values[0] for name, values in history.items()}
+
+
+@pytest.mark.slow  # as the classification case (the fast suite trains detectors on one device)
+@pytest.mark.parametrize("distilled", [False, True], ids=["alone", "distilled"])
+def test_a_detector_trains_on_two_mirrored_devices_as_on_one(distilled, mirrored_strategy):
+    """Detection losses are normalised by the batch's positive anchors and the teacher's
+    foreground weight, which differ between the replicas' halves: each replica takes its share
+    of the global count, so the summed step and logs are one device's."""
+    single_updates, single_logs = _detector_epoch(tf.distribute.get_strategy(), distilled)
+    keras.backend.clear_session()
+    mirrored_updates, mirrored_logs = _detector_epoch(mirrored_strategy, distilled)
+    for expected, got in zip(single_updates, mirrored_updates):
+        assert np.linalg.norm(got - expected) <= 1e-3 * np.linalg.norm(expected)
+    assert mirrored_logs == pytest.approx(single_logs, rel=1e-3)
+
+
 @pytest.mark.parametrize(
     "tf_config, message",
     [

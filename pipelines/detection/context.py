@@ -179,6 +179,11 @@ class DetectionContext:
         return self._models[name]
 
     def keep(self, name: str, model: keras.Model) -> str:
+        """Saves `model` as the run's `name` (a non-chief worker into its scratch directory);
+        returns its path relative to the run directory."""
+        if tfkd.distill.distribute.is_distributed(self.strategy):
+            # The scores the stage records are then those of the saved copy.
+            tfkd.distill.distribute.settle_replica_statistics(model)
         root = None if self.chief else workers.scratch_dir(self.directory.path, self.strategy)
         relative = self.directory.save_model(name, model, root)
         self._models[name] = model

@@ -135,9 +135,10 @@ def student(ctx: "DetectionContext") -> StageResult:
         config.learning_rate,
         STUDENT_DATA,
     )
+    kept = ctx.keep("student", model)
     scores = ctx.scores(model)
     scores["teacher_check"] = check
-    return [ctx.keep("student", model)], scores
+    return [kept], scores
 
 
 def select(ctx: "DetectionContext") -> StageResult:
@@ -185,9 +186,10 @@ def qad(ctx: "DetectionContext") -> StageResult:
         config.qat_learning_rate,
         QAD_DATA,
     )
+    kept = ctx.keep("student_qad", model)
     scores = ctx.scores(model)
     scores["from"] = shipped
-    return [ctx.keep("student_qad", model)], scores
+    return [kept], scores
 
 
 def has_qad_student(ctx: "DetectionContext") -> bool:

@@ -99,3 +99,14 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+def settle_replica_statistics(model) -> None:
+    """Sets each per-replica variable of `model` (batch normalisation's moving statistics: each
+    replica averages those of its own part of the batches) to its mean over the replicas, on
+    every replica. The trained model then predicts across the replicas as its saved copy, which
+    holds the mean, predicts on one device. Call it in cross-replica context (the strategy's
+    scope, outside a step)."""
+    for variable in model.variables:
+        if variable.synchronization == tf.VariableSynchronization.ON_READ:
+            variable.assign(variable.read_value())

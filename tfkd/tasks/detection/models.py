@@ -160,6 +160,24 @@ def detection_loss(labels, encodings, box_encodings, class_logits) -> tf.Tensor:
     return (classification + localization) / positives
 
 
+def _replica_share(count: tf.Tensor, at_least: float = 0.0) -> tf.Tensor:
+    """This replica's share of a loss normalised by `count` over its part of the batch (positive
+    anchors, foreground weight): the loss times its share, summed over the replicas as the
+    optimizer sums their gradients (and fit sums their logs), is the loss normalised over the
+    global batch, as on one device. `at_least` is the floor the loss puts under its count."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tf.constant(1.0)
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return tf.math.divide_no_nan(tf.maximum(count, at_least), tf.maximum(total, at_least))
+
+
+def _positives_share(labels: tf.Tensor) -> tf.Tensor:
+    """`_replica_share` of `detection_loss`, which is normalised by the positive anchors (at
+    least one)."""
+    return _replica_share(tf.reduce_sum(tf.cast(labels > 0, tf.float32)), at_least=1.0)
+
+
 class DetectorTrainer(keras.Model):
     """Trains a detector on batches of (images, (class targets, box targets)) with
     `detection_loss`; `detector` is the trained model (the trainer is never saved)."""
@@ -173,9 +191,10 @@ class DetectorTrainer(keras.Model):
 
     def train_step(self, data):
         inputs, (labels, encodings) = data
+        share = _positives_share(labels)
         with tf.GradientTape() as tape:
             box_encodings, class_logits = self.detector(inputs, training=True)
-            loss = detection_loss(labels, encodings, box_encodings, class_logits)
+            loss = detection_loss(labels, encodings, box_encodings, class_logits) * share
         variables = self.detector.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return {"loss": loss}
@@ -226,15 +245,20 @@ class DetectionDistiller(DetectorTrainer):
         inputs, (labels, encodings) = data
         teacher_boxes, teacher_logits = self.teacher(inputs, training=False)
         foreground = 1.0 - tf.nn.softmax(tf.cast(teacher_logits, tf.float32))[..., 0]
+        hard_share = _positives_share(labels)
+        # The teacher's terms are means weighted by its foreground probability.
+        teacher_share = _replica_share(tf.reduce_sum(foreground))
         with tf.GradientTape() as tape:
             box_encodings, class_logits = self.detector(inputs, training=True)
-            hard = detection_loss(labels, encodings, box_encodings, class_logits)
+            hard = detection_loss(labels, encodings, box_encodings, class_logits) * hard_share
             kd = losses.dense_kd(teacher_logits, class_logits, foreground, self.temperature)
+            kd *= teacher_share
             boxes = losses.giou_loss(
                 _decode(teacher_boxes, self.anchors),
                 _decode(box_encodings, self.anchors),
                 foreground,
             )
+            boxes *= teacher_share
             weight = self.student_loss_weight
             loss = weight * hard + (1.0 - weight) * (kd + boxes)
         variables = self.detector.trainable_variables
