@@ -477,8 +477,7 @@ class Config:
 
     @property
     def use_mixed_precision(self) -> bool:
-        # Detection trains in float32 (its losses are written for it; checked in validation).
-        return self.task == CLASSIFICATION and self._on(self.mixed_precision)
+        return self._on(self.mixed_precision)
 
     @property
     def use_xla(self) -> bool:
@@ -679,11 +678,8 @@ class Config:
                 f"--modes={_flag_text(self.modes)}: detectors export to {list(modes)} "
                 f"(what MediaPipe's ObjectDetector runs). Fix: --modes={','.join(modes)}."
             )
-        for name in ("mixed_precision", "jit_compile"):
-            if getattr(self, name) == "on":
-                raise ValueError(
-                    f"--{name}=on: detection trains in float32 without XLA. Drop --{name}."
-                )
+        if self.jit_compile == "on":
+            raise ValueError("--jit_compile=on: detection trains without XLA. Drop --jit_compile.")
         if not self.temperature > 0:
             raise ValueError(f"--temperature must be > 0. Received: {self.temperature}")
 

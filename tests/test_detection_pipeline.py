@@ -148,7 +148,7 @@ def test_a_detection_run_goes_to_a_report_mediapipe_agrees_and_a_rerun_reuses_it
         (dict(image_size=(40, 40)), "multiple of 16"),
         (dict(image_size=()), "--image_size=(unset)"),
         (dict(modes=("float32", "float16")), "--modes=float32,float16"),
-        (dict(mixed_precision="on"), "--mixed_precision=on"),
+        (dict(jit_compile="on"), "--jit_compile=on"),
     ],
 )
 def test_a_detection_run_refuses_settings_it_does_not_take(overrides, message, tmp_path):
@@ -160,21 +160,26 @@ def test_a_detection_run_refuses_settings_it_does_not_take(overrides, message, t
 
 
 @pytest.mark.slow
-def test_detection_training_stages_run_under_a_two_replica_mirrored_strategy(
+def test_detection_training_stages_run_under_a_two_replica_mirrored_strategy_in_mixed_precision(
     detection_set, mirrored_strategy, tmp_path
 ):
-    """The loss's share per replica is tests/test_distribute.py's; here the stages: models made
-    in the strategy's scope, training and distillation across replicas, and the kept models,
-    read back and measured again as their stages measured them (across the replicas), score what
-    the stages recorded: each replica's batch-norm statistics are settled to their mean first."""
+    """The set-up of a machine with several GPUs. The loss's share per replica is
+    tests/test_distribute.py's; here the stages: models made in the strategy's scope, training
+    and distillation across replicas in float16 with float32 variables, and the kept models:
+    float32, and, read back and measured again as their stages measured them (across the
+    replicas), they score what the stages recorded (each replica's batch-norm statistics are
+    settled to their mean first)."""
     stages_run = ("teacher", "student")
-    settings = dict(TINY, teacher_epochs=1, student_epochs=1)
+    settings = dict(TINY, teacher_epochs=1, student_epochs=1, mixed_precision="on")
     config = Config(dataset=detection_set, out_dir=str(tmp_path), stages=stages_run, **settings)
+    assert config.use_mixed_precision
     results = scheduler.execute(config, mirrored_strategy)
+    assert keras.mixed_precision.global_policy().name == "float32"
     ctx = DetectionContext(dataclasses.replace(config, stages=("all",)))
     for name in stages_run:
         with mirrored_strategy.scope():
             kept = keras.models.load_model(tmp_path / name / f"{name}.keras", safe_mode=True)
+        assert {layer.dtype_policy.name for layer in kept.layers} == {"float32"}, name
         scores = ctx.scores(kept)
         for metric in ("map", "val_map"):
             assert scores[metric] == pytest.approx(results[name][metric], abs=1e-9), (name, metric)

@@ -10,6 +10,7 @@ from absl import logging
 import tfkd
 from pipelines import workers
 from pipelines.run import RunDirectory
+from tfkd.distill import training
 from tfkd.keras import keras
 from tfkd.tasks.detection import data, metrics, models
 
@@ -179,11 +180,13 @@ class DetectionContext:
         return self._models[name]
 
     def keep(self, name: str, model: keras.Model) -> str:
-        """Saves `model` as the run's `name` (a non-chief worker into its scratch directory);
-        returns its path relative to the run directory."""
+        """Saves `model` (a float32 copy if it trained in mixed precision) as the run's `name`
+        (a non-chief worker into its scratch directory); returns its path relative to the run
+        directory. `model(name)` is then what was saved."""
         if tfkd.distill.distribute.is_distributed(self.strategy):
             # The scores the stage records are then those of the saved copy.
             tfkd.distill.distribute.settle_replica_statistics(model)
+        model = training.float32_copy(model)
         root = None if self.chief else workers.scratch_dir(self.directory.path, self.strategy)
         relative = self.directory.save_model(name, model, root)
         self._models[name] = model

@@ -69,7 +69,7 @@ def teacher(ctx: "DetectionContext") -> StageResult:
             TEACHER_DATA,
         )
     kept = ctx.keep("teacher", model)
-    return [kept], ctx.scores(model)
+    return [kept], ctx.scores(ctx.model("teacher"))
 
 
 def baseline(ctx: "DetectionContext") -> StageResult:
@@ -83,7 +83,8 @@ def baseline(ctx: "DetectionContext") -> StageResult:
         config.learning_rate,
         STUDENT_DATA,
     )
-    return [ctx.keep("baseline", model)], ctx.scores(model)
+    kept = ctx.keep("baseline", model)
+    return [kept], ctx.scores(ctx.model("baseline"))
 
 
 def _compare(ctx: "DetectionContext", a: str, b: str, split: str) -> dict:
@@ -136,7 +137,7 @@ def student(ctx: "DetectionContext") -> StageResult:
         STUDENT_DATA,
     )
     kept = ctx.keep("student", model)
-    scores = ctx.scores(model)
+    scores = ctx.scores(ctx.model("student"))
     scores["teacher_check"] = check
     return [kept], scores
 
@@ -187,7 +188,7 @@ def qad(ctx: "DetectionContext") -> StageResult:
         QAD_DATA,
     )
     kept = ctx.keep("student_qad", model)
-    scores = ctx.scores(model)
+    scores = ctx.scores(ctx.model("student_qad"))
     scores["from"] = shipped
     return [kept], scores
 

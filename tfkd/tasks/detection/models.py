@@ -195,8 +195,8 @@ class DetectorTrainer(keras.Model):
         with tf.GradientTape() as tape:
             box_encodings, class_logits = self.detector(inputs, training=True)
             loss = detection_loss(labels, encodings, box_encodings, class_logits) * share
-        variables = self.detector.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        # minimize scales the loss when the optimizer is mixed precision's LossScaleOptimizer.
+        self.optimizer.minimize(loss, self.detector.trainable_variables, tape=tape)
         return {"loss": loss}
 
 
@@ -261,8 +261,8 @@ class DetectionDistiller(DetectorTrainer):
             boxes *= teacher_share
             weight = self.student_loss_weight
             loss = weight * hard + (1.0 - weight) * (kd + boxes)
-        variables = self.detector.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        # minimize scales the loss when the optimizer is mixed precision's LossScaleOptimizer.
+        self.optimizer.minimize(loss, self.detector.trainable_variables, tape=tape)
         return {"loss": loss, "hard": hard, "kd": kd, "giou": boxes}
 
 
