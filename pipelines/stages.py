@@ -309,7 +309,7 @@ def qad(ctx: "Context") -> StageResult:
         **ctx.fit_options("student_qad", distilled=True),
     )
     kept = ctx.keep("student_qad", model)
-    metrics = ctx.accuracies(model)
+    metrics = ctx.accuracies(ctx.model("student_qad"))
     metrics["from"] = shipped
     return [kept], metrics
 
