@@ -80,21 +80,17 @@ def test_mirrored_on_two_devices_matches_one_device(variant, mirrored_strategy):
     assert mirrored_loss == pytest.approx(single_loss, rel=tolerance)
 
 
-def tiny_detector(name, seed, anchors_per_cell=1, classes=2):
-    """Two 1x1 heads on one convolution over 4x4 images, no batch norm (as conv_net)."""
+def _tiny_detector(name, seed):
+    """One convolution over 4x4 images and two 1x1 heads (one anchor per cell, two classes and
+    the background), no batch norm (as conv_net)."""
     initializer = keras.initializers.GlorotUniform(seed=seed)
     inputs = keras.Input((4, 4, 3))
     x = keras.layers.Conv2D(
         8, 3, padding="same", activation="relu", kernel_initializer=initializer
     )(inputs)
-    boxes = keras.layers.Conv2D(4 * anchors_per_cell, 1, kernel_initializer=initializer)(x)
-    scores = keras.layers.Conv2D(
-        (classes + 1) * anchors_per_cell, 1, kernel_initializer=initializer
-    )(x)
-    outputs = [
-        keras.layers.Reshape((-1, 4))(boxes),
-        keras.layers.Reshape((-1, classes + 1))(scores),
-    ]
+    boxes = keras.layers.Conv2D(4, 1, kernel_initializer=initializer)(x)
+    scores = keras.layers.Conv2D(3, 1, kernel_initializer=initializer)(x)
+    outputs = [keras.layers.Reshape((-1, 4))(boxes), keras.layers.Reshape((-1, 3))(scores)]
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -113,10 +109,10 @@ def _detector_epoch(strategy, distilled):
         [rng.uniform(0.2, 0.8, (anchors, 2)), rng.uniform(0.1, 0.3, (anchors, 2))], 1
     )
     with strategy.scope():
-        student = tiny_detector("student", 0)
+        student = _tiny_detector("student", 0)
         if distilled:
             trainer = models.DetectionDistiller(
-                student, tiny_detector("teacher", 1), anchor_boxes, 0.5
+                student, _tiny_detector("teacher", 1), anchor_boxes, 0.5
             )
         else:
             trainer = models.DetectorTrainer(student)
