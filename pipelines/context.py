@@ -278,18 +278,11 @@ class Context:
         self._models[name] = model
 
     def keep(self, name: str, model: keras.Model) -> str:
-        """Saves `model` (a float32 copy if it trained in mixed precision) as the run's `name`;
-        returns its path relative to the run directory.
-
-        Non-chief workers save too (saving may synchronise replicas) but into their scratch
-        directory, which is removed at the end."""
-        if tfkd.distill.distribute.is_distributed(self.strategy):
-            # The accuracies the stage records are then those of the saved copy.
-            tfkd.distill.distribute.settle_replica_statistics(model)
-        model = training.float32_copy(model)
-        root = None if self.chief else workers.scratch_dir(self.directory.path, self.strategy)
-        relative = self.directory.save_model(name, model, root)
-        self._models[name] = model
+        """Saves `model` as the run's `name` (`keep_model`); returns its path relative to the run
+        directory. `model(name)` is then what was saved."""
+        relative, self._models[name] = keep_model(
+            self.directory, self.strategy, self.chief, name, model
+        )
         return relative
 
     def drop_models(self) -> None:
@@ -414,6 +407,23 @@ class Context:
                 self.config.early_stopping_patience,
             ),
         )
+
+
+def keep_model(
+    directory: RunDirectory, strategy: tf.distribute.Strategy, chief: bool, name: str, model
+) -> tuple[str, keras.Model]:
+    """Saves a trained `model` as the run's `name`, as every task keeps one; returns (its path
+    relative to the run directory, the model saved).
+
+    Under a distribution strategy each replica's batch-norm statistics are first settled to
+    their mean, so the scores a stage records are its saved copy's. A model trained in mixed
+    precision is saved as a float32 copy. Non-chief workers save too (saving may synchronise
+    replicas) but into their scratch directory, which is removed at the end."""
+    if tfkd.distill.distribute.is_distributed(strategy):
+        tfkd.distill.distribute.settle_replica_statistics(model)
+    model = training.float32_copy(model)
+    root = None if chief else workers.scratch_dir(directory.path, strategy)
+    return directory.save_model(name, model, root), model
 
 
 def stage_callbacks(

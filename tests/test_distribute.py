@@ -50,15 +50,22 @@ def _one_epoch(strategy, variant):
         cached = variant == "cache"
         distiller = tfkd.Distiller(student, None if cached else teacher, student_loss_weight=0.3)
         distiller.compile(optimizer=keras.optimizers.SGD(0.5))
-    initial = student.get_weights()
     if cached:
         cache = teacher_cache.build(teacher, dataset, PREP)
         data = teacher_cache.batches(cache, dataset, PREP, 16)
     else:
         data = tfkd.data.batches(dataset, PREP, 16)
-    history = distiller.fit(data, epochs=1, verbose=0).history
+    updates, logs = _fit_one_epoch(distiller, student, data)
+    return updates, logs["loss"]
+
+
+def _fit_one_epoch(trainer, student, data):
+    """The change one epoch of `trainer.fit` on `data` makes to `student`'s weights, and the
+    epoch's logs."""
+    initial = student.get_weights()
+    history = trainer.fit(data, epochs=1, verbose=0).history
     updates = [after - before for before, after in zip(initial, student.get_weights())]
-    return updates, history["loss"][0]
+    return updates, {name: values[0] for name, values in history.items()}
 
 
 @pytest.mark.slow
@@ -117,11 +124,8 @@ def _detector_epoch(strategy, distilled):
         else:
             trainer = models.DetectorTrainer(student)
         trainer.compile(optimizer=keras.optimizers.SGD(0.5))
-    initial = student.get_weights()
     data = tf.data.Dataset.from_tensor_slices((images, (labels, encodings))).batch(16)
-    history = trainer.fit(data, epochs=1, verbose=0).history
-    updates = [after - before for before, after in zip(initial, student.get_weights())]
-    return updates, {name: values[0] for name, values in history.items()}
+    return _fit_one_epoch(trainer, student, data)
 
 
 @pytest.mark.slow  # as the classification case (the fast suite trains detectors on one device)

@@ -24,16 +24,13 @@ TINY = dict(
 )
 
 
-def _main(*args, before=None, **streams):
+def _main(*args, **streams):
     """`python -m pipelines.distill ARGS` in a process of its own (forked after the imports:
-    tests/helpers/programs.py), `before` run in it first; finished, or started when `streams`
-    are given."""
+    tests/helpers/programs.py); finished, or started when `streams` are given."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     if streams:
-        return programs.start(
-            "pipelines.distill", args, cwd=ROOT, env=env, before=before, **streams
-        )
-    return programs.run("pipelines.distill", args, cwd=ROOT, env=env, before=before)
+        return programs.start("pipelines.distill", args, cwd=ROOT, env=env, **streams)
+    return programs.run("pipelines.distill", args, cwd=ROOT, env=env)
 
 
 @pytest.mark.slow

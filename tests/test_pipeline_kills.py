@@ -162,6 +162,8 @@ def test_killed_in_the_race_then_in_distillation_resumes_each_time(tmp_path):
     # that epoch's backup.
     second = _run(out, race, functools.partial(kill_at.arm, kill_at.EPOCH_END, 2))
     assert second.returncode == -signal.SIGKILL, second.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"teacher", "baseline"}
     # kd's probe is not trained again; the killed probe had finished its one epoch.
     assert "student (probe: kd)" not in second.stdout
     assert "student (probe: dist) epoch" not in second.stdout

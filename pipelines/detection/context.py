@@ -9,8 +9,8 @@ from absl import logging
 
 import tfkd
 from pipelines import workers
+from pipelines.context import keep_model
 from pipelines.run import RunDirectory
-from tfkd.distill import training
 from tfkd.keras import keras
 from tfkd.tasks.detection import data, metrics, models
 
@@ -180,16 +180,11 @@ class DetectionContext:
         return self._models[name]
 
     def keep(self, name: str, model: keras.Model) -> str:
-        """Saves `model` (a float32 copy if it trained in mixed precision) as the run's `name`
-        (a non-chief worker into its scratch directory); returns its path relative to the run
-        directory. `model(name)` is then what was saved."""
-        if tfkd.distill.distribute.is_distributed(self.strategy):
-            # The scores the stage records are then those of the saved copy.
-            tfkd.distill.distribute.settle_replica_statistics(model)
-        model = training.float32_copy(model)
-        root = None if self.chief else workers.scratch_dir(self.directory.path, self.strategy)
-        relative = self.directory.save_model(name, model, root)
-        self._models[name] = model
+        """Saves `model` as the run's `name` (`pipelines.context.keep_model`); returns its path
+        relative to the run directory. `model(name)` is then what was saved."""
+        relative, self._models[name] = keep_model(
+            self.directory, self.strategy, self.chief, name, model
+        )
         return relative
 
     def drop_models(self) -> None:

@@ -101,6 +101,19 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
+def replica_share(count: tf.Tensor, at_least: float = 0.0) -> tf.Tensor:
+    """This replica's share of a loss normalised by `count` over its part of the batch (e.g. a
+    detector's positive anchors): the loss times its share, summed over the replicas as the
+    optimizer sums their gradients (and fit sums their logs), is the loss normalised over the
+    global batch, as on one device. `at_least` is the floor the loss puts under its count. Call
+    it inside a step; 1 outside a distribution strategy."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tf.constant(1.0)
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return tf.math.divide_no_nan(tf.maximum(count, at_least), tf.maximum(total, at_least))
+
+
 def settle_replica_statistics(model) -> None:
     """Sets each per-replica variable of `model` (batch normalisation's moving statistics: each
     replica averages those of its own part of the batches) to its mean over the replicas, on

@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 
 from tfkd.data import batching
 from tfkd.data.preprocessing import Preprocessing
-from tfkd.distill import training
+from tfkd.distill import distribute, training
 from tfkd.keras import keras
 from tfkd.models import pretrained
 from tfkd.tasks.detection import backbones, losses, targets
@@ -160,22 +160,10 @@ def detection_loss(labels, encodings, box_encodings, class_logits) -> tf.Tensor:
     return (classification + localization) / positives
 
 
-def _replica_share(count: tf.Tensor, at_least: float = 0.0) -> tf.Tensor:
-    """This replica's share of a loss normalised by `count` over its part of the batch (positive
-    anchors, foreground weight): the loss times its share, summed over the replicas as the
-    optimizer sums their gradients (and fit sums their logs), is the loss normalised over the
-    global batch, as on one device. `at_least` is the floor the loss puts under its count."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return tf.constant(1.0)
-    total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
-    return tf.math.divide_no_nan(tf.maximum(count, at_least), tf.maximum(total, at_least))
-
-
 def _positives_share(labels: tf.Tensor) -> tf.Tensor:
-    """`_replica_share` of `detection_loss`, which is normalised by the positive anchors (at
-    least one)."""
-    return _replica_share(tf.reduce_sum(tf.cast(labels > 0, tf.float32)), at_least=1.0)
+    """`tfkd.distill.distribute.replica_share` of `detection_loss`, which is normalised by the
+    positive anchors (at least one)."""
+    return distribute.replica_share(tf.reduce_sum(tf.cast(labels > 0, tf.float32)), at_least=1.0)
 
 
 class DetectorTrainer(keras.Model):
@@ -247,7 +235,7 @@ class DetectionDistiller(DetectorTrainer):
         foreground = 1.0 - tf.nn.softmax(tf.cast(teacher_logits, tf.float32))[..., 0]
         hard_share = _positives_share(labels)
         # The teacher's terms are means weighted by its foreground probability.
-        teacher_share = _replica_share(tf.reduce_sum(foreground))
+        teacher_share = distribute.replica_share(tf.reduce_sum(foreground))
         with tf.GradientTape() as tape:
             box_encodings, class_logits = self.detector(inputs, training=True)
             hard = detection_loss(labels, encodings, box_encodings, class_logits) * hard_share
