@@ -127,7 +127,17 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_two_node_cluster_on_loopback_runs_trials_on_both_nodes(tmp_path):
+def test_two_node_cluster_on_loopback_runs_a_detection_search_on_both_nodes(tmp_path):
+    """A detection base run searched on two Ray nodes: its trials distil from the base's
+    detector teacher and are scored by mAP, and the latency floor exports untrained detectors.
+    (The classification search is the killed search's, above.)"""
+    from tests.conftest import CIFAR_SAMPLE
+    from tools.make_detection_set import make_detection_set
+
+    dataset = tmp_path / "set"
+    make_detection_set(
+        CIFAR_SAMPLE, str(dataset), ["frog", "truck"], {"train": 32, "val": 8}, 64, 2, "coco", 0
+    )
     ray = os.path.join(os.path.dirname(sys.executable), "ray")
     port = _free_port()
     # Ray clusters authenticate with a token every node and driver shares.
@@ -159,20 +169,37 @@ def test_two_node_cluster_on_loopback_runs_trials_on_both_nodes(tmp_path):
         # Each node has one CPU and each trial asks for one: two trials run, one per node.
         search = programs.run(
             "pipelines.search",
-            _flags(
-                out,
-                _space(tmp_path, "temperature: 1.0 .. 4.0\n"),
+            [
+                f"--dataset=coco:{dataset}",
+                "--image_size=64,64",
+                "--teacher=detector_large",
+                "--student=detector_small",
+                "--batch_size=16",
+                "--max_drop_points=100",
+                f"--space={_space(tmp_path, 'student_loss_weight: 0.3 .. 0.8')}",
+                f"--out_dir={out}",
+                *TINY,
                 "--trials=2",
+                "--latency_budget_ms=1000",
                 f"--address=127.0.0.1:{port}",
-            ),
+            ],
             cwd=ROOT,
             env=env,
             timeout=600,
         )
         assert search.returncode == 0, search.stderr[-3000:]
         report = json.loads(open(os.path.join(out, "report.json")).read())
-        assert report["finished"] == 2
+        assert report["finished"] == 2 and report["objectives"] == ["map", "latency_ms"]
         assert len({p["node"] for p in report["points"]}) == 2
+        # Each trial's mAP is the one its own run's verify stage wrote in its model card.
+        for point in report["points"]:
+            card = json.loads(
+                open(os.path.join(os.path.dirname(point["file"]), "model_card.json")).read()
+            )
+            assert point["map"] == card["variants"][point["variant"]]["map"]["map"]
+            assert card["task"] == "object detection"
+        assert report["latency_floor"][1] == "detector_small in float32 at 64,64"
+        assert "| model | mAP@[.5:.95], % |" in open(os.path.join(out, "report.md")).read()
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
@@ -301,6 +328,58 @@ def test_a_trial_keeps_the_shared_teacher_at_its_resolution(tmp_path):
     assert "baseline" not in config.stages and config.select == "distilled"
     native = search.trial_config(base, {"temperature": 2.0}, layout, "t2")
     assert native.teacher_image_size == () and native.teacher_cache_dir.endswith("native")
+
+
+def test_a_detection_trial_shares_the_teacher_uncached_and_is_scored_by_the_map_it_ships(tmp_path):
+    """A detection base: the trial runs the base's teacher file (its dense predictions are not
+    cached) at the base's size, and is scored by the test mAP of the file it ships."""
+    from pipelines.config import Config
+    from pipelines.search import trials as search
+
+    layout = search.Layout(str(tmp_path))
+    (tmp_path / "base" / "teacher").mkdir(parents=True)
+    (tmp_path / "base" / "teacher" / "teacher.keras").write_text("stand-in")
+    base = Config(
+        dataset=f"coco:{tmp_path / 'set'}",
+        image_size=(64, 64),
+        teacher="detector_large",
+        student="detector_small",
+        modes=("int8_io_uint8",),
+        threads=(1, 2),
+        out_dir=str(tmp_path),
+    )
+    config = search.trial_config(base, {"student_loss_weight": "0.3"}, layout, "t1")
+    assert config.teacher == str(tmp_path / "base" / "teacher" / "teacher.keras")
+    assert config.student_loss_weight == 0.3 and config.image_size == (64, 64)
+    assert (config.teacher_cache, config.teacher_cache_dir, config.teacher_image_size) == (
+        base.teacher_cache,
+        "",
+        (),
+    )
+    assert "baseline" not in config.stages and config.threads == (1,)
+
+    run = tmp_path / "trials" / "t1"
+    (run / "tflite").mkdir(parents=True)
+    (run / "benchmark").mkdir()
+    entry = {"file": "student_qad_int8_io_uint8.tflite", "size_bytes": 10240}
+    card = {
+        "variants": {
+            "student_qad_int8_io_uint8": dict(entry, map={"split": "test", "map": 0.31}),
+            "student_int8_io_uint8": dict(entry, map={"split": "test", "map": 0.25}),
+        }
+    }
+    (run / "tflite" / "model_card.json").write_text(json.dumps(card))
+    host = {"student_qad_int8_io_uint8": {"1": {"latency": {"p50_ms": 0.7, "mean_ms": 0.8}}}}
+    (run / "benchmark" / "host.json").write_text(json.dumps(host))
+    from pipelines.run import RunDirectory
+
+    RunDirectory(str(run)).record("verify", [], {"drops": {"student_qad_int8_io_uint8": 0.5}})
+    measured = search.objectives_of(str(run), config, "int8_io_uint8")
+    assert (measured["map"], measured["latency_ms"], measured["size_kb"]) == (0.31, 0.7, 10.0)
+    assert "accuracy" not in measured
+    RunDirectory(str(run)).record("verify", [], {"drops": {"student_qad_int8_io_uint8": 4.0}})
+    with pytest.raises(search.TrialFailed, match=r"lost 4.00 mAP@\[.5:.95\] points"):
+        search.objectives_of(str(run), config, "int8_io_uint8")
 
 
 def test_a_trials_ray_worker_imports_no_tensorflow():

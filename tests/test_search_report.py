@@ -73,15 +73,21 @@ def test_recommendation_is_the_most_accurate_within_the_budget_else_the_fastest(
         {"name": "mid", "accuracy": 0.90, "latency_ms": 1.0, "size_kb": 40},
         {"name": "fast", "accuracy": 0.80, "latency_ms": 0.5, "size_kb": 20},
     ]
-    best, sentence = search_report.recommend(points, 1.5, None)
+    best, sentence = search_report.recommend(points, "accuracy", 1.5, None)
     assert best["name"] == "mid" and "within 1.5 ms" in sentence
-    best, _ = search_report.recommend(points, None, 30)
+    best, _ = search_report.recommend(points, "accuracy", None, 30)
     assert best["name"] == "fast"
-    best, _ = search_report.recommend(points, None, None)
+    best, _ = search_report.recommend(points, "accuracy", None, None)
     assert best["name"] == "slow"
-    best, sentence = search_report.recommend(points, 0.1, None)
+    best, sentence = search_report.recommend(points, "accuracy", 0.1, None)
     assert best["name"] == "fast" and sentence.startswith("No model met the budget (0.1 ms)")
-    assert search_report.recommend([], 1.0, None)[0] is None
+    assert search_report.recommend([], "accuracy", 1.0, None)[0] is None
+    # A detection search ranks by mAP: the same points, scored otherwise.
+    detectors = [dict(p, map=1 - p["accuracy"]) for p in points]
+    for p in detectors:
+        del p["accuracy"]
+    best, sentence = search_report.recommend(detectors, "map", 3.0, None)
+    assert best["name"] == "fast" and "highest mAP@[.5:.95] within 3 ms" in sentence
 
 
 def test_comparison_with_the_base_recipe_names_who_dominates():
@@ -96,22 +102,34 @@ def test_comparison_with_the_base_recipe_names_who_dominates():
 
 
 @pytest.mark.parametrize(
-    "names",
-    [["accuracy"], ["latency_ms", "size_kb"], ["accuracy", "accuracy"], ["accuracy", "flops"]],
+    "names, quality",
+    [
+        (["accuracy"], "accuracy"),
+        (["latency_ms", "size_kb"], "accuracy"),
+        (["accuracy", "accuracy"], "accuracy"),
+        (["accuracy", "flops"], "accuracy"),
+        (["accuracy", "latency_ms"], "map"),
+        (["map", "accuracy", "latency_ms"], "map"),
+    ],
 )
-def test_bad_objectives_are_refused(names):
-    with pytest.raises(ValueError, match="--objective"):
-        search_report.check_objectives(names)
+def test_bad_objectives_are_refused(names, quality):
+    with pytest.raises(ValueError, match=f"--objective=.*give {quality} "):
+        search_report.check_objectives(names, quality)
+    assert search_report.check_objectives([quality, "size_kb"], quality) == (quality, "size_kb")
 
 
-def test_report_files_are_written(tmp_path):
-    points = _points(np.random.default_rng(0), 6)
-    front = search_report.front(points, ["accuracy", "latency_ms"])
+@pytest.mark.parametrize("quality, words", [("accuracy", "accuracy"), ("map", "mAP@[.5:.95]")])
+def test_report_files_are_written(tmp_path, quality, words):
+    points = [
+        {quality if k == "accuracy" else k: v for k, v in p.items()}
+        for p in _points(np.random.default_rng(0), 6)
+    ]
+    front = search_report.front(points, [quality, "latency_ms"])
     summary = {
         "latency_spread": 0.02,
         "latency_tolerance": 0.05,
         "dataset": "digits",
-        "objectives": ["accuracy", "latency_ms"],
+        "objectives": [quality, "latency_ms"],
         "trials": 7,
         "finished": 6,
         "failed": [
@@ -136,6 +154,7 @@ def test_report_files_are_written(tmp_path):
     assert "## Pareto front" in text and "learning_rate=1e+30" in text
     assert "differed by up to 2.0%" in text
     assert text.count("| t") == len(front) + len(points)
+    assert text.count(f"| model | {words}, % |") == 2 and f"{quality} (max)" in text
     assert json.loads((tmp_path / "report.json").read_text())["finished"] == 6
     assert os.path.getsize(tmp_path / "pareto.png") > 1000
 

@@ -105,7 +105,7 @@ def test_check_names_a_choice_no_trial_could_run():
     space.check(space.parse("student: cnn_tiny | cnn_small\ntemperature: 1 .. 4"), base)
 
 
-def test_a_detection_run_is_refused_by_name_before_any_trial(tmp_path):
+def test_a_detection_space_refuses_what_the_shared_teacher_or_a_detector_cannot_vary(tmp_path):
     base = Config(
         dataset=f"coco:{tmp_path}",
         image_size=(64, 64),
@@ -113,8 +113,21 @@ def test_a_detection_run_is_refused_by_name_before_any_trial(tmp_path):
         student="detector_small",
         modes=("float32", "int8_io_uint8"),
     )
-    with pytest.raises(ValueError, match=r"--dataset=coco:.*classification runs only"):
-        space.check(space.parse("temperature: 1 .. 4"), base)
+    space.check(
+        space.parse(
+            "student: detector_small | ssdlite_mobilenet_v2\ntemperature: 1 .. 4\n"
+            "modes: float32 | int8_io_uint8"
+        ),
+        base,
+    )
+    with pytest.raises(ValueError, match="image_size cannot be searched for a detector"):
+        space.check(space.parse("image_size: 64,64 | 128,128"), base)
+    with pytest.raises(ValueError, match=r"loss: kd: .*does not take --loss=kd"):
+        space.check(space.parse("loss: kd | dkd"), base)
+    with pytest.raises(ValueError, match="student: resnet8: --student=resnet8 is not a detector"):
+        space.check(space.parse("student: detector_small | resnet8"), base)
+    with pytest.raises(ValueError, match="modes: int8: --modes=int8: detectors export to"):
+        space.check(space.parse("modes: float32 | int8"), base)
 
 
 def test_every_searchable_name_is_a_config_field():

@@ -10,7 +10,7 @@ from absl import app, flags
 
 from pipelines import config as config_lib
 from pipelines.search import report as search_report
-from pipelines.search import space
+from pipelines.search import space, tasks
 from pipelines.search.trials import TrialFailed
 from pipelines.search.tune import search
 
@@ -21,7 +21,10 @@ flags.DEFINE_integer(
     "trials", 12, "Trials to run (finished trials count when resuming).", lower_bound=1
 )
 flags.DEFINE_list(
-    "objective", ["accuracy", "latency_ms"], "accuracy and one or both of latency_ms, size_kb."
+    "objective",
+    ["accuracy", "latency_ms"],
+    "The run's quality (accuracy; map for a detection run, which it then defaults to) and one "
+    "or both of latency_ms, size_kb.",
 )
 flags.DEFINE_float(
     "latency_budget_ms", None, "Recommend the most accurate model under this p50 latency."
@@ -60,7 +63,11 @@ def main(argv):
             )
         base = config_lib.from_flags(**overrides)
         parameters = space.read(FLAGS.space)
-        objectives = search_report.check_objectives(FLAGS.objective)
+        quality = tasks.quality(base)
+        objectives = search_report.check_objectives(
+            FLAGS.objective if FLAGS["objective"].present else [quality, *FLAGS.objective[1:]],
+            quality,
+        )
         for name in ("latency_budget_ms", "size_budget_kb"):
             if FLAGS[name].value is not None and not FLAGS[name].value > 0:
                 raise ValueError(f"--{name} must be > 0. Received: {FLAGS[name].value}")

@@ -1,7 +1,8 @@
 """A search's results: the Pareto front, the model recommended for the budget, the report.
 
-Objectives are maximised (accuracy) or minimised (latency_ms, size_kb). A point dominates
-another when it is no worse in every objective and better in one.
+Objectives are maximised (the task's quality: a classifier's accuracy, a detector's mAP) or
+minimised (latency_ms, size_kb). A point dominates another when it is no worse in every objective
+and better in one.
 """
 
 import json
@@ -11,18 +12,31 @@ from collections.abc import Sequence
 
 from tfkd import export, files
 
-OBJECTIVES = {"accuracy": "max", "latency_ms": "min", "size_kb": "min"}
+# The quality objectives, one per task, as the report names them (values in [0, 1], shown in %).
+QUALITY = {"accuracy": "accuracy", "map": "mAP@[.5:.95]"}
+OBJECTIVES = {"accuracy": "max", "map": "max", "latency_ms": "min", "size_kb": "min"}
 
 
-def check_objectives(names: Sequence[str]) -> tuple[str, ...]:
+def check_objectives(names: Sequence[str], quality: str) -> tuple[str, ...]:
+    """`names` when they are the run's `quality` objective and one or both costs, each once."""
     names = tuple(names)
-    unknown = [n for n in names if n not in OBJECTIVES]
-    if unknown or len(set(names)) != len(names) or "accuracy" not in names or len(names) < 2:
+    costs = [n for n in names if n not in QUALITY]
+    if (
+        any(n not in OBJECTIVES for n in names)
+        or len(set(names)) != len(names)
+        or set(names) - set(costs) != {quality}
+        or not costs
+    ):
         raise ValueError(
-            f"--objective={','.join(names)}: give accuracy and one or both of "
-            f"latency_ms, size_kb, each once (from {list(OBJECTIVES)})."
+            f"--objective={','.join(names)}: give {quality} (what this run's task is scored "
+            f"by) and one or both of latency_ms, size_kb, each once."
         )
     return names
+
+
+def quality_of(objectives: Sequence[str]) -> str:
+    """The quality objective among `objectives` (`check_objectives` allows exactly one)."""
+    return next(n for n in objectives if n in QUALITY)
 
 
 # Latencies closer than this (relative) count as equal: one file measured again on an idle
@@ -65,9 +79,12 @@ def front(
 
 
 def recommend(
-    points: Sequence[dict], latency_budget_ms: float | None, size_budget_kb: float | None
+    points: Sequence[dict],
+    quality: str,
+    latency_budget_ms: float | None,
+    size_budget_kb: float | None,
 ) -> tuple[dict | None, str]:
-    """The most accurate point within the budgets (the faster one on a tie), or, when none
+    """The best point in `quality` within the budgets (the faster one on a tie), or, when none
     meets them, the fastest point; with the sentence saying which."""
     if not points:
         return None, "No trial finished: nothing to recommend."
@@ -80,9 +97,9 @@ def recommend(
     fitting = [p for p in points if fits(p)]
     budget = _budget_text(latency_budget_ms, size_budget_kb)
     if fitting:
-        best = max(fitting, key=lambda p: (p["accuracy"], -p["latency_ms"]))
-        return best, f"The most accurate model {budget}: {best['name']}."
-    fastest = min(points, key=lambda p: (p["latency_ms"], -p["accuracy"]))
+        best = max(fitting, key=lambda p: (p[quality], -p["latency_ms"]))
+        return best, f"The model of highest {QUALITY[quality]} {budget}: {best['name']}."
+    fastest = min(points, key=lambda p: (p["latency_ms"], -p[quality]))
     return fastest, (
         f"No model met the budget ({budget.removeprefix('within ')}); the fastest "
         f"is recommended instead: {fastest['name']}."
@@ -104,8 +121,9 @@ def plot(
     references: Sequence[dict],
     path: str,
     title: str,
+    quality: str,
 ) -> None:
-    """Accuracy against latency; marker area ~ file size; the front joined and highlighted;
+    """`quality` against latency; marker area ~ file size; the front joined and highlighted;
     the base recipe's models as crosses."""
     import matplotlib
 
@@ -119,7 +137,7 @@ def plot(
         highlighted = p["name"] in on_front
         axes.scatter(
             p["latency_ms"],
-            100 * p["accuracy"],
+            100 * p[quality],
             s=30 + 500 * p["size_kb"] / largest,
             color="tab:orange" if highlighted else "tab:gray",
             alpha=0.8 if highlighted else 0.35,
@@ -127,7 +145,7 @@ def plot(
         )
         axes.annotate(
             p["name"],
-            (p["latency_ms"], 100 * p["accuracy"]),
+            (p["latency_ms"], 100 * p[quality]),
             fontsize=7,
             textcoords="offset points",
             xytext=(5, 4),
@@ -135,16 +153,16 @@ def plot(
     line = sorted(front_points, key=lambda p: p["latency_ms"])
     axes.step(
         [p["latency_ms"] for p in line],
-        [100 * p["accuracy"] for p in line],
+        [100 * p[quality] for p in line],
         where="post",
         color="tab:orange",
         label="Pareto front (search)",
     )
     for r in references:
-        axes.scatter(r["latency_ms"], 100 * r["accuracy"], marker="x", color="tab:blue", s=50)
+        axes.scatter(r["latency_ms"], 100 * r[quality], marker="x", color="tab:blue", s=50)
         axes.annotate(
             r["name"],
-            (r["latency_ms"], 100 * r["accuracy"]),
+            (r["latency_ms"], 100 * r[quality]),
             fontsize=7,
             color="tab:blue",
             textcoords="offset points",
@@ -154,7 +172,7 @@ def plot(
         axes.scatter([], [], marker="x", color="tab:blue", label="base recipe")
     axes.set_xscale("log")
     axes.set_xlabel("p50 latency, ms (log scale)")
-    axes.set_ylabel("test accuracy of the .tflite, %")
+    axes.set_ylabel(f"test {QUALITY[quality]} of the .tflite, %")
     axes.set_title(f"{title} (marker area ~ file size)", fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8, frameon=False)
@@ -164,10 +182,10 @@ def plot(
     plt.close(figure)
 
 
-def _row(p: dict) -> str:
+def _row(p: dict, quality: str) -> str:
     cells = [
         p["name"],
-        f"{100 * p['accuracy']:.2f}",
+        f"{100 * p[quality]:.2f}",
         f"{p['latency_ms']:.4g}",
         f"{p['size_kb']:.1f}",
     ]
@@ -181,12 +199,15 @@ def _settings(params: dict) -> str:
     )
 
 
-HEADER = (
-    "| model | accuracy, % | p50 latency, ms | size, KiB | settings |\n|---|---:|---:|---:|---|"
-)
+def _header(quality: str) -> str:
+    return (
+        f"| model | {QUALITY[quality]}, % | p50 latency, ms | size, KiB | settings |\n"
+        "|---|---:|---:|---:|---|"
+    )
 
 
 def markdown(summary: dict) -> str:
+    quality = quality_of(summary["objectives"])
     lines = [
         f"# Search: {summary['dataset']}",
         "",
@@ -213,13 +234,13 @@ def markdown(summary: dict) -> str:
             "labels.txt, model_card.json). Rerun it alone: `python -m pipelines.distill "
             f"--flagfile={summary['recommended']['flagfile']}`.",
         ]
-    lines += ["", "## Pareto front", "", HEADER]
-    lines += [_row(p) for p in summary["front"]]
+    lines += ["", "## Pareto front", "", _header(quality)]
+    lines += [_row(p, quality) for p in summary["front"]]
     lines += ["", "![Pareto front](pareto.png)", "", "## Against the base recipe", ""]
     for comparison in summary["base_comparison"]:
         lines.append(f"- {comparison}")
-    lines += ["", "## Every trial", "", HEADER]
-    lines += [_row(p) for p in summary["points"]]
+    lines += ["", "## Every trial", "", _header(quality)]
+    lines += [_row(p, quality) for p in summary["points"]]
     if summary["failed"]:
         lines += ["", "## Failed trials", ""]
         lines += [
@@ -261,7 +282,7 @@ def compare_with_base(
 ) -> list[str]:
     """For each model of the base recipe, a sentence: the front models that dominate or
     equal it."""
-    lines = []
+    lines, quality = [], quality_of(objectives)
     for r in references:
         found = against(front_points, r, objectives, latency_tolerance)
         what = (
@@ -272,7 +293,7 @@ def compare_with_base(
             else "not dominated by any trial"
         )
         lines.append(
-            f"{r['name']} ({100 * r['accuracy']:.2f}%, {r['latency_ms']:.4g} ms, "
+            f"{r['name']} ({100 * r[quality]:.2f}% {QUALITY[quality]}, {r['latency_ms']:.4g} ms, "
             f"{r['size_kb']:.1f} KiB): {what}."
         )
     return lines
@@ -287,6 +308,7 @@ def write(search_dir: str, summary: dict) -> None:
             summary["base"],
             os.path.join(search_dir, "pareto.png"),
             f"{summary['dataset']}: search",
+            quality_of(summary["objectives"]),
         )
     files.write_text(
         os.path.join(search_dir, "report.json"), json.dumps(summary, indent=2, sort_keys=True)

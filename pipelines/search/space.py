@@ -175,13 +175,15 @@ def _typed(field: dataclasses.Field, value: Value):
 def check(parameters: list[Parameter], base: Config, **overrides) -> None:
     """Every choice and both ends of every range make a valid trial `Config`, checked before
     any trial starts."""
-    if base.task != config_lib.CLASSIFICATION:
-        # Its trials read the model card's accuracy; a detection card holds mAP.
-        raise ValueError(
-            f"--dataset={base.dataset}: the search runs over classification runs only; a "
-            "detection run is searched by running its recipe per setting (docs/detection.md)."
-        )
     for parameter in parameters:
+        if parameter.name == "image_size" and base.task == config_lib.DETECTION:
+            # A classifier's teacher takes its own resolution; a detector teaches on the
+            # student's anchors, which the input size sets.
+            raise ValueError(
+                f"--space: image_size cannot be searched for a detector (--dataset="
+                f"{base.dataset}): the shared teacher predicts for the anchors of one input "
+                "size. Set --image_size in the base flags."
+            )
         for value in parameter.ends():
             try:
                 trial_config(base, {parameter.name: value}, **overrides)

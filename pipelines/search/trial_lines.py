@@ -6,9 +6,8 @@ import time
 
 from ray import tune
 
+from pipelines.search.report import OBJECTIVES
 from tfkd.progress import duration
-
-SHOWN = ("accuracy", "latency_ms", "size_kb")
 
 
 class TrialLines(tune.Callback):
@@ -44,7 +43,7 @@ class TrialLines(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
-        shown = ", ".join(f"{k} {result[k]:.4g}" for k in SHOWN if k in result)
+        shown = ", ".join(f"{k} {result[k]:.4g}" for k in OBJECTIVES if k in result)
         point = ", ".join(f"{k}={v}" for k, v in sorted((trial.config or {}).items()))
         self._line(trials, f"{trial.trial_id}: {shown} ({point})")
 

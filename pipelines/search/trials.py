@@ -10,7 +10,8 @@ from pipelines import config as config_lib
 from pipelines import run as run_lib
 from pipelines import stages as stages_lib
 from pipelines.config import Config
-from pipelines.search import space
+from pipelines.search import report as search_report
+from pipelines.search import space, tasks
 from pipelines.search.trainable import Layout, TrialFailed, last_error, run_program
 from tfkd import export, files
 
@@ -42,24 +43,27 @@ def calibrated_settings(base: Config, layout: Layout) -> dict:
 
 
 def trial_overrides(base: Config, layout: Layout) -> dict:
-    """What every trial changes besides its point: the shared teacher and its logits, the
-    stages a search needs (no student alone: the search compares trials), one thread count,
-    and the base run's calibrated distillation settings where the point does not set them."""
-    views = (
-        base.teacher_cache_views
-        if base.teacher_cache != "off"
-        else (SHARED_CACHE_VIEWS if base.augmentation else 1)
-    )
-    return dict(
+    """What every trial changes besides its point: the shared teacher (and a classifier's
+    logits), the stages a search needs (no student alone: the search compares trials), one
+    thread count."""
+    overrides = dict(
         teacher=shared_teacher(base, layout),
         teacher_weights="",
-        teacher_cache="disk",
-        teacher_cache_views=views,
         select="distilled",
         stages=tuple(s for s in stages_lib.selected(("all",), base.serial) if s != "baseline"),
         threads=base.threads[:1],
         overwrite=False,
     )
+    if base.task == config_lib.CLASSIFICATION:
+        # A detector's dense predictions are not cached (docs/detection.md): its trials run
+        # the shared teacher in each step.
+        overrides.update(
+            teacher_cache="disk",
+            teacher_cache_views=base.teacher_cache_views
+            if base.teacher_cache != "off"
+            else (SHARED_CACHE_VIEWS if base.augmentation else 1),
+        )
+    return overrides
 
 
 def teacher_input_size(layout: Layout) -> tuple[int, int]:
@@ -83,11 +87,12 @@ def objectives_of(run_dir: str, config: Config, mode: str) -> dict:
     card = export.read_card(tflite)
     name = shipped_variant(card, mode)
     entry = card["variants"][name]
+    metric = tasks.quality(config)
     drop = run_lib.RunDirectory(run_dir, writable=False).metrics("verify")["drops"].get(name, 0.0)
     if drop > config.max_drop_points:
         raise TrialFailed(
-            f"{name} lost {drop:.2f} accuracy points against its float student "
-            f"(the parity gate allows --max_drop_points={config.max_drop_points:g})"
+            f"{name} lost {drop:.2f} {search_report.QUALITY[metric]} points against its float "
+            f"student (the parity gate allows --max_drop_points={config.max_drop_points:g})"
         )
     threads = str(config.threads[0])
     if config.serial:
@@ -100,7 +105,7 @@ def objectives_of(run_dir: str, config: Config, mode: str) -> dict:
     # A phone's benchmark_model may report no median; its mean stands in.
     p50 = latency["p50_ms"] if latency["p50_ms"] is not None else latency["mean_ms"]
     return {
-        "accuracy": entry["accuracy"]["value"],
+        metric: tasks.quality_in_card(entry, metric),
         "latency_ms": p50,
         "size_kb": entry["size_bytes"] / 1024,
         "file": os.path.join(tflite, entry["file"]),
@@ -157,6 +162,8 @@ def trial_config(base: Config, point: dict, layout: Layout, name: str) -> Config
         out_dir=layout.trial(name),
         **trial_overrides(base, layout),
     )
+    if base.task != config_lib.CLASSIFICATION:
+        return config
     config = dataclasses.replace(config, teacher_cache_dir=layout.cache(config.image_size))
     if config.image_size:
         # The shared teacher keeps its own resolution whatever size the student searches.

@@ -12,11 +12,10 @@ import typing
 
 from absl import logging
 
-import tfkd
 from pipelines import console, report
 from pipelines.config import Config
 from pipelines.search import report as search_report
-from pipelines.search import space
+from pipelines.search import space, tasks
 from pipelines.search.trainable import ROOT, Layout, run_trial
 from pipelines.search.trials import (
     EXPERIMENT,
@@ -53,20 +52,13 @@ def latency_floor(base: Config, parameters: list) -> tuple[float, str]:
 
     sizes = choices("image_size", ",".join(map(str, base.image_size)))
     smallest = min(sizes, key=lambda s: _area(s))
-    at_smallest = space.trial_config(base, {"image_size": smallest})
-    splits = tfkd.data.load(
-        base.dataset,
-        data_dir=base.data_dir,
-        seed=base.seed,
-        image_size=at_smallest.student_size,
-        resize=base.resize,
-        cache=base.data_cache,
-    )
+    export_untrained, inputs = tasks.floor_exporter(base, smallest)
     p50, which = benchmark.latency_floor(
         choices("student", base.student),
         choices("modes", base.modes[0]),
-        splits,
+        export_untrained,
         threads=base.threads[0],
+        inputs=inputs,
     )
     return p50, f"{which} at {smallest or 'the native size'}"
 
@@ -76,8 +68,8 @@ def _area(size: str) -> int:
     return values[0] * values[1] if values else 0
 
 
-def _points(results, layout: Layout) -> tuple[list, list]:
-    """Finished trials as points, with their latency measured again one at a time; failures."""
+def _points(results, layout: Layout, quality: str) -> tuple[list, list]:
+    """Finished trials as points scored by `quality`; failures."""
     points, failed = [], []
     for result in results:
         # Ray names a trial's directory run_trial_<id>_<number>_<point>.
@@ -86,7 +78,7 @@ def _points(results, layout: Layout) -> tuple[list, list]:
         point = {k.removeprefix("config/"): v for k, v in (result.config or {}).items()}
         if not point and os.path.exists(layout.point(trial)):
             point = _read_json(layout.point(trial))
-        if result.error is not None or not result.metrics or "accuracy" not in result.metrics:
+        if result.error is not None or not result.metrics or quality not in result.metrics:
             failed.append({"name": trial, "params": point, "error": _error_text(result.error)})
             continue
         metrics = result.metrics
@@ -94,7 +86,7 @@ def _points(results, layout: Layout) -> tuple[list, list]:
             {
                 "name": trial,
                 "params": point,
-                "accuracy": metrics["accuracy"],
+                quality: metrics[quality],
                 "latency_ms": metrics["latency_ms"],
                 "size_kb": metrics["size_kb"],
                 "file": metrics["file"],
@@ -117,16 +109,19 @@ def _error_text(error) -> str:
 REMEASURE_REPEATS = 3
 
 
-def _remeasure(points: list, threads: int, runs: int, serial: str | None) -> float:
+def _remeasure(points: list, base: Config) -> float:
     """Trials measured latency while others trained; the front compares quiet measurements:
     every file measured `REMEASURE_REPEATS` times, interleaved, their median kept. Returns the
     largest relative spread of one file's repeats."""
-    if serial or not points:
+    if base.serial or not points:
         return 0.0  # measured on the phone, where the search does not share the CPU
+    inputs = tasks.latency_inputs(base)
     repeats: list[list[float]] = [[] for _ in points]
     for _ in range(REMEASURE_REPEATS):
         for point, measured in zip(points, repeats):
-            latency = benchmark.measure(point["file"], threads=threads, runs=runs).latency
+            latency = benchmark.measure(
+                point["file"], threads=base.threads[0], runs=base.benchmark_runs, inputs=inputs
+            ).latency
             measured.append(typing.cast(float, latency.p50_ms))  # None only without runs
     spread = 0.0
     for point, measured in zip(points, repeats):
@@ -275,11 +270,14 @@ def search(
         ray.shutdown()
 
     console.banner(3, 3, "report", "measuring every trial's file again, one at a time")
-    points, failed = _points(results, layout)
+    quality = tasks.quality(base)
+    points, failed = _points(results, layout, quality)
     references = _base_points(base, layout)
-    spread = _remeasure(points + references, base.threads[0], base.benchmark_runs, base.serial)
+    spread = _remeasure(points + references, base)
     front_points = search_report.front(points, objectives)
-    recommended, sentence = search_report.recommend(front_points, latency_budget_ms, size_budget_kb)
+    recommended, sentence = search_report.recommend(
+        front_points, quality, latency_budget_ms, size_budget_kb
+    )
     summary = {
         "dataset": base.dataset,
         "objectives": list(objectives),

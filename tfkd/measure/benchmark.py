@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from tfkd import export, models
 from tfkd.export import tflite_info
 from tfkd.measure.runtime import TFLiteClassifier
 
@@ -249,35 +248,22 @@ def measure(
 def latency_floor(
     students: Sequence[str],
     modes: Sequence[str],
-    splits,
+    export_untrained: Callable[[str, str, str], str],
     threads: int = 1,
     runs: int = 20,
+    inputs: np.ndarray | None = None,
 ) -> tuple[float, str]:
-    """The lowest p50 latency on this host among `students` (builder names) in each of `modes`,
-    at the resolution of `splits` (`tfkd.data.Splits`): each exported untrained into a scratch
-    directory, since weights do not change latency. Returns the p50 in ms and which
-    student and mode reached it."""
+    """The lowest p50 latency on this host among `students` (builder names) in each of `modes`:
+    `export_untrained(student, mode, directory)` writes each untrained (weights do not change a
+    classifier's latency) into a scratch directory and returns the file's path; each is fed
+    `inputs` (random data when None). Returns the p50 in ms and which student and mode reached
+    it."""
     best = (float("inf"), "")
     with tempfile.TemporaryDirectory() as scratch:
         for student in students:
             for mode in modes:
-                model = models.build(student, splits.preprocessing.input_shape, splits.num_classes)
-                representative = (
-                    export.representative_set(splits, max(16, splits.num_classes))
-                    if mode in export.INTEGER_MODES
-                    else None
-                )
-                card = export.export(
-                    model,
-                    scratch,
-                    [mode],
-                    preprocessing=splits.preprocessing,
-                    class_names=splits.class_names,
-                    representative=representative,
-                    name=student,
-                )
-                path = os.path.join(scratch, card["variants"][f"{student}_{mode}"]["file"])
-                p50 = measure(path, threads=threads, runs=runs).latency.p50_ms
+                path = export_untrained(student, mode, scratch)
+                p50 = measure(path, threads=threads, runs=runs, inputs=inputs).latency.p50_ms
                 if p50 is not None and p50 < best[0]:
                     best = (p50, f"{student} in {mode}")
     return best
