@@ -285,6 +285,10 @@ def test_mixed_precision_training_saves_float32_models(tmp_path):
         out_dir=str(tmp_path),
         mixed_precision="on",
         stages=("teacher", "baseline", "student"),
+        # float16 on a CPU is emulated: cnn_large's convolutions took 33 s for 2 epochs, the
+        # students' 3-5 s. The race is the mirrored test's.
+        teacher="cnn_small",
+        loss="kd",
         **TINY,
     )
     results = scheduler.execute(config)
@@ -456,6 +460,7 @@ def test_an_untrained_teacher_is_flagged_and_never_ships_a_worse_student(tmp_pat
         out_dir=str(tmp_path / "run"),
         teacher=path,
         student_epochs=4,
+        loss="kd",  # a fixed loss: the race is the whole-run test's
         stages=("teacher", "baseline", "student", "select", "export", "verify", "report"),
         **{k: v for k, v in TINY.items() if k != "student_epochs"},
     )
@@ -501,14 +506,5 @@ def test_a_good_teacher_passes_the_check_and_selection_follows_validation(tmp_pa
     assert distilled > alone
     assert results["select"]["shipped"] == "student"
     assert "not worse than the student alone beyond noise" in results["select"]["reason"]
-    forced = scheduler.execute(
-        dataclasses.replace(
-            config,
-            select="distilled",
-            teacher_epochs=1,
-            student_epochs=1,
-            out_dir=str(tmp_path / "forced"),
-        )
-    )
-    assert forced["select"]["shipped"] == "student"
-    assert forced["select"]["reason"] == "--select=distilled"
+    # --select=distilled and baseline: tests/test_policy.py; a run that forces the distilled
+    # student is every search trial's (tests/test_search.py).
