@@ -208,3 +208,32 @@ def test_the_paired_bootstrap_equals_coco_map_on_each_resampled_split(generated)
     result = metrics.paired_map_difference(split, found, nothing, resamples=20)
     assert result["verdict"] == "better" and result["interval"][0] > 0
     assert result["difference"] == pytest.approx(metrics.coco_map(split, found)["map"])
+
+
+def test_a_detectors_images_are_upright_at_its_input_size_and_a_broken_file_is_named(tmp_path):
+    """A phone photo stored sideways with an EXIF orientation is fed upright (as its boxes are
+    given), at the detector's square input; a file that does not decode is named."""
+    from PIL import Image
+
+    from tfkd.tasks.detection import models
+
+    stored = np.zeros((48, 64, 3), np.uint8)
+    stored[:, :32] = (250, 0, 0)  # left half red, right half blue, as stored
+    stored[:, 32:] = (0, 0, 250)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display turned 90 degrees clockwise: the left half ends on top
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    photo = data.AnnotatedImage(
+        str(tmp_path / "phone.jpg"), 48, 64, np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    )
+    decoded = models.images(data.DetectionSplit((photo,), ("thing",)), 32)
+    assert decoded.shape == (1, 32, 32, 3) and decoded.dtype == np.uint8
+    top, bottom = decoded[0, :14].mean(axis=(0, 1)), decoded[0, 18:].mean(axis=(0, 1))
+    assert top[0] > 200 > 50 > top[2] and bottom[2] > 200 > 50 > bottom[0]
+
+    (tmp_path / "broken.jpg").write_bytes((tmp_path / "phone.jpg").read_bytes()[:200])
+    broken = data.AnnotatedImage(str(tmp_path / "broken.jpg"), 48, 64, photo.boxes, photo.classes)
+    with pytest.raises(
+        ValueError, match=r"1 image\(s\) cannot be decoded, e\.g\. \['.*broken.jpg'\]"
+    ):
+        models.images(data.DetectionSplit((photo, broken), ("thing",)), 32)
