@@ -1,6 +1,6 @@
 """Killed runs resume: SIGKILL during distillation, at every stage boundary, mid-export and
-mid-report. A file of its own so that pytest-xdist (--dist loadfile) can run it beside
-test_pipeline.py."""
+mid-report; SIGTERM says how to resume. A file of its own so that pytest-xdist (--dist
+loadfile) can run it beside test_pipeline.py."""
 
 import functools
 import json
@@ -63,9 +63,25 @@ def _assert_whole(out):
             json.loads(document.read_text())
 
 
+def _terminated(out, target, nth, flags=()):
+    """SIGTERM at the `nth` call of `target`: one line saying how to resume, no traceback, whole
+    files."""
+    status, err = _killed_run(out, target, nth, term=True, flags=flags)
+    assert status == 143, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: terminated (SIGTERM). Rerun the same command to resume")
+    assert "Traceback" not in err, target
+    _assert_whole(out)
+
+
 @pytest.mark.slow
-def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_path):
+def test_killed_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_path):
+    """One run directory: SIGTERM during training; SIGKILL after the teacher's training before
+    its record, then as each next stage starts; SIGTERM in the export and SIGKILL mid-write of a
+    file and of the report, each in a rerun of those stages. Files stay whole throughout, and
+    each rerun goes on from what was recorded."""
     out = tmp_path / "run"
+    _terminated(out, "tfkd.progress.TrainingProgress.on_epoch_end", 1)
     # Killed after the teacher's training, before it is recorded: the next process trains it
     # again. The same code records every stage.
     status, err = _killed_run(out, "pipelines.run.RunDirectory.record", 1)
@@ -85,13 +101,10 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
     # Every stage but the last (and the device stage: no --serial) at a boundary of its own.
     assert recorded == list(range(1, len(STAGE_NAMES) - 1))
     assert (out / "report.md").exists()
-    # Mid-export: after the first .tflite file, and between writing one and putting it in place.
+    # In the export: terminated after the first .tflite file, then killed between writing one
+    # and putting it in place.
     again = ("--stages=export,verify,benchmark,report",)
-    assert (
-        _killed_run(out, "tfkd.export.conversion.write_tflite", 2, flags=again)[0]
-        == -signal.SIGKILL
-    )
-    _assert_whole(out)
+    _terminated(out, "tfkd.export.conversion.convert", 2, flags=again)
     assert (
         _killed_run(out, "tfkd.files.atomic_path", 1, after_write=True, flags=again)[0]
         == -signal.SIGKILL
@@ -111,29 +124,6 @@ def test_sigkill_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_
     assert _run(out, report_only).returncode == 0
     _assert_whole(out)
     assert json.loads((out / "report.json").read_text())["models"]
-
-
-@pytest.mark.slow
-def test_sigterm_says_how_to_resume_and_the_reruns_complete(tmp_path):
-    """SIGTERM during training, then (the rerun resuming) during the export: each time one line
-    saying how to resume, no traceback, whole files; the last rerun completes."""
-    out = tmp_path / "run"
-    flags = ("--teacher_epochs=2", "--modes=float32,int8")
-    for target, nth in (
-        ("tfkd.progress.TrainingProgress.on_epoch_end", 2),
-        ("tfkd.export.conversion.convert", 2),
-    ):
-        status, err = _killed_run(out, target, nth, term=True, flags=flags)
-        assert status == 143, err[-3000:]
-        last = err.strip().splitlines()[-1]
-        assert last.startswith("error: terminated (SIGTERM). Rerun the same command to resume")
-        assert "Traceback" not in err, target
-        _assert_whole(out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert "qad" in manifest["stages"] and "export" not in manifest["stages"]
-    rerun = _run(out, flags)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert (out / "report.md").exists()
 
 
 @pytest.mark.slow
