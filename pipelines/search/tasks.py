@@ -40,13 +40,12 @@ def latency_inputs(base: Config) -> np.ndarray | None:
     detector finds); a classifier, whose work does not depend on its input, random data."""
     if base.task != config_lib.DETECTION:
         return None
-    return _detection_images(base, "val", 1)
+    return _first_images(detection_data.load(base.dataset)["val"], base, 1)
 
 
-def _detection_images(base: Config, split: str, count: int) -> np.ndarray:
-    """The first `count` images of a detection `split`, normalised as the detectors take them."""
-    found = detection_data.load(base.dataset)[split]
-    head = detection_data.DetectionSplit(found.images[:count], found.class_names)
+def _first_images(split: detection_data.DetectionSplit, base: Config, count: int) -> np.ndarray:
+    """The first `count` images of a detection split, normalised as the detectors take them."""
+    head = detection_data.DetectionSplit(split.images[:count], split.class_names)
     size = int(base.image_size[0])
     return detectors.preprocessing(size).normalize(detectors.images(head, size)).numpy()
 
@@ -56,7 +55,8 @@ def floor_exporter(base: Config, size: str) -> tuple[Exporter, np.ndarray | None
     `size` (as the space spells it): `export(student, mode, directory)` returns the file's path;
     with the input the file is fed (None: random data)."""
     if base.task == config_lib.DETECTION:
-        return _untrained_detector(base), latency_inputs(base)
+        found = detection_data.load(base.dataset)
+        return _untrained_detector(base, found["train"]), _first_images(found["val"], base, 1)
     at_size = space.trial_config(base, {"image_size": size})
     splits = tfkd.data.load(
         base.dataset,
@@ -88,18 +88,17 @@ def floor_exporter(base: Config, size: str) -> tuple[Exporter, np.ndarray | None
     return export, None
 
 
-def _untrained_detector(base: Config) -> Exporter:
+def _untrained_detector(base: Config, train: detection_data.DetectionSplit) -> Exporter:
     size = int(base.image_size[0])
-    class_names = detection_data.load(base.dataset)["train"].class_names
-    representative = _detection_images(base, "train", FLOOR_REPRESENTATIVE)
+    representative = _first_images(train, base, FLOOR_REPRESENTATIVE)
 
     def export(student: str, mode: str, directory: str) -> str:
-        model, anchors = detectors.build(student, size, len(class_names))
+        model, anchors = detectors.build(student, size, len(train.class_names))
         path = os.path.join(directory, f"{student}_{mode}.tflite")
         content = detection_export.convert(
             model,
             anchors,
-            class_names,
+            train.class_names,
             detectors.preprocessing(size),
             mode,
             representative if mode != "float32" else None,
