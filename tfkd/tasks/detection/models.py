@@ -6,13 +6,11 @@ A detector takes normalised images and emits `[box_encodings, class_logits]`: (b
 4) and (batch, anchors, 1 + classes), the background first.
 """
 
-import os
-
 import numpy as np
 import tensorflow as tf
+from PIL import Image, ImageOps
 
 from tfkd.data import batching
-from tfkd.data import images as images_lib
 from tfkd.data.preprocessing import Preprocessing
 from tfkd.distill import distribute, training
 from tfkd.keras import keras
@@ -114,21 +112,31 @@ def fit(
 
 
 def images(split: DetectionSplit, image_size: int) -> np.ndarray:
-    """The split's images as uint8 (n, size, size, 3), decoded as classification's photos are
-    (`tfkd.data.images.decode_files`: upright by their EXIF orientation, as the boxes are given,
-    large JPEGs decoded at a reduced scale, bilinear as a camera frame is resized) and stretched
-    to the square input (boxes as ratios are unchanged by it). `ValueError` naming the files
-    that cannot be decoded."""
-    size = (image_size, image_size)
-    paths = [image.path for image in split.images]
-    decoded = images_lib.decode_files(paths, [size], "stretch")
-    if decoded.bad:
+    """The split's images as uint8 (n, size, size, 3), stretched to the square input (boxes as
+    ratios are unchanged by it). `ValueError` naming the files that cannot be decoded.
+
+    Pillow decodes them, not `tfkd.data.images.decode_files` as classification's photos: that
+    decoder's pixels differ (another JPEG IDCT, resizing without antialiasing), and moving to it
+    changed the recipe's int8 results beyond its parity gate on one seed (docs/detection.md)."""
+    out = np.zeros((len(split.images), image_size, image_size, 3), np.uint8)
+    bad = []
+    for i, image in enumerate(split.images):
+        try:
+            with Image.open(image.path) as opened:
+                # Upright, as the boxes are given (data.py): a phone photo's EXIF rotation.
+                upright = ImageOps.exif_transpose(opened)
+                rgb = upright.convert("RGB").resize(
+                    (image_size, image_size), Image.Resampling.BILINEAR
+                )
+            out[i] = np.asarray(rgb)
+        except (OSError, SyntaxError, ValueError):  # what Pillow raises for a broken file
+            bad.append(image.path)
+    if bad:
         raise ValueError(
-            f"{len(decoded.bad)} image(s) cannot be decoded, e.g. "
-            f"{[os.fsdecode(p) for p in decoded.bad[:5]]}. Fix: delete or re-encode them (JPEG "
-            "or PNG) and their annotations."
+            f"{len(bad)} image(s) cannot be decoded, e.g. {bad[:5]}. Fix: delete or re-encode "
+            "them (JPEG or PNG) and their annotations."
         )
-    return np.asarray(decoded.images[size])
+    return out
 
 
 def ratio_boxes(image) -> np.ndarray:
