@@ -409,7 +409,7 @@ def verify(ctx: "Context") -> StageResult:
         accuracies[name] = accuracy
         logging.info("%s: test accuracy %.4f", name, accuracy)
     export.write_card(out, card)
-    drops, failure = gate_students(ctx, accuracies, "accuracy", "float Keras student")
+    drops, failure = gate_students(ctx, accuracies, "accuracy", "float Keras student", "accuracy")
     return [RunLayout.exported(export.CARD_FILE)], {
         "accuracy": accuracies,
         "drops": drops,
@@ -418,18 +418,23 @@ def verify(ctx: "Context") -> StageResult:
 
 
 def gate_students(
-    ctx, measured: dict[str, float], metric: str, reference_name: str
+    ctx, measured: dict[str, float], metric: str, reference_name: str, metric_name: str
 ) -> tuple[dict[str, float], str | None]:
     """The parity gate (--max_drop_points) on the exported students' `measured` scores, by
-    variant, against the shipped float student's `metric`: the drops in points, and the
-    failure's message when a file dropped too far (None when all passed). Any task."""
+    variant, against the shipped float student's `metric` (`metric_name` in the message): the
+    drops in points, and the failure's message when a file dropped too far (None when all
+    passed). Any task."""
     shipped = ctx.directory.metrics("select")["shipped"]
     reference = ctx.directory.metrics(shipped)[metric]
     students = {k: v for k, v in measured.items() if not k.startswith("teacher")}
     try:
         return (
             parity.parity_gate(
-                reference, students, ctx.config.max_drop_points, reference_name=reference_name
+                reference,
+                students,
+                ctx.config.max_drop_points,
+                reference_name=reference_name,
+                metric=metric_name,
             ),
             None,
         )

@@ -93,6 +93,9 @@ def test_parity_gate_numbers():
         parity.parity_gate(0.95, {"a": 0.93, "b": 0.95})
     with pytest.raises(ValueError, match="max_drop_points"):
         parity.parity_gate(0.9, {}, max_drop_points=-1)
+    # A detector's gate speaks of mAP points.
+    with pytest.raises(parity.ParityError, match=r"lost more than 3.00 mAP points against the m"):
+        parity.parity_gate(0.27, {"qad": 0.233}, 3.0, reference_name="m", metric="mAP")
 
 
 def test_parity_gate_passes_a_good_int8_model_and_fires_on_a_damaged_one(setting, tmp_path):

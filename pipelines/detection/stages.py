@@ -274,7 +274,7 @@ def verify(ctx: "DetectionContext") -> StageResult:
         logging.info("%s: test mAP %.4f (mAP@.5 %.4f)", name, found[name], scores[name]["map50"])
     export.write_card(out, card)
     drops, failure = classification_stages.gate_students(
-        ctx, found, "map", "float Keras student's mAP"
+        ctx, found, "map", "float Keras student's mAP", "mAP"
     )
     return [RunLayout.exported(export.CARD_FILE)], {
         "accuracy": found,

@@ -25,6 +25,7 @@ def parity_gate(
     accuracies: Mapping[str, float],
     max_drop_points: float = DEFAULT_MAX_DROP_POINTS,
     reference_name: str = "Keras student",
+    metric: str = "accuracy",
 ) -> dict[str, float]:
     """Drop in accuracy points of each model against the reference; `ParityError` past the limit.
 
@@ -32,6 +33,7 @@ def parity_gate(
         reference_accuracy: accuracy of the float Keras model, in [0, 1].
         accuracies: accuracy of each `.tflite` variant by name, in [0, 1].
         max_drop_points: largest allowed drop, in percentage points.
+        metric: what the scores are, as the error names their points (a detector's "mAP").
 
     Returns:
         The drop of every variant in points (negative when the variant is better).
@@ -46,11 +48,12 @@ def parity_gate(
             for name, drop in sorted(failing.items())
         ]
         raise ParityError(
-            f"{len(failing)} .tflite model(s) lost more than {max_drop_points:.2f} accuracy points "
+            f"{len(failing)} .tflite model(s) lost more than {max_drop_points:.2f} {metric} points "
             f"against the {reference_name} ({100 * reference_accuracy:.2f}%):\n"
             + "\n".join(lines)
-            + "\nFix: use quantization-aware distillation instead of PTQ, enlarge the "
-            "representative set, or find the damaged layer with tfkd.measure.parity.localize_drop.",
+            + "\nFix: a post-training file recovers with quantization-aware distillation and a "
+            "larger representative set; a quantization-aware one with more or gentler "
+            "fine-tuning; tfkd.measure.parity.localize_drop finds the damaged layer.",
             drops,
         )
     return drops
