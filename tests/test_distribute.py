@@ -235,16 +235,13 @@ def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_
     extra = [
         "--student_epochs=3",
         "--loss=kd",  # a fixed loss: the race's own kill is tests/test_pipeline_kills.py's
-        # No student alone: its training is the teacher's (train_classifier), already here.
-        "--stages=teacher,student,select,qad,export,verify,benchmark,report",
-        "--select=distilled",
         "--teacher_cache=disk",
         "--pad_crop=1",
         "--teacher_cache_views=2",
     ]
     # Worker 1 SIGKILLs itself as the distilled student's second epoch ends, after the first
-    # epoch's backup: the teacher's 2 epochs end before.
-    kill = functools.partial(kill_at.arm, kill_at.EPOCH_END, 2 + 2)
+    # epoch's backup: the teacher's 2 and the student alone's 3 epochs end before.
+    kill = functools.partial(kill_at.arm, kill_at.EPOCH_END, 2 + 3 + 2)
     codes = _finish(_start_workers(str(out), extra, _free_ports(2), before_worker1=kill))
     assert codes[0] != 0 and codes[1] == -signal.SIGKILL, _log(tmp_path, 0)[-3000:]
     assert "Restart every worker" in _log(tmp_path, 0)
@@ -259,7 +256,7 @@ def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_
     epochs = [line for line in chief.splitlines() if line.strip().startswith("student epoch ")]
     assert epochs and "epoch 1/3 " not in epochs[0], "distillation restarted instead of resuming"
     manifest = json.loads((out / "manifest.json").read_text())
-    assert {"teacher", "student", "qad", "export", "report"} <= set(manifest["stages"])
+    assert {"teacher", "baseline", "student", "qad", "export", "report"} <= set(manifest["stages"])
     assert (out / "report.md").exists() and (out / "teacher_cache" / "teacher_logits.npy").exists()
     assert "the chief writes the artifacts" in _log(tmp_path, 1)
     # Only the chief's files: no worker scratch or temporary checkpoint directories remain.
