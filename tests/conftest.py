@@ -85,31 +85,31 @@ def mirrored_strategy():
 
 
 # Seconds each of the heaviest files took in the whole suite on a 2-core CPU (scripts/test,
-# --durations). pytest-xdist hands out whole files (--dist loadfile, --no-loadscope-reorder in
-# pytest.ini) in collection order; starting the longest first keeps one worker from running a
-# two-minute file alone at the end (longest-processing-time-first scheduling). Only the order
-# depends on these figures.
+# --durations, session 15). pytest-xdist hands out whole files (--dist loadfile,
+# --no-loadscope-reorder in pytest.ini) in collection order; starting the longest first keeps one
+# worker from running a two-minute file alone at the end (longest-processing-time-first
+# scheduling). Only the order depends on these figures.
 HEAVIEST_FILES_SECONDS = {
-    "test_pipeline.py": 360,
-    "test_search.py": 210,
-    "test_models.py": 157,
-    "test_pipeline_kills.py": 146,
-    "test_benchmarks.py": 115,
-    "test_distribute.py": 105,
-    "test_detection_pipeline.py": 105,
-    "test_photos_pipeline.py": 90,
-    "test_failures.py": 66,
-    "test_own_models.py": 62,
-    "test_stage_isolation.py": 52,
-    "test_keras3.py": 47,
-    "test_export.py": 36,
-    "test_few_labels.py": 30,
-    "test_data.py": 27,
+    "test_pipeline.py": 270,
+    "test_search.py": 150,
+    "test_detection_pipeline.py": 125,
+    "test_benchmarks.py": 110,
+    "test_distribute.py": 90,
+    "test_pipeline_kills.py": 75,
+    "test_photos_pipeline.py": 70,
+    "test_models.py": 64,
+    "test_failures.py": 51,
+    "test_own_models.py": 50,
+    "test_keras3.py": 42,
+    "test_stage_isolation.py": 27,
     "test_readme.py": 26,
-    "test_detection_models.py": 25,
-    "test_programs.py": 24,
-    "test_detection_training.py": 24,
-    "test_images.py": 21,
+    "test_export.py": 26,
+    "test_detection_training.py": 26,
+    "test_detection_models.py": 23,
+    "test_few_labels.py": 21,
+    "test_images.py": 19,
+    "test_data.py": 17,
+    "test_programs.py": 16,
 }
 
 
