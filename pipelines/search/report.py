@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from tfkd import export, files
 
 # The quality objectives, one per task, as the report names them (values in [0, 1], shown in %).
-QUALITY = {"accuracy": "accuracy", "map": "mAP@[.5:.95]"}
+QUALITY_WORDS = {"accuracy": "accuracy", "map": "mAP@[.5:.95]"}
 OBJECTIVES = {"accuracy": "max", "map": "max", "latency_ms": "min", "size_kb": "min"}
 
 
 def check_objectives(names: Sequence[str], quality: str) -> tuple[str, ...]:
     """`names` when they are the run's `quality` objective and one or both costs, each once."""
     names = tuple(names)
-    costs = [n for n in names if n not in QUALITY]
+    costs = [n for n in names if n not in QUALITY_WORDS]
     if (
         any(n not in OBJECTIVES for n in names)
         or len(set(names)) != len(names)
@@ -36,7 +36,7 @@ def check_objectives(names: Sequence[str], quality: str) -> tuple[str, ...]:
 
 def quality_of(objectives: Sequence[str]) -> str:
     """The quality objective among `objectives` (`check_objectives` allows exactly one)."""
-    return next(n for n in objectives if n in QUALITY)
+    return next(n for n in objectives if n in QUALITY_WORDS)
 
 
 # Latencies closer than this (relative) count as equal: one file measured again on an idle
@@ -98,7 +98,7 @@ def recommend(
     budget = _budget_text(latency_budget_ms, size_budget_kb)
     if fitting:
         best = max(fitting, key=lambda p: (p[quality], -p["latency_ms"]))
-        return best, f"The model of highest {QUALITY[quality]} {budget}: {best['name']}."
+        return best, f"The model of highest {QUALITY_WORDS[quality]} {budget}: {best['name']}."
     fastest = min(points, key=lambda p: (p["latency_ms"], -p[quality]))
     return fastest, (
         f"No model met the budget ({budget.removeprefix('within ')}); the fastest "
@@ -172,7 +172,7 @@ def plot(
         axes.scatter([], [], marker="x", color="tab:blue", label="base recipe")
     axes.set_xscale("log")
     axes.set_xlabel("p50 latency, ms (log scale)")
-    axes.set_ylabel(f"test {QUALITY[quality]} of the .tflite, %")
+    axes.set_ylabel(f"test {QUALITY_WORDS[quality]} of the .tflite, %")
     axes.set_title(f"{title} (marker area ~ file size)", fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8, frameon=False)
@@ -201,7 +201,7 @@ def _settings(params: dict) -> str:
 
 def _header(quality: str) -> str:
     return (
-        f"| model | {QUALITY[quality]}, % | p50 latency, ms | size, KiB | settings |\n"
+        f"| model | {QUALITY_WORDS[quality]}, % | p50 latency, ms | size, KiB | settings |\n"
         "|---|---:|---:|---:|---|"
     )
 
@@ -293,8 +293,8 @@ def compare_with_base(
             else "not dominated by any trial"
         )
         lines.append(
-            f"{r['name']} ({100 * r[quality]:.2f}% {QUALITY[quality]}, {r['latency_ms']:.4g} ms, "
-            f"{r['size_kb']:.1f} KiB): {what}."
+            f"{r['name']} ({100 * r[quality]:.2f}% {QUALITY_WORDS[quality]}, "
+            f"{r['latency_ms']:.4g} ms, {r['size_kb']:.1f} KiB): {what}."
         )
     return lines
 

@@ -15,8 +15,8 @@ from tfkd.tasks.detection import data as detection_data
 from tfkd.tasks.detection import export as detection_export
 from tfkd.tasks.detection import models as detectors
 
-# Each task's quality objective (`pipelines.search.report.QUALITY`).
-QUALITY = {config_lib.CLASSIFICATION: "accuracy", config_lib.DETECTION: "map"}
+# Each task's quality objective (named in reports by `pipelines.search.report.QUALITY_WORDS`).
+TASK_QUALITY = {config_lib.CLASSIFICATION: "accuracy", config_lib.DETECTION: "map"}
 # Images an untrained candidate's int8 export calibrates on: its latency is all that is measured.
 FLOOR_REPRESENTATIVE = 16
 
@@ -26,7 +26,7 @@ Exporter = Callable[[str, str, str], str]
 def quality(base: Config) -> str:
     """The objective a trial of `base` is scored by: a classifier's top-1 accuracy, a
     detector's COCO mAP@[.5:.95]."""
-    return QUALITY[base.task]
+    return TASK_QUALITY[base.task]
 
 
 def quality_in_card(entry: dict, metric: str) -> float:

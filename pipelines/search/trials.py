@@ -91,8 +91,8 @@ def objectives_of(run_dir: str, config: Config, mode: str) -> dict:
     drop = run_lib.RunDirectory(run_dir, writable=False).metrics("verify")["drops"].get(name, 0.0)
     if drop > config.max_drop_points:
         raise TrialFailed(
-            f"{name} lost {drop:.2f} {search_report.QUALITY[metric]} points against its float "
-            f"student (the parity gate allows --max_drop_points={config.max_drop_points:g})"
+            f"{name} lost {drop:.2f} {search_report.QUALITY_WORDS[metric]} points against its "
+            f"float student (the parity gate allows --max_drop_points={config.max_drop_points:g})"
         )
     threads = str(config.threads[0])
     if config.serial:
@@ -163,7 +163,7 @@ def trial_config(base: Config, point: dict, layout: Layout, name: str) -> Config
         **trial_overrides(base, layout),
     )
     if base.task != config_lib.CLASSIFICATION:
-        return config
+        return config  # a detector's teacher takes the student's input and is not cached
     config = dataclasses.replace(config, teacher_cache_dir=layout.cache(config.image_size))
     if config.image_size:
         # The shared teacher keeps its own resolution whatever size the student searches.
