@@ -1,10 +1,19 @@
 """The search space file: parsing, what may be searched, and the check before any trial."""
 
+import glob
+import os
+
 import optuna
 import pytest
+from absl import flags
 
+from pipelines import config as config_lib
 from pipelines.config import Config
 from pipelines.search import space
+
+CONFIGS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines", "configs"
+)
 
 SPACE = """
 # a comment line
@@ -95,7 +104,7 @@ def test_an_empty_space_file_is_refused(tmp_path):
 
 
 def test_check_names_a_choice_no_trial_could_run():
-    base = Config(loss="kd")  # the search checks a --loss=auto base as kd (see search.run)
+    base = Config()  # --loss=auto: each value is checked with kd (space.check)
     parameters = space.parse("student: cnn_tiny | no_such_net\ntemperature: 1 .. 4")
     with pytest.raises(ValueError, match="student: no_such_net: --student=no_such_net is not"):
         space.check(parameters, base)
@@ -133,3 +142,15 @@ def test_a_detection_space_refuses_what_the_shared_teacher_or_a_detector_cannot_
 def test_every_searchable_name_is_a_config_field():
     fields = set(Config.__dataclass_fields__)
     assert set(space.SEARCHABLE) <= fields
+
+
+@pytest.mark.parametrize(
+    "space_file", sorted(glob.glob(os.path.join(CONFIGS, "*.space"))), ids=os.path.basename
+)
+def test_each_recipe_space_is_valid_for_its_recipe(space_file):
+    """A shipped space file checks against the recipe of its name, as the search checks it
+    before any trial."""
+    values = flags.FlagValues()
+    config_lib.define_flags(values)
+    values(["search", f"--flagfile={space_file.removesuffix('.space')}.flags"])
+    space.check(space.read(space_file), config_lib.from_flags(values))

@@ -174,7 +174,12 @@ def _typed(field: dataclasses.Field, value: Value):
 
 def check(parameters: list[Parameter], base: Config, **overrides) -> None:
     """Every choice and both ends of every range make a valid trial `Config`, checked before
-    any trial starts."""
+    any trial starts.
+
+    A trial of a --loss=auto base names its loss: the space's, or the one the base run
+    calibrates (not known yet). Every other value is checked with kd, which takes every loss
+    parameter the weak-teacher settings do."""
+    named = dict(loss="kd") if base.calibrated else {}
     for parameter in parameters:
         if parameter.name == "image_size" and base.task == config_lib.DETECTION:
             # A classifier's teacher takes its own resolution; a detector teaches on the
@@ -184,8 +189,9 @@ def check(parameters: list[Parameter], base: Config, **overrides) -> None:
                 f"{base.dataset}): the shared teacher predicts for the anchors of one input "
                 "size. Set --image_size in the base flags."
             )
+        fixed = {k: v for k, v in {**named, **overrides}.items() if k != parameter.name}
         for value in parameter.ends():
             try:
-                trial_config(base, {parameter.name: value}, **overrides)
+                trial_config(base, {parameter.name: value}, **fixed)
             except (ValueError, TypeError) as error:
                 raise ValueError(f"--space: {parameter.name}: {value}: {error}") from error

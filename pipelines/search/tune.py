@@ -166,15 +166,10 @@ def search(
     layout = Layout(os.path.abspath(base.out_dir))
     overrides = trial_overrides(base, layout)
     # Everything is checked before anything is written or any trial starts.
-    # With --loss=auto the trials take the base run's calibrated loss (not yet known): the
-    # space is checked against the weak-teacher settings, which take every loss parameter kd does.
-    named = (
-        dict(loss="kd") if base.calibrated and "loss" not in {p.name for p in parameters} else {}
-    )
     space.check(
         parameters,
         base,
-        **dict(overrides, teacher=base.teacher, teacher_weights=base.teacher_weights, **named),
+        **dict(overrides, teacher=base.teacher, teacher_weights=base.teacher_weights),
     )
     if address:
         _check_address(address)
