@@ -1,6 +1,7 @@
 """Runs the selected stages of a run in table order, reusing those the plan keeps."""
 
 import dataclasses
+import datetime
 import errno
 import gc
 import hashlib
@@ -195,6 +196,20 @@ def _continuing() -> bool:
     return os.environ.get(CONTINUING) == "1"
 
 
+# When the command began, kept in the environment of the fresh processes it continues in.
+STARTED = "TFKD_RUN_STARTED"
+
+
+def _command_started() -> datetime.datetime:
+    """When this command began: now, or, in a process it continues in, its first process's
+    time."""
+    if _continuing() and STARTED in os.environ:
+        return datetime.datetime.fromisoformat(os.environ[STARTED])
+    started = datetime.datetime.now(datetime.UTC)
+    os.environ[STARTED] = started.isoformat()
+    return started
+
+
 def _leaves_memory(stage) -> bool:
     """Stages after which a fresh process pays off: training (graphs, optimizer state, the
     allocator's high-water mark) and export (the converter's)."""
@@ -339,6 +354,29 @@ class Terminated(KeyboardInterrupt):
     is: the epoch in progress is lost, everything finished is kept."""
 
 
+def _resume_hint(config: Config, started: datetime.datetime) -> str:
+    """How to go on with a run whose command, `started` then, was interrupted. The same command
+    does, unless it names stages: --stages runs what it names again, so the hint names those
+    the command had not finished."""
+    progress = f"the training in progress continues from its last epoch in {config.out_dir}."
+    if config.stages == (stages_lib.ALL,):
+        return f"Rerun the same command to resume: finished stages are skipped and {progress}"
+    directory = run.RunDirectory(config.out_dir, writable=False)
+    recorded = directory.manifest["stages"]
+    left = [
+        s
+        for s in stages_lib.selected(config.stages, config.serial)
+        if not (
+            directory.done(s)
+            and datetime.datetime.fromisoformat(recorded[s]["finished"]) >= started
+        )
+    ]
+    return (
+        f"Resume with --stages={','.join(left)} in place of --stages="
+        f"{','.join(config.stages)} (which runs every stage it names again): {progress}"
+    )
+
+
 def _terminate(signum, frame):
     del signum, frame
     raise Terminated()
@@ -350,6 +388,7 @@ def run_from_flags(**overrides) -> tuple[Config, dict, tf.distribute.Strategy]:
     Every expected failure ends the process with one line naming it: status 2 for bad settings,
     data, files or devices, 3 for a cluster that lost a worker (restart every worker: the run
     resumes)."""
+    started = _command_started()
     if not flags.FLAGS["verbosity"].present:
         console.quiet_terminal()
     try:
@@ -366,9 +405,8 @@ def run_from_flags(**overrides) -> tuple[Config, dict, tf.distribute.Strategy]:
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, Terminated)
         _exit(
-            f"{'terminated (SIGTERM)' if terminated else 'interrupted'}. Rerun the same "
-            "command to resume: finished stages are skipped and the training in progress "
-            f"continues from its last epoch in {config.out_dir}.",
+            f"{'terminated (SIGTERM)' if terminated else 'interrupted'}. "
+            + _resume_hint(config, started),
             143 if terminated else 130,
         )
     except OSError as error:

@@ -103,3 +103,39 @@ def test_a_trained_model_is_saved_without_its_optimizer(tmp_path):
     # raises on a model that is not).
     assert model.optimizer is not None
     model.evaluate(data, verbose=0)
+
+
+def test_an_interrupted_command_that_names_stages_says_which_to_name_to_resume(tmp_path):
+    """--stages runs what it names again, so "rerun the same command" would redo the named
+    stages this command finished: the line names those it had not."""
+    import datetime
+
+    from pipelines import scheduler
+    from pipelines.config import Config
+
+    earlier = RunDirectory(str(tmp_path))
+    for stage in ("teacher", "student", "report"):
+        earlier.record(stage, [], {})  # a finished run, before this command
+    started = datetime.datetime.now(datetime.UTC)
+    named = Config(out_dir=str(tmp_path), stages=("student", "report"))
+    assert scheduler._resume_hint(named, started).startswith(
+        "Resume with --stages=student,report in place of --stages=student,report"
+    )
+    RunDirectory(str(tmp_path)).record("student", [], {})  # this command retrained it
+    assert scheduler._resume_hint(named, started).startswith(
+        "Resume with --stages=report in place of --stages=student,report (which runs every"
+    )
+    every = Config(out_dir=str(tmp_path))
+    assert scheduler._resume_hint(every, started).startswith("Rerun the same command to resume")
+
+
+def test_a_command_continuing_in_a_fresh_process_keeps_its_start(monkeypatch):
+    """--isolate_stages re-executes the command: its stages finished in earlier processes are
+    still this command's."""
+    from pipelines import scheduler
+
+    monkeypatch.setenv(scheduler.STARTED, "stale")  # restored when the test ends
+    monkeypatch.delenv(scheduler.CONTINUING, raising=False)
+    first = scheduler._command_started()
+    monkeypatch.setenv(scheduler.CONTINUING, "1")
+    assert scheduler._command_started() == first
