@@ -359,8 +359,9 @@ def _resume_hint(config: Config, started: datetime.datetime) -> str:
     does, unless it names stages: --stages runs what it names again, so the hint names those
     the command had not finished."""
     progress = f"the training in progress continues from its last epoch in {config.out_dir}."
+    same = f"Rerun the same command to resume: finished stages are skipped and {progress}"
     if config.stages == (stages_lib.ALL,):
-        return f"Rerun the same command to resume: finished stages are skipped and {progress}"
+        return same
     directory = run.RunDirectory(config.out_dir, writable=False)
     recorded = directory.manifest["stages"]
     left = [
@@ -371,6 +372,9 @@ def _resume_hint(config: Config, started: datetime.datetime) -> str:
             and datetime.datetime.fromisoformat(recorded[s]["finished"]) >= started
         )
     ]
+    named = stages_lib.selected(config.stages, config.serial)
+    if left == named:
+        return same
     return (
         f"Resume with --stages={','.join(left)} in place of --stages="
         f"{','.join(config.stages)} (which runs every stage it names again): {progress}"

@@ -63,13 +63,13 @@ def _assert_whole(out):
             json.loads(document.read_text())
 
 
-def _terminated(out, target, nth, flags=(), resume="Rerun the same command to resume"):
-    """SIGTERM at the `nth` call of `target`: one line saying how to resume (`resume`), no
-    traceback, whole files."""
+def _terminated(out, target, nth, flags=()):
+    """SIGTERM at the `nth` call of `target`: one line saying how to resume, no traceback, whole
+    files."""
     status, err = _killed_run(out, target, nth, term=True, flags=flags)
     assert status == 143, err[-3000:]
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"error: terminated (SIGTERM). {resume}"), last
+    assert last.startswith("error: terminated (SIGTERM). Rerun the same command to resume"), last
     assert "Traceback" not in err, target
     _assert_whole(out)
 
@@ -104,14 +104,7 @@ def test_killed_at_every_stage_boundary_and_mid_write_then_reruns_complete(tmp_p
     # In the export: terminated after the first .tflite file, then killed between writing one
     # and putting it in place.
     again = ("--stages=export,verify,benchmark,report",)
-    # The same command would export again from the start: the line names what is left.
-    _terminated(
-        out,
-        "tfkd.export.conversion.convert",
-        2,
-        flags=again,
-        resume="Resume with --stages=export,verify,benchmark,report in place of",
-    )
+    _terminated(out, "tfkd.export.conversion.convert", 2, flags=again)
     assert (
         _killed_run(out, "tfkd.files.atomic_path", 1, after_write=True, flags=again)[0]
         == -signal.SIGKILL

@@ -118,9 +118,8 @@ def test_an_interrupted_command_that_names_stages_says_which_to_name_to_resume(t
         earlier.record(stage, [], {})  # a finished run, before this command
     started = datetime.datetime.now(datetime.UTC)
     named = Config(out_dir=str(tmp_path), stages=("student", "report"))
-    assert scheduler._resume_hint(named, started).startswith(
-        "Resume with --stages=student,report in place of --stages=student,report"
-    )
+    # Nothing finished yet: the same command reruns both, the training resuming from its backup.
+    assert scheduler._resume_hint(named, started).startswith("Rerun the same command to resume")
     RunDirectory(str(tmp_path)).record("student", [], {})  # this command retrained it
     assert scheduler._resume_hint(named, started).startswith(
         "Resume with --stages=report in place of --stages=student,report (which runs every"
