@@ -356,8 +356,8 @@ class Terminated(KeyboardInterrupt):
 
 def _resume_hint(config: Config, started: datetime.datetime) -> str:
     """How to go on with a run whose command, `started` then, was interrupted. The same command
-    does, unless it names stages: --stages runs what it names again, so the hint names those
-    the command had not finished."""
+    does, unless it names stages and finished some of them: --stages runs what it names again,
+    so the hint names the others."""
     progress = f"the training in progress continues from its last epoch in {config.out_dir}."
     same = f"Rerun the same command to resume: finished stages are skipped and {progress}"
     if config.stages == (stages_lib.ALL,):
