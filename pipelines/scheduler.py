@@ -364,15 +364,15 @@ def _resume_hint(config: Config, started: datetime.datetime) -> str:
         return same
     directory = run.RunDirectory(config.out_dir, writable=False)
     recorded = directory.manifest["stages"]
+    named = stages_lib.selected(config.stages, config.serial)
     left = [
         s
-        for s in stages_lib.selected(config.stages, config.serial)
+        for s in named
         if not (
             directory.done(s)
             and datetime.datetime.fromisoformat(recorded[s]["finished"]) >= started
         )
     ]
-    named = stages_lib.selected(config.stages, config.serial)
     if left == named:
         return same
     return (
