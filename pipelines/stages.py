@@ -409,7 +409,7 @@ def verify(ctx: "Context") -> StageResult:
         accuracies[name] = accuracy
         logging.info("%s: test accuracy %.4f", name, accuracy)
     export.write_card(out, card)
-    drops, failure = gate_students(ctx, accuracies, "accuracy", "float Keras student", "accuracy")
+    drops, failure = gate_students(ctx, accuracies, "accuracy", "accuracy")
     return [RunLayout.exported(export.CARD_FILE)], {
         "accuracy": accuracies,
         "drops": drops,
@@ -418,7 +418,7 @@ def verify(ctx: "Context") -> StageResult:
 
 
 def gate_students(
-    ctx, measured: dict[str, float], metric: str, reference_name: str, metric_name: str
+    ctx, measured: dict[str, float], metric: str, metric_name: str
 ) -> tuple[dict[str, float], str | None]:
     """The parity gate (--max_drop_points) on the exported students' `measured` scores, by
     variant, against the shipped float student's `metric` (`metric_name` in the message): the
@@ -433,7 +433,7 @@ def gate_students(
                 reference,
                 students,
                 ctx.config.max_drop_points,
-                reference_name=reference_name,
+                reference_name="float Keras student",
                 metric=metric_name,
             ),
             None,

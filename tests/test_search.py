@@ -247,12 +247,23 @@ def test_a_trial_ships_its_qad_file_when_there_is_one():
         search.shipped_variant(card, "dynamic")
 
 
-def _fake_run(run_dir, drop=0.0):
-    """A finished run's files as objectives_of reads them: card, verify drops, latencies."""
+def _write_run(run_dir, variants, drops, host):
+    """A finished run's files as objectives_of reads them: the card's `variants`, the verify
+    stage's `drops`, the `host` latencies."""
+    from pipelines.run import RunDirectory
+
     (run_dir / "tflite").mkdir(parents=True)
     (run_dir / "benchmark").mkdir()
-    card = {
-        "variants": {
+    (run_dir / "tflite" / "model_card.json").write_text(json.dumps({"variants": variants}))
+    RunDirectory(str(run_dir)).record("verify", [], {"drops": drops})
+    (run_dir / "benchmark" / "host.json").write_text(json.dumps(host))
+
+
+def _fake_run(run_dir, drop=0.0):
+    """A classification run's files, with latencies on the host and on a phone."""
+    _write_run(
+        run_dir,
+        {
             "student_qad_int8": {
                 "file": "student_qad_int8.tflite",
                 "size_bytes": 20480,
@@ -263,16 +274,10 @@ def _fake_run(run_dir, drop=0.0):
                 "size_bytes": 20000,
                 "accuracy": {"split": "test", "value": 0.90},
             },
-        }
-    }
-    (run_dir / "tflite" / "model_card.json").write_text(json.dumps(card))
-    from pipelines.run import RunDirectory
-
-    RunDirectory(str(run_dir)).record(
-        "verify", [], {"drops": {"student_qad_int8": drop, "student_int8": 3.0}}
+        },
+        {"student_qad_int8": drop, "student_int8": 3.0},
+        {"student_qad_int8": {"1": {"latency": {"p50_ms": 0.5, "mean_ms": 0.6}}}},
     )
-    host = {"student_qad_int8": {"1": {"latency": {"p50_ms": 0.5, "mean_ms": 0.6}}}}
-    (run_dir / "benchmark" / "host.json").write_text(json.dumps(host))
     device = {
         "device": {},
         "variants": {"student_qad_int8": {"1": {"latency": {"p50_ms": None, "mean_ms": 2.5}}}},
@@ -359,24 +364,21 @@ def test_a_detection_trial_shares_the_teacher_uncached_and_is_scored_by_the_map_
     assert "baseline" not in config.stages and config.threads == (1,)
 
     run = tmp_path / "trials" / "t1"
-    (run / "tflite").mkdir(parents=True)
-    (run / "benchmark").mkdir()
     entry = {"file": "student_qad_int8_io_uint8.tflite", "size_bytes": 10240}
-    card = {
-        "variants": {
+    _write_run(
+        run,
+        {
             "student_qad_int8_io_uint8": dict(entry, map={"split": "test", "map": 0.31}),
             "student_int8_io_uint8": dict(entry, map={"split": "test", "map": 0.25}),
-        }
-    }
-    (run / "tflite" / "model_card.json").write_text(json.dumps(card))
-    host = {"student_qad_int8_io_uint8": {"1": {"latency": {"p50_ms": 0.7, "mean_ms": 0.8}}}}
-    (run / "benchmark" / "host.json").write_text(json.dumps(host))
-    from pipelines.run import RunDirectory
-
-    RunDirectory(str(run)).record("verify", [], {"drops": {"student_qad_int8_io_uint8": 0.5}})
+        },
+        {"student_qad_int8_io_uint8": 0.5},
+        {"student_qad_int8_io_uint8": {"1": {"latency": {"p50_ms": 0.7, "mean_ms": 0.8}}}},
+    )
     measured = search.objectives_of(str(run), config, "int8_io_uint8")
     assert (measured["map"], measured["latency_ms"], measured["size_kb"]) == (0.31, 0.7, 10.0)
     assert "accuracy" not in measured
+    from pipelines.run import RunDirectory
+
     RunDirectory(str(run)).record("verify", [], {"drops": {"student_qad_int8_io_uint8": 4.0}})
     with pytest.raises(search.TrialFailed, match=r"lost 4.00 mAP@\[.5:.95\] points"):
         search.objectives_of(str(run), config, "int8_io_uint8")

@@ -273,9 +273,7 @@ def verify(ctx: "DetectionContext") -> StageResult:
         found[name] = scores[name]["map"]
         logging.info("%s: test mAP %.4f (mAP@.5 %.4f)", name, found[name], scores[name]["map50"])
     export.write_card(out, card)
-    drops, failure = classification_stages.gate_students(
-        ctx, found, "map", "float Keras student's mAP", "mAP"
-    )
+    drops, failure = classification_stages.gate_students(ctx, found, "map", "mAP")
     return [RunLayout.exported(export.CARD_FILE)], {
         "accuracy": found,
         "scores": scores,

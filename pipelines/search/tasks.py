@@ -35,8 +35,9 @@ def quality_in_card(entry: dict, metric: str) -> float:
 
 
 def latency_inputs(base: Config) -> np.ndarray | None:
-    """What a shipped file is fed while its latency is measured again: a detector the first test
-    image, as its run's benchmark stage did (the post-processing's work depends on what the
+    """What a file is fed while the search measures its latency (the floor's candidates, the
+    shipped files measured again): a detector the first test image, as its run's benchmark
+    stage did (the post-processing's work depends on what the
     detector finds); a classifier, whose work does not depend on its input, random data."""
     if base.task != config_lib.DETECTION:
         return None
@@ -50,13 +51,12 @@ def _first_images(split: detection_data.DetectionSplit, base: Config, count: int
     return detectors.preprocessing(size).normalize(detectors.images(head, size)).numpy()
 
 
-def floor_exporter(base: Config, size: str) -> tuple[Exporter, np.ndarray | None]:
+def floor_exporter(base: Config, size: str) -> Exporter:
     """How the latency floor exports an untrained candidate of `base`'s task at resolution
-    `size` (as the space spells it): `export(student, mode, directory)` returns the file's path;
-    with the input the file is fed (None: random data)."""
+    `size` (as the space spells it): `export(student, mode, directory)` returns the file's
+    path."""
     if base.task == config_lib.DETECTION:
-        found = detection_data.load(base.dataset)
-        return _untrained_detector(base, found["train"]), _first_images(found["val"], base, 1)
+        return _untrained_detector(base, detection_data.load(base.dataset)["train"])
     at_size = space.trial_config(base, {"image_size": size})
     splits = tfkd.data.load(
         base.dataset,
@@ -85,7 +85,7 @@ def floor_exporter(base: Config, size: str) -> tuple[Exporter, np.ndarray | None
         )
         return os.path.join(directory, card["variants"][f"{student}_{mode}"]["file"])
 
-    return export, None
+    return export
 
 
 def _untrained_detector(base: Config, train: detection_data.DetectionSplit) -> Exporter:

@@ -10,6 +10,7 @@ import sys
 import time
 import typing
 
+import numpy as np
 from absl import logging
 
 from pipelines import console, report
@@ -42,9 +43,10 @@ def _check_address(address: str) -> None:
         ) from error
 
 
-def latency_floor(base: Config, parameters: list) -> tuple[float, str]:
+def latency_floor(base: Config, parameters: list, inputs: np.ndarray | None) -> tuple[float, str]:
     """The lowest latency any point of the space can reach: the candidates' architectures at the
-    smallest resolution, in each export mode (`tfkd.measure.benchmark.latency_floor`)."""
+    smallest resolution, in each export mode (`tfkd.measure.benchmark.latency_floor`), fed
+    `inputs` (`tasks.latency_inputs`)."""
 
     def choices(name, default):
         parameter = next((p for p in parameters if p.name == name), None)
@@ -52,11 +54,10 @@ def latency_floor(base: Config, parameters: list) -> tuple[float, str]:
 
     sizes = choices("image_size", ",".join(map(str, base.image_size)))
     smallest = min(sizes, key=lambda s: _area(s))
-    export_untrained, inputs = tasks.floor_exporter(base, smallest)
     p50, which = benchmark.latency_floor(
         choices("student", base.student),
         choices("modes", base.modes[0]),
-        export_untrained,
+        tasks.floor_exporter(base, smallest),
         threads=base.threads[0],
         inputs=inputs,
     )
@@ -109,13 +110,12 @@ def _error_text(error) -> str:
 REMEASURE_REPEATS = 3
 
 
-def _remeasure(points: list, base: Config) -> float:
+def _remeasure(points: list, base: Config, inputs: np.ndarray | None) -> float:
     """Trials measured latency while others trained; the front compares quiet measurements:
     every file measured `REMEASURE_REPEATS` times, interleaved, their median kept. Returns the
     largest relative spread of one file's repeats."""
     if base.serial or not points:
         return 0.0  # measured on the phone, where the search does not share the CPU
-    inputs = tasks.latency_inputs(base)
     repeats: list[list[float]] = [[] for _ in points]
     for _ in range(REMEASURE_REPEATS):
         for point, measured in zip(points, repeats):
@@ -173,9 +173,11 @@ def search(
     )
     if address:
         _check_address(address)
+    # Read once: the floor's candidates and the shipped files measured again are fed the same.
+    inputs = tasks.latency_inputs(base)
     floor = None
     if latency_budget_ms is not None:
-        floor = latency_floor(base, parameters)
+        floor = latency_floor(base, parameters, inputs)
         if floor[0] > latency_budget_ms:
             print(
                 f"warning: no candidate can meet --latency_budget_ms={latency_budget_ms:g}: "
@@ -268,7 +270,7 @@ def search(
     quality = tasks.quality(base)
     points, failed = _points(results, layout, quality)
     references = _base_points(base, layout)
-    spread = _remeasure(points + references, base)
+    spread = _remeasure(points + references, base, inputs)
     front_points = search_report.front(points, objectives)
     recommended, sentence = search_report.recommend(
         front_points, quality, latency_budget_ms, size_budget_kb
