@@ -1,6 +1,7 @@
 """Test-session set-up: two logical CPU devices, so tf.distribute tests run on one CPU."""
 
 import atexit
+import gc
 import json
 import os
 import shutil
@@ -115,3 +116,12 @@ HEAVIEST_FILES_SECONDS = {
 
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: -HEAVIEST_FILES_SECONDS.get(item.path.name, 0))
+
+
+def pytest_collection_finish(session):
+    # The runs a test makes in this process collect after each training stage
+    # (pipelines/scheduler.py); with the imports and the collected tests frozen, those
+    # collections go through what the tests made alone, as a program's go through its run's.
+    del session
+    gc.collect()
+    gc.freeze()

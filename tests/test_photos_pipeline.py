@@ -22,9 +22,7 @@ def test_photos_at_two_resolutions_with_a_pretrained_application_teacher(tmp_pat
     made = make_photo_folder(CIFAR_SAMPLE, str(photos), ["cat", "dog"], 10, 4, rotated_fraction=0.5)
     assert made["rotated"] > 0
     prep = tfkd.data.photo_preprocessing((48, 48), 3)
-    pretrained = tfkd.models.pretrained.build(
-        "keras_applications:MobileNetV3Small", (48, 48, 3), 2, prep
-    )
+    pretrained = tfkd.models.pretrained.build("keras_applications:MobileNet", (48, 48, 3), 2, prep)
     backbone = keras.Model(pretrained.input, pretrained.get_layer("head_dropout").input)
     backbone.save_weights(str(tmp_path / "backbone.h5"))
     run = tmp_path / "run"
@@ -33,7 +31,7 @@ def test_photos_at_two_resolutions_with_a_pretrained_application_teacher(tmp_pat
         "--image_size=32,32",
         "--teacher_image_size=48,48",
         "--resize=crop",
-        "--teacher=keras_applications:MobileNetV3Small",
+        "--teacher=keras_applications:MobileNet",
         f"--teacher_weights={tmp_path / 'backbone.h5'}",
         "--teacher_head_epochs=1",
         "--teacher_epochs=1",
