@@ -386,6 +386,13 @@ class Config:
         choices=tfkd.export.OUTPUTS,
         read_by=("export",),
     )
+    export_teacher: bool = setting(
+        True,
+        "Export the teacher too (teacher_float32.tflite, logits), verify and time it: the "
+        "report's reference, and a .tflite teacher a later run can take. A search's trials leave "
+        "it out: they share the base run's teacher.",
+        read_by=("export",),
+    )
     select: str = setting(
         "best",
         "Which student to quantize and ship: the distilled student unless the "

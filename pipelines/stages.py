@@ -354,15 +354,17 @@ def export_models(ctx: "Context") -> StageResult:
             output=config.export_output,
             **common,
         )
-    # The teacher's file keeps logits: it can teach again (a .tflite teacher) through the cache.
-    card = export.export(
-        ctx.model("teacher"),
-        out,
-        ["float32"],
-        name="teacher",
-        output="logits",
-        **dict(common, preprocessing=ctx.teacher_splits.preprocessing),
-    )
+    if config.export_teacher:
+        # The teacher's file keeps logits: it can teach again (a .tflite teacher) through the
+        # cache.
+        card = export.export(
+            ctx.model("teacher"),
+            out,
+            ["float32"],
+            name="teacher",
+            output="logits",
+            **dict(common, preprocessing=ctx.teacher_splits.preprocessing),
+        )
     card["shipped"] = {"model": selection["shipped"], "reason": selection["reason"]}
     card["keras3"] = _keras3_student(ctx.model(selection["shipped"]), out)
     export.write_card(out, card)

@@ -130,7 +130,12 @@ def test_every_setting_names_the_stages_that_read_it():
         "data_cache",
         "teacher_cache_dir",
     }
-    assert set(Config().read_by("export")) == {"modes", "export_output", "representative_size"}
+    assert set(Config().read_by("export")) == {
+        "modes",
+        "export_output",
+        "export_teacher",
+        "representative_size",
+    }
 
 
 def test_validation_runs_once_per_config(monkeypatch):

@@ -118,6 +118,14 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     assert os.path.exists(os.path.join(out, "recommended", os.path.basename(recommended["file"])))
     assert os.path.exists(os.path.join(out, "recommended", "model_card.json"))
     assert "## Pareto front" in open(os.path.join(out, "report.md")).read()
+    _assert_only_the_base_exports_the_teacher(out)
+
+
+def _assert_only_the_base_exports_the_teacher(out):
+    """Trials share the base run's teacher: none converts, verifies or times it again."""
+    assert os.path.exists(os.path.join(out, "base", "tflite", "teacher_float32.tflite"))
+    assert glob.glob(os.path.join(out, "trials", "*", "tflite", "student_*.tflite"))
+    assert not glob.glob(os.path.join(out, "trials", "*", "tflite", "teacher_*"))
 
 
 def _free_port():
@@ -200,6 +208,7 @@ def test_two_node_cluster_on_loopback_runs_a_detection_search_on_both_nodes(tmp_
             assert card["task"] == "object detection"
         assert report["latency_floor"][1] == "detector_small in float32 at 64,64"
         assert "| model | mAP@[.5:.95], % |" in open(os.path.join(out, "report.md")).read()
+        _assert_only_the_base_exports_the_teacher(out)
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 

@@ -200,7 +200,7 @@ def has_qad_student(ctx: "DetectionContext") -> bool:
 def export_models(ctx: "DetectionContext") -> StageResult:
     """`.tflite` detectors with TFLite_Detection_PostProcess and object-detector metadata: the
     shipped student in every --modes, the QAD student in the integer one, the teacher in
-    float32; labels.txt and the model card beside them."""
+    float32 (--export_teacher); labels.txt and the model card beside them."""
     config = ctx.config
     out = ctx.directory.export_dir()
     os.makedirs(out, exist_ok=True)
@@ -209,7 +209,8 @@ def export_models(ctx: "DetectionContext") -> StageResult:
     exports = [(selection["shipped"], "student", list(config.modes))]
     if has_qad_student(ctx):
         exports.append(("student_qad", "student_qad", [m for m in config.modes if m != "float32"]))
-    exports.append(("teacher", "teacher", ["float32"]))
+    if config.export_teacher:
+        exports.append(("teacher", "teacher", ["float32"]))
     card: dict = {
         "format_version": export.CARD_VERSION,
         "task": "object detection",

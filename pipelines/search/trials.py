@@ -44,12 +44,13 @@ def calibrated_settings(base: Config, layout: Layout) -> dict:
 
 def trial_overrides(base: Config, layout: Layout) -> dict:
     """What every trial changes besides its point: the shared teacher (and a classifier's
-    logits), the stages a search needs (no student alone: the search compares trials), one
-    thread count."""
+    logits), the stages a search needs (no student alone: the search compares trials; no
+    teacher file: the base run has it), one thread count."""
     overrides = dict(
         teacher=shared_teacher(base, layout),
         teacher_weights="",
         select="distilled",
+        export_teacher=False,
         stages=tuple(s for s in stages_lib.selected(("all",), base.serial) if s != "baseline"),
         threads=base.threads[:1],
         overwrite=False,
