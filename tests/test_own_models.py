@@ -226,12 +226,16 @@ def test_a_student_file_that_cannot_be_trained_is_refused_before_training(
 
 
 @pytest.mark.slow
-def test_a_keras3_student_on_photos_ships_an_int8_file_mediapipe_loads(tmp_path, mediapipe_python):
-    """The Keras 3 student on RGB photos (the CIFAR-10 sample), int8 with uint8 input as
-    apps feed it; MediaPipe's ImageClassifier, the client apps use, loads it and names its
-    categories with the run's labels, and picks what tfkd's own LiteRT run picks."""
+def test_the_cifar10_recipe_with_a_keras3_student_ships_an_int8_file_mediapipe_loads(
+    tmp_path, mediapipe_python
+):
+    """The CIFAR-10 recipe (its flagfile, as a user runs it) on the real image sample, with a
+    Keras 3 student file: int8 with uint8 input as apps feed it, a report of every model, and
+    MediaPipe's ImageClassifier, the client apps use, loads the QAD file, names its categories
+    with the run's labels, and picks what tfkd's own LiteRT run picks."""
     from tests.conftest import CIFAR_SAMPLE
     from tests.test_metadata import _cifar_sample, mediapipe_classify
+    from tests.test_pipeline import _main
 
     inputs = k3.Input((32, 32, 3))
     x = k3.layers.Conv2D(16, 3, strides=2, padding="same")(inputs)
@@ -239,38 +243,39 @@ def test_a_keras3_student_on_photos_ships_an_int8_file_mediapipe_loads(tmp_path,
     x = k3.layers.GlobalAveragePooling2D()(x)
     k3.Model(inputs, k3.layers.Dense(10)(x), name="rgb_student").save(tmp_path / "s.keras")
     run = tmp_path / "run"
-    config = Config(
-        out_dir=str(run),
-        dataset=f"folder:{CIFAR_SAMPLE}",
-        teacher="resnet8",
-        student=str(tmp_path / "s.keras"),
-        loss="kd",
-        teacher_epochs=1,
-        student_epochs=1,
-        qat_epochs=1,
-        modes=("int8_io_uint8",),
-        representative_size=10,
-        max_drop_points=100.0,
-        benchmark_runs=2,
-        threads=(1,),
-        stages=("teacher", "baseline", "student", "select", "qad", "export", "verify"),
+    result = _main(
+        "--flagfile=pipelines/configs/cifar10.flags",
+        f"--dataset=folder:{CIFAR_SAMPLE}",
+        "--teacher=resnet8",
+        f"--student={tmp_path / 's.keras'}",
+        "--teacher_epochs=1",
+        "--student_epochs=1",
+        "--qat_epochs=1",
+        "--modes=int8_io_uint8",
+        "--representative_size=10",
+        "--max_drop_points=100",
+        "--threads=1",
+        "--benchmark_runs=2",
+        f"--out_dir={run}",
     )
-    scheduler.execute(config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((run / "report.json").read_text())
+    assert report["dataset"].startswith("folder:") and len(report["models"]) == 7
     card = json.loads((run / "tflite" / "model_card.json").read_text())
+    assert card["labels"][:2] == ["airplane", "automobile"]
     entry = card["variants"]["student_qad_int8_io_uint8"]
     images, _, classes = _cifar_sample()
     model = str(run / "tflite" / entry["file"])
-    result = mediapipe_classify(mediapipe_python, images, tmp_path, [model])[model]
-    assert "error" not in result, result.get("error")
-    mediapipe_top1 = [max(c, key=lambda c: c["score"])["index"] for c in result["images"]]
+    classified = mediapipe_classify(mediapipe_python, images, tmp_path, [model])[model]
+    assert "error" not in classified, classified.get("error")
+    mediapipe_top1 = [max(c, key=lambda c: c["score"])["index"] for c in classified["images"]]
     assert all(
-        sorted(c["name"] for c in categories) == sorted(classes) for categories in result["images"]
+        sorted(c["name"] for c in categories) == sorted(classes)
+        for categories in classified["images"]
     )
     normalized = tfkd.data.load(f"folder:{CIFAR_SAMPLE}").preprocessing.normalize(images)
     tfkd_top1 = (
-        tfkd.measure.runtime.TFLiteClassifier(str(run / "tflite" / entry["file"]))
-        .predict(normalized.numpy())
-        .argmax(axis=1)
+        tfkd.measure.runtime.TFLiteClassifier(model).predict(normalized.numpy()).argmax(axis=1)
     )
     assert np.mean(np.array(mediapipe_top1) == tfkd_top1) >= 0.99
 

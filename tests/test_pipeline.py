@@ -266,7 +266,8 @@ def test_a_teacher_file_for_other_classes_is_rejected(tmp_path):
 
 @pytest.mark.slow
 def test_training_stages_run_under_a_two_replica_mirrored_strategy(tmp_path, mirrored_strategy):
-    config = Config(out_dir=str(tmp_path), teacher_cache="memory", **TINY)
+    # The race under the strategy; a small teacher: what is tested is the strategy, not its size.
+    config = Config(out_dir=str(tmp_path), teacher="cnn_small", teacher_cache="memory", **TINY)
     results = scheduler.execute(config, mirrored_strategy)
     # The recorded accuracies are those of the models kept, measured again on one device.
     test = Context(dataclasses.replace(config, stages=("all",))).test
@@ -389,32 +390,6 @@ def test_main_with_the_readme_flagfile_prints_the_report_and_measures_again(tmp_
     assert set(host["student_float32"]) == {"1", "2"} and "student_qad_int8_io_uint8" in host
     report = json.loads((tmp_path / "report.json").read_text())
     assert "student_qad" in {m["name"] for m in report["models"]}
-
-
-@pytest.mark.slow
-def test_cifar10_flagfile_runs_on_the_real_image_sample(tmp_path):
-    from tests.conftest import CIFAR_SAMPLE
-
-    result = _main(
-        "--flagfile=pipelines/configs/cifar10.flags",
-        f"--dataset=folder:{CIFAR_SAMPLE}",
-        "--teacher=resnet8",
-        "--student=resnet8",
-        "--teacher_epochs=1",
-        "--student_epochs=1",
-        "--qat_epochs=1",
-        "--modes=int8_io_uint8",
-        "--representative_size=10",
-        "--max_drop_points=100",
-        "--threads=1",
-        "--benchmark_runs=2",
-        f"--out_dir={tmp_path}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert report["dataset"].startswith("folder:") and len(report["models"]) == 7
-    card = json.loads((tmp_path / "tflite" / "model_card.json").read_text())
-    assert card["labels"][:2] == ["airplane", "automobile"]
 
 
 @pytest.mark.slow
