@@ -86,31 +86,31 @@ def mirrored_strategy():
 
 
 # Seconds each of the heaviest files took in the whole suite on a 2-core CPU (scripts/test,
-# --durations, session 15). pytest-xdist hands out whole files (--dist loadfile,
+# --durations, session 16). pytest-xdist hands out whole files (--dist loadfile,
 # --no-loadscope-reorder in pytest.ini) in collection order; starting the longest first keeps one
 # worker from running a two-minute file alone at the end (longest-processing-time-first
 # scheduling). Only the order depends on these figures.
 HEAVIEST_FILES_SECONDS = {
-    "test_pipeline.py": 270,
-    "test_search.py": 150,
-    "test_detection_pipeline.py": 125,
-    "test_benchmarks.py": 110,
-    "test_distribute.py": 90,
-    "test_pipeline_kills.py": 75,
-    "test_photos_pipeline.py": 70,
-    "test_models.py": 64,
-    "test_failures.py": 51,
-    "test_own_models.py": 50,
-    "test_keras3.py": 42,
-    "test_stage_isolation.py": 27,
-    "test_readme.py": 26,
-    "test_export.py": 26,
-    "test_detection_training.py": 26,
-    "test_detection_models.py": 23,
-    "test_few_labels.py": 21,
-    "test_images.py": 19,
-    "test_data.py": 17,
-    "test_programs.py": 16,
+    "test_pipeline.py": 183,
+    "test_search.py": 138,
+    "test_detection_pipeline.py": 111,
+    "test_benchmarks.py": 81,
+    "test_pipeline_kills.py": 76,
+    "test_distribute.py": 75,
+    "test_models.py": 63,
+    "test_photos_pipeline.py": 53,
+    "test_failures.py": 46,
+    "test_own_models.py": 42,
+    "test_keras3.py": 39,
+    "test_export.py": 29,
+    "test_readme.py": 25,
+    "test_stage_isolation.py": 24,
+    "test_detection_training.py": 21,
+    "test_detection_models.py": 19,
+    "test_data.py": 18,
+    "test_images.py": 17,
+    "test_distiller.py": 16,
+    "test_programs.py": 14,
 }
 
 

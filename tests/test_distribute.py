@@ -195,7 +195,7 @@ def _start_workers(out_dir, extra, ports, before_worker1=None):
         flags = [
             "--strategy=multi_worker",
             f"--out_dir={out_dir}",
-            "--teacher_epochs=2",
+            "--teacher_epochs=1",
             "--qat_epochs=1",
             "--modes=float32",
             "--max_drop_points=100",
@@ -233,15 +233,15 @@ def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_
     mid-distillation; restarted, the run resumes from its backup and the chief alone writes."""
     out = tmp_path / "run"
     extra = [
-        "--student_epochs=3",
+        "--student_epochs=2",
         "--loss=kd",  # a fixed loss: the race's own kill is tests/test_pipeline_kills.py's
         "--teacher_cache=disk",
         "--pad_crop=1",
         "--teacher_cache_views=2",
     ]
     # Worker 1 SIGKILLs itself as the distilled student's second epoch ends, after the first
-    # epoch's backup: the teacher's 2 and the student alone's 3 epochs end before.
-    kill = functools.partial(kill_at.arm, kill_at.EPOCH_END, 2 + 3 + 2)
+    # epoch's backup: the teacher's 1 and the student alone's 2 epochs end before.
+    kill = functools.partial(kill_at.arm, kill_at.EPOCH_END, 1 + 2 + 2)
     codes = _finish(_start_workers(str(out), extra, _free_ports(2), before_worker1=kill))
     assert codes[0] != 0 and codes[1] == -signal.SIGKILL, _log(tmp_path, 0)[-3000:]
     assert "Restart every worker" in _log(tmp_path, 0)
@@ -254,7 +254,7 @@ def test_two_workers_survive_a_killed_worker_and_write_one_set_of_artifacts(tmp_
     assert codes == [0, 0], chief[-3000:]
     assert "teacher: finished earlier, unchanged; reused" in chief
     epochs = [line for line in chief.splitlines() if line.strip().startswith("student epoch ")]
-    assert epochs and "epoch 1/3 " not in epochs[0], "distillation restarted instead of resuming"
+    assert epochs and "epoch 1/2 " not in epochs[0], "distillation restarted instead of resuming"
     manifest = json.loads((out / "manifest.json").read_text())
     assert {"teacher", "baseline", "student", "qad", "export", "report"} <= set(manifest["stages"])
     assert (out / "report.md").exists() and (out / "teacher_cache" / "teacher_logits.npy").exists()
