@@ -1,7 +1,8 @@
 """`tools/`, `pipelines/` and `benchmarks/` use the library through `tfkd.__all__` and the
-subpackages' `__all__` only, and the library never imports `pipelines/`
-(docs/architecture.md)."""
+subpackages' `__all__` only, the library never imports `pipelines/`, no module imports itself
+back, and no library module outgrows one concept (docs/architecture.md)."""
 
+import ast
 import os
 import re
 
@@ -67,3 +68,95 @@ def test_the_library_never_imports_the_pipeline():
         if re.search(r"^\s*(from|import) pipelines\b", text, re.M)
     ]
     assert offenders == []
+
+
+def _module_cycles(root: str, packages: tuple[str, ...]) -> list[set[str]]:
+    """Groups of modules under `root` that import one another at module level (strongly
+    connected components of the import graph, two modules or more). A package's `__init__`
+    importing its own submodules is not counted: Python runs it first either way."""
+    paths = {}
+    for package in packages:
+        for directory, _, names in os.walk(os.path.join(root, package)):
+            for name in names:
+                if name.endswith(".py"):
+                    relative = os.path.relpath(os.path.join(directory, name), root)[:-3]
+                    module = relative.replace(os.sep, ".").removesuffix(".__init__")
+                    paths[module] = os.path.join(directory, name)
+
+    def known(name: str) -> str | None:
+        while name and name not in paths:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in paths.items():
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+        package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+        targets = set()
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                # `from package import module` depends on the module; `from module import
+                # name` on the module.
+                targets |= {
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in paths else base
+                    for alias in node.names
+                }
+        found = {known(t) for t in targets} - {None, module}
+        graph[module] = {t for t in found if t is not None and not module.startswith(t + ".")}
+    # Tarjan's strongly connected components.
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in graph[module]:
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = set()
+            while True:
+                member = stack.pop()
+                component.add(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                cycles.append(component)
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_no_module_imports_itself_back(tmp_path):
+    assert _module_cycles(ROOT, ("tfkd", "pipelines")) == []
+    # What the check finds: two modules of a package that import each other, one of them late.
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("from pkg import a\n")
+    (tmp_path / "pkg" / "a.py").write_text("import math\nfrom pkg.b import B\n")
+    (tmp_path / "pkg" / "b.py").write_text("B = 1\nfrom . import a  # noqa\n")
+    assert _module_cycles(str(tmp_path), ("pkg",)) == [{"pkg.a", "pkg.b"}]
+
+
+def test_no_library_module_is_over_450_lines():
+    """One concept per module (tfkd/third_party holds generated code: TFLite's metadata
+    schema)."""
+    long = {
+        path: text.count("\n")
+        for path, text in _sources("tfkd")
+        if not path.startswith(os.path.join("tfkd", "third_party")) and text.count("\n") > 450
+    }
+    assert long == {}

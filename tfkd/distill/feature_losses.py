@@ -5,7 +5,7 @@ losses (`tfkd.losses.get("hint")`) and paired with layers by
 
 import tensorflow as tf
 
-from tfkd.distill.losses import LogitLoss, _check_nonnegative, register
+from tfkd.distill.loss_base import LogitLoss, check_nonnegative, register
 
 
 class FeatureLoss(LogitLoss):
@@ -90,8 +90,8 @@ class RKD(FeatureLoss):
     """
 
     def __init__(self, distance_weight: float = 25.0, angle_weight: float = 50.0):
-        self.distance_weight = _check_nonnegative("distance_weight", distance_weight)
-        self.angle_weight = _check_nonnegative("angle_weight", angle_weight)
+        self.distance_weight = check_nonnegative("distance_weight", distance_weight)
+        self.angle_weight = check_nonnegative("angle_weight", angle_weight)
 
     @staticmethod
     def _distances(e: tf.Tensor) -> tf.Tensor:

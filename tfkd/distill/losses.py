@@ -1,179 +1,46 @@
-"""Distillation losses.
-
-A logit loss is called as `loss(teacher_logits, student_logits, labels=None, sample_weight=None)`
-and returns the batch mean as a scalar. Subclasses implement `per_example`, which returns one
-value per example; the base class owns weighting and averaging so that every method treats
-sample weights the way Keras treats them for its own losses (weighted sum / batch size).
+"""Distillation losses, `tfkd.losses`: the logit losses (KD, DKD, DIST, LogitMSE), defined here,
+and the feature losses (`feature_losses.py`), on the registry and base class of `loss_base.py`.
 """
-
-import math
-from collections.abc import Sequence
-from typing import Any
 
 import tensorflow as tf
 
-from tfkd.keras import keras
-from tfkd.registry import Registry
+from tfkd.distill.feature_losses import RKD, AttentionTransfer, FeatureLoss, Hint
+from tfkd.distill.loss_base import (
+    BOOLEANS,
+    DEFAULT_TEMPERATURE,
+    LogitLoss,
+    available,
+    check_bool,
+    check_nonnegative,
+    check_temperature,
+    from_spec,
+    get,
+    register,
+    standardized,
+    takes,
+    weighted_batch_mean,
+)
 
-_REGISTRY: Registry[type] = Registry("loss")
-DEFAULT_TEMPERATURE = 4.0
-BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
-
-
-def register(name: str):
-    """Registers a loss class under `name` for `get` and Keras serialization."""
-
-    def add(cls):
-        _REGISTRY.register(name)(cls)
-        return keras.saving.register_keras_serializable(package="tfkd", name=cls.__name__)(cls)
-
-    return add
-
-
-def get(name: str, **kwargs: Any) -> "LogitLoss":
-    """Builds the loss registered as `name` with `kwargs`.
-
-    Raises:
-        ValueError: for an unknown name, listing the available ones.
-    """
-    return _REGISTRY.get(name)(**kwargs)
-
-
-def takes(name: str, argument: str) -> bool:
-    """Whether the loss registered as `name` has the constructor argument `argument`."""
-    import inspect
-
-    return argument in inspect.signature(_REGISTRY.get(name)).parameters
-
-
-def available() -> list[str]:
-    """Names of all registered losses."""
-    return _REGISTRY.names()
-
-
-def from_spec(
-    name: str, params: Sequence[str] = (), temperature: float | None = None
-) -> "LogitLoss":
-    """The loss `name` built from `key=value` strings, e.g. `from_spec("dkd", ["beta=2"])` or
-    `from_spec("kd", ["standardize=true"])`.
-
-    `temperature`, when given, is passed to losses that take one (others ignore it); every
-    other parameter keeps its paper's default unless named in `params`.
-    """
-    kwargs: dict[str, float] = {}
-    if temperature is not None and takes(name, "temperature"):
-        kwargs["temperature"] = temperature
-    for item in params:
-        key, _, value = item.partition("=")
-        if not value or not takes(name, key) or (key == "temperature" and temperature is not None):
-            raise ValueError(
-                f"'{item}' is not a key=value parameter of loss '{name}' (temperature "
-                "is given separately)."
-            )
-        if key == "standardize":
-            if value.lower() not in BOOLEANS:
-                raise ValueError(f"'{item}': standardize takes true or false.")
-            kwargs[key] = BOOLEANS[value.lower()]
-            continue
-        try:
-            kwargs[key] = float(value)
-        except ValueError as error:
-            raise ValueError(f"'{item}': {value!r} is not a number.") from error
-    return get(name, **kwargs)
-
-
-def weighted_batch_mean(values: tf.Tensor, sample_weight: tf.Tensor | None = None) -> tf.Tensor:
-    """Mean of per-example `values` (shape `(batch,)`), weighted as Keras does.
-
-    Keras' SUM_OVER_BATCH_SIZE divides the weighted sum by the batch size, not by the sum of
-    weights; doing the same keeps a Distiller with `student_loss_weight=1` identical to plain
-    `model.fit`.
-    """
-    values = tf.convert_to_tensor(values)
-    if sample_weight is None:
-        return tf.reduce_mean(values)
-    sample_weight = tf.reshape(tf.cast(sample_weight, values.dtype), tf.shape(values))
-    batch_size = tf.cast(tf.size(values), values.dtype)
-    return tf.math.divide_no_nan(tf.reduce_sum(values * sample_weight), batch_size)
-
-
-def _check_temperature(temperature: float) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(
-            f"`temperature` must be a number. Received: temperature={temperature!r} "
-            f"of type {type(temperature).__name__}"
-        )
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(
-            f"`temperature` must be a finite number > 0 (Hinton et al. use 1-20; 4 is common). "
-            f"Received: temperature={temperature}"
-        )
-    return float(temperature)
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be True or False. Received: {name}={value!r}")
-    return value
-
-
-def standardized(logits: tf.Tensor) -> tf.Tensor:
-    """Each row z-scored over the classes: `(z - mean(z)) / (std(z) + 1e-7)`, with the sample
-    (n - 1) standard deviation, as the reference code of Sun et al., "Logit Standardization in
-    Knowledge Distillation", CVPR 2024."""
-    mean = tf.reduce_mean(logits, axis=-1, keepdims=True)
-    count = tf.cast(tf.shape(logits)[-1], logits.dtype)
-    variance = tf.reduce_sum(tf.square(logits - mean), axis=-1, keepdims=True) / (count - 1.0)
-    return (logits - mean) / (tf.sqrt(variance) + 1e-7)
-
-
-class LogitLoss:
-    """Base class of losses between teacher and student logits of shape `(batch, classes)`.
-
-    Logit losses take `standardize`: z-score both logit rows before the loss (Sun et al.,
-    CVPR 2024), so the student matches the teacher's logit *relations* rather than their
-    magnitude, which a small student may not be able to reach. The temperature then divides the
-    standardized logits.
-    """
-
-    standardize = False
-
-    def per_example(
-        self, teacher_logits: tf.Tensor, student_logits: tf.Tensor, labels: tf.Tensor | None
-    ) -> tf.Tensor:
-        """Loss of each example, shape `(batch,)`."""
-        raise NotImplementedError
-
-    def __call__(
-        self,
-        teacher_logits: tf.Tensor,
-        student_logits: tf.Tensor,
-        labels: tf.Tensor | None = None,
-        sample_weight: tf.Tensor | None = None,
-    ) -> tf.Tensor:
-        teacher_logits, student_logits = self._prepared(teacher_logits, student_logits)
-        return weighted_batch_mean(
-            self.per_example(teacher_logits, student_logits, labels), sample_weight
-        )
-
-    def _prepared(self, teacher_logits: tf.Tensor, student_logits: tf.Tensor):
-        # Softmax and log in float32 even under mixed precision: float16 KL underflows.
-        teacher_logits = tf.cast(teacher_logits, tf.float32)
-        student_logits = tf.cast(student_logits, tf.float32)
-        if self.standardize:
-            return standardized(teacher_logits), standardized(student_logits)
-        return teacher_logits, student_logits
-
-    def get_config(self) -> dict:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "LogitLoss":
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
+__all__ = [
+    "BOOLEANS",
+    "DEFAULT_TEMPERATURE",
+    "DIST",
+    "DKD",
+    "KD",
+    "RKD",
+    "AttentionTransfer",
+    "FeatureLoss",
+    "Hint",
+    "LogitLoss",
+    "LogitMSE",
+    "available",
+    "from_spec",
+    "get",
+    "register",
+    "standardized",
+    "takes",
+    "weighted_batch_mean",
+]
 
 
 @register("kd")
@@ -192,8 +59,8 @@ class KD(LogitLoss):
     """
 
     def __init__(self, temperature: float = DEFAULT_TEMPERATURE, standardize: bool = False):
-        self.temperature = _check_temperature(temperature)
-        self.standardize = _check_bool("standardize", standardize)
+        self.temperature = check_temperature(temperature)
+        self.standardize = check_bool("standardize", standardize)
 
     def per_example(self, teacher_logits, student_logits, labels=None):
         del labels  # KD needs only the teacher's distribution.
@@ -207,17 +74,6 @@ class KD(LogitLoss):
 
     def get_config(self) -> dict:
         return {"temperature": self.temperature, "standardize": self.standardize}
-
-
-def _check_nonnegative(name: str, value: float) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
-    return float(value)
 
 
 @register("dkd")
@@ -250,10 +106,10 @@ class DKD(LogitLoss):
         temperature: float = DEFAULT_TEMPERATURE,
         standardize: bool = False,
     ):
-        self.alpha = _check_nonnegative("alpha", alpha)
-        self.beta = _check_nonnegative("beta", beta)
-        self.temperature = _check_temperature(temperature)
-        self.standardize = _check_bool("standardize", standardize)
+        self.alpha = check_nonnegative("alpha", alpha)
+        self.beta = check_nonnegative("beta", beta)
+        self.temperature = check_temperature(temperature)
+        self.standardize = check_bool("standardize", standardize)
 
     def per_example(self, teacher_logits, student_logits, labels=None):
         if labels is None:
@@ -315,10 +171,10 @@ class DIST(LogitLoss):
         temperature: float = 1.0,
         standardize: bool = False,
     ):
-        self.beta = _check_nonnegative("beta", beta)
-        self.gamma = _check_nonnegative("gamma", gamma)
-        self.temperature = _check_temperature(temperature)
-        self.standardize = _check_bool("standardize", standardize)
+        self.beta = check_nonnegative("beta", beta)
+        self.gamma = check_nonnegative("gamma", gamma)
+        self.temperature = check_temperature(temperature)
+        self.standardize = check_bool("standardize", standardize)
 
     def _probabilities(self, teacher_logits, student_logits):
         t = self.temperature
@@ -359,15 +215,10 @@ class LogitMSE(LogitLoss):
     """
 
     def __init__(self, standardize: bool = False):
-        self.standardize = _check_bool("standardize", standardize)
+        self.standardize = check_bool("standardize", standardize)
 
     def get_config(self) -> dict:
         return {"standardize": self.standardize}
 
     def per_example(self, teacher_logits, student_logits, labels=None):
         return tf.reduce_mean(tf.square(student_logits - teacher_logits), axis=-1)
-
-
-# The feature losses live in a module of their own and register themselves here; imported last,
-# once everything they build on is defined, so that `tfkd.losses.Hint` and `get("hint")` work.
-from tfkd.distill.feature_losses import RKD, AttentionTransfer, FeatureLoss, Hint  # noqa: E402, F401
