@@ -6,7 +6,6 @@ import tensorflow as tf
 
 from tfkd.distill.feature_losses import RKD, AttentionTransfer, FeatureLoss, Hint
 from tfkd.distill.loss_base import (
-    BOOLEANS,
     DEFAULT_TEMPERATURE,
     LogitLoss,
     available,
@@ -16,13 +15,9 @@ from tfkd.distill.loss_base import (
     from_spec,
     get,
     register,
-    standardized,
-    takes,
-    weighted_batch_mean,
 )
 
 __all__ = [
-    "BOOLEANS",
     "DEFAULT_TEMPERATURE",
     "DIST",
     "DKD",
@@ -37,9 +32,6 @@ __all__ = [
     "from_spec",
     "get",
     "register",
-    "standardized",
-    "takes",
-    "weighted_batch_mean",
 ]
 
 
