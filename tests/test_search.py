@@ -393,6 +393,44 @@ def test_a_detection_trial_shares_the_teacher_uncached_and_is_scored_by_the_map_
         search.objectives_of(str(run), config, "int8_io_uint8")
 
 
+def test_a_detection_search_reads_its_set_once_for_the_latency_inputs_and_floor(
+    tmp_path, monkeypatch
+):
+    """Reading a detection set opens every image's header: the search's latency inputs (the
+    first test image) and the floor's calibration images come from one read."""
+    from pipelines.config import Config
+    from pipelines.search import tasks
+    from tests.conftest import CIFAR_SAMPLE
+    from tfkd.tasks.detection import data as detection_data
+    from tools.make_detection_set import make_detection_set
+
+    make_detection_set(
+        CIFAR_SAMPLE,
+        str(tmp_path / "set"),
+        ["frog", "truck"],
+        {"train": 4, "val": 2},
+        64,
+        2,
+        "coco",
+        0,
+    )
+    reads = []
+    original = detection_data.load
+    monkeypatch.setattr(detection_data, "load", lambda spec: reads.append(spec) or original(spec))
+    base = Config(
+        dataset=f"coco:{tmp_path / 'set'}",
+        image_size=(64, 64),
+        teacher="detector_large",
+        student="detector_small",
+        modes=("float32", "int8_io_uint8"),
+        out_dir=str(tmp_path / "search"),
+    )
+    inputs = tasks.latency_inputs(base)
+    tasks.floor_exporter(base, "64,64")
+    assert reads == [base.dataset]
+    assert inputs is not None and inputs.shape == (1, 64, 64, 3)
+
+
 def test_a_trials_ray_worker_imports_no_tensorflow():
     """Ray imports the trainable's module in each trial's worker; the trial's own process
     imports TensorFlow, the worker must not hold a second one."""

@@ -2,6 +2,7 @@
 trial is scored by, where the model card holds it, the input its latency is measured on, and how
 an untrained candidate is exported for the latency floor."""
 
+import functools
 import os
 from collections.abc import Callable
 
@@ -36,12 +37,19 @@ def quality_in_card(entry: dict, metric: str) -> float:
 
 def latency_inputs(base: Config) -> np.ndarray | None:
     """What a file is fed while the search measures its latency (the floor's candidates, the
-    shipped files measured again): a detector the first test image, as its run's benchmark
-    stage did (the post-processing's work depends on what the
-    detector finds); a classifier, whose work does not depend on its input, random data."""
+    shipped files measured again): a detector the first test image, as its run's benchmark stage
+    did (the post-processing's work depends on what the detector finds); a classifier, whose
+    work does not depend on its input, random data."""
     if base.task != config_lib.DETECTION:
         return None
-    return _first_images(detection_data.load(base.dataset)["val"], base, 1)
+    return _first_images(_detection_set(base.dataset)["val"], base, 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _detection_set(spec: str) -> dict[str, detection_data.DetectionSplit]:
+    """The base run's detection set, read once per search (its annotations and every image's
+    header) for both the latency inputs and the latency floor's calibration images."""
+    return detection_data.load(spec)
 
 
 def _first_images(split: detection_data.DetectionSplit, base: Config, count: int) -> np.ndarray:
@@ -56,7 +64,7 @@ def floor_exporter(base: Config, size: str) -> Exporter:
     `size` (as the space spells it): `export(student, mode, directory)` returns the file's
     path."""
     if base.task == config_lib.DETECTION:
-        return _untrained_detector(base, detection_data.load(base.dataset)["train"])
+        return _untrained_detector(base, _detection_set(base.dataset)["train"])
     at_size = space.trial_config(base, {"image_size": size})
     splits = tfkd.data.load(
         base.dataset,
