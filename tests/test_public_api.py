@@ -11,14 +11,15 @@ import tfkd
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _sources(*folders):
+def _sources(*folders, root=ROOT):
+    """(path relative to `root`, text) of every Python file under `folders`."""
     for folder in folders:
-        for directory, _, names in os.walk(os.path.join(ROOT, folder)):
+        for directory, _, names in os.walk(os.path.join(root, folder)):
             for name in names:
                 if name.endswith(".py"):
                     path = os.path.join(directory, name)
                     with open(path, encoding="utf-8") as handle:
-                        yield os.path.relpath(path, ROOT), handle.read()
+                        yield os.path.relpath(path, root), handle.read()
 
 
 def _public(dotted: str) -> bool:
@@ -74,24 +75,19 @@ def _module_cycles(root: str, packages: tuple[str, ...]) -> list[set[str]]:
     """Groups of modules under `root` that import one another at module level (strongly
     connected components of the import graph, two modules or more). A package's `__init__`
     importing its own submodules is not counted: Python runs it first either way."""
-    paths = {}
-    for package in packages:
-        for directory, _, names in os.walk(os.path.join(root, package)):
-            for name in names:
-                if name.endswith(".py"):
-                    relative = os.path.relpath(os.path.join(directory, name), root)[:-3]
-                    module = relative.replace(os.sep, ".").removesuffix(".__init__")
-                    paths[module] = os.path.join(directory, name)
+    sources = {
+        path[:-3].replace(os.sep, ".").removesuffix(".__init__"): (path, text)
+        for path, text in _sources(*packages, root=root)
+    }
 
     def known(name: str) -> str | None:
-        while name and name not in paths:
+        while name and name not in sources:
             name = name.rpartition(".")[0]
         return name or None
 
     graph: dict[str, set[str]] = {}
-    for module, path in paths.items():
-        with open(path, encoding="utf-8") as handle:
-            tree = ast.parse(handle.read())
+    for module, (path, text) in sources.items():
+        tree = ast.parse(text)
         package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
         targets = set()
         for node in tree.body:
@@ -105,7 +101,7 @@ def _module_cycles(root: str, packages: tuple[str, ...]) -> list[set[str]]:
                 # `from package import module` depends on the module; `from module import
                 # name` on the module.
                 targets |= {
-                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in paths else base
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in sources else base
                     for alias in node.names
                 }
         found = {known(t) for t in targets} - {None, module}
@@ -154,9 +150,9 @@ def test_no_module_imports_itself_back(tmp_path):
 def test_no_library_module_is_over_450_lines():
     """One concept per module (tfkd/third_party holds generated code: TFLite's metadata
     schema)."""
-    long = {
+    lines = {
         path: text.count("\n")
         for path, text in _sources("tfkd")
-        if not path.startswith(os.path.join("tfkd", "third_party")) and text.count("\n") > 450
+        if not path.startswith(os.path.join("tfkd", "third_party"))
     }
-    assert long == {}
+    assert {path: count for path, count in lines.items() if count > 450} == {}
